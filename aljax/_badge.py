@@ -1,0 +1,147 @@
+"""k-means++ seeding (dense or factored) and the BADGE front door."""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from . import _validate
+from ._embeddings import last_layer_embedding
+from ._types import Factored
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def _compute_dtype(emb) -> jnp.dtype:
+    leaves = jax.tree_util.tree_leaves(emb)
+    return jnp.result_type(jnp.float32, *[leaf.dtype for leaf in leaves])
+
+
+def _sqnorms(emb, dtype) -> jax.Array:
+    if isinstance(emb, Factored):
+        a, h = emb.a.astype(dtype), emb.h.astype(dtype)
+        return jnp.sum(a * a, axis=1) * jnp.sum(h * h, axis=1)
+    x = emb.astype(dtype)
+    return jnp.sum(x * x, axis=1)
+
+
+def _inner_with_row(emb, i, dtype) -> jax.Array:
+    """``<g_j, g_i>`` for every row j. Factored: ``(a_j·a_i)(h_j·h_i)``, O(n(C + D))."""
+    if isinstance(emb, Factored):
+        aa = jnp.matmul(emb.a, emb.a[i], precision=_HIGHEST, preferred_element_type=dtype)
+        hh = jnp.matmul(emb.h, emb.h[i], precision=_HIGHEST, preferred_element_type=dtype)
+        return aa * hh
+    return jnp.matmul(emb, emb[i], precision=_HIGHEST, preferred_element_type=dtype)
+
+
+@functools.partial(jax.jit, static_argnames="k")
+def _kmeans_pp(key: jax.Array, emb, k: int) -> jax.Array:
+    dtype = _compute_dtype(emb)
+    sq = _sqnorms(emb, dtype)
+    n = sq.shape[0]
+    rtol = 16 * jnp.finfo(dtype).eps
+
+    def sqdist_to(i):
+        # ||g_j - g_i||² = ||g_j||² + ||g_i||² - 2<g_j, g_i>; cancellation noise below rtol·scale is 0.
+        d = sq + sq[i] - 2 * _inner_with_row(emb, i, dtype)
+        return jnp.where(d <= rtol * (sq + sq[i]), 0.0, d).astype(dtype)
+
+    first = jnp.argmax(sq).astype(jnp.int32)
+    chosen = jnp.zeros(n, bool).at[first].set(True)
+    picks = jnp.zeros(k, jnp.int32).at[0].set(first)
+    keys = jax.random.split(key, k)
+
+    def step(t, state):
+        dist, chosen, picks = state
+        weights = jnp.where(chosen, 0.0, dist)
+        # All remaining distances 0 (more requested than distinct points): uniform over the rest.
+        weights = jnp.where(jnp.sum(weights) > 0, weights, (~chosen).astype(dtype))
+        cumulative = jnp.cumsum(weights)
+        u = jax.random.uniform(keys[t], (), dtype) * cumulative[-1]
+        i = jnp.clip(jnp.searchsorted(cumulative, u, side="right"), 0, n - 1)
+        last_positive = jnp.max(jnp.where(weights > 0, jnp.arange(n), -1))
+        i = jnp.where(weights[i] > 0, i, last_positive).astype(jnp.int32)
+        return jnp.minimum(dist, sqdist_to(i)), chosen.at[i].set(True), picks.at[t].set(i)
+
+    _, _, picks = jax.lax.fori_loop(1, k, step, (sqdist_to(first), chosen, picks))
+    return picks
+
+
+def kmeans_pp(key, embedding, k: int) -> jax.Array:
+    """k-means++ seeding: ``k`` diverse, large-norm rows of an embedding.
+
+    The first pick is the row of largest norm (the reference implementation's rule); each next
+    pick is drawn with probability proportional to its squared distance to the nearest pick so far
+    (D² sampling), distances updated with ``min``. On a :class:`~aljax.Factored` embedding the
+    distances come from the factors, ``‖g_i − g_j‖² = ‖a_i‖²‖h_i‖² + ‖a_j‖²‖h_j‖² −
+    2(a_i·a_j)(h_i·h_j)``, so a step reads ``n(C + D)`` numbers, never ``n·C·D``.
+
+    When every remaining distance is 0 (more points requested than distinct rows, or a fully
+    confident model), the rest are drawn uniformly from the unpicked rows: the result never holds
+    a duplicate or a NaN. Distances below ``16·eps`` of their scale count as 0.
+
+    Args:
+      key: int seed or ``jax.random`` key. The same key gives the same picks, with or without an
+        outer ``jax.jit``.
+      embedding: ``(n, d)`` floating array or :class:`~aljax.Factored`. Storage may be bfloat16;
+        distances accumulate in float32 (float64 under x64 with float64 inputs).
+      k: number of picks, a Python int in ``[1, n]``.
+
+    Returns:
+      ``(k,)`` int32 indices in pick order.
+
+    Example:
+      >>> import jax, aljax
+      >>> emb = jax.random.normal(jax.random.key(0), (100, 8))
+      >>> aljax.kmeans_pp(0, emb, 5).shape
+      (5,)
+    """
+    fn = "kmeans_pp"
+    key = _validate.as_key(fn, key)
+    if not isinstance(embedding, Factored):
+        _validate.check_floating_2d(fn, "embedding", embedding)
+        embedding = jnp.asarray(embedding)
+    k = _validate.check_k(fn, k, embedding.shape[0] if not isinstance(embedding, Factored) else embedding.n)
+    _validate.check_finite(fn, "the embedding values", *jax.tree_util.tree_leaves(embedding))
+    return _kmeans_pp(key, embedding, k)
+
+
+def badge(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 1024,
+          features_fn: Callable | None = None) -> jax.Array:
+    """BADGE: k-means++ seeding over last-layer gradient embeddings.
+
+    Ash et al., "Deep batch active learning by diverse, uncertain gradient lower bounds", ICLR
+    2020. Each pool point is embedded as the gradient of the cross-entropy at its predicted label
+    with respect to the last dense kernel (kept factored, see :class:`~aljax.Factored`); k-means++
+    seeding then favours points that are uncertain (large gradient) and diverse (far apart).
+
+    Args:
+      params: model parameters (any pytree).
+      apply_fn: ``apply_fn(params, x) -> logits (batch, C)``: a Flax ``model.apply``, an Equinox
+        or plain function. Its last operation must be a dense layer ``h @ W + b`` unless
+        ``features_fn`` is given.
+      pool: ``(n, ...)`` array or pytree of arrays, processed in chunks of ``batch_size``.
+      k: number of points to select, a Python int in ``[1, n]``.
+      key: int seed or ``jax.random`` key.
+      batch_size: rows per forward chunk.
+      features_fn: optional ``features_fn(params, x) -> (batch, D)`` penultimate features.
+
+    Returns:
+      ``(k,)`` int32 indices into ``pool``, unique, in pick order.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, aljax
+      >>> W1, W2 = jnp.ones((4, 16)) / 4, jnp.arange(48.0).reshape(16, 3) / 48
+      >>> apply_fn = lambda p, x: jnp.tanh(x @ p[0]) @ p[1]
+      >>> pool = jax.random.normal(jax.random.key(1), (200, 4))
+      >>> aljax.badge((W1, W2), apply_fn, pool, k=10, key=0).shape
+      (10,)
+    """
+    fn = "badge"
+    key = _validate.as_key(fn, key)
+    k = _validate.check_k(fn, k, _validate.pool_size(fn, pool))
+    emb = last_layer_embedding(params, apply_fn, pool, batch_size=batch_size, features_fn=features_fn)
+    return _kmeans_pp(key, emb, k)

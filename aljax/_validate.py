@@ -1,0 +1,118 @@
+"""Argument checks shared by every public function, with one message style.
+
+Every message reads ``aljax.<function>: argument `<name>` must be <expected>, got <actual>.``
+Checks read only shapes, dtypes and Python values, so they also run under a user's ``jit``;
+value checks (NaN/Inf) run only on concrete arrays (see :func:`check_finite`).
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def message(fn: str, arg: str, expected: str, got: Any) -> str:
+    return f"aljax.{fn}: argument `{arg}` must be {expected}, got {got}."
+
+
+def is_concrete(*arrays) -> bool:
+    """True when no leaf is being traced (values can be inspected)."""
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(arrays))
+
+
+def check_int(fn: str, arg: str, value: Any, *, low: int | None = None, high: int | None = None) -> int:
+    """A Python (or NumPy) integer in [low, high]; bools are refused."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(message(fn, arg, "a Python int", f"{type(value).__name__} {value!r}"))
+    value = int(value)
+    if low is not None and value < low:
+        bound = f"an int >= {low}" if high is None else f"an int in [{low}, {high}]"
+        raise ValueError(message(fn, arg, bound, value))
+    if high is not None and value > high:
+        bound = f"an int <= {high}" if low is None else f"an int in [{low}, {high}]"
+        raise ValueError(message(fn, arg, bound, value))
+    return value
+
+
+def check_k(fn: str, k: Any, n: int) -> int:
+    """The number of points to select: a Python int in [1, n]."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise TypeError(message(fn, "k", "a Python int", f"{type(k).__name__} {k!r}"))
+    if k < 1:
+        raise ValueError(message(fn, "k", "an int >= 1", int(k)))
+    if k > n:
+        raise ValueError(
+            f"aljax.{fn}: argument `k` must be at most the pool size: cannot select "
+            f"{int(k)} points from a pool of {n}."
+        )
+    return int(k)
+
+
+def check_positive(fn: str, arg: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(message(fn, arg, "a real number", f"{type(value).__name__} {value!r}"))
+    if not value > 0 or not np.isfinite(value):
+        raise ValueError(message(fn, arg, "a finite number > 0", value))
+    return float(value)
+
+
+def as_key(fn: str, key: Any) -> jax.Array:
+    """An int seed or a JAX PRNG key (typed, or raw uint32 of shape (2,)) -> a typed key."""
+    if isinstance(key, bool):
+        raise TypeError(message(fn, "key", "an int seed or a jax.random key", "bool"))
+    if isinstance(key, numbers.Integral):
+        return jax.random.key(int(key))
+    dtype = getattr(key, "dtype", None)
+    shape = getattr(key, "shape", None)
+    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        if shape != ():
+            raise ValueError(message(fn, "key", "a single key (shape ())", f"a key array of shape {shape}"))
+        return key
+    if dtype is not None and dtype == jnp.uint32 and shape == (2,):
+        return jax.random.wrap_key_data(key)
+    got = f"{type(key).__name__}" + (f" of dtype {dtype} and shape {shape}" if dtype is not None else f" {key!r}")
+    raise TypeError(message(fn, "key", "an int seed or a jax.random key", got))
+
+
+def pool_size(fn: str, pool: Any, arg: str = "pool") -> int:
+    """Number of examples in a pool (an array or a pytree of arrays sharing the leading axis)."""
+    leaves = jax.tree_util.tree_leaves(pool)
+    if not leaves:
+        raise ValueError(message(fn, arg, "an array or a pytree of arrays", "an empty pytree"))
+    sizes = []
+    for leaf in leaves:
+        shape = getattr(leaf, "shape", None)
+        if shape is None:
+            raise TypeError(message(fn, arg, "an array or a pytree of arrays", type(leaf).__name__))
+        if len(shape) == 0:
+            raise ValueError(message(fn, arg, "arrays with a leading example axis", "a 0-d array"))
+        sizes.append(shape[0])
+    if len(set(sizes)) != 1:
+        raise ValueError(message(fn, arg, "arrays sharing the leading (example) axis", f"leading sizes {sizes}"))
+    if sizes[0] == 0:
+        raise ValueError(message(fn, arg, "a non-empty pool", "an empty pool (0 examples)"))
+    return int(sizes[0])
+
+
+def check_floating_2d(fn: str, arg: str, x: Any) -> None:
+    shape, dtype = getattr(x, "shape", None), getattr(x, "dtype", None)
+    if shape is None:
+        raise TypeError(message(fn, arg, "an array", type(x).__name__))
+    if len(shape) != 2:
+        raise ValueError(message(fn, arg, "a 2-D array (n, d)", f"shape {tuple(shape)}"))
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(message(fn, arg, "a floating array", f"dtype {dtype}"))
+
+
+def check_finite(fn: str, what: str, *arrays) -> None:
+    """Raise on NaN/Inf. Skipped (documented) when the arrays are being traced."""
+    if not is_concrete(*arrays):
+        return
+    for x in arrays:
+        if not bool(jnp.all(jnp.isfinite(x))):
+            bad = int(jnp.sum(~jnp.isfinite(x)))
+            raise ValueError(f"aljax.{fn}: {what} contain {bad} NaN/Inf value(s); they must be finite.")
