@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _validate
-from ._embeddings import last_layer_embedding
+from ._embeddings import factored_embedding
 from ._types import Factored
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -143,5 +143,5 @@ def badge(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 
     fn = "badge"
     key = _validate.as_key(fn, key)
     k = _validate.check_k(fn, k, _validate.pool_size(fn, pool))
-    emb = last_layer_embedding(params, apply_fn, pool, batch_size=batch_size, features_fn=features_fn)
+    emb = factored_embedding(params, apply_fn, pool, batch_size=batch_size, features_fn=features_fn, fn_name=fn)
     return _kmeans_pp(key, emb, k)

@@ -110,22 +110,26 @@ def logits_and_features(params, apply_fn: Callable, pool, *, batch_size: int = 1
     batch_size = _validate.check_int(fn_name, "batch_size", batch_size, low=1)
     head = _cached_jit("head", apply_fn, features_fn)
     # Shape checks on one chunk, before any heavy work.
+    first = _first_chunk(pool, n, batch_size)
+    _check_outputs(fn_name, jax.eval_shape(apply_fn, params, first), problem_type)
     try:
-        out_shape, h_shape = jax.eval_shape(head, params, _first_chunk(pool, n, batch_size))
+        out_shape, h_shape = jax.eval_shape(head, params, first)
     except DenseHeadError as err:
         raise ValueError(
             f"aljax.{fn_name}: cannot find the last dense layer of `apply_fn`: {err}. "
             "Pass `features_fn=lambda params, x: ...` returning the (batch, D) penultimate features."
         ) from None
-    _check_outputs(fn_name, out_shape, h_shape, problem_type)
+    _check_features(fn_name, out_shape, h_shape)
     outputs, h = map_chunks(lambda chunk: head(params, chunk), pool, n, batch_size)
     _validate.check_finite(fn_name, "the model's outputs (logits)", outputs)
     _validate.check_finite(fn_name, "the penultimate features", h)
     return outputs, h
 
 
-def _check_outputs(fn_name, out_shape, h_shape, problem_type):
-    batch = h_shape.shape[0] if h_shape.ndim else None
+def _check_outputs(fn_name, out_shape, problem_type):
+    if not hasattr(out_shape, "ndim"):
+        raise TypeError(_validate.message(fn_name, "apply_fn", "a function returning one array of outputs",
+                                          type(out_shape).__name__))
     if problem_type == "classification":
         if out_shape.ndim != 2:
             raise ValueError(_validate.message(fn_name, "apply_fn", "a function returning 2-D logits (batch, C)",
@@ -143,6 +147,10 @@ def _check_outputs(fn_name, out_shape, h_shape, problem_type):
     if not jnp.issubdtype(out_shape.dtype, jnp.floating):
         raise TypeError(_validate.message(fn_name, "apply_fn", "a function returning floating outputs",
                                           f"dtype {out_shape.dtype}"))
+
+
+def _check_features(fn_name, out_shape, h_shape):
+    batch = h_shape.shape[0] if h_shape.ndim else None
     if h_shape.ndim != 2 or not jnp.issubdtype(h_shape.dtype, jnp.floating):
         raise ValueError(_validate.message(fn_name, "features_fn", "floating features of shape (batch, D)",
                                            f"{h_shape.dtype}{list(h_shape.shape)}"))
@@ -174,8 +182,14 @@ def last_layer_embedding(params, apply_fn: Callable, pool, *, batch_size: int = 
       >>> aljax.last_layer_embedding(W, apply_fn, jnp.ones((8, 5)))
       Factored(a=float32[8, 3], h=float32[8, 5])
     """
+    return factored_embedding(params, apply_fn, pool, batch_size=batch_size, features_fn=features_fn,
+                              fn_name="last_layer_embedding")
+
+
+def factored_embedding(params, apply_fn, pool, *, batch_size, features_fn, fn_name) -> Factored:
+    """:func:`last_layer_embedding` with the caller's name in error messages."""
     logits, h = logits_and_features(params, apply_fn, pool, batch_size=batch_size, features_fn=features_fn,
-                                    fn_name="last_layer_embedding")
+                                    fn_name=fn_name)
     return Factored(hallucinated_residual(logits), h)
 
 
@@ -197,8 +211,14 @@ def fisher_embedding(params, apply_fn: Callable, pool, *, batch_size: int = 1024
       batch_size: rows per chunk.
       features_fn: optional ``features_fn(params, x) -> (batch, D)``.
     """
+    return fisher_factors(params, apply_fn, pool, batch_size=batch_size, features_fn=features_fn,
+                          fn_name="fisher_embedding")
+
+
+def fisher_factors(params, apply_fn, pool, *, batch_size, features_fn, fn_name) -> FisherFactors:
+    """:func:`fisher_embedding` with the caller's name in error messages."""
     logits, h = logits_and_features(params, apply_fn, pool, batch_size=batch_size, features_fn=features_fn,
-                                    fn_name="fisher_embedding")
+                                    fn_name=fn_name)
     return FisherFactors(jax.nn.softmax(logits, axis=-1), h)
 
 

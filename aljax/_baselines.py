@@ -1,0 +1,412 @@
+"""The baselines every active learning comparison needs: random, least confidence, margin,
+entropy, BALD (MC dropout) and core-set (k-center greedy).
+
+Each front door takes ``(params, apply_fn, pool, k, *, key=0, batch_size=1024, ...)`` and returns
+``k`` unique int32 indices into ``pool``. The score-based ones break ties by the lowest index;
+their score-level forms on logits live in :mod:`aljax.scores`.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from . import _validate
+from ._embeddings import _first_chunk, logits_and_features, map_chunks
+from .scores import _bald_from_parts, _bald_parts, _entropy, _least_confidence, _margin, _top_k
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+_JIT_CACHE: dict = {}
+
+
+def _cached(tag: str, apply_fn: Callable, build: Callable) -> Callable:
+    """One jitted function per (tag, user callable); unhashable callables are keyed by identity."""
+    try:
+        key = (tag, apply_fn)
+        hash(key)
+    except TypeError:
+        key = (tag, id(apply_fn))
+    if key not in _JIT_CACHE:
+        _JIT_CACHE[key] = build()
+    return _JIT_CACHE[key]
+
+
+def _check_logit_shape(fn: str, out) -> None:
+    if out.ndim != 2:
+        raise ValueError(_validate.message(fn, "apply_fn", "a function returning 2-D logits (batch, C)",
+                                           f"outputs of shape {out.shape}"))
+    if out.shape[1] < 2:
+        raise ValueError(_validate.message(fn, "apply_fn", "logits with at least 2 classes",
+                                           f"outputs of shape {out.shape}"))
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        raise TypeError(_validate.message(fn, "apply_fn", "a function returning floating logits",
+                                          f"dtype {out.dtype}"))
+
+
+def _pool_logits(fn: str, params, apply_fn: Callable, pool, n: int, batch_size: int) -> jax.Array:
+    """``apply_fn`` over the pool in chunks, with shape checks on one chunk first."""
+    if not callable(apply_fn):
+        raise TypeError(_validate.message(fn, "apply_fn", "a callable apply_fn(params, x)", type(apply_fn).__name__))
+    forward = _cached("logits", apply_fn, lambda: jax.jit(apply_fn))
+    _check_logit_shape(fn, jax.eval_shape(forward, params, _first_chunk(pool, n, batch_size)))
+    logits = map_chunks(lambda chunk: forward(params, chunk), pool, n, batch_size)
+    _validate.check_finite(fn, "the model's outputs (logits)", logits)
+    return logits
+
+
+def _check_common(fn: str, pool, k, key, batch_size) -> tuple[int, int, jax.Array, int]:
+    key = _validate.as_key(fn, key)
+    n = _validate.pool_size(fn, pool)
+    k = _validate.check_k(fn, k, n)
+    batch_size = _validate.check_int(fn, "batch_size", batch_size, low=1)
+    return n, k, key, batch_size
+
+
+# ---------------------------------------------------------------------------------------------
+# Random.
+
+
+@functools.partial(jax.jit, static_argnames=("n", "k"))
+def _random_kernel(key: jax.Array, n: int, k: int) -> jax.Array:
+    return jax.random.permutation(key, n)[:k].astype(jnp.int32)
+
+
+def random_sample(params, apply_fn: Callable | None, pool, k: int, *, key=0, batch_size: int = 1024) -> jax.Array:
+    """Uniform random sampling without replacement: the baseline every strategy must beat.
+
+    ``params`` and ``apply_fn`` are accepted (and ignored) so that every selector has the same
+    signature.
+
+    Args:
+      params: ignored.
+      apply_fn: ignored (may be ``None``).
+      pool: ``(n, ...)`` array or pytree of arrays (only its size is read).
+      k: number of points, a Python int in ``[1, n]``.
+      key: int seed or ``jax.random`` key.
+      batch_size: ignored (accepted for a uniform signature).
+
+    Returns:
+      ``(k,)`` int32 unique indices into ``pool``, uniformly at random.
+
+    Example:
+      >>> import jax.numpy as jnp, aljax
+      >>> aljax.random_sample(None, None, jnp.zeros((10, 3)), 4, key=0).shape
+      (4,)
+    """
+    fn = "random_sample"
+    n, k, key, _ = _check_common(fn, pool, k, key, batch_size)
+    return _random_kernel(key, n, k)
+
+
+# ---------------------------------------------------------------------------------------------
+# Uncertainty scores on the model's logits.
+
+
+@functools.partial(jax.jit, static_argnames=("score", "k"))
+def _select_by_score(logits: jax.Array, score: Callable, k: int) -> jax.Array:
+    return _top_k(score(logits), k)
+
+
+def _uncertainty(fn: str, score: Callable, params, apply_fn, pool, k, key, batch_size) -> jax.Array:
+    n, k, _, batch_size = _check_common(fn, pool, k, key, batch_size)
+    logits = _pool_logits(fn, params, apply_fn, pool, n, batch_size)
+    return _select_by_score(logits, score, k)
+
+
+_SELECTOR_ARGS = """
+    Args:
+      params: model parameters (any pytree).
+      apply_fn: ``apply_fn(params, x) -> logits (batch, C)`` (a Flax ``model.apply``, an
+        Equinox or plain function).
+      pool: ``(n, ...)`` array or pytree of arrays, run through ``apply_fn`` in chunks.
+      k: number of points, a Python int in ``[1, n]``.
+      key: accepted and ignored (the selection is deterministic).
+      batch_size: rows per forward chunk.
+
+    Returns:
+      ``(k,)`` int32 unique indices into ``pool``, highest score first, ties broken by the
+      lowest index.
+"""
+
+
+def least_confidence(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 1024) -> jax.Array:
+    return _uncertainty("least_confidence", _least_confidence, params, apply_fn, pool, k, key, batch_size)
+
+
+def margin(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 1024) -> jax.Array:
+    return _uncertainty("margin", _margin, params, apply_fn, pool, k, key, batch_size)
+
+
+def entropy(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 1024) -> jax.Array:
+    return _uncertainty("entropy", _entropy, params, apply_fn, pool, k, key, batch_size)
+
+
+least_confidence.__doc__ = """Least-confidence sampling: the ``k`` points whose top predicted
+    probability is lowest, score ``1 − max_c p_c`` (Settles, "Active learning literature
+    survey", 2009; :func:`aljax.scores.least_confidence`).
+""" + _SELECTOR_ARGS + """
+    Example:
+      >>> import jax, jax.numpy as jnp, aljax
+      >>> W = jax.random.normal(jax.random.key(0), (4, 3))
+      >>> pool = jax.random.normal(jax.random.key(1), (50, 4))
+      >>> aljax.least_confidence(W, lambda W, x: x @ W, pool, 5).shape
+      (5,)
+"""
+margin.__doc__ = """Margin sampling: the ``k`` points with the smallest gap between the two most
+    likely classes, score ``1 − (p₍₁₎ − p₍₂₎)`` (Scheffer et al., "Active hidden Markov models
+    for information extraction", 2001; :func:`aljax.scores.margin`).
+""" + _SELECTOR_ARGS + """
+    Example:
+      >>> import jax, jax.numpy as jnp, aljax
+      >>> W = jax.random.normal(jax.random.key(0), (4, 3))
+      >>> pool = jax.random.normal(jax.random.key(1), (50, 4))
+      >>> aljax.margin(W, lambda W, x: x @ W, pool, 5).shape
+      (5,)
+"""
+entropy.__doc__ = """Entropy sampling: the ``k`` points of largest predictive entropy
+    ``−Σ_c p_c log p_c`` (Settles 2009; :func:`aljax.scores.entropy`).
+""" + _SELECTOR_ARGS + """
+    Example:
+      >>> import jax, jax.numpy as jnp, aljax
+      >>> W = jax.random.normal(jax.random.key(0), (4, 3))
+      >>> pool = jax.random.normal(jax.random.key(1), (50, 4))
+      >>> aljax.entropy(W, lambda W, x: x @ W, pool, 5).shape
+      (5,)
+"""
+
+
+# ---------------------------------------------------------------------------------------------
+# BALD with MC dropout.
+
+
+def _bald_chunk_fn(apply_fn: Callable) -> Callable:
+    def parts(params, x, keys):
+        logits = jax.vmap(lambda kk: apply_fn(params, x, kk))(keys)      # (S, batch, C)
+        return _bald_parts(logits)
+
+    return jax.jit(parts)
+
+
+def bald(params, apply_fn: Callable, pool, k: int, *, key=0, mc_samples: int = 20,
+         batch_size: int = 1024) -> jax.Array:
+    """BALD: the ``k`` points of largest mutual information between the label and the weights,
+    estimated with Monte Carlo dropout.
+
+    Houlsby, Huszár, Ghahramani & Lengyel, "Bayesian active learning for classification and
+    preference learning", 2011; Gal, Islam & Ghahramani, "Deep Bayesian active learning with
+    image data", ICML 2017. The score is ``H(mean_s p_s) − mean_s H(p_s)`` over ``mc_samples``
+    stochastic passes (:func:`aljax.scores.bald`); the top ``k`` are returned (top-k BALD, not
+    BatchBALD).
+
+    ``apply_fn`` must be stochastic in its key: it is checked on the first chunk, with two
+    different keys, before the pool is scored (skipped when the pool is being traced). The same
+    ``mc_samples`` keys are used for every chunk, so the picks depend on ``key`` and
+    ``batch_size``.
+
+    Args:
+      params: model parameters (any pytree).
+      apply_fn: ``apply_fn(params, x, key) -> logits (batch, C)`` with dropout (or any other
+        randomness) active, e.g. ``lambda p, x, key: model.apply(p, x, deterministic=False,
+        rngs={"dropout": key})``.
+      pool: ``(n, ...)`` array or pytree of arrays, processed in chunks.
+      k: number of points, a Python int in ``[1, n]``.
+      key: int seed or ``jax.random`` key for the MC samples.
+      mc_samples: number of stochastic passes, a Python int ``>= 2``.
+      batch_size: rows per forward chunk.
+
+    Returns:
+      ``(k,)`` int32 unique indices into ``pool``, highest score first, ties broken by the
+      lowest index.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, aljax
+      >>> W = jax.random.normal(jax.random.key(0), (8, 3))
+      >>> def apply_fn(W, x, key):   # dropout on the inputs
+      ...     keep = jax.random.bernoulli(key, 0.5, x.shape)
+      ...     return (x * keep / 0.5) @ W
+      >>> pool = jax.random.normal(jax.random.key(1), (64, 8))
+      >>> aljax.bald(W, apply_fn, pool, 5, key=0, mc_samples=10).shape
+      (5,)
+    """
+    fn = "bald"
+    n, k, key, batch_size = _check_common(fn, pool, k, key, batch_size)
+    mc_samples = _validate.check_int(fn, "mc_samples", mc_samples, low=2)
+    if not callable(apply_fn):
+        raise TypeError(_validate.message(fn, "apply_fn", "a callable apply_fn(params, x, key)",
+                                          type(apply_fn).__name__))
+    keys = jax.random.split(key, mc_samples)
+    first = _first_chunk(pool, n, batch_size)
+    try:
+        out = jax.eval_shape(lambda p, x, kk: apply_fn(p, x, kk), params, first, keys[0])
+    except TypeError as err:
+        raise TypeError(_validate.message(fn, "apply_fn", "a stochastic apply_fn(params, x, key) (e.g. MC dropout)",
+                                          f"a function that cannot be called that way ({err})")) from None
+    _check_logit_shape(fn, out)
+    parts_fn = _cached("bald", apply_fn, lambda: _bald_chunk_fn(apply_fn))
+    if _validate.is_concrete(params, first):
+        forward = _cached("bald_probe", apply_fn, lambda: jax.jit(apply_fn))
+        a, b = forward(params, first, keys[0]), forward(params, first, keys[1])
+        if bool(jnp.all(a == b)):
+            raise ValueError(_validate.message(
+                fn, "apply_fn", "stochastic in its key (e.g. dropout active) for BALD",
+                "the same logits for two different keys; a deterministic model has zero mutual information"))
+    mean_probs, mean_entropy = map_chunks(lambda chunk: parts_fn(params, chunk, keys), pool, n, batch_size)
+    _validate.check_finite(fn, "the MC-averaged probabilities and entropies", mean_probs, mean_entropy)
+    return _select_bald(mean_probs, mean_entropy, k)
+
+
+@functools.partial(jax.jit, static_argnames="k")
+def _select_bald(mean_probs, mean_entropy, k: int) -> jax.Array:
+    return _top_k(_bald_from_parts(mean_probs, mean_entropy), k)
+
+
+# ---------------------------------------------------------------------------------------------
+# Core-set: k-center greedy on penultimate features.
+
+_LABELED_BLOCK = 256
+
+
+def _min_sqdist_to_set(features: jax.Array, others: jax.Array, dtype) -> jax.Array:
+    """``min_j ||f_i − o_j||²`` for every row i, over blocks of ``others``: memory O(n·block).
+
+    Per block: ``||f||² + ||o||² − 2 f·o``, clipped at 0 (cancellation)."""
+    m, dim = others.shape
+    block = min(_LABELED_BLOCK, m)
+    pad = (-m) % block
+    others = jnp.concatenate([others, jnp.zeros((pad, dim), others.dtype)]).reshape(-1, block, dim)
+    valid = (jnp.arange(m + pad) < m).reshape(-1, block)
+    sq_f = jnp.sum(features * features, axis=1)
+
+    def step(best, blk):
+        rows, ok = blk
+        sq_o = jnp.sum(rows * rows, axis=1)
+        cross = jnp.matmul(features, rows.T, precision=_HIGHEST, preferred_element_type=dtype)
+        d = jnp.maximum(sq_f[:, None] + sq_o[None, :] - 2 * cross, 0.0)
+        d = jnp.where(ok[None, :], d, jnp.inf)
+        return jnp.minimum(best, jnp.min(d, axis=1)), None
+
+    init = jnp.full(features.shape[0], jnp.inf, dtype)
+    return jax.lax.scan(step, init, (others, valid))[0]
+
+
+@functools.partial(jax.jit, static_argnames="k")
+def _k_center_greedy(features: jax.Array, labeled: jax.Array | None, k: int) -> jax.Array:
+    dtype = jnp.result_type(jnp.float32, features.dtype)
+    features = features.astype(dtype)
+    n = features.shape[0]
+
+    def sqdist_to(i):
+        return jnp.sum(jnp.square(features - features[i]), axis=1)
+
+    picks = jnp.zeros(k, jnp.int32)
+    chosen = jnp.zeros(n, bool)
+    if labeled is None:
+        # No labeled set: the first centre is the point of largest feature norm (deterministic).
+        first = jnp.argmax(jnp.sum(features * features, axis=1)).astype(jnp.int32)
+        picks, chosen, dist, start = picks.at[0].set(first), chosen.at[first].set(True), sqdist_to(first), 1
+    else:
+        dist, start = _min_sqdist_to_set(features, labeled.astype(dtype), dtype), 0
+
+    def step(t, state):
+        dist, chosen, picks = state
+        # The farthest unchosen point from every centre so far; argmax takes the lowest index on ties.
+        i = jnp.argmax(jnp.where(chosen, -jnp.inf, dist)).astype(jnp.int32)
+        return jnp.minimum(dist, sqdist_to(i)), chosen.at[i].set(True), picks.at[t].set(i)
+
+    return jax.lax.fori_loop(start, k, step, (dist, chosen, picks))[2]
+
+
+def k_center_greedy(features, k: int, *, labeled_features=None) -> jax.Array:
+    """k-center greedy (Sener & Savarese, "Active learning for convolutional neural networks: a
+    core-set approach", ICLR 2018) on feature vectors.
+
+    Each pick is the point farthest (Euclidean) from its nearest centre so far, where the centres
+    are the labeled points and the picks made so far. With no labeled set the first centre is the
+    point of largest feature norm. Ties go to the lowest index. Memory is O(n) in the pool (the
+    distance to the labeled set is built over blocks of 256 labeled rows; no ``n × n`` matrix).
+    If more points are requested than there are distinct ones, the remaining picks are the
+    lowest-index unchosen points (distance 0): never a duplicate.
+
+    Args:
+      features: ``(n, D)`` floating features of the pool.
+      k: number of points, a Python int in ``[1, n]``.
+      labeled_features: optional ``(m, D)`` features of the labeled set.
+
+    Returns:
+      ``(k,)`` int32 unique indices into ``features``, in greedy order.
+
+    Example:
+      >>> import jax.numpy as jnp, aljax
+      >>> feats = jnp.array([[0.0, 0.0], [1.0, 0.0], [5.0, 0.0], [0.0, 3.0]])
+      >>> aljax.k_center_greedy(feats, 2).tolist()
+      [2, 3]
+    """
+    fn = "k_center_greedy"
+    _validate.check_floating_2d(fn, "features", features)
+    if features.shape[0] == 0:
+        raise ValueError(_validate.message(fn, "features", "a non-empty pool", "an empty pool (0 examples)"))
+    k = _validate.check_k(fn, k, features.shape[0])
+    if labeled_features is not None:
+        _validate.check_floating_2d(fn, "labeled_features", labeled_features)
+        if labeled_features.shape[1] != features.shape[1]:
+            raise ValueError(_validate.message(fn, "labeled_features", f"{features.shape[1]} columns like `features`",
+                                               f"shape {tuple(labeled_features.shape)}"))
+        if labeled_features.shape[0] == 0:
+            labeled_features = None
+    _validate.check_finite(fn, "the features", features, *([] if labeled_features is None else [labeled_features]))
+    return _k_center_greedy(jnp.asarray(features),
+                            None if labeled_features is None else jnp.asarray(labeled_features), k)
+
+
+def coreset(params, apply_fn: Callable, pool, k: int, *, key=0, labeled=None, batch_size: int = 1024,
+            features_fn: Callable | None = None) -> jax.Array:
+    """Core-set selection: k-center greedy on the penultimate features, conditioned on the
+    labeled set (Sener & Savarese, "Active learning for convolutional neural networks: a
+    core-set approach", ICLR 2018).
+
+    The features are the input of the model's last dense layer (found by tracing ``apply_fn``, or
+    given by ``features_fn``); see :func:`k_center_greedy` for the greedy rule, the first centre
+    without a labeled set, ties and memory.
+
+    Args:
+      params: model parameters (any pytree).
+      apply_fn: ``apply_fn(params, x) -> logits (batch, C)``.
+      pool: ``(n, ...)`` array or pytree of arrays (the unlabeled candidates).
+      k: number of points, a Python int in ``[1, n]``.
+      key: accepted and ignored (the selection is deterministic).
+      labeled: optional labeled *inputs* ``(m, ...)`` (same structure as ``pool``, not indices);
+        the greedy starts from their features as centres.
+      batch_size: rows per forward chunk.
+      features_fn: optional ``features_fn(params, x) -> (batch, D)``.
+
+    Returns:
+      ``(k,)`` int32 unique indices into ``pool``, in greedy order.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, aljax
+      >>> W1, W2 = jax.random.normal(jax.random.key(0), (4, 16)), jnp.ones((16, 3))
+      >>> apply_fn = lambda p, x: jnp.tanh(x @ p[0]) @ p[1]
+      >>> pool = jax.random.normal(jax.random.key(1), (100, 4))
+      >>> aljax.coreset((W1, W2), apply_fn, pool, 5, labeled=pool[:10]).shape
+      (5,)
+    """
+    fn = "coreset"
+    n, k, _, batch_size = _check_common(fn, pool, k, key, batch_size)
+    _, features = logits_and_features(params, apply_fn, pool, batch_size=batch_size, features_fn=features_fn,
+                                      fn_name=fn)
+    labeled_features = None
+    if labeled is not None:
+        leaves = jax.tree_util.tree_leaves(labeled)
+        if leaves and all(getattr(leaf, "shape", (1,))[:1] == (0,) for leaf in leaves):
+            labeled = None
+    if labeled is not None:
+        _validate.pool_size(fn, labeled, arg="labeled")
+        if jax.tree_util.tree_structure(labeled) != jax.tree_util.tree_structure(pool):
+            raise ValueError(_validate.message(fn, "labeled", "inputs with the structure of `pool`",
+                                               f"{jax.tree_util.tree_structure(labeled)}"))
+        _, labeled_features = logits_and_features(params, apply_fn, labeled, batch_size=batch_size,
+                                                  features_fn=features_fn, fn_name=fn)
+    return _k_center_greedy(features, labeled_features, k)

@@ -1,0 +1,281 @@
+"""A pool-based active learning simulation on labeled data, and learning-curve statistics."""
+
+from __future__ import annotations
+
+import numbers
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import numpy as np
+
+from . import _validate
+from ._labelpool import LabelPool
+
+_FORMAT = "aljax.simulate/1"
+
+
+def _strategy_name(strategy: Callable) -> str:
+    return getattr(strategy, "__name__", None) or type(strategy).__name__
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # the bar is cosmetic: without tqdm there is none
+        return None
+    return tqdm(total=total, desc=desc, leave=False)
+
+
+def _check_picks(strategy_name: str, picks: Any, k: int, size: int) -> np.ndarray:
+    fn = "simulate"
+    arr = np.asarray(picks)
+    if arr.ndim != 1 or arr.shape[0] != k or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"aljax.{fn}: `strategy` ({strategy_name}) must return {k} integer indices into the "
+                         f"unlabeled subset, got {arr.dtype}{list(arr.shape)}.")
+    if arr.min() < 0 or arr.max() >= size:
+        raise ValueError(f"aljax.{fn}: `strategy` ({strategy_name}) returned an index outside [0, {size}): "
+                         f"{arr[(arr < 0) | (arr >= size)][:10].tolist()}.")
+    if np.unique(arr).size != k:
+        raise ValueError(f"aljax.{fn}: `strategy` ({strategy_name}) returned duplicate indices.")
+    return arr
+
+
+def simulate(strategy: Callable, train_fn: Callable, eval_fn: Callable, x, y, *, apply_fn: Callable | None,
+             initial: int, per_round: int, rounds: int, key=0, name: str | None = None,
+             progress: bool = True) -> dict:
+    """Simulate pool-based active learning on a fully labeled dataset.
+
+    Round 0 labels ``initial`` examples drawn uniformly at random; each of the ``rounds`` later
+    rounds trains on the labeled set, asks ``strategy`` for ``per_round`` examples of the
+    unlabeled rest, and reveals their labels. After every round's training the model is scored
+    with ``eval_fn``. The labeled set is tracked by a :class:`~aljax.LabelPool`.
+
+    Randomness is split so that runs with the same ``key`` and different strategies are paired:
+    they share the initial set and the training key of each round (``fold_in(key, round)``), and
+    differ only in what the strategy picks.
+
+    Args:
+      strategy: any aljax selector (``aljax.badge``, ``aljax.margin``, ...) or a callable with
+        the same signature, called as ``strategy(params, apply_fn, x_unlabeled, k, key=key)``
+        and returning ``k`` unique indices into ``x_unlabeled`` (the rows ``x[pool.unlabeled]``,
+        ascending dataset order). Extra options: bind them with ``functools.partial``.
+      train_fn: ``train_fn(x_labeled, y_labeled, key) -> params``, called every round (train
+        from scratch or warm-start: the harness does not care). It gets NumPy arrays.
+      eval_fn: ``eval_fn(params) -> float`` (e.g. test accuracy; larger is better for the AUC
+        summaries).
+      x: ``(n, ...)`` inputs (NumPy or JAX array).
+      y: ``(n, ...)`` labels; the same leading size as ``x``.
+      apply_fn: the model's ``apply_fn(params, x) -> logits``, handed to ``strategy`` with the
+        params ``train_fn`` returned (``train_fn`` returns params only). ``None`` only for
+        strategies that ignore the model (``aljax.random_sample``).
+      initial: size of the random initial labeled set, an int ``>= 1``.
+      per_round: examples labeled per round, an int ``>= 1``.
+      rounds: number of acquisition rounds, an int ``>= 0``; ``initial + rounds·per_round`` must
+        not exceed ``n``.
+      key: int seed or ``jax.random`` key.
+      name: the strategy's name in the results (default: its ``__name__``).
+      progress: show a tqdm progress bar (when tqdm is installed).
+
+    Returns:
+      A JSON-serialisable dict: ``strategy``, ``seed`` (the int key, else ``None``), ``initial``,
+      ``per_round``, ``rounds``, ``labels`` (``rounds + 1`` label counts), ``metrics`` (the
+      ``eval_fn`` values after each round's training), ``selected`` (per acquisition round, the
+      dataset indices picked), ``select_seconds`` and ``train_seconds`` (wall time per round) and
+      ``pool`` (the final :meth:`LabelPool.to_dict`).
+
+    Example:
+      >>> import functools, jax, jax.numpy as jnp, numpy as np, aljax
+      >>> x = np.random.default_rng(0).normal(size=(60, 2)).astype("float32")
+      >>> y = (x[:, 0] > 0).astype("int32")
+      >>> def train_fn(xl, yl, key):    # least squares on ±1 targets, two "logits"
+      ...     w = np.linalg.lstsq(xl, 2.0 * yl - 1, rcond=None)[0]
+      ...     return jnp.stack([-w, w], axis=1)
+      >>> apply_fn = lambda W, xb: xb @ W
+      >>> eval_fn = lambda W: float(np.mean(np.argmax(x @ np.asarray(W), 1) == y))
+      >>> res = aljax.simulate(aljax.margin, train_fn, eval_fn, x, y, apply_fn=apply_fn,
+      ...                      initial=4, per_round=4, rounds=3, key=0, progress=False)
+      >>> res["labels"]
+      [4, 8, 12, 16]
+    """
+    fn = "simulate"
+    for arg, value in (("strategy", strategy), ("train_fn", train_fn), ("eval_fn", eval_fn)):
+        if not callable(value):
+            raise TypeError(_validate.message(fn, arg, "a callable", type(value).__name__))
+    if apply_fn is not None and not callable(apply_fn):
+        raise TypeError(_validate.message(fn, "apply_fn", "a callable apply_fn(params, x) or None",
+                                          type(apply_fn).__name__))
+    n = _validate.pool_size(fn, x, arg="x")
+    n_y = _validate.pool_size(fn, y, arg="y")
+    if n_y != n:
+        raise ValueError(f"aljax.{fn}: `x` and `y` must have the same number of examples, got {n} and {n_y}.")
+    initial = _validate.check_int(fn, "initial", initial, low=1)
+    per_round = _validate.check_int(fn, "per_round", per_round, low=1)
+    rounds = _validate.check_int(fn, "rounds", rounds, low=0)
+    if initial + rounds * per_round > n:
+        raise ValueError(
+            f"aljax.{fn}: `initial` + `rounds`·`per_round` must be at most the dataset size: "
+            f"{initial} + {rounds}·{per_round} = {initial + rounds * per_round} > {n}.")
+    seed = int(key) if isinstance(key, numbers.Integral) and not isinstance(key, bool) else None
+    key = _validate.as_key(fn, key)
+    if name is None:
+        name = _strategy_name(strategy)
+    if not isinstance(name, str):
+        raise TypeError(_validate.message(fn, "name", "a str or None", type(name).__name__))
+
+    x_np = jax.tree_util.tree_map(np.asarray, x)
+    y_np = np.asarray(y)
+    take = lambda tree, idx: jax.tree_util.tree_map(lambda leaf: leaf[idx], tree)  # noqa: E731
+
+    init_key, select_root = jax.random.split(jax.random.fold_in(key, 0x5EED))
+    first = np.asarray(jax.random.permutation(init_key, n)[:initial])
+    pool = LabelPool(n).label(first)
+    labels, metrics, selected, select_s, train_s = [], [], [], [], []
+    bar = _progress(rounds + 1, name, progress)
+    try:
+        for r in range(rounds + 1):
+            if r > 0:
+                unlabeled = pool.unlabeled
+                start = time.perf_counter()
+                picks = strategy(params, apply_fn, take(x_np, unlabeled), per_round,
+                                 key=jax.random.fold_in(select_root, r))
+                picks = _check_picks(name, jax.block_until_ready(picks), per_round, unlabeled.size)
+                select_s.append(time.perf_counter() - start)
+                chosen = pool.from_unlabeled_index(picks)
+                selected.append(chosen.tolist())
+                pool = pool.label(chosen)
+            start = time.perf_counter()
+            labeled = pool.labeled
+            params = train_fn(take(x_np, labeled), y_np[labeled], jax.random.fold_in(key, r))
+            jax.block_until_ready(params)
+            train_s.append(time.perf_counter() - start)
+            metric = eval_fn(params)
+            try:
+                metric = float(metric)
+            except (TypeError, ValueError):
+                raise TypeError(_validate.message(fn, "eval_fn", "a function returning a float",
+                                                  f"{type(metric).__name__}")) from None
+            labels.append(pool.num_labeled)
+            metrics.append(metric)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(labels=pool.num_labeled, metric=f"{metric:.4f}")
+    finally:
+        if bar is not None:
+            bar.close()
+    return {"format": _FORMAT, "strategy": name, "seed": seed, "initial": initial, "per_round": per_round,
+            "rounds": rounds, "labels": labels, "metrics": metrics, "selected": selected,
+            "select_seconds": select_s, "train_seconds": train_s, "pool": pool.to_dict()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning-curve statistics.
+
+
+def _check_runs(fn: str, runs: Any, what: str) -> list[dict]:
+    if isinstance(runs, Mapping):
+        runs = [runs]
+    if not isinstance(runs, Sequence) or not runs:
+        raise ValueError(_validate.message(fn, what, "a non-empty list of simulate() results", type(runs).__name__))
+    for run in runs:
+        if not isinstance(run, Mapping) or "labels" not in run or "metrics" not in run:
+            raise ValueError(_validate.message(fn, what, "simulate() results (dicts with `labels` and `metrics`)",
+                                               repr(run)[:80]))
+        if len(run["labels"]) != len(run["metrics"]) or not run["labels"]:
+            raise ValueError(_validate.message(fn, what, "results with as many metrics as label counts (>= 1)",
+                                               f"{len(run['labels'])} label counts and {len(run['metrics'])} metrics"))
+    return list(runs)
+
+
+def curve_area(run: Mapping) -> float:
+    """Normalised area under one learning curve: the trapezoid integral of the metric over the
+    label counts divided by their range, i.e. the curve's mean height (the metric itself for a
+    single point).
+
+    Args:
+      run: a :func:`simulate` result (``labels``, ``metrics``).
+
+    Returns:
+      A float in the metric's units.
+
+    Example:
+      >>> import aljax
+      >>> aljax.curve_area({"labels": [10, 20, 30], "metrics": [0.5, 0.7, 0.8]})
+      0.675
+    """
+    run = _check_runs("curve_area", run, "run")[0]
+    labels = np.asarray(run["labels"], np.float64)
+    metrics = np.asarray(run["metrics"], np.float64)
+    if labels.size == 1 or labels[-1] == labels[0]:
+        return float(np.mean(metrics))
+    area = np.sum((labels[1:] - labels[:-1]) * (metrics[1:] + metrics[:-1]) / 2)
+    return float(round(area / (labels[-1] - labels[0]), 12))
+
+
+def relative_auc(results_by_strategy: Mapping[str, Sequence[Mapping]], *, baseline: str = "random") -> dict:
+    """Area under the learning curve relative to a baseline, with its spread over seeds.
+
+    For every strategy and seed, ``curve_area(strategy run) / curve_area(baseline run)`` on the
+    same seed (runs are paired by their ``seed`` field when every run has one, else by position),
+    then the mean and sample standard deviation over seeds. This is the summary of CDALBench
+    (Zhan et al., "A comparative survey of deep active learning", 2022; ratios > 1 beat the
+    baseline).
+
+    Args:
+      results_by_strategy: ``{strategy name: [simulate() result per seed]}``; must contain
+        ``baseline``.
+      baseline: the name of the reference strategy.
+
+    Returns:
+      ``{name: {"mean", "std", "per_seed", "seeds", "auc_mean"}}``, JSON-serialisable; ``std`` is
+      0 for a single seed.
+
+    Example:
+      >>> import aljax
+      >>> runs = {"random": [{"seed": 0, "labels": [1, 2], "metrics": [0.5, 0.5]}],
+      ...         "margin": [{"seed": 0, "labels": [1, 2], "metrics": [0.5, 0.7]}]}
+      >>> aljax.relative_auc(runs)["margin"]["mean"]
+      1.2
+    """
+    fn = "relative_auc"
+    if not isinstance(results_by_strategy, Mapping) or not results_by_strategy:
+        raise ValueError(_validate.message(fn, "results_by_strategy", "a non-empty dict {name: [results]}",
+                                           type(results_by_strategy).__name__))
+    if baseline not in results_by_strategy:
+        raise ValueError(_validate.message(fn, "baseline", f"one of {sorted(results_by_strategy)}", repr(baseline)))
+    runs = {name: _check_runs(fn, value, f"results_by_strategy[{name!r}]")
+            for name, value in results_by_strategy.items()}
+
+    def keyed(rs):
+        seeds = [r.get("seed") for r in rs]
+        if all(s is not None for s in seeds) and len(set(seeds)) == len(seeds):
+            return dict(zip(seeds, rs))
+        return dict(enumerate(rs))
+
+    base = keyed(runs[baseline])
+    out = {}
+    for name, rs in runs.items():
+        mine = keyed(rs)
+        common = [s for s in mine if s in base]
+        if not common:
+            raise ValueError(f"aljax.{fn}: strategy {name!r} shares no seed with the baseline {baseline!r}.")
+        ratios = [curve_area(mine[s]) / curve_area(base[s]) for s in common]
+        areas = [curve_area(mine[s]) for s in common]
+        out[name] = {"mean": float(round(np.mean(ratios), 12)),
+                     "std": float(np.std(ratios, ddof=1)) if len(ratios) > 1 else 0.0,
+                     "per_seed": [float(r) for r in ratios], "seeds": [s if isinstance(s, int) else None
+                                                                      for s in common],
+                     "auc_mean": float(np.mean(areas))}
+    return out
+
+
+def _stack_curves(runs: Sequence[Mapping]) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.asarray(runs[0]["labels"], np.float64)
+    rows = []
+    for run in runs:
+        if not np.array_equal(np.asarray(run["labels"], np.float64), labels):
+            raise ValueError("aljax.plot_learning_curves: every run of a strategy must share its label counts.")
+        rows.append(np.asarray(run["metrics"], np.float64))
+    return labels, np.stack(rows)

@@ -1,0 +1,196 @@
+"""Score-level forms of the uncertainty baselines, for users who have their own predictions.
+
+Every score here is "larger = more informative = picked first", so any of them feeds
+:func:`top_k`, which breaks ties deterministically by the lowest index::
+
+    >>> import jax.numpy as jnp
+    >>> from aljax import scores
+    >>> logits = jnp.array([[2.0, 0.0], [0.1, 0.0], [5.0, 0.0]])
+    >>> scores.top_k(scores.margin(logits), 1).tolist()
+    [1]
+
+References: least confidence and margin (Settles, "Active learning literature survey", 2009;
+Scheffer et al., 2001), entropy (Shannon; Settles 2009), BALD (Houlsby et al., 2011;
+Gal, Islam & Ghahramani, "Deep Bayesian active learning with image data", ICML 2017).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from . import _validate
+
+__all__ = ["bald", "entropy", "least_confidence", "margin", "top_k"]
+
+
+def _check_logits(fn: str, logits, *, ndim: int = 2) -> jax.Array:
+    shape, dtype = getattr(logits, "shape", None), getattr(logits, "dtype", None)
+    if shape is None:
+        raise TypeError(_validate.message(fn, "logits", "an array", type(logits).__name__))
+    if len(shape) != ndim:
+        expected = "a 2-D array (n, C)" if ndim == 2 else "a 3-D array (mc_samples, n, C)"
+        raise ValueError(_validate.message(fn, "logits", expected, f"shape {tuple(shape)}"))
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(_validate.message(fn, "logits", "a floating array", f"dtype {dtype}"))
+    if shape[-2] == 0:
+        raise ValueError(_validate.message(fn, "logits", "at least one row", f"shape {tuple(shape)}"))
+    if shape[-1] < 2:
+        raise ValueError(_validate.message(fn, "logits", "at least 2 classes", f"shape {tuple(shape)}"))
+    _validate.check_finite(fn, "the logits", logits)
+    return jnp.asarray(logits)
+
+
+# Kernels: assume valid input; shared with the model-level selectors in _baselines.
+
+
+def _least_confidence(logits: jax.Array) -> jax.Array:
+    return 1.0 - jnp.max(jax.nn.softmax(logits, axis=-1), axis=-1)
+
+
+def _margin(logits: jax.Array) -> jax.Array:
+    top2 = jax.lax.top_k(jax.nn.softmax(logits, axis=-1), 2)[0]
+    return 1.0 - (top2[..., 0] - top2[..., 1])
+
+
+def _entropy(logits: jax.Array) -> jax.Array:
+    # H(p) = -sum_c p_c log p_c, with log p from log_softmax (0 log 0 = 0, no log of 0).
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+
+
+def _bald_parts(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per point: the mean probabilities over MC samples ``(n, C)`` and the mean entropy ``(n,)``."""
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    probs = jnp.exp(logp)
+    return jnp.mean(probs, axis=0), jnp.mean(-jnp.sum(probs * logp, axis=-1), axis=0)
+
+
+def _bald_from_parts(mean_probs: jax.Array, mean_entropy: jax.Array) -> jax.Array:
+    # I(y; w | x) = H(E_w p) - E_w H(p) >= 0 (Jensen); clip the rounding noise below 0.
+    safe = jnp.where(mean_probs > 0, mean_probs, 1.0)
+    predictive_entropy = -jnp.sum(mean_probs * jnp.log(safe), axis=-1)
+    return jnp.maximum(predictive_entropy - mean_entropy, 0.0)
+
+
+def _bald(logits: jax.Array) -> jax.Array:
+    return _bald_from_parts(*_bald_parts(logits))
+
+
+@functools.partial(jax.jit, static_argnames="k")
+def _top_k(scores: jax.Array, k: int) -> jax.Array:
+    # lax.top_k puts the lower index first among equal values; -0.0 would rank below +0.0, so
+    # canonicalise zeros first.
+    scores = jnp.where(scores == 0, jnp.zeros_like(scores), scores)
+    return jax.lax.top_k(scores, k)[1].astype(jnp.int32)
+
+
+# Public score-level API.
+
+
+def least_confidence(logits) -> jax.Array:
+    """Least-confidence score ``1 − max_c p_c`` (larger = less confident).
+
+    Args:
+      logits: ``(n, C)`` floating logits.
+
+    Returns:
+      ``(n,)`` scores in ``[0, 1 − 1/C]``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from aljax import scores
+      >>> scores.least_confidence(jnp.zeros((1, 4))).tolist()
+      [0.75]
+    """
+    return _least_confidence(_check_logits("scores.least_confidence", logits))
+
+
+def margin(logits) -> jax.Array:
+    """Margin score ``1 − (p₍₁₎ − p₍₂₎)``: one minus the gap between the two most likely classes,
+    so a small margin gives a large score (Scheffer et al., 2001).
+
+    Args:
+      logits: ``(n, C)`` floating logits.
+
+    Returns:
+      ``(n,)`` scores in ``[0, 1]``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from aljax import scores
+      >>> scores.margin(jnp.zeros((1, 3))).tolist()
+      [1.0]
+    """
+    return _margin(_check_logits("scores.margin", logits))
+
+
+def entropy(logits) -> jax.Array:
+    """Predictive entropy ``−Σ_c p_c log p_c`` (nats).
+
+    Args:
+      logits: ``(n, C)`` floating logits.
+
+    Returns:
+      ``(n,)`` scores in ``[0, log C]``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from aljax import scores
+      >>> round(float(scores.entropy(jnp.zeros((1, 2)))[0]), 4)
+      0.6931
+    """
+    return _entropy(_check_logits("scores.entropy", logits))
+
+
+def bald(logits) -> jax.Array:
+    """BALD mutual information ``H(E_s p_s) − E_s H(p_s)`` from Monte Carlo samples (e.g. MC
+    dropout), Houlsby et al. 2011; Gal et al., ICML 2017.
+
+    Args:
+      logits: ``(S, n, C)`` logits of ``S`` stochastic forward passes over ``n`` points.
+
+    Returns:
+      ``(n,)`` non-negative scores (nats).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from aljax import scores
+      >>> samples = jnp.array([[[4.0, 0.0]], [[0.0, 4.0]]])   # two passes that disagree
+      >>> bool(scores.bald(samples)[0] > 0.5)
+      True
+    """
+    return _bald(_check_logits("scores.bald", logits, ndim=3))
+
+
+def top_k(scores, k: int) -> jax.Array:
+    """Indices of the ``k`` largest scores, largest first, ties broken by the lowest index.
+
+    Args:
+      scores: ``(n,)`` floating scores.
+      k: a Python int in ``[1, n]``.
+
+    Returns:
+      ``(k,)`` int32 indices.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from aljax import scores
+      >>> scores.top_k(jnp.array([0.5, 0.9, 0.9, 0.1]), 2).tolist()
+      [1, 2]
+    """
+    fn = "scores.top_k"
+    shape, dtype = getattr(scores, "shape", None), getattr(scores, "dtype", None)
+    if shape is None:
+        raise TypeError(_validate.message(fn, "scores", "an array", type(scores).__name__))
+    if len(shape) != 1:
+        raise ValueError(_validate.message(fn, "scores", "a 1-D array (n,)", f"shape {tuple(shape)}"))
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(_validate.message(fn, "scores", "a floating array", f"dtype {dtype}"))
+    if shape[0] == 0:
+        raise ValueError(_validate.message(fn, "scores", "a non-empty array", "an empty array"))
+    k = _validate.check_k(fn, k, shape[0])
+    _validate.check_finite(fn, "the scores", scores)
+    return _top_k(jnp.asarray(scores), k)

@@ -1,0 +1,906 @@
+"""Torch models and tensors in aljax: DLPack hand-over, embeddings computed in torch, selectors.
+
+The torch model runs in torch, on its own device, in eval mode under ``torch.no_grad()``. A
+forward hook captures the input ``h`` of the final ``nn.Linear`` (the penultimate features)
+together with the logits; both are handed to JAX through DLPack (no copy on the same device) and
+the JAX selectors run unchanged. A ``(model, tokenizer)`` pair takes raw strings (Hugging Face
+sequence classifiers: BERT's ``classifier``, DistilBERT's ``pre_classifier``/``classifier``,
+GPT-2's ``score`` read at the last non-pad token).
+
+Design decision: torch models go through the functions of this module
+(``aljax.torch_adapter.badge(model, pool, k, key=0)``, ``bait``, ``vessal``, ``margin``, ...);
+the top-level ``aljax.*`` selectors stay JAX-only and take ``(params, apply_fn)``.
+:class:`aljax.ActiveSampler` takes either kind of model and dispatches.
+
+This module imports torch; ``import aljax`` does not import it.
+
+Example:
+  >>> import torch, aljax.torch_adapter as ta
+  >>> model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+  >>> pool = torch.randn(100, 4)
+  >>> ta.badge(model, pool, 10, key=0).shape
+  (10,)
+"""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+from collections.abc import Mapping
+from typing import Any, Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+try:
+    import torch
+except ImportError as _err:  # pragma: no cover - exercised only without torch
+    raise ImportError("aljax.torch_adapter needs torch: `pip install 'aljax[torch]'`.") from _err
+
+from . import _validate
+from ._embeddings import hallucinated_residual
+from ._types import Factored, FisherFactors
+
+__all__ = [
+    "bait", "badge", "coreset", "entropy", "fisher_embedding", "gradient_embedding", "last_layer_embedding",
+    "least_confidence", "logits_and_features", "margin", "random_sample", "to_jax", "to_torch", "vessal",
+]
+
+# XLA on CPU reads a DLPack buffer in place only when it is 64-byte aligned (torch's CPU allocator
+# aligns to 64 bytes, so only views that start inside an allocation are affected).
+_ALIGNMENT = 64
+_NARROWER = {torch.float64: torch.float32, torch.int64: torch.int32, torch.complex128: torch.complex64}
+if hasattr(torch, "uint64"):
+    _NARROWER[torch.uint64] = torch.uint32
+_LABEL_KEYS = ("labels", "label", "label_ids")
+
+
+# ---------------------------------------------------------------------------------------------
+# DLPack hand-over.
+
+
+def to_jax(tensor, *, narrow: bool = False) -> jax.Array:
+    """A torch tensor as a JAX array through DLPack, sharing memory (no copy) on the same device.
+
+    Memory is shared: the JAX array reads the tensor's buffer. JAX treats arrays as immutable, so
+    do not write to the tensor afterwards while the JAX array is alive (in-place torch ops would
+    change the JAX array behind XLA's back).
+
+    What the plain protocol trips on is handled, each case with a rule:
+
+    * ``requires_grad`` tensors are detached first (no copy).
+    * Non-contiguous views (transposes, slices with a step, ``expand``) are copied into a
+      contiguous tensor first (``tensor.contiguous()``): an explicit copy.
+    * On CPU, a view that starts at an address that is not 64-byte aligned (e.g. ``x[1:]``) is
+      copied (``tensor.clone()``), because XLA reads only aligned buffers in place.
+    * Conjugate or negative views are resolved (a copy).
+    * 64-bit dtypes (``int64``, ``float64``, ``complex128``, ``uint64``) while JAX's x64 mode is
+      off raise a ``TypeError``, unless ``narrow=True``: then they are cast in torch to their
+      32-bit counterpart (a copy), and ``int64`` values outside the ``int32`` range raise a
+      ``ValueError`` instead of wrapping. (JAX's own DLPack import would narrow silently.)
+      With x64 on, 64-bit tensors are shared as they are.
+
+    Args:
+      tensor: a ``torch.Tensor`` of any shape, on CPU or on a device JAX can see (CUDA).
+      narrow: allow the 64-bit → 32-bit cast described above when x64 is off.
+
+    Returns:
+      A ``jax.Array`` of the same shape (and dtype, narrowing aside).
+
+    Example:
+      >>> import torch, aljax.torch_adapter as ta
+      >>> t = torch.arange(6, dtype=torch.float32).reshape(2, 3)
+      >>> x = ta.to_jax(t)
+      >>> x.unsafe_buffer_pointer() == t.data_ptr()
+      True
+    """
+    fn = "torch_adapter.to_jax"
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(_validate.message(fn, "tensor", "a torch.Tensor", type(tensor).__name__))
+    if isinstance(narrow, bool) is False:
+        raise TypeError(_validate.message(fn, "narrow", "a bool", type(narrow).__name__))
+    if tensor.layout != torch.strided:
+        raise TypeError(_validate.message(fn, "tensor", "a dense (strided) tensor", f"layout {tensor.layout}"))
+    tensor = tensor.detach()
+    if tensor.is_conj():
+        tensor = tensor.resolve_conj()
+    if tensor.is_neg():
+        tensor = tensor.resolve_neg()
+    if tensor.dtype in _NARROWER and not jax.config.jax_enable_x64:
+        if not narrow:
+            raise TypeError(
+                f"aljax.{fn}: argument `tensor` has dtype {tensor.dtype} but JAX's x64 mode is off; pass "
+                f"`narrow=True` to cast it to {_NARROWER[tensor.dtype]} (a copy), or enable x64 "
+                "(`jax.config.update('jax_enable_x64', True)`).")
+        tensor = _narrowed(fn, tensor)
+    if not tensor.is_contiguous():
+        tensor = tensor.contiguous()
+    if tensor.device.type == "cpu" and tensor.numel() and tensor.data_ptr() % _ALIGNMENT:
+        tensor = tensor.clone()
+    try:
+        return jax.dlpack.from_dlpack(tensor)
+    except Exception as err:  # noqa: BLE001 - re-raised with the cause attached
+        raise ValueError(
+            f"aljax.{fn}: cannot hand a tensor on device {tensor.device} to JAX (JAX devices: "
+            f"{jax.devices()}); move it to a device JAX can see, e.g. `tensor.cpu()`. Cause: {err}") from err
+
+
+def _narrowed(fn: str, tensor):
+    target = _NARROWER[tensor.dtype]
+    if tensor.dtype == torch.int64 and tensor.numel():
+        info = torch.iinfo(torch.int32)
+        low, high = int(tensor.min()), int(tensor.max())
+        if low < info.min or high > info.max:
+            raise ValueError(
+                f"aljax.{fn}: argument `tensor` holds int64 values in [{low}, {high}], outside the int32 range; "
+                "enable JAX's x64 mode to hand it over without loss.")
+    if tensor.dtype == getattr(torch, "uint64", None) and tensor.numel():
+        if int(tensor.max()) > 2**32 - 1:
+            raise ValueError(f"aljax.{fn}: argument `tensor` holds uint64 values above the uint32 range; "
+                             "enable JAX's x64 mode to hand it over without loss.")
+    return tensor.to(target)
+
+
+def to_torch(array):
+    """A JAX array as a torch tensor through DLPack, sharing memory (no copy) on the same device.
+
+    Memory is shared, and JAX assumes its arrays never change: do not write to the returned
+    tensor (clone it first if you need a mutable copy).
+
+    Args:
+      array: a concrete ``jax.Array`` on a single device (not a tracer).
+
+    Returns:
+      A ``torch.Tensor`` of the same shape and dtype, on the matching torch device.
+
+    Example:
+      >>> import jax.numpy as jnp, aljax.torch_adapter as ta
+      >>> x = jnp.arange(4.0)
+      >>> ta.to_torch(x).data_ptr() == x.unsafe_buffer_pointer()
+      True
+    """
+    fn = "torch_adapter.to_torch"
+    if isinstance(array, jax.core.Tracer):
+        raise TypeError(_validate.message(fn, "array", "a concrete jax.Array", "a tracer (inside jit/vmap/grad)"))
+    if not isinstance(array, jax.Array):
+        raise TypeError(_validate.message(fn, "array", "a jax.Array", type(array).__name__))
+    if len(array.devices()) != 1:
+        raise ValueError(_validate.message(fn, "array", "an array on a single device",
+                                           f"an array sharded over {len(array.devices())} devices"))
+    return torch.from_dlpack(array)
+
+
+# ---------------------------------------------------------------------------------------------
+# Models and pools.
+
+
+def _unpack_model(fn: str, model):
+    """``model`` or ``(model, tokenizer)`` -> (module, tokenizer or None)."""
+    if isinstance(model, torch.nn.Module):
+        return model, None
+    if isinstance(model, (tuple, list)) and len(model) == 2 and isinstance(model[0], torch.nn.Module):
+        tokenizer = model[1]
+        if not callable(tokenizer):
+            raise TypeError(_validate.message(fn, "model", "a (model, tokenizer) pair with a callable tokenizer",
+                                              f"a tokenizer of type {type(tokenizer).__name__}"))
+        return model[0], tokenizer
+    raise TypeError(_validate.message(fn, "model", "a torch.nn.Module or a (torch.nn.Module, tokenizer) pair",
+                                      type(model).__name__))
+
+
+def _model_device(module, device):
+    if device is not None:
+        return torch.device(device)
+    for tensor in module.parameters():
+        return tensor.device
+    for tensor in module.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _model_float_dtype(module):
+    for tensor in module.parameters():
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return None
+
+
+def _is_strings(pool) -> bool:
+    return isinstance(pool, (list, tuple)) and len(pool) > 0 and all(isinstance(s, str) for s in pool)
+
+
+class _Inputs:
+    """A pool, cut into model-ready batches: ``batches()`` yields ``(args, kwargs)`` on ``device``."""
+
+    def __init__(self, fn: str, module, tokenizer, pool, batch_size: int, device, max_length, arg: str = "pool"):
+        self.fn, self.module, self.tokenizer, self.device = fn, module, tokenizer, device
+        self.batch_size, self.max_length, self.arg = batch_size, max_length, arg
+        self.float_dtype = _model_float_dtype(module)
+        self.forward_params = _forward_params(module)
+        self.pool = self._normalise(pool)
+
+    def _normalise(self, pool):
+        fn, arg = self.fn, self.arg
+        if isinstance(pool, str):
+            raise TypeError(_validate.message(fn, arg, "a list of strings (not a single string)", "a str"))
+        if isinstance(pool, (list, tuple)) and pool and all(isinstance(s, str) for s in pool):
+            if self.tokenizer is None:
+                raise TypeError(_validate.message(fn, "model", "a (model, tokenizer) pair for a pool of strings",
+                                                  "a model without a tokenizer"))
+            self._check_tokenizer()
+            self.n = len(pool)
+            return list(pool)
+        if isinstance(pool, (list, tuple)) and not pool:
+            raise ValueError(_validate.message(fn, arg, "a non-empty pool", "an empty pool (0 examples)"))
+        if isinstance(pool, jax.Array):
+            pool = to_torch(pool)
+        if isinstance(pool, np.ndarray):
+            pool = torch.from_numpy(np.array(pool, copy=not pool.flags.writeable))
+        if isinstance(pool, torch.Tensor):
+            if pool.ndim == 0:
+                raise ValueError(_validate.message(fn, arg, "a tensor with a leading example axis", "a 0-d tensor"))
+            self.n = int(pool.shape[0])
+            if self.n == 0:
+                raise ValueError(_validate.message(fn, arg, "a non-empty pool", "an empty pool (0 examples)"))
+            return pool
+        if isinstance(pool, Mapping):
+            sizes = {key: int(v.shape[0]) for key, v in pool.items() if isinstance(v, torch.Tensor) and v.ndim}
+            if not sizes or len(set(sizes.values())) != 1:
+                raise ValueError(_validate.message(fn, arg, "a mapping of tensors sharing the leading axis",
+                                                   f"leading sizes {sizes}"))
+            self.n = next(iter(sizes.values()))
+            if self.n == 0:
+                raise ValueError(_validate.message(fn, arg, "a non-empty pool", "an empty pool (0 examples)"))
+            return dict(pool)
+        if isinstance(pool, torch.utils.data.DataLoader):
+            if isinstance(pool.sampler, torch.utils.data.RandomSampler):
+                raise ValueError(_validate.message(fn, arg, "a DataLoader that keeps the order (shuffle=False)",
+                                                   "a DataLoader with shuffle=True: its indices would be meaningless"))
+            self.n = len(pool.dataset) if hasattr(pool.dataset, "__len__") else None
+            return pool
+        if isinstance(pool, torch.utils.data.Dataset):
+            if not hasattr(pool, "__len__"):
+                raise TypeError(_validate.message(fn, arg, "a sized Dataset (or a DataLoader)", "an IterableDataset"))
+            self.n = len(pool)
+            if self.n == 0:
+                raise ValueError(_validate.message(fn, arg, "a non-empty pool", "an empty pool (0 examples)"))
+            return torch.utils.data.DataLoader(pool, batch_size=self.batch_size, shuffle=False)
+        raise TypeError(_validate.message(
+            fn, arg, "a torch.Tensor, a NumPy or JAX array, a mapping of tensors, a Dataset/DataLoader, or a "
+            "list of strings with a (model, tokenizer) pair", type(pool).__name__))
+
+    def _check_tokenizer(self):
+        tokenizer, config = self.tokenizer, getattr(self.module, "config", None)
+        if getattr(tokenizer, "pad_token", "") is None:
+            raise ValueError(
+                f"aljax.{self.fn}: the tokenizer has no pad token, so strings cannot be batched; set one, e.g. "
+                "`tokenizer.pad_token = tokenizer.eos_token` and `model.config.pad_token_id = tokenizer.pad_token_id`.")
+        if config is not None and getattr(config, "pad_token_id", 0) is None:
+            raise ValueError(
+                f"aljax.{self.fn}: `model.config.pad_token_id` is None, so the model cannot find the last "
+                "non-pad token of a padded batch; set `model.config.pad_token_id = tokenizer.pad_token_id`.")
+
+    def batches(self) -> Iterator[tuple[tuple, dict]]:
+        pool = self.pool
+        if isinstance(pool, torch.utils.data.DataLoader):
+            for batch in pool:
+                yield self._prepare(batch)
+        elif isinstance(pool, dict):
+            for start in range(0, self.n, self.batch_size):
+                yield self._prepare({key: v[start:start + self.batch_size] for key, v in pool.items()})
+        else:
+            for start in range(0, self.n, self.batch_size):
+                yield self._prepare(pool[start:start + self.batch_size])
+
+    def _prepare(self, batch):
+        if isinstance(batch, list) and batch and all(isinstance(s, str) for s in batch):
+            if self.tokenizer is None:
+                raise TypeError(_validate.message(self.fn, "model", "a (model, tokenizer) pair for a pool of strings",
+                                                  "a model without a tokenizer"))
+            encoded = self.tokenizer(batch, padding=True, truncation=True, max_length=self.max_length,
+                                     return_tensors="pt")
+            return self._prepare(dict(encoded))
+        if isinstance(batch, Mapping):
+            kwargs = {key: self._to_device(v) for key, v in batch.items()
+                      if key not in _LABEL_KEYS and (self.forward_params is None or key in self.forward_params)}
+            return (), kwargs
+        if isinstance(batch, (tuple, list)):  # (inputs, labels, ...) from a Dataset: the inputs
+            return self._prepare(batch[0])
+        if isinstance(batch, torch.Tensor):
+            return (self._to_device(batch),), {}
+        raise TypeError(_validate.message(self.fn, self.arg, "batches of tensors, (inputs, labels) tuples, "
+                                          "mappings or strings", f"a batch of type {type(batch).__name__}"))
+
+    def _to_device(self, value):
+        if not isinstance(value, torch.Tensor):
+            return value
+        if value.is_floating_point() and self.float_dtype is not None:
+            value = value.to(self.float_dtype)
+        return value.to(self.device, non_blocking=True)
+
+
+def _forward_params(module):
+    """Names the model's forward accepts, or None when it takes ``**kwargs``."""
+    try:
+        params = inspect.signature(module.forward).parameters
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return set(params)
+
+
+def _logits_of(fn: str, out):
+    """The logits in a model's output: a tensor, ``.logits``, ``out["logits"]`` or ``out[0]``."""
+    if isinstance(out, torch.Tensor):
+        return out
+    logits = getattr(out, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    if isinstance(out, Mapping) and isinstance(out.get("logits"), torch.Tensor):
+        return out["logits"]
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    raise TypeError(_validate.message(fn, "model", "a model returning logits (a tensor, or an output with `.logits`)",
+                                      f"an output of type {type(out).__name__}"))
+
+
+# ---------------------------------------------------------------------------------------------
+# The final Linear layer: found by a forward hook, features matched to the logits.
+
+
+class _Head:
+    """Captures the input and output of the model's final ``nn.Linear`` during forward passes.
+
+    Auto-detection hooks every ``nn.Linear`` and keeps the last one executed; ``head="name"``
+    hooks that module only. After the first batch only the head stays hooked.
+    """
+
+    def __init__(self, fn: str, module, head: str | None):
+        self.fn, self.module, self.name, self.captured = fn, module, head, None
+        modules = dict(module.named_modules())
+        if head is not None:
+            if not isinstance(head, str):
+                raise TypeError(_validate.message(fn, "head", "the name of a submodule (a str) or None",
+                                                  type(head).__name__))
+            if head not in modules:
+                linears = [n for n, m in modules.items() if isinstance(m, torch.nn.Linear)]
+                raise ValueError(_validate.message(fn, "head", f"the name of a submodule (Linear layers: {linears})",
+                                                   repr(head)))
+            self.handles = [modules[head].register_forward_hook(self._hook(head))]
+        else:
+            linears = [(n, m) for n, m in modules.items() if isinstance(m, torch.nn.Linear)]
+            if not linears:
+                raise ValueError(f"aljax.{fn}: the model has no torch.nn.Linear layer, so there is no final Linear "
+                                 "layer whose input could serve as features; pass `head=` with the name of the "
+                                 "final layer (any module whose input is the penultimate features).")
+            self.handles = [m.register_forward_hook(self._hook(n)) for n, m in linears]
+
+    def _hook(self, name):
+        def hook(mod, inputs, output):
+            if inputs and isinstance(inputs[0], torch.Tensor) and isinstance(output, torch.Tensor):
+                self.captured = (name, inputs[0], output)
+        return hook
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+    def remove(self):
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+
+    def run(self, args, kwargs):
+        """One forward pass -> (logits, features) on the model's device."""
+        self.captured = None
+        logits = _logits_of(self.fn, self.module(*args, **kwargs))
+        if self.captured is None:
+            raise ValueError(f"aljax.{self.fn}: no nn.Linear layer ran in the model's forward pass (or the "
+                             f"named `head` did not run); pass `head=` with the name of the final layer.")
+        name, h, out = self.captured
+        if self.name is None:  # first batch: keep only the head hooked
+            self.name = name
+            self.remove()
+            self.handles = [dict(self.module.named_modules())[name].register_forward_hook(self._hook(name))]
+        return logits, self._features(logits, h, out)
+
+    def _features(self, logits, h, out):
+        """``h`` row for each logits row. A sequence head (GPT-2's ``score``) runs on every token and the
+        model reads one position per example: find that position by matching the head's outputs."""
+        rows = logits.shape[0] if logits.ndim else 0
+        if out.shape == logits.shape or (out.numel() == logits.numel() and out.shape[0] == rows):
+            if not torch.allclose(out.reshape(logits.shape), logits, rtol=1e-5, atol=1e-6, equal_nan=True):
+                self._mismatch(logits, out)
+            return h.reshape(rows, -1) if h.ndim != 2 else h
+        if out.ndim == 3 and logits.ndim == 2 and out.shape[0] == rows and out.shape[2] == logits.shape[1] \
+                and h.ndim == 3:
+            gap = ((out - logits[:, None, :]) ** 2).sum(-1)          # (B, T)
+            position = gap.argmin(dim=1)
+            scale = 1e-10 + (logits ** 2).sum(-1)
+            if not bool((gap.gather(1, position[:, None])[:, 0] <= 1e-8 * scale + 1e-10).all()):
+                self._mismatch(logits, out)
+            return h[torch.arange(rows, device=h.device), position]
+        self._mismatch(logits, out)
+
+    def _mismatch(self, logits, out):
+        raise ValueError(
+            f"aljax.{self.fn}: the final Linear layer found ('{self.name}', output shape {tuple(out.shape)}) does not "
+            f"produce the model's logits (shape {tuple(logits.shape)}): the model's last operation is not a Linear "
+            "layer; pass `head=` with the name of the layer that produces the logits, or end the model with one.")
+
+
+def _outputs(fn: str, model, pool, *, batch_size: int = 256, device=None, head: str | None = None,
+             max_length: int | None = None, problem_type: str = "classification", arg: str = "pool"):
+    """Run the model over the pool -> ``(logits, h)`` as JAX arrays (``n`` rows each)."""
+    module, tokenizer = _unpack_model(fn, model)
+    batch_size = _validate.check_int(fn, "batch_size", batch_size, low=1)
+    if max_length is not None:
+        max_length = _validate.check_int(fn, "max_length", max_length, low=1)
+    device = _model_device(module, device)
+    inputs = _Inputs(fn, module, tokenizer, pool, batch_size, device, max_length, arg=arg)
+    all_logits, all_h = [], []
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad(), _Head(fn, module, head) as capture:
+            for args, kwargs in inputs.batches():
+                logits, h = capture.run(args, kwargs)
+                all_logits.append(logits)
+                all_h.append(h)
+    finally:
+        module.train(was_training)
+    if not all_logits:
+        raise ValueError(_validate.message(fn, arg, "a non-empty pool", "an empty pool (0 examples)"))
+    logits = all_logits[0] if len(all_logits) == 1 else torch.cat(all_logits)
+    h = all_h[0] if len(all_h) == 1 else torch.cat(all_h)
+    _check_outputs(fn, logits, h, problem_type)
+    logits, h = to_jax(logits, narrow=True), to_jax(h, narrow=True)
+    _validate.check_finite(fn, "the model's outputs (logits)", logits)
+    _validate.check_finite(fn, "the penultimate features", h)
+    return logits, h
+
+
+def _check_outputs(fn, logits, h, problem_type):
+    if problem_type == "classification":
+        if logits.ndim != 2 or logits.shape[1] < 2:
+            raise ValueError(_validate.message(fn, "model", "a classifier returning logits (batch, C) with C >= 2",
+                                               f"outputs of shape {tuple(logits.shape)}"))
+    elif problem_type == "regression":
+        if logits.ndim not in (1, 2):
+            raise ValueError(_validate.message(fn, "model", "outputs of shape (batch,) or (batch, m)",
+                                               f"outputs of shape {tuple(logits.shape)}"))
+    else:
+        raise ValueError(_validate.message(fn, "problem_type", "'classification' or 'regression'", repr(problem_type)))
+    if not logits.is_floating_point() or not h.is_floating_point():
+        raise TypeError(_validate.message(fn, "model", "floating logits and features",
+                                          f"dtypes {logits.dtype} and {h.dtype}"))
+    if h.ndim != 2:
+        raise ValueError(_validate.message(fn, "head", "a final layer whose input is (batch, D) features",
+                                           f"features of shape {tuple(h.shape)}"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Embeddings.
+
+_MODEL_ARGS = """
+      model: a ``torch.nn.Module`` returning logits ``(batch, C)`` (a tensor, or an output with
+        ``.logits`` such as a Hugging Face ``...ForSequenceClassification``), or a
+        ``(model, tokenizer)`` pair when ``pool`` is a list of strings.
+      pool: ``n`` examples: a ``torch.Tensor``, a NumPy or JAX array, a mapping of tensors (e.g.
+        tokenised inputs), a ``Dataset`` or an unshuffled ``DataLoader`` (items ``x`` or
+        ``(x, y, ...)``: the first element is the input; mappings are passed as keyword
+        arguments, label keys dropped), or a list of strings with a ``(model, tokenizer)`` pair
+        (tokenised in batches with padding and truncation; either padding side).
+        Floating inputs are cast to the model's parameter dtype.
+      batch_size: examples per forward pass.
+      device: where input batches are sent; default the device of the model's parameters. The
+        model itself is not moved.
+      head: name of the final layer (as in ``model.named_modules()``); default the last
+        ``nn.Linear`` executed in the forward pass, checked to produce the logits.
+      max_length: tokeniser truncation length (strings only); default the tokeniser's own."""
+
+
+def last_layer_embedding(model, pool, *, batch_size: int = 256, device=None, head: str | None = None,
+                         max_length: int | None = None) -> Factored:
+    """BADGE's last-layer gradient embedding of a torch model, in factored form.
+
+    Row ``i`` is the gradient of the cross-entropy at the predicted label with respect to the
+    final Linear layer's weight, ``a_i ⊗ h_i`` with ``a_i = p_i − onehot(ŷ_i)`` (Ash et al.,
+    ICLR 2020). The model runs in torch (eval mode, ``torch.no_grad()``); ``h`` (the input of the
+    final ``nn.Linear``) and the logits are handed to JAX through DLPack without a copy. With
+    JAX's x64 off, float64 model outputs are narrowed to float32.
+
+    Args:""" + _MODEL_ARGS + """
+
+    Returns:
+      :class:`~aljax.Factored` with ``a: (n, C)`` and ``h: (n, D)``.
+
+    Example:
+      >>> import torch, aljax.torch_adapter as ta
+      >>> model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+      >>> ta.last_layer_embedding(model, torch.randn(50, 4))
+      Factored(a=float32[50, 3], h=float32[50, 16])
+    """
+    logits, h = _outputs("torch_adapter.last_layer_embedding", model, pool, batch_size=batch_size, device=device,
+                         head=head, max_length=max_length)
+    return Factored(hallucinated_residual(logits), h)
+
+
+def fisher_embedding(model, pool, *, batch_size: int = 256, device=None, head: str | None = None,
+                     max_length: int | None = None) -> FisherFactors:
+    """The last-layer Fisher embedding ``(softmax(logits), h)`` of a torch model.
+
+    The exact Fisher of the final Linear layer (no bias) at each point is
+    ``(diag p − p pᵀ) ⊗ h hᵀ`` (Ash et al., "Gone fishing", NeurIPS 2021); see
+    :class:`~aljax.FisherFactors`. Computed as :func:`last_layer_embedding` is.
+
+    Args:""" + _MODEL_ARGS + """
+
+    Returns:
+      :class:`~aljax.FisherFactors` with ``probs: (n, C)`` and ``h: (n, D)``.
+
+    Example:
+      >>> import torch, aljax.torch_adapter as ta
+      >>> model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+      >>> ta.fisher_embedding(model, torch.randn(50, 4))
+      FisherFactors(probs=float32[50, 3], h=float32[50, 16])
+    """
+    logits, h = _outputs("torch_adapter.fisher_embedding", model, pool, batch_size=batch_size, device=device,
+                         head=head, max_length=max_length)
+    return FisherFactors(jax.nn.softmax(logits, axis=-1), h)
+
+
+def logits_and_features(model, pool, *, batch_size: int = 256, device=None, head: str | None = None,
+             max_length: int | None = None, problem_type: str = "classification"):
+    """The model's outputs and penultimate features, ``(logits, h)``, as JAX arrays.
+
+    Args:""" + _MODEL_ARGS + """
+      problem_type: ``"classification"`` (logits ``(n, C)``) or ``"regression"`` (outputs
+        ``(n,)`` or ``(n, m)``).
+
+    Returns:
+      ``(logits, h)``: ``(n, C)`` (or ``(n,)``/``(n, m)``) and ``(n, D)`` JAX arrays.
+    """
+    return _outputs("torch_adapter.logits_and_features", model, pool, batch_size=batch_size, device=device, head=head,
+                    max_length=max_length, problem_type=problem_type)
+
+
+def _select_params(fn, module, wrt, head_name):
+    named = dict(module.named_parameters())
+    if wrt is None:
+        weight = f"{head_name}.weight" if head_name else "weight"
+        if weight not in named:
+            raise ValueError(f"aljax.{fn}: the final layer '{head_name}' has no `weight` parameter; pass `wrt=`.")
+        return [weight]
+    if callable(wrt):
+        chosen = [name for name, p in named.items() if wrt(name, p)]
+    elif isinstance(wrt, str):
+        raise TypeError(_validate.message(fn, "wrt", "None, a predicate (name, param) -> bool or a list of "
+                                          "parameter names", "a str (wrap a single name in a list)"))
+    else:
+        chosen = list(wrt)
+        unknown = [name for name in chosen if name not in named]
+        if unknown:
+            raise ValueError(_validate.message(fn, "wrt", f"parameter names of the model (e.g. {list(named)[:6]})",
+                                               f"unknown names {unknown}"))
+    if not chosen:
+        raise ValueError(_validate.message(fn, "wrt", "a selection of at least one parameter", "a selection of none"))
+    return chosen
+
+
+def gradient_embedding(model, pool, *, wrt=None, batch_size: int = 256, device=None, head: str | None = None,
+                       max_length: int | None = None, project_to: int | None = None, key=0) -> jax.Array:
+    """Per-example gradients of the cross-entropy at the predicted label, computed with ``torch.func``.
+
+    ``torch.func.vmap(torch.func.grad(loss))`` over ``functional_call`` of the model, for any
+    parameter subset, handed to JAX through DLPack. For the default ``wrt`` (the weight of the
+    final Linear layer, no bias) it equals :func:`last_layer_embedding` flattened: torch weights
+    are ``C × D``, so the flattened order is class-major (index ``c·D + d``), i.e.
+    ``Factored.to_dense("cd")``. Selected parameters are flattened row-major and concatenated in
+    the order given (or ``named_parameters()`` order for a predicate).
+
+    Args:""" + _MODEL_ARGS + """
+      wrt: ``None`` (the final layer's weight), a list of parameter names (as in
+        ``model.named_parameters()``), or a predicate ``wrt(name, param) -> bool``.
+      project_to: if given, multiply by a Gaussian sketch ``R / √project_to`` drawn from ``key``
+        (in JAX, as :func:`aljax.gradient_embedding` does).
+      key: int or ``jax.random`` key for the sketch.
+
+    Returns:
+      ``(n, d)`` JAX array (``(n, project_to)`` with a sketch).
+
+    Example:
+      >>> import torch, aljax.torch_adapter as ta
+      >>> model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+      >>> ta.gradient_embedding(model, torch.randn(20, 4)).shape
+      (20, 48)
+    """
+    fn = "torch_adapter.gradient_embedding"
+    module, tokenizer = _unpack_model(fn, model)
+    batch_size = _validate.check_int(fn, "batch_size", batch_size, low=1)
+    key = _validate.as_key(fn, key)
+    if project_to is not None:
+        project_to = _validate.check_int(fn, "project_to", project_to, low=1)
+    if max_length is not None:
+        max_length = _validate.check_int(fn, "max_length", max_length, low=1)
+    device = _model_device(module, device)
+    inputs = _Inputs(fn, module, tokenizer, pool, batch_size, device, max_length)
+    buffers = dict(module.named_buffers())
+    was_training = module.training
+    module.eval()
+    grads_out = []
+    try:
+        head_name = head
+        if wrt is None and head_name is None:  # find the final Linear on the first batch
+            args, kwargs = next(iter(inputs.batches()))
+            with torch.no_grad(), _Head(fn, module, None) as capture:
+                capture.run(args, kwargs)
+                head_name = capture.name
+        names = _select_params(fn, module, wrt, head_name)
+        named = dict(module.named_parameters())
+        chosen = {name: named[name].detach() for name in names}
+
+        def loss(params, args, kwargs):
+            batch_args = tuple(a.unsqueeze(0) for a in args)
+            batch_kwargs = {k: (v.unsqueeze(0) if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()}
+            out = torch.func.functional_call(module, (params, buffers), batch_args, batch_kwargs, strict=False)
+            logits = _logits_of(fn, out)[0]
+            logp = torch.log_softmax(logits, dim=-1)
+            label = torch.argmax(logits.detach())
+            return -torch.gather(logp, 0, label.reshape(1))[0]
+
+        per_example = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0, 0))
+        for args, kwargs in inputs.batches():
+            grads = per_example(chosen, args, kwargs)
+            grads_out.append(torch.cat([grads[name].reshape(grads[name].shape[0], -1) for name in names], dim=1))
+    finally:
+        module.train(was_training)
+    emb = to_jax(torch.cat(grads_out) if len(grads_out) > 1 else grads_out[0], narrow=True)
+    _validate.check_finite(fn, "the per-example gradients", emb)
+    if project_to is not None:
+        sketch = jax.random.normal(key, (emb.shape[1], project_to), emb.dtype) / np.sqrt(project_to)
+        emb = jnp.matmul(emb, sketch, precision=jax.lax.Precision.HIGHEST)
+    return emb
+
+
+# ---------------------------------------------------------------------------------------------
+# Selectors: embeddings in torch, selection by the JAX embedding-level functions.
+
+
+def _pool_len(pool) -> int | None:
+    if isinstance(pool, (torch.Tensor, np.ndarray, jax.Array)):
+        return int(pool.shape[0]) if pool.ndim else None
+    if isinstance(pool, (list, tuple)):
+        return len(pool)
+    if isinstance(pool, torch.utils.data.DataLoader):
+        return len(pool.dataset) if hasattr(pool.dataset, "__len__") else None
+    if isinstance(pool, torch.utils.data.Dataset) and hasattr(pool, "__len__"):
+        return len(pool)
+    return None
+
+
+def _check_k_early(fn, k, pool):
+    """``k`` checked before any forward pass where the pool's size is known."""
+    n = _pool_len(pool)
+    if n:
+        return _validate.check_k(fn, k, n)
+    return _validate.check_int(fn, "k", k, low=1)
+
+
+def _select(fn, strategy, model, pool, k, *, key=0, rate=None, labeled=None, options=None, batch_size=256,
+            device=None, head=None, max_length=None):
+    from .sampler import _select_embedded
+
+    key = _validate.as_key(fn, key)
+    if k is not None:
+        k = _check_k_early(fn, k, pool)
+    common = dict(batch_size=batch_size, device=device, head=head, max_length=max_length)
+    if strategy == "random":
+        n = _pool_len(pool)
+        if n is None:
+            n = int(_outputs(fn, model, pool, **common)[0].shape[0])
+        return _select_embedded(fn, strategy, "classification", key, None, None, n, k, rate=rate)
+    logits, h = _outputs(fn, model, pool, **common)
+    labeled_outputs = None
+    if labeled is not None:
+        labeled_outputs = _outputs(fn, model, labeled, arg="labeled", **common)
+    return _select_embedded(fn, strategy, "classification", key, logits, h, logits.shape[0], k, rate=rate,
+                            labeled=labeled_outputs, options=options or {})
+
+
+_SELECTOR_OPTIONS = """
+      batch_size, device, head, max_length: as in :func:`last_layer_embedding`."""
+
+
+def badge(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, head: str | None = None,
+          max_length: int | None = None) -> jax.Array:
+    """BADGE for a torch model: k-means++ seeding over last-layer gradient embeddings.
+
+    Ash et al., "Deep batch active learning by diverse, uncertain gradient lower bounds", ICLR
+    2020. The embedding (:func:`last_layer_embedding`) is computed in torch and handed over
+    through DLPack; :func:`aljax.kmeans_pp` then picks on the factored form. Given the same
+    weights and key, the picks equal ``aljax.badge(params, apply_fn, pool, k, key=key)`` on the
+    equivalent JAX model (up to float32 rounding of near-ties).
+
+    Args:
+      model: a ``torch.nn.Module`` or ``(model, tokenizer)`` pair (see :func:`last_layer_embedding`).
+      pool: ``n`` examples (tensor, array, Dataset/DataLoader, mapping, or strings).
+      k: number of points, a Python int in ``[1, n]``.
+      key: int seed or ``jax.random`` key.""" + _SELECTOR_OPTIONS + """
+
+    Returns:
+      ``(k,)`` int32 unique indices into ``pool``, in pick order.
+
+    Example:
+      >>> import torch, aljax.torch_adapter as ta
+      >>> model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+      >>> ta.badge(model, torch.randn(100, 4), 10, key=0).shape
+      (10,)
+    """
+    return _select("torch_adapter.badge", "badge", model, pool, k, key=key, batch_size=batch_size, device=device,
+                   head=head, max_length=max_length)
+
+
+def bait(model, pool, k: int, *, labeled=None, lamb: float = 1.0, oversample: float = 2.0, batch_size: int = 256,
+         device=None, head: str | None = None, max_length: int | None = None) -> jax.Array:
+    """BAIT for a torch model: greedy Fisher-trace minimisation over last-layer Fisher embeddings.
+
+    Ash et al., "Gone fishing: neural active learning with Fisher embeddings", NeurIPS 2021.
+    :func:`fisher_embedding` of the pool (and of ``labeled``) is computed in torch and handed
+    to :func:`aljax.fisher_greedy`.
+
+    Args:
+      model: a ``torch.nn.Module`` or ``(model, tokenizer)`` pair.
+      pool: ``n`` candidate examples.
+      k: number of points, a Python int in ``[1, n]``.
+      labeled: optional labeled inputs (same kinds as ``pool``), whose Fisher seeds the greedy.
+      lamb: the damping ``λ`` of ``λI + F_S``.
+      oversample: forward pass to ``⌈oversample·k⌉`` points, then prune back to ``k``.""" + _SELECTOR_OPTIONS + """
+
+    Returns:
+      ``(k,)`` int32 unique indices into ``pool``.
+
+    Example:
+      >>> import torch, aljax.torch_adapter as ta
+      >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+      >>> ta.bait(model, torch.randn(60, 4), 5).shape
+      (5,)
+    """
+    return _select("torch_adapter.bait", "bait", model, pool, k, labeled=labeled,
+                   options={"lamb": lamb, "oversample": oversample}, batch_size=batch_size, device=device,
+                   head=head, max_length=max_length)
+
+
+def vessal(model, pool, k: int | None = None, *, rate: float | None = None, key=0, rank: int = 1, labeled=None,
+           seed_fisher: bool = False, precompute_covariance: bool = False, lamb: float = 0.01,
+           batch_size: int = 256, device=None, head: str | None = None, max_length: int | None = None) -> jax.Array:
+    """VeSSAL for a torch model: streaming volume sampling over last-layer Fisher embeddings.
+
+    Saran et al., "Streaming active learning with deep neural networks", ICML 2023. The pool is
+    embedded in torch (:func:`fisher_embedding`) and streamed in order through
+    :func:`aljax.volume_stream`. Give exactly one of ``k`` (a count) and ``rate`` (a labeling
+    rate in ``(0, 1]``).
+
+    Args:
+      model: a ``torch.nn.Module`` or ``(model, tokenizer)`` pair.
+      pool: ``n`` streamed examples, in stream order.
+      k: number of points to keep, or None with ``rate``.
+      rate: target fraction kept, in ``(0, 1]``, or None with ``k``.
+      key: int seed or ``jax.random`` key.
+      rank: rank of each point's Fisher rows (1: the top class direction).
+      labeled: optional labeled inputs; with ``seed_fisher=True`` they seed ``A`` and ``Σ̂``.
+      seed_fisher: seed the stream's statistics with ``labeled``.
+      precompute_covariance: estimate ``Σ̂`` in a first pass over the whole pool.
+      lamb: the damping of ``A₀ = λI``.""" + _SELECTOR_OPTIONS + """
+
+    Returns:
+      int32 unique indices into ``pool``, in stream order.
+
+    Example:
+      >>> import torch, aljax.torch_adapter as ta
+      >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+      >>> ta.vessal(model, torch.randn(60, 4), 5, key=0).shape
+      (5,)
+    """
+    return _select("torch_adapter.vessal", "vessal", model, pool, k, key=key, rate=rate, labeled=labeled,
+                   options={"rank": rank, "seed_fisher": seed_fisher, "precompute_covariance": precompute_covariance,
+                            "lamb": lamb}, batch_size=batch_size, device=device, head=head, max_length=max_length)
+
+
+def _uncertainty_doc(name: str, what: str) -> str:
+    return f"""{what} sampling for a torch model: the ``k`` points of largest
+    :func:`aljax.scores.{name}` score on the model's logits (ties to the lowest index).
+
+    Args:
+      model: a ``torch.nn.Module`` or ``(model, tokenizer)`` pair.
+      pool: ``n`` candidate examples.
+      k: number of points, a Python int in ``[1, n]``.
+      key: accepted and ignored (deterministic).""" + _SELECTOR_OPTIONS + f"""
+
+    Returns:
+      ``(k,)`` int32 unique indices into ``pool``, highest score first.
+
+    Example:
+      >>> import torch, aljax.torch_adapter as ta
+      >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+      >>> ta.{name}(model, torch.randn(60, 4), 5).shape
+      (5,)
+    """
+
+
+def margin(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, head: str | None = None,
+           max_length: int | None = None) -> jax.Array:
+    return _select("torch_adapter.margin", "margin", model, pool, k, key=key, batch_size=batch_size, device=device,
+                   head=head, max_length=max_length)
+
+
+def entropy(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, head: str | None = None,
+            max_length: int | None = None) -> jax.Array:
+    return _select("torch_adapter.entropy", "entropy", model, pool, k, key=key, batch_size=batch_size,
+                   device=device, head=head, max_length=max_length)
+
+
+def least_confidence(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, head: str | None = None,
+                     max_length: int | None = None) -> jax.Array:
+    return _select("torch_adapter.least_confidence", "least_confidence", model, pool, k, key=key,
+                   batch_size=batch_size, device=device, head=head, max_length=max_length)
+
+
+margin.__doc__ = _uncertainty_doc("margin", "Margin")
+entropy.__doc__ = _uncertainty_doc("entropy", "Entropy")
+least_confidence.__doc__ = _uncertainty_doc("least_confidence", "Least-confidence")
+
+
+def coreset(model, pool, k: int, *, key=0, labeled=None, batch_size: int = 256, device=None,
+            head: str | None = None, max_length: int | None = None) -> jax.Array:
+    """Core-set (k-center greedy) for a torch model, on the penultimate features.
+
+    Sener & Savarese, "Active learning for convolutional neural networks: a core-set approach",
+    ICLR 2018. The features ``h`` (input of the final Linear layer) are computed in torch and
+    handed to :func:`aljax.k_center_greedy`.
+
+    Args:
+      model: a ``torch.nn.Module`` or ``(model, tokenizer)`` pair.
+      pool: ``n`` candidate examples.
+      k: number of points, a Python int in ``[1, n]``.
+      key: accepted and ignored (deterministic).
+      labeled: optional labeled inputs (same kinds as ``pool``), the initial centres.""" + _SELECTOR_OPTIONS + """
+
+    Returns:
+      ``(k,)`` int32 unique indices into ``pool``, in greedy order.
+
+    Example:
+      >>> import torch, aljax.torch_adapter as ta
+      >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+      >>> ta.coreset(model, torch.randn(60, 4), 5).shape
+      (5,)
+    """
+    return _select("torch_adapter.coreset", "coreset", model, pool, k, key=key, labeled=labeled,
+                   batch_size=batch_size, device=device, head=head, max_length=max_length)
+
+
+def random_sample(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, head: str | None = None,
+                  max_length: int | None = None) -> jax.Array:
+    """Uniform random sampling without replacement (the baseline); ``model`` is not run when the
+    pool's size is known.
+
+    Args:
+      model: ignored where ``len(pool)`` is known (else run once to count the examples).
+      pool: ``n`` candidate examples.
+      k: number of points, a Python int in ``[1, n]``.
+      key: int seed or ``jax.random`` key.""" + _SELECTOR_OPTIONS + """
+
+    Returns:
+      ``(k,)`` int32 unique indices into ``pool``.
+
+    Example:
+      >>> import torch, aljax.torch_adapter as ta
+      >>> ta.random_sample(None, torch.zeros(10, 3), 4, key=0).shape
+      (4,)
+    """
+    return _select("torch_adapter.random_sample", "random", model, pool, k, key=key, batch_size=batch_size,
+                   device=device, head=head, max_length=max_length)

@@ -1,0 +1,241 @@
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+import aljax
+from aljax._badge import _inner_with_row, _kmeans_pp, _sqnorms
+from models import MODEL_KINDS
+
+
+def _factored(seed, n, c=3, d=5):
+    rng = np.random.default_rng(seed)
+    return aljax.Factored(jnp.asarray(rng.normal(size=(n, c)), jnp.float32),
+                          jnp.asarray(rng.normal(size=(n, d)), jnp.float32))
+
+
+def _dense_sqdist_ref(g, i):
+    g = np.asarray(g, np.float64)
+    return np.sum((g - g[i]) ** 2, axis=1)
+
+
+# ---------------------------------------------------------------- against NumPy references
+
+@pytest.mark.parametrize("seed", range(3))
+def test_factored_distances_equal_dense_distances(seed):
+    emb = _factored(seed, 40)
+    dense = np.asarray(emb.to_dense(), np.float64)
+    for i in (0, 7, 39):
+        got = _sqnorms(emb, jnp.float32) + _sqnorms(emb, jnp.float32)[i] - 2 * _inner_with_row(emb, i, jnp.float32)
+        np.testing.assert_allclose(got, _dense_sqdist_ref(dense, i), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_first_pick_is_largest_norm(seed):
+    emb = _factored(seed, 50)
+    dense = np.asarray(emb.to_dense(), np.float64)
+    expected = int(np.argmax(np.sum(dense ** 2, axis=1)))
+    assert int(aljax.kmeans_pp(seed, emb, 3)[0]) == expected
+    assert int(aljax.kmeans_pp(seed, jnp.asarray(dense, jnp.float32), 3)[0]) == expected
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_factored_and_dense_inputs_pick_the_same_points(seed):
+    emb = _factored(seed, 200, c=4, d=8)
+    np.testing.assert_array_equal(aljax.kmeans_pp(seed, emb, 20), aljax.kmeans_pp(seed, emb.to_dense(), 20))
+
+
+def test_second_pick_follows_d2_distribution():
+    """Chi-squared test of the 2nd pick against the exact D² probabilities on a tiny pool."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 3)).astype(np.float32)
+    x[0] *= 3  # the first pick: largest norm
+    first = int(np.argmax(np.sum(x.astype(np.float64) ** 2, 1)))
+    d2 = _dense_sqdist_ref(x, first)
+    probs = d2 / d2.sum()
+    draws = 4000
+    keys = jax.random.split(jax.random.key(123), draws)
+    picks = jax.vmap(lambda key: _kmeans_pp(key, jnp.asarray(x), 2))(keys)
+    assert np.all(np.asarray(picks[:, 0]) == first)
+    counts = np.bincount(np.asarray(picks[:, 1]), minlength=6)
+    assert counts[first] == 0
+    mask = probs > 0
+    _, p_value = stats.chisquare(counts[mask], draws * probs[mask])
+    assert p_value > 1e-3, (counts, draws * probs)
+
+
+def test_later_picks_use_min_distance_to_all_centres():
+    """Exact D² probabilities of the 3rd pick given the first two, by conditioning on pick 2."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(5, 2)).astype(np.float32)
+    draws = 6000
+    picks = np.asarray(jax.vmap(lambda key: _kmeans_pp(key, jnp.asarray(x), 3))(
+        jax.random.split(jax.random.key(7), draws)))
+    first = picks[0, 0]
+    second_mode = np.bincount(picks[:, 1]).argmax()
+    third = picks[picks[:, 1] == second_mode, 2]
+    d2 = np.minimum(_dense_sqdist_ref(x, first), _dense_sqdist_ref(x, second_mode))
+    probs = d2 / d2.sum()
+    mask = probs > 0
+    counts = np.bincount(third, minlength=5)
+    assert counts[~mask].sum() == 0
+    _, p_value = stats.chisquare(counts[mask], len(third) * probs[mask])
+    assert p_value > 1e-3
+
+
+# ---------------------------------------------------------------- properties
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 40), frac=st.floats(0.01, 1.0), seed=st.integers(0, 2**31 - 1),
+       distinct=st.integers(1, 40), factored=st.booleans())
+def test_exactly_k_unique_in_range(n, frac, seed, distinct, factored):
+    k = max(1, int(round(frac * n)))
+    rng = np.random.default_rng(seed)
+    # Rows repeat (only `distinct` different ones), so k may exceed the number of distinct points.
+    a = rng.normal(size=(distinct, 3))[rng.integers(0, distinct, n)]
+    h = rng.normal(size=(distinct, 4))[rng.integers(0, distinct, n)]
+    emb = aljax.Factored(jnp.asarray(a, jnp.float32), jnp.asarray(h, jnp.float32))
+    idx = np.asarray(aljax.kmeans_pp(seed, emb if factored else emb.to_dense(), k))
+    assert idx.dtype == np.int32 and idx.shape == (k,)
+    assert len(set(idx.tolist())) == k
+    assert idx.min() >= 0 and idx.max() < n
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_permutation_equivariance_of_first_pick_and_set_size(seed):
+    emb = _factored(seed % 1000, 30)
+    perm = np.random.default_rng(seed).permutation(30)
+    first = int(aljax.kmeans_pp(0, emb, 1)[0])
+    first_perm = int(aljax.kmeans_pp(0, emb[perm], 1)[0])
+    assert perm[first_perm] == first
+
+
+def test_same_key_same_picks_with_and_without_jit():
+    params, apply_fn, *_ = MODEL_KINDS["linen_mlp"](jax.random.key(0))
+    pool = jax.random.normal(jax.random.key(1), (300, 6))
+    eager = aljax.badge(params, apply_fn, pool, 25, key=5, batch_size=64)
+    jitted = jax.jit(lambda p, x: aljax.badge(p, apply_fn, x, 25, key=5, batch_size=64))(params, pool)
+    np.testing.assert_array_equal(eager, jitted)
+    typed = aljax.badge(params, apply_fn, pool, 25, key=jax.random.key(5), batch_size=64)
+    raw = aljax.badge(params, apply_fn, pool, 25, key=jax.random.PRNGKey(5), batch_size=64)
+    np.testing.assert_array_equal(eager, typed)
+    np.testing.assert_array_equal(eager, raw)
+    other = aljax.badge(params, apply_fn, pool, 25, key=6, batch_size=64)
+    assert not np.array_equal(eager, other)
+    emb = aljax.last_layer_embedding(params, apply_fn, pool)
+    jit_key = jax.jit(aljax.kmeans_pp, static_argnums=2)(jax.random.key(5), emb, 25)
+    np.testing.assert_array_equal(jit_key, aljax.kmeans_pp(5, emb, 25))
+
+
+def test_no_recompilation_on_second_call():
+    from aljax._embeddings import _cached_jit
+
+    params, apply_fn, *_ = MODEL_KINDS["plain"](jax.random.key(0))
+    pool = jax.random.normal(jax.random.key(1), (100, 6))
+    aljax.badge(params, apply_fn, pool, 10, key=0, batch_size=32)  # 4 chunks, last padded
+    head = _cached_jit("head", apply_fn, None)
+    sizes = (_kmeans_pp._cache_size(), head._cache_size())
+    assert sizes[1] == 1  # every chunk has the same shape
+    aljax.badge(params, apply_fn, pool, 10, key=1, batch_size=32)
+    aljax.badge(params, apply_fn, pool + 1.0, 10, key=jax.random.key(2), batch_size=32)
+    assert (_kmeans_pp._cache_size(), head._cache_size()) == sizes
+
+
+def test_duplicates_and_fully_confident_model_give_unique_picks_without_nan():
+    # Fully confident: logits so large that p is one-hot, every gradient embedding is 0.
+    params = jnp.eye(4) * 1e4
+    pool = jnp.tile(jnp.eye(4), (5, 1))
+    idx = aljax.badge(params, lambda p, x: x @ p, pool, 12, key=0)
+    assert len(set(np.asarray(idx).tolist())) == 12
+    # Fewer distinct points than k: the remainder is filled uniformly from unpicked points.
+    emb = jnp.tile(jnp.asarray([[1.0, 0.0], [0.0, 2.0]]), (10, 1))
+    idx = np.asarray(aljax.kmeans_pp(0, emb, 20))
+    assert sorted(idx.tolist()) == list(range(20))
+    assert {int(emb[idx[0], 1] > 0), int(emb[idx[1], 1] > 0)} == {0, 1}
+
+
+def test_fill_after_exhaustion_is_uniform():
+    """With 2 distinct rows, picks 3.. are uniform over the unpicked duplicates (chi-squared)."""
+    emb = jnp.asarray([[3.0, 0.0]] + [[1.0, 0.0]] * 5)
+    draws = 3000
+    picks = np.asarray(jax.vmap(lambda key: _kmeans_pp(key, emb, 3))(jax.random.split(jax.random.key(0), draws)))
+    assert np.all(picks[:, 0] == 0)
+    counts = np.bincount(picks[:, 1:].ravel(), minlength=6)[1:]
+    _, p_value = stats.chisquare(counts)
+    assert p_value > 1e-3
+
+
+# ---------------------------------------------------------------- bad input
+
+def _plain():
+    params, apply_fn, *_ = MODEL_KINDS["plain"](jax.random.key(0))
+    return params, apply_fn, jnp.ones((10, 6))
+
+
+BAD_BADGE = [
+    ("k zero", dict(k=0), ValueError, r"aljax\.badge: argument `k` must be an int >= 1, got 0"),
+    ("k too big", dict(k=11), ValueError, r"aljax\.badge: argument `k`.*cannot select 11 points from a pool of 10"),
+    ("k float", dict(k=2.0), TypeError, r"aljax\.badge: argument `k` must be a Python int, got float"),
+    ("empty pool", dict(pool=jnp.ones((0, 6))), ValueError, r"aljax\.badge: argument `pool`.*empty pool"),
+    ("batch_size", dict(batch_size=0), ValueError, r"aljax\.(badge|last_layer_embedding|logits_and_features).*`batch_size`.*>= 1, got 0"),
+    ("bad key", dict(key="seed"), TypeError, r"aljax\.badge: argument `key` must be an int seed or a jax.random key"),
+    ("float key", dict(key=1.5), TypeError, r"aljax\.badge: argument `key`"),
+    ("3-D logits", dict(apply_fn=lambda p, x: (x @ p["w1"])[:, :, None] * jnp.ones(2)), ValueError,
+     r"aljax\.badge: argument `apply_fn` must be a function returning 2-D logits"),
+    ("int logits", dict(apply_fn=lambda p, x: (x @ p["w1"]).astype(jnp.int32)), TypeError, r"aljax\.badge.*floating"),
+    ("nan logits", dict(pool=jnp.ones((10, 6)).at[3, 0].set(jnp.nan)), ValueError, r"aljax\.badge: .*NaN/Inf"),
+    ("ragged pool", dict(pool={"a": jnp.ones((10, 6)), "b": jnp.ones((9, 6))}), ValueError,
+     r"aljax\.badge: argument `pool` must be arrays sharing the leading"),
+    ("not callable", dict(apply_fn="model"), TypeError, r"aljax\.badge: argument `apply_fn` must be a callable"),
+]
+
+
+@pytest.mark.parametrize("name,override,exc,pattern", BAD_BADGE, ids=[b[0] for b in BAD_BADGE])
+def test_badge_bad_input(name, override, exc, pattern):
+    params, apply_fn, pool = _plain()
+    kwargs = dict(params=params, apply_fn=apply_fn, pool=pool, k=3)
+    kwargs.update(override)
+    with pytest.raises(exc, match=pattern):
+        aljax.badge(**kwargs)
+
+
+BAD_KMEANS = [
+    ("1-D", dict(embedding=jnp.ones(5)), ValueError, r"aljax\.kmeans_pp: argument `embedding` must be a 2-D array"),
+    ("int", dict(embedding=jnp.ones((5, 2), jnp.int32)), TypeError, r"aljax\.kmeans_pp: argument `embedding`.*floating"),
+    ("inf", dict(embedding=jnp.ones((5, 2)).at[0, 0].set(jnp.inf)), ValueError, r"aljax\.kmeans_pp:.*NaN/Inf"),
+    ("k big", dict(k=6), ValueError, r"aljax\.kmeans_pp: argument `k`.*pool of 5"),
+    ("key shape", dict(key=jax.random.split(jax.random.key(0), 3)), ValueError, r"aljax\.kmeans_pp: argument `key`"),
+    ("bool key", dict(key=True), TypeError, r"aljax\.kmeans_pp: argument `key`"),
+]
+
+
+@pytest.mark.parametrize("name,override,exc,pattern", BAD_KMEANS, ids=[b[0] for b in BAD_KMEANS])
+def test_kmeans_pp_bad_input(name, override, exc, pattern):
+    kwargs = dict(key=0, embedding=jnp.ones((5, 2)), k=2)
+    kwargs.update(override)
+    with pytest.raises(exc, match=pattern):
+        aljax.kmeans_pp(**kwargs)
+
+
+@pytest.mark.parametrize("a,h,exc,pattern", [
+    (jnp.ones((4, 3)), jnp.ones((5, 2)), ValueError, r"aljax\.Factored: `a` and `h` must have the same number of rows, got 4 and 5"),
+    (jnp.ones(4), jnp.ones((4, 2)), ValueError, r"aljax\.Factored: argument `a` must be a 2-D array"),
+    (jnp.ones((4, 3), jnp.int32), jnp.ones((4, 2)), TypeError, r"aljax\.Factored: argument `a` must be a floating"),
+])
+def test_factored_bad_input(a, h, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        aljax.Factored(a, h)
+
+
+def test_import_aljax_does_not_import_frameworks():
+    code = ("import sys, aljax; bad = [m for m in ('torch', 'transformers', 'flax', 'optax', 'matplotlib') "
+            "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
