@@ -9,7 +9,10 @@ from ._embeddings import fisher_embedding as fisher_embedding
 from ._embeddings import gradient_embedding as gradient_embedding
 from ._embeddings import last_layer_embedding as last_layer_embedding
 from ._types import Factored as Factored
+from .sampler import ActiveSampler as ActiveSampler
 from ._types import FisherFactors as FisherFactors
+from ._vessal import vessal as vessal
+from ._vessal import volume_stream as volume_stream
 from . import scores as scores
 from ._baselines import bald as bald
 from ._baselines import coreset as coreset
@@ -27,6 +30,9 @@ from ._simulate import simulate as simulate
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActiveSampler",
+    "vessal",
+    "volume_stream",
     "LabelPool",
     "bald",
     "coreset",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import numbers
 import time
 from typing import Any, Callable, Mapping, Sequence
@@ -43,9 +44,22 @@ def _check_picks(strategy_name: str, picks: Any, k: int, size: int) -> np.ndarra
     return arr
 
 
+def _accepts_labeled(strategy: Callable) -> bool:
+    try:
+        params = inspect.signature(strategy).parameters
+    except (TypeError, ValueError):
+        return False
+    p = params.get("labeled")
+    if p is None or p.kind not in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD):
+        return False
+    # aljax.vessal uses (and accepts) a labeled set only with seed_fisher=True.
+    seed = params.get("seed_fisher")
+    return seed is None or seed.default is not False
+
+
 def simulate(strategy: Callable, train_fn: Callable, eval_fn: Callable, x, y, *, apply_fn: Callable | None,
              initial: int, per_round: int, rounds: int, key=0, name: str | None = None,
-             progress: bool = True) -> dict:
+             pass_labeled: bool | None = None, progress: bool = True) -> dict:
     """Simulate pool-based active learning on a fully labeled dataset.
 
     Round 0 labels ``initial`` examples drawn uniformly at random; each of the ``rounds`` later
@@ -61,7 +75,10 @@ def simulate(strategy: Callable, train_fn: Callable, eval_fn: Callable, x, y, *,
       strategy: any aljax selector (``aljax.badge``, ``aljax.margin``, ...) or a callable with
         the same signature, called as ``strategy(params, apply_fn, x_unlabeled, k, key=key)``
         and returning ``k`` unique indices into ``x_unlabeled`` (the rows ``x[pool.unlabeled]``,
-        ascending dataset order). Extra options: bind them with ``functools.partial``.
+        ascending dataset order). Extra options: bind them with ``functools.partial``. A
+        strategy that takes a ``labeled=`` keyword (``aljax.coreset``, ``aljax.bait``, and
+        ``aljax.vessal`` bound with ``seed_fisher=True``) also gets the labeled inputs
+        ``x[pool.labeled]`` (see ``pass_labeled``).
       train_fn: ``train_fn(x_labeled, y_labeled, key) -> params``, called every round (train
         from scratch or warm-start: the harness does not care). It gets NumPy arrays.
       eval_fn: ``eval_fn(params) -> float`` (e.g. test accuracy; larger is better for the AUC
@@ -77,6 +94,10 @@ def simulate(strategy: Callable, train_fn: Callable, eval_fn: Callable, x, y, *,
         not exceed ``n``.
       key: int seed or ``jax.random`` key.
       name: the strategy's name in the results (default: its ``__name__``).
+      pass_labeled: call ``strategy(..., labeled=x[pool.labeled])``: ``None`` (default) does so
+        exactly when ``strategy``'s signature has a ``labeled`` parameter (and no
+        ``seed_fisher`` option set to ``False``, as in ``aljax.vessal``'s default);
+        ``True``/``False`` force it.
       progress: show a tqdm progress bar (when tqdm is installed).
 
     Returns:
@@ -125,6 +146,10 @@ def simulate(strategy: Callable, train_fn: Callable, eval_fn: Callable, x, y, *,
     if not isinstance(name, str):
         raise TypeError(_validate.message(fn, "name", "a str or None", type(name).__name__))
 
+    if pass_labeled is None:
+        pass_labeled = _accepts_labeled(strategy)
+    extra = (lambda pool: {"labeled": take(x_np, pool.labeled)}) if pass_labeled else (lambda pool: {})  # noqa: E731
+
     x_np = jax.tree_util.tree_map(np.asarray, x)
     y_np = np.asarray(y)
     take = lambda tree, idx: jax.tree_util.tree_map(lambda leaf: leaf[idx], tree)  # noqa: E731
@@ -140,7 +165,7 @@ def simulate(strategy: Callable, train_fn: Callable, eval_fn: Callable, x, y, *,
                 unlabeled = pool.unlabeled
                 start = time.perf_counter()
                 picks = strategy(params, apply_fn, take(x_np, unlabeled), per_round,
-                                 key=jax.random.fold_in(select_root, r))
+                                 key=jax.random.fold_in(select_root, r), **extra(pool))
                 picks = _check_picks(name, jax.block_until_ready(picks), per_round, unlabeled.size)
                 select_s.append(time.perf_counter() - start)
                 chosen = pool.from_unlabeled_index(picks)

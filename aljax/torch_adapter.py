@@ -433,6 +433,31 @@ class _Head:
             "layer; pass `head=` with the name of the layer that produces the logits, or end the model with one.")
 
 
+class _Gather:
+    """Batches stacked into one tensor. With the pool size known, each batch is copied into a
+    preallocated ``(n, ...)`` buffer while it is still in cache (no ``torch.cat`` pass at the end)."""
+
+    def __init__(self, n: int | None):
+        self.n, self.rows, self.buffer, self.parts = n, 0, None, []
+
+    def add(self, batch):
+        if self.n is not None and self.buffer is None and batch.shape[0] < self.n:
+            self.buffer = torch.empty((self.n,) + tuple(batch.shape[1:]), dtype=batch.dtype, device=batch.device)
+        if self.buffer is not None and self.rows + batch.shape[0] <= self.n and \
+                batch.shape[1:] == self.buffer.shape[1:] and batch.dtype == self.buffer.dtype:
+            self.buffer[self.rows:self.rows + batch.shape[0]].copy_(batch)
+        else:
+            if self.buffer is not None:  # the pool was not the size announced: fall back to cat
+                self.parts, self.buffer = [self.buffer[:self.rows]], None
+            self.parts.append(batch)
+        self.rows += batch.shape[0]
+
+    def result(self):
+        if self.buffer is not None:
+            return self.buffer[:self.rows]
+        return self.parts[0] if len(self.parts) == 1 else torch.cat(self.parts)
+
+
 def _outputs(fn: str, model, pool, *, batch_size: int = 256, device=None, head: str | None = None,
              max_length: int | None = None, problem_type: str = "classification", arg: str = "pool"):
     """Run the model over the pool -> ``(logits, h)`` as JAX arrays (``n`` rows each)."""
@@ -442,21 +467,20 @@ def _outputs(fn: str, model, pool, *, batch_size: int = 256, device=None, head: 
         max_length = _validate.check_int(fn, "max_length", max_length, low=1)
     device = _model_device(module, device)
     inputs = _Inputs(fn, module, tokenizer, pool, batch_size, device, max_length, arg=arg)
-    all_logits, all_h = [], []
+    gather_logits, gather_h = _Gather(inputs.n), _Gather(inputs.n)
     was_training = module.training
     module.eval()
     try:
         with torch.no_grad(), _Head(fn, module, head) as capture:
             for args, kwargs in inputs.batches():
                 logits, h = capture.run(args, kwargs)
-                all_logits.append(logits)
-                all_h.append(h)
+                gather_logits.add(logits)
+                gather_h.add(h)
     finally:
         module.train(was_training)
-    if not all_logits:
+    if gather_logits.rows == 0:
         raise ValueError(_validate.message(fn, arg, "a non-empty pool", "an empty pool (0 examples)"))
-    logits = all_logits[0] if len(all_logits) == 1 else torch.cat(all_logits)
-    h = all_h[0] if len(all_h) == 1 else torch.cat(all_h)
+    logits, h = gather_logits.result(), gather_h.result()
     _check_outputs(fn, logits, h, problem_type)
     logits, h = to_jax(logits, narrow=True), to_jax(h, narrow=True)
     _validate.check_finite(fn, "the model's outputs (logits)", logits)
@@ -653,9 +677,19 @@ def gradient_embedding(model, pool, *, wrt=None, batch_size: int = 256, device=N
             label = torch.argmax(logits.detach())
             return -torch.gather(logp, 0, label.reshape(1))[0]
 
-        per_example = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0, 0))
+        vmapped = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0, 0))
+        looped = _looped(torch.func.grad(loss))
+        per_example = vmapped
         for args, kwargs in inputs.batches():
-            grads = per_example(chosen, args, kwargs)
+            try:
+                grads = per_example(chosen, args, kwargs)
+            except RuntimeError as err:
+                # Data-dependent control flow in the model (e.g. Hugging Face mask checks) defeats
+                # vmap: fall back to one grad per example, same result, slower.
+                if per_example is looped or "vmap" not in str(err):
+                    raise
+                per_example = looped
+                grads = per_example(chosen, args, kwargs)
             grads_out.append(torch.cat([grads[name].reshape(grads[name].shape[0], -1) for name in names], dim=1))
     finally:
         module.train(was_training)
@@ -665,6 +699,17 @@ def gradient_embedding(model, pool, *, wrt=None, batch_size: int = 256, device=N
         sketch = jax.random.normal(key, (emb.shape[1], project_to), emb.dtype) / np.sqrt(project_to)
         emb = jnp.matmul(emb, sketch, precision=jax.lax.Precision.HIGHEST)
     return emb
+
+
+def _looped(grad_fn):
+    """``vmap(grad_fn, in_dims=(None, 0, 0))`` as a Python loop over the batch."""
+    def per_example(params, args, kwargs):
+        rows = (list(args) + [v for v in kwargs.values() if isinstance(v, torch.Tensor)])[0].shape[0]
+        grads = [grad_fn(params, tuple(a[i] for a in args),
+                         {k: (v[i] if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()})
+                 for i in range(rows)]
+        return {name: torch.stack([g[name] for g in grads]) for name in params}
+    return per_example
 
 
 # ---------------------------------------------------------------------------------------------
@@ -806,7 +851,16 @@ def vessal(model, pool, k: int | None = None, *, rate: float | None = None, key=
       >>> ta.vessal(model, torch.randn(60, 4), 5, key=0).shape
       (5,)
     """
-    return _select("torch_adapter.vessal", "vessal", model, pool, k, key=key, rate=rate, labeled=labeled,
+    fn = "torch_adapter.vessal"
+    for name, flag in (("seed_fisher", seed_fisher), ("precompute_covariance", precompute_covariance)):
+        if not isinstance(flag, bool):
+            raise TypeError(_validate.message(fn, name, "a bool", f"{type(flag).__name__} {flag!r}"))
+    if labeled is not None and not seed_fisher:
+        raise ValueError(_validate.message(fn, "labeled", "used with seed_fisher=True (it seeds A and Σ̂)",
+                                           "labeled inputs with seed_fisher=False"))
+    if seed_fisher and labeled is None:
+        raise ValueError(_validate.message(fn, "labeled", "labeled inputs when seed_fisher=True", "None"))
+    return _select(fn, "vessal", model, pool, k, key=key, rate=rate, labeled=labeled,
                    options={"rank": rank, "seed_fisher": seed_fisher, "precompute_covariance": precompute_covariance,
                             "lamb": lamb}, batch_size=batch_size, device=device, head=head, max_length=max_length)
 

@@ -1,0 +1,656 @@
+"""VeSSAL: streaming volume sampling at a labeling rate (one pass) and the vessal() front door.
+
+Saran, Yousefi, Krishnamurthy, Langford and Ash, "Streaming active learning with deep neural
+networks", ICML 2023.
+
+The procedure, for the stream points ``i = 0, 1, …`` in order, each a ``r × d`` block ``U_i``
+(``r`` rows of dimension ``d``; ``r = 1`` is a single vector ``u_i``):
+
+1. ``M_i = U_i A⁻¹ U_iᵀ`` (``r × r``) and the score ``s_i = |det M_i|`` (``= u_iᵀA⁻¹u_i`` at
+   rank 1), with ``A`` the current ``λI + Σ_{kept j} U_jᵀU_j`` (``+ Σ_labeled`` when seeded).
+2. The running covariance takes point ``i`` *before* the keep decision (the reference package's
+   order): ``Σ̂_i = (S_L + Σ_{j ≤ i} U_jᵀU_j) / (n_L + i + 1)``, ``S_L``/``n_L`` the labeled
+   seed (0 without one). With a fixed covariance (``covariance=`` / ``precompute_covariance``)
+   ``Σ̂`` never changes.
+3. The target rate ``ρ_i = (k − kept_i) / (N − i)`` (budget form) or the user's ``rate``.
+4. Keep with probability ``p_i = min(1, ρ_i · s_i / tr(Σ̂_i A⁻¹))`` (``p_i = 0`` when ``s_i = 0``):
+   keep iff ``v_i < p_i`` for the uniform draw ``v_i = uniform(fold_in(stream_key, i))``, so the
+   draws depend on the global stream position only, never on how the stream is batched.
+5. On a keep, ``A⁻¹ ← A⁻¹ − W K Wᵀ`` with ``W = A⁻¹U_iᵀ`` and ``K = (I + M_i)⁻¹`` (Woodbury).
+
+The fast path never forms a ``d × d`` product per point: ``tr(S A⁻¹)`` (``S`` the unnormalised
+covariance sum) is carried as a scalar, raised by ``tr M_i`` when point ``i`` joins ``S`` and
+lowered by ``tr(K Wᵀ S W)`` on a keep; it is recomputed exactly, as ``Σ S ⊙ A⁻¹``, at the start
+of every internal chunk of ``_CHUNK`` points. ``S`` itself takes each chunk in one matrix product
+``XᵀX``. A point therefore costs one ``d × d`` matrix-vector product (``A⁻¹U_iᵀ``) and its share
+of the chunk's ``XᵀX``; a keep adds ``O(d²r)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import numbers
+from collections.abc import Iterable
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _validate
+from ._embeddings import logits_and_features
+from ._types import Factored, FisherFactors
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+_CHUNK = 1024  # internal chunk (points per kernel call); fixed, so picks never depend on batching
+_BUFFER = 16  # keeps held in Woodbury form within a chunk before they are folded into A⁻¹
+
+
+def _mm(a, b):
+    return jnp.matmul(a, b, precision=_HIGHEST)
+
+
+# ---------------------------------------------------------------------------------------------
+# Embedding rows.
+
+
+def _dense_rows(emb, rank: int, dtype) -> jax.Array:
+    """The ``(n, r, d)`` stream rows of an embedding chunk (class-major columns ``c·D + j``).
+
+    * dense ``(n, d)`` → rank 1; dense ``(n, r, d)`` as is;
+    * :class:`Factored` → the single row ``a ⊗ h``;
+    * :class:`FisherFactors` → for each of the ``r`` most probable classes ``c`` (ties to the lower
+      class index) the Fisher row ``V[c] = √p_c (e_c − p) ⊗ h``: row ``c`` of ``S ⊗ hᵀ`` with
+      ``S = diag(√p)(I − 1pᵀ)``, in the global class-block layout, so block ``c'`` of every row
+      multiplies class ``c'``'s weights for every point (class-aligned).
+    """
+    if isinstance(emb, Factored):
+        a, h = emb.a.astype(dtype), emb.h.astype(dtype)
+        return (a[:, :, None] * h[:, None, :]).reshape(a.shape[0], 1, -1)
+    if isinstance(emb, FisherFactors):
+        probs, h = emb.probs.astype(dtype), emb.h.astype(dtype)
+        n, c = probs.shape
+        _, top = jax.lax.top_k(probs, rank)  # (n, r)
+        p_top = jnp.take_along_axis(probs, top, axis=1)  # (n, r)
+        onehot = jax.nn.one_hot(top, c, dtype=dtype)  # (n, r, C)
+        s_rows = jnp.sqrt(p_top)[:, :, None] * (onehot - probs[:, None, :])  # (n, r, C)
+        return (s_rows[:, :, :, None] * h[:, None, None, :]).reshape(n, rank, -1)
+    x = emb.astype(dtype)
+    return x[:, None, :] if x.ndim == 2 else x
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernels.
+
+
+@functools.partial(jax.jit, static_argnames=("rank",))
+def _gram_chunk(acc, chunk, n_valid, *, rank: int):
+    """``acc + Σ_i U_iᵀU_i`` over the first ``n_valid`` rows of ``chunk``."""
+    x = _dense_rows(chunk, rank, acc.dtype)
+    x = jnp.where((jnp.arange(x.shape[0]) < n_valid)[:, None, None], x, 0)
+    xf = x.reshape(-1, x.shape[-1])
+    return acc + _mm(xf.T, xf)
+
+
+@functools.partial(jax.jit, static_argnames=("size",))
+def _draws(key, start, *, size: int):
+    """Uniform draws for the chunk of stream positions ``start … start + size − 1``: chunks start
+    at multiples of ``_CHUNK``, so each draw is a function of the global position alone."""
+    return jax.random.uniform(jax.random.fold_in(key, start), (size,))
+
+
+@functools.partial(jax.jit, static_argnames=("rank", "running", "budget"))
+def _stream_chunk(state, chunk, uniforms, n_valid, target, *, rank: int, running: bool, budget: int | None):
+    """Run the procedure over the first ``n_valid`` points of one chunk.
+
+    ``state``: ``ainv`` (d, d), ``cov`` (d, d) — the covariance sum ``S`` (running) or ``Σ̂``
+    (fixed) —, ``count`` (points in ``S``), ``pos`` (global position of the chunk's first point),
+    ``kept`` and, in the budget form, ``picks`` ``(budget,)``. ``target`` is the stream length
+    ``N`` (budget form) or the rate. Returns the new state and the chunk's keep mask.
+
+    Blocked: ``G = X A₀⁻¹`` for the whole chunk is one matrix product (``A₀`` the chunk-start
+    ``A``). The points kept since then, ``V`` (``m·r`` rows, at most ``_BUFFER`` points), enter
+    through Woodbury: ``A⁻¹ = A₀⁻¹ − A₀⁻¹Vᵀ L V A₀⁻¹`` with ``L = (I + V A₀⁻¹ Vᵀ)⁻¹``, so
+    ``M_j = U_j A₀⁻¹ U_jᵀ − P_jᵀ L P_j`` with ``P_j = V A₀⁻¹ U_jᵀ``: ``O(m²r²)`` per point. ``L``
+    grows by a Schur step on each keep (its Schur complement is ``I + M_j``); a full buffer is
+    folded into ``A⁻¹`` and ``G`` (``A₀ ← A``).
+    """
+    ainv, cov = state["ainv"], state["cov"]
+    dtype = ainv.dtype
+    x = _dense_rows(chunk, rank, dtype)
+    size, _, d = x.shape
+    x = jnp.where((jnp.arange(size) < n_valid)[:, None, None], x, 0)
+    xf = x.reshape(size * rank, d)
+    point_of_row = jnp.arange(size * rank) // rank
+    width = _BUFFER * rank
+    eye_r = jnp.eye(rank, dtype=dtype)
+    uniforms = uniforms.astype(dtype)
+
+    def diag_blocks(g):  # U_j A₀⁻¹ U_jᵀ for every j, (size, r, r)
+        return jnp.einsum("jad,jbd->jab", g.reshape(size, rank, d), x, precision=_HIGHEST)
+
+    def kept_rows(c):  # A₀⁻¹Vᵀ as rows, (width, d); unused slots hold row 0 (L is 0 there)
+        rows = (c["slots"][:, None] * rank + jnp.arange(rank)[None, :]).reshape(-1)
+        return c["g"][rows]
+
+    def fold(c):  # A⁻¹ = A₀⁻¹ − Gᵥᵀ L Gᵥ; G = X A⁻¹; empty buffer
+        g_kept = kept_rows(c)
+        l_g = _mm(c["L"], g_kept)
+        new_ainv = c["ainv"] - _mm(g_kept.T, l_g)
+        g = c["g"] - _mm(c["P"].T, l_g)
+        return dict(c, ainv=(new_ainv + new_ainv.T) / 2, g=g, m0=diag_blocks(g), L=jnp.zeros_like(c["L"]),
+                    P=jnp.zeros_like(c["P"]), m=jnp.int32(0))
+
+    def score_of(m):
+        return jnp.abs(m[0, 0]) if rank == 1 else jnp.abs(jnp.linalg.det(m))
+
+    def keep_point(j, g_j, l_p, m, c):
+        u_rows = jax.lax.dynamic_slice_in_dim(xf, j * rank, rank)  # (r, d)
+        w = g_j - _mm(l_p.T, kept_rows(c))  # (r, d) = (A⁻¹U_jᵀ)ᵀ
+        inner = jnp.linalg.inv(eye_r + m)  # K = (I + M_j)⁻¹
+        inner = (inner + inner.T) / 2
+        s_w = _mm(w, cov)  # (S₀ W)ᵀ
+        if running:  # S also holds this chunk's points up to j
+            proj = jnp.where((point_of_row <= j)[:, None], _mm(xf, w.T), 0)
+            s_w = s_w + _mm(proj.T, xf)
+        trace = c["trace"] - jnp.trace(_mm(inner, _mm(s_w, w.T)))  # tr(S A'⁻¹) = tr(S A⁻¹) − tr(K WᵀSW)
+        # Schur step: L' = L + z K zᵀ with z = [−L P_j; I] (new slot m).
+        z = jax.lax.dynamic_update_slice_in_dim(-l_p, eye_r, c["m"] * rank, 0)
+        big_l = c["L"] + _mm(z, _mm(inner, z.T))
+        p = jax.lax.dynamic_update_slice_in_dim(c["P"], _mm(g_j, xf.T), c["m"] * rank, 0)
+        c = dict(c, trace=trace, L=(big_l + big_l.T) / 2, P=p, slots=c["slots"].at[c["m"]].set(j),
+                 m=c["m"] + 1, kept=c["kept"] + 1, mask=c["mask"].at[j].set(True))
+        if budget is not None:
+            c["picks"] = c["picks"].at[c["kept"] - 1].set(state["pos"] + j)
+        del u_rows
+        return jax.lax.cond(c["m"] == _BUFFER, fold, lambda c: c, c)
+
+    def point(j, c):
+        """``(A⁻¹U_jᵀ)ᵀ`` at chunk start, ``L P_j`` and ``M_j`` of point j under the current A."""
+        g_j = jax.lax.dynamic_slice_in_dim(c["g"], j * rank, rank)  # (r, d)
+        p_j = jax.lax.dynamic_slice_in_dim(c["P"], j * rank, rank, axis=1)  # (width, r)
+        l_p = _mm(c["L"], p_j)
+        m = c["m0"][j] - _mm(p_j.T, l_p)
+        return g_j, l_p, (m + m.T) / 2
+
+    def run_to_next_keep(c):
+        """All points from c["j"] on, under the current A at once (A changes only on keeps):
+        scores, the running trace (a cumulative sum), keep probabilities; stop at the first keep."""
+        positions = jnp.arange(size)
+        p_all = c["P"].reshape(width, size, rank)
+        l_p = jnp.einsum("ab,bjr->ajr", c["L"], p_all, precision=_HIGHEST)
+        m_all = c["m0"] - jnp.einsum("ajr,ajs->jrs", p_all, l_p, precision=_HIGHEST)
+        m_all = (m_all + jnp.swapaxes(m_all, 1, 2)) / 2
+        scores = jnp.abs(m_all[:, 0, 0]) if rank == 1 else jnp.abs(jnp.linalg.det(m_all))
+        active = (positions >= c["j"]) & (positions < n_valid)
+        if running:
+            trace = c["trace"] + jnp.cumsum(jnp.where(active, jnp.trace(m_all, axis1=1, axis2=2), 0))
+            count = (state["count"] + positions + 1).astype(dtype)
+        else:
+            trace = jnp.broadcast_to(c["trace"], (size,))
+            count = jnp.ones((size,), dtype)
+        if budget is not None:
+            rate = (budget - c["kept"]).astype(dtype) / (target - state["pos"] - positions).astype(dtype)
+        else:
+            rate = jnp.asarray(target, dtype)
+        normaliser = trace / count  # tr(Σ̂ A⁻¹)
+        ok = (scores > 0) & (normaliser > 0)
+        prob = jnp.where(ok, jnp.minimum(1.0, rate * scores / jnp.where(ok, normaliser, 1)), 0.0)
+        keeps = active & (uniforms < prob)
+        found = jnp.any(keeps)
+        j = jnp.where(found, jnp.argmax(keeps), n_valid).astype(jnp.int32)
+        return dict(c, j=j, trace=trace[jnp.where(found, j, size - 1)]), found
+
+    def outer(c):
+        c, keep = run_to_next_keep(c)
+
+        def take(c):
+            j = c["j"]
+            g_j, l_p, m = point(j, c)
+            return dict(keep_point(j, g_j, l_p, m, c), j=j + 1)
+
+        return jax.lax.cond(keep, take, lambda c: c, c)
+
+    g = _mm(xf, ainv)
+    carry = {"ainv": ainv, "g": g, "m0": diag_blocks(g), "L": jnp.zeros((width, width), dtype),
+             "P": jnp.zeros((width, size * rank), dtype), "slots": jnp.zeros(_BUFFER, jnp.int32),
+             "m": jnp.int32(0), "trace": jnp.sum(cov * ainv), "kept": state["kept"],
+             "mask": jnp.zeros(size, bool), "j": jnp.int32(0)}
+    if budget is not None:
+        carry["picks"] = state["picks"]
+    carry = jax.lax.while_loop(lambda c: c["j"] < n_valid, outer, carry)
+    carry = jax.lax.cond(carry["m"] > 0, fold, lambda c: c, carry)
+    new = dict(state, ainv=carry["ainv"], kept=carry["kept"], pos=state["pos"] + n_valid)
+    if running:
+        new["cov"] = cov + _mm(xf.T, xf)
+        new["count"] = state["count"] + n_valid
+    if budget is not None:
+        new["picks"] = carry["picks"]
+    return new, carry["mask"]
+
+
+@functools.partial(jax.jit, static_argnames=("size", "budget"))
+def _fill_chunk(best_scores, best_index, key, picks, kept, start, total, *, size: int, budget: int):
+    """Running top-``budget`` of uniform scores over the positions not kept (a uniformly random
+    subset in random order), for one chunk of positions ``start … start + size − 1``."""
+    positions = start + jnp.arange(size, dtype=jnp.int32)
+    scores = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(key, i)))(positions)
+    kept_sorted = jnp.sort(jnp.where(jnp.arange(budget) < kept, picks, jnp.iinfo(jnp.int32).max))
+    where = jnp.clip(jnp.searchsorted(kept_sorted, positions), 0, budget - 1)
+    taken = (kept_sorted[where] == positions) | (positions >= total)
+    scores = jnp.where(taken, -1.0, scores)
+    all_scores = jnp.concatenate([best_scores, scores])
+    all_index = jnp.concatenate([best_index, positions])
+    top_scores, top = jax.lax.top_k(all_scores, budget)
+    return top_scores, all_index[top]
+
+
+def _fill(key, picks, kept, total: int, budget: int) -> jax.Array:
+    """Complete ``picks[:kept]`` to ``budget`` unique indices, drawn uniformly from the rest."""
+    best_scores = jnp.full((budget,), -2.0, jnp.float32)
+    best_index = jnp.zeros((budget,), jnp.int32)
+    for start in range(0, total, _CHUNK):
+        best_scores, best_index = _fill_chunk(best_scores, best_index, key, picks, kept, jnp.int32(start),
+                                              jnp.int32(total), size=_CHUNK, budget=budget)
+    slot = jnp.arange(budget)
+    filler = best_index[jnp.clip(slot - kept, 0, budget - 1)]
+    return jnp.where(slot < kept, picks, filler).astype(jnp.int32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Host driver: fixed-size chunks from any sequence of embedding blocks.
+
+
+def _rechunk(blocks: Iterable, size: int):
+    """Yield ``(chunk, n_valid)`` with exactly ``size`` rows per chunk (the last zero-padded) from
+    an iterable of embedding blocks (arrays, ``Factored`` or ``FisherFactors``)."""
+    pending, have = [], 0
+    for block in blocks:
+        pending.append(block)
+        have += _n_rows(block)
+        while have >= size:
+            joined = _concat(pending)
+            yield _take(joined, 0, size), size
+            rest = _n_rows(joined) - size
+            pending, have = ([_take(joined, size, size + rest)] if rest else []), rest
+    if have:
+        joined = _concat(pending)
+        pad = size - have
+        yield jax.tree_util.tree_map(
+            lambda leaf: jnp.concatenate([leaf, jnp.zeros((pad,) + leaf.shape[1:], leaf.dtype)]), joined), have
+
+
+def _n_rows(block) -> int:
+    return jax.tree_util.tree_leaves(block)[0].shape[0]
+
+
+def _take(block, start, stop):
+    return jax.tree_util.tree_map(lambda leaf: leaf[start:stop], block)
+
+
+def _concat(blocks):
+    if len(blocks) == 1:
+        return blocks[0]
+    return jax.tree_util.tree_map(lambda *leaves: jnp.concatenate([jnp.asarray(x) for x in leaves]), *blocks)
+
+
+def _array_blocks(emb, n: int):
+    for start in range(0, n, _CHUNK):
+        yield _take(emb, start, min(start + _CHUNK, n))
+
+
+def _gram(blocks, d: int, rank: int, dtype):
+    """``(Σ U_iᵀU_i, count)`` over a stream of embedding blocks, in chunks."""
+    acc, count = jnp.zeros((d, d), dtype), 0
+    for chunk, n_valid in _rechunk(blocks, _CHUNK):
+        acc = _gram_chunk(acc, chunk, jnp.int32(n_valid), rank=rank)
+        count += n_valid
+    return acc, count
+
+
+def _run(key, blocks, *, d: int, rank: int, dtype, budget: int | None, rate: float | None, total: int | None,
+         lamb: float, labeled_blocks=None, covariance=None, uniforms=None, fn: str = "volume_stream"):
+    """The whole procedure over a stream of embedding blocks. Returns int32 indices."""
+    stream_key, fill_key = jax.random.split(key)
+    seed, n_labeled = (jnp.zeros((d, d), dtype), 0) if labeled_blocks is None else _gram(
+        labeled_blocks, d, rank, dtype)
+    a0 = lamb * jnp.eye(d, dtype=dtype) + seed
+    ainv = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(a0), jnp.eye(d, dtype=dtype))
+    running = covariance is None
+    state = {"ainv": (ainv + ainv.T) / 2, "cov": seed if running else jnp.asarray(covariance, dtype),
+             "count": jnp.int32(n_labeled), "pos": jnp.int32(0), "kept": jnp.int32(0)}
+    if budget is not None:
+        state["picks"] = jnp.zeros((budget,), jnp.int32)
+    target = jnp.int32(total) if budget is not None else jnp.asarray(rate, dtype)
+    masks, seen = [], 0
+    for chunk, n_valid in _rechunk(blocks, _CHUNK):
+        if total is not None and seen + n_valid > total:
+            raise ValueError(f"aljax.{fn}: the stream yielded more than its declared length {total}.")
+        if uniforms is None:
+            draws = _draws(stream_key, jnp.int32(seen), size=_CHUNK)
+        else:
+            draws = jnp.zeros(_CHUNK, dtype).at[:n_valid].set(jnp.asarray(uniforms[seen:seen + n_valid], dtype))
+        state, mask = _stream_chunk(state, chunk, draws, jnp.int32(n_valid), target, rank=rank, running=running,
+                                    budget=budget)
+        if budget is None:
+            masks.append(np.flatnonzero(np.asarray(mask[:n_valid])) + seen)
+        seen += n_valid
+    if total is not None and seen != total:
+        raise ValueError(f"aljax.{fn}: the stream yielded {seen} points but its declared length is {total}.")
+    if budget is None:
+        return jnp.asarray(np.concatenate(masks) if masks else np.zeros(0), jnp.int32)
+    kept = state["kept"]
+    if _validate.is_concrete(kept) and int(kept) == budget:
+        return state["picks"]
+    return _fill(fill_key, state["picks"], kept, seen, budget)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation.
+
+
+def _check_budget_or_rate(fn: str, k, rate, n: int | None):
+    if (k is None) == (rate is None):
+        raise ValueError(_validate.message(fn, "k", "given exactly when `rate` is not (one of `k` or `rate`)",
+                                           f"k={k!r} and rate={rate!r}"))
+    if rate is not None:
+        if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
+            raise TypeError(_validate.message(fn, "rate", "a float in (0, 1]", f"{type(rate).__name__} {rate!r}"))
+        if not 0 < rate <= 1:
+            raise ValueError(_validate.message(fn, "rate", "a float in (0, 1]", rate))
+        return None, float(rate)
+    if n is None:
+        _validate.check_int(fn, "k", k, low=1)
+        return int(k), None
+    return _validate.check_k(fn, k, n), None
+
+
+def _check_embedding(fn: str, arg: str, emb, rank):
+    """Returns ``(emb, rank, d, n)`` for a validated embedding."""
+    if isinstance(emb, (Factored, FisherFactors)):
+        if isinstance(emb, Factored):
+            if rank not in (None, 1):
+                raise ValueError(_validate.message(fn, "rank", "1 (or None) for a Factored embedding", rank))
+            rank = 1
+        else:
+            n_classes = emb.probs.shape[1]
+            rank = 1 if rank is None else _validate.check_int(fn, "rank", rank, low=1, high=n_classes)
+        return emb, rank, emb.dim, emb.n
+    shape, dtype = getattr(emb, "shape", None), getattr(emb, "dtype", None)
+    if shape is None:
+        raise TypeError(_validate.message(fn, arg, "an array (n, d) / (n, r, d), Factored or FisherFactors",
+                                          type(emb).__name__))
+    if len(shape) not in (2, 3):
+        raise ValueError(_validate.message(fn, arg, "a 2-D (n, d) or 3-D (n, r, d) array", f"shape {tuple(shape)}"))
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(_validate.message(fn, arg, "a floating array", f"dtype {dtype}"))
+    implied = 1 if len(shape) == 2 else shape[1]
+    if rank not in (None, implied):
+        raise ValueError(_validate.message(fn, "rank", f"None or {implied} (implied by `{arg}`'s shape)", rank))
+    if shape[0] == 0 or shape[-1] == 0 or implied == 0:
+        raise ValueError(_validate.message(fn, arg, "a non-empty embedding", f"shape {tuple(shape)}"))
+    return jnp.asarray(emb), implied, shape[-1], shape[0]
+
+
+def _compute_dtype(*embs) -> jnp.dtype:
+    leaves = [leaf for emb in embs if emb is not None for leaf in jax.tree_util.tree_leaves(emb)]
+    return jnp.result_type(jnp.float32, *[leaf.dtype for leaf in leaves])
+
+
+def volume_stream(key, emb, k: int | None = None, *, rate: float | None = None, labeled_emb=None,
+                  lamb: float = 0.01, covariance=None, rank: int | None = None) -> jax.Array:
+    """VeSSAL's streaming volume sampling over embeddings given in stream order.
+
+    Saran et al., "Streaming active learning with deep neural networks", ICML 2023. One pass over
+    the rows: each point is kept with probability ``min(1, ρ · s / tr(Σ̂ A⁻¹))``, where ``s`` is
+    the volume it would add to the kept set (``uᵀA⁻¹u``, or ``|det(U A⁻¹ Uᵀ)|`` at rank ``r``),
+    ``A = λI + Σ_kept UᵀU`` (Woodbury-updated on keeps), ``Σ̂`` the running covariance of the
+    stream *including the current point* and ``ρ`` the target rate. See the module docstring for
+    the exact order of operations. The uniform draw of stream position ``i`` is
+    ``uniform(fold_in(k₁, i))`` with ``k₁, k₂ = split(key)``, so the picks do not depend on how
+    the stream is batched.
+
+    Args:
+      key: int seed or ``jax.random`` key.
+      emb: the stream, in order: a dense ``(N, d)`` array (rank 1), ``(N, r, d)`` (rank ``r``), a
+        :class:`~aljax.Factored` (rank 1, row ``a ⊗ h``, class-major ``c·D + j``) or a
+        :class:`~aljax.FisherFactors` restricted to its ``rank`` most probable classes: for each
+        such class ``c`` the Fisher row ``√p_c (e_c − p) ⊗ h`` (row ``c`` of
+        ``diag(√p)(I − 1pᵀ) ⊗ hᵀ``), laid out in the global class blocks so blocks line up across
+        points (the reference code sorts each point's classes by probability, which misaligns them;
+        this does not). At rank 1 that is the row of the predicted class ``ŷ``:
+        ``√p_ŷ (e_ŷ − p) ⊗ h``.
+      k: the budget for this stream, a Python int in ``[1, N]``: the target rate is
+        ``(k − kept) / (N − i)`` and exactly ``k`` unique indices are returned; a shortfall at the
+        end is filled uniformly (drawn from ``k₂``) from the skipped points. Give exactly one of
+        ``k`` and ``rate``.
+      rate: a float in ``(0, 1]``, the fraction to keep when no budget is fixed: a variable number
+        of indices is returned, about ``rate·N`` (not exactly: the keep probability is clipped at 1
+        and shrinks as points are kept). Not usable under an outer ``jax.jit`` (variable size).
+      labeled_emb: optional labeled-set embedding of the same kind and width: ``A`` starts at
+        ``λI + Σ_L UᵀU`` and the running covariance starts from the labeled sum and count.
+      lamb: ``λ > 0``, the damping of ``A₀ = λI`` (0.01: the reference's ``A₀⁻¹ = 100·I``).
+      covariance: optional fixed ``(d, d)`` ``Σ̂`` used for every point instead of the running one.
+      rank: for a :class:`~aljax.FisherFactors`, the number of Fisher rows per point, in
+        ``[1, C]`` (default 1); for other kinds ``None`` or the rank their shape implies.
+
+    Returns:
+      int32 indices into the stream: ``(k,)``, the kept ones in stream order then any uniform
+      fill; or, with ``rate``, the kept ones in stream order.
+
+    Memory is the ``d × d`` state (two matrices) plus one chunk of ``_CHUNK`` rows; the time per
+    point is one ``d × d`` matrix-vector product and its share of one ``XᵀX`` per chunk.
+
+    Example:
+      >>> import jax, aljax
+      >>> emb = jax.random.normal(jax.random.key(0), (500, 16))
+      >>> aljax.volume_stream(0, emb, 20).shape
+      (20,)
+    """
+    fn = "volume_stream"
+    key = _validate.as_key(fn, key)
+    emb, rank, d, n = _check_embedding(fn, "emb", emb, rank)
+    budget, rate = _check_budget_or_rate(fn, k, rate, n)
+    lamb = _validate.check_positive(fn, "lamb", lamb)
+    if labeled_emb is not None:
+        labeled_emb = _check_labeled(fn, labeled_emb, emb, rank, d)
+    if covariance is not None:
+        covariance = _check_covariance(fn, covariance, d)
+    leaves = jax.tree_util.tree_leaves((emb, labeled_emb, covariance))
+    _validate.check_finite(fn, "the embedding values", *leaves)
+    if rate is not None and not _validate.is_concrete(*leaves):
+        raise TypeError(f"aljax.{fn}: `rate=` returns a data-dependent number of indices, so it cannot run "
+                        "under jax.jit; call it outside jit or pass `k=`.")
+    dtype = _compute_dtype(emb, labeled_emb, covariance)
+    labeled_blocks = None if labeled_emb is None else _array_blocks(labeled_emb, _n_rows(labeled_emb))
+    return _run(key, _array_blocks(emb, n), d=d, rank=rank, dtype=dtype, budget=budget, rate=rate,
+                total=n if budget is not None else None, lamb=lamb, labeled_blocks=labeled_blocks,
+                covariance=covariance, fn=fn)
+
+
+def _check_labeled(fn, labeled_emb, emb, rank, d):
+    if type(labeled_emb) is not type(emb) and not (
+            not isinstance(emb, (Factored, FisherFactors)) and hasattr(labeled_emb, "shape")):
+        raise TypeError(_validate.message(fn, "labeled_emb", f"the same kind as `emb` ({type(emb).__name__})",
+                                          type(labeled_emb).__name__))
+    labeled_emb, l_rank, l_d, _ = _check_embedding(fn, "labeled_emb", labeled_emb,
+                                                   rank if isinstance(emb, FisherFactors) else None)
+    if (l_rank, l_d) != (rank, d):
+        raise ValueError(_validate.message(fn, "labeled_emb", f"rows of rank {rank} and width {d} (as `emb`)",
+                                           f"rank {l_rank} and width {l_d}"))
+    return labeled_emb
+
+
+def _check_covariance(fn, covariance, d):
+    shape, dtype = getattr(covariance, "shape", None), getattr(covariance, "dtype", None)
+    if shape is None or tuple(shape) != (d, d):
+        raise ValueError(_validate.message(fn, "covariance", f"a ({d}, {d}) array", f"shape {shape}"))
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(_validate.message(fn, "covariance", "a floating array", f"dtype {dtype}"))
+    return jnp.asarray(covariance)
+
+
+# ---------------------------------------------------------------------------------------------
+# Front door.
+
+
+def _is_batch_iterable(pool) -> bool:
+    """An iterable of batches (a generator, an iterator, a re-iterable object such as a data
+    loader), as opposed to an array or a pytree of arrays (lists, tuples and dicts are pytrees)."""
+    if hasattr(pool, "shape") or isinstance(pool, (list, tuple, dict)):
+        return False
+    return isinstance(pool, Iterable)
+
+
+def _batch_signature(batch):
+    leaves, treedef = jax.tree_util.tree_flatten(batch)
+    return treedef, tuple((tuple(getattr(x, "shape", ())[1:]), str(getattr(x, "dtype", type(x).__name__)))
+                          for x in leaves)
+
+
+def _checked_batches(fn: str, pool: Iterable):
+    """Iterate the user's batches, refusing batches whose trailing shape (or structure) changes."""
+    first = None
+    for number, batch in enumerate(pool):
+        _validate.pool_size(fn, batch, arg="pool")
+        signature = _batch_signature(batch)
+        if first is None:
+            first = signature
+        elif signature != first:
+            raise ValueError(_validate.message(
+                fn, "pool", f"batches with the same structure and trailing shape as the first {first[1]}",
+                f"{signature[1]} at batch {number}"))
+        yield batch
+
+
+def vessal(params, apply_fn: Callable, pool, k: int | None = None, *, rate: float | None = None, key=0,
+           rank: int = 1, labeled=None, seed_fisher: bool = False, precompute_covariance: bool = False,
+           lamb: float = 0.01, batch_size: int = 1024, features_fn: Callable | None = None,
+           length: int | None = None) -> jax.Array:
+    """VeSSAL: streaming active learning by volume sampling of Fisher embeddings.
+
+    Saran et al., "Streaming active learning with deep neural networks", ICML 2023. The pool is
+    read once, in order, as a stream; each point's last-layer Fisher rows (see
+    :func:`~aljax.volume_stream`) are kept with a probability that grows with the volume they add
+    to the kept set, tuned so the expected number kept meets the budget ``k`` (or the ``rate``).
+
+    ``rank = r`` uses the Fisher rows of the ``r`` most probable classes, each in its own class
+    block (class-aligned across points, unlike the reference code, which orders each point's
+    blocks by its own probabilities).
+
+    Args:
+      params: model parameters (any pytree).
+      apply_fn: ``apply_fn(params, x) -> logits (batch, C)``; its last operation must be a dense
+        layer unless ``features_fn`` is given.
+      pool: ``(N, ...)`` array or pytree of arrays (lists, tuples and dicts are pytrees; processed
+        in chunks of ``batch_size``), or an **iterable of batches** of such arrays (a generator,
+        an iterator or any other non-container iterable): true streaming, read once, memory independent of
+        the stream length (beyond the kept indices and the ``d × d`` state, ``d = C·D``). Batches
+        must keep their trailing shape. Picks do not depend on the batch boundaries.
+      k: the budget, a Python int (``≤ N``); with an iterable pool the stream length must be known:
+        pass ``length=`` (``len()`` of a loader counts batches, not examples, so it is not used).
+        Exactly one of ``k``/``rate``.
+      rate: a float in ``(0, 1]``, the fraction to keep when the stream length is unknown; the
+        number returned varies (about ``rate·N``).
+      key: int seed or ``jax.random`` key.
+      rank: Fisher rows per point, in ``[1, C]``.
+      labeled: labeled inputs (array or pytree of arrays, same kind as ``pool``'s examples), used
+        with ``seed_fisher=True``.
+      seed_fisher: start ``A = λI + Σ_L UᵀU`` and the running covariance (sum and count) from the
+        labeled set: the full, correct update (the reference drops a term and inverts the
+        preference).
+      precompute_covariance: take a first pass over the pool to compute ``Σ̂`` (the mean of
+        ``UᵀU`` over the pool, and the labeled set with ``seed_fisher``) and use it, fixed, for
+        every point. An iterable pool must then be re-iterable (e.g. an object whose ``__iter__``
+        starts a new pass, such as a data loader; not a generator).
+      lamb: ``λ > 0`` for ``A₀ = λI``.
+      batch_size: examples per forward chunk (array pools).
+      features_fn: optional ``features_fn(params, x) -> (batch, D)``.
+      length: the stream length in examples, for ``k=`` with an iterable pool.
+
+    Returns:
+      int32 indices into the stream: ``(k,)`` unique (kept in stream order, then a uniform fill
+      of any shortfall from the skipped points), or, with ``rate``, the kept ones.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, aljax
+      >>> W1, W2 = jnp.ones((4, 16)) / 4, jnp.arange(48.0).reshape(16, 3) / 48
+      >>> apply_fn = lambda p, x: jnp.tanh(x @ p[0]) @ p[1]
+      >>> pool = jax.random.normal(jax.random.key(1), (300, 4))
+      >>> aljax.vessal((W1, W2), apply_fn, pool, k=10, key=0).shape
+      (10,)
+    """
+    fn = "vessal"
+    key = _validate.as_key(fn, key)
+    lamb = _validate.check_positive(fn, "lamb", lamb)
+    batch_size = _validate.check_int(fn, "batch_size", batch_size, low=1)
+    for name, flag in (("seed_fisher", seed_fisher), ("precompute_covariance", precompute_covariance)):
+        if not isinstance(flag, bool):
+            raise TypeError(_validate.message(fn, name, "a bool", f"{type(flag).__name__} {flag!r}"))
+    if isinstance(rank, bool) or not isinstance(rank, numbers.Integral):
+        raise TypeError(_validate.message(fn, "rank", "a Python int", f"{type(rank).__name__} {rank!r}"))
+    if labeled is not None and not seed_fisher:
+        raise ValueError(_validate.message(fn, "labeled", "used with seed_fisher=True (it seeds A and Σ̂)",
+                                           "labeled inputs with seed_fisher=False"))
+    if seed_fisher and labeled is None:
+        raise ValueError(_validate.message(fn, "labeled", "labeled inputs when seed_fisher=True", "None"))
+
+    def embed(batch):
+        logits, h = logits_and_features(params, apply_fn, batch, batch_size=batch_size, features_fn=features_fn,
+                                        fn_name=fn)
+        return FisherFactors(jax.nn.softmax(logits, axis=-1), h)
+
+    streaming = _is_batch_iterable(pool)
+    if streaming:
+        if length is not None:
+            length = _validate.check_int(fn, "length", length, low=1)
+        if k is not None and length is None:
+            raise ValueError(_validate.message(
+                fn, "length", "the stream length (an int) when `k` is given with an iterable pool "
+                "(or pass `rate=` instead of `k`)", "None"))
+        budget, rate = _check_budget_or_rate(fn, k, rate, length)
+        if precompute_covariance and iter(pool) is pool:
+            raise ValueError(_validate.message(fn, "pool", "a re-iterable (e.g. a list of batches) with "
+                                               "precompute_covariance=True (it takes two passes)",
+                                               f"a one-shot iterator ({type(pool).__name__})"))
+
+        def blocks():
+            return (embed(batch) for batch in _checked_batches(fn, pool))
+
+        first_iter = blocks()
+        try:
+            first = next(first_iter)
+        except StopIteration:
+            raise ValueError(_validate.message(fn, "pool", "a non-empty stream of batches", "no batches")) from None
+        stream = itertools.chain([first], first_iter)
+        total = length if budget is not None else None
+    else:
+        if length is not None:
+            raise ValueError(_validate.message(fn, "length", "None for an array pool (its length is known)", length))
+        n = _validate.pool_size(fn, pool)
+        budget, rate = _check_budget_or_rate(fn, k, rate, n)
+        first = embed(pool)
+        stream = _array_blocks(first, n)
+        total = n if budget is not None else None
+
+    _check_embedding(fn, "pool", first, rank)
+    dtype = _compute_dtype(first)
+    d = first.dim
+    labeled_blocks = None
+    if labeled is not None:
+        labeled_emb = embed(labeled)
+        if labeled_emb.dim != d:
+            raise ValueError(_validate.message(fn, "labeled", f"inputs embedding to width {d} (as `pool`)",
+                                               f"width {labeled_emb.dim}"))
+        labeled_blocks = list(_array_blocks(labeled_emb, labeled_emb.n))
+    covariance = None
+    if precompute_covariance:
+        passes = blocks() if streaming else _array_blocks(first, first.n)
+        cov_sum, count = _gram(passes, d, rank, dtype)
+        if labeled_blocks is not None:
+            seed_sum, seed_count = _gram(iter(labeled_blocks), d, rank, dtype)
+            cov_sum, count = cov_sum + seed_sum, count + seed_count
+        covariance = cov_sum / count
+    return _run(key, stream, d=d, rank=rank, dtype=dtype, budget=budget, rate=rate, total=total, lamb=lamb,
+                labeled_blocks=labeled_blocks, covariance=covariance, fn=fn)

@@ -1,0 +1,319 @@
+"""``ActiveSampler``: the original ``active_learn`` object API over aljax's functions.
+
+Importing this module does not import torch: torch models are recognised only when torch is
+already imported (a torch module cannot exist otherwise), and ``aljax.torch_adapter`` is imported
+on first use.
+"""
+
+from __future__ import annotations
+
+import numbers
+import sys
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _validate
+from ._embeddings import hallucinated_residual, logits_and_features
+from ._types import Factored, FisherFactors
+
+STRATEGIES = ("vessal", "badge", "bait", "margin", "entropy", "least_confidence", "coreset", "random")
+_UNCERTAINTY = ("margin", "entropy", "least_confidence")
+_PROBLEM_TYPES = ("classification", "regression")
+
+
+def _is_torch_module(obj) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.nn.Module)
+
+
+def _api(fn: str, strategy: str, name: str):
+    """A selector of the aljax namespace, or a clear error when this build of aljax lacks it."""
+    import aljax
+
+    selector = getattr(aljax, name, None)
+    if selector is None:
+        raise NotImplementedError(f"aljax.{fn}: strategy {strategy!r} needs aljax.{name}, which this version of "
+                                  "aljax does not provide.")
+    return selector
+
+
+def check_rate(fn: str, arg: str, rate: Any) -> float:
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
+        raise TypeError(_validate.message(fn, arg, "a float in (0, 1]", f"{type(rate).__name__} {rate!r}"))
+    if not 0 < rate <= 1:
+        raise ValueError(_validate.message(fn, arg, "a float in (0, 1]", rate))
+    return float(rate)
+
+
+def _k_from_rate(rate: float, n: int) -> int:
+    """A labeling rate turned into a count for the batch strategies: ``max(1, round(rate·n))``."""
+    return max(1, min(n, int(round(rate * n))))
+
+
+def _select_embedded(fn: str, strategy: str, problem_type: str, key, logits, h, n: int, k: int | None, *,
+                     rate: float | None = None, labeled=None, options: dict | None = None) -> jax.Array:
+    """Pick from model outputs: ``logits (n, C)`` (or regression outputs) and features ``h (n, D)``.
+
+    ``labeled`` is ``(labeled_logits, labeled_h)`` or None. Exactly one of ``k`` / ``rate``.
+    Every strategy goes through an embedding-level (or score-level) function of aljax.
+    """
+    options = options or {}
+    if (k is None) == (rate is None):
+        raise ValueError(f"aljax.{fn}: give exactly one of `k` (a count) and `rate` (a float in (0, 1]), "
+                         f"got k={k!r} and rate={rate!r}.")
+    if rate is not None:
+        rate = check_rate(fn, "rate", rate)
+    if k is not None:
+        k = _validate.check_k(fn, k, n)
+    if strategy != "vessal" and k is None:
+        k = _k_from_rate(rate, n)
+    regression = problem_type == "regression"
+    if regression and strategy in _UNCERTAINTY:
+        raise ValueError(_validate.message(fn, "strategy", "a strategy defined for regression "
+                                           "(vessal, badge, bait, coreset, random)", repr(strategy)))
+    labeled_logits, labeled_h = labeled if labeled is not None else (None, None)
+
+    if strategy == "random":
+        from ._baselines import _random_kernel
+
+        return _random_kernel(key, n, k)
+    if strategy in _UNCERTAINTY:
+        from . import scores
+
+        return scores.top_k(getattr(scores, strategy)(logits), k)
+    if strategy == "coreset":
+        return _api(fn, strategy, "k_center_greedy")(h, k, labeled_features=labeled_h)
+    if strategy == "badge":
+        emb = h if regression else Factored(hallucinated_residual(logits), h)
+        return _api(fn, strategy, "kmeans_pp")(key, emb, k)
+    # BAIT and VeSSAL: Fisher embeddings; regression's Fisher is h hᵀ (dense rows h).
+    emb = h if regression else FisherFactors(jax.nn.softmax(logits, axis=-1), h)
+    labeled_emb = None
+    if labeled_h is not None:
+        labeled_emb = labeled_h if regression else FisherFactors(jax.nn.softmax(labeled_logits, axis=-1), labeled_h)
+    if strategy == "bait":
+        return _api(fn, strategy, "fisher_greedy")(emb, k, labeled_emb=labeled_emb,
+                                                   lamb=options.get("lamb", 1.0),
+                                                   oversample=options.get("oversample", 2.0))
+    if strategy == "vessal":
+        return _vessal_embedded(fn, key, emb, k, rate, labeled_emb, options)
+    raise AssertionError(strategy)
+
+
+def _vessal_embedded(fn, key, emb, k, rate, labeled_emb, options):
+    """:func:`aljax.volume_stream` with the options of :func:`aljax.vessal` (same picks for the same
+    embeddings and key): ``seed_fisher`` seeds with the labeled embedding, ``precompute_covariance``
+    fixes ``Σ̂`` to the mean of ``UᵀU`` over the pool (and the labeled set when seeding)."""
+    volume_stream = _api(fn, "vessal", "volume_stream")
+    from . import _vessal
+
+    rank = options.get("rank", 1) if isinstance(emb, FisherFactors) else None
+    seed = labeled_emb if options.get("seed_fisher", False) else None
+    covariance = None
+    if options.get("precompute_covariance", False):
+        emb_rank = 1 if rank is None else rank
+        dtype = _vessal._compute_dtype(emb)
+        cov_sum, count = _vessal._gram(_vessal._array_blocks(emb, _emb_n(emb)), _emb_dim(emb), emb_rank, dtype)
+        if seed is not None:
+            seed_sum, seed_count = _vessal._gram(_vessal._array_blocks(seed, _emb_n(seed)), _emb_dim(emb), emb_rank,
+                                                 dtype)
+            cov_sum, count = cov_sum + seed_sum, count + seed_count
+        covariance = cov_sum / count
+    return volume_stream(key, emb, k, rate=rate, labeled_emb=seed, lamb=options.get("lamb", 0.01),
+                         covariance=covariance, rank=rank)
+
+
+def _emb_n(emb) -> int:
+    return emb.n if isinstance(emb, (Factored, FisherFactors)) else int(emb.shape[0])
+
+
+def _emb_dim(emb) -> int:
+    return emb.dim if isinstance(emb, (Factored, FisherFactors)) else int(emb.shape[1])
+
+
+def _no_labeled(data) -> bool:
+    if data is None:
+        return True
+    if isinstance(data, (tuple, list, dict)) and len(data) == 0:
+        return True
+    shape = getattr(data, "shape", None)
+    return shape is not None and len(shape) > 0 and shape[0] == 0
+
+
+class ActiveSampler:
+    """Pick the unlabeled examples most worth labeling: the ``active_learn`` object API.
+
+    ``ActiveSampler(problem_type, model, budget).select(candidates)`` returns indices into
+    ``candidates``. The model may be
+
+    * a ``torch.nn.Module`` returning logits (run through :mod:`aljax.torch_adapter`: forward in
+      torch, features and logits handed to JAX through DLPack),
+    * a ``(model, tokenizer)`` pair for a Hugging Face sequence classifier, with ``candidates``
+      a list of strings,
+    * a ``(params, apply_fn)`` pair for a JAX model (``apply_fn(params, x) -> logits``).
+
+    Every strategy runs on one forward pass over ``candidates`` (and one over ``labeled_data``):
+    ``"badge"`` (Ash et al., ICLR 2020: :func:`aljax.kmeans_pp` on the gradient embedding),
+    ``"bait"`` (Ash et al., NeurIPS 2021: :func:`aljax.fisher_greedy` on the Fisher embedding),
+    ``"vessal"`` (Saran et al., ICML 2023: :func:`aljax.volume_stream`, candidates streamed in
+    order), ``"margin"``, ``"entropy"``, ``"least_confidence"`` (:mod:`aljax.scores`),
+    ``"coreset"`` (Sener & Savarese, ICLR 2018: :func:`aljax.k_center_greedy` on the
+    penultimate features) and ``"random"``. With ``problem_type="regression"`` the embedding is
+    the penultimate features ``h`` (the Fisher of a Gaussian head is ``h hᵀ``); the uncertainty
+    strategies are classification-only.
+
+    Args:
+      problem_type: ``"classification"`` or ``"regression"``.
+      model: a torch module, a ``(model, tokenizer)`` pair, or a ``(params, apply_fn)`` pair.
+      budget: an int (select that many points per call), or a float in ``(0, 1]``: a labeling
+        rate. VeSSAL streams the candidates at that rate (the number kept varies around
+        ``rate·n``); the batch strategies select ``max(1, round(rate·n))`` points.
+      labeled_data: inputs already labeled (same kind as ``candidates``), or ``()`` for none.
+        Used by ``"bait"`` (seeds the Fisher), ``"coreset"`` (initial centres) and ``"vessal"``
+        with ``seed_fisher=True``; ignored by the others.
+      rank: VeSSAL's rank of each point's Fisher rows.
+      precompute_covariance: VeSSAL: estimate the covariance in a first pass over the candidates.
+      seed_fisher: VeSSAL: seed the stream's statistics with ``labeled_data``.
+      lamb: damping of VeSSAL's ``A₀ = λI`` and of BAIT's ``λI + F_S``.
+      strategy: one of ``"vessal"``, ``"badge"``, ``"bait"``, ``"margin"``, ``"entropy"``,
+        ``"least_confidence"``, ``"coreset"``, ``"random"``.
+      key: int seed or ``jax.random`` key. Each ``select`` call splits it, so repeated calls
+        differ but a sampler built with the same key repeats the same sequence of picks.
+      batch_size: examples per forward pass.
+      features_fn: JAX models only: optional ``features_fn(params, x) -> (batch, D)``.
+      head: torch models only: name of the final layer (default: the last ``nn.Linear`` run).
+      device: torch models only: where input batches go (default: the model's device).
+      max_length: tokeniser truncation length (strings only).
+
+    Example:
+      >>> import jax, jax.numpy as jnp, aljax
+      >>> W1, W2 = jnp.ones((4, 16)) / 4, jnp.arange(48.0).reshape(16, 3) / 48
+      >>> apply_fn = lambda p, x: jnp.tanh(x @ p[0]) @ p[1]
+      >>> pool = jax.random.normal(jax.random.key(1), (200, 4))
+      >>> sampler = aljax.ActiveSampler("classification", ((W1, W2), apply_fn), 10, strategy="badge")
+      >>> sampler.select(pool).shape
+      (10,)
+    """
+
+    def __init__(self, problem_type: str, model, budget, labeled_data=(), rank: int = 1,
+                 precompute_covariance: bool = False, seed_fisher: bool = False, lamb: float = 1e-2,
+                 strategy: str = "vessal", key=0, *, batch_size: int = 256, features_fn=None,
+                 head: str | None = None, device=None, max_length: int | None = None):
+        fn = "ActiveSampler"
+        if problem_type not in _PROBLEM_TYPES:
+            raise ValueError(_validate.message(fn, "problem_type", "'classification' or 'regression'",
+                                               repr(problem_type)))
+        if not isinstance(strategy, str) or strategy not in STRATEGIES:
+            raise ValueError(_validate.message(fn, "strategy", f"one of {', '.join(map(repr, STRATEGIES))}",
+                                               repr(strategy)))
+        if problem_type == "regression" and strategy in _UNCERTAINTY:
+            raise ValueError(_validate.message(fn, "strategy", "a strategy defined for regression (vessal, badge, "
+                                               "bait, coreset, random)", repr(strategy)))
+        if isinstance(budget, bool) or not isinstance(budget, numbers.Real):
+            raise TypeError(_validate.message(fn, "budget", "an int >= 1 or a float in (0, 1]",
+                                              f"{type(budget).__name__} {budget!r}"))
+        if isinstance(budget, numbers.Integral):
+            self.k, self.rate = _validate.check_int(fn, "budget", budget, low=1), None
+        else:
+            self.k, self.rate = None, check_rate(fn, "budget", budget)
+        self.rank = _validate.check_int(fn, "rank", rank, low=1)
+        self.lamb = _validate.check_positive(fn, "lamb", lamb)
+        for name, flag in (("precompute_covariance", precompute_covariance), ("seed_fisher", seed_fisher)):
+            if not isinstance(flag, bool):
+                raise TypeError(_validate.message(fn, name, "a bool", type(flag).__name__))
+        self.batch_size = _validate.check_int(fn, "batch_size", batch_size, low=1)
+        self.problem_type, self.strategy = problem_type, strategy
+        self.precompute_covariance, self.seed_fisher = precompute_covariance, seed_fisher
+        self._key = _validate.as_key(fn, key)
+        self._kind, self.model = self._model_kind(fn, model)
+        if self._kind == "jax" and (head is not None or device is not None or max_length is not None):
+            raise ValueError(f"aljax.{fn}: `head`, `device` and `max_length` apply to torch models only; "
+                             "for a (params, apply_fn) pair pass `features_fn=`.")
+        if self._kind == "torch" and features_fn is not None:
+            raise ValueError(f"aljax.{fn}: `features_fn` applies to (params, apply_fn) pairs only; for a torch "
+                             "model pass `head=` with the name of the final layer.")
+        if strategy == "vessal" and seed_fisher and _no_labeled(labeled_data):
+            raise ValueError(_validate.message(fn, "labeled_data", "labeled inputs when seed_fisher=True",
+                                               "none"))
+        self._options = {"features_fn": features_fn, "head": head, "device": device, "max_length": max_length}
+        self.labeled_data = None if _no_labeled(labeled_data) else labeled_data
+
+    @staticmethod
+    def _model_kind(fn, model):
+        if _is_torch_module(model):
+            return "torch", model
+        if isinstance(model, (tuple, list)) and len(model) == 2:
+            if _is_torch_module(model[0]):
+                return "torch", tuple(model)
+            if callable(model[1]):
+                return "jax", tuple(model)
+        raise TypeError(_validate.message(fn, "model", "a torch.nn.Module, a (torch model, tokenizer) pair or a "
+                                          "(params, apply_fn) pair", type(model).__name__))
+
+    def __repr__(self) -> str:
+        budget = self.k if self.k is not None else self.rate
+        return (f"ActiveSampler({self.problem_type!r}, <{self._kind} model>, budget={budget}, "
+                f"strategy={self.strategy!r})")
+
+    def _outputs(self, data, arg):
+        fn = "ActiveSampler.select"
+        if self._kind == "torch":
+            from . import torch_adapter
+
+            return torch_adapter._outputs(fn, self.model, data, batch_size=self.batch_size, arg=arg,
+                                          problem_type=self.problem_type, head=self._options["head"],
+                                          device=self._options["device"], max_length=self._options["max_length"])
+        params, apply_fn = self.model
+        try:
+            _validate.pool_size(fn, data, arg)
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"{err} (a (params, apply_fn) model takes arrays or pytrees of arrays)") from None
+        return logits_and_features(params, apply_fn, data, batch_size=self.batch_size,
+                                   features_fn=self._options["features_fn"], fn_name=fn,
+                                   problem_type=self.problem_type)
+
+    def _size(self, candidates) -> int | None:
+        if self._kind == "jax":
+            return _validate.pool_size("ActiveSampler.select", candidates, "candidates")
+        from . import torch_adapter
+
+        return torch_adapter._pool_len(candidates)
+
+    def select(self, candidates) -> np.ndarray:
+        """Indices of the candidates to label.
+
+        Args:
+          candidates: the unlabeled pool: for a JAX model an ``(n, ...)`` array or pytree of
+            arrays; for a torch model a tensor, a NumPy array, a ``Dataset``/``DataLoader`` or a
+            mapping of tensors; for a ``(model, tokenizer)`` pair a list of strings.
+
+        Returns:
+          NumPy int32 array of unique indices into ``candidates``: ``budget`` of them for an int
+          budget (in pick order), about ``rate·n`` for a float budget.
+        """
+        fn = "ActiveSampler.select"
+        n = self._size(candidates)
+        if n is not None and self.k is not None and self.k > n:
+            raise ValueError(f"aljax.{fn}: argument `candidates` must hold at least `budget` = {self.k} examples "
+                             f"(the sampler's budget), got {n}.")
+        self._key, key = jax.random.split(self._key)
+        if self.strategy == "random" and n is not None:
+            logits = h = None
+        else:
+            logits, h = self._outputs(candidates, "candidates")
+            n = int(h.shape[0])
+            if self.k is not None and self.k > n:
+                raise ValueError(f"aljax.{fn}: argument `candidates` must hold at least `budget` = {self.k} "
+                                 f"examples (the sampler's budget), got {n}.")
+        labeled = None
+        if self.labeled_data is not None and self.strategy in ("bait", "coreset", "vessal") and \
+                (self.strategy != "vessal" or self.seed_fisher):
+            labeled = self._outputs(self.labeled_data, "labeled_data")
+        options = {"lamb": self.lamb, "rank": self.rank, "seed_fisher": self.seed_fisher,
+                   "precompute_covariance": self.precompute_covariance}
+        picks = _select_embedded(fn, self.strategy, self.problem_type, key, logits, h, n, self.k, rate=self.rate,
+                                 labeled=labeled, options=options)
+        return np.asarray(picks, dtype=np.int32)

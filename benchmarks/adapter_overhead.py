@@ -1,0 +1,123 @@
+"""Overhead of the torch adapter: torch forward alone vs forward + DLPack hand-over + ``Factored``.
+
+For an MLP and a tiny BERT (random weights, built offline from a config), batch 256:
+
+* ``forward``: the torch model over the pool in batches (eval, ``no_grad``), logits concatenated;
+* ``adapter``: ``aljax.torch_adapter.last_layer_embedding`` over the same pool (forward with the
+  final-Linear hook, concatenation of features and logits, DLPack hand-over, ``a = p − onehot``
+  in JAX, NaN/Inf check), ``block_until_ready`` on the result.
+
+Both are warmed up first; the adapter's first call (which compiles the small JAX kernels) is timed
+on its own. Reported: medians of ``--repeats`` runs and the ratio adapter / forward from the same
+run. Target: overhead ≤ 10%.
+
+    python benchmarks/adapter_overhead.py --repeats 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import jax  # noqa: E402
+import torch  # noqa: E402
+
+import aljax.torch_adapter as ta  # noqa: E402
+
+
+def forward_only(model, pool, batch_size):
+    model.eval()
+    outs = []
+    with torch.no_grad():
+        if isinstance(pool, dict):
+            n = next(iter(pool.values())).shape[0]
+            for start in range(0, n, batch_size):
+                out = model(**{k: v[start:start + batch_size] for k, v in pool.items()})
+                outs.append(getattr(out, "logits", out))
+        else:
+            for start in range(0, pool.shape[0], batch_size):
+                outs.append(model(pool[start:start + batch_size]))
+    return torch.cat(outs)
+
+
+def with_adapter(model, pool, batch_size):
+    emb = ta.last_layer_embedding(model, pool, batch_size=batch_size)
+    return jax.block_until_ready(emb)
+
+
+def timed(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def mlp_case(args):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(args.mlp_in, args.mlp_hidden), torch.nn.ReLU(),
+                                torch.nn.Linear(args.mlp_hidden, args.mlp_hidden), torch.nn.ReLU(),
+                                torch.nn.Linear(args.mlp_hidden, args.classes))
+    pool = torch.randn(args.mlp_n, args.mlp_in)
+    return f"MLP {args.mlp_in}-{args.mlp_hidden}-{args.mlp_hidden}-{args.classes}, n={args.mlp_n}", model, pool
+
+
+def bert_case(args):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=1000, hidden_size=args.bert_hidden, num_hidden_layers=args.bert_layers,
+                        num_attention_heads=4, intermediate_size=4 * args.bert_hidden, num_labels=args.classes,
+                        max_position_embeddings=max(64, args.bert_seq))
+    model = BertForSequenceClassification(config).eval()
+    ids = torch.randint(5, 1000, (args.bert_n, args.bert_seq))
+    mask = torch.ones_like(ids)
+    lengths = torch.randint(args.bert_seq // 4, args.bert_seq + 1, (args.bert_n,))
+    mask[torch.arange(args.bert_seq)[None, :] >= lengths[:, None]] = 0
+    ids = ids * mask
+    name = (f"tiny BERT (hidden {args.bert_hidden}, {args.bert_layers} layers, seq {args.bert_seq}), "
+            f"n={args.bert_n}")
+    return name, model, {"input_ids": ids, "attention_mask": mask}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--mlp-n", type=int, default=16384)
+    parser.add_argument("--mlp-in", type=int, default=256)
+    parser.add_argument("--mlp-hidden", type=int, default=512)
+    parser.add_argument("--bert-n", type=int, default=1024)
+    parser.add_argument("--bert-seq", type=int, default=64)
+    parser.add_argument("--bert-hidden", type=int, default=128)
+    parser.add_argument("--bert-layers", type=int, default=2)
+    parser.add_argument("--skip-bert", action="store_true")
+    args = parser.parse_args()
+
+    print(f"JAX devices: {jax.devices()}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"batch {args.batch_size}; medians of {args.repeats} runs")
+    cases = [mlp_case(args)] + ([] if args.skip_bert else [bert_case(args)])
+    print(f"{'model':<58} {'forward':>9} {'adapter':>9} {'ratio':>6} {'1st call':>9}")
+    for name, model, pool in cases:
+        forward_only(model, pool, args.batch_size)                 # warm up torch
+        start = time.perf_counter()
+        with_adapter(model, pool, args.batch_size)                 # first call: compiles the JAX side
+        first = time.perf_counter() - start
+        # Interleave the two measurements so that load from other processes hits both alike.
+        t_forward, t_adapter = [], []
+        for _ in range(args.repeats):
+            t_forward.append(timed(lambda: forward_only(model, pool, args.batch_size), 1))
+            t_adapter.append(timed(lambda: with_adapter(model, pool, args.batch_size), 1))
+        forward, adapter = statistics.median(t_forward), statistics.median(t_adapter)
+        print(f"{name:<58} {forward * 1e3:8.1f}ms {adapter * 1e3:8.1f}ms {adapter / forward:6.3f} "
+              f"{first * 1e3:8.1f}ms")
+
+
+if __name__ == "__main__":
+    main()

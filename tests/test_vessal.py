@@ -1,0 +1,348 @@
+"""VeSSAL: the fast streaming kernel against a slow NumPy transcription of the procedure, fed the
+same uniform draws; counts, diversity and batching invariance; bad input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import aljax
+from aljax import _vessal
+from models import MODEL_KINDS
+
+# ---------------------------------------------------------------- the slow, explicit reference
+
+
+def _reference(rows, uniforms, *, k=None, rate=None, lamb=0.01, labeled_rows=None, covariance=None):
+    """The procedure as written, in float64: explicit A, A⁻¹ = inv(A) after every keep, explicit
+    running Σ̂ (point i included before its decision) and tr(Σ̂ A⁻¹). Returns the kept positions."""
+    rows = np.asarray(rows, np.float64)  # (N, r, d)
+    n, r, d = rows.shape
+    a = lamb * np.eye(d)
+    cov_sum, count = np.zeros((d, d)), 0
+    if labeled_rows is not None:
+        for u in np.asarray(labeled_rows, np.float64):
+            a += u.T @ u
+            cov_sum += u.T @ u
+            count += 1
+    a_inv = np.linalg.inv(a)
+    kept = []
+    for i in range(n):
+        u = rows[i]  # (r, d)
+        m = u @ a_inv @ u.T
+        score = abs(m[0, 0]) if r == 1 else abs(np.linalg.det(m))
+        if covariance is None:
+            cov_sum = cov_sum + u.T @ u
+            count += 1
+            sigma = cov_sum / count
+        else:
+            sigma = np.asarray(covariance, np.float64)
+        rate_i = (k - len(kept)) / (n - i) if k is not None else rate
+        normaliser = np.trace(sigma @ a_inv)
+        prob = min(1.0, rate_i * score / normaliser) if score > 0 and normaliser > 0 else 0.0
+        if uniforms[i] < prob:
+            kept.append(i)
+            a = a + u.T @ u
+            a_inv = np.linalg.inv(a)
+    return np.array(kept, np.int64)
+
+
+def _fast(emb, uniforms, *, rank, k=None, rate=None, lamb=0.01, labeled_emb=None, covariance=None):
+    """The fast path (the private driver), fed the given uniforms."""
+    n = _vessal._n_rows(emb)
+    d = emb.dim if hasattr(emb, "dim") else emb.shape[-1]
+    dtype = _vessal._compute_dtype(emb, labeled_emb, covariance)
+    labeled = None if labeled_emb is None else _vessal._array_blocks(labeled_emb, _vessal._n_rows(labeled_emb))
+    out = _vessal._run(jax.random.key(0), _vessal._array_blocks(emb, n), d=d, rank=rank, dtype=dtype, budget=k,
+                       rate=rate, total=n if k is not None else None, lamb=lamb, labeled_blocks=labeled,
+                       covariance=covariance, uniforms=uniforms)
+    return np.asarray(out)
+
+
+def _rows_np(probs, h, rank):
+    """Class-aligned Fisher rows, built from FisherFactors.to_dense() (rows of the top classes)."""
+    dense = np.asarray(aljax.FisherFactors(jnp.asarray(probs), jnp.asarray(h)).to_dense(), np.float64)
+    top = np.argsort(-np.asarray(probs), axis=1, kind="stable")[:, :rank]
+    return np.stack([dense[i, top[i]] for i in range(len(dense))])
+
+
+def _fisher(seed, n, c=4, dim=3, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(n, c)) * 2
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return probs.astype(dtype), rng.normal(size=(n, dim)).astype(dtype)
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Chunks of 64 points, so short streams cross several chunk boundaries."""
+    monkeypatch.setattr(_vessal, "_CHUNK", 64)
+
+
+# ---------------------------------------------------------------- identical picks
+
+
+@pytest.mark.parametrize("rank", [1, 2])
+@pytest.mark.parametrize("seed_fisher", [False, True])
+@pytest.mark.parametrize("precompute", [False, True])
+def test_matches_reference_on_same_draws(small_chunks, rank, seed_fisher, precompute):
+    n, k = 300, 25
+    with jax.enable_x64(True):
+        probs, h = _fisher(rank * 10 + seed_fisher * 2 + precompute, n + 40)
+        rows = _rows_np(probs, h, rank)
+        stream, labeled = rows[:n], rows[n:] if seed_fisher else None
+        covariance = None
+        if precompute:
+            every = rows if seed_fisher else stream
+            covariance = np.einsum("nri,nrj->ij", every, every) / len(every)
+        uniforms = np.random.default_rng(7).uniform(size=n)
+        ref = _reference(stream, uniforms, k=k, labeled_rows=labeled, covariance=covariance)
+        emb = aljax.FisherFactors(jnp.asarray(probs[:n]), jnp.asarray(h[:n]))
+        lab = aljax.FisherFactors(jnp.asarray(probs[n:]), jnp.asarray(h[n:])) if seed_fisher else None
+        out = _fast(emb, uniforms, rank=rank, k=k, labeled_emb=lab,
+                    covariance=None if covariance is None else jnp.asarray(covariance))
+    assert 3 <= len(ref) <= k  # the test exercises keeps, and skips
+    np.testing.assert_array_equal(out[: len(ref)], ref)
+    assert len(np.unique(out)) == k and not np.isin(out[len(ref):], ref).any()
+
+
+@pytest.mark.parametrize("kind", ["dense", "dense3", "factored"])
+def test_matches_reference_rate_form_all_kinds(small_chunks, kind):
+    n = 200
+    rng = np.random.default_rng(3)
+    with jax.enable_x64(True):
+        if kind == "dense":
+            emb = jnp.asarray(rng.normal(size=(n, 6)))
+            rows = np.asarray(emb)[:, None, :]
+        elif kind == "dense3":
+            emb = jnp.asarray(rng.normal(size=(n, 2, 6)))
+            rows = np.asarray(emb)
+        else:
+            a, h = rng.normal(size=(n, 3)), rng.normal(size=(n, 4))
+            emb = aljax.Factored(jnp.asarray(a), jnp.asarray(h))
+            rows = np.einsum("nc,nd->ncd", a, h).reshape(n, 1, -1)
+        uniforms = rng.uniform(size=n)
+        ref = _reference(rows, uniforms, rate=0.1, lamb=0.5)
+        out = _fast(emb, uniforms, rank=rows.shape[1], rate=0.1, lamb=0.5)
+    assert len(ref) > 5
+    np.testing.assert_array_equal(out, ref)
+
+
+def test_float32_agrees_with_float64_reference(small_chunks):
+    probs, h = _fisher(5, 400, c=5, dim=4, dtype=np.float32)
+    uniforms = np.random.default_rng(1).uniform(size=400)
+    ref = _reference(_rows_np(probs, h, 1), uniforms, k=30)
+    out = _fast(aljax.FisherFactors(jnp.asarray(probs), jnp.asarray(h)), uniforms, rank=1, k=30)
+    np.testing.assert_array_equal(out[: len(ref)], ref)
+
+
+def test_fisher_rows_are_class_aligned():
+    probs, h = _fisher(0, 7, c=5, dim=3, dtype=np.float32)
+    rows = _vessal._dense_rows(aljax.FisherFactors(jnp.asarray(probs), jnp.asarray(h)), 3, jnp.float32)
+    np.testing.assert_allclose(rows, _rows_np(probs, h, 3), rtol=1e-5, atol=1e-6)
+    factored = _vessal._dense_rows(aljax.Factored(jnp.asarray(probs), jnp.asarray(h)), 1, jnp.float32)
+    np.testing.assert_allclose(factored[:, 0], np.einsum("nc,nd->ncd", probs, h).reshape(7, -1), rtol=1e-6)
+
+
+# ---------------------------------------------------------------- counts and properties
+
+
+@settings(max_examples=6, deadline=None)
+@given(seed=st.integers(0, 2**30), k=st.sampled_from([1, 7, 40]), zero_part=st.booleans())
+def test_budget_gives_exactly_k_unique(seed, k, zero_part):
+    emb = np.array(jax.random.normal(jax.random.key(seed), (120, 5)))
+    if zero_part:  # zero rows are never kept: forces a uniform fill of the shortfall
+        emb[20:] = 0
+    out = aljax.volume_stream(seed, jnp.asarray(emb), k)
+    assert out.dtype == jnp.int32 and out.shape == (k,)
+    assert len(np.unique(np.asarray(out))) == k and np.all((out >= 0) & (out < 120))
+    np.testing.assert_array_equal(out, aljax.volume_stream(seed, jnp.asarray(emb), k))
+
+
+def test_fill_is_uniform_over_the_skipped():
+    emb = jnp.zeros((12, 3))  # nothing is kept; every pick comes from the fill
+    counts = np.zeros(12)
+    for seed in range(150):
+        counts[np.asarray(aljax.volume_stream(seed, emb, 3))] += 1
+    from scipy import stats
+    assert stats.chisquare(counts).pvalue > 1e-3
+
+
+def test_rate_count_matches_the_procedures_expectation(small_chunks):
+    n, rate, runs = 150, 0.1, 150
+    emb = np.asarray(jax.random.normal(jax.random.key(1), (n, 4)))
+    fast = np.array([len(aljax.volume_stream(seed, jnp.asarray(emb), rate=rate)) for seed in range(runs)])
+    rng = np.random.default_rng(0)
+    ref = np.array([len(_reference(emb[:, None], rng.uniform(size=n), rate=rate)) for _ in range(runs)])
+    se = np.sqrt(fast.var() / runs + ref.var() / runs)
+    assert abs(fast.mean() - ref.mean()) < 4 * se
+    assert 0.5 * rate * n < fast.mean() < 2 * rate * n
+
+
+def test_keeps_far_fewer_duplicates_than_uniform():
+    rng = np.random.default_rng(0)
+    n, k, d = 400, 40, 16
+    copies = rng.permutation(n)[: n // 2]
+    emb = rng.normal(size=(n, d))
+    emb[copies] = rng.normal(size=d)
+    is_copy = np.zeros(n, bool)
+    is_copy[copies] = True
+    picked = [is_copy[np.asarray(aljax.volume_stream(seed, jnp.asarray(emb, jnp.float32), k))].sum()
+              for seed in range(10)]
+    # Uniform sampling picks k/2 = 20 copies on average (hypergeometric, sd ≈ 3): a mean below 8
+    # over 10 runs is beyond 10 sd of it.
+    assert np.mean(picked) < 8, picked
+
+
+def test_same_picks_with_and_without_jit(maybe_jit):
+    emb = jax.random.normal(jax.random.key(2), (300, 8))
+    out = maybe_jit(lambda e: aljax.volume_stream(3, e, 15))(emb)
+    np.testing.assert_array_equal(out, aljax.volume_stream(3, emb, 15))
+    assert not np.array_equal(out, aljax.volume_stream(4, emb, 15))
+
+
+# ---------------------------------------------------------------- the front door
+
+
+def _model_and_pool(n=230):
+    params, apply_fn, features, _, shape = MODEL_KINDS["plain"](jax.random.key(0))
+    pool = np.asarray(jax.random.normal(jax.random.key(1), (n,) + shape), np.float32)
+    return params, apply_fn, features, pool
+
+
+def _batches(pool, sizes):
+    start = 0
+    for size in itertools_cycle(sizes):
+        if start >= len(pool):
+            return
+        yield pool[start:start + size]
+        start += size
+
+
+def itertools_cycle(sizes):
+    while True:
+        yield from sizes
+
+
+@pytest.mark.parametrize("rank", [1, 2])
+def test_iterable_pool_gives_the_array_picks(small_chunks, rank):
+    params, apply_fn, features, pool = _model_and_pool()
+    kw = dict(key=5, rank=rank, features_fn=features)
+    by_array = aljax.vessal(params, apply_fn, pool, 20, batch_size=50, **kw)
+    by_stream = aljax.vessal(params, apply_fn, _batches(pool, [37, 90]), 20, length=len(pool), **kw)
+    np.testing.assert_array_equal(by_array, by_stream)
+    if rank == 2:
+        return
+    rate_array = aljax.vessal(params, apply_fn, pool, rate=0.1, **kw)
+    rate_stream = aljax.vessal(params, apply_fn, _batches(pool, [90, 37]), rate=0.1, **kw)
+    np.testing.assert_array_equal(rate_array, rate_stream)
+
+
+def test_vessal_is_volume_stream_on_the_fisher_embedding():
+    params, apply_fn, features, pool = _model_and_pool()
+    labeled = pool[:30]
+    emb = aljax.fisher_embedding(params, apply_fn, pool)
+    lab = aljax.fisher_embedding(params, apply_fn, labeled)
+    out = aljax.vessal(params, apply_fn, pool, 12, key=1, rank=2, labeled=labeled, seed_fisher=True)
+    np.testing.assert_array_equal(out, aljax.volume_stream(1, emb, 12, rank=2, labeled_emb=lab))
+    # precompute_covariance = the fixed mean of UᵀU over the labeled set and the pool
+    rows = np.concatenate([_rows_np(lab.probs, lab.h, 2), _rows_np(emb.probs, emb.h, 2)])
+    cov = np.einsum("nri,nrj->ij", rows, rows) / len(rows)
+    pre = aljax.vessal(params, apply_fn, pool, 12, key=1, rank=2, labeled=labeled, seed_fisher=True,
+                       precompute_covariance=True)
+    ref = aljax.volume_stream(1, emb, 12, rank=2, labeled_emb=lab, covariance=jnp.asarray(cov, jnp.float32))
+    np.testing.assert_array_equal(pre, ref)
+
+
+# ---------------------------------------------------------------- bad input
+
+_EMB = jnp.ones((10, 4))
+_FF = aljax.FisherFactors(jnp.full((10, 3), 1 / 3), jnp.ones((10, 2)))
+_NAN = jnp.ones((10, 4)).at[3, 1].set(jnp.nan)
+
+VOLUME_BAD = [
+    (dict(emb=_EMB, k=None), ValueError, "k"),
+    (dict(emb=_EMB, k=3, rate=0.5), ValueError, "k"),
+    (dict(emb=_EMB, rate=0.0), ValueError, "rate"),
+    (dict(emb=_EMB, rate=1.5), ValueError, "rate"),
+    (dict(emb=_EMB, rate=True), TypeError, "rate"),
+    (dict(emb=_EMB, k=0), ValueError, "k"),
+    (dict(emb=_EMB, k=11), ValueError, "k"),
+    (dict(emb=_EMB, k=2.0), TypeError, "k"),
+    (dict(emb=_EMB, k=2, lamb=0.0), ValueError, "lamb"),
+    (dict(emb=_EMB, k=2, lamb=-1.0), ValueError, "lamb"),
+    (dict(emb=_FF, k=2, rank=0), ValueError, "rank"),
+    (dict(emb=_FF, k=2, rank=4), ValueError, "rank"),
+    (dict(emb=_EMB, k=2, rank=2), ValueError, "rank"),
+    (dict(emb=jnp.ones(10), k=2), ValueError, "emb"),
+    (dict(emb=jnp.ones((10, 4), jnp.int32), k=2), TypeError, "emb"),
+    (dict(emb=[[1.0]], k=1), TypeError, "emb"),
+    (dict(emb=_EMB, k=2, covariance=jnp.eye(3)), ValueError, "covariance"),
+    (dict(emb=_EMB, k=2, labeled_emb=jnp.ones((3, 5))), ValueError, "labeled_emb"),
+    (dict(emb=_EMB, k=2, labeled_emb=_FF), TypeError, "labeled_emb"),
+    (dict(emb=_EMB, k=2, key="seed"), TypeError, "key"),
+]
+
+
+@pytest.mark.parametrize("kwargs,exc,arg", VOLUME_BAD)
+def test_volume_stream_bad_input(kwargs, exc, arg):
+    kwargs = dict(kwargs)
+    key = kwargs.pop("key", 0)
+    with pytest.raises(exc, match=rf"aljax\.volume_stream: argument `{arg}`"):
+        aljax.volume_stream(key, **kwargs)
+
+
+def test_volume_stream_refuses_nan_and_rate_under_jit():
+    with pytest.raises(ValueError, match=r"aljax\.volume_stream: .*NaN"):
+        aljax.volume_stream(0, _NAN, 2)
+    with pytest.raises(TypeError, match=r"aljax\.volume_stream: `rate=`"):
+        jax.jit(lambda e: aljax.volume_stream(0, e, rate=0.5))(_EMB)
+
+
+def _vessal_bad_cases():
+    params, apply_fn, features, pool = _model_and_pool(40)
+
+    def shifting():
+        yield pool[:10]
+        yield pool[10:20, :3]
+
+    return [
+        (dict(pool=pool, k=None), ValueError, "k"),
+        (dict(pool=pool, k=3, rate=0.2), ValueError, "k"),
+        (dict(pool=pool, rate=2.0), ValueError, "rate"),
+        (dict(pool=pool, k=41), ValueError, "k"),
+        (dict(pool=pool, k=3, rank=0), ValueError, "rank"),
+        (dict(pool=pool, k=3, rank=5), ValueError, "rank"),
+        (dict(pool=pool, k=3, rank=1.0), TypeError, "rank"),
+        (dict(pool=pool, k=3, lamb=0), ValueError, "lamb"),
+        (dict(pool=shifting(), rate=0.5), ValueError, "pool"),
+        (dict(pool=iter([pool[:10]]), k=3), ValueError, "length"),
+        (dict(pool=iter([pool[:10]]), k=3, length=0), ValueError, "length"),
+        (dict(pool=iter([pool[:10]]), rate=0.3, precompute_covariance=True), ValueError, "pool"),
+        (dict(pool=iter([]), rate=0.3), ValueError, "pool"),
+        (dict(pool=pool, k=3, labeled=pool[:5]), ValueError, "labeled"),
+        (dict(pool=pool, k=3, seed_fisher=True), ValueError, "labeled"),
+        (dict(pool=pool, k=3, seed_fisher=1), TypeError, "seed_fisher"),
+        (dict(pool=pool, k=3, length=40), ValueError, "length"),
+        (dict(pool=pool, k=3, key=1.5), TypeError, "key"),
+    ], params, apply_fn
+
+
+@pytest.mark.parametrize("case", range(18))
+def test_vessal_bad_input(case):
+    cases, params, apply_fn = _vessal_bad_cases()
+    kwargs, exc, arg = cases[case]
+    kwargs = dict(kwargs)
+    pool, k = kwargs.pop("pool"), kwargs.pop("k", None)
+    with pytest.raises(exc, match=rf"aljax\.vessal: argument `{arg}`"):
+        aljax.vessal(params, apply_fn, pool, k, **kwargs)
+
+
+def test_vessal_declared_length_must_match():
+    params, apply_fn, _, pool = _model_and_pool(40)
+    with pytest.raises(ValueError, match=r"aljax\.vessal: .*declared length is 50"):
+        aljax.vessal(params, apply_fn, iter([pool[:20], pool[20:]]), 3, length=50)
+    with pytest.raises(ValueError, match=r"aljax\.vessal: .*more than its declared length 30"):
+        aljax.vessal(params, apply_fn, iter([pool[:20], pool[20:]]), 3, length=30)
