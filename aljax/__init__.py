@@ -4,6 +4,8 @@ Data flows one way: model → embeddings → selector → indices.
 """
 
 from ._badge import badge as badge
+from ._bait import bait as bait
+from ._bait import fisher_greedy as fisher_greedy
 from ._badge import kmeans_pp as kmeans_pp
 from ._embeddings import fisher_embedding as fisher_embedding
 from ._embeddings import gradient_embedding as gradient_embedding
@@ -30,6 +32,8 @@ from ._simulate import simulate as simulate
 __version__ = "0.1.0"
 
 __all__ = [
+    "bait",
+    "fisher_greedy",
     "ActiveSampler",
     "vessal",
     "volume_stream",

@@ -150,7 +150,8 @@ def _counts(rows):
 
 def _gram_kron(w, z, h, b, dtype):
     """``Σ_i (diag w_i − z_i z_iᵀ) ⊗ h_i h_iᵀ`` as ``blockdiag_c(Hᵀ diag(w_c) H) − ZᵀZ`` with rows
-    ``Z_i = z_i ⊗ h_i``, accumulated over chunks of ``b`` points. ``z`` may be None (then 0)."""
+    ``Z_i = z_i ⊗ h_i`` (``z`` may be None: then no ``ZᵀZ`` term). Accumulated over chunks of ``b``
+    points; ``ZᵀZ`` only in its upper block triangle (``Hᵀ diag(z_c z_c') H`` for ``c' ≥ c``)."""
     n, c = w.shape
     dim = h.shape[1]
     nc = -(-n // b)
@@ -159,19 +160,23 @@ def _gram_kron(w, z, h, b, dtype):
     zt = None if z is None else _pad_chunks(z.astype(dtype), nc * b).reshape(nc, b, c)
 
     def body(j, acc):
-        diag, zz = acc
-        hj, wj = ht[j], wt[j]
-        diag = diag + jnp.einsum("nc,nd,ne->cde", wj, hj, hj, precision=_HIGHEST)
+        diag, upper = acc
+        hj = ht[j]
+        diag = diag + jnp.einsum("nc,nd,ne->cde", wt[j], hj, hj, precision=_HIGHEST)
         if zt is not None:
-            zh = (zt[j][:, :, None] * hj[:, None, :]).reshape(b, c * dim)
-            zz = zz + _mm(zh.T, zh)
-        return diag, zz
+            zh = zt[j][:, :, None] * hj[:, None, :]                        # (b, C, D)
+            upper = [u + _mm(zh[:, ci].T, zh[:, ci:].reshape(b, -1)) for ci, u in enumerate(upper)]
+        return diag, upper
 
-    zeros_zz = jnp.zeros((c * dim, c * dim) if zt is not None else (), dtype)
-    diag, zz = jax.lax.fori_loop(0, nc, body, (jnp.zeros((c, dim, dim), dtype), zeros_zz))
+    upper = [] if zt is None else [jnp.zeros((dim, (c - ci) * dim), dtype) for ci in range(c)]
+    diag, upper = jax.lax.fori_loop(0, nc, body, (jnp.zeros((c, dim, dim), dtype), upper))
     eye = jnp.eye(c, dtype=dtype)
-    block = (eye[:, None, :, None] * diag[:, :, None, :]).reshape(c * dim, c * dim)
-    return block - zz if zt is not None else block
+    gram = (eye[:, None, :, None] * diag[:, :, None, :]).reshape(c * dim, c * dim)
+    if zt is None:
+        return gram
+    zz = jnp.concatenate([jnp.pad(u, ((0, 0), (ci * dim, 0))) for ci, u in enumerate(upper)])
+    on_diagonal = jnp.kron(eye, jnp.ones((dim, dim), dtype))
+    return gram - (zz + zz.T - on_diagonal * zz)
 
 
 def _gram_dense(x, b, dtype):
@@ -186,26 +191,40 @@ def _gram_dense(x, b, dtype):
 # Small symmetric positive definite systems, batched on the last axis.
 
 
-def _spd_inverse(a):
+def _spd_inverse(a, unroll):
     """Inverse of SPD ``a (r, r, n)`` (batch last) by Gauss–Jordan without pivoting (stable for
-    SPD: every pivot is a Schur complement, hence positive)."""
+    SPD: every pivot is a Schur complement, hence positive). ``unroll``: unrolled Python loop (the
+    fastest code, for the hot forward loop) or ``lax.fori_loop`` (quick to compile)."""
     r = a.shape[0]
     if r > _UNROLL_MAX_RANK:
         return jnp.moveaxis(jnp.linalg.inv(jnp.moveaxis(a, -1, 0)), 0, -1)
-    for k in range(r):
-        piv = a[k, k]
-        row = (a[k] / piv).at[k].set(1 / piv)
-        col = a[:, k]
+    if unroll:
+        for k in range(r):
+            piv = a[k, k]
+            row = (a[k] / piv).at[k].set(1 / piv)
+            col = a[:, k]
+            a = a - col[:, None, :] * row[None, :, :]
+            a = a.at[:, k].set(-col / piv).at[k].set(row)
+        return a
+    is_k = jnp.arange(r)
+
+    def eliminate(k, a):
+        row = jax.lax.dynamic_index_in_dim(a, k, 0, keepdims=False)
+        col = jax.lax.dynamic_index_in_dim(a, k, 1, keepdims=False)
+        piv = jax.lax.dynamic_index_in_dim(row, k, 0, keepdims=False)
+        row = jnp.where((is_k == k)[:, None], 1 / piv, row / piv)
         a = a - col[:, None, :] * row[None, :, :]
-        a = a.at[:, k].set(-col / piv).at[k].set(row)
-    return a
+        a = jnp.where((is_k == k)[None, :, None], (-col / piv)[:, None, :], a)
+        return jnp.where((is_k == k)[:, None, None], row[None], a)
+
+    return jax.lax.fori_loop(0, r, eliminate, a)
 
 
-def _gains(g, h, sign):
+def _gains(g, h, sign, unroll=False):
     """``tr(H (I + σG)⁻¹)`` per point: ``g, h (r, r, b)`` -> ``(b,)``."""
     r = g.shape[0]
     eye = jnp.eye(r, dtype=g.dtype)[:, :, None]
-    inv = _spd_inverse(eye + sign * g)
+    inv = _spd_inverse(eye + sign * g, unroll)
     return jnp.sum(inv * h, axis=(0, 1))
 
 
@@ -310,24 +329,18 @@ def _forward_backward(pool, labeled, lamb, k, n_forward, chunk):
     h = jax.lax.map(lambda r: _quad(r, b_mat), rows)
     nc, b = _counts(rows)
     valid = (jnp.arange(nc * b) < n).reshape(nc, b)
-    gains = jax.vmap(lambda gi, hi: _gains(gi, hi, 1.0))(g, h)
 
     def forward(t, state):
-        a, g, h, gains, taken, picks = state
+        a, g, h, taken, picks = state
+        gains = jax.vmap(lambda gc, hc: _gains(gc, hc, 1.0, unroll=True))(g, h)
         p = jnp.argmax(jnp.where(taken, -jnp.inf, gains).reshape(-1)).astype(jnp.int32)
         directions, a = _woodbury_directions(a, fisher, _row(rows, p), 1.0)
-
-        def chunk_step(args):
-            r_, g_, h_ = args
-            g_, h_ = _update_chunk(r_, g_, h_, directions, 1.0)
-            return g_, h_, _gains(g_, h_, 1.0)
-
-        g, h, gains = jax.vmap(chunk_step)((rows, g, h))
+        g, h = jax.vmap(lambda rc, gc, hc: _update_chunk(rc, gc, hc, directions, 1.0))(rows, g, h)
         taken = taken.reshape(-1).at[p].set(True).reshape(nc, b)
-        return a, g, h, gains, taken, picks.at[t].set(p)
+        return a, g, h, taken, picks.at[t].set(p)
 
-    state = (a, g, h, gains, ~valid, jnp.zeros(n_forward, jnp.int32))
-    a, g, h, _, _, picks = jax.lax.fori_loop(0, n_forward, forward, state)
+    state = (a, g, h, ~valid, jnp.zeros(n_forward, jnp.int32))
+    a, g, h, _, picks = jax.lax.fori_loop(0, n_forward, forward, state)
     if n_forward == k:
         return picks
 
@@ -373,3 +386,226 @@ class _KronRows:
 
 def _from_fisher_factors(emb: FisherFactors) -> _KronRows:
     return _KronRows(emb.s_factor(), emb.h, emb.probs, emb.probs)
+
+
+def _rows_from_outputs(outputs, h, problem_type) -> _KronRows:
+    if problem_type == "classification":
+        return _from_fisher_factors(FisherFactors(jax.nn.softmax(outputs, axis=-1), h))
+    # Gaussian head: the Fisher is h hᵀ per output, i.e. S_i = I_m, one row e_j ⊗ h_i per output j.
+    m = 1 if outputs.ndim == 1 else outputs.shape[1]
+    n = outputs.shape[0]
+    dtype = jnp.result_type(outputs.dtype, h.dtype)
+    s = jnp.broadcast_to(jnp.eye(m, dtype=dtype), (n, m, m))
+    return _KronRows(s, h, jnp.ones((n, m), dtype), None)
+
+
+def _chunk_size(n: int, d: int, rows_per_point: int) -> int:
+    """Points per chunk: the largest temporary (``b·d`` numbers, ``b·r·d`` for dense rows) stays
+    near ``_CHUNK_ELEMENTS``; chunks are balanced so that padding is at most ``nc − 1`` points."""
+    widest = max(1, _CHUNK_ELEMENTS // max(1, d * rows_per_point))
+    b_max = int(min(max(widest, 8), 4096))
+    nc = -(-n // b_max)
+    return -(-n // nc)
+
+
+def _check_oversample(fn: str, oversample: Any) -> float:
+    if isinstance(oversample, bool) or not isinstance(oversample, (int, float, np.integer, np.floating)):
+        raise TypeError(_validate.message(fn, "oversample", "a real number >= 1",
+                                          f"{type(oversample).__name__} {oversample!r}"))
+    if not np.isfinite(oversample) or oversample < 1:
+        raise ValueError(_validate.message(fn, "oversample", "a finite number >= 1", oversample))
+    return float(oversample)
+
+
+def _n_forward(k: int, oversample: float, n: int) -> int:
+    # ⌈oversample·k⌉, insensitive to float noise such as 1.1·10 = 11.000000000000002.
+    return min(int(math.ceil(round(oversample * k, 9))), n)
+
+
+def _as_rows(fn: str, arg: str, emb, like=None):
+    """Validated internal rows from a FisherFactors or a dense ``(n, r, d)`` array."""
+    if isinstance(emb, FisherFactors):
+        if like is not None and not isinstance(like, FisherFactors):
+            raise TypeError(_validate.message(fn, arg, "the type of `pool_emb` (a dense (n, r, d) array)",
+                                              "a FisherFactors"))
+        if like is not None and (emb.probs.shape[1], emb.h.shape[1]) != (like.probs.shape[1], like.h.shape[1]):
+            raise ValueError(_validate.message(
+                fn, arg, f"FisherFactors with C = {like.probs.shape[1]} classes and D = {like.h.shape[1]} "
+                "features, like `pool_emb`", f"C = {emb.probs.shape[1]} and D = {emb.h.shape[1]}"))
+        _validate.check_finite(fn, f"`{arg}` values", emb.probs, emb.h)
+        if _validate.is_concrete(emb.probs) and bool(jnp.any(emb.probs < 0)):
+            raise ValueError(_validate.message(fn, arg, "FisherFactors with probabilities >= 0",
+                                               "negative probabilities"))
+        return _from_fisher_factors(emb)
+    if like is not None and isinstance(like, FisherFactors):
+        raise TypeError(_validate.message(fn, arg, "the type of `pool_emb` (FisherFactors)", type(emb).__name__))
+    shape, dtype = getattr(emb, "shape", None), getattr(emb, "dtype", None)
+    if shape is None:
+        raise TypeError(_validate.message(fn, arg, "FisherFactors or an (n, r, d) array", type(emb).__name__))
+    if len(shape) != 3:
+        raise ValueError(_validate.message(fn, arg, "FisherFactors or a 3-D array (n, r, d)", f"shape {tuple(shape)}"))
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(_validate.message(fn, arg, "a floating array", f"dtype {dtype}"))
+    if like is not None and tuple(shape[1:]) != tuple(like.shape[1:]):
+        raise ValueError(_validate.message(fn, arg, f"rows of shape (r, d) = {tuple(like.shape[1:])} like `pool_emb`",
+                                           f"{tuple(shape[1:])}"))
+    if shape[1] == 0 or shape[2] == 0:
+        raise ValueError(_validate.message(fn, arg, "at least one row and one column per point",
+                                           f"shape {tuple(shape)}"))
+    emb = jnp.asarray(emb)
+    _validate.check_finite(fn, f"`{arg}` values", emb)
+    return emb
+
+
+def _select(fn, rows, labeled_rows, k, lamb, oversample):
+    n = _n_points(rows)
+    if labeled_rows is not None and _n_points(labeled_rows) == 0:
+        labeled_rows = None
+    if isinstance(rows, _KronRows):
+        d = rows.s.shape[2] * rows.h.shape[1]
+        b = _chunk_size(n, d, 1)
+    else:
+        b = _chunk_size(n, rows.shape[2], rows.shape[1])
+    return _kernel(rows, labeled_rows, lamb, k=k, n_forward=_n_forward(k, oversample, n), chunk=b)
+
+
+def fisher_greedy(pool_emb, k: int, *, labeled_emb=None, lamb: float = 1.0, oversample: float = 2.0) -> jax.Array:
+    """BAIT's selector: greedy forward/backward minimisation of ``tr((λI + F_S)⁻¹ F)``.
+
+    Ash et al., "Gone fishing: neural active learning with Fisher embeddings", NeurIPS 2021.
+    Point ``i`` contributes rows ``X_i`` (``r × d``) whose ``X_iᵀX_i`` is its Fisher. With ``n_L``
+    labeled points, the procedure (weighting as in the authors' reference code) is:
+
+    * ``F`` = mean of ``X_iᵀX_i`` over pool ∪ labeled (the target curvature);
+    * ``M₀ = λI + F_L·n_L/(n_L + k)``, ``F_L`` the labeled mean (so ``M₀ = λI`` without labels);
+    * candidate rows are scaled by ``√(k/(n_L + k))``, so that a full batch weighs like ``k`` of
+      the ``n_L + k`` points the next model will be trained on;
+    * forward: ``⌈oversample·k⌉`` greedy steps (at most the pool size), each adding the unpicked
+      point with the largest ``tr(X M⁻¹ F M⁻¹ Xᵀ (I + X M⁻¹ Xᵀ)⁻¹)`` — the decrease of
+      ``tr(M⁻¹F)`` — then ``M ← M + XᵀX``;
+    * backward: while more than ``k`` remain, remove the point whose removal increases
+      ``tr(M⁻¹F)`` least, ``tr(X M⁻¹ F M⁻¹ Xᵀ (I − X M⁻¹ Xᵀ)⁻¹)``.
+
+    Ties go to the lowest pool index (forward) or the earliest pick (backward); a pool with zero
+    Fisher therefore yields its first ``k`` indices.
+
+    The computation never forms ``X`` for the pool: it keeps ``A = M⁻¹`` and per-point ``r × r``
+    blocks ``X_i A X_iᵀ`` and ``X_i A F A X_iᵀ``, updated by rank-``r`` corrections after each
+    Woodbury step; ``F`` is built as a block diagonal minus ``ZᵀZ``. A step costs
+    ``O(n·r·C·D + n·r³ + r·d²)`` for :class:`~aljax.FisherFactors` (``d = C·D``) and
+    ``O(n·r²·d + r·d²)`` for dense rows, against ``O(n·r·d²)`` for the reference; memory is
+    ``O(d² + n·r²)`` beyond the input. Everything from building ``F`` to the last pick runs in one
+    ``jax.jit`` with ``lax.fori_loop``.
+
+    Args:
+      pool_emb: the candidates: :class:`~aljax.FisherFactors` ``(probs (n, C), h (n, D))``, rows
+        ``X_i = S_i ⊗ h_iᵀ`` with ``S_i = diag(√p_i)(I − 1p_iᵀ)`` (class-major columns, ``d = C·D``),
+        or a dense ``(n, r, d)`` floating array of ``r`` rows per point.
+      k: number of points to select, a Python int in ``[1, n]``.
+      labeled_emb: the labeled points, of the same kind and trailing shape as ``pool_emb``, or
+        None (an embedding with 0 points is the same as None).
+      lamb: the damping ``λ > 0``.
+      oversample: forward steps per selected point, ``>= 1`` (1: forward only).
+
+    Returns:
+      ``(k,)`` int32 indices into the pool, unique, in pick order (the backward pass only removes).
+      Float32 inputs are computed in float32 with ``precision=HIGHEST`` matmuls; float64 inputs
+      (with ``jax_enable_x64``) in float64. NaN/Inf checks run only on concrete inputs.
+
+    Example:
+      >>> import jax, aljax
+      >>> probs = jax.nn.softmax(jax.random.normal(jax.random.key(0), (100, 3)))
+      >>> h = jax.random.normal(jax.random.key(1), (100, 8))
+      >>> aljax.fisher_greedy(aljax.FisherFactors(probs, h), 5).shape
+      (5,)
+    """
+    fn = "fisher_greedy"
+    rows = _as_rows(fn, "pool_emb", pool_emb)
+    labeled_rows = None if labeled_emb is None else _as_rows(fn, "labeled_emb", labeled_emb, like=pool_emb)
+    k = _validate.check_k(fn, k, _n_points(rows))
+    lamb = _validate.check_positive(fn, "lamb", lamb)
+    oversample = _check_oversample(fn, oversample)
+    return _select(fn, rows, labeled_rows, k, lamb, oversample)
+
+
+def _check_labeled_like_pool(fn: str, labeled, pool) -> int:
+    """The number of labeled examples; their structure and trailing shapes must match the pool's."""
+    pool_leaves, pool_tree = jax.tree_util.tree_flatten(pool)
+    lab_leaves, lab_tree = jax.tree_util.tree_flatten(labeled)
+    if lab_tree != pool_tree:
+        raise ValueError(_validate.message(fn, "labeled", f"inputs with the pool's structure {pool_tree}",
+                                           f"{lab_tree}"))
+    sizes = set()
+    for lab, ref in zip(lab_leaves, pool_leaves):
+        shape = getattr(lab, "shape", None)
+        if shape is None:
+            raise TypeError(_validate.message(fn, "labeled", "an array or a pytree of arrays", type(lab).__name__))
+        if len(shape) == 0 or tuple(shape[1:]) != tuple(ref.shape[1:]):
+            raise ValueError(_validate.message(fn, "labeled", f"inputs of trailing shape {tuple(ref.shape[1:])} "
+                                               "like the pool's", f"shape {tuple(shape)}"))
+        sizes.add(shape[0])
+    if len(sizes) != 1:
+        raise ValueError(_validate.message(fn, "labeled", "arrays sharing the leading (example) axis",
+                                           f"leading sizes {sorted(sizes)}"))
+    return sizes.pop()
+
+
+def bait(params, apply_fn: Callable, pool, k: int, *, labeled=None, lamb: float = 1.0, oversample: float = 2.0,
+         batch_size: int = 1024, features_fn: Callable | None = None, problem_type: str = "classification",
+         key=None) -> jax.Array:
+    """BAIT: Fisher-embedding batch selection (forward greedy, then backward pruning).
+
+    Ash et al., "Gone fishing: neural active learning with Fisher embeddings", NeurIPS 2021.
+    Each example is embedded by the Fisher information of the model's last dense layer (no bias):
+    for classification ``(diag p − p pᵀ) ⊗ h hᵀ`` with ``p = softmax(logits)`` (see
+    :class:`~aljax.FisherFactors`); for regression (a Gaussian head with ``m`` outputs)
+    ``I_m ⊗ h hᵀ``, i.e. ``h hᵀ`` per output. The batch then minimises
+    ``tr((λI + F_S)⁻¹ F)`` by :func:`~aljax.fisher_greedy`, whose docstring lists the weighting
+    (``F`` over pool ∪ labeled, ``M₀ = λI + F_L n_L/(n_L + k)``, candidates scaled by
+    ``√(k/(n_L + k))``, ``⌈oversample·k⌉`` forward steps, backward pruning to ``k``).
+
+    Args:
+      params: model parameters (any pytree).
+      apply_fn: ``apply_fn(params, x)`` returning logits ``(batch, C)`` for classification, or
+        ``(batch,)`` / ``(batch, m)`` outputs for regression. Its last operation must be a dense
+        layer unless ``features_fn`` is given.
+      pool: ``(n, ...)`` array or pytree of arrays: the unlabeled candidates.
+      k: number of points to select, a Python int in ``[1, n]``.
+      labeled: the labeled inputs (same structure and trailing shapes as ``pool``) or None.
+      lamb: the damping ``λ > 0``.
+      oversample: forward steps per selected point, ``>= 1``.
+      batch_size: rows per forward chunk.
+      features_fn: optional ``features_fn(params, x) -> (batch, D)`` penultimate features.
+      problem_type: ``"classification"`` or ``"regression"``.
+      key: accepted for a uniform strategy signature and ignored (BAIT is deterministic).
+
+    Returns:
+      ``(k,)`` int32 indices into ``pool``, unique, in pick order.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, aljax
+      >>> W1, W2 = jnp.ones((4, 16)) / 4, jnp.arange(48.0).reshape(16, 3) / 48
+      >>> apply_fn = lambda p, x: jnp.tanh(x @ p[0]) @ p[1]
+      >>> pool = jax.random.normal(jax.random.key(1), (200, 4))
+      >>> aljax.bait((W1, W2), apply_fn, pool, k=10, labeled=pool[:5]).shape
+      (10,)
+    """
+    fn = "bait"
+    n = _validate.pool_size(fn, pool)
+    k = _validate.check_k(fn, k, n)
+    lamb = _validate.check_positive(fn, "lamb", lamb)
+    oversample = _check_oversample(fn, oversample)
+    if problem_type not in ("classification", "regression"):
+        raise ValueError(_validate.message(fn, "problem_type", "'classification' or 'regression'", repr(problem_type)))
+    if key is not None:
+        _validate.as_key(fn, key)
+    n_lab = 0 if labeled is None else _check_labeled_like_pool(fn, labeled, pool)
+    outputs, h = logits_and_features(params, apply_fn, pool, batch_size=batch_size, features_fn=features_fn,
+                                     fn_name=fn, problem_type=problem_type)
+    rows = _rows_from_outputs(outputs, h, problem_type)
+    labeled_rows = None
+    if n_lab > 0:
+        lab_out, lab_h = logits_and_features(params, apply_fn, labeled, batch_size=batch_size,
+                                             features_fn=features_fn, fn_name=fn, problem_type=problem_type)
+        labeled_rows = _rows_from_outputs(lab_out, lab_h, problem_type)
+    return _select(fn, rows, labeled_rows, k, lamb, oversample)

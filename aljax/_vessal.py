@@ -14,16 +14,21 @@ The procedure, for the stream points ``i = 0, 1, …`` in order, each a ``r × d
    ``Σ̂`` never changes.
 3. The target rate ``ρ_i = (k − kept_i) / (N − i)`` (budget form) or the user's ``rate``.
 4. Keep with probability ``p_i = min(1, ρ_i · s_i / tr(Σ̂_i A⁻¹))`` (``p_i = 0`` when ``s_i = 0``):
-   keep iff ``v_i < p_i`` for the uniform draw ``v_i = uniform(fold_in(stream_key, i))``, so the
-   draws depend on the global stream position only, never on how the stream is batched.
+   keep iff ``v_i < p_i`` for the uniform draw ``v_i``: the stream is cut into internal chunks of
+   ``_CHUNK`` points at fixed positions and chunk ``s`` draws ``uniform(fold_in(stream_key, s·_CHUNK),
+   (_CHUNK,))``, so each draw depends on the global stream position only, never on how the caller
+   batches the stream.
 5. On a keep, ``A⁻¹ ← A⁻¹ − W K Wᵀ`` with ``W = A⁻¹U_iᵀ`` and ``K = (I + M_i)⁻¹`` (Woodbury).
 
 The fast path never forms a ``d × d`` product per point: ``tr(S A⁻¹)`` (``S`` the unnormalised
 covariance sum) is carried as a scalar, raised by ``tr M_i`` when point ``i`` joins ``S`` and
 lowered by ``tr(K Wᵀ S W)`` on a keep; it is recomputed exactly, as ``Σ S ⊙ A⁻¹``, at the start
-of every internal chunk of ``_CHUNK`` points. ``S`` itself takes each chunk in one matrix product
-``XᵀX``. A point therefore costs one ``d × d`` matrix-vector product (``A⁻¹U_iᵀ``) and its share
-of the chunk's ``XᵀX``; a keep adds ``O(d²r)``.
+of every internal chunk of ``_CHUNK`` points. Per chunk, ``X A⁻¹`` and ``S += XᵀX`` are one
+matrix product each (compute-bound BLAS-3, ``2·d²·r`` multiply-adds per point); between keeps
+``A⁻¹`` is fixed, so the scores, the running trace (a cumulative sum) and the keep
+probabilities of all the chunk's remaining points are computed at once and the next keep is the
+first point whose draw falls below its probability; the points kept within a chunk enter
+through a small Woodbury block (see :func:`_stream_chunk`); a keep costs ``O(d²r)``.
 """
 
 from __future__ import annotations
@@ -130,24 +135,22 @@ def _stream_chunk(state, chunk, uniforms, n_valid, target, *, rank: int, running
     def diag_blocks(g):  # U_j A₀⁻¹ U_jᵀ for every j, (size, r, r)
         return jnp.einsum("jad,jbd->jab", g.reshape(size, rank, d), x, precision=_HIGHEST)
 
-    def kept_rows(c):  # A₀⁻¹Vᵀ as rows, (width, d); unused slots hold row 0 (L is 0 there)
+    def kept_rows(base, c):  # A₀⁻¹Vᵀ as rows, (width, d); unused slots hold row 0 (L is 0 there)
         rows = (c["slots"][:, None] * rank + jnp.arange(rank)[None, :]).reshape(-1)
-        return c["g"][rows]
+        return base["g"][rows]
 
-    def fold(c):  # A⁻¹ = A₀⁻¹ − Gᵥᵀ L Gᵥ; G = X A⁻¹; empty buffer
-        g_kept = kept_rows(c)
+    def fold(base, c):  # A⁻¹ = A₀⁻¹ − Gᵥᵀ L Gᵥ; G = X A⁻¹; then A₀ ← A and the buffer is empty
+        g_kept = kept_rows(base, c)
         l_g = _mm(c["L"], g_kept)
-        new_ainv = c["ainv"] - _mm(g_kept.T, l_g)
-        g = c["g"] - _mm(c["P"].T, l_g)
-        return dict(c, ainv=(new_ainv + new_ainv.T) / 2, g=g, m0=diag_blocks(g), L=jnp.zeros_like(c["L"]),
-                    P=jnp.zeros_like(c["P"]), m=jnp.int32(0))
+        new_ainv = base["ainv"] - _mm(g_kept.T, l_g)
+        g = base["g"] - _mm(c["P"].T, l_g)
+        return {"ainv": (new_ainv + new_ainv.T) / 2, "g": g, "m0": diag_blocks(g)}
 
     def score_of(m):
         return jnp.abs(m[0, 0]) if rank == 1 else jnp.abs(jnp.linalg.det(m))
 
-    def keep_point(j, g_j, l_p, m, c):
-        u_rows = jax.lax.dynamic_slice_in_dim(xf, j * rank, rank)  # (r, d)
-        w = g_j - _mm(l_p.T, kept_rows(c))  # (r, d) = (A⁻¹U_jᵀ)ᵀ
+    def keep_point(base, j, g_j, l_p, m, c):
+        w = g_j - _mm(l_p.T, kept_rows(base, c))  # (r, d) = (A⁻¹U_jᵀ)ᵀ
         inner = jnp.linalg.inv(eye_r + m)  # K = (I + M_j)⁻¹
         inner = (inner + inner.T) / 2
         s_w = _mm(w, cov)  # (S₀ W)ᵀ
@@ -163,24 +166,23 @@ def _stream_chunk(state, chunk, uniforms, n_valid, target, *, rank: int, running
                  m=c["m"] + 1, kept=c["kept"] + 1, mask=c["mask"].at[j].set(True))
         if budget is not None:
             c["picks"] = c["picks"].at[c["kept"] - 1].set(state["pos"] + j)
-        del u_rows
-        return jax.lax.cond(c["m"] == _BUFFER, fold, lambda c: c, c)
+        return c
 
-    def point(j, c):
+    def point(base, j, c):
         """``(A⁻¹U_jᵀ)ᵀ`` at chunk start, ``L P_j`` and ``M_j`` of point j under the current A."""
-        g_j = jax.lax.dynamic_slice_in_dim(c["g"], j * rank, rank)  # (r, d)
+        g_j = jax.lax.dynamic_slice_in_dim(base["g"], j * rank, rank)  # (r, d)
         p_j = jax.lax.dynamic_slice_in_dim(c["P"], j * rank, rank, axis=1)  # (width, r)
         l_p = _mm(c["L"], p_j)
-        m = c["m0"][j] - _mm(p_j.T, l_p)
+        m = base["m0"][j] - _mm(p_j.T, l_p)
         return g_j, l_p, (m + m.T) / 2
 
-    def run_to_next_keep(c):
+    def run_to_next_keep(base, c):
         """All points from c["j"] on, under the current A at once (A changes only on keeps):
         scores, the running trace (a cumulative sum), keep probabilities; stop at the first keep."""
         positions = jnp.arange(size)
         p_all = c["P"].reshape(width, size, rank)
         l_p = jnp.einsum("ab,bjr->ajr", c["L"], p_all, precision=_HIGHEST)
-        m_all = c["m0"] - jnp.einsum("ajr,ajs->jrs", p_all, l_p, precision=_HIGHEST)
+        m_all = base["m0"] - jnp.einsum("ajr,ajs->jrs", p_all, l_p, precision=_HIGHEST)
         m_all = (m_all + jnp.swapaxes(m_all, 1, 2)) / 2
         scores = jnp.abs(m_all[:, 0, 0]) if rank == 1 else jnp.abs(jnp.linalg.det(m_all))
         active = (positions >= c["j"]) & (positions < n_valid)
@@ -202,26 +204,37 @@ def _stream_chunk(state, chunk, uniforms, n_valid, target, *, rank: int, running
         j = jnp.where(found, jnp.argmax(keeps), n_valid).astype(jnp.int32)
         return dict(c, j=j, trace=trace[jnp.where(found, j, size - 1)]), found
 
-    def outer(c):
-        c, keep = run_to_next_keep(c)
+    def next_keep(base, c):
+        c, keep = run_to_next_keep(base, c)
 
         def take(c):
             j = c["j"]
-            g_j, l_p, m = point(j, c)
-            return dict(keep_point(j, g_j, l_p, m, c), j=j + 1)
+            g_j, l_p, m = point(base, j, c)
+            return dict(keep_point(base, j, g_j, l_p, m, c), j=j + 1)
 
         return jax.lax.cond(keep, take, lambda c: c, c)
 
+    def fill_buffer(carry):
+        """Keeps until the buffer is full or the chunk ends (only small arrays in this loop's
+        carry; A⁻¹ and G stay put), then fold the buffer into A⁻¹ and G."""
+        base, c = carry
+        c = dict(c, L=jnp.zeros((width, width), dtype), P=jnp.zeros((width, size * rank), dtype),
+                 slots=jnp.zeros(_BUFFER, jnp.int32), m=jnp.int32(0))
+        c = jax.lax.while_loop(lambda c: (c["j"] < n_valid) & (c["m"] < _BUFFER),
+                               lambda c: next_keep(base, c), c)
+        base = jax.lax.cond(c["m"] > 0, lambda: fold(base, c), lambda: base)
+        return base, c
+
     g = _mm(xf, ainv)
-    carry = {"ainv": ainv, "g": g, "m0": diag_blocks(g), "L": jnp.zeros((width, width), dtype),
+    base = {"ainv": ainv, "g": g, "m0": diag_blocks(g)}
+    carry = {"trace": jnp.sum(cov * ainv), "kept": state["kept"], "mask": jnp.zeros(size, bool),
+             "j": jnp.int32(0), "L": jnp.zeros((width, width), dtype),
              "P": jnp.zeros((width, size * rank), dtype), "slots": jnp.zeros(_BUFFER, jnp.int32),
-             "m": jnp.int32(0), "trace": jnp.sum(cov * ainv), "kept": state["kept"],
-             "mask": jnp.zeros(size, bool), "j": jnp.int32(0)}
+             "m": jnp.int32(0)}
     if budget is not None:
         carry["picks"] = state["picks"]
-    carry = jax.lax.while_loop(lambda c: c["j"] < n_valid, outer, carry)
-    carry = jax.lax.cond(carry["m"] > 0, fold, lambda c: c, carry)
-    new = dict(state, ainv=carry["ainv"], kept=carry["kept"], pos=state["pos"] + n_valid)
+    base, carry = jax.lax.while_loop(lambda bc: bc[1]["j"] < n_valid, fill_buffer, (base, carry))
+    new = dict(state, ainv=base["ainv"], kept=carry["kept"], pos=state["pos"] + n_valid)
     if running:
         new["cov"] = cov + _mm(xf.T, xf)
         new["count"] = state["count"] + n_valid
@@ -407,9 +420,10 @@ def volume_stream(key, emb, k: int | None = None, *, rate: float | None = None, 
     the volume it would add to the kept set (``uᵀA⁻¹u``, or ``|det(U A⁻¹ Uᵀ)|`` at rank ``r``),
     ``A = λI + Σ_kept UᵀU`` (Woodbury-updated on keeps), ``Σ̂`` the running covariance of the
     stream *including the current point* and ``ρ`` the target rate. See the module docstring for
-    the exact order of operations. The uniform draw of stream position ``i`` is
-    ``uniform(fold_in(k₁, i))`` with ``k₁, k₂ = split(key)``, so the picks do not depend on how
-    the stream is batched.
+    the exact order of operations. With ``k₁, k₂ = split(key)``, the uniform draws of stream
+    positions ``s … s + 1023`` (``s`` a multiple of 1024, the internal chunk) are
+    ``uniform(fold_in(k₁, s), (1024,))``: a function of the global position only, so the picks
+    do not depend on how the stream is batched.
 
     Args:
       key: int seed or ``jax.random`` key.

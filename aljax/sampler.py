@@ -95,6 +95,9 @@ def _select_embedded(fn: str, strategy: str, problem_type: str, key, logits, h, 
     if labeled_h is not None:
         labeled_emb = labeled_h if regression else FisherFactors(jax.nn.softmax(labeled_logits, axis=-1), labeled_h)
     if strategy == "bait":
+        if regression:  # fisher_greedy takes dense Fisher rows as (n, r, d): one row h per point
+            emb = emb[:, None, :]
+            labeled_emb = None if labeled_emb is None else labeled_emb[:, None, :]
         return _api(fn, strategy, "fisher_greedy")(emb, k, labeled_emb=labeled_emb,
                                                    lamb=options.get("lamb", 1.0),
                                                    oversample=options.get("oversample", 2.0))

@@ -236,7 +236,8 @@ class _Inputs:
         if isinstance(pool, jax.Array):
             pool = to_torch(pool)
         if isinstance(pool, np.ndarray):
-            pool = torch.from_numpy(np.array(pool, copy=not pool.flags.writeable))
+            pool = np.ascontiguousarray(pool)
+            pool = torch.from_numpy(pool if pool.flags.writeable else pool.copy())
         if isinstance(pool, torch.Tensor):
             if pool.ndim == 0:
                 raise ValueError(_validate.message(fn, arg, "a tensor with a leading example axis", "a 0-d tensor"))

@@ -91,7 +91,7 @@ def train_head(model, features, labels, steps: int = 300):
     torch.manual_seed(0)
     model.classifier.reset_parameters()
     optimizer = torch.optim.Adam(model.classifier.parameters(), lr=5e-2, weight_decay=1e-4)
-    x, y = torch.from_numpy(np.asarray(features)), torch.from_numpy(labels)
+    x, y = torch.from_numpy(np.array(features)), torch.from_numpy(labels)
     for _ in range(steps):
         optimizer.zero_grad()
         torch.nn.functional.cross_entropy(model.classifier(x), y).backward()
@@ -100,7 +100,7 @@ def train_head(model, features, labels, steps: int = 300):
 
 def accuracy(model, features, labels) -> float:
     with torch.no_grad():
-        logits = model.classifier(torch.from_numpy(np.asarray(features)))
+        logits = model.classifier(torch.from_numpy(np.array(features)))
     return float((logits.argmax(1).numpy() == labels).mean())
 
 

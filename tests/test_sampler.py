@@ -143,6 +143,16 @@ def numpy_features(params, x):
     return np.tanh(x @ np.asarray(params["w1"], np.float64) + np.asarray(params["b1"], np.float64))
 
 
+def test_regression_bait_equals_the_function():
+    _needs("bait")
+    params, apply_fn, _ = jax_model(5, out=1)
+    pool, labeled = pool_of(seed=5), pool_of(12, seed=6)
+    picks = ActiveSampler("regression", (params, apply_fn), 6, labeled_data=labeled, strategy="bait",
+                          lamb=0.5).select(pool)
+    want = aljax.bait(params, apply_fn, pool, 6, labeled=labeled, lamb=0.5, problem_type="regression")
+    np.testing.assert_array_equal(picks, np.asarray(want))
+
+
 @pytest.mark.parametrize("strategy", ["badge", "coreset"])
 def test_regression_uses_penultimate_features(strategy):
     params, apply_fn, _ = jax_model(5, out=1)

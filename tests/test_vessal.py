@@ -77,8 +77,10 @@ def _fisher(seed, n, c=4, dim=3, dtype=np.float64):
 
 @pytest.fixture
 def small_chunks(monkeypatch):
-    """Chunks of 64 points, so short streams cross several chunk boundaries."""
+    """Chunks of 64 points and a Woodbury buffer of 3 keeps, so short streams cross several chunk
+    boundaries and fold full buffers into A⁻¹."""
     monkeypatch.setattr(_vessal, "_CHUNK", 64)
+    monkeypatch.setattr(_vessal, "_BUFFER", 3)
 
 
 # ---------------------------------------------------------------- identical picks
@@ -149,8 +151,8 @@ def test_fisher_rows_are_class_aligned():
 # ---------------------------------------------------------------- counts and properties
 
 
-@settings(max_examples=6, deadline=None)
-@given(seed=st.integers(0, 2**30), k=st.sampled_from([1, 7, 40]), zero_part=st.booleans())
+@settings(max_examples=5, deadline=None)
+@given(seed=st.integers(0, 2**30), k=st.sampled_from([1, 40]), zero_part=st.booleans())
 def test_budget_gives_exactly_k_unique(seed, k, zero_part):
     emb = np.array(jax.random.normal(jax.random.key(seed), (120, 5)))
     if zero_part:  # zero rows are never kept: forces a uniform fill of the shortfall
@@ -164,14 +166,14 @@ def test_budget_gives_exactly_k_unique(seed, k, zero_part):
 def test_fill_is_uniform_over_the_skipped():
     emb = jnp.zeros((12, 3))  # nothing is kept; every pick comes from the fill
     counts = np.zeros(12)
-    for seed in range(150):
+    for seed in range(100):
         counts[np.asarray(aljax.volume_stream(seed, emb, 3))] += 1
     from scipy import stats
     assert stats.chisquare(counts).pvalue > 1e-3
 
 
 def test_rate_count_matches_the_procedures_expectation(small_chunks):
-    n, rate, runs = 150, 0.1, 150
+    n, rate, runs = 150, 0.1, 100
     emb = np.asarray(jax.random.normal(jax.random.key(1), (n, 4)))
     fast = np.array([len(aljax.volume_stream(seed, jnp.asarray(emb), rate=rate)) for seed in range(runs)])
     rng = np.random.default_rng(0)
