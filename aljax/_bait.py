@@ -36,6 +36,9 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 # numbers: small enough to stay in cache, large enough for efficient matmuls.
 _CHUNK_ELEMENTS = 1 << 21
 _UNROLL_MAX_RANK = 16
+# Below this pool size the forward loop uses the quick-to-compile (not unrolled) small inverse.
+_UNROLL_MIN_POINTS = 4096
+_SYMMETRIC_MIN_DIM = 256
 
 
 def _mm(a, b):
@@ -61,6 +64,12 @@ def _bt(x):
 #   Kronecker rows  X_i = S_i ⊗ h_iᵀ:  s (nc, r, C, b), ht (nc, D, b)   (columns class-major: c·D + e)
 #   dense rows      X_i:               x (nc, b, r, d)
 # The pool axis is split into nc chunks of b points, the last one padded with zero rows.
+
+
+def _symmetric_blocks(d: int) -> bool:
+    """Exploit symmetry block by block (half the flops of the one-time Fisher sum and quadratic
+    forms) only where it pays for the longer compilation."""
+    return d >= _SYMMETRIC_MIN_DIM
 
 
 def _pad_chunks(x, n_pad):
@@ -96,12 +105,18 @@ def _apply(rows, v):
     return _mm(x.reshape(bsz * r, d), v).reshape(bsz, r, -1).transpose(1, 2, 0)
 
 
-def _quad(rows, mat):
-    """``X_i B X_iᵀ`` for every point of one chunk, ``B`` symmetric ``(d, d)`` -> ``(r, r, b)``."""
+def _quad(rows, mat, symmetric=False):
+    """``X_i B X_iᵀ`` for every point of one chunk, ``B`` symmetric ``(d, d)`` -> ``(r, r, b)``.
+    ``symmetric``: compute only the upper class blocks (half the work, longer to compile)."""
     if "s" in rows:
         s, ht = rows["s"], rows["ht"]
         c, dim = s.shape[1], ht.shape[0]
         # Q[c, c', n] = h_nᵀ B[c-block, c'-block] h_n, upper blocks only (B is symmetric).
+        if not symmetric:
+            # Q[c, c', n] = Σ_{e,f} h_n[e] B[(c, e), (c', f)] h_n[f], every block.
+            t = _mm(mat.reshape(c, dim, c * dim).transpose(0, 2, 1).reshape(c * c * dim, dim), ht)
+            q = jnp.sum(t.reshape(c, c, dim, -1) * ht[None, None], axis=2)
+            return jnp.einsum("acn,cdn,bdn->abn", s, q, s, precision=_HIGHEST)
         q = [[None] * c for _ in range(c)]
         for ci in range(c):
             # Σ_e B[(cj, f), (ci, e)] h_n[e] for cj >= ci, then · h_n[f] summed over f.
@@ -110,7 +125,7 @@ def _quad(rows, mat):
             for cj in range(ci, c):
                 q[ci][cj] = q[cj][ci] = blocks[cj - ci]
         q = jnp.stack([jnp.stack(row) for row in q])                        # (C, C, b)
-        return _bmm(_bmm(s, q), _bt(s))                                     # (r, r, b) = S Q Sᵀ
+        return jnp.einsum("acn,cdn,bdn->abn", s, q, s, precision=_HIGHEST)  # S Q Sᵀ
     x = rows["x"]
     bsz, r, d = x.shape
     xb = _mm(x.reshape(bsz * r, d), mat).reshape(bsz, r, d)
@@ -148,7 +163,7 @@ def _counts(rows):
 # Fisher sums without per-point outer products.
 
 
-def _gram_kron(w, z, h, b, dtype):
+def _gram_kron(w, z, h, b, dtype, symmetric=False):
     """``Σ_i (diag w_i − z_i z_iᵀ) ⊗ h_i h_iᵀ`` as ``blockdiag_c(Hᵀ diag(w_c) H) − ZᵀZ`` with rows
     ``Z_i = z_i ⊗ h_i`` (``z`` may be None: then no ``ZᵀZ`` term). Accumulated over chunks of ``b``
     points; ``ZᵀZ`` only in its upper block triangle (``Hᵀ diag(z_c z_c') H`` for ``c' ≥ c``)."""
@@ -165,15 +180,25 @@ def _gram_kron(w, z, h, b, dtype):
         diag = diag + jnp.einsum("nc,nd,ne->cde", wt[j], hj, hj, precision=_HIGHEST)
         if zt is not None:
             zh = zt[j][:, :, None] * hj[:, None, :]                        # (b, C, D)
-            upper = [u + _mm(zh[:, ci].T, zh[:, ci:].reshape(b, -1)) for ci, u in enumerate(upper)]
+            if symmetric:
+                upper = [u + _mm(zh[:, ci].T, zh[:, ci:].reshape(b, -1)) for ci, u in enumerate(upper)]
+            else:
+                upper = upper + _mm(zh.reshape(b, -1).T, zh.reshape(b, -1))
         return diag, upper
 
-    upper = [] if zt is None else [jnp.zeros((dim, (c - ci) * dim), dtype) for ci in range(c)]
+    if zt is None:
+        upper = []
+    elif symmetric:
+        upper = [jnp.zeros((dim, (c - ci) * dim), dtype) for ci in range(c)]
+    else:
+        upper = jnp.zeros((c * dim, c * dim), dtype)
     diag, upper = jax.lax.fori_loop(0, nc, body, (jnp.zeros((c, dim, dim), dtype), upper))
     eye = jnp.eye(c, dtype=dtype)
     gram = (eye[:, None, :, None] * diag[:, :, None, :]).reshape(c * dim, c * dim)
     if zt is None:
         return gram
+    if not symmetric:
+        return gram - upper
     zz = jnp.concatenate([jnp.pad(u, ((0, 0), (ci * dim, 0))) for ci, u in enumerate(upper)])
     on_diagonal = jnp.kron(eye, jnp.ones((dim, dim), dtype))
     return gram - (zz + zz.T - on_diagonal * zz)
@@ -240,7 +265,8 @@ def _prepare(emb, b, dtype):
     """Chunked rows (for the blocks) and the inputs of the Fisher sum of one embedding."""
     if isinstance(emb, _KronRows):
         rows = _chunk_kron(emb.s.astype(dtype), emb.h.astype(dtype), b)
-        return rows, functools.partial(_gram_kron, emb.w, emb.z, emb.h, b, dtype)
+        symmetric = _symmetric_blocks(emb.s.shape[2] * emb.h.shape[1])
+        return rows, functools.partial(_gram_kron, emb.w, emb.z, emb.h, b, dtype, symmetric)
     rows = _chunk_dense(emb.astype(dtype), b)
     return rows, functools.partial(_gram_dense, emb, b, dtype)
 
@@ -257,10 +283,10 @@ def _n_points(emb):
 
 def _initial_g(rows, a0, lamb, has_labeled):
     if has_labeled:
-        return jax.lax.map(lambda r: _quad(r, a0), rows)
+        return jax.lax.map(lambda r: _quad(r, a0, _symmetric_blocks(a0.shape[0])), rows)
     if "s" in rows:  # A₀ = I/λ:  G_i = S_i S_iᵀ ‖h_i‖² / λ
         s, ht = rows["s"], rows["ht"]
-        ss = jax.vmap(lambda sc: _bmm(sc, _bt(sc)))(s)
+        ss = jnp.einsum("kacn,kbcn->kabn", s, s, precision=_HIGHEST)
         return ss * (jnp.sum(ht * ht, axis=1) / lamb)[:, None, None, :]
     x = rows["x"]
     return jnp.einsum("knae,knbe->kabn", x, x, precision=_HIGHEST) / lamb
@@ -326,13 +352,13 @@ def _forward_backward(pool, labeled, lamb, k, n_forward, chunk):
     # Candidate rows scaled by √(k / (n_L + k)) (reference parity).
     rows = _scale_rows(rows, jnp.sqrt(jnp.asarray(k / (n_lab + k), dtype)))
     g = _initial_g(rows, a, lamb, labeled is not None)
-    h = jax.lax.map(lambda r: _quad(r, b_mat), rows)
+    h = jax.lax.map(lambda r: _quad(r, b_mat, _symmetric_blocks(d)), rows)
     nc, b = _counts(rows)
     valid = (jnp.arange(nc * b) < n).reshape(nc, b)
 
     def forward(t, state):
         a, g, h, taken, picks = state
-        gains = jax.vmap(lambda gc, hc: _gains(gc, hc, 1.0, unroll=True))(g, h)
+        gains = jax.vmap(lambda gc, hc: _gains(gc, hc, 1.0, unroll=n >= _UNROLL_MIN_POINTS))(g, h)
         p = jnp.argmax(jnp.where(taken, -jnp.inf, gains).reshape(-1)).astype(jnp.int32)
         directions, a = _woodbury_directions(a, fisher, _row(rows, p), 1.0)
         g, h = jax.vmap(lambda rc, gc, hc: _update_chunk(rc, gc, hc, directions, 1.0))(rows, g, h)

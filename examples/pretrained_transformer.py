@@ -110,7 +110,8 @@ def main():
     parser.add_argument("--pool", type=int, default=2000, help="unlabeled snippets to choose from")
     parser.add_argument("--test", type=int, default=1000)
     parser.add_argument("--budget", type=int, default=100)
-    parser.add_argument("--strategy", default="vessal", choices=aljax.sampler.STRATEGIES)
+    parser.add_argument("--strategy", default="vessal",
+                        help=f"one of {', '.join(aljax.sampler.STRATEGIES)}, or several separated by commas")
     parser.add_argument("--random-draws", type=int, default=5, help="random baselines averaged")
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
@@ -133,17 +134,6 @@ def main():
     train_head(model, features[lab], labels[lab])
     before = accuracy(model, features[test], labels[test])
 
-    # The original README example: 100 most valuable snippets, from raw strings.
-    sampler = aljax.ActiveSampler("classification", (model, tokenizer), args.budget, labeled_data=texts[lab],
-                                  strategy=args.strategy, key=args.seed, max_length=args.max_length)
-    chosen = sampler.select(texts[pool]) + n_lab
-    print(f"\nA few of the {args.budget} snippets chosen by {args.strategy}:")
-    for i in chosen[:5]:
-        print(f"  [{'fresh' if labels[i] else 'rotten':>6}] " + textwrap.shorten(texts[i], 100))
-
-    # "Label" them from the dataset, retrain, and compare with random snippets.
-    train_head(model, features[np.r_[np.arange(n_lab), chosen]], labels[np.r_[np.arange(n_lab), chosen]])
-    active = accuracy(model, features[test], labels[test])
     rng = np.random.default_rng(args.seed + 1)
     random_accs = []
     for _ in range(args.random_draws):
@@ -151,10 +141,26 @@ def main():
         train_head(model, features[np.r_[np.arange(n_lab), picks]], labels[np.r_[np.arange(n_lab), picks]])
         random_accs.append(accuracy(model, features[test], labels[test]))
     random_acc = float(np.mean(random_accs))
-    print(f"\ntest accuracy with {n_lab} labels:                   {before:.3f}")
-    print(f"  + {args.budget} chosen by ActiveSampler({args.strategy!r}):   {active:.3f} ({active - before:+.3f})")
-    print(f"  + {args.budget} random (mean of {args.random_draws}):               {random_acc:.3f} "
-          f"({random_acc - before:+.3f})")
+
+    results = {}
+    for strategy in args.strategy.split(","):
+        train_head(model, features[lab], labels[lab])   # the model the sampler sees: trained on the labeled few
+        # The original README example: the 100 most valuable snippets, from raw strings.
+        sampler = aljax.ActiveSampler("classification", (model, tokenizer), args.budget, labeled_data=texts[lab],
+                                      strategy=strategy, key=args.seed, max_length=args.max_length)
+        chosen = sampler.select(texts[pool]) + n_lab
+        print(f"\nA few of the {args.budget} snippets chosen by {strategy} "
+              f"({int(labels[chosen].sum())} fresh, {int(len(chosen) - labels[chosen].sum())} rotten):")
+        for i in chosen[:4]:
+            print(f"  [{'fresh' if labels[i] else 'rotten':>6}] " + textwrap.shorten(texts[i], 100))
+        # "Label" them from the dataset and retrain.
+        train_head(model, features[np.r_[np.arange(n_lab), chosen]], labels[np.r_[np.arange(n_lab), chosen]])
+        results[strategy] = accuracy(model, features[test], labels[test])
+
+    print(f"\ntest accuracy with {n_lab} labels: {before:.3f}")
+    for strategy, acc in results.items():
+        print(f"  + {args.budget} chosen by ActiveSampler({strategy!r}): {acc:.3f} ({acc - before:+.3f})")
+    print(f"  + {args.budget} random (mean of {args.random_draws} draws): {random_acc:.3f} ({random_acc - before:+.3f})")
 
 
 if __name__ == "__main__":

@@ -151,7 +151,7 @@ def test_fisher_embedding_matches_reference():
     np.testing.assert_allclose(np.asarray(emb.h), h, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("seed", range(2))
 def test_badge_picks_equal_jax_twin(seed):
     model, x = torch_mlp(seed), pool_of(120, seed)
     params, apply_fn, _ = jax_twin(model)

@@ -1,0 +1,345 @@
+"""BAIT (Ash et al., NeurIPS 2021): the structured fast path against a slow dense NumPy reference.
+
+Compilation dominates this file's run time, so the tests share a handful of problem shapes.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import aljax
+from aljax import _bait
+from models import MODEL_KINDS
+
+# ---------------------------------------------------------------- the dense reference
+
+
+def reference_bait(pool_rows, labeled_rows, k, lamb=1.0, oversample=2.0):
+    """The procedure of the issue, straight from its formulas, in float64 with explicit inverses.
+
+    ``pool_rows``: ``(n, r, d)`` rows ``X_i``; ``labeled_rows``: ``(n_L, r, d)`` or None.
+    """
+    x = np.asarray(pool_rows, np.float64)
+    n, r, d = x.shape
+    lab = np.zeros((0, r, d)) if labeled_rows is None else np.asarray(labeled_rows, np.float64)
+    n_lab = len(lab)
+    everything = np.concatenate([x, lab])
+    fisher = sum(v.T @ v for v in everything) / len(everything)
+    fisher_lab = sum(v.T @ v for v in lab) / n_lab if n_lab else np.zeros((d, d))
+    m = lamb * np.eye(d) + fisher_lab * n_lab / (n_lab + k)
+    x = x * np.sqrt(k / (n_lab + k))
+    picks = []
+    for _ in range(min(math.ceil(oversample * k), n)):
+        m_inv = np.linalg.inv(m)
+        gains = np.array([np.trace(xi @ m_inv @ fisher @ m_inv @ xi.T @ np.linalg.inv(np.eye(r) + xi @ m_inv @ xi.T))
+                          for xi in x])
+        gains[picks] = -np.inf
+        best = int(np.argmax(gains))
+        picks.append(best)
+        m = m + x[best].T @ x[best]
+    while len(picks) > k:
+        # The objective after removing each pick; drop the one that raises it least.
+        after = [np.trace(np.linalg.inv(m - x[j].T @ x[j]) @ fisher) for j in picks]
+        drop = picks[int(np.argmin(after))]
+        picks.remove(drop)
+        m = m - x[drop].T @ x[drop]
+    return picks
+
+
+def dense_fisher_rows(probs, h):
+    """``V_i = S_i ⊗ h_iᵀ`` with ``S_i = diag(√p)(I − 1pᵀ)``, built naively in NumPy."""
+    probs, h = np.asarray(probs, np.float64), np.asarray(h, np.float64)
+    c = probs.shape[1]
+    return np.stack([np.kron(np.diag(np.sqrt(p)) @ (np.eye(c) - np.outer(np.ones(c), p)), hi[None, :])
+                     for p, hi in zip(probs, h)])
+
+
+def random_factors(seed, n, c, dim, dtype=np.float64, temperature=1.5):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(n, c)) * temperature
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    h = rng.normal(size=(n, dim))
+    return aljax.FisherFactors(jnp.asarray(probs, dtype), jnp.asarray(h, dtype))
+
+
+# (C, n, D, n_labeled, k, oversample): C ∈ {2, 3, 10}, with and without labels, oversample ∈ {1, 2},
+# and one where ⌈oversample·k⌉ exceeds the pool (the forward pass stops at n).
+CASES = [
+    (2, 20, 5, 0, 4, 2.0),
+    (3, 20, 4, 6, 4, 1.0),
+    (10, 20, 3, 6, 4, 2.0),
+    (3, 20, 4, 0, 4, 2.0),
+    (3, 9, 4, 3, 6, 2.0),
+]
+
+
+@pytest.mark.parametrize("kind", ["factors", "dense"])
+@pytest.mark.parametrize("case", CASES, ids=[f"C{c[0]}-lab{c[3]}-over{c[5]:g}-k{c[4]}" for c in CASES])
+def test_same_picks_as_dense_reference_float64(case, kind):
+    c, n, dim, n_lab, k, oversample = case
+    with jax.enable_x64(True):
+        for seed in range(2):
+            emb = random_factors(seed, n + n_lab, c, dim)
+            pool, lab = emb[:n], (emb[n:] if n_lab else None)
+            expected = reference_bait(dense_fisher_rows(pool.probs, pool.h),
+                                      None if lab is None else dense_fisher_rows(lab.probs, lab.h), k,
+                                      oversample=oversample)
+            if kind == "dense":
+                pool, lab = pool.to_dense(), (None if lab is None else lab.to_dense())
+            got = aljax.fisher_greedy(pool, k, labeled_emb=lab, oversample=oversample)
+            assert got.dtype == jnp.int32
+            np.testing.assert_array_equal(np.asarray(got), expected)
+
+
+def test_chunked_pool_with_padding_matches_reference():
+    """Pool split in chunks of 7 (the last one padded): same picks."""
+    with jax.enable_x64(True):
+        emb = random_factors(5, 26, 3, 4)
+        pool, lab = emb[:20], emb[20:]
+        expected = reference_bait(dense_fisher_rows(pool.probs, pool.h), dense_fisher_rows(lab.probs, lab.h), 4,
+                                  lamb=0.5)
+        for rows, lab_rows in [(_bait._from_fisher_factors(pool), _bait._from_fisher_factors(lab)),
+                               (pool.to_dense(), lab.to_dense())]:
+            got = _bait._kernel(rows, lab_rows, 0.5, k=4, n_forward=8, chunk=7)
+            np.testing.assert_array_equal(np.asarray(got), expected)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_float32_picks_match_float64_reference(seed):
+    emb = random_factors(seed, 20, 3, 4, dtype=np.float32)
+    expected = reference_bait(dense_fisher_rows(emb.probs, emb.h), None, 4)
+    np.testing.assert_array_equal(np.asarray(aljax.fisher_greedy(emb, 4)), expected)
+
+
+def test_factored_rows_are_the_exact_fisher():
+    emb = random_factors(0, 5, 3, 4)
+    rows = np.asarray(emb.to_dense(), np.float64)
+    np.testing.assert_allclose(rows, dense_fisher_rows(emb.probs, emb.h), atol=1e-6)
+    p, h = np.asarray(emb.probs, np.float64), np.asarray(emb.h, np.float64)
+    for i in range(5):
+        exact = np.kron(np.diag(p[i]) - np.outer(p[i], p[i]), np.outer(h[i], h[i]))
+        np.testing.assert_allclose(rows[i].T @ rows[i], exact, atol=1e-5)
+
+
+# ---------------------------------------------------------------- the structured pieces
+
+
+def _random_spd(rng, d, scale=1.0):
+    q = rng.normal(size=(d, d))
+    return q @ q.T * scale / d + np.eye(d) * 0.5
+
+
+@pytest.mark.parametrize("kind", ["factors", "dense"])
+def test_structured_blocks_and_updates_equal_dense_formulas(kind):
+    """G_i = X A Xᵀ, H_i = X A F A Xᵀ, the gain tr(H (I ± G)⁻¹), and their rank-r updates after a
+    Woodbury step, all against explicit dense products (float64)."""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(0)
+        c, dim, n = 3, 4, 9
+        emb = random_factors(1, n, c, dim)
+        x = dense_fisher_rows(emb.probs, emb.h)
+        d = c * dim
+        a, fisher = np.linalg.inv(_random_spd(rng, d)), _random_spd(rng, d, 2.0)
+        if kind == "factors":
+            rows = _bait._chunk_kron(emb.s_factor(), emb.h, n)
+        else:
+            rows = _bait._chunk_dense(jnp.asarray(x), n)
+        chunk = {key: v[0] for key, v in rows.items()}
+        g = np.asarray(_bait._quad(chunk, jnp.asarray(a)))
+        h = np.asarray(_bait._quad(chunk, jnp.asarray(a @ fisher @ a)))
+        np.testing.assert_allclose(g.transpose(2, 0, 1), x @ a @ x.transpose(0, 2, 1), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(h.transpose(2, 0, 1), x @ a @ fisher @ a @ x.transpose(0, 2, 1),
+                                   rtol=1e-10, atol=1e-12)
+        for sign in (1.0, -1.0):
+            gains = np.asarray(_bait._gains(jnp.asarray(g), jnp.asarray(h), sign))
+            unrolled = np.asarray(_bait._gains(jnp.asarray(g), jnp.asarray(h), sign, unroll=True))
+            r = x.shape[1]
+            dense = [np.trace(xi @ a @ fisher @ a @ xi.T @ np.linalg.inv(np.eye(r) + sign * xi @ a @ xi.T)) for xi in x]
+            np.testing.assert_allclose(gains, dense, rtol=1e-9)
+            np.testing.assert_allclose(unrolled, dense, rtol=1e-9)
+        # The gain is the decrease of tr(M⁻¹F) when the point is added.
+        m = np.linalg.inv(a)
+        drops = [np.trace(a @ fisher) - np.trace(np.linalg.inv(m + xi.T @ xi) @ fisher) for xi in x]
+        np.testing.assert_allclose(np.asarray(_bait._gains(jnp.asarray(g), jnp.asarray(h), 1.0)), drops, rtol=1e-9)
+        # One Woodbury step adding point 4, then removing point 7 (which is not in M: only the algebra).
+        for p, sign in ((4, 1.0), (7, -1.0)):
+            directions, a_new = _bait._woodbury_directions(jnp.asarray(a), jnp.asarray(fisher),
+                                                           _bait._row(rows, p), sign)
+            expected_a = np.linalg.inv(np.linalg.inv(a) + sign * x[p].T @ x[p])
+            np.testing.assert_allclose(np.asarray(a_new), expected_a, rtol=1e-8, atol=1e-10)
+            g_new, h_new = _bait._update_chunk(chunk, jnp.asarray(g), jnp.asarray(h), directions, sign)
+            np.testing.assert_allclose(np.asarray(g_new).transpose(2, 0, 1), x @ expected_a @ x.transpose(0, 2, 1),
+                                       rtol=1e-8, atol=1e-10)
+            np.testing.assert_allclose(np.asarray(h_new).transpose(2, 0, 1),
+                                       x @ expected_a @ fisher @ expected_a @ x.transpose(0, 2, 1),
+                                       rtol=1e-8, atol=1e-10)
+            a, g, h = expected_a, np.asarray(g_new), np.asarray(h_new)
+
+
+def test_fisher_sum_without_outer_products_equals_dense_sum():
+    with jax.enable_x64(True):
+        emb = random_factors(2, 13, 3, 4)
+        x = dense_fisher_rows(emb.probs, emb.h)
+        got = _bait._gram_kron(emb.probs, emb.probs, emb.h, 5, jnp.float64)
+        np.testing.assert_allclose(np.asarray(got), np.einsum("nri,nrj->ij", x, x), rtol=1e-10, atol=1e-12)
+        dense = _bait._gram_dense(jnp.asarray(x), 5, jnp.float64)
+        np.testing.assert_allclose(np.asarray(dense), np.einsum("nri,nrj->ij", x, x), rtol=1e-10, atol=1e-12)
+
+
+# ---------------------------------------------------------------- properties
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), temperature=st.sampled_from([0.1, 1.0, 5.0, 50.0]),
+       k=st.sampled_from([4]))
+def test_k_unique_in_range_and_deterministic(seed, temperature, k):
+    emb = random_factors(seed, 20, 3, 4, dtype=np.float32, temperature=temperature)
+    picks = np.asarray(aljax.fisher_greedy(emb, k))
+    assert picks.shape == (k,) and picks.dtype == np.int32
+    assert len(set(picks.tolist())) == k
+    assert picks.min() >= 0 and picks.max() < 20
+    np.testing.assert_array_equal(picks, np.asarray(aljax.fisher_greedy(emb, k)))
+
+
+def test_jit_and_no_jit_pick_the_same(maybe_jit):
+    emb = random_factors(3, 20, 3, 4, dtype=np.float32)
+    lab = random_factors(4, 6, 3, 4, dtype=np.float32)
+    f = maybe_jit(lambda e, l: aljax.fisher_greedy(e, 4, labeled_emb=l, oversample=1.0))
+    expected = reference_bait(dense_fisher_rows(emb.probs, emb.h), dense_fisher_rows(lab.probs, lab.h), 4,
+                              oversample=1.0)
+    np.testing.assert_array_equal(np.asarray(f(emb, lab)), expected)
+
+
+def test_fully_confident_pool_gives_k_unique_indices_without_nan():
+    """p one-hot: S = 0, the Fisher is 0, every gain is 0: the lowest indices are taken forward
+    and the earliest picks dropped backward (the reference's tie rule)."""
+    probs = jax.nn.one_hot(jnp.arange(20) % 3, 3)
+    emb = aljax.FisherFactors(probs, jnp.ones((20, 4)))
+    picks = np.asarray(aljax.fisher_greedy(emb, 4))
+    np.testing.assert_array_equal(picks, reference_bait(dense_fisher_rows(probs, emb.h), None, 4))
+    np.testing.assert_array_equal(picks, [4, 5, 6, 7])
+    huge = aljax.FisherFactors(jax.nn.softmax(jnp.asarray(np.random.default_rng(0).normal(size=(20, 3))) * 1e4),
+                               jnp.ones((20, 4)))
+    assert len(set(np.asarray(aljax.fisher_greedy(huge, 4)).tolist())) == 4
+
+
+def test_float64_inputs_give_int32_picks():
+    with jax.enable_x64(True):
+        emb = random_factors(0, 20, 3, 4)
+        assert emb.probs.dtype == jnp.float64
+        assert aljax.fisher_greedy(emb, 4).dtype == jnp.int32
+
+
+# ---------------------------------------------------------------- front door and regression
+
+
+def test_bait_equals_fisher_greedy_on_the_fisher_embedding():
+    params, apply_fn, _, _, in_shape = MODEL_KINDS["plain"](jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (30,) + in_shape)
+    pool, labeled = x[:24], x[24:]
+    got = aljax.bait(params, apply_fn, pool, 5, labeled=labeled, key=0)
+    emb, lab = aljax.fisher_embedding(params, apply_fn, pool), aljax.fisher_embedding(params, apply_fn, labeled)
+    np.testing.assert_array_equal(got, aljax.fisher_greedy(emb, 5, labeled_emb=lab))
+    expected = reference_bait(dense_fisher_rows(emb.probs, emb.h), dense_fisher_rows(lab.probs, lab.h), 5)
+    np.testing.assert_array_equal(got, expected)
+    # An empty labeled set is the same as none.
+    np.testing.assert_array_equal(aljax.bait(params, apply_fn, pool, 5, labeled=x[:0]), aljax.fisher_greedy(emb, 5))
+
+
+@pytest.mark.parametrize("outputs", [1, 2])
+def test_regression_matches_its_dense_reference(outputs):
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(outputs)
+        w1 = jnp.asarray(rng.normal(size=(3, 5)))
+        w2 = jnp.asarray(rng.normal(size=(5, outputs)))
+
+        def features(p, x):
+            return jnp.tanh(x @ p[0])
+
+        def apply_fn(p, x):
+            out = features(p, x) @ p[1]
+            return out[:, 0] if outputs == 1 else out
+
+        x = jnp.asarray(rng.normal(size=(22, 3)))
+        pool, labeled = x[:18], x[18:]
+        h_pool, h_lab = np.asarray(features((w1, w2), pool)), np.asarray(features((w1, w2), labeled))
+        # Gaussian head: rows e_j ⊗ h per output j, so X_iᵀX_i = I_m ⊗ h hᵀ.
+        rows = lambda h: np.stack([np.kron(np.eye(outputs), hi[None, :]) for hi in h])  # noqa: E731
+        expected = reference_bait(rows(h_pool), rows(h_lab), 4, lamb=0.3)
+        got = aljax.bait((w1, w2), apply_fn, pool, 4, labeled=labeled, lamb=0.3, problem_type="regression")
+        np.testing.assert_array_equal(np.asarray(got), expected)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def _good():
+    return random_factors(0, 10, 3, 4, dtype=np.float32)
+
+
+def _model():
+    params, apply_fn, _, _, in_shape = MODEL_KINDS["plain"](jax.random.key(0))
+    return params, apply_fn, jnp.ones((10,) + in_shape)
+
+
+GREEDY_BAD = [
+    ("k", dict(k=0), ValueError),
+    ("k", dict(k=11), ValueError),
+    ("k", dict(k=2.0), TypeError),
+    ("lamb", dict(lamb=0.0), ValueError),
+    ("lamb", dict(lamb=-1.0), ValueError),
+    ("lamb", dict(lamb=float("nan")), ValueError),
+    ("oversample", dict(oversample=0.5), ValueError),
+    ("oversample", dict(oversample="2"), TypeError),
+    ("pool_emb", dict(pool_emb=jnp.ones((10, 12))), ValueError),
+    ("pool_emb", dict(pool_emb=jnp.ones((10, 3, 12), jnp.int32)), TypeError),
+    ("pool_emb", dict(pool_emb=[[1.0]]), TypeError),
+    ("pool_emb", dict(pool_emb=jnp.full((10, 3, 12), jnp.nan)), ValueError),
+    ("pool_emb", dict(pool_emb=aljax.FisherFactors(-jnp.ones((10, 3)), jnp.ones((10, 4)))), ValueError),
+    ("labeled_emb", dict(labeled_emb=random_factors(0, 5, 3, 5)), ValueError),
+    ("labeled_emb", dict(labeled_emb=jnp.ones((5, 3, 12))), TypeError),
+    ("labeled_emb", dict(pool_emb=jnp.ones((10, 3, 12)), labeled_emb=jnp.ones((5, 2, 12))), ValueError),
+    ("labeled_emb", dict(pool_emb=jnp.ones((10, 3, 12)), labeled_emb=random_factors(0, 5, 3, 4)), TypeError),
+]
+
+
+@pytest.mark.parametrize("arg, change, error", GREEDY_BAD, ids=[f"{a}-{i}" for i, (a, _, _) in enumerate(GREEDY_BAD)])
+def test_fisher_greedy_rejects_bad_input(arg, change, error):
+    kwargs = dict(pool_emb=_good(), k=3) | change
+    with pytest.raises(error) as info:
+        aljax.fisher_greedy(kwargs.pop("pool_emb"), kwargs.pop("k"), **kwargs)
+    assert "aljax.fisher_greedy" in str(info.value) and f"`{arg}`" in str(info.value), str(info.value)
+
+
+BAIT_BAD = [
+    ("k", dict(k=11), ValueError),
+    ("lamb", dict(lamb=0), ValueError),
+    ("oversample", dict(oversample=0.99), ValueError),
+    ("labeled", dict(labeled=jnp.ones((4, 7))), ValueError),
+    ("labeled", dict(labeled=(jnp.ones((4, 6)),)), ValueError),
+    ("problem_type", dict(problem_type="ranking"), ValueError),
+    ("key", dict(key="seed"), TypeError),
+    ("pool", dict(pool=jnp.ones((0, 6))), ValueError),
+    ("apply_fn", dict(apply_fn=lambda p, x: jnp.ones((x.shape[0], 2, 2))), ValueError),
+]
+
+
+@pytest.mark.parametrize("arg, change, error", BAIT_BAD, ids=[f"{a}-{i}" for i, (a, _, _) in enumerate(BAIT_BAD)])
+def test_bait_rejects_bad_input(arg, change, error):
+    params, apply_fn, pool = _model()
+    kwargs = dict(params=params, apply_fn=apply_fn, pool=pool, k=3) | change
+    with pytest.raises(error) as info:
+        aljax.bait(kwargs.pop("params"), kwargs.pop("apply_fn"), kwargs.pop("pool"), kwargs.pop("k"), **kwargs)
+    assert "aljax.bait" in str(info.value) and f"`{arg}`" in str(info.value), str(info.value)
+
+
+def test_bait_rejects_nan_outputs():
+    params, apply_fn, pool = _model()
+    with pytest.raises(ValueError, match=r"aljax\.bait.*NaN"):
+        aljax.bait(params, apply_fn, pool.at[0, 0].set(jnp.nan), 3)
