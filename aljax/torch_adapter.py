@@ -359,7 +359,7 @@ class _Head:
     """
 
     def __init__(self, fn: str, module, head: str | None):
-        self.fn, self.module, self.name, self.captured = fn, module, head, None
+        self.fn, self.module, self.name, self.captured, self.checked = fn, module, head, None, False
         modules = dict(module.named_modules())
         if head is not None:
             if not isinstance(head, str):
@@ -414,8 +414,11 @@ class _Head:
         model reads one position per example: find that position by matching the head's outputs."""
         rows = logits.shape[0] if logits.ndim else 0
         if out.shape == logits.shape or (out.numel() == logits.numel() and out.shape[0] == rows):
-            if not torch.allclose(out.reshape(logits.shape), logits, rtol=1e-5, atol=1e-6, equal_nan=True):
+            # Checked on the first batch (where the head is identified); the graph is the same after.
+            if not self.checked and not torch.allclose(out.reshape(logits.shape), logits, rtol=1e-5, atol=1e-6,
+                                                       equal_nan=True):
                 self._mismatch(logits, out)
+            self.checked = True
             return h.reshape(rows, -1) if h.ndim != 2 else h
         if out.ndim == 3 and logits.ndim == 2 and out.shape[0] == rows and out.shape[2] == logits.shape[1] \
                 and h.ndim == 3:
@@ -436,12 +439,15 @@ class _Head:
 
 class _Gather:
     """Batches stacked into one tensor. With the pool size known, each batch is copied into a
-    preallocated ``(n, ...)`` buffer while it is still in cache (no ``torch.cat`` pass at the end)."""
+    preallocated ``(n, ...)`` buffer while it is still in cache (no ``torch.cat`` pass at the end).
+    Each batch's sum is kept too: a NaN/Inf anywhere makes its sum non-finite, so one cheap
+    in-cache reduction per batch replaces a full pass over the result (see ``maybe_finite``)."""
 
     def __init__(self, n: int | None):
-        self.n, self.rows, self.buffer, self.parts = n, 0, None, []
+        self.n, self.rows, self.buffer, self.parts, self.sums = n, 0, None, [], []
 
     def add(self, batch):
+        self.sums.append(batch.sum(dtype=torch.float32 if batch.dtype != torch.float64 else torch.float64))
         if self.n is not None and self.buffer is None and batch.shape[0] < self.n:
             self.buffer = torch.empty((self.n,) + tuple(batch.shape[1:]), dtype=batch.dtype, device=batch.device)
         if self.buffer is not None and self.rows + batch.shape[0] <= self.n and \
@@ -452,6 +458,10 @@ class _Gather:
                 self.parts, self.buffer = [self.buffer[:self.rows]], None
             self.parts.append(batch)
         self.rows += batch.shape[0]
+
+    def maybe_finite(self) -> bool:
+        """False if a NaN/Inf may be present (the sums can also overflow: then check exactly)."""
+        return bool(torch.isfinite(torch.stack(self.sums)).all())
 
     def result(self):
         if self.buffer is not None:
@@ -483,9 +493,12 @@ def _outputs(fn: str, model, pool, *, batch_size: int = 256, device=None, head: 
         raise ValueError(_validate.message(fn, arg, "a non-empty pool", "an empty pool (0 examples)"))
     logits, h = gather_logits.result(), gather_h.result()
     _check_outputs(fn, logits, h, problem_type)
+    logits_finite, h_finite = gather_logits.maybe_finite(), gather_h.maybe_finite()
     logits, h = to_jax(logits, narrow=True), to_jax(h, narrow=True)
-    _validate.check_finite(fn, "the model's outputs (logits)", logits)
-    _validate.check_finite(fn, "the penultimate features", h)
+    if not logits_finite:
+        _validate.check_finite(fn, "the model's outputs (logits)", logits)
+    if not h_finite:
+        _validate.check_finite(fn, "the penultimate features", h)
     return logits, h
 
 
