@@ -49,7 +49,8 @@ from ._types import Factored, FisherFactors
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 _CHUNK = 1024  # internal chunk (points per kernel call); fixed, so picks never depend on batching
-_BUFFER = 16  # keeps held in Woodbury form within a chunk before they are folded into A⁻¹
+_BUFFER = 16  # keeps held in Woodbury form within a chunk before they are folded into G = X A⁻¹
+_MERGE = 64  # keeps per block of the end-of-chunk update of A⁻¹
 
 
 def _mm(a, b):
@@ -105,21 +106,27 @@ def _draws(key, start, *, size: int):
     return jax.random.uniform(jax.random.fold_in(key, start), (size,))
 
 
-@functools.partial(jax.jit, static_argnames=("rank", "running", "budget"))
+@functools.partial(jax.jit, static_argnames=("rank", "running", "budget"), donate_argnums=(0,))
 def _stream_chunk(state, chunk, uniforms, n_valid, target, *, rank: int, running: bool, budget: int | None):
     """Run the procedure over the first ``n_valid`` points of one chunk.
 
     ``state``: ``ainv`` (d, d), ``cov`` (d, d) — the covariance sum ``S`` (running) or ``Σ̂``
     (fixed) —, ``count`` (points in ``S``), ``pos`` (global position of the chunk's first point),
     ``kept`` and, in the budget form, ``picks`` ``(budget,)``. ``target`` is the stream length
-    ``N`` (budget form) or the rate. Returns the new state and the chunk's keep mask.
+    ``N`` (budget form) or the rate. Returns the new state and the chunk's keep mask. ``state``
+    is donated: the two ``d × d`` matrices are updated in place.
 
-    Blocked: ``G = X A₀⁻¹`` for the whole chunk is one matrix product (``A₀`` the chunk-start
-    ``A``). The points kept since then, ``V`` (``m·r`` rows, at most ``_BUFFER`` points), enter
-    through Woodbury: ``A⁻¹ = A₀⁻¹ − A₀⁻¹Vᵀ L V A₀⁻¹`` with ``L = (I + V A₀⁻¹ Vᵀ)⁻¹``, so
-    ``M_j = U_j A₀⁻¹ U_jᵀ − P_jᵀ L P_j`` with ``P_j = V A₀⁻¹ U_jᵀ``: ``O(m²r²)`` per point. ``L``
-    grows by a Schur step on each keep (its Schur complement is ``I + M_j``); a full buffer is
-    folded into ``A⁻¹`` and ``G`` (``A₀ ← A``).
+    Blocked: ``G = X A_f⁻¹`` for the whole chunk is one matrix product (``A_f`` the ``A`` at the
+    last fold, the chunk start at first). The points kept since then, ``V`` (``m·r`` rows, at
+    most ``_BUFFER`` points), enter through Woodbury: ``A⁻¹ = A_f⁻¹ − A_f⁻¹Vᵀ L V A_f⁻¹`` with
+    ``L = (I + V A_f⁻¹ Vᵀ)⁻¹``, so ``M_j = U_j A_f⁻¹ U_jᵀ − P_jᵀ L P_j`` with
+    ``P_j = V A_f⁻¹ U_jᵀ``: ``O(m²r²)`` per point. ``L`` grows by a Schur step on each keep (its
+    Schur complement is ``I + M_j``); a full buffer is folded into ``G`` only (``A_f ← A``).
+
+    ``A⁻¹`` itself is touched once per chunk: each keep stores ``W_j = (A⁻¹U_jᵀ)ᵀ`` (under the
+    ``A`` of its time) and ``K_j = (I + M_j)⁻¹``, and at the end of the chunk the sequential
+    Woodbury steps are applied together, ``A⁻¹ ← A⁻¹ − Σ_j W_jᵀ K_j W_j``, a few rank-``64·r``
+    matrix products. Per keep the only ``O(d²)`` work is ``S W_jᵀ`` for the trace.
     """
     ainv, cov = state["ainv"], state["cov"]
     dtype = ainv.dtype
@@ -129,31 +136,41 @@ def _stream_chunk(state, chunk, uniforms, n_valid, target, *, rank: int, running
     xf = x.reshape(size * rank, d)
     point_of_row = jnp.arange(size * rank) // rank
     width = _BUFFER * rank
+    merge = min(_MERGE, size)  # points per block of the end-of-chunk A⁻¹ update
+    stored = -(-size // merge) * merge  # room for every point of the chunk, a whole number of blocks
     eye_r = jnp.eye(rank, dtype=dtype)
     uniforms = uniforms.astype(dtype)
 
-    def diag_blocks(g):  # U_j A₀⁻¹ U_jᵀ for every j, (size, r, r)
+    def diag_blocks(g):  # U_j A_f⁻¹ U_jᵀ for every j, (size, r, r)
         return jnp.einsum("jad,jbd->jab", g.reshape(size, rank, d), x, precision=_HIGHEST)
 
-    def kept_rows(base, c):  # A₀⁻¹Vᵀ as rows, (width, d); unused slots hold row 0 (L is 0 there)
+    def kept_rows(base, c):  # A_f⁻¹Vᵀ as rows, (width, d); unused slots hold row 0 (L is 0 there)
         rows = (c["slots"][:, None] * rank + jnp.arange(rank)[None, :]).reshape(-1)
         return base["g"][rows]
 
-    def fold(base, c):  # A⁻¹ = A₀⁻¹ − Gᵥᵀ L Gᵥ; G = X A⁻¹; then A₀ ← A and the buffer is empty
-        g_kept = kept_rows(base, c)
-        l_g = _mm(c["L"], g_kept)
-        new_ainv = base["ainv"] - _mm(g_kept.T, l_g)
-        g = base["g"] - _mm(c["P"].T, l_g)
-        return {"ainv": (new_ainv + new_ainv.T) / 2, "g": g, "m0": diag_blocks(g)}
+    def fold(base, c):  # G = X A⁻¹ = G − Pᵀ L Gᵥ; then A_f ← A and the buffer is empty
+        g = base["g"] - _mm(c["P"].T, _mm(c["L"], kept_rows(base, c)))
+        base = {"g": g, "m0": diag_blocks(g)}
+        c = dict(c, L=jnp.zeros((width, width), dtype), P=jnp.zeros((width, size * rank), dtype),
+                 slots=jnp.zeros(_BUFFER, jnp.int32), m=jnp.int32(0))
+        return base, c
 
-    def score_of(m):
-        return jnp.abs(m[0, 0]) if rank == 1 else jnp.abs(jnp.linalg.det(m))
+    def point(base, j, c):
+        """``(A_f⁻¹U_jᵀ)ᵀ``, ``L P_j`` and ``M_j`` of point j under the current A."""
+        g_j = jax.lax.dynamic_slice_in_dim(base["g"], j * rank, rank)  # (r, d)
+        p_j = jax.lax.dynamic_slice_in_dim(c["P"], j * rank, rank, axis=1)  # (width, r)
+        l_p = _mm(c["L"], p_j)
+        m = base["m0"][j] - _mm(p_j.T, l_p)
+        return g_j, l_p, (m + m.T) / 2
 
-    def keep_point(base, j, g_j, l_p, m, c):
+    def keep_point(base, c):
+        """Keep point ``c["j"]``: trace, Schur step on ``L``, ``P``, the stored ``W_j``/``K_j``."""
+        j = c["j"]
+        g_j, l_p, m = point(base, j, c)
         w = g_j - _mm(l_p.T, kept_rows(base, c))  # (r, d) = (A⁻¹U_jᵀ)ᵀ
         inner = jnp.linalg.inv(eye_r + m)  # K = (I + M_j)⁻¹
         inner = (inner + inner.T) / 2
-        s_w = _mm(w, cov)  # (S₀ W)ᵀ
+        s_w = _mm(w, c["cov"])  # (S₀ W)ᵀ
         if running:  # S also holds this chunk's points up to j
             proj = jnp.where((point_of_row <= j)[:, None], _mm(xf, w.T), 0)
             s_w = s_w + _mm(proj.T, xf)
@@ -162,23 +179,19 @@ def _stream_chunk(state, chunk, uniforms, n_valid, target, *, rank: int, running
         z = jax.lax.dynamic_update_slice_in_dim(-l_p, eye_r, c["m"] * rank, 0)
         big_l = c["L"] + _mm(z, _mm(inner, z.T))
         p = jax.lax.dynamic_update_slice_in_dim(c["P"], _mm(g_j, xf.T), c["m"] * rank, 0)
+        n = c["kept"] - state["kept"]  # keeps so far in this chunk
         c = dict(c, trace=trace, L=(big_l + big_l.T) / 2, P=p, slots=c["slots"].at[c["m"]].set(j),
-                 m=c["m"] + 1, kept=c["kept"] + 1, mask=c["mask"].at[j].set(True))
+                 m=c["m"] + 1, kept=c["kept"] + 1, mask=c["mask"].at[j].set(True), j=j + 1,
+                 w=jax.lax.dynamic_update_index_in_dim(c["w"], w, n, 0),
+                 k=jax.lax.dynamic_update_index_in_dim(c["k"], inner, n, 0))
         if budget is not None:
             c["picks"] = c["picks"].at[c["kept"] - 1].set(state["pos"] + j)
         return c
 
-    def point(base, j, c):
-        """``(A⁻¹U_jᵀ)ᵀ`` at chunk start, ``L P_j`` and ``M_j`` of point j under the current A."""
-        g_j = jax.lax.dynamic_slice_in_dim(base["g"], j * rank, rank)  # (r, d)
-        p_j = jax.lax.dynamic_slice_in_dim(c["P"], j * rank, rank, axis=1)  # (width, r)
-        l_p = _mm(c["L"], p_j)
-        m = base["m0"][j] - _mm(p_j.T, l_p)
-        return g_j, l_p, (m + m.T) / 2
-
-    def run_to_next_keep(base, c):
+    def find_next_keep(base, c):
         """All points from c["j"] on, under the current A at once (A changes only on keeps):
-        scores, the running trace (a cumulative sum), keep probabilities; stop at the first keep."""
+        scores, the running trace (a cumulative sum), keep probabilities; the first keep becomes
+        c["j"] (``n_valid`` and ``found = False`` when there is none)."""
         positions = jnp.arange(size)
         p_all = c["P"].reshape(width, size, rank)
         l_p = jnp.einsum("ab,bjr->ajr", c["L"], p_all, precision=_HIGHEST)
@@ -202,41 +215,43 @@ def _stream_chunk(state, chunk, uniforms, n_valid, target, *, rank: int, running
         keeps = active & (uniforms < prob)
         found = jnp.any(keeps)
         j = jnp.where(found, jnp.argmax(keeps), n_valid).astype(jnp.int32)
-        return dict(c, j=j, trace=trace[jnp.where(found, j, size - 1)]), found
+        return dict(c, j=j, found=found, trace=trace[jnp.where(found, j, size - 1)])
 
-    def next_keep(base, c):
-        c, keep = run_to_next_keep(base, c)
+    def fill_buffer(base, c):
+        """Keep until the buffer is full or no keep is left; no branches, and A⁻¹, S and G are
+        only read here (only small arrays and the stored ``W`` rows change in the loop)."""
+        return jax.lax.while_loop(lambda c: c["found"] & (c["m"] < _BUFFER),
+                                  lambda c: find_next_keep(base, keep_point(base, c)), c)
 
-        def take(c):
-            j = c["j"]
-            g_j, l_p, m = point(base, j, c)
-            return dict(keep_point(base, j, g_j, l_p, m, c), j=j + 1)
-
-        return jax.lax.cond(keep, take, lambda c: c, c)
-
-    def fill_buffer(carry):
-        """Keeps until the buffer is full or the chunk ends (only small arrays in this loop's
-        carry; A⁻¹ and G stay put), then fold the buffer into A⁻¹ and G."""
-        base, c = carry
-        c = dict(c, L=jnp.zeros((width, width), dtype), P=jnp.zeros((width, size * rank), dtype),
-                 slots=jnp.zeros(_BUFFER, jnp.int32), m=jnp.int32(0))
-        c = jax.lax.while_loop(lambda c: (c["j"] < n_valid) & (c["m"] < _BUFFER),
-                               lambda c: next_keep(base, c), c)
-        base = jax.lax.cond(c["m"] > 0, lambda: fold(base, c), lambda: base)
-        return base, c
+    def fold_and_fill(carry):
+        base, c = fold(*carry)
+        return base, fill_buffer(base, c)
 
     g = _mm(xf, ainv)
-    base = {"ainv": ainv, "g": g, "m0": diag_blocks(g)}
+    base = {"g": g, "m0": diag_blocks(g)}
     carry = {"trace": jnp.sum(cov * ainv), "kept": state["kept"], "mask": jnp.zeros(size, bool),
              "j": jnp.int32(0), "L": jnp.zeros((width, width), dtype),
              "P": jnp.zeros((width, size * rank), dtype), "slots": jnp.zeros(_BUFFER, jnp.int32),
-             "m": jnp.int32(0)}
+             "m": jnp.int32(0), "w": jnp.zeros((stored, rank, d), dtype),
+             "k": jnp.zeros((stored, rank, rank), dtype),
+             "cov": cov}  # in the loop state so that XLA updates S after the loops, in place
     if budget is not None:
         carry["picks"] = state["picks"]
-    base, carry = jax.lax.while_loop(lambda bc: bc[1]["j"] < n_valid, fill_buffer, (base, carry))
-    new = dict(state, ainv=base["ainv"], kept=carry["kept"], pos=state["pos"] + n_valid)
+    carry = fill_buffer(base, find_next_keep(base, carry))
+    # A full buffer with a keep pending: fold it into G and go on.
+    _, carry = jax.lax.while_loop(lambda bc: bc[1]["found"], fold_and_fill, (base, carry))
+
+    def apply_keeps(b, ainv):  # A⁻¹ − Σ_j W_jᵀ K_j W_j over the block of stored keeps b
+        w_b = jax.lax.dynamic_slice_in_dim(carry["w"], b * merge, merge)  # (merge, r, d)
+        k_b = jax.lax.dynamic_slice_in_dim(carry["k"], b * merge, merge)
+        kw_b = jnp.einsum("prs,psd->prd", k_b, w_b, precision=_HIGHEST)
+        return ainv - _mm(w_b.reshape(-1, d).T, kw_b.reshape(-1, d))
+
+    n_kept = carry["kept"] - state["kept"]
+    ainv = jax.lax.fori_loop(0, (n_kept + merge - 1) // merge, apply_keeps, ainv)
+    new = dict(state, ainv=ainv, kept=carry["kept"], pos=state["pos"] + n_valid)
     if running:
-        new["cov"] = cov + _mm(xf.T, xf)
+        new["cov"] = carry["cov"] + _mm(xf.T, xf)
         new["count"] = state["count"] + n_valid
     if budget is not None:
         new["picks"] = carry["picks"]
@@ -331,7 +346,8 @@ def _run(key, blocks, *, d: int, rank: int, dtype, budget: int | None, rate: flo
     a0 = lamb * jnp.eye(d, dtype=dtype) + seed
     ainv = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(a0), jnp.eye(d, dtype=dtype))
     running = covariance is None
-    state = {"ainv": (ainv + ainv.T) / 2, "cov": seed if running else jnp.asarray(covariance, dtype),
+    # The state is donated to the chunk kernel: a fixed covariance is copied so the caller's array survives.
+    state = {"ainv": (ainv + ainv.T) / 2, "cov": seed if running else jnp.array(covariance, dtype, copy=True),
              "count": jnp.int32(n_labeled), "pos": jnp.int32(0), "kept": jnp.int32(0)}
     if budget is not None:
         state["picks"] = jnp.zeros((budget,), jnp.int32)
