@@ -28,7 +28,9 @@ matrix product each (compute-bound BLAS-3, ``2·d²·r`` multiply-adds per point
 ``A⁻¹`` is fixed, so the scores, the running trace (a cumulative sum) and the keep
 probabilities of all the chunk's remaining points are computed at once and the next keep is the
 first point whose draw falls below its probability; the points kept within a chunk enter
-through a small Woodbury block (see :func:`_stream_chunk`); a keep costs ``O(d²r)``.
+through a small Woodbury block (see :func:`_stream_chunk`). A keep costs one ``O(d²r)``
+product, ``S Wᵀ`` for the trace; ``A⁻¹`` itself is updated once per chunk, in place (the chunk
+kernel's state is donated), with all of the chunk's keeps at once.
 """
 
 from __future__ import annotations
@@ -114,7 +116,7 @@ def _stream_chunk(state, chunk, uniforms, n_valid, target, *, rank: int, running
     (fixed) —, ``count`` (points in ``S``), ``pos`` (global position of the chunk's first point),
     ``kept`` and, in the budget form, ``picks`` ``(budget,)``. ``target`` is the stream length
     ``N`` (budget form) or the rate. Returns the new state and the chunk's keep mask. ``state``
-    is donated: the two ``d × d`` matrices are updated in place.
+    is donated, so ``A⁻¹`` is updated in place (XLA still copies ``S`` once per chunk).
 
     Blocked: ``G = X A_f⁻¹`` for the whole chunk is one matrix product (``A_f`` the ``A`` at the
     last fold, the chunk start at first). The points kept since then, ``V`` (``m·r`` rows, at
@@ -170,7 +172,7 @@ def _stream_chunk(state, chunk, uniforms, n_valid, target, *, rank: int, running
         w = g_j - _mm(l_p.T, kept_rows(base, c))  # (r, d) = (A⁻¹U_jᵀ)ᵀ
         inner = jnp.linalg.inv(eye_r + m)  # K = (I + M_j)⁻¹
         inner = (inner + inner.T) / 2
-        s_w = _mm(w, c["cov"])  # (S₀ W)ᵀ
+        s_w = _mm(w, cov)  # (S₀ W)ᵀ
         if running:  # S also holds this chunk's points up to j
             proj = jnp.where((point_of_row <= j)[:, None], _mm(xf, w.T), 0)
             s_w = s_w + _mm(proj.T, xf)
@@ -178,7 +180,7 @@ def _stream_chunk(state, chunk, uniforms, n_valid, target, *, rank: int, running
         # Schur step: L' = L + z K zᵀ with z = [−L P_j; I] (new slot m).
         z = jax.lax.dynamic_update_slice_in_dim(-l_p, eye_r, c["m"] * rank, 0)
         big_l = c["L"] + _mm(z, _mm(inner, z.T))
-        p = jax.lax.dynamic_update_slice_in_dim(c["P"], _mm(g_j, xf.T), c["m"] * rank, 0)
+        p = jax.lax.dynamic_update_slice_in_dim(c["P"], _mm(xf, g_j.T).T, c["m"] * rank, 0)
         n = c["kept"] - state["kept"]  # keeps so far in this chunk
         c = dict(c, trace=trace, L=(big_l + big_l.T) / 2, P=p, slots=c["slots"].at[c["m"]].set(j),
                  m=c["m"] + 1, kept=c["kept"] + 1, mask=c["mask"].at[j].set(True), j=j + 1,
@@ -233,8 +235,7 @@ def _stream_chunk(state, chunk, uniforms, n_valid, target, *, rank: int, running
              "j": jnp.int32(0), "L": jnp.zeros((width, width), dtype),
              "P": jnp.zeros((width, size * rank), dtype), "slots": jnp.zeros(_BUFFER, jnp.int32),
              "m": jnp.int32(0), "w": jnp.zeros((stored, rank, d), dtype),
-             "k": jnp.zeros((stored, rank, rank), dtype),
-             "cov": cov}  # in the loop state so that XLA updates S after the loops, in place
+             "k": jnp.zeros((stored, rank, rank), dtype)}
     if budget is not None:
         carry["picks"] = state["picks"]
     carry = fill_buffer(base, find_next_keep(base, carry))
@@ -251,7 +252,7 @@ def _stream_chunk(state, chunk, uniforms, n_valid, target, *, rank: int, running
     ainv = jax.lax.fori_loop(0, (n_kept + merge - 1) // merge, apply_keeps, ainv)
     new = dict(state, ainv=ainv, kept=carry["kept"], pos=state["pos"] + n_valid)
     if running:
-        new["cov"] = carry["cov"] + _mm(xf.T, xf)
+        new["cov"] = cov + _mm(xf.T, xf)
         new["count"] = state["count"] + n_valid
     if budget is not None:
         new["picks"] = carry["picks"]

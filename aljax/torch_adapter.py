@@ -25,9 +25,8 @@ Example:
 from __future__ import annotations
 
 import inspect
-import numbers
 from collections.abc import Mapping
-from typing import Any, Callable, Iterator
+from typing import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -98,7 +97,7 @@ def to_jax(tensor, *, narrow: bool = False) -> jax.Array:
     fn = "torch_adapter.to_jax"
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(_validate.message(fn, "tensor", "a torch.Tensor", type(tensor).__name__))
-    if isinstance(narrow, bool) is False:
+    if not isinstance(narrow, bool):
         raise TypeError(_validate.message(fn, "narrow", "a bool", type(narrow).__name__))
     if tensor.layout != torch.strided:
         raise TypeError(_validate.message(fn, "tensor", "a dense (strided) tensor", f"layout {tensor.layout}"))

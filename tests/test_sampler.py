@@ -14,6 +14,7 @@ from aljax.sampler import STRATEGIES, ActiveSampler
 
 IN, HID, C = 5, 10, 3
 N = 90
+K, RATE = 6, 0.07   # round(RATE·N) = K: one compiled kernel per strategy serves both budget kinds
 
 NEEDS = {"bait": "fisher_greedy", "vessal": "volume_stream"}
 
@@ -56,9 +57,9 @@ def first_key(seed):
 def test_int_budget_gives_exactly_budget_unique_indices(strategy):
     _needs(strategy)
     params, apply_fn, _ = jax_model()
-    picks = ActiveSampler("classification", (params, apply_fn), 8, strategy=strategy).select(pool_of())
+    picks = ActiveSampler("classification", (params, apply_fn), K, strategy=strategy).select(pool_of())
     assert isinstance(picks, np.ndarray) and picks.dtype == np.int32
-    assert picks.shape == (8,) and len(set(picks.tolist())) == 8
+    assert picks.shape == (K,) and len(set(picks.tolist())) == K
     assert picks.min() >= 0 and picks.max() < N
 
 
@@ -66,12 +67,12 @@ def test_int_budget_gives_exactly_budget_unique_indices(strategy):
 def test_rate_budget(strategy):
     _needs(strategy)
     params, apply_fn, _ = jax_model()
-    picks = ActiveSampler("classification", (params, apply_fn), 0.1, strategy=strategy).select(pool_of())
+    picks = ActiveSampler("classification", (params, apply_fn), RATE, strategy=strategy).select(pool_of())
     assert len(set(picks.tolist())) == len(picks) and (picks >= 0).all() and (picks < N).all()
     if strategy == "vessal":
         assert 1 <= len(picks) <= N // 2   # streaming: near rate·n, not equal to it
     else:
-        assert len(picks) == round(0.1 * N)
+        assert len(picks) == round(RATE * N) == K
 
 
 @pytest.mark.parametrize("strategy", ["badge", "coreset", "margin", "entropy", "least_confidence", "random",
@@ -80,21 +81,20 @@ def test_jax_pair_equals_the_functions(strategy):
     _needs(strategy)
     params, apply_fn, features = jax_model(2)
     pool = pool_of(seed=2)
-    picks = ActiveSampler("classification", (params, apply_fn), 6, strategy=strategy, key=4).select(pool)
+    picks = ActiveSampler("classification", (params, apply_fn), K, strategy=strategy, key=4).select(pool)
     front = {"badge": aljax.badge, "coreset": aljax.coreset, "margin": aljax.margin, "entropy": aljax.entropy,
              "least_confidence": aljax.least_confidence, "random": aljax.random_sample,
              "bait": getattr(aljax, "bait", None)}[strategy]
     kwargs = {"features_fn": features} if strategy == "coreset" else {}
     if strategy == "bait":
-        want = front(params, apply_fn, pool, 6, lamb=1e-2)
+        want = front(params, apply_fn, pool, K, lamb=1e-2)
     else:
-        want = front(params, apply_fn, pool, 6, key=first_key(4), **kwargs)
+        want = front(params, apply_fn, pool, K, key=first_key(4), **kwargs)
     np.testing.assert_array_equal(picks, np.asarray(want))
 
 
-@pytest.mark.parametrize("options", [{}, {"rank": 2, "precompute_covariance": True},
-                                     {"seed_fisher": True, "precompute_covariance": True}])
-@pytest.mark.parametrize("budget", [6, 0.1])
+@pytest.mark.parametrize("options, budget", [({}, K), ({"rank": 2, "precompute_covariance": True}, RATE),
+                                             ({"seed_fisher": True, "precompute_covariance": True}, K)])
 def test_vessal_equals_the_function(options, budget):
     _needs("vessal")
     params, apply_fn, _ = jax_model(3)
@@ -147,9 +147,9 @@ def test_regression_bait_equals_the_function():
     _needs("bait")
     params, apply_fn, _ = jax_model(5, out=1)
     pool, labeled = pool_of(seed=5), pool_of(12, seed=6)
-    picks = ActiveSampler("regression", (params, apply_fn), 6, labeled_data=labeled, strategy="bait",
+    picks = ActiveSampler("regression", (params, apply_fn), K, labeled_data=labeled, strategy="bait",
                           lamb=0.5).select(pool)
-    want = aljax.bait(params, apply_fn, pool, 6, labeled=labeled, lamb=0.5, problem_type="regression")
+    want = aljax.bait(params, apply_fn, pool, K, labeled=labeled, lamb=0.5, problem_type="regression")
     np.testing.assert_array_equal(picks, np.asarray(want))
 
 
@@ -179,7 +179,7 @@ def torch_twin(params):
     return model
 
 
-@pytest.mark.parametrize("strategy, budget", [(s, 7) for s in STRATEGIES] + [("vessal", 0.1), ("bait", 0.1)])
+@pytest.mark.parametrize("strategy, budget", [(s, K) for s in STRATEGIES] + [("vessal", RATE), ("bait", RATE)])
 def test_torch_module_matches_jax_pair(strategy, budget):
     _needs(strategy)
     params, apply_fn, _ = jax_model(6)
@@ -199,7 +199,7 @@ def test_torch_regression_and_labeled_strings_kinds():
     params, _, _ = jax_model(7, out=1)
     model = torch_twin(params)
     pool = pool_of(seed=7)
-    picks = ActiveSampler("regression", model, 5, strategy="badge", key=3).select(torch.from_numpy(np.asarray(pool)))
+    picks = ActiveSampler("regression", model, 5, strategy="badge", key=3).select(torch.tensor(np.asarray(pool)))
     want = aljax.kmeans_pp(first_key(3), jnp.asarray(numpy_features(params, pool), jnp.float32), 5)
     np.testing.assert_array_equal(picks, np.asarray(want))
 
