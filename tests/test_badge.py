@@ -91,8 +91,8 @@ def test_later_picks_use_min_distance_to_all_centres():
 
 # ---------------------------------------------------------------- properties
 
-@settings(max_examples=25, deadline=None)
-@given(n=st.integers(1, 40), frac=st.floats(0.01, 1.0), seed=st.integers(0, 2**31 - 1),
+@settings(max_examples=15, deadline=None)
+@given(n=st.sampled_from([1, 2, 9, 40]), frac=st.floats(0.01, 1.0), seed=st.integers(0, 2**31 - 1),
        distinct=st.integers(1, 40), factored=st.booleans())
 def test_exactly_k_unique_in_range(n, frac, seed, distinct, factored):
     k = max(1, int(round(frac * n)))
