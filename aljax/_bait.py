@@ -39,6 +39,9 @@ _UNROLL_MAX_RANK = 16
 # Below this pool size the forward loop uses the quick-to-compile (not unrolled) small inverse.
 _UNROLL_MIN_POINTS = 4096
 _SYMMETRIC_MIN_DIM = 256
+# Rebuild the per-point blocks exactly once their estimated rounding error reaches this fraction
+# of the largest block (see ``_refresh``).
+_REFRESH_TOL = 1e-5
 
 
 def _mm(a, b):
@@ -307,7 +310,7 @@ def _woodbury_directions(a, fisher, xp, sign):
     ul, zl = _mm(u, l_fac), _mm(z, l_fac)
     h_tilde = _sym(_mm(_mm(l_fac.T, h_p), l_fac))                        # Lᵀ H_p L
     z_tilde = zl - 0.5 * sign * _mm(ul, h_tilde)
-    a = a - sign * _mm(ul, ul.T)                       # A' = A − σ U K Uᵀ
+    a = _sym(a - sign * _mm(ul, ul.T))                 # A' = A − σ U K Uᵀ
     return jnp.concatenate([ul, z_tilde], axis=1), a
 
 
@@ -322,8 +325,45 @@ def _update_chunk(rows, g, h, directions, sign):
     w, q = wq[:, :r], wq[:, r:]
     g = g - sign * _bmm(w, _bt(w))
     wq_t = _bmm(w, _bt(q))
-    h = h - sign * (wq_t + _bt(wq_t))
-    return g, h
+    dh = wq_t + _bt(wq_t)
+    h = h - sign * dh
+    return g, h, _block_norm(dh)
+
+
+def _block_norm(x):
+    """Frobenius norm of each ``(r, r)`` block of a batch-last stack ``(r, r, b)`` -> ``(b,)``."""
+    return jnp.sqrt(jnp.sum(x * x, axis=(0, 1)))
+
+
+def _chunk_norms(x):
+    """``_block_norm`` of chunked blocks ``(nc, r, r, b)`` -> ``(nc, b)``."""
+    return jnp.sqrt(jnp.sum(x * x, axis=(1, 2)))
+
+
+def _refresh(rows, a, fisher, g, h, drift, excluded, symmetric):
+    """Recompute ``G_i = X_i A X_iᵀ`` and ``H_i = X_i A F A X_iᵀ`` exactly from ``A`` when the
+    rank-``r`` corrections may have cancelled away too much precision.
+
+    ``drift`` bounds each point's accumulated rounding in ``H_i`` in units of ``eps``: the size of
+    ``H_i`` at the last exact computation plus the sizes of every correction since. Once the
+    corrections have cancelled ``H`` down by a factor near ``1/(eps·tol)`` (typical when ``λ`` is
+    small against ``‖X_i‖²``, or once the picks span most of the ``d`` columns), the relative error
+    of the gains would reach ``tol``: then ``G`` and ``H`` are rebuilt (``A`` itself stays accurate,
+    its Woodbury updates do not cancel in this way). Leaves the state unchanged otherwise.
+    Chunked layout: ``rows`` as ``_counts`` sees them, ``g, h (nc, r, r, b)``, ``drift,
+    excluded (nc, b)``."""
+    eps = jnp.finfo(g.dtype).eps
+    size = jnp.where(excluded, 0, _chunk_norms(h))
+    worst = jnp.max(jnp.where(excluded, 0, drift))
+    stale = eps * worst > _REFRESH_TOL * jnp.max(size)
+
+    def exact(_):
+        b_mat = _sym(_mm(_mm(a, fisher), a))
+        g_new = jax.lax.map(lambda rc: _quad(rc, a, symmetric), rows)
+        h_new = jax.lax.map(lambda rc: _quad(rc, b_mat, symmetric), rows)
+        return g_new, h_new, _chunk_norms(h_new)
+
+    return jax.lax.cond(stale, exact, lambda _: (g, h, drift), None)
 
 
 def _forward_backward(pool, labeled, lamb, k, n_forward, chunk):
@@ -356,17 +396,20 @@ def _forward_backward(pool, labeled, lamb, k, n_forward, chunk):
     nc, b = _counts(rows)
     valid = (jnp.arange(nc * b) < n).reshape(nc, b)
 
+    symmetric = _symmetric_blocks(d)
+
     def forward(t, state):
-        a, g, h, taken, picks = state
+        a, g, h, drift, taken, picks = state
+        g, h, drift = _refresh(rows, a, fisher, g, h, drift, taken, symmetric)
         gains = jax.vmap(lambda gc, hc: _gains(gc, hc, 1.0, unroll=n >= _UNROLL_MIN_POINTS))(g, h)
         p = jnp.argmax(jnp.where(taken, -jnp.inf, gains).reshape(-1)).astype(jnp.int32)
         directions, a = _woodbury_directions(a, fisher, _row(rows, p), 1.0)
-        g, h = jax.vmap(lambda rc, gc, hc: _update_chunk(rc, gc, hc, directions, 1.0))(rows, g, h)
+        g, h, dh = jax.vmap(lambda rc, gc, hc: _update_chunk(rc, gc, hc, directions, 1.0))(rows, g, h)
         taken = taken.reshape(-1).at[p].set(True).reshape(nc, b)
-        return a, g, h, taken, picks.at[t].set(p)
+        return a, g, h, drift + dh, taken, picks.at[t].set(p)
 
-    state = (a, g, h, ~valid, jnp.zeros(n_forward, jnp.int32))
-    a, g, h, _, picks = jax.lax.fori_loop(0, n_forward, forward, state)
+    state = (a, g, h, _chunk_norms(h), ~valid, jnp.zeros(n_forward, jnp.int32))
+    a, g, h, drift, _, picks = jax.lax.fori_loop(0, n_forward, forward, state)
     if n_forward == k:
         return picks
 
@@ -376,18 +419,21 @@ def _forward_backward(pool, labeled, lamb, k, n_forward, chunk):
     ci, pi = picks // b, picks % b
     g_sub = g[ci, :, :, pi].transpose(1, 2, 0)
     h_sub = h[ci, :, :, pi].transpose(1, 2, 0)
+    drift_sub = drift[ci, pi]
 
     def backward(t, state):
-        a, g, h, removed = state
+        a, g, h, drift, removed = state
+        g, h, drift = _refresh(sub, a, fisher, g[None], h[None], drift[None], removed[None], symmetric)
+        g, h, drift = g[0], h[0], drift[0]
         # Removing j changes the objective by + tr(H_j (I − G_j)⁻¹) ≥ 0: drop the cheapest.
         cost = _gains(g, h, -1.0)
         q = jnp.argmin(jnp.where(removed, jnp.inf, cost)).astype(jnp.int32)
         directions, a = _woodbury_directions(a, fisher, _row(sub, q), -1.0)
-        g, h = _update_chunk(sub_chunk, g, h, directions, -1.0)
-        return a, g, h, removed.at[q].set(True)
+        g, h, dh = _update_chunk(sub_chunk, g, h, directions, -1.0)
+        return a, g, h, drift + dh, removed.at[q].set(True)
 
-    state = (a, g_sub, h_sub, jnp.zeros(n_forward, bool))
-    _, _, _, removed = jax.lax.fori_loop(0, n_forward - k, backward, state)
+    state = (a, g_sub, h_sub, drift_sub, jnp.zeros(n_forward, bool))
+    _, _, _, _, removed = jax.lax.fori_loop(0, n_forward - k, backward, state)
     return picks[jnp.nonzero(~removed, size=k)[0]]
 
 

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import collections
+
 from typing import Any, Callable
 
 import jax
@@ -20,19 +22,30 @@ from . import _validate
 from ._dense_head import DenseHeadError, trace_head
 from ._types import Factored, FisherFactors
 
-_JIT_CACHE: dict = {}
+_JIT_CACHE: "collections.OrderedDict" = collections.OrderedDict()
+_JIT_CACHE_SIZE = 64
+
+
+def _cache_key(obj):
+    try:
+        hash(obj)
+        return obj
+    except TypeError:
+        return ("id", id(obj))
 
 
 def _cached_jit(tag: str, fn: Callable, *static) -> Callable:
     """One jitted function per (tag, user callable, static options), so repeated calls with the
-    same shapes never recompile. Unhashable callables are keyed by identity."""
-    try:
-        key = (tag, fn, static)
-        hash(key)
-    except TypeError:
-        key = (tag, id(fn), static)
-    if key not in _JIT_CACHE:
+    same shapes never recompile. Unhashable callables are keyed by identity. The cache keeps the
+    64 most recently used entries (a fresh lambda per call compiles anew each time: define the
+    function once)."""
+    key = (tag, _cache_key(fn), tuple(_cache_key(o) for o in static))
+    if key in _JIT_CACHE:
+        _JIT_CACHE.move_to_end(key)
+    else:
         _JIT_CACHE[key] = _build(tag, fn, *static)
+        if len(_JIT_CACHE) > _JIT_CACHE_SIZE:
+            _JIT_CACHE.popitem(last=False)
     return _JIT_CACHE[key]
 
 
@@ -111,7 +124,7 @@ def logits_and_features(params, apply_fn: Callable, pool, *, batch_size: int = 1
     head = _cached_jit("head", apply_fn, features_fn)
     # Shape checks on one chunk, before any heavy work.
     first = _first_chunk(pool, n, batch_size)
-    _check_outputs(fn_name, jax.eval_shape(apply_fn, params, first), problem_type)
+    _check_outputs(fn_name, _output_shape(fn_name, apply_fn, params, first), problem_type)
     try:
         out_shape, h_shape = jax.eval_shape(head, params, first)
     except DenseHeadError as err:
@@ -124,6 +137,19 @@ def logits_and_features(params, apply_fn: Callable, pool, *, batch_size: int = 1
     _validate.check_finite(fn_name, "the model's outputs (logits)", outputs)
     _validate.check_finite(fn_name, "the penultimate features", h)
     return outputs, h
+
+
+def _output_shape(fn_name, apply_fn, params, chunk):
+    """``apply_fn``'s output shape on one chunk; a failure there (a pool whose example shape the
+    model does not take, say) is reported with the pool's shape."""
+    try:
+        return jax.eval_shape(apply_fn, params, chunk)
+    except (TypeError, ValueError) as err:
+        shapes = jax.tree_util.tree_map(lambda leaf: tuple(leaf.shape[1:]), chunk)
+        raise ValueError(
+            f"aljax.{fn_name}: `apply_fn(params, x)` failed on a chunk of the pool (example shape "
+            f"{shapes}): {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        ) from err
 
 
 def _check_outputs(fn_name, out_shape, problem_type):
@@ -312,7 +338,7 @@ def gradient_embedding(params, apply_fn: Callable, pool, *, wrt=None, batch_size
         project_to = _validate.check_int(fn_name, "project_to", project_to, low=1)
     selected = _selected_leaves(fn_name, params, apply_fn, pool, n, batch_size, wrt)
     grads_fn = _cached_jit("grad", apply_fn, selected)
-    out_shape = jax.eval_shape(lambda p, x: apply_fn(p, x), params, _first_chunk(pool, n, batch_size))
+    out_shape = _output_shape(fn_name, apply_fn, params, _first_chunk(pool, n, batch_size))
     if out_shape.ndim != 2:
         raise ValueError(_validate.message(fn_name, "apply_fn", "a function returning 2-D logits (batch, C)",
                                            f"outputs of shape {out_shape.shape}"))

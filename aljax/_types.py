@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from . import _validate
 
@@ -68,6 +69,8 @@ class Factored:
         return self.n
 
     def __getitem__(self, index) -> "Factored":
+        """Rows ``index`` (an int keeps the row axis: the result has one row)."""
+        index = _row_index(index)
         return Factored.tree_unflatten(None, (self.a[index], self.h[index]))
 
     def to_dense(self, layout: str = "cd") -> jax.Array:
@@ -125,6 +128,8 @@ class FisherFactors:
         return self.n
 
     def __getitem__(self, index) -> "FisherFactors":
+        """Rows ``index`` (an int keeps the row axis: the result has one row)."""
+        index = _row_index(index)
         return FisherFactors.tree_unflatten(None, (self.probs[index], self.h[index]))
 
     def s_factor(self) -> jax.Array:
@@ -146,3 +151,11 @@ class FisherFactors:
 
 def _shape(x) -> str:
     return f"{getattr(x, 'dtype', '?')}{list(getattr(x, 'shape', ()))}"
+
+
+def _row_index(index):
+    if isinstance(index, tuple):
+        raise IndexError("aljax: factored embeddings are indexed by rows only, e.g. emb[rows].")
+    if isinstance(index, (int, np.integer)) or (getattr(index, "ndim", None) == 0):
+        return jnp.asarray(index).reshape(1)
+    return index

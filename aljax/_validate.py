@@ -72,6 +72,8 @@ def as_key(fn: str, key: Any) -> jax.Array:
         if shape != ():
             raise ValueError(message(fn, "key", "a single key (shape ())", f"a key array of shape {shape}"))
         return key
+    if dtype is not None and shape == () and jnp.issubdtype(dtype, jnp.integer):
+        return jax.random.key(key)  # an integer seed given as a (possibly traced) 0-d array
     if dtype is not None and dtype == jnp.uint32 and shape == (2,):
         return jax.random.wrap_key_data(key)
     got = f"{type(key).__name__}" + (f" of dtype {dtype} and shape {shape}" if dtype is not None else f" {key!r}")

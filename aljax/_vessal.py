@@ -238,9 +238,9 @@ def _stream_chunk(state, chunk, uniforms, n_valid, target, *, rank: int, running
              "k": jnp.zeros((stored, rank, rank), dtype)}
     if budget is not None:
         carry["picks"] = state["picks"]
-    carry = fill_buffer(base, find_next_keep(base, carry))
-    # A full buffer with a keep pending: fold it into G and go on.
-    _, carry = jax.lax.while_loop(lambda bc: bc[1]["found"], fold_and_fill, (base, carry))
+    # While a keep is pending: fold the buffer into G (nothing to fold the first time: G is
+    # unchanged) and keep until the buffer is full again or no keep is left.
+    _, carry = jax.lax.while_loop(lambda bc: bc[1]["found"], fold_and_fill, (base, find_next_keep(base, carry)))
 
     def apply_keeps(b, ainv):  # A⁻¹ − Σ_j W_jᵀ K_j W_j over the block of stored keeps b
         w_b = jax.lax.dynamic_slice_in_dim(carry["w"], b * merge, merge)  # (merge, r, d)
@@ -252,7 +252,10 @@ def _stream_chunk(state, chunk, uniforms, n_valid, target, *, rank: int, running
     ainv = jax.lax.fori_loop(0, (n_kept + merge - 1) // merge, apply_keeps, ainv)
     new = dict(state, ainv=ainv, kept=carry["kept"], pos=state["pos"] + n_valid)
     if running:
-        new["cov"] = cov + _mm(xf.T, xf)
+        # xf made to depend on the loops' result: S is then read by the loops before it is updated,
+        # and XLA updates it in place instead of copying it first.
+        late = xf + jnp.minimum(carry["j"], 0).astype(dtype)  # + 0 (j ≥ 0), opaque to XLA
+        new["cov"] = cov + _mm(late.T, late)
         new["count"] = state["count"] + n_valid
     if budget is not None:
         new["picks"] = carry["picks"]
@@ -338,20 +341,28 @@ def _gram(blocks, d: int, rank: int, dtype):
     return acc, count
 
 
+@functools.partial(jax.jit, static_argnames=("d", "dtype", "budget"))
+def _initial_state(seed, covariance, lamb, n_labeled, *, d: int, dtype, budget: int | None):
+    """The chunk kernel's state before the stream: ``A₀⁻¹ = (λI + S_L)⁻¹`` (Cholesky), the
+    covariance sum ``S_L`` (or a copy of the fixed ``Σ̂``: the state is donated to the kernel)."""
+    eye = jnp.eye(d, dtype=dtype)
+    seed = jnp.zeros((d, d), dtype) if seed is None else seed
+    ainv = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(lamb * eye + seed), eye)
+    state = {"ainv": (ainv + ainv.T) / 2, "cov": seed if covariance is None else jnp.copy(covariance.astype(dtype)),
+             "count": jnp.asarray(n_labeled, jnp.int32), "pos": jnp.int32(0), "kept": jnp.int32(0)}
+    if budget is not None:
+        state["picks"] = jnp.zeros((budget,), jnp.int32)
+    return state
+
+
 def _run(key, blocks, *, d: int, rank: int, dtype, budget: int | None, rate: float | None, total: int | None,
          lamb: float, labeled_blocks=None, covariance=None, uniforms=None, fn: str = "volume_stream"):
     """The whole procedure over a stream of embedding blocks. Returns int32 indices."""
     stream_key, fill_key = jax.random.split(key)
-    seed, n_labeled = (jnp.zeros((d, d), dtype), 0) if labeled_blocks is None else _gram(
-        labeled_blocks, d, rank, dtype)
-    a0 = lamb * jnp.eye(d, dtype=dtype) + seed
-    ainv = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(a0), jnp.eye(d, dtype=dtype))
+    seed, n_labeled = (None, 0) if labeled_blocks is None else _gram(labeled_blocks, d, rank, dtype)
+    state = _initial_state(seed, None if covariance is None else jnp.asarray(covariance), lamb, n_labeled,
+                           d=d, dtype=jnp.dtype(dtype), budget=budget)
     running = covariance is None
-    # The state is donated to the chunk kernel: a fixed covariance is copied so the caller's array survives.
-    state = {"ainv": (ainv + ainv.T) / 2, "cov": seed if running else jnp.array(covariance, dtype, copy=True),
-             "count": jnp.int32(n_labeled), "pos": jnp.int32(0), "kept": jnp.int32(0)}
-    if budget is not None:
-        state["picks"] = jnp.zeros((budget,), jnp.int32)
     target = jnp.int32(total) if budget is not None else jnp.asarray(rate, dtype)
     masks, seen = [], 0
     for chunk, n_valid in _rechunk(blocks, _CHUNK):

@@ -254,9 +254,13 @@ class _Inputs:
                 raise ValueError(_validate.message(fn, arg, "a non-empty pool", "an empty pool (0 examples)"))
             return dict(pool)
         if isinstance(pool, torch.utils.data.DataLoader):
-            if isinstance(pool.sampler, torch.utils.data.RandomSampler):
-                raise ValueError(_validate.message(fn, arg, "a DataLoader that keeps the order (shuffle=False)",
-                                                   "a DataLoader with shuffle=True: its indices would be meaningless"))
+            if not isinstance(pool.sampler, torch.utils.data.SequentialSampler):
+                raise ValueError(_validate.message(
+                    fn, arg, "a DataLoader that keeps the order (shuffle=False, the default sampler)",
+                    f"a DataLoader with a {type(pool.sampler).__name__}: the returned indices would be meaningless"))
+            if getattr(pool, "drop_last", False):
+                raise ValueError(_validate.message(fn, arg, "a DataLoader with drop_last=False",
+                                                   "drop_last=True: the last examples would never be considered"))
             self.n = len(pool.dataset) if hasattr(pool.dataset, "__len__") else None
             return pool
         if isinstance(pool, torch.utils.data.Dataset):

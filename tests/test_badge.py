@@ -239,3 +239,36 @@ def test_import_aljax_does_not_import_frameworks():
             "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_pool_the_model_cannot_take_names_the_function():
+    params, apply_fn, _ = _plain()
+    with pytest.raises(ValueError, match=r"aljax\.badge: `apply_fn\(params, x\)` failed on a chunk of the pool "
+                                         r"\(example shape \(4,\)\)"):
+        aljax.badge(params, apply_fn, jnp.ones((10, 4)), 3)
+
+
+def test_traced_integer_seed_and_row_indexing():
+    emb = _factored(0, 30)
+    jitted = jax.jit(aljax.kmeans_pp, static_argnums=2)(3, emb, 5)
+    np.testing.assert_array_equal(jitted, aljax.kmeans_pp(3, emb, 5))
+    row = emb[4]
+    assert row.a.shape == (1, 3) and row.h.shape == (1, 5)
+    np.testing.assert_array_equal(row.to_dense(), emb.to_dense()[4:5])
+
+
+def test_unhashable_features_fn_and_bounded_cache():
+    from aljax import _embeddings
+
+    class Unhashable:
+        __hash__ = None
+
+        def __call__(self, p, x):
+            return jnp.tanh(x @ p["w1"] + p["b1"])
+
+    params, apply_fn, pool = _plain()
+    idx = aljax.badge(params, apply_fn, pool, 3, features_fn=Unhashable())
+    np.testing.assert_array_equal(idx, aljax.badge(params, apply_fn, pool, 3))
+    for _ in range(_embeddings._JIT_CACHE_SIZE + 5):
+        aljax.last_layer_embedding(params, apply_fn, pool[:2], features_fn=lambda p, x: x)
+    assert len(_embeddings._JIT_CACHE) <= _embeddings._JIT_CACHE_SIZE

@@ -454,6 +454,9 @@ class ConvOnly(torch.nn.Module):
 def _bad_cases():
     model, x = torch_mlp(), pool_of(10)
     shuffled = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=4, shuffle=True)
+    subset = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=4,
+                                         sampler=torch.utils.data.SubsetRandomSampler(range(10)))
+    dropping = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=4, drop_last=True)
     softmaxed = torch.nn.Sequential(torch.nn.Linear(IN, C), torch.nn.Softmax(-1))
     return [
         (lambda: ta.to_jax(np.ones(3)), TypeError, "to_jax", "tensor"),
@@ -472,6 +475,8 @@ def _bad_cases():
         (lambda: ta.last_layer_embedding(model, x, batch_size=0), ValueError, "last_layer_embedding", "batch_size"),
         (lambda: ta.last_layer_embedding(model, x, head="nope"), ValueError, "last_layer_embedding", "head"),
         (lambda: ta.last_layer_embedding(model, shuffled), ValueError, "last_layer_embedding", "pool"),
+        (lambda: ta.last_layer_embedding(model, subset), ValueError, "last_layer_embedding", "pool"),
+        (lambda: ta.last_layer_embedding(model, dropping), ValueError, "last_layer_embedding", "pool"),
         (lambda: ta.last_layer_embedding(ConvOnly(), x), ValueError, "last_layer_embedding", "no torch.nn.Linear"),
         (lambda: ta.last_layer_embedding(softmaxed, x), ValueError, "last_layer_embedding", "not a Linear"),
         (lambda: ta.last_layer_embedding(torch_mlp(out=1), x), ValueError, "last_layer_embedding", "model"),

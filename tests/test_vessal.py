@@ -133,10 +133,11 @@ def test_matches_reference_rate_form_all_kinds(small_chunks, kind):
 
 
 def test_float32_agrees_with_float64_reference(small_chunks):
-    probs, h = _fisher(5, 400, c=5, dim=4, dtype=np.float32)
+    # C = 4, D = 12, k = 20: the kernel that test_iterable_pool_gives_the_array_picks[1] uses.
+    probs, h = _fisher(5, 400, c=4, dim=12, dtype=np.float32)
     uniforms = np.random.default_rng(1).uniform(size=400)
-    ref = _reference(_rows_np(probs, h, 1), uniforms, k=30)
-    out = _fast(aljax.FisherFactors(jnp.asarray(probs), jnp.asarray(h)), uniforms, rank=1, k=30)
+    ref = _reference(_rows_np(probs, h, 1), uniforms, k=20)
+    out = _fast(aljax.FisherFactors(jnp.asarray(probs), jnp.asarray(h)), uniforms, rank=1, k=20)
     np.testing.assert_array_equal(out[: len(ref)], ref)
 
 
@@ -151,10 +152,13 @@ def test_fisher_rows_are_class_aligned():
 # ---------------------------------------------------------------- counts and properties
 
 
+# Several tests share the width 16 and the budgets 1 and 40, so the chunk kernel compiles once for them.
+
+
 @settings(max_examples=5, deadline=None)
 @given(seed=st.integers(0, 2**30), k=st.sampled_from([1, 40]), zero_part=st.booleans())
 def test_budget_gives_exactly_k_unique(seed, k, zero_part):
-    emb = np.array(jax.random.normal(jax.random.key(seed), (120, 5)))
+    emb = np.array(jax.random.normal(jax.random.key(seed), (120, 16)))
     if zero_part:  # zero rows are never kept: forces a uniform fill of the shortfall
         emb[20:] = 0
     out = aljax.volume_stream(seed, jnp.asarray(emb), k)
@@ -164,20 +168,22 @@ def test_budget_gives_exactly_k_unique(seed, k, zero_part):
 
 
 def test_fill_is_uniform_over_the_skipped():
-    emb = jnp.zeros((12, 3))  # nothing is kept; every pick comes from the fill
-    counts = np.zeros(12)
+    emb = jnp.zeros((120, 16))  # nothing is kept; every pick comes from the fill
+    counts = np.zeros(120)
     for seed in range(100):
-        counts[np.asarray(aljax.volume_stream(seed, emb, 3))] += 1
+        counts[np.asarray(aljax.volume_stream(seed, emb, 40))] += 1
     from scipy import stats
     assert stats.chisquare(counts).pvalue > 1e-3
 
 
 def test_rate_count_matches_the_procedures_expectation(small_chunks):
     n, rate, runs = 150, 0.1, 100
-    emb = np.asarray(jax.random.normal(jax.random.key(1), (n, 4)))
-    fast = np.array([len(aljax.volume_stream(seed, jnp.asarray(emb), rate=rate)) for seed in range(runs)])
+    probs, h = _fisher(1, n, c=4, dim=12, dtype=np.float32)  # the kernel of the rate case below
+    emb = aljax.FisherFactors(jnp.asarray(probs), jnp.asarray(h))
+    fast = np.array([len(aljax.volume_stream(seed, emb, rate=rate)) for seed in range(runs)])
     rng = np.random.default_rng(0)
-    ref = np.array([len(_reference(emb[:, None], rng.uniform(size=n), rate=rate)) for _ in range(runs)])
+    rows = _rows_np(probs, h, 1)
+    ref = np.array([len(_reference(rows, rng.uniform(size=n), rate=rate)) for _ in range(runs)])
     se = np.sqrt(fast.var() / runs + ref.var() / runs)
     assert abs(fast.mean() - ref.mean()) < 4 * se
     assert 0.5 * rate * n < fast.mean() < 2 * rate * n
@@ -199,10 +205,10 @@ def test_keeps_far_fewer_duplicates_than_uniform():
 
 
 def test_same_picks_with_and_without_jit(maybe_jit):
-    emb = jax.random.normal(jax.random.key(2), (300, 8))
-    out = maybe_jit(lambda e: aljax.volume_stream(3, e, 15))(emb)
-    np.testing.assert_array_equal(out, aljax.volume_stream(3, emb, 15))
-    assert not np.array_equal(out, aljax.volume_stream(4, emb, 15))
+    emb = jax.random.normal(jax.random.key(2), (300, 16))
+    out = maybe_jit(lambda e: aljax.volume_stream(3, e, 40))(emb)
+    np.testing.assert_array_equal(out, aljax.volume_stream(3, emb, 40))
+    assert not np.array_equal(out, aljax.volume_stream(4, emb, 40))
 
 
 # ---------------------------------------------------------------- the front door
@@ -233,28 +239,28 @@ def test_iterable_pool_gives_the_array_picks(small_chunks, rank):
     params, apply_fn, features, pool = _model_and_pool()
     kw = dict(key=5, rank=rank, features_fn=features)
     by_array = aljax.vessal(params, apply_fn, pool, 20, batch_size=50, **kw)
-    by_stream = aljax.vessal(params, apply_fn, _batches(pool, [37, 90]), 20, length=len(pool), **kw)
+    by_stream = aljax.vessal(params, apply_fn, _batches(pool, [90, 50]), 20, length=len(pool), **kw)
     np.testing.assert_array_equal(by_array, by_stream)
     if rank == 2:
         return
     rate_array = aljax.vessal(params, apply_fn, pool, rate=0.1, **kw)
-    rate_stream = aljax.vessal(params, apply_fn, _batches(pool, [90, 37]), rate=0.1, **kw)
+    rate_stream = aljax.vessal(params, apply_fn, _batches(pool, [50, 90]), rate=0.1, **kw)
     np.testing.assert_array_equal(rate_array, rate_stream)
 
 
-def test_vessal_is_volume_stream_on_the_fisher_embedding():
+def test_vessal_is_volume_stream_on_the_fisher_embedding(small_chunks):
     params, apply_fn, features, pool = _model_and_pool()
     labeled = pool[:30]
     emb = aljax.fisher_embedding(params, apply_fn, pool)
     lab = aljax.fisher_embedding(params, apply_fn, labeled)
-    out = aljax.vessal(params, apply_fn, pool, 12, key=1, rank=2, labeled=labeled, seed_fisher=True)
-    np.testing.assert_array_equal(out, aljax.volume_stream(1, emb, 12, rank=2, labeled_emb=lab))
+    out = aljax.vessal(params, apply_fn, pool, 20, key=1, rank=2, labeled=labeled, seed_fisher=True)
+    np.testing.assert_array_equal(out, aljax.volume_stream(1, emb, 20, rank=2, labeled_emb=lab))
     # precompute_covariance = the fixed mean of UᵀU over the labeled set and the pool
     rows = np.concatenate([_rows_np(lab.probs, lab.h, 2), _rows_np(emb.probs, emb.h, 2)])
     cov = np.einsum("nri,nrj->ij", rows, rows) / len(rows)
-    pre = aljax.vessal(params, apply_fn, pool, 12, key=1, rank=2, labeled=labeled, seed_fisher=True,
+    pre = aljax.vessal(params, apply_fn, pool, 20, key=1, rank=2, labeled=labeled, seed_fisher=True,
                        precompute_covariance=True)
-    ref = aljax.volume_stream(1, emb, 12, rank=2, labeled_emb=lab, covariance=jnp.asarray(cov, jnp.float32))
+    ref = aljax.volume_stream(1, emb, 20, rank=2, labeled_emb=lab, covariance=jnp.asarray(cov, jnp.float32))
     np.testing.assert_array_equal(pre, ref)
 
 
@@ -342,9 +348,10 @@ def test_vessal_bad_input(case):
         aljax.vessal(params, apply_fn, pool, k, **kwargs)
 
 
-def test_vessal_declared_length_must_match():
+def test_vessal_declared_length_must_match(small_chunks):
     params, apply_fn, _, pool = _model_and_pool(40)
+    kw = dict(rank=2)  # k = 20 at rank 2 in chunks of 64: the kernel compiled for the tests above
     with pytest.raises(ValueError, match=r"aljax\.vessal: .*declared length is 50"):
-        aljax.vessal(params, apply_fn, iter([pool[:20], pool[20:]]), 3, length=50)
+        aljax.vessal(params, apply_fn, iter([pool[:20], pool[20:]]), 20, length=50, **kw)
     with pytest.raises(ValueError, match=r"aljax\.vessal: .*more than its declared length 30"):
-        aljax.vessal(params, apply_fn, iter([pool[:20], pool[20:]]), 3, length=30)
+        aljax.vessal(params, apply_fn, iter([pool[:20], pool[20:]]), 20, length=30, **kw)
