@@ -7,12 +7,18 @@ Woodbury update ``A⁻¹ − A⁻¹u (1 + uᵀA⁻¹u)⁻¹ uᵀA⁻¹`` evaluat
 aljax: ``aljax.volume_stream`` on ``FisherFactors`` (rank 1), compile timed separately.
 
     python benchmarks/vessal_speed.py [--classes 10 --dim 64 --loop-n 2000 --n 100000
-                                       --big-dim 512 --big-n 100000 --keep 0.01 --repeats 3]
+                                       --big-dim 512 --big-n 20000 --keep 0.01 --repeats 3
+                                       --big-repeats 1]
+
+At d = 5,120 the time per point is two d × d matrix products (``X A⁻¹`` and ``XᵀX``, about
+2·10⁸ flops a point, so a few hundred points/s on a laptop-class CPU) plus one ``S Wᵀ``
+matrix-vector product per keep; the default big stream is short enough for a couple of minutes.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -73,12 +79,13 @@ def main():
     parser.add_argument("--loop-n", type=int, default=2000, help="stream length for the per-point loop")
     parser.add_argument("--n", type=int, default=100_000, help="stream length for aljax at d = C·dim")
     parser.add_argument("--big-dim", type=int, default=512, help="D for the large case (d = 5,120)")
-    parser.add_argument("--big-n", type=int, default=100_000, help="stream length at d = C·big-dim (0: skip)")
+    parser.add_argument("--big-n", type=int, default=20_000, help="stream length at d = C·big-dim (0: skip)")
     parser.add_argument("--keep", type=float, default=0.01, help="budget as a fraction of the stream")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--big-repeats", type=int, default=1, help="timed runs at d = C·big-dim")
     args = parser.parse_args()
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
-          f"internal chunk {_vessal._CHUNK}")
+          f"internal chunk {_vessal._CHUNK}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     d = args.classes * args.dim
 
     # Same stream, same budget: the per-point loop against aljax.
@@ -91,14 +98,14 @@ def main():
     print(f"d = {d}, stream {args.loop_n}, k = {k}: per-point loop {args.loop_n / loop:,.0f} points/s, "
           f"aljax {args.loop_n / fast:,.0f} points/s (compile {compile_s:.1f} s) -> {loop / fast:,.0f}x")
 
-    for dim, n in ((args.dim, args.n), (args.big_dim, args.big_n)):
+    for dim, n, repeats in ((args.dim, args.n, args.repeats), (args.big_dim, args.big_n, args.big_repeats)):
         if n <= 0:
             continue
         emb = fisher_stream(jax.random.key(1), n, args.classes, dim)
         k = max(1, int(args.keep * n))
-        compile_s, fast = time_aljax(emb, k, args.repeats)
+        compile_s, fast = time_aljax(emb, k, repeats)
         print(f"d = {args.classes * dim}, stream {n:,}, k = {k:,}: aljax {n / fast:,.0f} points/s "
-              f"({fast:.2f} s; compile {compile_s:.1f} s)")
+              f"({fast:.2f} s; compile {compile_s:.1f} s; load average {os.getloadavg()[0]:.1f})")
 
 
 if __name__ == "__main__":
