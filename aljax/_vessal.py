@@ -116,7 +116,7 @@ def _stream_chunk(state, chunk, uniforms, n_valid, target, *, rank: int, running
     (fixed) —, ``count`` (points in ``S``), ``pos`` (global position of the chunk's first point),
     ``kept`` and, in the budget form, ``picks`` ``(budget,)``. ``target`` is the stream length
     ``N`` (budget form) or the rate. Returns the new state and the chunk's keep mask. ``state``
-    is donated, so ``A⁻¹`` is updated in place (XLA still copies ``S`` once per chunk).
+    is donated, so ``A⁻¹`` and ``S`` are updated in place, never copied.
 
     Blocked: ``G = X A_f⁻¹`` for the whole chunk is one matrix product (``A_f`` the ``A`` at the
     last fold, the chunk start at first). The points kept since then, ``V`` (``m·r`` rows, at
@@ -240,7 +240,8 @@ def _stream_chunk(state, chunk, uniforms, n_valid, target, *, rank: int, running
         carry["picks"] = state["picks"]
     # While a keep is pending: fold the buffer into G (nothing to fold the first time: G is
     # unchanged) and keep until the buffer is full again or no keep is left.
-    _, carry = jax.lax.while_loop(lambda bc: bc[1]["found"], fold_and_fill, (base, find_next_keep(base, carry)))
+    carry = find_next_keep(base, carry)
+    _, carry = jax.lax.while_loop(lambda bc: bc[1]["found"], fold_and_fill, (base, carry))
 
     def apply_keeps(b, ainv):  # A⁻¹ − Σ_j W_jᵀ K_j W_j over the block of stored keeps b
         w_b = jax.lax.dynamic_slice_in_dim(carry["w"], b * merge, merge)  # (merge, r, d)
