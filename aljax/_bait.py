@@ -39,8 +39,9 @@ _UNROLL_MAX_RANK = 16
 # Below this pool size the forward loop uses the quick-to-compile (not unrolled) small inverse.
 _UNROLL_MIN_POINTS = 4096
 _SYMMETRIC_MIN_DIM = 256
-# Rebuild the per-point blocks exactly once their estimated rounding error reaches this fraction
-# of the largest block (see ``_refresh``).
+# Rebuild the per-point blocks exactly once the rounding of their accumulated corrections,
+# eps·Σ‖ΔH_i‖, reaches this fraction of the largest gain (see ``_refresh``). Tuned on float32 vs
+# float64 runs with λ ≪ ‖X_i‖²: 1e-4 already let one test case drift.
 _REFRESH_TOL = 1e-5
 
 
@@ -340,30 +341,35 @@ def _chunk_norms(x):
     return jnp.sqrt(jnp.sum(x * x, axis=(1, 2)))
 
 
-def _refresh(rows, a, fisher, g, h, drift, excluded, symmetric):
+def _refresh(rows, a, fisher, g, h, drift, excluded, symmetric, gains_fn):
     """Recompute ``G_i = X_i A X_iᵀ`` and ``H_i = X_i A F A X_iᵀ`` exactly from ``A`` when the
     rank-``r`` corrections may have cancelled away too much precision.
 
-    ``drift`` bounds each point's accumulated rounding in ``H_i`` in units of ``eps``: the size of
-    ``H_i`` at the last exact computation plus the sizes of every correction since. Once the
-    corrections have cancelled ``H`` down by a factor near ``1/(eps·tol)`` (typical when ``λ`` is
-    small against ``‖X_i‖²``, or once the picks span most of the ``d`` columns), the relative error
-    of the gains would reach ``tol``: then ``G`` and ``H`` are rebuilt (``A`` itself stays accurate,
-    its Woodbury updates do not cancel in this way). Leaves the state unchanged otherwise.
+    ``drift_i`` is the sum of the sizes ``‖ΔH_i‖`` of the corrections since the last exact
+    computation; their rounding moves the gain ``tr(H_i (I ± G_i)⁻¹)`` by about ``eps·drift_i``
+    (``‖(I + G_i)⁻¹‖ ≤ 1``). When λ is small against ``‖X_i‖²``, or once the picks span most of
+    the ``d`` columns, the corrections cancel ``H`` by many orders of magnitude and the gains lose
+    their ranking: measured in float32, picks left float64's after ~15 steps. So: rebuild both
+    blocks (and the gains) once ``eps·max drift > _REFRESH_TOL·max |gain|`` over the live points
+    (float64: practically never). ``A`` itself stays accurate (relative error ~1e-6 in float32 in
+    the same runs), so the rebuilt blocks are too. A rebuild costs two ``_quad`` passes
+    (``O(n·d²)``) plus ``A F A``; well-conditioned runs need none, ill-conditioned ones a few.
+    ``gains_fn(g, h)``: the gains (or costs) of chunked blocks; returns ``g, h, drift, gains``.
     Chunked layout: ``rows`` as ``_counts`` sees them, ``g, h (nc, r, r, b)``, ``drift,
     excluded (nc, b)``."""
     eps = jnp.finfo(g.dtype).eps
-    size = jnp.where(excluded, 0, _chunk_norms(h))
+    gains = gains_fn(g, h)
+    scale = jnp.max(jnp.where(excluded, 0, jnp.abs(gains)))
     worst = jnp.max(jnp.where(excluded, 0, drift))
-    stale = eps * worst > _REFRESH_TOL * jnp.max(size)
+    stale = eps * worst > _REFRESH_TOL * scale
 
     def exact(_):
         b_mat = _sym(_mm(_mm(a, fisher), a))
         g_new = jax.lax.map(lambda rc: _quad(rc, a, symmetric), rows)
         h_new = jax.lax.map(lambda rc: _quad(rc, b_mat, symmetric), rows)
-        return g_new, h_new, _chunk_norms(h_new)
+        return g_new, h_new, jnp.zeros_like(drift), gains_fn(g_new, h_new)
 
-    return jax.lax.cond(stale, exact, lambda _: (g, h, drift), None)
+    return jax.lax.cond(stale, exact, lambda _: (g, h, drift, gains), None)
 
 
 def _forward_backward(pool, labeled, lamb, k, n_forward, chunk):
@@ -400,15 +406,15 @@ def _forward_backward(pool, labeled, lamb, k, n_forward, chunk):
 
     def forward(t, state):
         a, g, h, drift, taken, picks = state
-        g, h, drift = _refresh(rows, a, fisher, g, h, drift, taken, symmetric)
-        gains = jax.vmap(lambda gc, hc: _gains(gc, hc, 1.0, unroll=n >= _UNROLL_MIN_POINTS))(g, h)
+        gains_fn = jax.vmap(lambda gc, hc: _gains(gc, hc, 1.0, unroll=n >= _UNROLL_MIN_POINTS))
+        g, h, drift, gains = _refresh(rows, a, fisher, g, h, drift, taken, symmetric, gains_fn)
         p = jnp.argmax(jnp.where(taken, -jnp.inf, gains).reshape(-1)).astype(jnp.int32)
         directions, a = _woodbury_directions(a, fisher, _row(rows, p), 1.0)
         g, h, dh = jax.vmap(lambda rc, gc, hc: _update_chunk(rc, gc, hc, directions, 1.0))(rows, g, h)
         taken = taken.reshape(-1).at[p].set(True).reshape(nc, b)
         return a, g, h, drift + dh, taken, picks.at[t].set(p)
 
-    state = (a, g, h, _chunk_norms(h), ~valid, jnp.zeros(n_forward, jnp.int32))
+    state = (a, g, h, jnp.zeros((nc, b), dtype), ~valid, jnp.zeros(n_forward, jnp.int32))
     a, g, h, drift, _, picks = jax.lax.fori_loop(0, n_forward, forward, state)
     if n_forward == k:
         return picks
@@ -423,10 +429,14 @@ def _forward_backward(pool, labeled, lamb, k, n_forward, chunk):
 
     def backward(t, state):
         a, g, h, drift, removed = state
-        g, h, drift = _refresh(sub, a, fisher, g[None], h[None], drift[None], removed[None], symmetric)
-        g, h, drift = g[0], h[0], drift[0]
+        g, h, drift, cost = _refresh(sub, a, fisher, g[None], h[None], drift[None], removed[None], symmetric,
+                                     jax.vmap(lambda gc, hc: _gains(gc, hc, -1.0)))
         # Removing j changes the objective by + tr(H_j (I − G_j)⁻¹) ≥ 0: drop the cheapest.
-        cost = _gains(g, h, -1.0)
+        g, h, drift, cost = g[0], h[0], drift[0], cost[0]
+        # In exact arithmetic I − G_j is positive definite and the cost positive; when rounding
+        # breaks that, removing j would uncover a direction almost only j spans: keep it.
+        # (The largest finite number, not inf, so that a removed point is never chosen again.)
+        cost = jnp.where((cost >= 0) & jnp.isfinite(cost), cost, jnp.finfo(cost.dtype).max)
         q = jnp.argmin(jnp.where(removed, jnp.inf, cost)).astype(jnp.int32)
         directions, a = _woodbury_directions(a, fisher, _row(sub, q), -1.0)
         g, h, dh = _update_chunk(sub_chunk, g, h, directions, -1.0)
@@ -494,6 +504,22 @@ def _n_forward(k: int, oversample: float, n: int) -> int:
     return min(int(math.ceil(round(oversample * k, 9))), n)
 
 
+def _check_probs_sum(fn: str, arg: str, probs) -> None:
+    """Rows of ``probs`` must sum to 1: the Fisher sum (block diagonal minus ``ZᵀZ``) and the null
+    vector ``√p`` of ``S_i`` rely on it, and unnormalised rows silently give other picks. Checked on
+    concrete inputs only, to ``max(1e-3, 4·eps)`` (float32 softmax outputs pass)."""
+    if probs.shape[0] == 0 or not _validate.is_concrete(probs):
+        return
+    dtype = jnp.result_type(probs)
+    tol = max(1e-3, 4 * float(jnp.finfo(dtype).eps)) if jnp.issubdtype(dtype, jnp.floating) else 1e-3
+    err = np.abs(np.asarray(jnp.sum(probs, axis=1), np.float64) - 1)
+    if err.max() > tol:
+        i = int(err.argmax())
+        raise ValueError(_validate.message(
+            fn, arg, f"FisherFactors whose probabilities sum to 1 in every row (within {tol:g})",
+            f"row {i} summing to {float(np.sum(np.asarray(probs[i], np.float64))):.6g}"))
+
+
 def _as_rows(fn: str, arg: str, emb, like=None):
     """Validated internal rows from a FisherFactors or a dense ``(n, r, d)`` array."""
     if isinstance(emb, FisherFactors):
@@ -508,6 +534,7 @@ def _as_rows(fn: str, arg: str, emb, like=None):
         if _validate.is_concrete(emb.probs) and bool(jnp.any(emb.probs < 0)):
             raise ValueError(_validate.message(fn, arg, "FisherFactors with probabilities >= 0",
                                                "negative probabilities"))
+        _check_probs_sum(fn, arg, emb.probs)
         return _from_fisher_factors(emb)
     if like is not None and isinstance(like, FisherFactors):
         raise TypeError(_validate.message(fn, arg, "the type of `pool_emb` (FisherFactors)", type(emb).__name__))
@@ -558,6 +585,8 @@ def fisher_greedy(pool_emb, k: int, *, labeled_emb=None, lamb: float = 1.0, over
     * backward: while more than ``k`` remain, remove the point whose removal increases
       ``tr(M⁻¹F)`` least, ``tr(X M⁻¹ F M⁻¹ Xᵀ (I − X M⁻¹ Xᵀ)⁻¹)``.
 
+    ``FisherFactors`` probabilities must sum to 1 in every row (checked on concrete inputs).
+
     Ties go to the lowest pool index (forward) or the earliest pick (backward); a pool with zero
     Fisher therefore yields its first ``k`` indices.
 
@@ -565,7 +594,11 @@ def fisher_greedy(pool_emb, k: int, *, labeled_emb=None, lamb: float = 1.0, over
     blocks ``X_i A X_iᵀ`` and ``X_i A F A X_iᵀ``, updated by rank-``r`` corrections after each
     Woodbury step; ``F`` is built as a block diagonal minus ``ZᵀZ``. A step costs
     ``O(n·r·C·D + n·r³ + r·d²)`` for :class:`~aljax.FisherFactors` (``d = C·D``) and
-    ``O(n·r²·d + r·d²)`` for dense rows, against ``O(n·r·d²)`` for the reference; memory is
+    ``O(n·r²·d + r·d²)`` for dense rows, against ``O(n·r·d²)`` for the reference. When the
+    corrections have cancelled the blocks by enough to threaten the ranking (λ small against the
+    Fisher, or picks that span most of the ``d`` columns), the blocks are rebuilt exactly from
+    ``M⁻¹`` (``O(n·d²)``, a few times per run), so float32 follows float64; in the backward pass
+    a point whose ``I − X M⁻¹ Xᵀ`` rounds to indefinite is kept. Memory is
     ``O(d² + n·r²)`` beyond the input. Everything from building ``F`` to the last pick runs in one
     ``jax.jit`` with ``lax.fori_loop``.
 

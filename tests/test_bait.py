@@ -120,6 +120,55 @@ def test_float32_picks_match_float64_reference(seed):
     np.testing.assert_array_equal(np.asarray(aljax.fisher_greedy(emb, 4)), expected)
 
 
+def _objective(emb, picks, lamb):
+    """``tr((λI + Σ_S X_iᵀX_i)⁻¹ F)`` in float64 from the dense rows (no labeled set)."""
+    x = dense_fisher_rows(emb.probs, emb.h)
+    fisher = np.einsum("nri,nrj->ij", x, x) / len(x)
+    m = lamb * np.eye(x.shape[2]) + np.einsum("nri,nrj->ij", x[picks], x[picks])
+    return np.trace(np.linalg.solve(m, fisher))
+
+
+# λ tiny against ‖X_i‖² (directly, or through large features), and k·(C − 1) = 180 > C·D = 160:
+# the rank-r corrections of the blocks cancel them by many orders of magnitude.
+ILL_CONDITIONED = [(1e-4, 1.0, 20, 2.0), (1.0, 100.0, 20, 2.0), (1e-2, 10.0, 20, 2.0), (1e-2, 10.0, 40, 1.0)]
+
+
+@pytest.mark.parametrize("lamb, scale, k, oversample", ILL_CONDITIONED)
+def test_float32_matches_float64_when_lambda_is_small(lamb, scale, k, oversample):
+    """Float32 must not drift from float64 when λ is small against the Fisher (near-ties may
+    legitimately flip a pick, so the objective is compared, and most picks must agree)."""
+    with jax.enable_x64(True):
+        emb = random_factors(3, 300, 10, 16, temperature=2.0)
+        emb = aljax.FisherFactors(emb.probs, emb.h * scale)
+        assert emb.h.dtype == jnp.float64
+        f64 = np.asarray(aljax.fisher_greedy(emb, k, lamb=lamb, oversample=oversample))
+        probs, h = np.asarray(emb.probs), np.asarray(emb.h)
+    emb32 = aljax.FisherFactors(jnp.asarray(probs, jnp.float32), jnp.asarray(h, jnp.float32))
+    f32 = np.asarray(aljax.fisher_greedy(emb32, k, lamb=lamb, oversample=oversample))
+    assert len(set(f32.tolist())) == k
+    assert len(set(f32.tolist()) & set(f64.tolist())) >= k - 2
+    emb = aljax.FisherFactors(probs, h)
+    obj32, obj64 = _objective(emb, f32, lamb), _objective(emb, f64, lamb)
+    assert obj32 <= obj64 * (1 + 1e-3), (obj32, obj64)
+
+
+def test_exact_refresh_of_the_blocks_keeps_the_reference_picks(monkeypatch):
+    """Rebuilding G and H from A at every step (the drift guard at its most eager) changes nothing."""
+    monkeypatch.setattr(_bait, "_REFRESH_TOL", 0.0)
+    kernel = jax.jit(_bait._forward_backward, static_argnames=("k", "n_forward", "chunk"))
+    with jax.enable_x64(True):
+        emb = random_factors(5, 26, 3, 4)
+        pool, lab = emb[:20], emb[20:]
+        for labeled in (None, lab):
+            expected = reference_bait(dense_fisher_rows(pool.probs, pool.h),
+                                      None if labeled is None else dense_fisher_rows(lab.probs, lab.h), 4, lamb=0.5)
+            got = kernel(_bait._from_fisher_factors(pool),
+                         None if labeled is None else _bait._from_fisher_factors(lab), 0.5, k=4, n_forward=8, chunk=7)
+            np.testing.assert_array_equal(np.asarray(got), expected)
+            got = kernel(pool.to_dense(), None if labeled is None else lab.to_dense(), 0.5, k=4, n_forward=8, chunk=7)
+            np.testing.assert_array_equal(np.asarray(got), expected)
+
+
 def test_factored_rows_are_the_exact_fisher():
     emb = random_factors(0, 5, 3, 4, dtype=np.float32)
     rows = np.asarray(emb.to_dense(), np.float64)
@@ -181,7 +230,10 @@ def test_structured_blocks_and_updates_equal_dense_formulas(kind):
             directions, a_new = woodbury(jnp.asarray(a), jnp.asarray(fisher), _bait._row(rows, p), sign)
             expected_a = np.linalg.inv(np.linalg.inv(a) + sign * x[p].T @ x[p])
             np.testing.assert_allclose(np.asarray(a_new), expected_a, rtol=1e-8, atol=1e-10)
-            g_new, h_new = update(chunk, jnp.asarray(g), jnp.asarray(h), directions, sign)
+            g_new, h_new, dh_norm = update(chunk, jnp.asarray(g), jnp.asarray(h), directions, sign)
+            # The size of the H correction, which drives the exact refresh of the blocks.
+            np.testing.assert_allclose(np.linalg.norm(np.asarray(h_new) - h, axis=(0, 1)), np.asarray(dh_norm),
+                                       rtol=1e-8, atol=1e-10)
             np.testing.assert_allclose(np.asarray(g_new).transpose(2, 0, 1), x @ expected_a @ x.transpose(0, 2, 1),
                                        rtol=1e-8, atol=1e-10)
             np.testing.assert_allclose(np.asarray(h_new).transpose(2, 0, 1),
@@ -315,6 +367,10 @@ GREEDY_BAD = [
     ("pool_emb", dict(pool_emb=jnp.full((10, 3, 12), jnp.nan)), ValueError),
     ("pool_emb", dict(pool_emb=aljax.FisherFactors(-jnp.ones((10, 3)), jnp.ones((10, 4)))), ValueError),
     ("labeled_emb", dict(labeled_emb=random_factors(0, 5, 3, 5, dtype=np.float32)), ValueError),
+    # Rows of probabilities that do not sum to 1 (the Fisher sum relies on it).
+    ("pool_emb", dict(pool_emb=aljax.FisherFactors(jnp.full((10, 3), 0.5), jnp.ones((10, 4)))), ValueError),
+    ("pool_emb", dict(pool_emb=aljax.FisherFactors(_good().probs.at[7, 1].add(0.01), _good().h)), ValueError),
+    ("labeled_emb", dict(labeled_emb=aljax.FisherFactors(jnp.full((5, 3), 0.3), jnp.ones((5, 4)))), ValueError),
     ("labeled_emb", dict(labeled_emb=jnp.ones((5, 3, 12))), TypeError),
     ("labeled_emb", dict(pool_emb=jnp.ones((10, 3, 12)), labeled_emb=jnp.ones((5, 2, 12))), ValueError),
     ("labeled_emb", dict(pool_emb=jnp.ones((10, 3, 12)), labeled_emb=random_factors(0, 5, 3, 4, dtype=np.float32)), TypeError),
