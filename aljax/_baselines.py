@@ -15,43 +15,16 @@ import jax
 import jax.numpy as jnp
 
 from . import _validate
-from ._embeddings import _first_chunk, logits_and_features, map_chunks
+from ._embeddings import _check_outputs, _first_chunk, _output_shape, cached, logits_and_features, map_chunks
 from .scores import _bald_from_parts, _bald_parts, _entropy, _least_confidence, _margin, _top_k
 
 _HIGHEST = jax.lax.Precision.HIGHEST
-_JIT_CACHE: dict = {}
-
-
-def _cached(tag: str, apply_fn: Callable, build: Callable) -> Callable:
-    """One jitted function per (tag, user callable); unhashable callables are keyed by identity."""
-    try:
-        key = (tag, apply_fn)
-        hash(key)
-    except TypeError:
-        key = (tag, id(apply_fn))
-    if key not in _JIT_CACHE:
-        _JIT_CACHE[key] = build()
-    return _JIT_CACHE[key]
-
-
-def _check_logit_shape(fn: str, out) -> None:
-    if out.ndim != 2:
-        raise ValueError(_validate.message(fn, "apply_fn", "a function returning 2-D logits (batch, C)",
-                                           f"outputs of shape {out.shape}"))
-    if out.shape[1] < 2:
-        raise ValueError(_validate.message(fn, "apply_fn", "logits with at least 2 classes",
-                                           f"outputs of shape {out.shape}"))
-    if not jnp.issubdtype(out.dtype, jnp.floating):
-        raise TypeError(_validate.message(fn, "apply_fn", "a function returning floating logits",
-                                          f"dtype {out.dtype}"))
-
-
 def _pool_logits(fn: str, params, apply_fn: Callable, pool, n: int, batch_size: int) -> jax.Array:
     """``apply_fn`` over the pool in chunks, with shape checks on one chunk first."""
     if not callable(apply_fn):
         raise TypeError(_validate.message(fn, "apply_fn", "a callable apply_fn(params, x)", type(apply_fn).__name__))
-    forward = _cached("logits", apply_fn, lambda: jax.jit(apply_fn))
-    _check_logit_shape(fn, jax.eval_shape(forward, params, _first_chunk(pool, n, batch_size)))
+    forward = cached("logits", apply_fn, lambda: jax.jit(apply_fn))
+    _check_outputs(fn, _output_shape(fn, forward, params, _first_chunk(pool, n, batch_size)), "classification")
     logits = map_chunks(lambda chunk: forward(params, chunk), pool, n, batch_size)
     _validate.check_finite(fn, "the model's outputs (logits)", logits)
     return logits
@@ -244,10 +217,10 @@ def bald(params, apply_fn: Callable, pool, k: int, *, key=0, mc_samples: int = 2
     except TypeError as err:
         raise TypeError(_validate.message(fn, "apply_fn", "a stochastic apply_fn(params, x, key) (e.g. MC dropout)",
                                           f"a function that cannot be called that way ({err})")) from None
-    _check_logit_shape(fn, out)
-    parts_fn = _cached("bald", apply_fn, lambda: _bald_chunk_fn(apply_fn))
+    _check_outputs(fn, out, "classification")
+    parts_fn = cached("bald", apply_fn, lambda: _bald_chunk_fn(apply_fn))
     if _validate.is_concrete(params, first):
-        forward = _cached("bald_probe", apply_fn, lambda: jax.jit(apply_fn))
+        forward = cached("bald_probe", apply_fn, lambda: jax.jit(apply_fn))
         a, b = forward(params, first, keys[0]), forward(params, first, keys[1])
         if bool(jnp.all(a == b)):
             raise ValueError(_validate.message(

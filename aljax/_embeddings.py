@@ -34,19 +34,23 @@ def _cache_key(obj):
         return ("id", id(obj))
 
 
-def _cached_jit(tag: str, fn: Callable, *static) -> Callable:
-    """One jitted function per (tag, user callable, static options), so repeated calls with the
-    same shapes never recompile. Unhashable callables are keyed by identity. The cache keeps the
-    64 most recently used entries (a fresh lambda per call compiles anew each time: define the
-    function once)."""
+def cached(tag: str, fn: Callable, build: Callable[[], Callable], *static) -> Callable:
+    """``build()``'s jitted function, made once per (tag, user callable, static options), so
+    repeated calls with the same shapes never recompile. Unhashable callables are keyed by
+    identity. The cache keeps the 64 most recently used entries (a fresh lambda per call compiles
+    anew each time: define the function once)."""
     key = (tag, _cache_key(fn), tuple(_cache_key(o) for o in static))
     if key in _JIT_CACHE:
         _JIT_CACHE.move_to_end(key)
     else:
-        _JIT_CACHE[key] = _build(tag, fn, *static)
+        _JIT_CACHE[key] = build()
         if len(_JIT_CACHE) > _JIT_CACHE_SIZE:
             _JIT_CACHE.popitem(last=False)
     return _JIT_CACHE[key]
+
+
+def _cached_jit(tag: str, fn: Callable, *static) -> Callable:
+    return cached(tag, fn, lambda: _build(tag, fn, *static), *static)
 
 
 def _build(tag: str, fn: Callable, *static) -> Callable:
