@@ -8,6 +8,7 @@ value checks (NaN/Inf) run only on concrete arrays (see :func:`check_finite`).
 from __future__ import annotations
 
 import numbers
+from collections.abc import Iterable
 from typing import Any
 
 import jax
@@ -118,3 +119,32 @@ def check_finite(fn: str, what: str, *arrays) -> None:
         if not bool(jnp.all(jnp.isfinite(x))):
             bad = int(jnp.sum(~jnp.isfinite(x)))
             raise ValueError(f"aljax.{fn}: {what} contain {bad} NaN/Inf value(s); they must be finite.")
+
+
+def is_batch_iterable(pool) -> bool:
+    """An iterable of batches (a generator, an iterator, a re-iterable object such as a data
+    loader), as opposed to an array or a pytree of arrays (lists, tuples and dicts are pytrees)."""
+    if hasattr(pool, "shape") or isinstance(pool, (list, tuple, dict)):
+        return False
+    return isinstance(pool, Iterable)
+
+
+def batch_signature(batch):
+    leaves, treedef = jax.tree_util.tree_flatten(batch)
+    return treedef, tuple((tuple(getattr(x, "shape", ())[1:]), str(getattr(x, "dtype", type(x).__name__)))
+                          for x in leaves)
+
+
+def checked_batches(fn: str, pool: Iterable):
+    """Iterate the user's batches, refusing batches whose trailing shape (or structure) changes."""
+    first = None
+    for number, batch in enumerate(pool):
+        pool_size(fn, batch, arg="pool")
+        signature = batch_signature(batch)
+        if first is None:
+            first = signature
+        elif signature != first:
+            raise ValueError(message(
+                fn, "pool", f"batches with the same structure and trailing shape as the first {first[1]}",
+                f"{signature[1]} at batch {number}"))
+        yield batch

@@ -538,35 +538,6 @@ def _check_covariance(fn, covariance, d):
 # Front door.
 
 
-def _is_batch_iterable(pool) -> bool:
-    """An iterable of batches (a generator, an iterator, a re-iterable object such as a data
-    loader), as opposed to an array or a pytree of arrays (lists, tuples and dicts are pytrees)."""
-    if hasattr(pool, "shape") or isinstance(pool, (list, tuple, dict)):
-        return False
-    return isinstance(pool, Iterable)
-
-
-def _batch_signature(batch):
-    leaves, treedef = jax.tree_util.tree_flatten(batch)
-    return treedef, tuple((tuple(getattr(x, "shape", ())[1:]), str(getattr(x, "dtype", type(x).__name__)))
-                          for x in leaves)
-
-
-def _checked_batches(fn: str, pool: Iterable):
-    """Iterate the user's batches, refusing batches whose trailing shape (or structure) changes."""
-    first = None
-    for number, batch in enumerate(pool):
-        _validate.pool_size(fn, batch, arg="pool")
-        signature = _batch_signature(batch)
-        if first is None:
-            first = signature
-        elif signature != first:
-            raise ValueError(_validate.message(
-                fn, "pool", f"batches with the same structure and trailing shape as the first {first[1]}",
-                f"{signature[1]} at batch {number}"))
-        yield batch
-
-
 def vessal(params, apply_fn: Callable, pool, k: int | None = None, *, rate: float | None = None, key=0,
            rank: int = 1, labeled=None, seed_fisher: bool = False, precompute_covariance: bool = False,
            lamb: float = 0.01, batch_size: int = 1024, features_fn: Callable | None = None,
@@ -644,7 +615,7 @@ def vessal(params, apply_fn: Callable, pool, k: int | None = None, *, rate: floa
                                         fn_name=fn)
         return FisherFactors(jax.nn.softmax(logits, axis=-1), h)
 
-    streaming = _is_batch_iterable(pool)
+    streaming = _validate.is_batch_iterable(pool)
     if streaming:
         if length is not None:
             length = _validate.check_int(fn, "length", length, low=1)
@@ -659,7 +630,7 @@ def vessal(params, apply_fn: Callable, pool, k: int | None = None, *, rate: floa
                                                f"a one-shot iterator ({type(pool).__name__})"))
 
         def blocks():
-            return (embed(batch) for batch in _checked_batches(fn, pool))
+            return (embed(batch) for batch in _validate.checked_batches(fn, pool))
 
         first_iter = blocks()
         try:
