@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from . import _validate
 from ._embeddings import factored_embedding
+from ._sharding import auto_axes, row_layout, take_row
 from ._types import Factored
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -31,26 +32,45 @@ def _sqnorms(emb, dtype) -> jax.Array:
 def _inner_with_row(emb, i, dtype) -> jax.Array:
     """``<g_j, g_i>`` for every row j. Factored: ``(a_j·a_i)(h_j·h_i)``, O(n(C + D))."""
     if isinstance(emb, Factored):
-        aa = jnp.matmul(emb.a, emb.a[i], precision=_HIGHEST, preferred_element_type=dtype)
-        hh = jnp.matmul(emb.h, emb.h[i], precision=_HIGHEST, preferred_element_type=dtype)
+        aa = jnp.matmul(emb.a, take_row(emb.a, i), precision=_HIGHEST, preferred_element_type=dtype)
+        hh = jnp.matmul(emb.h, take_row(emb.h, i), precision=_HIGHEST, preferred_element_type=dtype)
         return aa * hh
-    return jnp.matmul(emb, emb[i], precision=_HIGHEST, preferred_element_type=dtype)
+    return jnp.matmul(emb, take_row(emb, i), precision=_HIGHEST, preferred_element_type=dtype)
+
+
+def _d2_sample(key: jax.Array, weights: jax.Array) -> jax.Array:
+    """One index drawn with probability ``w_j / Σ w`` (weights ≥ 0, not all 0).
+
+    Gumbel-max: ``argmax_j log w_j + G_j`` with one Gumbel draw ``G_j`` per row. JAX's random
+    values never depend on sharding, and each ``log w_j + G_j`` is computed row by row, so the
+    pick is the same however the rows are split across devices (a cumulative sum, the
+    inverse-CDF alternative, is not: its rounding depends on the split). With threefry
+    partitionable (``jax_threefry_partitionable``, the default since JAX 0.5) each device
+    generates its own rows' draws; only the partial argmaxes are exchanged. Zero weights give
+    ``log 0 = −∞`` and are never drawn.
+    """
+    noise = jax.random.gumbel(key, weights.shape, weights.dtype)
+    return jnp.argmax(jnp.log(weights) + noise).astype(jnp.int32)
 
 
 @functools.partial(jax.jit, static_argnames="k")
 def _kmeans_pp(key: jax.Array, emb, k: int) -> jax.Array:
+    # Sharding-friendly: every O(n) array stays laid out like the embedding's rows; per step only
+    # the picked row (take_row: one all-reduce of C + D numbers), a partial argmax per device and
+    # a flag ("any weight left") cross devices.
     dtype = _compute_dtype(emb)
     sq = _sqnorms(emb, dtype)
     n = sq.shape[0]
+    rows = jnp.arange(n, dtype=jnp.int32)
     rtol = 16 * jnp.finfo(dtype).eps
 
     def sqdist_to(i):
         # ||g_j - g_i||² = ||g_j||² + ||g_i||² - 2<g_j, g_i>; cancellation noise below rtol·scale is 0.
-        d = sq + sq[i] - 2 * _inner_with_row(emb, i, dtype)
-        return jnp.where(d <= rtol * (sq + sq[i]), 0.0, d).astype(dtype)
+        sq_i = take_row(sq, i)
+        d = sq + sq_i - 2 * _inner_with_row(emb, i, dtype)
+        return jnp.where(d <= rtol * (sq + sq_i), 0.0, d).astype(dtype)
 
     first = jnp.argmax(sq).astype(jnp.int32)
-    chosen = jnp.zeros(n, bool).at[first].set(True)
     picks = jnp.zeros(k, jnp.int32).at[0].set(first)
     keys = jax.random.split(key, k)
 
@@ -58,15 +78,11 @@ def _kmeans_pp(key: jax.Array, emb, k: int) -> jax.Array:
         dist, chosen, picks = state
         weights = jnp.where(chosen, 0.0, dist)
         # All remaining distances 0 (more requested than distinct points): uniform over the rest.
-        weights = jnp.where(jnp.sum(weights) > 0, weights, (~chosen).astype(dtype))
-        cumulative = jnp.cumsum(weights)
-        u = jax.random.uniform(keys[t], (), dtype) * cumulative[-1]
-        i = jnp.clip(jnp.searchsorted(cumulative, u, side="right"), 0, n - 1)
-        last_positive = jnp.max(jnp.where(weights > 0, jnp.arange(n), -1))
-        i = jnp.where(weights[i] > 0, i, last_positive).astype(jnp.int32)
-        return jnp.minimum(dist, sqdist_to(i)), chosen.at[i].set(True), picks.at[t].set(i)
+        weights = jnp.where(jnp.any(weights > 0), weights, (~chosen).astype(dtype))
+        i = _d2_sample(keys[t], weights)
+        return jnp.minimum(dist, sqdist_to(i)), chosen | (rows == i), picks.at[t].set(i)
 
-    _, _, picks = jax.lax.fori_loop(1, k, step, (sqdist_to(first), chosen, picks))
+    _, _, picks = jax.lax.fori_loop(1, k, step, (sqdist_to(first), rows == first, picks))
     return picks
 
 
@@ -83,11 +99,20 @@ def kmeans_pp(key, embedding, k: int) -> jax.Array:
     confident model), the rest are drawn uniformly from the unpicked rows: the result never holds
     a duplicate or a NaN. Distances below ``16·eps`` of their scale count as 0.
 
+    Each draw is a Gumbel-max race, ``argmax_j log w_j + G_j`` with one Gumbel variate per row,
+    so the picks do not depend on how the rows are split across devices. Several devices: pass
+    the embedding (both factors of a ``Factored``) sharded along its rows with one
+    ``NamedSharding``, e.g. ``jax.device_put(emb, NamedSharding(mesh, P("data")))``; every
+    device updates the distances of its own rows, and per step only the picked row (``C + D``
+    numbers), one partial argmax per device and a flag cross devices. The picks are the same as
+    on one device for the same key.
+
     Args:
       key: int seed or ``jax.random`` key. The same key gives the same picks, with or without an
-        outer ``jax.jit``.
+        outer ``jax.jit``, on one device or sharded.
       embedding: ``(n, d)`` floating array or :class:`~aljax.Factored`. Storage may be bfloat16;
-        distances accumulate in float32 (float64 under x64 with float64 inputs).
+        distances accumulate in float32 (float64 under x64 with float64 inputs). May be sharded
+        along ``n``; factors laid out differently raise a ``ValueError``.
       k: number of picks, a Python int in ``[1, n]``.
 
     Returns:
@@ -106,7 +131,8 @@ def kmeans_pp(key, embedding, k: int) -> jax.Array:
         embedding = jnp.asarray(embedding)
     k = _validate.check_k(fn, k, embedding.shape[0] if not isinstance(embedding, Factored) else embedding.n)
     _validate.check_finite(fn, "the embedding values", *jax.tree_util.tree_leaves(embedding))
-    return _kmeans_pp(key, embedding, k)
+    row_layout(fn, "embedding", embedding)
+    return _kmeans_pp(key, auto_axes(embedding), k)
 
 
 def badge(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 1024,
@@ -123,10 +149,14 @@ def badge(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 
       apply_fn: ``apply_fn(params, x) -> logits (batch, C)``: a Flax ``model.apply``, an Equinox
         or plain function. Its last operation must be a dense layer ``h @ W + b`` unless
         ``features_fn`` is given.
-      pool: ``(n, ...)`` array or pytree of arrays, processed in chunks of ``batch_size``.
+      pool: ``(n, ...)`` array or pytree of arrays, processed in chunks of ``batch_size``; or an
+        iterable of batches of such arrays (read once, only the factored embedding ``n × (C + D)``
+        is kept: pools larger than memory). Leaves sharded along ``n`` (one ``NamedSharding``
+        for all) run data-parallel, ``batch_size`` rows per device per forward chunk, and the
+        selection stays sharded (see :func:`kmeans_pp`); the picks equal the one-device picks.
       k: number of points to select, a Python int in ``[1, n]``.
       key: int seed or ``jax.random`` key.
-      batch_size: rows per forward chunk.
+      batch_size: rows per forward chunk (per device for a sharded pool).
       features_fn: optional ``features_fn(params, x) -> (batch, D)`` penultimate features.
 
     Returns:
@@ -142,6 +172,7 @@ def badge(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 
     """
     fn = "badge"
     key = _validate.as_key(fn, key)
-    k = _validate.check_k(fn, k, _validate.pool_size(fn, pool))
+    k = _validate.check_k_for_pool(fn, k, pool)
     emb = factored_embedding(params, apply_fn, pool, batch_size=batch_size, features_fn=features_fn, fn_name=fn)
+    k = _validate.check_k(fn, k, emb.n)
     return _kmeans_pp(key, emb, k)

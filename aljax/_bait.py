@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
-from . import _validate
+from . import _sharding, _validate
 from ._embeddings import logits_and_features
 from ._types import FisherFactors
 
@@ -341,7 +342,7 @@ def _chunk_norms(x):
     return jnp.sqrt(jnp.sum(x * x, axis=(1, 2)))
 
 
-def _refresh(rows, a, fisher, g, h, drift, excluded, symmetric, gains_fn):
+def _refresh(rows, a, fisher, g, h, drift, excluded, symmetric, gains_fn, shards=None):
     """Recompute ``G_i = X_i A X_iᵀ`` and ``H_i = X_i A F A X_iᵀ`` exactly from ``A`` when the
     rank-``r`` corrections may have cancelled away too much precision.
 
@@ -356,11 +357,14 @@ def _refresh(rows, a, fisher, g, h, drift, excluded, symmetric, gains_fn):
     (``O(n·d²)``) plus ``A F A``; well-conditioned runs need none, ill-conditioned ones a few.
     ``gains_fn(g, h)``: the gains (or costs) of chunked blocks; returns ``g, h, drift, gains``.
     Chunked layout: ``rows`` as ``_counts`` sees them, ``g, h (nc, r, r, b)``, ``drift,
-    excluded (nc, b)``."""
+    excluded (nc, b)``. With ``shards``, the maxima are over every shard (one ``pmax``), so all
+    devices rebuild together."""
     eps = jnp.finfo(g.dtype).eps
     gains = gains_fn(g, h)
     scale = jnp.max(jnp.where(excluded, 0, jnp.abs(gains)))
     worst = jnp.max(jnp.where(excluded, 0, drift))
+    if shards is not None:
+        scale, worst = jax.lax.pmax(jnp.stack([scale, worst]), shards.axes)
     stale = eps * worst > _REFRESH_TOL * scale
 
     def exact(_):
@@ -372,17 +376,29 @@ def _refresh(rows, a, fisher, g, h, drift, excluded, symmetric, gains_fn):
     return jax.lax.cond(stale, exact, lambda _: (g, h, drift, gains), None)
 
 
-def _forward_backward(pool, labeled, lamb, k, n_forward, chunk):
+def _forward_backward(pool, labeled, lamb, k, n_forward, chunk, shards=None):
+    """The whole selection. ``shards`` (a :class:`_Shards`): the body of a ``shard_map`` over the
+    example axis; ``pool`` (and ``labeled`` when ``shards.labeled_sharded``) is then this device's
+    block, and the only cross-device traffic is ``psum`` of the ``d × d`` Fisher sums, per step a
+    gather of each shard's best ``(gain, index)``, a ``psum`` of the picked point's factors and a
+    ``pmax`` for ``_refresh``, and, before the backward pass (replicated), a ``psum`` of the
+    ``n_forward`` picked points' rows and blocks."""
     dtype = jnp.result_type(jnp.float32, *jax.tree_util.tree_leaves((pool, labeled)))
-    n = _n_points(pool)
-    n_lab = 0 if labeled is None else _n_points(labeled)
+    count = 1 if shards is None else shards.count
+    n_local = _n_points(pool)
+    n = n_local * count
+    n_lab = 0 if labeled is None else _n_points(labeled) * (count if shards and shards.labeled_sharded else 1)
     lamb = jnp.asarray(lamb, dtype)
 
     rows, gram_pool = _prepare(pool, chunk, dtype)
     gram = gram_pool()
+    if shards is not None:
+        gram = jax.lax.psum(gram, shards.axes)
     if labeled is not None:
         _, gram_lab = _prepare(labeled, chunk, dtype)
         gram_l = gram_lab()
+        if shards is not None and shards.labeled_sharded:
+            gram_l = jax.lax.psum(gram_l, shards.axes)
         gram = gram + gram_l
     d = gram.shape[0]
     fisher = _sym(gram / (n + n_lab))                  # F: mean Fisher over pool ∪ labeled
@@ -400,18 +416,23 @@ def _forward_backward(pool, labeled, lamb, k, n_forward, chunk):
     g = _initial_g(rows, a, lamb, labeled is not None)
     h = jax.lax.map(lambda r: _quad(r, b_mat, _symmetric_blocks(d)), rows)
     nc, b = _counts(rows)
-    valid = (jnp.arange(nc * b) < n).reshape(nc, b)
+    valid = (jnp.arange(nc * b) < n_local).reshape(nc, b)
 
     symmetric = _symmetric_blocks(d)
 
     def forward(t, state):
         a, g, h, drift, taken, picks = state
         gains_fn = jax.vmap(lambda gc, hc: _gains(gc, hc, 1.0, unroll=n >= _UNROLL_MIN_POINTS))
-        g, h, drift, gains = _refresh(rows, a, fisher, g, h, drift, taken, symmetric, gains_fn)
-        p = jnp.argmax(jnp.where(taken, -jnp.inf, gains).reshape(-1)).astype(jnp.int32)
-        directions, a = _woodbury_directions(a, fisher, _row(rows, p), 1.0)
+        g, h, drift, gains = _refresh(rows, a, fisher, g, h, drift, taken, symmetric, gains_fn, shards)
+        p_local = jnp.argmax(jnp.where(taken, -jnp.inf, gains).reshape(-1)).astype(jnp.int32)
+        if shards is None:
+            p, mine, xp = p_local, True, _row(rows, p_local)
+        else:
+            p, mine, xp = _pick_across_shards(rows, gains, taken, p_local, shards, n_local)
+        directions, a = _woodbury_directions(a, fisher, xp, 1.0)
         g, h, dh = jax.vmap(lambda rc, gc, hc: _update_chunk(rc, gc, hc, directions, 1.0))(rows, g, h)
-        taken = taken.reshape(-1).at[p].set(True).reshape(nc, b)
+        # (An exhausted shard's argmax may be a taken point: never un-take it.)
+        taken = taken.reshape(-1).at[p_local].set(mine | taken.reshape(-1)[p_local]).reshape(nc, b)
         return a, g, h, drift + dh, taken, picks.at[t].set(p)
 
     state = (a, g, h, jnp.zeros((nc, b), dtype), ~valid, jnp.zeros(n_forward, jnp.int32))
@@ -420,12 +441,19 @@ def _forward_backward(pool, labeled, lamb, k, n_forward, chunk):
         return picks
 
     # Backward: the picked points only, as one chunk of n_forward points.
-    sub = _gather(rows, picks)
+    if shards is None:
+        sub, g_sub, h_sub, drift_sub = _picked(rows, g, h, drift, picks)
+    else:
+        # Every device takes the picks it holds (zeros elsewhere); one psum replicates them, and
+        # the backward pass runs on every device alike.
+        local = picks - jax.lax.axis_index(shards.axes) * n_local
+        mine = (local >= 0) & (local < n_local)
+        parts = _picked(rows, g, h, drift, jnp.clip(local, 0, n_local - 1))
+        parts = jax.tree_util.tree_map(lambda x: jnp.where(mine.reshape((1,) * (x.ndim - 1) + (-1,)), x, 0), parts)
+        sub, g_sub, h_sub, drift_sub = jax.lax.psum(parts, shards.axes)
+    if "x" in sub:
+        sub = {"x": sub["x"].transpose(0, 3, 1, 2)}
     sub_chunk = {key: v[0] for key, v in sub.items()}
-    ci, pi = picks // b, picks % b
-    g_sub = g[ci, :, :, pi].transpose(1, 2, 0)
-    h_sub = h[ci, :, :, pi].transpose(1, 2, 0)
-    drift_sub = drift[ci, pi]
 
     def backward(t, state):
         a, g, h, drift, removed = state
@@ -448,6 +476,69 @@ def _forward_backward(pool, labeled, lamb, k, n_forward, chunk):
 
 
 _kernel = jax.jit(_forward_backward, static_argnames=("k", "n_forward", "chunk"))
+
+
+def _picked(rows, g, h, drift, idx):
+    """Rows, blocks and drift of points ``idx``, each with the point axis last (rows as one chunk
+    of ``len(idx)`` points: ``s (1, r, C, m)``, ``ht (1, D, m)`` or ``x (1, m, r, d)``)."""
+    nc, b = _counts(rows)
+    ci, pi = idx // b, idx % b
+    sub = _gather(rows, idx)
+    if "x" in sub:  # dense rows keep the point axis second: move it last for the masking, and back
+        sub = {"x": sub["x"].transpose(0, 2, 3, 1)}
+    return sub, g[ci, :, :, pi].transpose(1, 2, 0), h[ci, :, :, pi].transpose(1, 2, 0), drift[ci, pi]
+
+
+class _Shards(NamedTuple):
+    """The example axis inside ``shard_map``: mesh axes ``axes`` cut it into ``count`` blocks;
+    ``labeled_sharded``: the labeled embedding is cut the same way (else it is replicated)."""
+
+    axes: Any
+    count: int
+    labeled_sharded: bool
+
+
+def _pick_across_shards(rows, gains, taken, p_local, shards, n_local):
+    """The global argmax and the picked point's rows.
+
+    Each shard offers its best unpicked point; one all-gather of the ``(gain, index)`` pairs picks
+    the winner (ties: the lowest shard, i.e. the lowest pool index, as on one device); the winner's
+    rows reach every device through one ``psum`` of its factors (``r·C + D`` numbers for
+    Kronecker rows, ``r·d`` for dense ones) — never of the pool.
+    Returns ``(global index, whether this shard holds it, X_p (r, d))``."""
+    best = jnp.where(taken, -jnp.inf, gains).reshape(-1)[p_local]
+    bests = jax.lax.all_gather(best, shards.axes)
+    owners = jax.lax.all_gather(p_local, shards.axes)
+    winner = jnp.argmax(bests).astype(jnp.int32)
+    p = winner * n_local + owners[winner]
+    mine = jax.lax.axis_index(shards.axes) == winner
+    nc, b = _counts(rows)
+    ci, pi = p_local // b, p_local % b
+    if "s" in rows:
+        s_p = jnp.where(mine, rows["s"][ci, :, :, pi], 0)
+        h_p = jnp.where(mine, rows["ht"][ci, :, pi], 0)
+        s_p, h_p = jax.lax.psum((s_p, h_p), shards.axes)
+        xp = (s_p[:, :, None] * h_p[None, None, :]).reshape(s_p.shape[0], -1)
+    else:
+        xp = jax.lax.psum(jnp.where(mine, rows["x"][ci, pi], 0), shards.axes)
+    return p, mine, xp
+
+
+@functools.partial(jax.jit, static_argnames=("k", "n_forward", "chunk", "layout", "labeled_sharded"))
+def _sharded_kernel(pool, labeled, lamb, *, k, n_forward, chunk, layout, labeled_sharded):
+    """:func:`_forward_backward` under ``shard_map`` over the pool's example axis (``layout``, a
+    :class:`~aljax._sharding.RowLayout`): per-point state never leaves its device."""
+    shards = _Shards(layout.axes, layout.shards, labeled_sharded)
+    rows_spec = PartitionSpec(layout.axes)
+    labeled_spec = rows_spec if labeled_sharded else PartitionSpec()
+
+    def body(pool, labeled, lamb):
+        return _forward_backward(pool, labeled, lamb, k, n_forward, chunk, shards)
+
+    # check_vma=False: the loops carry per-shard and replicated state side by side, and the picks
+    # returned are replicated by construction (computed from all-gathered / psum-med values only).
+    return jax.shard_map(body, mesh=layout.mesh, in_specs=(rows_spec, labeled_spec, PartitionSpec()),
+                         out_specs=PartitionSpec(), check_vma=False)(pool, labeled, lamb)
 
 
 @jax.tree_util.register_pytree_node_class
@@ -556,16 +647,61 @@ def _as_rows(fn: str, arg: str, emb, like=None):
     return emb
 
 
-def _select(fn, rows, labeled_rows, k, lamb, oversample):
+def _plan(fn, rows, labeled_rows, k, lamb, oversample, layout=None, labeled_layout=None, labeled_arg="labeled_emb"):
+    """``(kernel, args, static kwargs)`` of one selection: the one-device kernel, or, for a pool
+    sharded along its example axis (``layout``, from :func:`aljax._sharding.row_layout` of the
+    user's input), the ``shard_map`` kernel with the rows placed on the pool's layout (a no-op when
+    they are there already) and the labeled rows sharded like the pool or replicated."""
     n = _n_points(rows)
     if labeled_rows is not None and _n_points(labeled_rows) == 0:
-        labeled_rows = None
+        labeled_rows, labeled_layout = None, None
+    n_forward = _n_forward(k, oversample, n)
+    shards = 1 if layout is None else layout.shards
+    if layout is not None and n % shards:  # JAX builds no such array; kept for a clear message
+        raise ValueError(_validate.message(fn, "pool", f"a pool size divisible by its {shards} shards "
+                                           f"({layout.describe()})", f"{n} examples"))
     if isinstance(rows, _KronRows):
-        d = rows.s.shape[2] * rows.h.shape[1]
-        b = _chunk_size(n, d, 1)
+        b = _chunk_size(n // shards, rows.s.shape[2] * rows.h.shape[1], 1)
     else:
-        b = _chunk_size(n, rows.shape[2], rows.shape[1])
-    return _kernel(rows, labeled_rows, lamb, k=k, n_forward=_n_forward(k, oversample, n), chunk=b)
+        b = _chunk_size(n // shards, rows.shape[2], rows.shape[1])
+    static = dict(k=k, n_forward=n_forward, chunk=b)
+    if layout is None:
+        return _kernel, (rows, labeled_rows, lamb), static
+    labeled_sharded = labeled_layout is not None
+    if labeled_sharded and labeled_layout != layout:
+        raise ValueError(_validate.message(
+            fn, labeled_arg, f"unsharded, replicated, or sharded like the pool ({layout.describe()})",
+            f"labeled examples {labeled_layout.describe()}"))
+    rows = _place(rows, layout.sharding)
+    if labeled_rows is not None:
+        replicated = NamedSharding(layout.mesh, PartitionSpec())
+        labeled_rows = _place(labeled_rows, layout.sharding if labeled_sharded else lambda ndim: replicated)
+    return _sharded_kernel, (rows, labeled_rows, lamb), dict(static, layout=layout, labeled_sharded=labeled_sharded)
+
+
+def _place(tree, sharding_of):
+    """Every leaf laid out as ``sharding_of(ndim)`` (a no-op where it is already): ``device_put``
+    on arrays, ``reshard`` on values traced with an explicitly sharded type."""
+    def put(x):
+        if isinstance(x, jax.core.Tracer):
+            return jax.sharding.reshard(x, sharding_of(x.ndim))
+        return jax.device_put(x, sharding_of(x.ndim))
+    return jax.tree_util.tree_map(put, tree)
+
+
+def _layouts(fn, pool_arg, pool, labeled_arg, labeled):
+    """The example-axis layouts of the pool and labeled embeddings (concrete or traced with
+    Explicit mesh axes; see :mod:`aljax._sharding`)."""
+    def layout_of(arg, tree):
+        if tree is None:
+            return None
+        return _sharding.row_layout(fn, arg, tree) or _sharding.traced_row_layout(fn, arg, tree)
+    return layout_of(pool_arg, pool), layout_of(labeled_arg, labeled)
+
+
+def _select(fn, rows, labeled_rows, k, lamb, oversample, layout=None, labeled_layout=None, labeled_arg="labeled_emb"):
+    kernel, args, static = _plan(fn, rows, labeled_rows, k, lamb, oversample, layout, labeled_layout, labeled_arg)
+    return kernel(*args, **static)
 
 
 def fisher_greedy(pool_emb, k: int, *, labeled_emb=None, lamb: float = 1.0, oversample: float = 2.0) -> jax.Array:
@@ -588,7 +724,9 @@ def fisher_greedy(pool_emb, k: int, *, labeled_emb=None, lamb: float = 1.0, over
     ``FisherFactors`` probabilities must sum to 1 in every row (checked on concrete inputs).
 
     Ties go to the lowest pool index (forward) or the earliest pick (backward); a pool with zero
-    Fisher therefore yields its first ``k`` indices.
+    Fisher therefore yields indices ``n_f − k, …, n_f − 1`` (``n_f = ⌈oversample·k⌉``: the forward
+    pass takes ``0, …, n_f − 1``, the backward pass drops the earliest), its first ``k`` when
+    ``oversample = 1``.
 
     The computation never forms ``X`` for the pool: it keeps ``A = M⁻¹`` and per-point ``r × r``
     blocks ``X_i A X_iᵀ`` and ``X_i A F A X_iᵀ``, updated by rank-``r`` corrections after each
@@ -601,6 +739,19 @@ def fisher_greedy(pool_emb, k: int, *, labeled_emb=None, lamb: float = 1.0, over
     a point whose ``I − X M⁻¹ Xᵀ`` rounds to indefinite is kept. Memory is
     ``O(d² + n·r²)`` beyond the input. Everything from building ``F`` to the last pick runs in one
     ``jax.jit`` with ``lax.fori_loop``.
+
+    Several devices: a pool whose leaves are sharded along the example axis with one
+    ``NamedSharding(mesh, P(axes))`` runs under ``jax.shard_map``: each device builds its part of
+    ``F`` (one ``psum`` of the ``d × d`` sums) and keeps its points' rows and blocks; per step the
+    devices exchange only each shard's best ``(gain, index)`` (two all-gathers of one number per
+    device), the picked point's factors (``r·C + D`` numbers; ``r·d`` for dense rows) and two maxima
+    for the refresh test; the backward pass runs replicated on the ``⌈oversample·k⌉`` picks. The
+    labeled embedding may be sharded the same way, replicated, or on one device (then copied to
+    every device). The picks are those of one device, except where summing ``F`` in another order
+    flips a near-tie between gains (relative gap ~1e-6 in float32). The pool size must be
+    divisible by the number of shards (JAX builds no other sharded array); leaves sharded
+    differently raise a ``ValueError``. Under a caller's ``jax.jit``, a mesh with Explicit axes
+    is seen and used the same way; with Auto axes XLA partitions the one-device kernel itself.
 
     Args:
       pool_emb: the candidates: :class:`~aljax.FisherFactors` ``(probs (n, C), h (n, D))``, rows
@@ -625,12 +776,13 @@ def fisher_greedy(pool_emb, k: int, *, labeled_emb=None, lamb: float = 1.0, over
       (5,)
     """
     fn = "fisher_greedy"
+    layout, labeled_layout = _layouts(fn, "pool_emb", pool_emb, "labeled_emb", labeled_emb)
     rows = _as_rows(fn, "pool_emb", pool_emb)
     labeled_rows = None if labeled_emb is None else _as_rows(fn, "labeled_emb", labeled_emb, like=pool_emb)
     k = _validate.check_k(fn, k, _n_points(rows))
     lamb = _validate.check_positive(fn, "lamb", lamb)
     oversample = _check_oversample(fn, oversample)
-    return _select(fn, rows, labeled_rows, k, lamb, oversample)
+    return _select(fn, rows, labeled_rows, k, lamb, oversample, layout, labeled_layout)
 
 
 def _check_labeled_like_pool(fn: str, labeled, pool) -> int:
@@ -674,7 +826,8 @@ def bait(params, apply_fn: Callable, pool, k: int, *, labeled=None, lamb: float 
       apply_fn: ``apply_fn(params, x)`` returning logits ``(batch, C)`` for classification, or
         ``(batch,)`` / ``(batch, m)`` outputs for regression. Its last operation must be a dense
         layer unless ``features_fn`` is given.
-      pool: ``(n, ...)`` array or pytree of arrays: the unlabeled candidates.
+      pool: ``(n, ...)`` array or pytree of arrays: the unlabeled candidates; or an iterable of
+        batches of such arrays (read once; only the compact embedding is kept).
       k: number of points to select, a Python int in ``[1, n]``.
       labeled: the labeled inputs (same structure and trailing shapes as ``pool``) or None.
       lamb: the damping ``λ > 0``.
@@ -696,21 +849,26 @@ def bait(params, apply_fn: Callable, pool, k: int, *, labeled=None, lamb: float 
       (10,)
     """
     fn = "bait"
-    n = _validate.pool_size(fn, pool)
-    k = _validate.check_k(fn, k, n)
+    k = _validate.check_k_for_pool(fn, k, pool)
+    like = pool
+    if _validate.is_batch_iterable(pool):
+        like, pool = _validate.peek_batches(fn, pool)
     lamb = _validate.check_positive(fn, "lamb", lamb)
     oversample = _check_oversample(fn, oversample)
     if problem_type not in ("classification", "regression"):
         raise ValueError(_validate.message(fn, "problem_type", "'classification' or 'regression'", repr(problem_type)))
     if key is not None:
         _validate.as_key(fn, key)
-    n_lab = 0 if labeled is None else _check_labeled_like_pool(fn, labeled, pool)
+    n_lab = 0 if labeled is None else _check_labeled_like_pool(fn, labeled, like)
     outputs, h = logits_and_features(params, apply_fn, pool, batch_size=batch_size, features_fn=features_fn,
                                      fn_name=fn, problem_type=problem_type)
+    k = _validate.check_k(fn, k, h.shape[0])
     rows = _rows_from_outputs(outputs, h, problem_type)
     labeled_rows = None
     if n_lab > 0:
         lab_out, lab_h = logits_and_features(params, apply_fn, labeled, batch_size=batch_size,
                                              features_fn=features_fn, fn_name=fn, problem_type=problem_type)
         labeled_rows = _rows_from_outputs(lab_out, lab_h, problem_type)
-    return _select(fn, rows, labeled_rows, k, lamb, oversample)
+    # The embedding pass returns the features sharded like a sharded pool: select on that layout.
+    layout, labeled_layout = _layouts(fn, "pool", h, "labeled", None if labeled_rows is None else labeled_rows.h)
+    return _select(fn, rows, labeled_rows, k, lamb, oversample, layout, labeled_layout, labeled_arg="labeled")

@@ -15,27 +15,30 @@ import jax
 import jax.numpy as jnp
 
 from . import _validate
-from ._embeddings import _check_outputs, _first_chunk, _output_shape, cached, logits_and_features, map_chunks
+from ._embeddings import _check_outputs, _output_shape, cached, logits_and_features, open_pool
+from ._sharding import auto_axes, take_row
 from .scores import _bald_from_parts, _bald_parts, _entropy, _least_confidence, _margin, _top_k
 
 _HIGHEST = jax.lax.Precision.HIGHEST
-def _pool_logits(fn: str, params, apply_fn: Callable, pool, n: int, batch_size: int) -> jax.Array:
-    """``apply_fn`` over the pool in chunks, with shape checks on one chunk first."""
+def _pool_logits(fn: str, params, apply_fn: Callable, pool, k: int, batch_size: int) -> jax.Array:
+    """``apply_fn`` over the pool in chunks, with shape checks on one chunk first; ``k`` is
+    checked against the pool size once it is known (after the pass, for an iterable)."""
     if not callable(apply_fn):
         raise TypeError(_validate.message(fn, "apply_fn", "a callable apply_fn(params, x)", type(apply_fn).__name__))
     forward = cached("logits", apply_fn, lambda: jax.jit(apply_fn))
-    _check_outputs(fn, _output_shape(fn, forward, params, _first_chunk(pool, n, batch_size)), "classification")
-    logits = map_chunks(lambda chunk: forward(params, chunk), pool, n, batch_size)
+    first, _, run = open_pool(fn, pool, batch_size)
+    _check_outputs(fn, _output_shape(fn, forward, params, first), "classification")
+    logits, n = run(lambda chunk: forward(params, chunk))
+    _validate.check_k(fn, k, n)
     _validate.check_finite(fn, "the model's outputs (logits)", logits)
     return logits
 
 
-def _check_common(fn: str, pool, k, key, batch_size) -> tuple[int, int, jax.Array, int]:
+def _check_common(fn: str, pool, k, key, batch_size) -> tuple[int, jax.Array, int]:
     key = _validate.as_key(fn, key)
-    n = _validate.pool_size(fn, pool)
-    k = _validate.check_k(fn, k, n)
+    k = _validate.check_k_for_pool(fn, k, pool)
     batch_size = _validate.check_int(fn, "batch_size", batch_size, low=1)
-    return n, k, key, batch_size
+    return k, key, batch_size
 
 
 # ---------------------------------------------------------------------------------------------
@@ -56,7 +59,8 @@ def random_sample(params, apply_fn: Callable | None, pool, k: int, *, key=0, bat
     Args:
       params: ignored.
       apply_fn: ignored (may be ``None``).
-      pool: ``(n, ...)`` array or pytree of arrays (only its size is read).
+      pool: ``(n, ...)`` array or pytree of arrays, or an iterable of batches (only the size is
+        read).
       k: number of points, a Python int in ``[1, n]``.
       key: int seed or ``jax.random`` key.
       batch_size: ignored (accepted for a uniform signature).
@@ -70,8 +74,12 @@ def random_sample(params, apply_fn: Callable | None, pool, k: int, *, key=0, bat
       (4,)
     """
     fn = "random_sample"
-    n, k, key, _ = _check_common(fn, pool, k, key, batch_size)
-    return _random_kernel(key, n, k)
+    k, key, _ = _check_common(fn, pool, k, key, batch_size)
+    if _validate.is_batch_iterable(pool):
+        n = sum(_validate.pool_size(fn, batch) for batch in _validate.checked_batches(fn, pool))
+    else:
+        n = _validate.pool_size(fn, pool)
+    return _random_kernel(key, n, _validate.check_k(fn, k, n))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,8 +92,8 @@ def _select_by_score(logits: jax.Array, score: Callable, k: int) -> jax.Array:
 
 
 def _uncertainty(fn: str, score: Callable, params, apply_fn, pool, k, key, batch_size) -> jax.Array:
-    n, k, _, batch_size = _check_common(fn, pool, k, key, batch_size)
-    logits = _pool_logits(fn, params, apply_fn, pool, n, batch_size)
+    k, _, batch_size = _check_common(fn, pool, k, key, batch_size)
+    logits = _pool_logits(fn, params, apply_fn, pool, k, batch_size)
     return _select_by_score(logits, score, k)
 
 
@@ -94,7 +102,8 @@ _SELECTOR_ARGS = """
       params: model parameters (any pytree).
       apply_fn: ``apply_fn(params, x) -> logits (batch, C)`` (a Flax ``model.apply``, an
         Equinox or plain function).
-      pool: ``(n, ...)`` array or pytree of arrays, run through ``apply_fn`` in chunks.
+      pool: ``(n, ...)`` array or pytree of arrays, run through ``apply_fn`` in chunks, or an
+        iterable of batches of such arrays (read once).
       k: number of points, a Python int in ``[1, n]``.
       key: accepted and ignored (the selection is deterministic).
       batch_size: rows per forward chunk.
@@ -184,7 +193,8 @@ def bald(params, apply_fn: Callable, pool, k: int, *, key=0, mc_samples: int = 2
       apply_fn: ``apply_fn(params, x, key) -> logits (batch, C)`` with dropout (or any other
         randomness) active, e.g. ``lambda p, x, key: model.apply(p, x, deterministic=False,
         rngs={"dropout": key})``.
-      pool: ``(n, ...)`` array or pytree of arrays, processed in chunks.
+      pool: ``(n, ...)`` array or pytree of arrays, processed in chunks, or an iterable of
+        batches of such arrays (read once).
       k: number of points, a Python int in ``[1, n]``.
       key: int seed or ``jax.random`` key for the MC samples.
       mc_samples: number of stochastic passes, a Python int ``>= 2``.
@@ -205,13 +215,13 @@ def bald(params, apply_fn: Callable, pool, k: int, *, key=0, mc_samples: int = 2
       (5,)
     """
     fn = "bald"
-    n, k, key, batch_size = _check_common(fn, pool, k, key, batch_size)
+    k, key, batch_size = _check_common(fn, pool, k, key, batch_size)
     mc_samples = _validate.check_int(fn, "mc_samples", mc_samples, low=2)
     if not callable(apply_fn):
         raise TypeError(_validate.message(fn, "apply_fn", "a callable apply_fn(params, x, key)",
                                           type(apply_fn).__name__))
     keys = jax.random.split(key, mc_samples)
-    first = _first_chunk(pool, n, batch_size)
+    first, _, run = open_pool(fn, pool, batch_size)
     try:
         out = jax.eval_shape(lambda p, x, kk: apply_fn(p, x, kk), params, first, keys[0])
     except TypeError as err:
@@ -226,7 +236,8 @@ def bald(params, apply_fn: Callable, pool, k: int, *, key=0, mc_samples: int = 2
             raise ValueError(_validate.message(
                 fn, "apply_fn", "stochastic in its key (e.g. dropout active) for BALD",
                 "the same logits for two different keys; a deterministic model has zero mutual information"))
-    mean_probs, mean_entropy = map_chunks(lambda chunk: parts_fn(params, chunk, keys), pool, n, batch_size)
+    (mean_probs, mean_entropy), n = run(lambda chunk: parts_fn(params, chunk, keys))
+    _validate.check_k(fn, k, n)
     _validate.check_finite(fn, "the MC-averaged probabilities and entropies", mean_probs, mean_entropy)
     return _select_bald(mean_probs, mean_entropy, k)
 
@@ -271,15 +282,19 @@ def _k_center_greedy(features: jax.Array, labeled: jax.Array | None, k: int) -> 
     features = features.astype(dtype)
     n = features.shape[0]
 
+    rows = jnp.arange(n, dtype=jnp.int32)
+
+    # Sharding-friendly (features sharded along rows, labeled replicated): distances stay local;
+    # per step only a partial argmax per device and the picked row (take_row) cross devices.
     def sqdist_to(i):
-        return jnp.sum(jnp.square(features - features[i]), axis=1)
+        return jnp.sum(jnp.square(features - take_row(features, i)), axis=1)
 
     picks = jnp.zeros(k, jnp.int32)
     chosen = jnp.zeros(n, bool)
     if labeled is None:
         # No labeled set: the first centre is the point of largest feature norm (deterministic).
         first = jnp.argmax(jnp.sum(features * features, axis=1)).astype(jnp.int32)
-        picks, chosen, dist, start = picks.at[0].set(first), chosen.at[first].set(True), sqdist_to(first), 1
+        picks, chosen, dist, start = picks.at[0].set(first), rows == first, sqdist_to(first), 1
     else:
         dist, start = _min_sqdist_to_set(features, labeled.astype(dtype), dtype), 0
 
@@ -287,7 +302,7 @@ def _k_center_greedy(features: jax.Array, labeled: jax.Array | None, k: int) -> 
         dist, chosen, picks = state
         # The farthest unchosen point from every centre so far; argmax takes the lowest index on ties.
         i = jnp.argmax(jnp.where(chosen, -jnp.inf, dist)).astype(jnp.int32)
-        return jnp.minimum(dist, sqdist_to(i)), chosen.at[i].set(True), picks.at[t].set(i)
+        return jnp.minimum(dist, sqdist_to(i)), chosen | (rows == i), picks.at[t].set(i)
 
     return jax.lax.fori_loop(start, k, step, (dist, chosen, picks))[2]
 
@@ -302,6 +317,11 @@ def k_center_greedy(features, k: int, *, labeled_features=None) -> jax.Array:
     distance to the labeled set is built over blocks of 256 labeled rows; no ``n × n`` matrix).
     If more points are requested than there are distinct ones, the remaining picks are the
     lowest-index unchosen points (distance 0): never a duplicate.
+
+    Several devices: ``features`` sharded along its rows (a ``NamedSharding``) keeps the
+    distances on the device that holds each row (``labeled_features`` may be replicated); per
+    step only one partial argmax per device and the picked row cross devices. Same picks as on
+    one device.
 
     Args:
       features: ``(n, D)`` floating features of the pool.
@@ -330,8 +350,8 @@ def k_center_greedy(features, k: int, *, labeled_features=None) -> jax.Array:
         if labeled_features.shape[0] == 0:
             labeled_features = None
     _validate.check_finite(fn, "the features", features, *([] if labeled_features is None else [labeled_features]))
-    return _k_center_greedy(jnp.asarray(features),
-                            None if labeled_features is None else jnp.asarray(labeled_features), k)
+    return _k_center_greedy(auto_axes(jnp.asarray(features)),
+                            None if labeled_features is None else auto_axes(jnp.asarray(labeled_features)), k)
 
 
 def coreset(params, apply_fn: Callable, pool, k: int, *, key=0, labeled=None, batch_size: int = 1024,
@@ -347,7 +367,9 @@ def coreset(params, apply_fn: Callable, pool, k: int, *, key=0, labeled=None, ba
     Args:
       params: model parameters (any pytree).
       apply_fn: ``apply_fn(params, x) -> logits (batch, C)``.
-      pool: ``(n, ...)`` array or pytree of arrays (the unlabeled candidates).
+      pool: ``(n, ...)`` array or pytree of arrays (the unlabeled candidates), or an iterable of
+        batches of such arrays (read once). Leaves sharded along ``n`` run data-parallel and the
+        greedy stays sharded (see :func:`k_center_greedy`).
       k: number of points, a Python int in ``[1, n]``.
       key: accepted and ignored (the selection is deterministic).
       labeled: optional labeled *inputs* ``(m, ...)`` (same structure as ``pool``, not indices);
@@ -367,9 +389,10 @@ def coreset(params, apply_fn: Callable, pool, k: int, *, key=0, labeled=None, ba
       (5,)
     """
     fn = "coreset"
-    n, k, _, batch_size = _check_common(fn, pool, k, key, batch_size)
+    k, _, batch_size = _check_common(fn, pool, k, key, batch_size)
     _, features = logits_and_features(params, apply_fn, pool, batch_size=batch_size, features_fn=features_fn,
                                       fn_name=fn)
+    k = _validate.check_k(fn, k, features.shape[0])
     labeled_features = None
     if labeled is not None:
         leaves = jax.tree_util.tree_leaves(labeled)
@@ -377,7 +400,8 @@ def coreset(params, apply_fn: Callable, pool, k: int, *, key=0, labeled=None, ba
             labeled = None
     if labeled is not None:
         _validate.pool_size(fn, labeled, arg="labeled")
-        if jax.tree_util.tree_structure(labeled) != jax.tree_util.tree_structure(pool):
+        if (not _validate.is_batch_iterable(pool)
+                and jax.tree_util.tree_structure(labeled) != jax.tree_util.tree_structure(pool)):
             raise ValueError(_validate.message(fn, "labeled", "inputs with the structure of `pool`",
                                                f"{jax.tree_util.tree_structure(labeled)}"))
         _, labeled_features = logits_and_features(params, apply_fn, labeled, batch_size=batch_size,

@@ -6,19 +6,24 @@
 * :func:`last_layer_embedding` — BADGE's gradient embedding as :class:`~aljax.Factored`.
 * :func:`fisher_embedding` — BAIT/VeSSAL's Fisher embedding as :class:`~aljax.FisherFactors`.
 * :func:`gradient_embedding` — the generic ``vmap(grad)`` path over any parameter subset.
+
+Every pool may be an array / pytree of arrays or an **iterable of batches** (a generator, an
+iterator, a data loader): :func:`open_pool` reads it once, regroups it into fixed-size chunks and
+keeps only the compact outputs (``n × (C + D)``), never the raw pool, so pools larger than host
+memory work through every front door.
 """
 
 from __future__ import annotations
 
 import collections
-
+import itertools
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _validate
+from . import _sharding, _validate
 from ._dense_head import DenseHeadError, trace_head
 from ._types import Factored, FisherFactors
 
@@ -71,12 +76,20 @@ def _build(tag: str, fn: Callable, *static) -> Callable:
     raise AssertionError(tag)
 
 
-def map_chunks(fn: Callable, pool: Any, n: int, batch_size: int):
+def map_chunks(fn: Callable, pool: Any, n: int, batch_size: int, *, fn_name: str = "map_chunks"):
     """Apply ``fn`` to ``pool`` in chunks of ``batch_size`` rows and concatenate the outputs.
 
     Every chunk has the same shape (the last one is padded by repeating its last row, then cut),
-    so ``fn`` compiles once.
+    so ``fn`` compiles once. A pool whose leaves are sharded along the example axis (one
+    ``NamedSharding`` for all of them) runs data-parallel: ``batch_size`` rows per device per
+    step, outputs sharded like the pool (:func:`aljax._sharding.map_chunks_sharded`); leaves
+    sharded differently raise a ``ValueError`` naming ``fn_name``.
     """
+    layout = _sharding.row_layout(fn_name, "pool", pool)
+    if layout is not None:
+        pool = _sharding.auto_axes(pool)
+        layout = _sharding.row_layout(fn_name, "pool", pool)
+        return _sharding.map_chunks_sharded(fn, pool, n, batch_size, layout)
     size = min(batch_size, n)
     outs = []
     for start in range(0, n, size):
@@ -97,6 +110,64 @@ def map_chunks(fn: Callable, pool: Any, n: int, batch_size: int):
 def _first_chunk(pool, n, batch_size):
     size = min(batch_size, n)
     return jax.tree_util.tree_map(lambda leaf: leaf[:size], pool)
+
+
+def open_pool(fn_name: str, pool: Any, batch_size: int):
+    """A pool as ``(first, n, run)``, for an array / pytree of arrays or an iterable of batches.
+
+    ``first`` is one chunk (for shape checks before any heavy work), ``n`` the number of examples
+    (``None`` for an iterable: known only after the pass), and ``run(fn) -> (outputs, n)`` applies
+    ``fn`` chunk by chunk and concatenates its outputs. An iterable is read once and regrouped
+    into chunks of exactly ``batch_size`` rows (the last padded, then cut), so ``fn`` compiles
+    once whatever the batch sizes and only the outputs (not the raw pool) are held. Batches must
+    keep their structure and trailing shape; an empty iterable is refused.
+    """
+    if not _validate.is_batch_iterable(pool):
+        n = _validate.pool_size(fn_name, pool)
+        pool = _sharding.auto_axes(pool)
+        return _first_chunk(pool, n, batch_size), n, lambda fn: (map_chunks(fn, pool, n, batch_size, fn_name=fn_name), n)
+    chunks = _stream_chunks(_validate.checked_batches(fn_name, pool), batch_size)
+    try:
+        first, first_valid = next(chunks)
+    except StopIteration:
+        raise ValueError(_validate.message(fn_name, "pool", "a non-empty pool (array or iterable of batches)",
+                                           "an iterable that yielded no batches")) from None
+
+    def run(fn):
+        outs, n = [], 0
+        for chunk, n_valid in itertools.chain([(first, first_valid)], chunks):
+            outs.append(jax.tree_util.tree_map(lambda o: o[:n_valid], fn(chunk)))
+            n += n_valid
+        if len(outs) == 1:
+            return outs[0], n
+        return jax.tree_util.tree_map(lambda *parts: jnp.concatenate(parts), *outs), n
+
+    return jax.tree_util.tree_map(lambda leaf: leaf[:first_valid], first), None, run
+
+
+def _stream_chunks(batches, size: int):
+    """``(chunk, n_valid)`` with exactly ``size`` rows per chunk from batches of any sizes (the
+    last chunk padded by repeating its last row)."""
+    pending, have = [], 0
+
+    def join(parts):
+        if len(parts) == 1:
+            return parts[0]
+        return jax.tree_util.tree_map(lambda *leaves: jnp.concatenate(leaves), *parts)
+
+    for batch in batches:
+        # On the device at once: chunks are then copies, never views that keep a user's batch alive.
+        pending.append(jax.tree_util.tree_map(jnp.asarray, batch))
+        have += _validate.pool_size("", batch)
+        while have >= size:
+            joined = join(pending)
+            yield jax.tree_util.tree_map(lambda leaf: leaf[:size], joined), size
+            have -= size
+            pending = [jax.tree_util.tree_map(lambda leaf: leaf[size:], joined)] if have else []
+    if have:
+        joined = join(pending)
+        yield jax.tree_util.tree_map(
+            lambda leaf: jnp.concatenate([leaf, jnp.repeat(leaf[-1:], size - have, 0)]), joined), have
 
 
 def logits_and_features(params, apply_fn: Callable, pool, *, batch_size: int = 1024,
@@ -123,11 +194,10 @@ def logits_and_features(params, apply_fn: Callable, pool, *, batch_size: int = 1
     if features_fn is not None and not callable(features_fn):
         raise TypeError(_validate.message(fn_name, "features_fn", "a callable features_fn(params, x) or None",
                                           type(features_fn).__name__))
-    n = _validate.pool_size(fn_name, pool)
     batch_size = _validate.check_int(fn_name, "batch_size", batch_size, low=1)
+    first, _, run = open_pool(fn_name, pool, batch_size)
     head = _cached_jit("head", apply_fn, features_fn)
     # Shape checks on one chunk, before any heavy work.
-    first = _first_chunk(pool, n, batch_size)
     _check_outputs(fn_name, _output_shape(fn_name, apply_fn, params, first), problem_type)
     try:
         out_shape, h_shape = jax.eval_shape(head, params, first)
@@ -137,7 +207,7 @@ def logits_and_features(params, apply_fn: Callable, pool, *, batch_size: int = 1
             "Pass `features_fn=lambda params, x: ...` returning the (batch, D) penultimate features."
         ) from None
     _check_features(fn_name, out_shape, h_shape)
-    outputs, h = map_chunks(lambda chunk: head(params, chunk), pool, n, batch_size)
+    (outputs, h), _ = run(lambda chunk: head(params, chunk))
     _validate.check_finite(fn_name, "the model's outputs (logits)", outputs)
     _validate.check_finite(fn_name, "the penultimate features", h)
     return outputs, h
@@ -199,7 +269,7 @@ def last_layer_embedding(params, apply_fn: Callable, pool, *, batch_size: int = 
     Args:
       params: model parameters.
       apply_fn: ``apply_fn(params, x) -> logits (batch, C)``.
-      pool: ``(n, ...)`` array or pytree of arrays.
+      pool: ``(n, ...)`` array or pytree of arrays, or an iterable of batches of such arrays.
       batch_size: rows per chunk.
       features_fn: optional ``features_fn(params, x) -> (batch, D)``.
 
@@ -223,6 +293,7 @@ def factored_embedding(params, apply_fn, pool, *, batch_size, features_fn, fn_na
     return Factored(hallucinated_residual(logits), h)
 
 
+@jax.jit
 def hallucinated_residual(logits: jax.Array) -> jax.Array:
     """``a = softmax(logits) − onehot(argmax logits)``: the logit gradient of the cross-entropy at
     the predicted label (ties go to the lowest class index)."""
@@ -237,7 +308,7 @@ def fisher_embedding(params, apply_fn: Callable, pool, *, batch_size: int = 1024
     Args:
       params: model parameters.
       apply_fn: ``apply_fn(params, x) -> logits (batch, C)``.
-      pool: ``(n, ...)`` array or pytree of arrays.
+      pool: ``(n, ...)`` array or pytree of arrays, or an iterable of batches of such arrays.
       batch_size: rows per chunk.
       features_fn: optional ``features_fn(params, x) -> (batch, D)``.
     """
@@ -256,7 +327,7 @@ def fisher_factors(params, apply_fn, pool, *, batch_size, features_fn, fn_name) 
 # The generic path: per-example gradients with vmap(grad).
 
 
-def _selected_leaves(fn_name, params, apply_fn, pool, n, batch_size, wrt) -> tuple[int, ...]:
+def _selected_leaves(fn_name, params, apply_fn, first, wrt) -> tuple[int, ...]:
     leaves_with_paths = jax.tree_util.tree_leaves_with_path(params)
     if wrt is None:
         try:
@@ -266,7 +337,7 @@ def _selected_leaves(fn_name, params, apply_fn, pool, n, batch_size, wrt) -> tup
                 _, _, kernel_leaf["index"] = trace_head(apply_fn, p, x)
                 return 0
 
-            jax.eval_shape(locate, params, _first_chunk(pool, n, batch_size))
+            jax.eval_shape(locate, params, first)
         except DenseHeadError as err:
             raise ValueError(f"aljax.{fn_name}: cannot find the last dense layer of `apply_fn` for the default "
                              f"`wrt`: {err}. Pass `wrt=` (a predicate on parameter paths).") from None
@@ -320,7 +391,7 @@ def gradient_embedding(params, apply_fn: Callable, pool, *, wrt=None, batch_size
     Args:
       params: model parameters.
       apply_fn: ``apply_fn(params, x) -> logits (batch, C)``; called on batches of one example.
-      pool: ``(n, ...)`` array or pytree of arrays.
+      pool: ``(n, ...)`` array or pytree of arrays, or an iterable of batches of such arrays.
       wrt: which parameters: ``None`` (the last dense kernel), a predicate
         ``wrt(path, leaf) -> bool`` on ``jax.tree_util`` key paths (e.g.
         ``lambda path, _: "Dense_1" in jax.tree_util.keystr(path)``), or a pytree of bools with
@@ -335,18 +406,18 @@ def gradient_embedding(params, apply_fn: Callable, pool, *, wrt=None, batch_size
       ``(n, d)`` array (``(n, project_to)`` with a sketch).
     """
     fn_name = "gradient_embedding"
-    n = _validate.pool_size(fn_name, pool)
     batch_size = _validate.check_int(fn_name, "batch_size", batch_size, low=1)
     key = _validate.as_key(fn_name, key)
     if project_to is not None:
         project_to = _validate.check_int(fn_name, "project_to", project_to, low=1)
-    selected = _selected_leaves(fn_name, params, apply_fn, pool, n, batch_size, wrt)
+    first, _, run = open_pool(fn_name, pool, batch_size)
+    selected = _selected_leaves(fn_name, params, apply_fn, first, wrt)
     grads_fn = _cached_jit("grad", apply_fn, selected)
-    out_shape = _output_shape(fn_name, apply_fn, params, _first_chunk(pool, n, batch_size))
+    out_shape = _output_shape(fn_name, apply_fn, params, first)
     if out_shape.ndim != 2:
         raise ValueError(_validate.message(fn_name, "apply_fn", "a function returning 2-D logits (batch, C)",
                                            f"outputs of shape {out_shape.shape}"))
-    emb = map_chunks(lambda chunk: grads_fn(params, chunk), pool, n, batch_size)
+    emb, _ = run(lambda chunk: grads_fn(params, chunk))
     _validate.check_finite(fn_name, "the per-example gradients", emb)
     if project_to is not None:
         sketch = jax.random.normal(key, (emb.shape[1], project_to), emb.dtype) / np.sqrt(project_to)

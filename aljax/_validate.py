@@ -7,6 +7,7 @@ value checks (NaN/Inf) run only on concrete arrays (see :func:`check_finite`).
 
 from __future__ import annotations
 
+import itertools
 import numbers
 from collections.abc import Iterable
 from typing import Any
@@ -39,13 +40,13 @@ def check_int(fn: str, arg: str, value: Any, *, low: int | None = None, high: in
     return value
 
 
-def check_k(fn: str, k: Any, n: int) -> int:
-    """The number of points to select: a Python int in [1, n]."""
+def check_k(fn: str, k: Any, n: int | None) -> int:
+    """The number of points to select: a Python int in [1, n] (``n=None``: size not known yet)."""
     if isinstance(k, bool) or not isinstance(k, numbers.Integral):
         raise TypeError(message(fn, "k", "a Python int", f"{type(k).__name__} {k!r}"))
     if k < 1:
         raise ValueError(message(fn, "k", "an int >= 1", int(k)))
-    if k > n:
+    if n is not None and k > n:
         raise ValueError(
             f"aljax.{fn}: argument `k` must be at most the pool size: cannot select "
             f"{int(k)} points from a pool of {n}."
@@ -121,6 +122,12 @@ def check_finite(fn: str, what: str, *arrays) -> None:
             raise ValueError(f"aljax.{fn}: {what} contain {bad} NaN/Inf value(s); they must be finite.")
 
 
+def check_k_for_pool(fn: str, k: Any, pool: Any) -> int:
+    """:func:`check_k` against the pool's size; for an iterable of batches, whose size is known
+    only once it has been read, only the type and ``k >= 1`` now (check again after the pass)."""
+    return check_k(fn, k, None if is_batch_iterable(pool) else pool_size(fn, pool))
+
+
 def is_batch_iterable(pool) -> bool:
     """An iterable of batches (a generator, an iterator, a re-iterable object such as a data
     loader), as opposed to an array or a pytree of arrays (lists, tuples and dicts are pytrees)."""
@@ -148,3 +155,15 @@ def checked_batches(fn: str, pool: Iterable):
                 fn, "pool", f"batches with the same structure and trailing shape as the first {first[1]}",
                 f"{signature[1]} at batch {number}"))
         yield batch
+
+
+def peek_batches(fn: str, pool: Iterable):
+    """``(first_batch, batches)``: the first batch of an iterable pool (for checks against other
+    inputs before any heavy work) and an iterable that yields every batch, the first included."""
+    batches = iter(pool)
+    try:
+        first = next(batches)
+    except StopIteration:
+        raise ValueError(message(fn, "pool", "a non-empty pool (array or iterable of batches)",
+                                 "an iterable that yielded no batches")) from None
+    return first, itertools.chain([first], batches)

@@ -270,7 +270,8 @@ class ActiveSampler:
                                           device=self._options["device"], max_length=self._options["max_length"])
         params, apply_fn = self.model
         try:
-            _validate.pool_size(fn, data, arg)
+            if not _validate.is_batch_iterable(data):
+                _validate.pool_size(fn, data, arg)
         except (TypeError, ValueError) as err:
             raise type(err)(f"{err} (a (params, apply_fn) model takes arrays or pytrees of arrays)") from None
         return logits_and_features(params, apply_fn, data, batch_size=self.batch_size,
@@ -279,6 +280,8 @@ class ActiveSampler:
 
     def _size(self, candidates) -> int | None:
         if self._kind == "jax":
+            if _validate.is_batch_iterable(candidates):
+                return None  # known after the embedding pass
             return _validate.pool_size("ActiveSampler.select", candidates, "candidates")
         from . import torch_adapter
 
@@ -289,7 +292,7 @@ class ActiveSampler:
 
         Args:
           candidates: the unlabeled pool: for a JAX model an ``(n, ...)`` array or pytree of
-            arrays; for a torch model a tensor, a NumPy array, a ``Dataset``/``DataLoader`` or a
+            arrays, or an iterable of batches of them (read once); for a torch model a tensor, a NumPy array, a ``Dataset``/``DataLoader`` or a
             mapping of tensors; for a ``(model, tokenizer)`` pair a list of strings.
 
         Returns:

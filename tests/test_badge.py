@@ -89,6 +89,32 @@ def test_later_picks_use_min_distance_to_all_centres():
     assert p_value > 1e-3
 
 
+def test_d2_sample_is_proportional_to_the_weights_and_never_draws_a_zero():
+    """The Gumbel-max draw against the exact probabilities ``w / Σ w`` (chi-squared), including
+    weights spanning four orders of magnitude."""
+    from aljax._badge import _d2_sample
+
+    weights = jnp.asarray([0.0, 1.0, 2.0, 0.0, 5.0, 0.5, 1.5, 1e-3], jnp.float32)
+    draws = 6000
+    picks = np.asarray(jax.vmap(lambda key: _d2_sample(key, weights))(jax.random.split(jax.random.key(11), draws)))
+    counts = np.bincount(picks, minlength=8)
+    assert counts[0] == counts[3] == 0
+    probs = np.asarray(weights, np.float64) / float(np.sum(np.asarray(weights, np.float64)))
+    big = probs > 0.01  # expected counts >= 5; the tiny weight is checked for being drawn rarely
+    _, p_value = stats.chisquare(counts[big], draws * probs[big] * counts[big].sum() / (draws * probs[big].sum()))
+    assert p_value > 1e-3, (counts, draws * probs)
+    assert counts[7] <= 5
+
+
+def test_take_row_equals_indexing():
+    from aljax._sharding import take_row
+
+    x = jnp.arange(12.0).reshape(4, 3)
+    for i in range(4):
+        np.testing.assert_array_equal(take_row(x, jnp.int32(i)), x[i])
+    np.testing.assert_array_equal(take_row(jnp.arange(5.0), 2), 2.0)
+
+
 # ---------------------------------------------------------------- properties
 
 @settings(max_examples=15, deadline=None)

@@ -1,0 +1,264 @@
+"""Checks on 8 CPU devices, run by tests/test_sharding.py in a subprocess.
+
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/_sharded_checks.py [names...]
+
+Each check raises on failure; the script prints one JSON object ``{name: "ok" | traceback}``.
+The 8 devices must be set before JAX starts, which is why this is not a pytest module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import traceback
+
+os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import aljax  # noqa: E402
+from aljax import _sharding  # noqa: E402
+from models import MODEL_KINDS  # noqa: E402
+
+MESH = Mesh(np.array(jax.devices()), ("data",))
+ROWS = NamedSharding(MESH, P("data"))
+MESH_2D = Mesh(np.array(jax.devices()).reshape(4, 2), ("data", "model"))
+CHECKS = {}
+
+
+def check(fn):
+    CHECKS[fn.__name__] = fn
+    return fn
+
+
+def shard(tree, sharding=ROWS):
+    return jax.tree_util.tree_map(lambda leaf: jax.device_put(leaf, sharding), tree)
+
+
+def is_row_sharded(x, mesh=MESH, axes="data"):
+    return (isinstance(x.sharding, NamedSharding) and x.sharding.mesh == mesh
+            and tuple(x.sharding.spec)[:1] == (axes,))
+
+
+def factored(seed, n, c=4, d=6, duplicates=0):
+    rng = np.random.default_rng(seed)
+    a, h = rng.normal(size=(n, c)), rng.normal(size=(n, d))
+    if duplicates:  # repeated rows: k beyond the distinct points exercises the uniform fill
+        rows = rng.integers(0, duplicates, n)
+        a, h = a[rows], h[rows]
+    return aljax.Factored(jnp.asarray(a, jnp.float32), jnp.asarray(h, jnp.float32))
+
+
+def equal(x, y, what):
+    x, y = np.asarray(x), np.asarray(y)
+    assert np.array_equal(x, y), f"{what}: sharded {x.tolist()} != unsharded {y.tolist()}"
+
+
+# ---------------------------------------------------------------- same picks as on one device
+
+@check
+def kmeans_pp_factored_and_dense():
+    for seed in range(2):
+        emb = factored(seed, 256)
+        sharded = shard(emb)
+        assert is_row_sharded(sharded.a) and is_row_sharded(sharded.h)
+        equal(aljax.kmeans_pp(seed, sharded, 40), aljax.kmeans_pp(seed, emb, 40), f"factored seed {seed}")
+        equal(aljax.kmeans_pp(seed, shard(emb.to_dense()), 40), aljax.kmeans_pp(seed, emb.to_dense(), 40),
+              f"dense seed {seed}")
+    jitted = jax.jit(aljax.kmeans_pp, static_argnums=2)
+    equal(jitted(jax.random.key(3), sharded, 40), aljax.kmeans_pp(3, emb, 40), "under an outer jit")
+    # 2-D mesh, rows over "data" (4 shards), replicated over "model".
+    equal(aljax.kmeans_pp(1, shard(emb, NamedSharding(MESH_2D, P("data"))), 40), aljax.kmeans_pp(1, emb, 40),
+          "2-D mesh")
+
+
+@check
+def kmeans_pp_uniform_fill_when_sharded():
+    emb = factored(1, 256, duplicates=5)  # 5 distinct rows, 40 picks: 35 come from the uniform fill
+    for key in range(2):
+        ref = np.asarray(aljax.kmeans_pp(key, emb, 40))
+        got = np.asarray(aljax.kmeans_pp(key, shard(emb), 40))
+        equal(got, ref, f"key {key}")
+        assert len(set(got.tolist())) == 40
+
+
+@check
+def badge_sharded_pool():
+    params, apply_fn, *_ = MODEL_KINDS["linen_mlp"](jax.random.key(0))   # a Flax model.apply
+    pool = jax.random.normal(jax.random.key(1), (400, 6))
+    sharded = shard(pool)
+    # 50 rows per device in chunks of 16: starts 0, 16, 32, 34 (the last overlapping).
+    equal(aljax.badge(params, apply_fn, sharded, 25, key=3, batch_size=16),
+          aljax.badge(params, apply_fn, pool, 25, key=3, batch_size=16), "badge")
+
+
+@check
+def embedding_pass_is_data_parallel():
+    params, apply_fn, *_ = MODEL_KINDS["linen_mlp"](jax.random.key(0))
+    pool = jax.random.normal(jax.random.key(1), (8 * 37, 6))
+    for batch_size in (5, 100):   # 37 rows per device: 8 chunks, the last overlapping / one chunk
+        ref = aljax.last_layer_embedding(params, apply_fn, pool, batch_size=batch_size)
+        got = aljax.last_layer_embedding(params, apply_fn, shard(pool), batch_size=batch_size)
+        for name in ("a", "h"):
+            leaf = getattr(got, name)
+            assert is_row_sharded(leaf), f"{name} not sharded like the pool: {leaf.sharding}"
+            np.testing.assert_allclose(leaf, getattr(ref, name), rtol=1e-5, atol=1e-6)
+    # A pytree pool, and each device's chunk of b rows comes from its own block (no data moves).
+    from aljax._embeddings import map_chunks
+
+    tree = {"x": jnp.arange(8 * 12, dtype=jnp.float32), "y": jnp.arange(8 * 12 * 2, dtype=jnp.float32).reshape(-1, 2)}
+    seen = []
+    out = map_chunks(lambda c: (seen.append(c["x"].shape) or {"s": c["x"] + c["y"][:, 0]}), shard(tree), 96, 5)
+    assert seen == [(40,)] * 3, seen  # 12 rows per device in chunks of 5: starts 0, 5, 7 (overlap dropped)
+    np.testing.assert_array_equal(out["s"], tree["x"] + tree["y"][:, 0])
+    assert is_row_sharded(out["s"])
+    layout = _sharding.row_layout("t", "pool", shard(tree))
+    hlo = _sharding._take_chunk.lower(shard(tree), jnp.int32(0), size=5, layout=layout).compile().as_text()
+    assert not collectives(hlo), collectives(hlo)
+
+
+@check
+def k_center_greedy_and_coreset():
+    rng = np.random.default_rng(0)
+    feats = jnp.asarray(rng.normal(size=(256, 7)), jnp.float32)
+    labeled = jnp.asarray(rng.normal(size=(40, 7)), jnp.float32)
+    equal(aljax.k_center_greedy(shard(feats), 30), aljax.k_center_greedy(feats, 30), "no labeled")
+    equal(aljax.k_center_greedy(shard(feats), 30, labeled_features=labeled),
+          aljax.k_center_greedy(feats, 30, labeled_features=labeled), "replicated labeled")
+    params, apply_fn, *_ = MODEL_KINDS["plain"](jax.random.key(0))
+    pool = jax.random.normal(jax.random.key(1), (400, 6))
+    equal(aljax.coreset(params, apply_fn, shard(pool), 20, labeled=pool[:30], batch_size=16),
+          aljax.coreset(params, apply_fn, pool, 20, labeled=pool[:30], batch_size=16), "coreset")
+
+
+@check
+def vessal_sharded():
+    # VeSSAL is sequential: the Fisher embedding of the pool is computed data-parallel (sharded like
+    # the pool), then the stream's keep decisions run in order over it; the picks are unchanged.
+    params, apply_fn, *_ = MODEL_KINDS["plain"](jax.random.key(0))
+    pool = jax.random.normal(jax.random.key(1), (400, 6))
+    equal(aljax.vessal(params, apply_fn, shard(pool), 15, key=2, batch_size=16),
+          aljax.vessal(params, apply_fn, pool, 15, key=2, batch_size=16), "vessal")
+
+
+@check
+def explicit_axes_mesh():
+    # jax.make_mesh gives Explicit axes by default: every front door and selector still works.
+    mesh = jax.make_mesh((8,), ("data",))
+    assert any(kind == jax.sharding.AxisType.Explicit for kind in mesh.axis_types)
+    rows = NamedSharding(mesh, P("data"))
+    params, apply_fn, *_ = MODEL_KINDS["plain"](jax.random.key(0))
+    pool = jax.random.normal(jax.random.key(1), (400, 6))
+    sharded = shard(pool, rows)
+    for name in ("badge", "bait", "coreset", "margin", "vessal"):
+        equal(getattr(aljax, name)(params, apply_fn, sharded, 12, batch_size=16),
+              getattr(aljax, name)(params, apply_fn, pool, 12, batch_size=16), name)
+    emb = factored(0, 256)
+    equal(aljax.kmeans_pp(1, shard(emb, rows), 30), aljax.kmeans_pp(1, emb, 30), "kmeans_pp")
+    feats = emb.h
+    equal(aljax.k_center_greedy(shard(feats, rows), 30), aljax.k_center_greedy(feats, 30), "k_center_greedy")
+    equal(aljax.volume_stream(2, shard(feats, rows), 10), aljax.volume_stream(2, feats, 10), "volume_stream")
+
+
+# ---------------------------------------------------------------- heavy work stays sharded
+
+COLLECTIVE = re.compile(r"=\s*(\([^)]*\)|\S+)\s+(all-gather|all-reduce|all-to-all|collective-permute|reduce-scatter)"
+                        r"(-start)?\(")
+
+
+def collectives(hlo: str):
+    """``(op, number of elements in its result)`` for every collective in compiled HLO text."""
+    found = []
+    for match in COLLECTIVE.finditer(hlo):
+        shapes = re.findall(r"\[([\d,]*)\]", match.group(1))
+        size = max((int(np.prod([int(d) for d in s.split(",") if d])) for s in shapes), default=1)
+        found.append((match.group(2), size))
+    return found
+
+
+@check
+def hlo_no_gather_of_the_pool():
+    n = 8 * 512
+    local = n // 8
+    emb = shard(factored(0, n, c=10, d=32))
+    cases = {
+        "kmeans_pp factored": lambda: aljax._badge._kmeans_pp.lower(jax.random.key(0), emb, 50),
+        "kmeans_pp dense": lambda: aljax._badge._kmeans_pp.lower(jax.random.key(0), shard(emb.to_dense()), 50),
+        "k_center_greedy labeled": lambda: aljax._baselines._k_center_greedy.lower(emb.h, jnp.ones((300, 32)), 50),
+    }
+    for name, lower in cases.items():
+        found = collectives(lower().compile().as_text())
+        assert found, f"{name}: no collectives at all; was the kernel partitioned?"
+        big = [c for c in found if c[1] >= local]
+        assert not big, f"{name}: collectives moving pool-sized arrays (>= {local} elements): {big}"
+    # The detector itself: the plain x[i] row lookup all-gathers the pool.
+    gather = jax.jit(lambda x, i: x[i]).lower(emb.h, jnp.int32(3)).compile().as_text()
+    assert any(op == "all-gather" and size >= local for op, size in collectives(gather)), collectives(gather)
+
+
+# ---------------------------------------------------------------- bad input
+
+@check
+def mixed_shardings_are_refused():
+    import pytest
+
+    emb = factored(0, 64)
+    mixed = aljax.Factored(jax.device_put(emb.a, ROWS), emb.h)
+    with pytest.raises(ValueError, match=r"aljax\.kmeans_pp: argument `embedding` must be leaves laid out the same "
+                                         r"way.*leaf 1 not sharded along the example axis"):
+        aljax.kmeans_pp(0, mixed, 5)
+    other = aljax.Factored(jax.device_put(emb.a, ROWS), jax.device_put(emb.h, NamedSharding(MESH_2D, P("data"))))
+    with pytest.raises(ValueError, match=r"aljax\.kmeans_pp: argument `embedding`.*mesh axes 'data'"):
+        aljax.kmeans_pp(0, other, 5)
+    params, apply_fn, *_ = MODEL_KINDS["plain"](jax.random.key(0))
+
+    def two_inputs(p, x):
+        return apply_fn(p, x["u"] + x["v"])
+
+    pool = {"u": jax.device_put(jnp.ones((64, 6)), ROWS), "v": jnp.ones((64, 6))}
+    with pytest.raises(ValueError, match=r"aljax\.badge: argument `pool` must be leaves laid out the same way"):
+        aljax.badge(params, two_inputs, pool, 5)
+    with pytest.raises(ValueError, match=r"aljax\.coreset: argument `pool`"):
+        aljax.coreset(params, two_inputs, pool, 5)
+    # Sharded along a feature axis only: not a row layout, the plain path (same picks).
+    cols = jax.device_put(emb.to_dense(), NamedSharding(MESH, P(None, "data")))
+    equal(aljax.kmeans_pp(0, cols, 5), aljax.kmeans_pp(0, emb.to_dense(), 5), "feature-sharded")
+
+
+@check
+def mesh_not_dividing_the_pool():
+    import pytest
+
+    # JAX refuses to build such an array at all (before aljax sees it).
+    with pytest.raises(ValueError, match=r"divide"):
+        jax.device_put(jnp.ones((100, 3)), ROWS)
+    # Inside the caller's jit a sharding constraint on any size works: XLA pads the last shard.
+    emb = factored(2, 100)
+    constrained = jax.jit(lambda e: aljax.kmeans_pp(4, jax.lax.with_sharding_constraint(e, ROWS), 12))
+    equal(constrained(emb), aljax.kmeans_pp(4, emb, 12), "kmeans_pp under jit, 100 rows on 8 devices")
+    features = emb.h
+    constrained = jax.jit(lambda f: aljax.k_center_greedy(jax.lax.with_sharding_constraint(f, ROWS), 12))
+    equal(constrained(features), aljax.k_center_greedy(features, 12), "k_center_greedy under jit")
+
+
+def main(names):
+    results = {}
+    for name in names or CHECKS:
+        try:
+            CHECKS[name]()
+            results[name] = "ok"
+        except BaseException:  # noqa: BLE001 - report every failure to the parent test
+            results[name] = traceback.format_exc()
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

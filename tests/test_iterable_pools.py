@@ -1,0 +1,125 @@
+"""Every front door takes the pool as an iterable of batches (pools larger than memory): the
+same picks as the array, whatever the batch sizes; read once; the raw batches are not kept."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import aljax
+from tests.models import plain_mlp
+
+PARAMS, APPLY, FEATURES, _, SHAPE = plain_mlp(jax.random.key(0))
+POOL = np.asarray(jax.random.normal(jax.random.key(1), (300,) + SHAPE), np.float32)
+LABELED = POOL[:20] + 0.5
+
+
+def batches(x, sizes):
+    """A one-shot generator over ``x`` cut at the given batch sizes (the rest in one batch)."""
+    start = 0
+    for size in sizes:
+        if start >= len(x):
+            break
+        yield x[start:start + size]
+        start += size
+    if start < len(x):
+        yield x[start:]
+
+
+SELECTORS = {
+    "badge": lambda pool, k: aljax.badge(PARAMS, APPLY, pool, k, key=3, batch_size=64),
+    "bait": lambda pool, k: aljax.bait(PARAMS, APPLY, pool, k, labeled=LABELED, batch_size=64),
+    "bait_regression": lambda pool, k: aljax.bait(PARAMS, lambda p, x: FEATURES(p, x) @ p["w2"][:, :2], pool, k,
+                                                  problem_type="regression", features_fn=FEATURES, batch_size=64),
+    "coreset": lambda pool, k: aljax.coreset(PARAMS, APPLY, pool, k, labeled=LABELED, batch_size=64),
+    "margin": lambda pool, k: aljax.margin(PARAMS, APPLY, pool, k, batch_size=64),
+    "entropy": lambda pool, k: aljax.entropy(PARAMS, APPLY, pool, k, batch_size=64),
+    "least_confidence": lambda pool, k: aljax.least_confidence(PARAMS, APPLY, pool, k, batch_size=64),
+    "random_sample": lambda pool, k: aljax.random_sample(PARAMS, APPLY, pool, k, key=5),
+    "bald": lambda pool, k: aljax.bald(PARAMS, lambda p, x, key: APPLY(p, x * jax.random.bernoulli(key, 0.7, x.shape)),
+                                       pool, k, key=2, mc_samples=4, batch_size=64),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SELECTORS))
+def test_iterable_pool_gives_the_array_picks(name):
+    select = SELECTORS[name]
+    expected = np.asarray(select(POOL, 12))
+    got = np.asarray(select(batches(POOL, [7, 100, 1, 64, 50]), 12))
+    np.testing.assert_array_equal(got, expected)
+    assert got.dtype == np.int32
+
+
+@settings(max_examples=15, deadline=None)
+@given(sizes=st.lists(st.integers(1, 90), min_size=1, max_size=8), batch_size=st.integers(1, 130))
+def test_embeddings_do_not_depend_on_batch_boundaries(sizes, batch_size):
+    ref = aljax.last_layer_embedding(PARAMS, APPLY, POOL, batch_size=batch_size)
+    got = aljax.last_layer_embedding(PARAMS, APPLY, batches(POOL, sizes), batch_size=batch_size)
+    np.testing.assert_allclose(got.a, ref.a, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(got.h, ref.h, rtol=1e-6, atol=1e-6)
+    fisher = aljax.fisher_embedding(PARAMS, APPLY, batches(POOL, sizes), batch_size=batch_size)
+    np.testing.assert_allclose(fisher.probs, jax.nn.softmax(APPLY(PARAMS, POOL)), rtol=1e-5, atol=1e-6)
+
+
+def test_gradient_embedding_and_pytree_batches():
+    ref = aljax.gradient_embedding(PARAMS, APPLY, POOL, batch_size=50)
+    got = aljax.gradient_embedding(PARAMS, APPLY, batches(POOL, [33, 33]), batch_size=50)
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
+    # Batches may be pytrees of arrays (here a dict), like array pools.
+    apply_dict = lambda p, x: APPLY(p, x["x"])  # noqa: E731
+    ref = aljax.margin(PARAMS, apply_dict, {"x": POOL}, 9)
+    got = aljax.margin(PARAMS, apply_dict, ({"x": b} for b in batches(POOL, [120, 90])), 9)
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_re_iterable_loader_and_sampler():
+    class Loader:  # a data-loader-like object: each iter() starts a new pass
+        def __iter__(self):
+            return batches(POOL, [40] * 10)
+
+    expected = aljax.badge(PARAMS, APPLY, POOL, 10, key=1)
+    np.testing.assert_array_equal(aljax.badge(PARAMS, APPLY, Loader(), 10, key=1), expected)
+    sampler = aljax.ActiveSampler("classification", (PARAMS, APPLY), 10, strategy="margin")
+    np.testing.assert_array_equal(sampler.select(Loader()), aljax.margin(PARAMS, APPLY, POOL, 10))
+
+
+def test_raw_batches_are_not_kept():
+    """The pass holds the compact outputs only: a batch is garbage once the next ones are read."""
+    alive = []
+
+    def tracked():
+        for i, batch in enumerate(batches(POOL, [30] * 10)):
+            if i >= 3:
+                gc.collect()
+                assert alive[i - 3]() is None, f"batch {i - 3} still referenced while reading batch {i}"
+            batch = batch.copy()
+            alive.append(weakref.ref(batch))
+            yield batch
+
+    aljax.badge(PARAMS, APPLY, tracked(), 5, batch_size=16)
+    assert len(alive) == 10  # read once, every batch
+
+
+def test_bad_iterables():
+    with pytest.raises(ValueError, match=r"aljax\.badge: .*`pool`.*no batches"):
+        aljax.badge(PARAMS, APPLY, iter([]), 3)
+    with pytest.raises(ValueError, match=r"aljax\.margin: .*`pool`.*trailing shape"):
+        aljax.margin(PARAMS, APPLY, iter([POOL[:10], POOL[:10, :3]]), 3)
+    with pytest.raises(ValueError, match=r"aljax\.coreset: .*cannot select 50 points from a pool of 30"):
+        aljax.coreset(PARAMS, APPLY, batches(POOL[:30], [10]), 50)
+    with pytest.raises(ValueError, match=r"aljax\.random_sample: .*cannot select 50 points from a pool of 30"):
+        aljax.random_sample(None, None, batches(POOL[:30], [10]), 50)
+    with pytest.raises(ValueError, match=r"aljax\.bait: .*`labeled`.*trailing shape"):
+        aljax.bait(PARAMS, APPLY, batches(POOL, [100]), 3, labeled=LABELED[:, :3])
+    with pytest.raises(ValueError, match=r"aljax\.bait: .*`k`"):
+        aljax.bait(PARAMS, APPLY, batches(POOL, [100]), 0)
+    with pytest.raises(TypeError, match=r"aljax\.entropy: .*`k`"):
+        aljax.entropy(PARAMS, APPLY, batches(POOL, [100]), 2.5)
+    with pytest.raises(ValueError, match=r"aljax\.last_layer_embedding: .*`pool`"):
+        aljax.last_layer_embedding(PARAMS, APPLY, (b for b in [jnp.zeros((0, 6))]))
