@@ -1,0 +1,99 @@
+"""benchmarks/throughput.py and its timing helpers keep working (smoke runs at the smallest size)."""
+
+import json
+import pathlib
+import statistics
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import _timing  # noqa: E402
+import throughput  # noqa: E402
+
+
+def test_measure_warms_up_once_then_takes_the_median_of_the_timed_runs():
+    calls = []
+    result = _timing.measure(lambda: calls.append(1) or np.zeros(3), repeats=4)
+    assert len(calls) == 5
+    assert len(result["runs_s"]) == 4
+    assert result["median_s"] == statistics.median(result["runs_s"])
+    assert result["compile_s"] == max(result["first_s"] - result["median_s"], 0.0)
+    with pytest.raises(ValueError, match="repeats"):
+        _timing.measure(lambda: None, repeats=0)
+
+
+def test_run_blocked_returns_what_the_function_returned():
+    import jax.numpy as jnp
+
+    seconds, out = _timing.run_blocked(lambda: jnp.arange(4) * 2)
+    assert seconds >= 0
+    np.testing.assert_array_equal(out, [0, 2, 4, 6])
+
+
+def test_peak_rss_sees_a_large_allocation():
+    before = _timing.peak_rss_bytes()
+    block = np.ones(300 * 2**20 // 8)  # 300 MiB, written so that it is resident
+    after = _timing.peak_rss_bytes()
+    assert block.sum() > 0
+    assert after - before >= 200 * 2**20
+
+
+def test_streaming_bandwidth_reads_the_requested_bytes():
+    bw = _timing.streaming_bandwidth(4 * 2**20, repeats=1)
+    assert bw["bytes"] == 4 * 2**20
+    assert bw["bytes_per_s"] > 0 and bw["method"] in bw["seconds"]
+
+
+def test_json_merges_runs_of_different_sizes(tmp_path):
+    path = tmp_path / "out.json"
+    first = [dict(size="small", algorithm="badge", median_s=1.0), dict(size="tiny", algorithm="margin", median_s=2.0)]
+    throughput.write_json(path, {"backend": "cpu"}, ["--sizes", "small"], first, None)
+    throughput.write_json(path, {"backend": "cpu"}, ["--sizes", "small"],
+                          [dict(size="small", algorithm="badge", median_s=3.0)], {"n": 5})
+    data = json.loads(path.read_text())
+    assert [(e["size"], e["algorithm"], e["median_s"]) for e in data["results"]] == [
+        ("tiny", "margin", 2.0), ("small", "badge", 3.0)]
+    assert data["huge"] == {"n": 5}
+
+
+def test_bad_flags_are_refused():
+    for argv in (["--sizes", "enormous"], ["--algorithms", "kmeans"], ["--repeats", "0"]):
+        with pytest.raises(SystemExit):
+            throughput.parse_args(argv)
+
+
+def _run(tmp_path, *argv):
+    out = tmp_path / "throughput.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "throughput.py"), *argv, "--out", str(out)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout, json.loads(out.read_text())
+
+
+def test_smallest_size_runs_every_algorithm_and_a_small_streamed_pool(tmp_path):
+    stdout, data = _run(tmp_path, "--sizes", "tiny", "--repeats", "1",
+                        "--huge", "--huge-n", "10000", "--huge-k", "20", "--huge-batch", "4096")
+    env = data["environment"]
+    assert f"backend {env['backend']}" in stdout
+    assert env["device_count"] >= 1 and env["jax"]
+    entries = {e["algorithm"]: e for e in data["results"]}
+    assert set(entries) == set(throughput.ALGORITHMS)
+    for entry in entries.values():
+        assert entry["size"] == "tiny" and entry["median_s"] > 0 and len(entry["runs_s"]) == 1
+        assert entry["compile_s"] >= 0
+    kmeans = entries["kmeans_pp"]
+    assert kmeans["floor_bytes"] == kmeans["n"] * (kmeans["classes"] + kmeans["dim"]) * 4
+    assert kmeans["floor_ratio"] > 0
+    # The streamed BADGE run: the pool arrives as an iterable of 4,096-row batches (the last one
+    # short), k unique picks, the factored embedding n·(C + D) floats, memory read in the child.
+    huge = data["huge"]
+    split = huge["split"]
+    assert split["n"] == 10_000 and split["picks_unique"] == 20
+    assert split["factored_bytes"] == 10_000 * (10 + 512) * 4
+    assert split["peak_rss_bytes"] >= split["peak_rss_after_embedding_bytes"] > split["factored_bytes"]
+    assert huge["dense_embedding_bytes"] == 10_000 * 10 * 512 * 4
