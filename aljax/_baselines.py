@@ -284,16 +284,25 @@ def _k_center_greedy(features: jax.Array, labeled: jax.Array | None, k: int) -> 
 
     rows = jnp.arange(n, dtype=jnp.int32)
 
+    sq = jnp.sum(features * features, axis=1)
+    rtol = 16 * jnp.finfo(dtype).eps
+
     # Sharding-friendly (features sharded along rows, labeled replicated): distances stay local;
     # per step only a partial argmax per device and the picked row (take_row) cross devices.
+    # ||f_j − f_i||² = ||f_j||² + ||f_i||² − 2 f_j·f_i: one matrix-vector product per step (XLA on CPU
+    # streams it ~10× faster than the fused difference-of-squares); cancellation noise below
+    # rtol·scale counts as 0, so duplicates stay at distance 0.
     def sqdist_to(i):
-        return jnp.sum(jnp.square(features - take_row(features, i)), axis=1)
+        centre = take_row(features, i)
+        sq_i = jnp.sum(centre * centre)
+        d = sq + sq_i - 2 * jnp.matmul(features, centre, precision=_HIGHEST, preferred_element_type=dtype)
+        return jnp.where(d <= rtol * (sq + sq_i), 0.0, d).astype(dtype)
 
     picks = jnp.zeros(k, jnp.int32)
     chosen = jnp.zeros(n, bool)
     if labeled is None:
         # No labeled set: the first centre is the point of largest feature norm (deterministic).
-        first = jnp.argmax(jnp.sum(features * features, axis=1)).astype(jnp.int32)
+        first = jnp.argmax(sq).astype(jnp.int32)
         picks, chosen, dist, start = picks.at[0].set(first), rows == first, sqdist_to(first), 1
     else:
         dist, start = _min_sqdist_to_set(features, labeled.astype(dtype), dtype), 0
