@@ -8,11 +8,16 @@ aljax: ``aljax.volume_stream`` on ``FisherFactors`` (rank 1), compile timed sepa
 
     python benchmarks/vessal_speed.py [--classes 10 --dim 64 --loop-n 2000 --n 100000
                                        --big-dim 512 --big-n 20000 --keep 0.01 --repeats 3
-                                       --big-repeats 1]
+                                       --big-repeats 1 --fixed-n 20000 --fixed-big-n 8192]
 
 At d = 5,120 the time per point is two d × d matrix products (``X A⁻¹`` and ``XᵀX``, about
 2·10⁸ flops a point, so a few hundred points/s on a laptop-class CPU) plus one ``S Wᵀ``
 matrix-vector product per keep; the default big stream is short enough for a couple of minutes.
+
+Fixed covariance (``covariance=`` / ``precompute_covariance=True``): the dense kernel against
+the span-of-kept-points kernel, forced through the private driver on the same stream, key and
+``Σ̂`` (the mean ``UᵀU`` of the stream, whose one-pass construction is timed on its own), at
+d = C·dim and d = C·big-dim; the picks of the two are compared.
 """
 
 from __future__ import annotations
@@ -72,6 +77,39 @@ def time_aljax(emb, k, repeats):
     return max(first - run, 0.0), run
 
 
+def time_fixed(emb, k, covariance, span, repeats):
+    """(compile s, median run s, picks) of the private driver with the kernel forced."""
+    def select():
+        return _vessal._run(jax.random.key(0), _vessal._array_blocks(emb, emb.n), d=emb.dim, rank=1,
+                            dtype=jnp.float32, budget=k, rate=None, total=emb.n, lamb=0.01,
+                            covariance=covariance, span=span).block_until_ready()
+
+    start = time.perf_counter()
+    picks = select()
+    first = time.perf_counter() - start
+    run = median_time(select, repeats)
+    return max(first - run, 0.0), run, np.asarray(picks)
+
+
+def fixed_covariance(args, dim, n, repeats):
+    emb = fisher_stream(jax.random.key(2), n, args.classes, dim)
+    d, k = args.classes * dim, max(1, int(args.keep * n))
+    start = time.perf_counter()
+    cov_sum, count = _vessal._gram(_vessal._array_blocks(emb, n), d, 1, jnp.float32)
+    covariance = (cov_sum / count).block_until_ready()
+    pass_s = time.perf_counter() - start
+    print(f"d = {d}, stream {n:,}, k = {k:,}, fixed covariance (its pass: {n / pass_s:,.0f} points/s, "
+          f"load average {os.getloadavg()[0]:.1f}):")
+    results = {}
+    for span in (True, False):
+        compile_s, run, picks = time_fixed(emb, k, covariance, span, repeats)
+        results[span] = (run, picks)
+        print(f"  {'span ' if span else 'dense'} kernel {n / run:,.0f} points/s ({run:.2f} s; compile "
+              f"{compile_s:.1f} s; load average {os.getloadavg()[0]:.1f})")
+    same = np.array_equal(results[True][1], results[False][1])
+    print(f"  span / dense: {results[False][0] / results[True][0]:.1f}x; same picks: {same}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--classes", type=int, default=10)
@@ -83,10 +121,20 @@ def main():
     parser.add_argument("--keep", type=float, default=0.01, help="budget as a fraction of the stream")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--big-repeats", type=int, default=1, help="timed runs at d = C·big-dim")
+    parser.add_argument("--fixed-n", type=int, default=20_000,
+                        help="stream length, fixed covariance at d = C·dim (0: skip)")
+    parser.add_argument("--fixed-big-n", type=int, default=8192,
+                        help="stream length, fixed covariance at d = C·big-dim (0: skip)")
+    parser.add_argument("--only-fixed", action="store_true", help="run the fixed-covariance comparison only")
     args = parser.parse_args()
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
           f"internal chunk {_vessal._CHUNK}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     d = args.classes * args.dim
+    for dim, n in ((args.dim, args.fixed_n), (args.big_dim, args.fixed_big_n)):
+        if n > 0:
+            fixed_covariance(args, dim, n, args.repeats if dim == args.dim else args.big_repeats)
+    if args.only_fixed:
+        return
 
     # Same stream, same budget: the per-point loop against aljax.
     emb = fisher_stream(jax.random.key(0), args.loop_n, args.classes, args.dim)

@@ -49,15 +49,15 @@ def _reference(rows, uniforms, *, k=None, rate=None, lamb=0.01, labeled_rows=Non
     return np.array(kept, np.int64)
 
 
-def _fast(emb, uniforms, *, rank, k=None, rate=None, lamb=0.01, labeled_emb=None, covariance=None):
-    """The fast path (the private driver), fed the given uniforms."""
+def _fast(emb, uniforms, *, rank, k=None, rate=None, lamb=0.01, labeled_emb=None, covariance=None, span=None):
+    """The fast path (the private driver), fed the given uniforms; ``span`` forces the kernel."""
     n = _vessal._n_rows(emb)
     d = emb.dim if hasattr(emb, "dim") else emb.shape[-1]
     dtype = _vessal._compute_dtype(emb, labeled_emb, covariance)
     labeled = None if labeled_emb is None else _vessal._array_blocks(labeled_emb, _vessal._n_rows(labeled_emb))
     out = _vessal._run(jax.random.key(0), _vessal._array_blocks(emb, n), d=d, rank=rank, dtype=dtype, budget=k,
                        rate=rate, total=n if k is not None else None, lamb=lamb, labeled_blocks=labeled,
-                       covariance=covariance, uniforms=uniforms)
+                       covariance=covariance, uniforms=uniforms, span=span)
     return np.asarray(out)
 
 
@@ -147,6 +147,129 @@ def test_fisher_rows_are_class_aligned():
     np.testing.assert_allclose(rows, _rows_np(probs, h, 3), rtol=1e-5, atol=1e-6)
     factored = _vessal._dense_rows(aljax.Factored(jnp.asarray(probs), jnp.asarray(h)), 1, jnp.float32)
     np.testing.assert_allclose(factored[:, 0], np.einsum("nc,nd->ncd", probs, h).reshape(7, -1), rtol=1e-6)
+
+
+# ---------------------------------------------------------------- the span-of-kept-points kernel
+
+
+@pytest.fixture
+def span_small(small_chunks, monkeypatch):
+    """With `rate`, the span kernel starts with room for 4 rows and may grow to 16 (d = 12 here),
+    so short streams double the room twice and then hand over to the dense kernel mid-chunk."""
+    monkeypatch.setattr(_vessal, "_SPAN_START", 4)
+    monkeypatch.setattr(_vessal, "_SPAN_MAX_ROWS", 16 / 12)
+    calls = {"grow": 0, "to_dense": 0}
+    for name in calls:
+        original = getattr(_vessal, f"_span_{name}")
+
+        def spy(*args, _original=original, _name=name, **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(_vessal, f"_span_{name}", spy)
+    return calls
+
+
+@pytest.mark.parametrize("rank, seed_fisher, form", [(1, False, "k"), (1, True, "k"), (2, False, "k"), (2, True, "k"),
+                                                     (1, False, "rate"), (2, True, "rate")])
+def test_span_kernel_matches_reference_and_dense(span_small, rank, seed_fisher, form):
+    # The inputs of test_matches_reference_on_same_draws[precompute]: the dense kernel is compiled once.
+    n, k, rate = 300, 25, 0.2
+    budget = dict(k=k) if form == "k" else dict(rate=rate)
+    with jax.enable_x64(True):
+        probs, h = _fisher(rank * 10 + seed_fisher * 2 + 1, n + 40)
+        rows = _rows_np(probs, h, rank)
+        stream, labeled = rows[:n], rows[n:] if seed_fisher else None
+        every = rows if seed_fisher else stream
+        covariance = np.einsum("nri,nrj->ij", every, every) / len(every)
+        uniforms = np.random.default_rng(7).uniform(size=n)
+        ref = _reference(stream, uniforms, labeled_rows=labeled, covariance=covariance, **budget)
+        emb = aljax.FisherFactors(jnp.asarray(probs[:n]), jnp.asarray(h[:n]))
+        lab = aljax.FisherFactors(jnp.asarray(probs[n:]), jnp.asarray(h[n:])) if seed_fisher else None
+        kw = dict(rank=rank, labeled_emb=lab, covariance=jnp.asarray(covariance), **budget)
+        span = _fast(emb, uniforms, span=True, **kw)
+        dense = _fast(emb, uniforms, span=False, **kw)
+    assert len(ref) >= 3
+    np.testing.assert_array_equal(span[: len(ref)], ref)
+    np.testing.assert_array_equal(span, dense)
+    if form == "rate":  # the room ran out: doubled (4 → 8 → 16 rows), then handed over to the dense kernel
+        assert span_small["to_dense"] == 1
+        assert span_small["grow"] == (0 if seed_fisher else 2)
+
+
+@pytest.mark.parametrize("kind", ["dense", "dense3", "factored"])
+def test_span_kernel_all_kinds(span_small, kind):
+    n = 200
+    rng = np.random.default_rng(4)
+    with jax.enable_x64(True):
+        if kind == "dense":
+            emb = jnp.asarray(rng.normal(size=(n, 6)))
+            rows = np.asarray(emb)[:, None, :]
+        elif kind == "dense3":
+            emb = jnp.asarray(rng.normal(size=(n, 2, 6)))
+            rows = np.asarray(emb)
+        else:
+            a, h = rng.normal(size=(n, 3)), rng.normal(size=(n, 4))
+            emb = aljax.Factored(jnp.asarray(a), jnp.asarray(h))
+            rows = np.einsum("nc,nd->ncd", a, h).reshape(n, 1, -1)
+        covariance = np.einsum("nri,nrj->ij", rows, rows) / n
+        uniforms = rng.uniform(size=n)
+        ref = _reference(rows, uniforms, k=15, lamb=0.5, covariance=covariance)
+        out = _fast(emb, uniforms, rank=rows.shape[1], k=15, lamb=0.5, covariance=jnp.asarray(covariance), span=True)
+    assert len(ref) > 5
+    np.testing.assert_array_equal(out[: len(ref)], ref)
+
+
+def test_span_kernel_float32_agrees_with_float64_reference(small_chunks):
+    # The stream of test_float32_agrees_with_float64_reference, with the covariance fixed.
+    probs, h = _fisher(5, 400, c=4, dim=12, dtype=np.float32)
+    rows = _rows_np(probs, h, 1)
+    covariance = np.einsum("nri,nrj->ij", rows, rows) / len(rows)
+    uniforms = np.random.default_rng(1).uniform(size=400)
+    ref = _reference(rows, uniforms, k=20, covariance=covariance)
+    out = _fast(aljax.FisherFactors(jnp.asarray(probs), jnp.asarray(h)), uniforms, rank=1, k=20,
+                covariance=jnp.asarray(covariance, jnp.float32), span=True)
+    assert len(ref) >= 5
+    np.testing.assert_array_equal(out[: len(ref)], ref)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**30), r=st.sampled_from([1, 3]))
+def test_small_factorisations_match_numpy(seed, r):
+    # The span kernel's LAPACK-free r × r helpers: G = L⁻¹ (GᵀG = s⁻¹, G lower) and |det|.
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(3, r, r + 2))
+    spd = x @ np.swapaxes(x, 1, 2) + 0.1 * np.eye(r)
+    with jax.enable_x64(True):
+        g = np.asarray(_vessal._small_inverse_cholesky(jnp.asarray(spd[0])))
+        det = np.asarray(_vessal._small_abs_det(jnp.asarray(spd)))
+        singular = np.asarray(_vessal._small_abs_det(jnp.zeros((1, r, r))))
+    np.testing.assert_allclose(g, np.linalg.inv(np.linalg.cholesky(spd[0])), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(det, np.abs(np.linalg.det(spd)), rtol=1e-9)
+    np.testing.assert_array_equal(singular, [0.0])
+
+
+def test_span_kernel_is_chosen_for_a_fixed_covariance_at_large_d(monkeypatch):
+    assert _vessal._span_plan(5120, 1, 1000, 0, None) == 1000  # C·D = 5,120, k = 1,000 rows
+    assert _vessal._span_plan(5120, 2, 700, 500, None) == 2400 and _vessal._span_plan(5120, 2, 800, 500, None) is None
+    assert _vessal._span_plan(5120, 1, None, 0, None) == _vessal._SPAN_START
+    assert _vessal._span_plan(512, 1, 100, 0, None) is None  # d below _SPAN_MIN_D
+    assert _vessal._span_plan(640, 1, 320, 0, None) == 320 and _vessal._span_plan(640, 1, 321, 0, None) is None
+    assert _vessal._span_plan(512, 1, 100, 0, True) == 100 and _vessal._span_plan(5120, 1, 10, 0, False) is None
+    # Through the public functions: with the threshold lowered, a fixed covariance takes the span kernel.
+    monkeypatch.setattr(_vessal, "_SPAN_MIN_D", 16)
+    calls = []
+    original = _vessal._span_chunk
+    monkeypatch.setattr(_vessal, "_span_chunk", lambda *a, **kw: calls.append(1) or original(*a, **kw))
+    emb = jax.random.normal(jax.random.key(2), (300, 16))
+    cov = emb.T @ emb / 300
+    picks = aljax.volume_stream(3, emb, 5, covariance=cov)
+    assert calls
+    np.testing.assert_array_equal(jax.jit(lambda e, c: aljax.volume_stream(3, e, 5, covariance=c))(emb, cov), picks)
+    monkeypatch.setattr(_vessal, "_SPAN_MIN_D", 10**9)
+    np.testing.assert_array_equal(picks, aljax.volume_stream(3, emb, 5, covariance=cov))
+    with pytest.raises(ValueError, match="fixed covariance"):
+        _fast(emb, np.zeros(300), rank=1, k=5, span=True)
 
 
 # ---------------------------------------------------------------- counts and properties
