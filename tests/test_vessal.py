@@ -110,21 +110,24 @@ def test_matches_reference_on_same_draws(small_chunks, rank, seed_fisher, precom
     assert len(np.unique(out)) == k and not np.isin(out[len(ref):], ref).any()
 
 
+def _embedding_of_kind(kind, rng, n):
+    """An embedding of each accepted kind and its rows ``(n, r, d)`` for the NumPy reference."""
+    if kind == "dense":
+        emb = jnp.asarray(rng.normal(size=(n, 6)))
+        return emb, np.asarray(emb)[:, None, :]
+    if kind == "dense3":
+        emb = jnp.asarray(rng.normal(size=(n, 2, 6)))
+        return emb, np.asarray(emb)
+    a, h = rng.normal(size=(n, 3)), rng.normal(size=(n, 4))
+    return aljax.Factored(jnp.asarray(a), jnp.asarray(h)), np.einsum("nc,nd->ncd", a, h).reshape(n, 1, -1)
+
+
 @pytest.mark.parametrize("kind", ["dense", "dense3", "factored"])
 def test_matches_reference_rate_form_all_kinds(small_chunks, kind):
     n = 200
     rng = np.random.default_rng(3)
     with jax.enable_x64(True):
-        if kind == "dense":
-            emb = jnp.asarray(rng.normal(size=(n, 6)))
-            rows = np.asarray(emb)[:, None, :]
-        elif kind == "dense3":
-            emb = jnp.asarray(rng.normal(size=(n, 2, 6)))
-            rows = np.asarray(emb)
-        else:
-            a, h = rng.normal(size=(n, 3)), rng.normal(size=(n, 4))
-            emb = aljax.Factored(jnp.asarray(a), jnp.asarray(h))
-            rows = np.einsum("nc,nd->ncd", a, h).reshape(n, 1, -1)
+        emb, rows = _embedding_of_kind(kind, rng, n)
         uniforms = rng.uniform(size=n)
         ref = _reference(rows, uniforms, rate=0.1, lamb=0.5)
         out = _fast(emb, uniforms, rank=rows.shape[1], rate=0.1, lamb=0.5)
@@ -202,16 +205,7 @@ def test_span_kernel_all_kinds(span_small, kind):
     n = 200
     rng = np.random.default_rng(4)
     with jax.enable_x64(True):
-        if kind == "dense":
-            emb = jnp.asarray(rng.normal(size=(n, 6)))
-            rows = np.asarray(emb)[:, None, :]
-        elif kind == "dense3":
-            emb = jnp.asarray(rng.normal(size=(n, 2, 6)))
-            rows = np.asarray(emb)
-        else:
-            a, h = rng.normal(size=(n, 3)), rng.normal(size=(n, 4))
-            emb = aljax.Factored(jnp.asarray(a), jnp.asarray(h))
-            rows = np.einsum("nc,nd->ncd", a, h).reshape(n, 1, -1)
+        emb, rows = _embedding_of_kind(kind, rng, n)
         covariance = np.einsum("nri,nrj->ij", rows, rows) / n
         uniforms = rng.uniform(size=n)
         ref = _reference(rows, uniforms, k=15, lamb=0.5, covariance=covariance)
