@@ -40,6 +40,8 @@ _UNROLL_MAX_RANK = 16
 # Below this pool size the forward loop uses the quick-to-compile (not unrolled) small inverse.
 _UNROLL_MIN_POINTS = 4096
 _SYMMETRIC_MIN_DIM = 256
+# Points per chunk are rounded up to a multiple of this (16 float32 = one AVX-512 vector).
+_ALIGN = 16
 # Rebuild the per-point blocks exactly once the rounding of their accumulated corrections,
 # eps·Σ‖ΔH_i‖, reaches this fraction of the largest gain (see ``_refresh``). Tuned on float32 vs
 # float64 runs with λ ≪ ‖X_i‖²: 1e-4 already let one test case drift.
@@ -258,6 +260,45 @@ def _gains(g, h, sign, unroll=False):
     return jnp.sum(inv * h, axis=(0, 1))
 
 
+def _gains_cholesky(g, h):
+    """``tr(H (I + G)⁻¹)`` per point (the forward gain), ``g, h (r, r, b)`` -> ``(b,)``, for small
+    ``r``: unrolled Cholesky ``I + G = L Lᵀ`` (G symmetrised), ``W = L⁻¹``, then
+    ``Σ_k (W H Wᵀ)_kk`` over the distinct entries. Every operation acts on ``(b,)`` vectors, so XLA
+    fuses the whole computation into one pass over the blocks (about ``r³/2`` multiply-adds per
+    point, against ``r³`` and ``r`` passes for the Gauss–Jordan inverse)."""
+    r = g.shape[0]
+    low = [[None] * r for _ in range(r)]
+    inv_diag = [None] * r
+    for j in range(r):
+        pivot = 1 + g[j, j] - sum((low[j][k] * low[j][k] for k in range(j)), jnp.zeros_like(g[j, j]))
+        low[j][j] = jnp.sqrt(pivot)
+        inv_diag[j] = 1 / low[j][j]
+        for i in range(j + 1, r):
+            gij = 0.5 * (g[i, j] + g[j, i])
+            low[i][j] = (gij - sum((low[i][k] * low[j][k] for k in range(j)), jnp.zeros_like(gij))) * inv_diag[j]
+    inv = [[None] * r for _ in range(r)]          # W = L⁻¹, lower triangular
+    for j in range(r):
+        inv[j][j] = inv_diag[j]
+        for i in range(j + 1, r):
+            acc = sum((low[i][k] * inv[k][j] for k in range(j, i)), jnp.zeros_like(inv_diag[j]))
+            inv[i][j] = -acc * inv_diag[i]
+    out = jnp.zeros_like(inv_diag[0])
+    for kk in range(r):
+        for a_ in range(kk + 1):
+            out = out + inv[kk][a_] * inv[kk][a_] * h[a_, a_]
+            for b_ in range(a_ + 1, kk + 1):
+                out = out + inv[kk][a_] * inv[kk][b_] * (h[a_, b_] + h[b_, a_])
+    return out
+
+
+def _forward_gains(g, h, unroll):
+    """The forward gains ``tr(H (I + G)⁻¹)``, ``g, h (r, r, ...)`` (see :func:`_gains`); the
+    unrolled Cholesky for ``r <= _UNROLL_MAX_RANK`` (quick to compile at any pool size)."""
+    if g.shape[0] <= _UNROLL_MAX_RANK:
+        return _gains_cholesky(g, h)
+    return _gains(g, h, 1.0, unroll)
+
+
 def _sym(m):
     return 0.5 * (m + m.T)
 
@@ -312,8 +353,15 @@ def _woodbury_directions(a, fisher, xp, sign):
     ul, zl = _mm(u, l_fac), _mm(z, l_fac)
     h_tilde = _sym(_mm(_mm(l_fac.T, h_p), l_fac))                        # Lᵀ H_p L
     z_tilde = zl - 0.5 * sign * _mm(ul, h_tilde)
-    a = _sym(a - sign * _mm(ul, ul.T))                 # A' = A − σ U K Uᵀ
-    return jnp.concatenate([ul, z_tilde], axis=1), a
+    return jnp.concatenate([ul, z_tilde], axis=1), _downdate(a, ul, sign)
+
+
+def _downdate(a, ul, sign):
+    """``A' = A − σ (U L)(U L)ᵀ``, without the separate symmetrisation pass: entries ``(i, j)`` and
+    ``(j, i)`` of the product are the same ``r`` products summed in the same order, so ``A`` stays
+    symmetric (exactly, on the CPU backend; to rounding in any case, which nothing amplifies:
+    every use of ``A`` either reads one triangle or symmetrises)."""
+    return a - sign * _mm(ul, ul.T)
 
 
 def _update_chunk(rows, g, h, directions, sign):
@@ -322,14 +370,60 @@ def _update_chunk(rows, g, h, directions, sign):
     With ``W̃ = X_i U L`` and ``Q̃ = X_i Z̃``, ``Z̃ = Z L − (σ/2) U L (Lᵀ H_p L)``:
         G_i' = G_i − σ W̃ W̃ᵀ,       H_i' = H_i − σ (W̃ Q̃ᵀ + Q̃ W̃ᵀ).
     """
+    return _correct(_apply(rows, directions), g, h, sign)
+
+
+def _correct(wq, g, h, sign):
+    """The corrections of :func:`_update_chunk` from ``X_i [U L, Z̃]`` (``wq (r, 2r, b)``)."""
     r = g.shape[0]
-    wq = _apply(rows, directions)                       # (r, 2r, b)
     w, q = wq[:, :r], wq[:, r:]
-    g = g - sign * _bmm(w, _bt(w))
-    wq_t = _bmm(w, _bt(q))
+    # Row a of W Wᵀ (and of W Qᵀ) as Σ_j W[a, j] W[:, j]: one fused pass, no transposed operand.
+    g = g - sign * jnp.stack([sum(w[a, j][None] * w[:, j] for j in range(r)) for a in range(r)])
+    wq_t = jnp.stack([sum(w[a, j][None] * q[:, j] for j in range(r)) for a in range(r)])
     dh = wq_t + _bt(wq_t)
     h = h - sign * dh
     return g, h, _block_norm(dh)
+
+
+def _flat_rows(rows, probs=None, scale=1.0):
+    """The rows with the chunk axis merged into the point axis, for the forward steps: Kronecker
+    ``s (r, C, nc·b)`` and ``ht (D, nc·b)`` (a copy, made once), dense ``x (nc·b, r, d)`` (a view).
+    ``probs (n, C)``: the rows are ``scale · S_i ⊗ h_iᵀ`` with the softmax factor ``S_i`` (see
+    :class:`_KronRows`), kept as ``p`` and ``scale·√p`` ``(C, nc·b)`` instead of ``s``."""
+    if "s" in rows:
+        s, ht = rows["s"], rows["ht"]
+        flat = {"ht": ht.transpose(1, 0, 2).reshape(ht.shape[1], -1)}
+        if probs is None:
+            return dict(flat, s=s.transpose(1, 2, 0, 3).reshape(s.shape[1], s.shape[2], -1))
+        p = _pad_chunks(probs.astype(s.dtype), flat["ht"].shape[1]).T
+        return dict(flat, p=p, sqp=jnp.sqrt(p) * scale)
+    x = rows["x"]
+    return {"x": x.reshape(-1, x.shape[2], x.shape[3])}
+
+
+def _update_flat(flat, g, h, directions, sign):
+    """:func:`_update_chunk` on the whole pool at once (``flat`` from :func:`_flat_rows`, blocks
+    ``g, h (r, r, nc·b)``): ``X_i [U L, Z̃]`` for every point comes from one large matmul, on CPU
+    much faster than a batch of per-chunk ones, and no per-step transposes between layouts."""
+    m = directions.shape[1]
+    if "ht" in flat:
+        ht = flat["ht"]
+        dim = ht.shape[0]
+        c = directions.shape[0] // dim
+        t = _mm(directions.reshape(c, dim, m).transpose(0, 2, 1).reshape(c * m, dim), ht)  # (C·m, nc·b)
+        t = t.reshape(c, m, -1)
+        if "p" in flat:  # S T = scale·diag(√p)(T − 1 pᵀT)
+            p = flat["p"]
+            mean = p[0, None] * t[0]
+            for ci in range(1, c):
+                mean = mean + p[ci, None] * t[ci]
+            wq = flat["sqp"][:, None, :] * (t - mean[None])
+        else:
+            wq = _bmm(flat["s"], t)
+    else:
+        x = flat["x"]
+        wq = _mm(x.reshape(-1, x.shape[2]), directions).reshape(x.shape[0], x.shape[1], m).transpose(1, 2, 0)
+    return _correct(wq, g, h, sign)
 
 
 def _block_norm(x):
@@ -342,7 +436,8 @@ def _chunk_norms(x):
     return jnp.sqrt(jnp.sum(x * x, axis=(1, 2)))
 
 
-def _refresh(rows, a, fisher, g, h, drift, excluded, symmetric, gains_fn, shards=None):
+def _refresh(rows, a, fisher, g, h, drift, excluded, symmetric, gains_fn, shards=None, gains=None,
+             layout=lambda blocks: blocks):
     """Recompute ``G_i = X_i A X_iᵀ`` and ``H_i = X_i A F A X_iᵀ`` exactly from ``A`` when the
     rank-``r`` corrections may have cancelled away too much precision.
 
@@ -357,10 +452,11 @@ def _refresh(rows, a, fisher, g, h, drift, excluded, symmetric, gains_fn, shards
     (``O(n·d²)``) plus ``A F A``; well-conditioned runs need none, ill-conditioned ones a few.
     ``gains_fn(g, h)``: the gains (or costs) of chunked blocks; returns ``g, h, drift, gains``.
     Chunked layout: ``rows`` as ``_counts`` sees them, ``g, h (nc, r, r, b)``, ``drift,
-    excluded (nc, b)``. With ``shards``, the maxima are over every shard (one ``pmax``), so all
+    excluded (nc, b)``; ``layout`` maps rebuilt chunked blocks to the layout of ``g, h``. With ``shards``, the maxima are over every shard (one ``pmax``), so all
     devices rebuild together."""
     eps = jnp.finfo(g.dtype).eps
-    gains = gains_fn(g, h)
+    if gains is None:  # (``gains``: the caller's, already ``gains_fn(g, h)``)
+        gains = gains_fn(g, h)
     scale = jnp.max(jnp.where(excluded, 0, jnp.abs(gains)))
     worst = jnp.max(jnp.where(excluded, 0, drift))
     if shards is not None:
@@ -371,6 +467,7 @@ def _refresh(rows, a, fisher, g, h, drift, excluded, symmetric, gains_fn, shards
         b_mat = _sym(_mm(_mm(a, fisher), a))
         g_new = jax.lax.map(lambda rc: _quad(rc, a, symmetric), rows)
         h_new = jax.lax.map(lambda rc: _quad(rc, b_mat, symmetric), rows)
+        g_new, h_new = layout(g_new), layout(h_new)
         return g_new, h_new, jnp.zeros_like(drift), gains_fn(g_new, h_new)
 
     return jax.lax.cond(stale, exact, lambda _: (g, h, drift, gains), None)
@@ -412,7 +509,8 @@ def _forward_backward(pool, labeled, lamb, k, n_forward, chunk, shards=None):
         a = eye / lamb
         b_mat = fisher / (lamb * lamb)
     # Candidate rows scaled by √(k / (n_L + k)) (reference parity).
-    rows = _scale_rows(rows, jnp.sqrt(jnp.asarray(k / (n_lab + k), dtype)))
+    scale = jnp.sqrt(jnp.asarray(k / (n_lab + k), dtype))
+    rows = _scale_rows(rows, scale)
     g = _initial_g(rows, a, lamb, labeled is not None)
     h = jax.lax.map(lambda r: _quad(r, b_mat, _symmetric_blocks(d)), rows)
     nc, b = _counts(rows)
@@ -420,23 +518,38 @@ def _forward_backward(pool, labeled, lamb, k, n_forward, chunk, shards=None):
 
     symmetric = _symmetric_blocks(d)
 
+    # The forward steps keep the blocks with the chunk axis merged into the point axis,
+    # ``(r, r, nc·b)``: each step is then one matmul and a few fused passes over the pool.
+    r = g.shape[1]
+    softmax = isinstance(pool, _KronRows) and pool.softmax
+    flat = _flat_rows(rows, pool.w if softmax else None, scale)
+
+    def to_flat(blocks):
+        return blocks.transpose(1, 2, 0, 3).reshape(r, r, -1)
+
+    def gains_fn(g, h):
+        return _forward_gains(g, h, n >= _UNROLL_MIN_POINTS).reshape(nc, b)
+
     def forward(t, state):
-        a, g, h, drift, taken, picks = state
-        gains_fn = jax.vmap(lambda gc, hc: _gains(gc, hc, 1.0, unroll=n >= _UNROLL_MIN_POINTS))
-        g, h, drift, gains = _refresh(rows, a, fisher, g, h, drift, taken, symmetric, gains_fn, shards)
+        a, g, h, drift, gains, taken, picks = state
+        g, h, drift, gains = _refresh(rows, a, fisher, g, h, drift, taken, symmetric, gains_fn, shards, gains,
+                                      to_flat)
         p_local = jnp.argmax(jnp.where(taken, -jnp.inf, gains).reshape(-1)).astype(jnp.int32)
         if shards is None:
             p, mine, xp = p_local, True, _row(rows, p_local)
         else:
             p, mine, xp = _pick_across_shards(rows, gains, taken, p_local, shards, n_local)
         directions, a = _woodbury_directions(a, fisher, xp, 1.0)
-        g, h, dh = jax.vmap(lambda rc, gc, hc: _update_chunk(rc, gc, hc, directions, 1.0))(rows, g, h)
+        g, h, dh = _update_flat(flat, g, h, directions, 1.0)
         # (An exhausted shard's argmax may be a taken point: never un-take it.)
         taken = taken.reshape(-1).at[p_local].set(mine | taken.reshape(-1)[p_local]).reshape(nc, b)
-        return a, g, h, drift + dh, taken, picks.at[t].set(p)
+        # The next step's gains, here where XLA can fuse them with the update of the blocks.
+        return a, g, h, drift + dh.reshape(nc, b), gains_fn(g, h), taken, picks.at[t].set(p)
 
-    state = (a, g, h, jnp.zeros((nc, b), dtype), ~valid, jnp.zeros(n_forward, jnp.int32))
-    a, g, h, drift, _, picks = jax.lax.fori_loop(0, n_forward, forward, state)
+    g, h = to_flat(g), to_flat(h)
+    state = (a, g, h, jnp.zeros((nc, b), dtype), gains_fn(g, h), ~valid, jnp.zeros(n_forward, jnp.int32))
+    a, g, h, drift, _, _, picks = jax.lax.fori_loop(0, n_forward, forward, state)
+    g, h = (blocks.reshape(r, r, nc, b).transpose(2, 0, 1, 3) for blocks in (g, h))
     if n_forward == k:
         return picks
 
@@ -544,21 +657,23 @@ def _sharded_kernel(pool, labeled, lamb, *, k, n_forward, chunk, layout, labeled
 @jax.tree_util.register_pytree_node_class
 class _KronRows:
     """Per-point rows ``X_i = S_i ⊗ h_iᵀ`` with ``S_iᵀS_i = diag(w_i) − z_i z_iᵀ`` (``z`` may be
-    None): ``s (n, r, C)``, ``h (n, D)``, ``w (n, C)``, ``z (n, C)``."""
+    None): ``s (n, r, C)``, ``h (n, D)``, ``w (n, C)``, ``z (n, C)``. ``softmax`` (static): ``S_i``
+    is the softmax factor ``diag(√p_i)(I − 1 p_iᵀ)`` with ``p = w = z``, which the forward steps
+    apply in ``O(C)`` per column instead of as a ``C × C`` matrix."""
 
-    def __init__(self, s, h, w, z):
-        self.s, self.h, self.w, self.z = s, h, w, z
+    def __init__(self, s, h, w, z, softmax=False):
+        self.s, self.h, self.w, self.z, self.softmax = s, h, w, z, softmax
 
     def tree_flatten(self):
-        return (self.s, self.h, self.w, self.z), None
+        return (self.s, self.h, self.w, self.z), self.softmax
 
     @classmethod
     def tree_unflatten(cls, aux, children):
-        return cls(*children)
+        return cls(*children, softmax=aux)
 
 
 def _from_fisher_factors(emb: FisherFactors) -> _KronRows:
-    return _KronRows(emb.s_factor(), emb.h, emb.probs, emb.probs)
+    return _KronRows(emb.s_factor(), emb.h, emb.probs, emb.probs, softmax=True)
 
 
 def _rows_from_outputs(outputs, h, problem_type) -> _KronRows:
@@ -574,11 +689,16 @@ def _rows_from_outputs(outputs, h, problem_type) -> _KronRows:
 
 def _chunk_size(n: int, d: int, rows_per_point: int) -> int:
     """Points per chunk: the largest temporary (``b·d`` numbers, ``b·r·d`` for dense rows) stays
-    near ``_CHUNK_ELEMENTS``; chunks are balanced so that padding is at most ``nc − 1`` points."""
+    near ``_CHUNK_ELEMENTS``; chunks are balanced, then rounded up to a multiple of ``_ALIGN``, so
+    that padding is at most ``nc·_ALIGN`` points."""
     widest = max(1, _CHUNK_ELEMENTS // max(1, d * rows_per_point))
     b_max = int(min(max(widest, 8), 4096))
     nc = -(-n // b_max)
-    return -(-n // nc)
+    b = -(-n // nc)
+    # A multiple of the SIMD width: the per-point blocks live in (r, r, nc·b) arrays whose rows
+    # then start aligned, which lets XLA vectorise the elementwise passes over them (an odd b
+    # made the fused gain computation ~7× slower on AVX-512).
+    return b if b < _ALIGN else -(-b // _ALIGN) * _ALIGN
 
 
 def _check_oversample(fn: str, oversample: Any) -> float:

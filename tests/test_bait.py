@@ -219,6 +219,9 @@ def test_structured_blocks_and_updates_equal_dense_formulas(kind):
             dense = [np.trace(xi @ a @ fisher @ a @ xi.T @ np.linalg.inv(np.eye(r) + sign * xi @ a @ xi.T)) for xi in x]
             np.testing.assert_allclose(gains, dense, rtol=1e-9)
             np.testing.assert_allclose(unrolled, dense, rtol=1e-9)
+            if sign > 0:  # the forward steps' unrolled Cholesky form
+                cholesky = np.asarray(jax.jit(_bait._forward_gains, static_argnums=2)(jnp.asarray(g), jnp.asarray(h), True))
+                np.testing.assert_allclose(cholesky, dense, rtol=1e-9)
         # The gain is the decrease of tr(M⁻¹F) when the point is added.
         m = np.linalg.inv(a)
         drops = [np.trace(a @ fisher) - np.trace(np.linalg.inv(m + xi.T @ xi) @ fisher) for xi in x]
@@ -231,6 +234,19 @@ def test_structured_blocks_and_updates_equal_dense_formulas(kind):
             expected_a = np.linalg.inv(np.linalg.inv(a) + sign * x[p].T @ x[p])
             np.testing.assert_allclose(np.asarray(a_new), expected_a, rtol=1e-8, atol=1e-10)
             g_new, h_new, dh_norm = update(chunk, jnp.asarray(g), jnp.asarray(h), directions, sign)
+            # The forward steps' whole-pool form, on a layout of 3 chunks of 4 (3 padding points).
+            # (Factors: with S_i as a matrix, and applied from p_i as diag(√p_i)(I − 1p_iᵀ).)
+            if kind == "factors":
+                chunked = _bait._chunk_kron(emb.s_factor(), emb.h, 4)
+                flats = [_bait._flat_rows(chunked), _bait._flat_rows(chunked, emb.probs)]
+            else:
+                flats = [_bait._flat_rows(_bait._chunk_dense(jnp.asarray(x), 4))]
+            pad = ((0, 0), (0, 0), (0, 3))
+            for flat in flats:
+                flat_out = jax.jit(_bait._update_flat, static_argnums=4)(
+                    flat, jnp.asarray(np.pad(g, pad)), jnp.asarray(np.pad(h, pad)), directions, sign)
+                for got, want in zip(flat_out, (g_new, h_new, dh_norm)):
+                    np.testing.assert_allclose(np.asarray(got)[..., :n], np.asarray(want), rtol=1e-10, atol=1e-12)
             # The size of the H correction, which drives the exact refresh of the blocks.
             np.testing.assert_allclose(np.linalg.norm(np.asarray(h_new) - h, axis=(0, 1)), np.asarray(dh_norm),
                                        rtol=1e-8, atol=1e-10)

@@ -57,7 +57,7 @@ def test_iterable_pool_gives_the_array_picks(name):
 
 
 @settings(max_examples=15, deadline=None)
-@given(sizes=st.lists(st.integers(1, 90), min_size=1, max_size=8), batch_size=st.sampled_from([1, 7, 64, 130]))
+@given(sizes=st.lists(st.integers(1, 90), min_size=1, max_size=8), batch_size=st.sampled_from([7, 64, 130]))
 def test_embeddings_do_not_depend_on_batch_boundaries(sizes, batch_size):
     ref = aljax.last_layer_embedding(PARAMS, APPLY, POOL, batch_size=batch_size)
     got = aljax.last_layer_embedding(PARAMS, APPLY, batches(POOL, sizes), batch_size=batch_size)
