@@ -37,9 +37,9 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 # numbers: small enough to stay in cache, large enough for efficient matmuls.
 _CHUNK_ELEMENTS = 1 << 21
 _UNROLL_MAX_RANK = 16
-# Below this pool size the forward loop uses the quick-to-compile (not unrolled) small inverse.
-_UNROLL_MIN_POINTS = 4096
 _SYMMETRIC_MIN_DIM = 256
+# Woodbury updates of A = M⁻¹ are collected over this many steps and applied by one matmul.
+_LAZY_STEPS = 8
 # Points per chunk are rounded up to a multiple of this (16 float32 = one AVX-512 vector).
 _ALIGN = 16
 # Rebuild the per-point blocks exactly once the rounding of their accumulated corrections,
@@ -260,43 +260,59 @@ def _gains(g, h, sign, unroll=False):
     return jnp.sum(inv * h, axis=(0, 1))
 
 
-def _gains_cholesky(g, h):
-    """``tr(H (I + G)⁻¹)`` per point (the forward gain), ``g, h (r, r, b)`` -> ``(b,)``, for small
-    ``r``: unrolled Cholesky ``I + G = L Lᵀ`` (G symmetrised), ``W = L⁻¹``, then
-    ``Σ_k (W H Wᵀ)_kk`` over the distinct entries. Every operation acts on ``(b,)`` vectors, so XLA
-    fuses the whole computation into one pass over the blocks (about ``r³/2`` multiply-adds per
-    point, against ``r³`` and ``r`` passes for the Gauss–Jordan inverse)."""
-    r = g.shape[0]
+def _pack(blocks):
+    """Symmetric ``(r, r, b)`` blocks -> their upper triangles as ``r`` rows ``(r − i, b)``
+    (entry ``(i, j)``, ``j >= i``, at ``[i][j − i]``). Kept as separate arrays: the per-step
+    corrections then run as a few fused passes, where one stacked array cost a pass per entry."""
+    r = blocks.shape[0]
+    return [blocks[i, i:] for i in range(r)]
+
+
+def _unpack(packed, r):
+    """Inverse of :func:`_pack` -> ``(r, r, b)``."""
+    return jnp.stack([jnp.stack([packed[min(i, j)][abs(j - i)] for j in range(r)]) for i in range(r)])
+
+
+def _gains_cholesky(g, h, r):
+    """``tr(H (I + G)⁻¹)`` per point (the forward gain) for small ``r``, from packed blocks
+    ``g, h`` (:func:`_pack`) -> ``(b,)``: unrolled Cholesky ``I + G = L Lᵀ``, ``W = L⁻¹``, then
+    ``Σ_k (W H Wᵀ)_kk`` over the distinct entries. Every operation acts on ``(b,)`` vectors, so
+    XLA fuses the whole computation into one pass over the blocks (about ``r³/2`` multiply-adds
+    per point, against ``r³`` and ``r`` passes for Gauss–Jordan)."""
+    def entry(x, i, j):
+        return x[min(i, j)][abs(j - i)]
+
+    def dot(terms, like):
+        return sum(terms, jnp.zeros_like(like))
+
     low = [[None] * r for _ in range(r)]
     inv_diag = [None] * r
     for j in range(r):
-        pivot = 1 + g[j, j] - sum((low[j][k] * low[j][k] for k in range(j)), jnp.zeros_like(g[j, j]))
+        pivot = 1 + entry(g, j, j) - dot((low[j][k] * low[j][k] for k in range(j)), g[0][0])
         low[j][j] = jnp.sqrt(pivot)
         inv_diag[j] = 1 / low[j][j]
         for i in range(j + 1, r):
-            gij = 0.5 * (g[i, j] + g[j, i])
-            low[i][j] = (gij - sum((low[i][k] * low[j][k] for k in range(j)), jnp.zeros_like(gij))) * inv_diag[j]
+            low[i][j] = (entry(g, i, j) - dot((low[i][k] * low[j][k] for k in range(j)), g[0][0])) * inv_diag[j]
     inv = [[None] * r for _ in range(r)]          # W = L⁻¹, lower triangular
     for j in range(r):
         inv[j][j] = inv_diag[j]
         for i in range(j + 1, r):
-            acc = sum((low[i][k] * inv[k][j] for k in range(j, i)), jnp.zeros_like(inv_diag[j]))
-            inv[i][j] = -acc * inv_diag[i]
-    out = jnp.zeros_like(inv_diag[0])
+            inv[i][j] = -dot((low[i][k] * inv[k][j] for k in range(j, i)), g[0][0]) * inv_diag[i]
+    out = jnp.zeros_like(g[0][0])
     for kk in range(r):
         for a_ in range(kk + 1):
-            out = out + inv[kk][a_] * inv[kk][a_] * h[a_, a_]
+            out = out + inv[kk][a_] * inv[kk][a_] * entry(h, a_, a_)
             for b_ in range(a_ + 1, kk + 1):
-                out = out + inv[kk][a_] * inv[kk][b_] * (h[a_, b_] + h[b_, a_])
+                out = out + 2 * inv[kk][a_] * inv[kk][b_] * entry(h, a_, b_)
     return out
 
 
-def _forward_gains(g, h, unroll):
-    """The forward gains ``tr(H (I + G)⁻¹)``, ``g, h (r, r, ...)`` (see :func:`_gains`); the
-    unrolled Cholesky for ``r <= _UNROLL_MAX_RANK`` (quick to compile at any pool size)."""
-    if g.shape[0] <= _UNROLL_MAX_RANK:
-        return _gains_cholesky(g, h)
-    return _gains(g, h, 1.0, unroll)
+def _forward_gains(g, h, r):
+    """The forward gains ``tr(H (I + G)⁻¹)`` of the forward steps' blocks: packed
+    (:func:`_pack`) when ``r <= _UNROLL_MAX_RANK`` (:func:`_gains_cholesky`), else ``(r, r, ...)``."""
+    if r <= _UNROLL_MAX_RANK:
+        return _gains_cholesky(g, h, r)
+    return _gains(g, h, 1.0)
 
 
 def _sym(m):
@@ -338,11 +354,19 @@ def _initial_g(rows, a0, lamb, has_labeled):
     return jnp.einsum("knae,knbe->kabn", x, x, precision=_HIGHEST) / lamb
 
 
-def _woodbury_directions(a, fisher, xp, sign):
-    """For the picked rows ``X_p``: ``U L``, ``Z̃`` (see ``_update_chunk``) and the new ``A``."""
-    u = _mm(a, xp.T)                                   # U = A X_pᵀ            (d, r)
+def _woodbury_directions(a, fisher, xp, sign, pending=None):
+    """For the picked rows ``X_p``: ``U L``, ``Z̃`` (see ``_update_chunk``) and the new ``A``.
+
+    ``pending (d, m)``: ``A`` is held as ``a − σ P Pᵀ`` (see :func:`_lazy_loop`); then the
+    products with ``A`` take the low-rank term apart, and the second result is ``U L`` (the
+    columns to append to ``P``) instead of the new ``A``."""
+    def times_a(x):
+        ax = _mm(a, x)
+        return ax if pending is None else ax - sign * _mm(pending, _mm(pending.T, x))
+
+    u = times_a(xp.T)                                  # U = A X_pᵀ            (d, r)
     fu = _mm(fisher, u)
-    z = _mm(a, fu)                                     # Z = A F A X_pᵀ        (d, r)
+    z = times_a(fu)                                    # Z = A F A X_pᵀ        (d, r)
     g_p = _sym(_mm(xp, u))                             # G_p = X_p A X_pᵀ
     h_p = _sym(_mm(u.T, fu))                           # H_p = X_p A F A X_pᵀ
     r = g_p.shape[0]
@@ -353,7 +377,37 @@ def _woodbury_directions(a, fisher, xp, sign):
     ul, zl = _mm(u, l_fac), _mm(z, l_fac)
     h_tilde = _sym(_mm(_mm(l_fac.T, h_p), l_fac))                        # Lᵀ H_p L
     z_tilde = zl - 0.5 * sign * _mm(ul, h_tilde)
-    return jnp.concatenate([ul, z_tilde], axis=1), _downdate(a, ul, sign)
+    directions = jnp.concatenate([ul, z_tilde], axis=1)
+    return directions, (_downdate(a, ul, sign) if pending is None else ul)
+
+
+def _lazy_loop(n_steps, step, state, sign):
+    """``lax.fori_loop(0, n_steps, step, state)`` for a ``state`` that starts with ``(a, pending)``,
+    ``A = a − σ P Pᵀ``, ``P`` the ``(d, _LAZY_STEPS·r)`` pending columns (zeros where unused):
+    each step appends its ``U L`` at columns ``(t mod _LAZY_STEPS)·r`` (see ``_append``), and
+    after every ``_LAZY_STEPS`` steps one matmul folds ``P`` into ``a``. A step then reads ``A``
+    twice instead of four times (its update was a read-modify-write pass over ``d × d``): in a
+    step that is memory-bound, that is most of the ``O(d²)`` cost. Returns the state with
+    ``pending`` folded in (zeros)."""
+    def flush(state):
+        a, pending = state[0], state[1]
+        return (a - sign * _mm(pending, pending.T), jnp.zeros_like(pending)) + tuple(state[2:])
+
+    def block(j, state):
+        stop = jnp.minimum((j + 1) * _LAZY_STEPS, n_steps)
+        return flush(jax.lax.fori_loop(j * _LAZY_STEPS, stop, step, state))
+
+    return jax.lax.fori_loop(0, -(-n_steps // _LAZY_STEPS), block, state)
+
+
+def _append(pending, t, ul):
+    """Columns ``U L`` of step ``t`` into the pending block (see :func:`_lazy_loop`)."""
+    return jax.lax.dynamic_update_slice(pending, ul, (0, (t % _LAZY_STEPS) * ul.shape[1]))
+
+
+def _effective_a(a, pending, sign):
+    """``A = a − σ P Pᵀ`` as a function (evaluated only where needed, e.g. for a rebuild)."""
+    return lambda: a - sign * _mm(pending, pending.T)
 
 
 def _downdate(a, ul, sign):
@@ -402,9 +456,10 @@ def _flat_rows(rows, probs=None, scale=1.0):
 
 
 def _update_flat(flat, g, h, directions, sign):
-    """:func:`_update_chunk` on the whole pool at once (``flat`` from :func:`_flat_rows`, blocks
-    ``g, h (r, r, nc·b)``): ``X_i [U L, Z̃]`` for every point comes from one large matmul, on CPU
-    much faster than a batch of per-chunk ones, and no per-step transposes between layouts."""
+    """:func:`_update_chunk` on the whole pool at once (``flat`` from :func:`_flat_rows`; blocks
+    ``g, h`` packed (:func:`_pack`, rows of ``nc·b`` points) when ``r <= _UNROLL_MAX_RANK``, else ``(r, r, nc·b)``):
+    ``X_i [U L, Z̃]`` for every point comes from one large matmul, on CPU much faster than a batch
+    of per-chunk ones, and no per-step transposes between layouts."""
     m = directions.shape[1]
     if "ht" in flat:
         ht = flat["ht"]
@@ -417,13 +472,33 @@ def _update_flat(flat, g, h, directions, sign):
             mean = p[0, None] * t[0]
             for ci in range(1, c):
                 mean = mean + p[ci, None] * t[ci]
+            # (Computed once: fused into the product below, XLA would redo it for every row a.)
+            mean = jax.lax.optimization_barrier(mean)
             wq = flat["sqp"][:, None, :] * (t - mean[None])
         else:
             wq = _bmm(flat["s"], t)
     else:
         x = flat["x"]
         wq = _mm(x.reshape(-1, x.shape[2]), directions).reshape(x.shape[0], x.shape[1], m).transpose(1, 2, 0)
+    if wq.shape[0] <= _UNROLL_MAX_RANK:
+        return _correct_packed(wq, g, h, sign)
     return _correct(wq, g, h, sign)
+
+
+def _correct_packed(wq, g, h, sign):
+    """:func:`_correct` on packed blocks (:func:`_pack`): only the distinct entries, row ``i`` of
+    ``W Wᵀ`` and of ``W Qᵀ + Q Wᵀ`` from column ``i`` on, each row one fused pass."""
+    r = wq.shape[0]
+    w, q = wq[:, :r], wq[:, r:]
+    g_out, h_out, norm2 = [], [], 0
+    for i in range(r):
+        ww = sum(w[i, l][None] * w[i:, l] for l in range(r))
+        dh = sum(w[i, l][None] * q[i:, l] + q[i, l][None] * w[i:, l] for l in range(r))
+        g_out.append(g[i] - sign * ww)
+        h_out.append(h[i] - sign * dh)
+        weight = jnp.asarray([1.0] + [2.0] * (r - i - 1), dh.dtype)[:, None]  # off-diagonal twice
+        norm2 = norm2 + jnp.sum(weight * dh * dh, axis=0)
+    return g_out, h_out, jnp.sqrt(norm2)
 
 
 def _block_norm(x):
@@ -454,7 +529,8 @@ def _refresh(rows, a, fisher, g, h, drift, excluded, symmetric, gains_fn, shards
     Chunked layout: ``rows`` as ``_counts`` sees them, ``g, h (nc, r, r, b)``, ``drift,
     excluded (nc, b)``; ``layout`` maps rebuilt chunked blocks to the layout of ``g, h``. With ``shards``, the maxima are over every shard (one ``pmax``), so all
     devices rebuild together."""
-    eps = jnp.finfo(g.dtype).eps
+    a_now = a if callable(a) else (lambda: a)   # ``a``: ``A``, or a function returning it
+    eps = jnp.finfo(drift.dtype).eps
     if gains is None:  # (``gains``: the caller's, already ``gains_fn(g, h)``)
         gains = gains_fn(g, h)
     scale = jnp.max(jnp.where(excluded, 0, jnp.abs(gains)))
@@ -464,6 +540,7 @@ def _refresh(rows, a, fisher, g, h, drift, excluded, symmetric, gains_fn, shards
     stale = eps * worst > _REFRESH_TOL * scale
 
     def exact(_):
+        a = a_now()
         b_mat = _sym(_mm(_mm(a, fisher), a))
         g_new = jax.lax.map(lambda rc: _quad(rc, a, symmetric), rows)
         h_new = jax.lax.map(lambda rc: _quad(rc, b_mat, symmetric), rows)
@@ -518,38 +595,47 @@ def _forward_backward(pool, labeled, lamb, k, n_forward, chunk, shards=None):
 
     symmetric = _symmetric_blocks(d)
 
-    # The forward steps keep the blocks with the chunk axis merged into the point axis,
-    # ``(r, r, nc·b)``: each step is then one matmul and a few fused passes over the pool.
+    # The forward steps keep the blocks with the chunk axis merged into the point axis, and for
+    # small r only their upper triangles: each step is then one matmul and a few fused passes.
     r = g.shape[1]
     softmax = isinstance(pool, _KronRows) and pool.softmax
     flat = _flat_rows(rows, pool.w if softmax else None, scale)
 
+    packed = r <= _UNROLL_MAX_RANK  # then only the upper triangles: (r(r+1)/2, nc·b)
+
     def to_flat(blocks):
-        return blocks.transpose(1, 2, 0, 3).reshape(r, r, -1)
+        blocks = blocks.transpose(1, 2, 0, 3).reshape(r, r, -1)
+        return _pack(blocks) if packed else blocks
+
+    def to_chunks(blocks):
+        blocks = _unpack(blocks, r) if packed else blocks
+        return blocks.reshape(r, r, nc, b).transpose(2, 0, 1, 3)
 
     def gains_fn(g, h):
-        return _forward_gains(g, h, n >= _UNROLL_MIN_POINTS).reshape(nc, b)
+        return _forward_gains(g, h, r).reshape(nc, b)
 
     def forward(t, state):
-        a, g, h, drift, gains, taken, picks = state
-        g, h, drift, gains = _refresh(rows, a, fisher, g, h, drift, taken, symmetric, gains_fn, shards, gains,
-                                      to_flat)
+        a, pending, g, h, drift, gains, taken, picks = state
+        g, h, drift, gains = _refresh(rows, _effective_a(a, pending, 1.0), fisher, g, h, drift, taken, symmetric,
+                                      gains_fn, shards, gains, to_flat)
         p_local = jnp.argmax(jnp.where(taken, -jnp.inf, gains).reshape(-1)).astype(jnp.int32)
         if shards is None:
             p, mine, xp = p_local, True, _row(rows, p_local)
         else:
             p, mine, xp = _pick_across_shards(rows, gains, taken, p_local, shards, n_local)
-        directions, a = _woodbury_directions(a, fisher, xp, 1.0)
+        directions, ul = _woodbury_directions(a, fisher, xp, 1.0, pending)
+        pending = _append(pending, t, ul)
         g, h, dh = _update_flat(flat, g, h, directions, 1.0)
         # (An exhausted shard's argmax may be a taken point: never un-take it.)
         taken = taken.reshape(-1).at[p_local].set(mine | taken.reshape(-1)[p_local]).reshape(nc, b)
         # The next step's gains, here where XLA can fuse them with the update of the blocks.
-        return a, g, h, drift + dh.reshape(nc, b), gains_fn(g, h), taken, picks.at[t].set(p)
+        return a, pending, g, h, drift + dh.reshape(nc, b), gains_fn(g, h), taken, picks.at[t].set(p)
 
     g, h = to_flat(g), to_flat(h)
-    state = (a, g, h, jnp.zeros((nc, b), dtype), gains_fn(g, h), ~valid, jnp.zeros(n_forward, jnp.int32))
-    a, g, h, drift, _, _, picks = jax.lax.fori_loop(0, n_forward, forward, state)
-    g, h = (blocks.reshape(r, r, nc, b).transpose(2, 0, 1, 3) for blocks in (g, h))
+    pending = jnp.zeros((d, _LAZY_STEPS * r), dtype)
+    state = (a, pending, g, h, jnp.zeros((nc, b), dtype), gains_fn(g, h), ~valid, jnp.zeros(n_forward, jnp.int32))
+    a, _, g, h, drift, _, _, picks = _lazy_loop(n_forward, forward, state, 1.0)
+    g, h = to_chunks(g), to_chunks(h)
     if n_forward == k:
         return picks
 
@@ -569,8 +655,8 @@ def _forward_backward(pool, labeled, lamb, k, n_forward, chunk, shards=None):
     sub_chunk = {key: v[0] for key, v in sub.items()}
 
     def backward(t, state):
-        a, g, h, drift, removed = state
-        g, h, drift, cost = _refresh(sub, a, fisher, g[None], h[None], drift[None], removed[None], symmetric,
+        a, pending, g, h, drift, removed = state
+        g, h, drift, cost = _refresh(sub, _effective_a(a, pending, -1.0), fisher, g[None], h[None], drift[None], removed[None], symmetric,
                                      jax.vmap(lambda gc, hc: _gains(gc, hc, -1.0)))
         # Removing j changes the objective by + tr(H_j (I − G_j)⁻¹) ≥ 0: drop the cheapest.
         g, h, drift, cost = g[0], h[0], drift[0], cost[0]
@@ -579,12 +665,13 @@ def _forward_backward(pool, labeled, lamb, k, n_forward, chunk, shards=None):
         # (The largest finite number, not inf, so that a removed point is never chosen again.)
         cost = jnp.where((cost >= 0) & jnp.isfinite(cost), cost, jnp.finfo(cost.dtype).max)
         q = jnp.argmin(jnp.where(removed, jnp.inf, cost)).astype(jnp.int32)
-        directions, a = _woodbury_directions(a, fisher, _row(sub, q), -1.0)
+        directions, ul = _woodbury_directions(a, fisher, _row(sub, q), -1.0, pending)
+        pending = _append(pending, t, ul)
         g, h, dh = _update_chunk(sub_chunk, g, h, directions, -1.0)
-        return a, g, h, drift + dh, removed.at[q].set(True)
+        return a, pending, g, h, drift + dh, removed.at[q].set(True)
 
-    state = (a, g_sub, h_sub, drift_sub, jnp.zeros(n_forward, bool))
-    _, _, _, _, removed = jax.lax.fori_loop(0, n_forward - k, backward, state)
+    state = (a, jnp.zeros((d, _LAZY_STEPS * r), dtype), g_sub, h_sub, drift_sub, jnp.zeros(n_forward, bool))
+    removed = _lazy_loop(n_forward - k, backward, state, -1.0)[-1]
     return picks[jnp.nonzero(~removed, size=k)[0]]
 
 
@@ -857,7 +944,8 @@ def fisher_greedy(pool_emb, k: int, *, labeled_emb=None, lamb: float = 1.0, over
     Fisher, or picks that span most of the ``d`` columns), the blocks are rebuilt exactly from
     ``M⁻¹`` (``O(n·d²)``, a few times per run), so float32 follows float64; in the backward pass
     a point whose ``I − X M⁻¹ Xᵀ`` rounds to indefinite is kept. Memory is
-    ``O(d² + n·r²)`` beyond the input. Everything from building ``F`` to the last pick runs in one
+    ``O(d² + n·r²)`` beyond the input (plus, for the forward steps, one copy of the features laid
+    out as a single ``(D, n)`` matrix, so that each step is one large matmul). Everything from building ``F`` to the last pick runs in one
     ``jax.jit`` with ``lax.fori_loop``.
 
     Several devices: a pool whose leaves are sharded along the example axis with one

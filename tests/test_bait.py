@@ -219,8 +219,10 @@ def test_structured_blocks_and_updates_equal_dense_formulas(kind):
             dense = [np.trace(xi @ a @ fisher @ a @ xi.T @ np.linalg.inv(np.eye(r) + sign * xi @ a @ xi.T)) for xi in x]
             np.testing.assert_allclose(gains, dense, rtol=1e-9)
             np.testing.assert_allclose(unrolled, dense, rtol=1e-9)
-            if sign > 0:  # the forward steps' unrolled Cholesky form
-                cholesky = np.asarray(jax.jit(_bait._forward_gains, static_argnums=2)(jnp.asarray(g), jnp.asarray(h), True))
+            if sign > 0:  # the forward steps' unrolled Cholesky form, on packed upper triangles
+                packed = [_bait._pack(jnp.asarray(blocks)) for blocks in (g, h)]
+                np.testing.assert_allclose(np.asarray(_bait._unpack(packed[0], r)), g, rtol=1e-12)
+                cholesky = np.asarray(jax.jit(_bait._forward_gains, static_argnums=2)(*packed, r))
                 np.testing.assert_allclose(cholesky, dense, rtol=1e-9)
         # The gain is the decrease of tr(M⁻¹F) when the point is added.
         m = np.linalg.inv(a)
@@ -242,10 +244,12 @@ def test_structured_blocks_and_updates_equal_dense_formulas(kind):
             else:
                 flats = [_bait._flat_rows(_bait._chunk_dense(jnp.asarray(x), 4))]
             pad = ((0, 0), (0, 0), (0, 3))
-            for flat in flats:
-                flat_out = jax.jit(_bait._update_flat, static_argnums=4)(
-                    flat, jnp.asarray(np.pad(g, pad)), jnp.asarray(np.pad(h, pad)), directions, sign)
-                for got, want in zip(flat_out, (g_new, h_new, dh_norm)):
+            for flat in flats:  # (blocks packed: r = 3)
+                g_flat, h_flat, dh_flat = jax.jit(_bait._update_flat, static_argnums=4)(
+                    flat, _bait._pack(jnp.asarray(np.pad(g, pad))), _bait._pack(jnp.asarray(np.pad(h, pad))),
+                    directions, sign)
+                for got, want in zip((_bait._unpack(g_flat, 3), _bait._unpack(h_flat, 3), dh_flat),
+                                     (g_new, h_new, dh_norm)):
                     np.testing.assert_allclose(np.asarray(got)[..., :n], np.asarray(want), rtol=1e-10, atol=1e-12)
             # The size of the H correction, which drives the exact refresh of the blocks.
             np.testing.assert_allclose(np.linalg.norm(np.asarray(h_new) - h, axis=(0, 1)), np.asarray(dh_norm),
@@ -427,3 +431,33 @@ def test_bait_rejects_nan_outputs():
     params, apply_fn, pool = _model()
     with pytest.raises(ValueError, match=r"aljax\.bait.*NaN"):
         aljax.bait(params, apply_fn, pool.at[0, 0].set(jnp.nan), 3)
+
+
+def test_lazy_woodbury_updates_equal_the_explicit_inverse():
+    """The forward/backward loops hold A = a − σ P Pᵀ and fold P in every _LAZY_STEPS steps: after
+    19 additions (two full blocks and a partial one) and 11 removals, A is the explicit inverse,
+    and every step's directions are those of the eager update (float64)."""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(3)
+        r, d, lamb = 2, 6, 0.7
+        xs = rng.normal(size=(19, r, d))
+        fisher = _random_spd(rng, d)
+
+        def run(sign, count, a0, rows):
+            def step(t, state):
+                a, pending, eager, out = state
+                dirs, ul = _bait._woodbury_directions(a, jnp.asarray(fisher), rows[t], sign, pending)
+                dirs_eager, eager = _bait._woodbury_directions(eager, jnp.asarray(fisher), rows[t], sign)
+                return a, _bait._append(pending, t, ul), eager, out.at[t].set(jnp.max(jnp.abs(dirs - dirs_eager)))
+            state = (a0, jnp.zeros((d, _bait._LAZY_STEPS * r)), a0, jnp.zeros(count))
+            return jax.jit(lambda s: _bait._lazy_loop(count, step, s, sign))(state)
+
+        a, pending, eager, gaps = run(1.0, 19, jnp.eye(d) / lamb, jnp.asarray(xs))
+        m = lamb * np.eye(d) + np.einsum("nri,nrj->ij", xs, xs)
+        np.testing.assert_allclose(np.asarray(a), np.linalg.inv(m), rtol=1e-9, atol=1e-12)
+        np.testing.assert_array_equal(np.asarray(pending), 0)
+        assert float(jnp.max(gaps)) < 1e-9
+        a, _, _, gaps = run(-1.0, 11, a, jnp.asarray(xs[:11]))
+        m = lamb * np.eye(d) + np.einsum("nri,nrj->ij", xs[11:], xs[11:])
+        np.testing.assert_allclose(np.asarray(a), np.linalg.inv(m), rtol=1e-8, atol=1e-11)
+        assert float(jnp.max(gaps)) < 1e-8
