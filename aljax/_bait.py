@@ -760,6 +760,10 @@ class _KronRows:
 
 
 def _from_fisher_factors(emb: FisherFactors) -> _KronRows:
+    # S from p in the compute dtype (at least float32): the forward steps rebuild S from p there,
+    # and a bfloat16 S would disagree with them.
+    dtype = jnp.result_type(jnp.float32, emb.probs.dtype, emb.h.dtype)
+    emb = FisherFactors(emb.probs.astype(dtype), emb.h)
     return _KronRows(emb.s_factor(), emb.h, emb.probs, emb.probs, softmax=True)
 
 

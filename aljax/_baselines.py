@@ -283,7 +283,13 @@ def _k_center_greedy(features: jax.Array, labeled: jax.Array | None, k: int) -> 
     n = features.shape[0]
 
     rows = jnp.arange(n, dtype=jnp.int32)
-
+    norms = jnp.sum(features * features, axis=1)  # of the features as given: the first centre
+    # Distances do not change under a translation: centre on the pool's mean, so that a large common
+    # offset cannot swamp them in the expansion below (cancellation).
+    mean = jnp.mean(features, axis=0)
+    features = features - mean
+    if labeled is not None:
+        labeled = labeled.astype(dtype) - mean
     sq = jnp.sum(features * features, axis=1)
     rtol = 16 * jnp.finfo(dtype).eps
 
@@ -302,7 +308,7 @@ def _k_center_greedy(features: jax.Array, labeled: jax.Array | None, k: int) -> 
     chosen = jnp.zeros(n, bool)
     if labeled is None:
         # No labeled set: the first centre is the point of largest feature norm (deterministic).
-        first = jnp.argmax(sq).astype(jnp.int32)
+        first = jnp.argmax(norms).astype(jnp.int32)
         picks, chosen, dist, start = picks.at[0].set(first), rows == first, sqdist_to(first), 1
     else:
         dist, start = _min_sqdist_to_set(features, labeled.astype(dtype), dtype), 0
@@ -399,20 +405,23 @@ def coreset(params, apply_fn: Callable, pool, k: int, *, key=0, labeled=None, ba
     """
     fn = "coreset"
     k, _, batch_size = _check_common(fn, pool, k, key, batch_size)
+    like = pool
+    if _validate.is_batch_iterable(pool):
+        like, pool = _validate.peek_batches(fn, pool)
+    if labeled is not None:
+        leaves = jax.tree_util.tree_leaves(labeled)
+        if leaves and all(getattr(leaf, "shape", (1,))[:1] == (0,) for leaf in leaves):
+            labeled = None
+    if labeled is not None:  # checked before the pool is read
+        _validate.pool_size(fn, labeled, arg="labeled")
+        if jax.tree_util.tree_structure(labeled) != jax.tree_util.tree_structure(like):
+            raise ValueError(_validate.message(fn, "labeled", "inputs with the structure of `pool`",
+                                               f"{jax.tree_util.tree_structure(labeled)}"))
     _, features = logits_and_features(params, apply_fn, pool, batch_size=batch_size, features_fn=features_fn,
                                       fn_name=fn)
     k = _validate.check_k(fn, k, features.shape[0])
     labeled_features = None
     if labeled is not None:
-        leaves = jax.tree_util.tree_leaves(labeled)
-        if leaves and all(getattr(leaf, "shape", (1,))[:1] == (0,) for leaf in leaves):
-            labeled = None
-    if labeled is not None:
-        _validate.pool_size(fn, labeled, arg="labeled")
-        if (not _validate.is_batch_iterable(pool)
-                and jax.tree_util.tree_structure(labeled) != jax.tree_util.tree_structure(pool)):
-            raise ValueError(_validate.message(fn, "labeled", "inputs with the structure of `pool`",
-                                               f"{jax.tree_util.tree_structure(labeled)}"))
         _, labeled_features = logits_and_features(params, apply_fn, labeled, batch_size=batch_size,
                                                   features_fn=features_fn, fn_name=fn)
     return _k_center_greedy(features, labeled_features, k)

@@ -147,8 +147,12 @@ def open_pool(fn_name: str, pool: Any, batch_size: int):
 
 def _stream_chunks(batches, size: int):
     """``(chunk, n_valid)`` with exactly ``size`` rows per chunk from batches of any sizes (the
-    last chunk padded by repeating its last row)."""
-    pending, have = [], 0
+    last chunk padded by repeating its last row). A batch larger than ``size`` is cut in place
+    (an offset into it), so the work stays linear in its length."""
+    pending, have = [], 0  # rows carried over from earlier batches (fewer than ``size``)
+
+    def rows(tree, start, stop):
+        return jax.tree_util.tree_map(lambda leaf: leaf[start:stop], tree)
 
     def join(parts):
         if len(parts) == 1:
@@ -157,13 +161,19 @@ def _stream_chunks(batches, size: int):
 
     for batch in batches:
         # On the device at once: chunks are then copies, never views that keep a user's batch alive.
-        pending.append(jax.tree_util.tree_map(jnp.asarray, batch))
-        have += _validate.pool_size("", batch)
-        while have >= size:
-            joined = join(pending)
-            yield jax.tree_util.tree_map(lambda leaf: leaf[:size], joined), size
-            have -= size
-            pending = [jax.tree_util.tree_map(lambda leaf: leaf[size:], joined)] if have else []
+        batch = jax.tree_util.tree_map(jnp.asarray, batch)
+        length, offset = _validate.pool_size("", batch), 0
+        if have and have + length >= size:  # complete the carried-over rows first
+            offset = size - have
+            yield join(pending + [rows(batch, 0, offset)]), size
+            pending, have = [], 0
+        if not have:
+            while length - offset >= size:
+                yield rows(batch, offset, offset + size), size
+                offset += size
+        if offset < length:
+            pending.append(rows(batch, offset, length))
+            have += length - offset
     if have:
         joined = join(pending)
         yield jax.tree_util.tree_map(

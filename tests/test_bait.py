@@ -317,6 +317,23 @@ def test_float64_inputs_give_int32_picks():
         assert aljax.fisher_greedy(emb, 4).dtype == jnp.int32
 
 
+@pytest.mark.parametrize("x64", [False, True])
+def test_bfloat16_factors_pick_as_their_widened_values(x64):
+    # bfloat16 storage: the same values widened to the compute dtype must give the same picks.
+    rng = np.random.default_rng(0)
+    with jax.enable_x64(x64):
+        probs = jax.nn.softmax(jnp.asarray(rng.standard_normal((200, 4)) * 2, jnp.float32), axis=1)
+        probs = probs.astype(jnp.bfloat16)
+        h = jnp.asarray(rng.standard_normal((200, 8)), jnp.float32).astype(jnp.bfloat16)
+        wide = jnp.float64 if x64 else jnp.float32
+        for k in (1, 5):
+            got = aljax.fisher_greedy(aljax.FisherFactors(probs, h), k, lamb=0.1)
+            # Dense rows of the widened values (bfloat16 rows sum to 1 only within bfloat16's tolerance).
+            dense = aljax.FisherFactors(probs.astype(wide), h.astype(wide)).to_dense()
+            ref = aljax.fisher_greedy(dense, k, lamb=0.1)
+            np.testing.assert_array_equal(got, ref)
+
+
 # ---------------------------------------------------------------- front door and regression
 
 

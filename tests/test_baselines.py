@@ -233,6 +233,17 @@ def test_k_center_greedy_matches_slow_reference(seed, with_labeled):
     np.testing.assert_array_equal(got, _k_center_ref(feats, 15, labeled))
 
 
+@pytest.mark.parametrize("with_labeled", [False, True])
+def test_k_center_greedy_with_a_large_common_offset(with_labeled):
+    # Distances are tiny next to the norms: the picks must still be the exact greedy's.
+    rng = np.random.default_rng(7)
+    feats = (100 + 0.01 * rng.normal(size=(200, 32))).astype(np.float32)
+    labeled = (100 + 0.01 * rng.normal(size=(20, 32))).astype(np.float32) if with_labeled else None
+    got = aljax.k_center_greedy(jnp.asarray(feats), 10,
+                                labeled_features=None if labeled is None else jnp.asarray(labeled))
+    np.testing.assert_array_equal(got, _k_center_ref(feats, 10, labeled))
+
+
 def test_k_center_greedy_with_duplicates_never_repeats():
     feats = jnp.asarray(np.repeat(np.eye(3, dtype=np.float32), 4, axis=0))   # 3 distinct points, 12 rows
     got = np.asarray(aljax.k_center_greedy(feats, 10))

@@ -117,6 +117,8 @@ def test_bad_iterables():
         aljax.random_sample(None, None, batches(POOL[:30], [10]), 50)
     with pytest.raises(ValueError, match=r"aljax\.bait: .*`labeled`.*trailing shape"):
         aljax.bait(PARAMS, APPLY, batches(POOL, [100]), 3, labeled=LABELED[:, :3])
+    with pytest.raises(ValueError, match=r"aljax\.coreset: .*`labeled`.*structure"):
+        aljax.coreset(PARAMS, APPLY, batches(POOL, [100]), 3, labeled={"x": LABELED})
     with pytest.raises(ValueError, match=r"aljax\.bait: .*`k`"):
         aljax.bait(PARAMS, APPLY, batches(POOL, [100]), 0)
     with pytest.raises(TypeError, match=r"aljax\.entropy: .*`k`"):
