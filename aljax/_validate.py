@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import numbers
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jax
@@ -130,8 +130,9 @@ def check_k_for_pool(fn: str, k: Any, pool: Any) -> int:
 
 def is_batch_iterable(pool) -> bool:
     """An iterable of batches (a generator, an iterator, a re-iterable object such as a data
-    loader), as opposed to an array or a pytree of arrays (lists, tuples and dicts are pytrees)."""
-    if hasattr(pool, "shape") or isinstance(pool, (list, tuple, dict)):
+    loader), as opposed to an array or a pytree of arrays (lists, tuples and mappings such as dicts
+    or Flax's ``FrozenDict`` are pytrees)."""
+    if hasattr(pool, "shape") or isinstance(pool, (list, tuple, Mapping)):
         return False
     return isinstance(pool, Iterable)
 

@@ -78,6 +78,14 @@ def test_gradient_embedding_and_pytree_batches():
     np.testing.assert_array_equal(got, ref)
 
 
+def test_mappings_are_pytrees_not_batch_streams():
+    from flax.core import FrozenDict
+
+    apply_dict = lambda p, x: APPLY(p, x["x"])  # noqa: E731
+    np.testing.assert_array_equal(aljax.margin(PARAMS, apply_dict, FrozenDict({"x": POOL}), 9),
+                                  aljax.margin(PARAMS, apply_dict, {"x": POOL}, 9))
+
+
 def test_re_iterable_loader_and_sampler():
     class Loader:  # a data-loader-like object: each iter() starts a new pass
         def __iter__(self):
