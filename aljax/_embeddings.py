@@ -83,12 +83,11 @@ def map_chunks(fn: Callable, pool: Any, n: int, batch_size: int, *, fn_name: str
     so ``fn`` compiles once. A pool whose leaves are sharded along the example axis (one
     ``NamedSharding`` for all of them) runs data-parallel: ``batch_size`` rows per device per
     step, outputs sharded like the pool (:func:`aljax._sharding.map_chunks_sharded`); leaves
-    sharded differently raise a ``ValueError`` naming ``fn_name``.
+    sharded differently raise a ``ValueError`` naming ``fn_name``. The pool is expected on Auto
+    mesh axes (:func:`open_pool` moves Explicit-axes pools there first).
     """
     layout = _sharding.row_layout(fn_name, "pool", pool)
     if layout is not None:
-        pool = _sharding.auto_axes(pool)
-        layout = _sharding.row_layout(fn_name, "pool", pool)
         return _sharding.map_chunks_sharded(fn, pool, n, batch_size, layout)
     size = min(batch_size, n)
     outs = []

@@ -56,18 +56,27 @@ class RowLayout(NamedTuple):
         return f"sharded over mesh axes {self.axes!r} of a mesh {dict(self.mesh.shape)}"
 
 
-def _leaf_layout(leaf) -> RowLayout | None | str:
-    """A leaf's row layout; ``"unknown"`` for a traced leaf (its sharding is not visible)."""
-    if isinstance(leaf, jax.core.Tracer):
-        return "unknown"
-    sharding = getattr(leaf, "sharding", None)
-    if not isinstance(sharding, NamedSharding) or getattr(leaf, "ndim", 0) == 0:
+def _spec_layout(sharding, ndim: int) -> RowLayout | None:
+    """The row layout a (possibly abstract) ``NamedSharding`` gives an ``ndim``-D array."""
+    axes = (tuple(sharding.spec) + (None,) * ndim)[0]
+    if axes is None or (isinstance(axes, tuple) and not axes):
         return None
-    spec = tuple(sharding.spec) + (None,) * (leaf.ndim - len(sharding.spec))
-    if spec[0] is None or (isinstance(spec[0], tuple) and not spec[0]):
-        return None
-    layout = RowLayout(sharding.mesh, spec[0])
+    layout = RowLayout(sharding.mesh, axes)
     return layout if layout.shards > 1 else None
+
+
+def _common_layout(fn: str, arg: str, layouts: list) -> RowLayout | None:
+    """The one layout of ``layouts`` (``(leaf index, layout or None)`` pairs): ``None`` when no leaf
+    is sharded along its rows, a ``ValueError`` when leaves are laid out differently."""
+    if all(layout is None for _, layout in layouts):
+        return None
+    if any(layout != layouts[0][1] for _, layout in layouts):
+        got = "; ".join(f"leaf {i} {'not sharded along the example axis' if lay is None else lay.describe()}"
+                        for i, lay in layouts)
+        raise ValueError(_validate.message(
+            fn, arg, "leaves laid out the same way along the example axis (one NamedSharding for all, e.g. "
+                     "jax.device_put(pool, NamedSharding(mesh, P('data'))))", got))
+    return layouts[0][1]
 
 
 def row_layout(fn: str, arg: str, tree) -> RowLayout | None:
@@ -78,18 +87,14 @@ def row_layout(fn: str, arg: str, tree) -> RowLayout | None:
     ``ValueError`` naming ``aljax.<fn>`` and ``arg`` when leaves are laid out differently, e.g.
     one sharded over ``"data"`` and one replicated, or two different meshes.
     """
-    leaves = jax.tree_util.tree_leaves(tree)
-    layouts = [_leaf_layout(leaf) for leaf in leaves]
-    known = [layout for layout in layouts if layout != "unknown"]
-    if not known or all(layout is None for layout in known):
-        return None
-    if any(layout != known[0] for layout in known):
-        got = "; ".join(f"leaf {i} {'not sharded along the example axis' if lay is None else lay.describe()}"
-                        for i, lay in enumerate(layouts) if lay != "unknown")
-        raise ValueError(_validate.message(
-            fn, arg, "leaves laid out the same way along the example axis (one NamedSharding for all, e.g. "
-                     "jax.device_put(pool, NamedSharding(mesh, P('data'))))", got))
-    return known[0]
+    layouts = []
+    for i, leaf in enumerate(jax.tree_util.tree_leaves(tree)):
+        if isinstance(leaf, jax.core.Tracer):
+            continue  # its sharding is not visible
+        sharding = getattr(leaf, "sharding", None)
+        ndim = getattr(leaf, "ndim", 0)
+        layouts.append((i, _spec_layout(sharding, ndim) if isinstance(sharding, NamedSharding) and ndim else None))
+    return _common_layout(fn, arg, layouts)
 
 
 def auto_axes(tree):
@@ -119,14 +124,6 @@ def take_row(x: jax.Array, i: jax.Array) -> jax.Array:
     return jnp.take(x, jnp.reshape(i, (1,)), axis=0, mode="clip")[0]
 
 
-def _constrain(x, sharding: NamedSharding):
-    """Lay ``x`` out with ``sharding``: ``with_sharding_constraint`` on a mesh with Auto axes,
-    ``jax.sharding.reshard`` on one with Explicit axes (``jax.make_mesh``'s default)."""
-    if any(kind == jax.sharding.AxisType.Explicit for kind in sharding.mesh.axis_types):
-        return jax.sharding.reshard(x, sharding)
-    return jax.lax.with_sharding_constraint(x, sharding)
-
-
 @functools.partial(jax.jit, static_argnames=("size", "layout"))
 def _take_chunk(pool, start, *, size: int, layout: RowLayout):
     """Rows ``[start, start + size)`` of every shard's block, as one array of ``shards · size``
@@ -136,7 +133,8 @@ def _take_chunk(pool, start, *, size: int, layout: RowLayout):
     def take(leaf):
         blocks = leaf.reshape(shards, leaf.shape[0] // shards, *leaf.shape[1:])
         chunk = jax.lax.dynamic_slice_in_dim(blocks, start, size, axis=1)
-        return _constrain(chunk.reshape(shards * size, *leaf.shape[1:]), layout.sharding(leaf.ndim))
+        return jax.lax.with_sharding_constraint(chunk.reshape(shards * size, *leaf.shape[1:]),
+                                                layout.sharding(leaf.ndim))
 
     return jax.tree_util.tree_map(take, pool)
 
@@ -152,7 +150,7 @@ def _assemble(outs, *, keep: tuple, layout: RowLayout):
                   for part, kept in zip(parts, keep)]
         out = jnp.concatenate(blocks, axis=1)
         out = out.reshape(-1, *out.shape[2:])
-        return _constrain(out, layout.sharding(out.ndim))
+        return jax.lax.with_sharding_constraint(out, layout.sharding(out.ndim))
 
     return jax.tree_util.tree_map(join, *outs)
 
@@ -183,20 +181,7 @@ def traced_row_layout(fn: str, arg: str, tree) -> RowLayout | None:
     sharded along its example axis that way (Auto axes: XLA partitions from what it sees); the
     same ``ValueError`` as :func:`row_layout` for leaves laid out differently."""
     layouts = []
-    for leaf in jax.tree_util.tree_leaves(tree):
-        if not isinstance(leaf, jax.core.Tracer) or getattr(leaf, "ndim", 0) == 0:
-            layouts.append(None)
-            continue
-        sharding = jax.typeof(leaf).sharding
-        spec = tuple(sharding.spec) + (None,) * leaf.ndim
-        axes = spec[0]
-        layout = None if axes is None or (isinstance(axes, tuple) and not axes) else RowLayout(sharding.mesh, axes)
-        layouts.append(layout if layout is not None and layout.shards > 1 else None)
-    if all(layout is None for layout in layouts):
-        return None
-    if any(layout != layouts[0] for layout in layouts):
-        got = "; ".join(f"leaf {i} {'not sharded along the example axis' if lay is None else lay.describe()}"
-                        for i, lay in enumerate(layouts))
-        raise ValueError(_validate.message(
-            fn, arg, "leaves laid out the same way along the example axis (one NamedSharding for all)", got))
-    return layouts[0]
+    for i, leaf in enumerate(jax.tree_util.tree_leaves(tree)):
+        traced = isinstance(leaf, jax.core.Tracer) and getattr(leaf, "ndim", 0) > 0
+        layouts.append((i, _spec_layout(jax.typeof(leaf).sharding, leaf.ndim) if traced else None))
+    return _common_layout(fn, arg, layouts)
