@@ -1062,9 +1062,7 @@ def bait(params, apply_fn: Callable, pool, k: int, *, labeled=None, lamb: float 
     """
     fn = "bait"
     k = _validate.check_k_for_pool(fn, k, pool)
-    like = pool
-    if _validate.is_batch_iterable(pool):
-        like, pool = _validate.peek_batches(fn, pool)
+    like, pool = _validate.peek_batches(fn, pool)
     lamb = _validate.check_positive(fn, "lamb", lamb)
     oversample = _check_oversample(fn, oversample)
     if problem_type not in ("classification", "regression"):

@@ -405,9 +405,7 @@ def coreset(params, apply_fn: Callable, pool, k: int, *, key=0, labeled=None, ba
     """
     fn = "coreset"
     k, _, batch_size = _check_common(fn, pool, k, key, batch_size)
-    like = pool
-    if _validate.is_batch_iterable(pool):
-        like, pool = _validate.peek_batches(fn, pool)
+    like, pool = _validate.peek_batches(fn, pool)
     if labeled is not None:
         leaves = jax.tree_util.tree_leaves(labeled)
         if leaves and all(getattr(leaf, "shape", (1,))[:1] == (0,) for leaf in leaves):

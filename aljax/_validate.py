@@ -158,9 +158,13 @@ def checked_batches(fn: str, pool: Iterable):
         yield batch
 
 
-def peek_batches(fn: str, pool: Iterable):
-    """``(first_batch, batches)``: the first batch of an iterable pool (for checks against other
-    inputs before any heavy work) and an iterable that yields every batch, the first included."""
+def peek_batches(fn: str, pool):
+    """``(like, pool)``: something shaped like one batch of the pool (for checks against other
+    inputs before any heavy work) and the pool to read. An array pool is its own ``like``; for an
+    iterable, ``like`` is its first batch and the returned iterable yields every batch, the first
+    included."""
+    if not is_batch_iterable(pool):
+        return pool, pool
     batches = iter(pool)
     try:
         first = next(batches)
