@@ -27,6 +27,8 @@ from __future__ import annotations
 import ctypes
 import inspect
 import sys
+import threading
+import weakref
 from collections.abc import Mapping
 from typing import Iterator
 
@@ -44,7 +46,7 @@ from ._embeddings import hallucinated_residual
 from ._types import Factored, FisherFactors
 
 __all__ = [
-    "bait", "badge", "coreset", "entropy", "fisher_embedding", "gradient_embedding", "last_layer_embedding",
+    "bait", "badge", "coreset", "empty_cache", "entropy", "fisher_embedding", "gradient_embedding", "last_layer_embedding",
     "least_confidence", "logits_and_features", "margin", "random_sample", "to_jax", "to_torch", "vessal",
 ]
 
@@ -408,6 +410,7 @@ class _Head:
             raise ValueError(f"aljax.{self.fn}: no nn.Linear layer ran in the model's forward pass (or the "
                              f"named `head` did not run); pass `head=` with the name of the final layer.")
         name, h, out = self.captured
+        self.captured = None  # let torch's allocator reuse these before the next batch
         if self.name is None:  # first batch: keep only the head hooked
             self.name = name
             self.remove()
@@ -463,9 +466,75 @@ def _madvise_huge_pages(tensor) -> None:
         pass
 
 
+class _HandOverBuffers:
+    """A one-slot cache of the CPU memory that features are gathered into before the hand-over.
+
+    The ``(n, D)`` feature matrix must live in memory that outlives the call (JAX reads it in
+    place). Fresh memory costs one page fault and one page of zeroing per 4 KiB (2 MiB with huge
+    pages) on first write: for an MLP head that is more than the copy itself. So, like torch's
+    CUDA caching allocator, the adapter keeps the most recent buffer (up to ``_CACHE_LIMIT``
+    bytes) and reuses it once the arrays handed over from it have been garbage collected. A
+    buffer is never reused while any array, view or NumPy copy-free alias of it is alive: its
+    lifetime is tied to a NumPy view that the torch storage, and through DLPack the JAX array,
+    hold a reference to. :func:`empty_cache` releases the cached memory.
+    """
+
+    def __init__(self):
+        self.block, self.lent, self.lock = None, False, threading.Lock()
+
+    def empty(self, shape, dtype):
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        nbytes = int(np.prod(shape)) * itemsize
+        if nbytes < 4 * _HUGE_PAGE or nbytes > _CACHE_LIMIT:
+            out = torch.empty(shape, dtype=dtype)
+            _madvise_huge_pages(out)
+            return out
+        with self.lock:
+            reuse = self.block is not None and not self.lent and nbytes <= self.block.nbytes <= 2 * nbytes
+            if not reuse and self.lent:  # the cached block is in use: plain fresh memory
+                out = torch.empty(shape, dtype=dtype)
+                _madvise_huge_pages(out)
+                return out
+            if not reuse:
+                raw = np.empty(nbytes + _ALIGNMENT, dtype=np.uint8)
+                start = -raw.ctypes.data % _ALIGNMENT
+                self.block = raw[start:start + nbytes]
+                _madvise_huge_pages(torch.from_numpy(self.block))
+            self.lent = True
+        view = self.block[:nbytes]          # a new object: alive exactly as long as the hand-over
+        weakref.finalize(view, self._returned)
+        return torch.from_numpy(view).view(dtype).view(shape)
+
+    def _returned(self):
+        with self.lock:
+            self.lent = False
+
+    def clear(self):
+        with self.lock:
+            if not self.lent:
+                self.block = None
+
+
+_CACHE_LIMIT = 1 << 30
+_BUFFERS = _HandOverBuffers()
+
+
+def empty_cache() -> None:
+    """Release the CPU memory the adapter keeps for reuse between calls.
+
+    ``last_layer_embedding`` and the other embedding functions gather the features of a CPU
+    model into one buffer that JAX then reads without a copy. The most recent such buffer (at most
+    1 GiB) stays allocated after its arrays are garbage collected, so that the next call does not
+    pay for fresh pages again. This frees it (if no array still uses it; then it is freed with
+    the next call that needs a different size). GPU memory is torch's own caching allocator's.
+    """
+    _BUFFERS.clear()
+
+
 class _Gather:
     """Batches stacked into one tensor. With the pool size known, each batch is copied into a
-    preallocated ``(n, ...)`` buffer while it is still in cache (no ``torch.cat`` pass at the end).
+    preallocated ``(n, ...)`` buffer while it is still in cache (no ``torch.cat`` pass at the end);
+    on CPU the buffer comes from :class:`_HandOverBuffers`.
     Each batch's sum is kept too: a NaN/Inf anywhere makes its sum non-finite, so one cheap
     in-cache reduction per batch replaces a full pass over the result (see ``maybe_finite``)."""
 
@@ -475,8 +544,11 @@ class _Gather:
     def add(self, batch):
         self.sums.append(batch.sum(dtype=torch.float32 if batch.dtype != torch.float64 else torch.float64))
         if self.n is not None and self.buffer is None and batch.shape[0] < self.n:
-            self.buffer = torch.empty((self.n,) + tuple(batch.shape[1:]), dtype=batch.dtype, device=batch.device)
-            _madvise_huge_pages(self.buffer)
+            shape = (self.n,) + tuple(batch.shape[1:])
+            if batch.device.type == "cpu":
+                self.buffer = _BUFFERS.empty(shape, batch.dtype)
+            else:
+                self.buffer = torch.empty(shape, dtype=batch.dtype, device=batch.device)
         if self.buffer is not None and self.rows + batch.shape[0] <= self.n and \
                 batch.shape[1:] == self.buffer.shape[1:] and batch.dtype == self.buffer.dtype:
             self.buffer[self.rows:self.rows + batch.shape[0]].copy_(batch)
@@ -514,6 +586,7 @@ def _outputs(fn: str, model, pool, *, batch_size: int = 256, device=None, head: 
                 logits, h = capture.run(args, kwargs)
                 gather_logits.add(logits)
                 gather_h.add(h)
+                del logits, h  # freed before the next forward pass, as without the adapter
     finally:
         module.train(was_training)
     if gather_logits.rows == 0:

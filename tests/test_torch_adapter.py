@@ -507,3 +507,43 @@ def test_nan_in_outputs_is_refused():
     x[3, 0] = float("nan")
     with pytest.raises(ValueError, match=r"torch_adapter\.badge: .*NaN"):
         ta.badge(model, x, 2)
+
+
+def _wide_mlp(seed):
+    """A model whose (n, D) features are large enough (>= 8 MiB) for the reusable hand-over buffer."""
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(IN, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, C))
+
+
+def _reference_h(model, x):
+    with torch.no_grad():
+        return model[1](model[0](x)).numpy()
+
+
+def test_hand_over_buffer_is_reused_only_after_its_arrays_are_gone():
+    import gc
+    ta.empty_cache()
+    x1, x2 = pool_of(2048, seed=1), pool_of(2048, seed=2)
+    m1, m2 = _wide_mlp(1), _wide_mlp(2)
+    first = ta.last_layer_embedding(m1, x1)
+    alias = np.asarray(first.h)                        # a zero-copy NumPy view keeps it alive too
+    pointer = first.h.unsafe_buffer_pointer()
+    del first
+    gc.collect()
+    second = ta.last_layer_embedding(m2, x2)           # the first buffer is still in use: fresh memory
+    assert second.h.unsafe_buffer_pointer() != pointer
+    np.testing.assert_allclose(alias, _reference_h(m1, x1), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(second.h), _reference_h(m2, x2), rtol=1e-6, atol=1e-6)
+    del alias, second
+    gc.collect()
+    third = ta.last_layer_embedding(m2, x1)            # nothing uses the cached buffer any more: reused
+    assert third.h.unsafe_buffer_pointer() == pointer == ta._BUFFERS.block.ctypes.data and ta._BUFFERS.lent
+    np.testing.assert_allclose(np.asarray(third.h), _reference_h(m2, x1), rtol=1e-6, atol=1e-6)
+    held = third.h
+    del third
+    gc.collect()
+    ta.empty_cache()                                   # in use: kept (freed with a later call)
+    fourth = ta.last_layer_embedding(m1, x2)
+    assert fourth.h.unsafe_buffer_pointer() != held.unsafe_buffer_pointer()
+    np.testing.assert_allclose(np.asarray(held), _reference_h(m2, x1), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(fourth.h), _reference_h(m1, x2), rtol=1e-6, atol=1e-6)
