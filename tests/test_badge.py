@@ -96,7 +96,8 @@ def test_d2_sample_is_proportional_to_the_weights_and_never_draws_a_zero():
 
     weights = jnp.asarray([0.0, 1.0, 2.0, 0.0, 5.0, 0.5, 1.5, 1e-3], jnp.float32)
     draws = 6000
-    picks = np.asarray(jax.vmap(lambda key: _d2_sample(key, weights))(jax.random.split(jax.random.key(11), draws)))
+    words = jax.random.bits(jax.random.key(11), (draws, 2), jnp.uint32)
+    picks = np.asarray(jax.vmap(lambda w: _d2_sample(w, weights, jnp.ones(8, bool)))(words))
     counts = np.bincount(picks, minlength=8)
     assert counts[0] == counts[3] == 0
     probs = np.asarray(weights, np.float64) / float(np.sum(np.asarray(weights, np.float64)))
@@ -104,6 +105,37 @@ def test_d2_sample_is_proportional_to_the_weights_and_never_draws_a_zero():
     _, p_value = stats.chisquare(counts[big], draws * probs[big] * counts[big].sum() / (draws * probs[big].sum()))
     assert p_value > 1e-3, (counts, draws * probs)
     assert counts[7] <= 5
+
+
+def test_d2_sample_with_all_weights_zero_is_uniform_over_the_eligible_rows():
+    from aljax._badge import _d2_sample
+
+    eligible = jnp.asarray([True, False, True, True, False, True])
+    draws = 4000
+    words = jax.random.bits(jax.random.key(3), (draws, 2), jnp.uint32)
+    picks = np.asarray(jax.vmap(lambda w: _d2_sample(w, jnp.zeros(6), eligible))(words))
+    counts = np.bincount(picks, minlength=6)
+    assert counts[1] == counts[4] == 0
+    _, p_value = stats.chisquare(counts[[0, 2, 3, 5]])
+    assert p_value > 1e-3, counts
+
+
+def test_race_variates_are_exponential_across_rows_and_steps_and_fine_near_zero():
+    """The counter-based Exp(1) variates: Kolmogorov-Smirnov across the rows of one step and
+    across steps for one row, no correlation between neighbouring rows, and no ties among the
+    smallest of a million (which decide the race; a float32 uniform's 2⁻²³ grid would tie them)."""
+    from aljax._badge import _exponentials
+
+    words = jax.random.bits(jax.random.key(5), (3000, 2), jnp.uint32)
+    rows = np.asarray(_exponentials(words[0], 1 << 20, jnp.float32), np.float64)
+    assert stats.kstest(rows[:50_000], "expon").pvalue > 1e-3
+    assert abs(np.corrcoef(rows[:-1], rows[1:])[0, 1]) < 0.01
+    smallest = np.sort(rows)[:200]
+    assert len(np.unique(smallest)) == 200 and smallest[0] > 0
+    per_step = np.asarray(jax.vmap(lambda w: _exponentials(w, 8, jnp.float32))(words))[:, 5].astype(np.float64)
+    assert stats.kstest(per_step, "expon").pvalue > 1e-3
+    other = np.asarray(_exponentials(words[1], 1 << 20, jnp.float32), np.float64)
+    assert abs(np.corrcoef(rows, other)[0, 1]) < 0.01
 
 
 def test_take_row_equals_indexing():
