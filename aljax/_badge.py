@@ -94,8 +94,8 @@ def _d2_sample(words: jax.Array, weights: jax.Array, eligible: jax.Array) -> jax
 @functools.partial(jax.jit, static_argnames="k")
 def _kmeans_pp(key: jax.Array, emb, k: int) -> jax.Array:
     # Sharding-friendly: every O(n) array stays laid out like the embedding's rows; per step only
-    # the picked row (take_row: one all-reduce of C + D numbers), a partial argmax per device and
-    # a flag ("any weight left") cross devices.
+    # the picked row (take_row: one all-reduce of C + D numbers) and the race's partial maxima
+    # (two scalar reductions: the largest weight, then the largest score) cross devices.
     dtype = _compute_dtype(emb)
     sq = _sqnorms(emb, dtype)
     n = sq.shape[0]
@@ -141,7 +141,7 @@ def kmeans_pp(key, embedding, k: int) -> jax.Array:
     the embedding (both factors of a ``Factored``) sharded along its rows with one
     ``NamedSharding``, e.g. ``jax.device_put(emb, NamedSharding(mesh, P("data")))``; every
     device updates the distances of its own rows, and per step only the picked row (``C + D``
-    numbers), one partial argmax per device and a flag cross devices. The picks are the same as
+    numbers) and a few partial maxima per device cross devices. The picks are the same as
     on one device for the same key.
 
     Args:
