@@ -76,7 +76,10 @@ def random_sample(params, apply_fn: Callable | None, pool, k: int, *, key=0, bat
     fn = "random_sample"
     k, key, _ = _check_common(fn, pool, k, key, batch_size)
     if _validate.is_batch_iterable(pool):
-        n = sum(_validate.pool_size(fn, batch) for batch in _validate.checked_batches(fn, pool))
+        n = sum(_validate.pool_size(fn, batch, allow_empty=True) for batch in _validate.checked_batches(fn, pool))
+        if n == 0:
+            raise ValueError(_validate.message(fn, "pool", "a non-empty pool (array or iterable of batches)",
+                                               "an iterable that yielded no examples"))
     else:
         n = _validate.pool_size(fn, pool)
     return _random_kernel(key, n, _validate.check_k(fn, k, n))

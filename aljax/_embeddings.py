@@ -130,7 +130,7 @@ def open_pool(fn_name: str, pool: Any, batch_size: int):
         first, first_valid = next(chunks)
     except StopIteration:
         raise ValueError(_validate.message(fn_name, "pool", "a non-empty pool (array or iterable of batches)",
-                                           "an iterable that yielded no batches")) from None
+                                           "an iterable that yielded no examples")) from None
 
     def run(fn):
         outs, n = [], 0
@@ -144,10 +144,11 @@ def open_pool(fn_name: str, pool: Any, batch_size: int):
     return jax.tree_util.tree_map(lambda leaf: leaf[:first_valid], first), None, run
 
 
-def _stream_chunks(batches, size: int):
-    """``(chunk, n_valid)`` with exactly ``size`` rows per chunk from batches of any sizes (the
-    last chunk padded by repeating its last row). A batch larger than ``size`` is cut in place
-    (an offset into it), so the work stays linear in its length."""
+def _stream_chunks(batches, size: int, *, pad: str = "repeat"):
+    """``(chunk, n_valid)`` with exactly ``size`` rows per chunk from batches of any sizes (0
+    included). The last chunk is padded by repeating its last row (``pad="repeat"``: valid model
+    inputs) or with zeros (``pad="zeros"``). A batch larger than ``size`` is cut in place (an
+    offset into it), so the work stays linear in its length."""
     pending, have = [], 0  # rows carried over from earlier batches (fewer than ``size``)
 
     def rows(tree, start, stop):
@@ -161,7 +162,7 @@ def _stream_chunks(batches, size: int):
     for batch in batches:
         # On the device at once: chunks are then copies, never views that keep a user's batch alive.
         batch = jax.tree_util.tree_map(jnp.asarray, batch)
-        length, offset = _validate.pool_size("", batch), 0
+        length, offset = _validate.pool_size("", batch, allow_empty=True), 0
         if have and have + length >= size:  # complete the carried-over rows first
             offset = size - have
             yield join(pending + [rows(batch, 0, offset)]), size
@@ -175,8 +176,13 @@ def _stream_chunks(batches, size: int):
             have += length - offset
     if have:
         joined = join(pending)
-        yield jax.tree_util.tree_map(
-            lambda leaf: jnp.concatenate([leaf, jnp.repeat(leaf[-1:], size - have, 0)]), joined), have
+
+        def padded(leaf):
+            fill = jnp.repeat(leaf[-1:], size - have, 0) if pad == "repeat" else \
+                jnp.zeros((size - have,) + leaf.shape[1:], leaf.dtype)
+            return jnp.concatenate([leaf, fill])
+
+        yield jax.tree_util.tree_map(padded, joined), have
 
 
 def logits_and_features(params, apply_fn: Callable, pool, *, batch_size: int = 1024,

@@ -82,8 +82,9 @@ def as_key(fn: str, key: Any) -> jax.Array:
     raise TypeError(message(fn, "key", "an int seed or a jax.random key", got))
 
 
-def pool_size(fn: str, pool: Any, arg: str = "pool") -> int:
-    """Number of examples in a pool (an array or a pytree of arrays sharing the leading axis)."""
+def pool_size(fn: str, pool: Any, arg: str = "pool", *, allow_empty: bool = False) -> int:
+    """Number of examples in a pool (an array or a pytree of arrays sharing the leading axis);
+    ``allow_empty`` for one batch of a stream, which may hold no rows."""
     leaves = jax.tree_util.tree_leaves(pool)
     if not leaves:
         raise ValueError(message(fn, arg, "an array or a pytree of arrays", "an empty pytree"))
@@ -97,7 +98,7 @@ def pool_size(fn: str, pool: Any, arg: str = "pool") -> int:
         sizes.append(shape[0])
     if len(set(sizes)) != 1:
         raise ValueError(message(fn, arg, "arrays sharing the leading (example) axis", f"leading sizes {sizes}"))
-    if sizes[0] == 0:
+    if sizes[0] == 0 and not allow_empty:
         raise ValueError(message(fn, arg, "a non-empty pool", "an empty pool (0 examples)"))
     return int(sizes[0])
 
@@ -144,10 +145,11 @@ def batch_signature(batch):
 
 
 def checked_batches(fn: str, pool: Iterable):
-    """Iterate the user's batches, refusing batches whose trailing shape (or structure) changes."""
+    """Iterate the user's batches, refusing batches whose trailing shape (or structure) changes.
+    A batch may hold no rows (e.g. the tail of ``np.array_split``); the whole stream may not."""
     first = None
     for number, batch in enumerate(pool):
-        pool_size(fn, batch, arg="pool")
+        pool_size(fn, batch, arg="pool", allow_empty=True)
         signature = batch_signature(batch)
         if first is None:
             first = signature

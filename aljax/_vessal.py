@@ -64,7 +64,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _sharding, _validate
-from ._embeddings import logits_and_features
+from ._embeddings import _stream_chunks, logits_and_features
 from ._types import Factored, FisherFactors
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -559,22 +559,9 @@ def _fill(key, picks, kept, total: int, budget: int) -> jax.Array:
 
 
 def _rechunk(blocks: Iterable, size: int):
-    """Yield ``(chunk, n_valid)`` with exactly ``size`` rows per chunk (the last zero-padded) from
-    an iterable of embedding blocks (arrays, ``Factored`` or ``FisherFactors``)."""
-    pending, have = [], 0
-    for block in blocks:
-        pending.append(block)
-        have += _n_rows(block)
-        while have >= size:
-            joined = _concat(pending)
-            yield _take(joined, 0, size), size
-            rest = _n_rows(joined) - size
-            pending, have = ([_take(joined, size, size + rest)] if rest else []), rest
-    if have:
-        joined = _concat(pending)
-        pad = size - have
-        yield jax.tree_util.tree_map(
-            lambda leaf: jnp.concatenate([leaf, jnp.zeros((pad,) + leaf.shape[1:], leaf.dtype)]), joined), have
+    """``(chunk, n_valid)`` with exactly ``size`` rows per chunk (the last zero-padded) from an
+    iterable of embedding blocks (arrays, ``Factored`` or ``FisherFactors``) of any sizes."""
+    return _stream_chunks(blocks, size, pad="zeros")
 
 
 def _n_rows(block) -> int:
@@ -583,12 +570,6 @@ def _n_rows(block) -> int:
 
 def _take(block, start, stop):
     return jax.tree_util.tree_map(lambda leaf: leaf[start:stop], block)
-
-
-def _concat(blocks):
-    if len(blocks) == 1:
-        return blocks[0]
-    return jax.tree_util.tree_map(lambda *leaves: jnp.concatenate([jnp.asarray(x) for x in leaves]), *blocks)
 
 
 def _array_blocks(emb, n: int):
@@ -952,13 +933,15 @@ def vessal(params, apply_fn: Callable, pool, k: int | None = None, *, rate: floa
                                                f"a one-shot iterator ({type(pool).__name__})"))
 
         def blocks():
-            return (embed(batch) for batch in _validate.checked_batches(fn, pool))
+            return (embed(batch) for batch in _validate.checked_batches(fn, pool)
+                    if _validate.pool_size(fn, batch, allow_empty=True))  # batches with no rows are skipped
 
         first_iter = blocks()
         try:
             first = next(first_iter)
         except StopIteration:
-            raise ValueError(_validate.message(fn, "pool", "a non-empty stream of batches", "no batches")) from None
+            raise ValueError(_validate.message(fn, "pool", "a non-empty stream of batches",
+                                               "an iterable that yielded no examples")) from None
         stream = itertools.chain([first], first_iter)
         total = length if budget is not None else None
     else:

@@ -54,6 +54,10 @@ def test_iterable_pool_gives_the_array_picks(name):
     got = np.asarray(select(batches(POOL, [7, 100, 1, 64, 50]), 12))
     np.testing.assert_array_equal(got, expected)
     assert got.dtype == np.int32
+    # Batches with no rows (e.g. the tail of np.array_split) are skipped, wherever they come.
+    with_empty = np.asarray(select(iter(np.array_split(POOL[:150], 3) + [POOL[:0]] + np.array_split(POOL[150:], 160)),
+                                   12))
+    np.testing.assert_array_equal(with_empty, expected)
 
 
 @settings(max_examples=15, deadline=None)
@@ -115,8 +119,10 @@ def test_raw_batches_are_not_kept():
 
 
 def test_bad_iterables():
-    with pytest.raises(ValueError, match=r"aljax\.badge: .*`pool`.*no batches"):
+    with pytest.raises(ValueError, match=r"aljax\.badge: .*`pool`.*no examples"):
         aljax.badge(PARAMS, APPLY, iter([]), 3)
+    with pytest.raises(ValueError, match=r"aljax\.random_sample: .*`pool`.*no examples"):
+        aljax.random_sample(None, None, iter([POOL[:0], POOL[:0]]), 3)
     with pytest.raises(ValueError, match=r"aljax\.margin: .*`pool`.*trailing shape"):
         aljax.margin(PARAMS, APPLY, iter([POOL[:10], POOL[:10, :3]]), 3)
     with pytest.raises(ValueError, match=r"aljax\.coreset: .*cannot select 50 points from a pool of 30"):

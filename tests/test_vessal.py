@@ -363,6 +363,8 @@ def test_iterable_pool_gives_the_array_picks(small_chunks, rank):
     rate_array = aljax.vessal(params, apply_fn, pool, rate=0.1, **kw)
     rate_stream = aljax.vessal(params, apply_fn, _batches(pool, [50, 90]), rate=0.1, **kw)
     np.testing.assert_array_equal(rate_array, rate_stream)
+    gaps = iter([pool[:0], pool[:70], pool[:0], pool[70:], pool[:0]])   # batches with no rows are skipped
+    np.testing.assert_array_equal(aljax.vessal(params, apply_fn, gaps, rate=0.1, **kw), rate_array)
 
 
 def test_vessal_is_volume_stream_on_the_fisher_embedding(small_chunks):
