@@ -91,8 +91,48 @@ def _d2_sample(words: jax.Array, weights: jax.Array, eligible: jax.Array) -> jax
     return _first_argmax(jnp.where(eligible, score, -jnp.inf))
 
 
-@functools.partial(jax.jit, static_argnames="k")
-def _kmeans_pp(key: jax.Array, emb, k: int) -> jax.Array:
+# Pruning skips a row only when its bound beats its distance by this fraction of the two squared
+# norms: far above float32 rounding (~1e-5 of that scale for D in the thousands), so the skipped
+# rows are exactly those whose computed distance would not have lowered the minimum.
+_PRUNE_MARGIN = 1e-3
+
+
+def _pruned_min(emb: Factored, sq, hnorm, dist, i, dtype, sqdist):
+    """``min(dist, ‖g_j − g_i‖²)`` for every row j of a factored embedding, reading ``h_j`` only for
+    the rows whose distance could decrease.
+
+    Cauchy–Schwarz on the h factor: ``|(a_j·a_i)(h_j·h_i)| ≤ |a_j·a_i|‖h_j‖‖h_i‖``, so
+    ``‖g_j − g_i‖² ≥ ‖g_j‖² + ‖g_i‖² − 2|a_j·a_i|‖h_j‖‖h_i‖``, a bound that costs ``C`` numbers per
+    row instead of ``C + D``. Rows whose bound is not above their current distance (plus a margin,
+    ``_PRUNE_MARGIN``) are compacted and their exact distances computed from a gather of their
+    ``h`` rows; the capacity of the gather is one of n/16, n/8, n/4, chosen per step, and above
+    n/4 rows the step falls back to the full pass. The result equals the full pass's.
+    """
+    n = sq.shape[0]
+    a_i, h_i = take_row(emb.a, i), take_row(emb.h, i)
+    aa = jnp.matmul(emb.a, a_i, precision=_HIGHEST, preferred_element_type=dtype)
+    sq_i = take_row(sq, i)
+    bound = sq + sq_i - 2 * jnp.abs(aa) * hnorm * take_row(hnorm, i)
+    need = bound - dist < _PRUNE_MARGIN * (sq + sq_i)
+
+    def gathered(capacity):
+        def update():
+            rows = jnp.nonzero(need, size=capacity, fill_value=0)[0]  # padding repeats row 0: harmless
+            hh = jnp.matmul(emb.h[rows], h_i, precision=_HIGHEST, preferred_element_type=dtype)
+            return dist.at[rows].min(sqdist(sq[rows], sq_i, aa[rows] * hh))
+        return update
+
+    def full():
+        hh = jnp.matmul(emb.h, h_i, precision=_HIGHEST, preferred_element_type=dtype)
+        return jnp.minimum(dist, sqdist(sq, sq_i, aa * hh))
+
+    capacities = sorted({max(1, n // 16), max(1, n // 8), max(1, n // 4)})
+    branch = jnp.sum(jnp.sum(need) > jnp.asarray(capacities))
+    return jax.lax.switch(branch, [gathered(c) for c in capacities] + [full])
+
+
+@functools.partial(jax.jit, static_argnames=("k", "prune"))
+def _kmeans_pp(key: jax.Array, emb, k: int, prune: bool = False) -> jax.Array:
     # Sharding-friendly: every O(n) array stays laid out like the embedding's rows; per step only
     # the picked row (take_row: one all-reduce of C + D numbers) and the race's partial maxima
     # (two scalar reductions: the largest weight, then the largest score) cross devices.
@@ -102,11 +142,22 @@ def _kmeans_pp(key: jax.Array, emb, k: int) -> jax.Array:
     rows = jnp.arange(n, dtype=jnp.int32)
     rtol = 16 * jnp.finfo(dtype).eps
 
-    def sqdist_to(i):
+    def sqdist(sq_j, sq_i, inner):
         # ||g_j - g_i||² = ||g_j||² + ||g_i||² - 2<g_j, g_i>; cancellation noise below rtol·scale is 0.
-        sq_i = take_row(sq, i)
-        d = sq + sq_i - 2 * _inner_with_row(emb, i, dtype)
-        return jnp.where(d <= rtol * (sq + sq_i), 0.0, d).astype(dtype)
+        d = sq_j + sq_i - 2 * inner
+        return jnp.where(d <= rtol * (sq_j + sq_i), 0.0, d).astype(dtype)
+
+    def sqdist_to(i):
+        return sqdist(sq, take_row(sq, i), _inner_with_row(emb, i, dtype))
+
+    if prune:
+        hnorm = jnp.sqrt(jnp.sum(jnp.square(emb.h.astype(dtype)), axis=1))
+
+        def update(dist, i):
+            return _pruned_min(emb, sq, hnorm, dist, i, dtype, sqdist)
+    else:
+        def update(dist, i):
+            return jnp.minimum(dist, sqdist_to(i))
 
     first = jnp.argmax(sq).astype(jnp.int32)
     picks = jnp.zeros(k, jnp.int32).at[0].set(first)
@@ -116,13 +167,13 @@ def _kmeans_pp(key: jax.Array, emb, k: int) -> jax.Array:
         dist, chosen, picks = state
         # All remaining distances 0 (more requested than distinct points): uniform over the rest.
         i = _d2_sample(words[t], jnp.where(chosen, 0.0, dist), ~chosen)
-        return jnp.minimum(dist, sqdist_to(i)), chosen | (rows == i), picks.at[t].set(i)
+        return update(dist, i), chosen | (rows == i), picks.at[t].set(i)
 
     _, _, picks = jax.lax.fori_loop(1, k, step, (sqdist_to(first), rows == first, picks))
     return picks
 
 
-def kmeans_pp(key, embedding, k: int) -> jax.Array:
+def kmeans_pp(key, embedding, k: int, *, prune: bool = False) -> jax.Array:
     """k-means++ seeding: ``k`` diverse, large-norm rows of an embedding.
 
     The first pick is the row of largest norm (the reference implementation's rule); each next
@@ -151,6 +202,12 @@ def kmeans_pp(key, embedding, k: int) -> jax.Array:
         distances accumulate in float32 (float64 under x64 with float64 inputs). May be sharded
         along ``n``; factors laid out differently raise a ``ValueError``.
       k: number of picks, a Python int in ``[1, n]``.
+      prune: exact pruning for a :class:`~aljax.Factored` embedding on one device. Each step
+        first bounds every row's new distance from its ``a`` factor and norms alone
+        (Cauchy–Schwarz, ``C`` numbers per row) and reads ``h`` only for the rows the bound
+        cannot rule out, gathered. Same picks as without it; faster when few rows need ``h``
+        (the rows of other predicted classes usually do not): 1.5× per step on the benchmark of
+        README. A sharded embedding ignores it (the full pass is already split across devices).
 
     Returns:
       ``(k,)`` int32 indices in pick order.
@@ -168,12 +225,22 @@ def kmeans_pp(key, embedding, k: int) -> jax.Array:
         embedding = jnp.asarray(embedding)
     k = _validate.check_k(fn, k, embedding.shape[0] if not isinstance(embedding, Factored) else embedding.n)
     _validate.check_finite(fn, "the embedding values", *jax.tree_util.tree_leaves(embedding))
-    row_layout(fn, "embedding", embedding)
-    return _kmeans_pp(key, auto_axes(embedding), k)
+    prune = _check_prune(fn, prune, embedding)
+    layout = row_layout(fn, "embedding", embedding)
+    return _kmeans_pp(key, auto_axes(embedding), k, prune=prune and layout is None)
+
+
+def _check_prune(fn: str, prune, embedding) -> bool:
+    if not isinstance(prune, bool):
+        raise TypeError(_validate.message(fn, "prune", "a bool", f"{type(prune).__name__} {prune!r}"))
+    if prune and not isinstance(embedding, Factored):
+        raise ValueError(_validate.message(fn, "prune", "False for a dense embedding (the bound needs the "
+                                           "factors of a Factored)", "True"))
+    return prune
 
 
 def badge(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 1024,
-          features_fn: Callable | None = None) -> jax.Array:
+          features_fn: Callable | None = None, prune: bool = False) -> jax.Array:
     """BADGE: k-means++ seeding over last-layer gradient embeddings.
 
     Ash et al., "Deep batch active learning by diverse, uncertain gradient lower bounds", ICLR
@@ -195,6 +262,7 @@ def badge(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 
       key: int seed or ``jax.random`` key.
       batch_size: rows per forward chunk (per device for a sharded pool).
       features_fn: optional ``features_fn(params, x) -> (batch, D)`` penultimate features.
+      prune: exact pruning of the k-means++ steps (same picks; see :func:`kmeans_pp`).
 
     Returns:
       ``(k,)`` int32 indices into ``pool``, unique, in pick order.
@@ -210,6 +278,8 @@ def badge(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 
     fn = "badge"
     key = _validate.as_key(fn, key)
     k = _validate.check_k_for_pool(fn, k, pool)
+    if not isinstance(prune, bool):
+        raise TypeError(_validate.message(fn, "prune", "a bool", f"{type(prune).__name__} {prune!r}"))
     emb = factored_embedding(params, apply_fn, pool, batch_size=batch_size, features_fn=features_fn, fn_name=fn)
     k = _validate.check_k(fn, k, emb.n)
-    return _kmeans_pp(key, emb, k)
+    return _kmeans_pp(key, emb, k, prune=prune and row_layout(fn, "pool", emb) is None)

@@ -252,6 +252,7 @@ BAD_BADGE = [
     ("ragged pool", dict(pool={"a": jnp.ones((10, 6)), "b": jnp.ones((9, 6))}), ValueError,
      r"aljax\.badge: argument `pool` must be arrays sharing the leading"),
     ("not callable", dict(apply_fn="model"), TypeError, r"aljax\.badge: argument `apply_fn` must be a callable"),
+    ("prune str", dict(prune="yes"), TypeError, r"aljax\.badge: argument `prune` must be a bool"),
 ]
 
 
@@ -271,6 +272,8 @@ BAD_KMEANS = [
     ("k big", dict(k=6), ValueError, r"aljax\.kmeans_pp: argument `k`.*pool of 5"),
     ("key shape", dict(key=jax.random.split(jax.random.key(0), 3)), ValueError, r"aljax\.kmeans_pp: argument `key`"),
     ("bool key", dict(key=True), TypeError, r"aljax\.kmeans_pp: argument `key`"),
+    ("prune dense", dict(prune=True), ValueError, r"aljax\.kmeans_pp: argument `prune` must be False for a dense"),
+    ("prune int", dict(prune=1), TypeError, r"aljax\.kmeans_pp: argument `prune` must be a bool"),
 ]
 
 
@@ -330,3 +333,71 @@ def test_unhashable_features_fn_and_bounded_cache():
     for _ in range(_embeddings._JIT_CACHE_SIZE + 5):
         aljax.last_layer_embedding(params, apply_fn, pool[:2], features_fn=lambda p, x: x)
     assert len(_embeddings._JIT_CACHE) <= _embeddings._JIT_CACHE_SIZE
+
+
+# ---------------------------------------------------------------- exact pruning
+
+def _badge_like(n, c, d, seed, duplicates=0):
+    """``a = p − onehot(argmax p)`` from peaked random logits, ``h`` ReLU features (float32)."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(n, c)) * 3
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    a, h = p - np.eye(c)[p.argmax(1)], np.maximum(rng.normal(size=(n, d)), 0)
+    if duplicates:
+        a[-duplicates:], h[-duplicates:] = a[0], h[0]
+    return a.astype(np.float32), h.astype(np.float32)
+
+
+def test_pruned_update_equals_the_full_update_in_every_branch():
+    """``_pruned_min`` against a float64 NumPy ``min(dist, ‖g_j − g_i‖²)``. The current distances
+    are set so that m rows cannot be ruled out by the bound (above it: their minimum changes) and
+    the others can (below it by twice the margin), which sends the step through each gather
+    capacity (n/16, n/8, n/4) and the full pass."""
+    from aljax._badge import _PRUNE_MARGIN, _pruned_min
+
+    n, i = 64, 5
+    a, h = _badge_like(n, 5, 7, seed=3)
+    g = (a[:, :, None] * h[:, None, :]).reshape(n, -1).astype(np.float64)
+    sq = np.einsum("ij,ij->i", g, g)
+    exact = np.sum((g - g[i]) ** 2, axis=1)
+    bound = sq + sq[i] - 2 * np.abs(a @ a[i]) * np.linalg.norm(h, axis=1) * np.linalg.norm(h[i])
+    emb = aljax.Factored(jnp.asarray(a), jnp.asarray(h))
+    hnorm = jnp.sqrt(jnp.sum(jnp.asarray(h) ** 2, axis=1))
+    rtol = 16 * np.finfo(np.float32).eps
+
+    def sqdist(sq_j, sq_i, inner):
+        d = sq_j + sq_i - 2 * inner
+        return jnp.where(d <= rtol * (sq_j + sq_i), 0.0, d)
+
+    branches = set()
+    for m in (0, 3, 6, 12, 30, 64):
+        below = np.maximum(bound - 2 * _PRUNE_MARGIN * (sq + sq[i]), 0)
+        dist = np.where(np.arange(n) < m, 1.5 * exact + 1.0, below).astype(np.float32)
+        got = np.asarray(_pruned_min(emb, jnp.asarray(sq, jnp.float32), hnorm, jnp.asarray(dist), jnp.int32(i),
+                                     jnp.float32, sqdist))
+        np.testing.assert_allclose(got, np.minimum(dist, exact), rtol=1e-5, atol=1e-5 * sq.max())
+        needed = int(np.sum(bound - dist < _PRUNE_MARGIN * (sq + sq[i])))
+        assert needed >= m
+        branches.add(int(np.sum(needed > np.array([n // 16, n // 8, n // 4]))))
+    assert branches == {0, 1, 2, 3}   # 0..2: a gather of that capacity, 3: the full pass
+
+
+@settings(max_examples=12, deadline=None)
+@given(n=st.sampled_from([3, 17, 64, 300]), k_frac=st.floats(0.05, 1.0), seed=st.integers(0, 2**31 - 1),
+       duplicates=st.integers(0, 2))
+def test_prune_gives_the_same_picks(n, k_frac, seed, duplicates):
+    a, h = _badge_like(n, 4, 9, seed, duplicates=min(duplicates, n - 1))
+    emb = aljax.Factored(jnp.asarray(a), jnp.asarray(h))
+    k = max(1, int(k_frac * n))
+    np.testing.assert_array_equal(aljax.kmeans_pp(seed, emb, k, prune=True), aljax.kmeans_pp(seed, emb, k))
+
+
+def test_prune_same_picks_at_benchmark_shape_and_through_badge():
+    a, h = _badge_like(6000, 10, 128, seed=0)
+    emb = aljax.Factored(jnp.asarray(a), jnp.asarray(h))
+    np.testing.assert_array_equal(aljax.kmeans_pp(1, emb, 300, prune=True), aljax.kmeans_pp(1, emb, 300))
+    params, apply_fn, pool = _plain()
+    pool = jax.random.normal(jax.random.key(2), (200, 6))
+    np.testing.assert_array_equal(aljax.badge(params, apply_fn, pool, 30, key=4, prune=True),
+                                  aljax.badge(params, apply_fn, pool, 30, key=4))
