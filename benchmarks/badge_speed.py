@@ -4,8 +4,8 @@
     on it with NumPy, per-step CPU sampling.
 (b) factored NumPy: the same seeding from the factors (a, h) with NumPy distances and per-step
     ``rng.choice`` sampling on the CPU (the reference code path today).
-aljax: ``aljax.kmeans_pp`` on ``Factored`` (one jitted ``lax.fori_loop``), float32 and bfloat16
-    feature storage.
+aljax: ``aljax.kmeans_pp`` on ``Factored`` (one jitted ``lax.fori_loop``), float32 (with and
+    without exact pruning, ``prune=True``) and bfloat16 feature storage.
 
 Also reports the per-step time against the memory floor: bytes of factors read per step divided
 by the bandwidth of a jitted streaming reduction measured in the same run.
@@ -101,11 +101,12 @@ def main(argv=None):
     emb_bf16 = aljax.Factored(jnp.asarray(a, jnp.bfloat16), jnp.asarray(h, jnp.bfloat16))
 
     results = {}
-    for name, e in (("aljax f32", emb), ("aljax bf16 storage", emb_bf16)):
+    for name, e, prune in (("aljax f32", emb, False), ("aljax f32, prune=True", emb, True),
+                           ("aljax bf16 storage", emb_bf16, False)):
         start = time.perf_counter()
-        aljax.kmeans_pp(0, e, k).block_until_ready()
+        aljax.kmeans_pp(0, e, k, prune=prune).block_until_ready()
         first = time.perf_counter() - start
-        t = median_time(lambda: aljax.kmeans_pp(1, e, k).block_until_ready(), args.repeats)
+        t = median_time(lambda: aljax.kmeans_pp(1, e, k, prune=prune).block_until_ready(), args.repeats)
         results[name] = t
         print(f"{name:>22}: {t:8.3f} s total, {t / k * 1e3:8.3f} ms/step (first call incl. compile {first:.2f} s)")
 
@@ -129,12 +130,14 @@ def main(argv=None):
     floor = floor_bytes / bw
     print(f"\nmemory floor: {floor_bytes / 2**20:.0f} MiB read per step (float32 factors) at {bw / 1e9:.1f} GB/s "
           f"(best of a jitted sum and matvec, this run) = {floor * 1e3:.3f} ms/step")
-    for name in ("aljax f32", "aljax bf16 storage"):
+    for name in ("aljax f32", "aljax f32, prune=True", "aljax bf16 storage"):
         print(f"{name:>22}: {results[name] / k / floor:.2f}× the float32 floor per step")
-    base = results["aljax f32"]
-    for name in ("numpy factored", "numpy dense"):
-        if name in results:
-            print(f"speed-up of aljax f32 over {name}: {results[name] / base:.1f}×")
+    for fast in ("aljax f32", "aljax f32, prune=True"):
+        for name in ("numpy factored", "numpy dense"):
+            if name in results:
+                print(f"speed-up of {fast} over {name}: {results[name] / results[fast]:.1f}×")
+    same = bool((aljax.kmeans_pp(1, emb, k) == aljax.kmeans_pp(1, emb, k, prune=True)).all())
+    print(f"prune=True picks the same {k} points: {same}")
 
 
 if __name__ == "__main__":
