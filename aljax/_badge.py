@@ -97,6 +97,12 @@ def _d2_sample(words: jax.Array, weights: jax.Array, eligible: jax.Array) -> jax
 _PRUNE_MARGIN = 1e-3
 
 
+def _gather_capacities(n: int) -> list[int]:
+    """Row counts the pruned step can gather, ascending: multiples of n/32 up to n/4 (a fine
+    ladder: a gather reads its whole capacity, needed or not)."""
+    return sorted({max(1, m * n // 32) for m in (1, 2, 3, 4, 5, 6, 8)})
+
+
 def _pruned_min(emb: Factored, sq, hnorm, dist, i, dtype, sqdist):
     """``min(dist, ‖g_j − g_i‖²)`` for every row j of a factored embedding, reading ``h_j`` only for
     the rows whose distance could decrease.
@@ -105,8 +111,8 @@ def _pruned_min(emb: Factored, sq, hnorm, dist, i, dtype, sqdist):
     ``‖g_j − g_i‖² ≥ ‖g_j‖² + ‖g_i‖² − 2|a_j·a_i|‖h_j‖‖h_i‖``, a bound that costs ``C`` numbers per
     row instead of ``C + D``. Rows whose bound is not above their current distance (plus a margin,
     ``_PRUNE_MARGIN``) are compacted and their exact distances computed from a gather of their
-    ``h`` rows; the capacity of the gather is one of n/16, n/8, n/4, chosen per step, and above
-    n/4 rows the step falls back to the full pass. The result equals the full pass's.
+    ``h`` rows; the capacity of the gather is chosen per step from :func:`_gather_capacities`,
+    and above n/4 rows the step falls back to the full pass. The result equals the full pass's.
     """
     n = sq.shape[0]
     a_i, h_i = take_row(emb.a, i), take_row(emb.h, i)
@@ -126,7 +132,7 @@ def _pruned_min(emb: Factored, sq, hnorm, dist, i, dtype, sqdist):
         hh = jnp.matmul(emb.h, h_i, precision=_HIGHEST, preferred_element_type=dtype)
         return jnp.minimum(dist, sqdist(sq, sq_i, aa * hh))
 
-    capacities = sorted({max(1, n // 16), max(1, n // 8), max(1, n // 4)})
+    capacities = _gather_capacities(n)
     branch = jnp.sum(jnp.sum(need) > jnp.asarray(capacities))
     return jax.lax.switch(branch, [gathered(c) for c in capacities] + [full])
 

@@ -352,9 +352,9 @@ def _badge_like(n, c, d, seed, duplicates=0):
 def test_pruned_update_equals_the_full_update_in_every_branch():
     """``_pruned_min`` against a float64 NumPy ``min(dist, ‖g_j − g_i‖²)``. The current distances
     are set so that m rows cannot be ruled out by the bound (above it: their minimum changes) and
-    the others can (below it by twice the margin), which sends the step through each gather
-    capacity (n/16, n/8, n/4) and the full pass."""
-    from aljax._badge import _PRUNE_MARGIN, _pruned_min
+    the others can (below it by twice the margin), which sends the step through gathers of
+    several capacities and the full pass."""
+    from aljax._badge import _PRUNE_MARGIN, _gather_capacities, _pruned_min
 
     n, i = 64, 5
     a, h = _badge_like(n, 5, 7, seed=3)
@@ -379,8 +379,9 @@ def test_pruned_update_equals_the_full_update_in_every_branch():
         np.testing.assert_allclose(got, np.minimum(dist, exact), rtol=1e-5, atol=1e-5 * sq.max())
         needed = int(np.sum(bound - dist < _PRUNE_MARGIN * (sq + sq[i])))
         assert needed >= m
-        branches.add(int(np.sum(needed > np.array([n // 16, n // 8, n // 4]))))
-    assert branches == {0, 1, 2, 3}   # 0..2: a gather of that capacity, 3: the full pass
+        branches.add(int(np.sum(needed > np.array(_gather_capacities(n)))))
+    full = len(_gather_capacities(n))
+    assert {0, full} <= branches and len(branches) >= 4   # the smallest gather, larger ones, the full pass
 
 
 @settings(max_examples=12, deadline=None)
