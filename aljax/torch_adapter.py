@@ -480,7 +480,8 @@ class _HandOverBuffers:
     """
 
     def __init__(self):
-        self.block, self.lent, self.lock = None, False, threading.Lock()
+        # Re-entrant: a view may be collected (its finalizer run) by a GC pass inside `empty`.
+        self.block, self.lent, self.lock = None, False, threading.RLock()
 
     def empty(self, shape, dtype):
         itemsize = torch.empty((), dtype=dtype).element_size()
