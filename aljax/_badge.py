@@ -231,15 +231,15 @@ def kmeans_pp(key, embedding, k: int, *, prune: bool = False) -> jax.Array:
         embedding = jnp.asarray(embedding)
     k = _validate.check_k(fn, k, embedding.shape[0] if not isinstance(embedding, Factored) else embedding.n)
     _validate.check_finite(fn, "the embedding values", *jax.tree_util.tree_leaves(embedding))
-    prune = _check_prune(fn, prune, embedding)
+    prune = _check_prune(fn, prune, isinstance(embedding, Factored))
     layout = row_layout(fn, "embedding", embedding)
     return _kmeans_pp(key, auto_axes(embedding), k, prune=prune and layout is None)
 
 
-def _check_prune(fn: str, prune, embedding) -> bool:
+def _check_prune(fn: str, prune, factored: bool) -> bool:
     if not isinstance(prune, bool):
         raise TypeError(_validate.message(fn, "prune", "a bool", f"{type(prune).__name__} {prune!r}"))
-    if prune and not isinstance(embedding, Factored):
+    if prune and not factored:
         raise ValueError(_validate.message(fn, "prune", "False for a dense embedding (the bound needs the "
                                            "factors of a Factored)", "True"))
     return prune
@@ -284,8 +284,7 @@ def badge(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 
     fn = "badge"
     key = _validate.as_key(fn, key)
     k = _validate.check_k_for_pool(fn, k, pool)
-    if not isinstance(prune, bool):
-        raise TypeError(_validate.message(fn, "prune", "a bool", f"{type(prune).__name__} {prune!r}"))
+    prune = _check_prune(fn, prune, factored=True)
     emb = factored_embedding(params, apply_fn, pool, batch_size=batch_size, features_fn=features_fn, fn_name=fn)
     k = _validate.check_k(fn, k, emb.n)
     return _kmeans_pp(key, emb, k, prune=prune and row_layout(fn, "pool", emb) is None)

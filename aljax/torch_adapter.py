@@ -486,13 +486,10 @@ class _HandOverBuffers:
     def empty(self, shape, dtype):
         itemsize = torch.empty((), dtype=dtype).element_size()
         nbytes = int(np.prod(shape)) * itemsize
-        if nbytes < 4 * _HUGE_PAGE or nbytes > _CACHE_LIMIT:
-            out = torch.empty(shape, dtype=dtype)
-            _madvise_huge_pages(out)
-            return out
+        fresh = nbytes < 4 * _HUGE_PAGE or nbytes > _CACHE_LIMIT
         with self.lock:
-            reuse = self.block is not None and not self.lent and nbytes <= self.block.nbytes <= 2 * nbytes
-            if not reuse and self.lent:  # the cached block is in use: plain fresh memory
+            reuse = not fresh and self.block is not None and not self.lent and nbytes <= self.block.nbytes <= 2 * nbytes
+            if fresh or (not reuse and self.lent):  # uncached size, or the cached block is in use
                 out = torch.empty(shape, dtype=dtype)
                 _madvise_huge_pages(out)
                 return out
