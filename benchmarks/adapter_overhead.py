@@ -20,13 +20,25 @@ The adapter keeps its most recent CPU feature buffer for reuse (``torch_adapter.
 releases it), so from the second call on the hand-over writes into memory that is already paged
 in; ``h write`` times the same writes into fresh memory.
 
+On CPU, glibc's allocator trims the heap top and hands large blocks back to the kernel, and
+the pattern depends on every allocation before it: the same torch loop can take thousands of
+page faults per pass in one process state and none in another (the forward pass alone has been
+measured at 8,000 faults and 10% slower in one process than in the next). ``faults`` reports
+the minor page faults per call of each; ``--steady-malloc`` turns trimming off
+(``mallopt(M_TRIM_THRESHOLD)``, ``mallopt(M_MMAP_THRESHOLD, 32 MiB)``) so both measure the work
+itself rather than the allocator's state.
+
     python benchmarks/adapter_overhead.py --repeats 7
+    python benchmarks/adapter_overhead.py --steady-malloc
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
+import resource
+import sys
 import statistics
 import time
 
@@ -76,13 +88,22 @@ def write_floor(model, pool, batch_size):
     return run
 
 
-def timed(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def timed(fn):
+    """(seconds, minor page faults) of one call."""
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+
+
+def steady_malloc():
+    """glibc: never trim the heap, serve blocks up to 32 MiB from it (no mmap/munmap per batch)."""
+    if not sys.platform.startswith("linux"):
+        raise SystemExit("--steady-malloc needs glibc (Linux)")
+    libc = ctypes.CDLL(None)
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    if not (libc.mallopt(m_trim_threshold, 1 << 30) and libc.mallopt(m_mmap_threshold, 1 << 25)):
+        raise SystemExit("mallopt failed")
 
 
 def mlp_case(args):
@@ -126,13 +147,19 @@ def main():
     parser.add_argument("--bert-layers", type=int, default=2)
     parser.add_argument("--skip-bert", action="store_true")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: steadier on a shared CPU)")
+    parser.add_argument("--steady-malloc", action="store_true",
+                        help="turn glibc heap trimming off, so page faults do not depend on the process's history")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.steady_malloc:
+        steady_malloc()
 
     print(f"JAX devices: {jax.devices()}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"batch {args.batch_size}; medians of {args.repeats} runs")
+          f"batch {args.batch_size}; medians of {args.repeats} runs; "
+          f"{'steady' if args.steady_malloc else 'default'} malloc")
     cases = [mlp_case(args)] + ([] if args.skip_bert else [bert_case(args)])
-    print(f"{'model':<58} {'forward':>9} {'adapter':>9} {'ratio':>6} {'paired':>6} {'1st call':>9} {'h write':>8}")
+    print(f"{'model':<58} {'forward':>9} {'adapter':>9} {'ratio':>6} {'paired':>6} {'faults f/a':>11} "
+          f"{'1st call':>9} {'h write':>8}")
     for name, model, pool in cases:
         forward_only(model, pool, args.batch_size)                 # warm up torch
         start = time.perf_counter()
@@ -142,13 +169,14 @@ def main():
         floor = write_floor(model, pool, args.batch_size)
         t_forward, t_adapter, t_floor = [], [], []
         for _ in range(args.repeats):
-            t_forward.append(timed(lambda: forward_only(model, pool, args.batch_size), 1))
-            t_adapter.append(timed(lambda: with_adapter(model, pool, args.batch_size), 1))
-            t_floor.append(timed(floor, 1))
-        forward, adapter = statistics.median(t_forward), statistics.median(t_adapter)
-        paired = statistics.median(a / f for a, f in zip(t_adapter, t_forward))
+            t_forward.append(timed(lambda: forward_only(model, pool, args.batch_size)))
+            t_adapter.append(timed(lambda: with_adapter(model, pool, args.batch_size)))
+            t_floor.append(timed(floor)[0])
+        forward, adapter = (statistics.median(t for t, _ in ts) for ts in (t_forward, t_adapter))
+        paired = statistics.median(a / f for (a, _), (f, _) in zip(t_adapter, t_forward))
+        faults = "/".join(f"{statistics.median(c for _, c in ts):.0f}" for ts in (t_forward, t_adapter))
         print(f"{name:<58} {forward * 1e3:8.1f}ms {adapter * 1e3:8.1f}ms {adapter / forward:6.3f} {paired:6.3f} "
-              f"{first * 1e3:8.1f}ms {statistics.median(t_floor) * 1e3:6.1f}ms")
+              f"{faults:>11} {first * 1e3:8.1f}ms {statistics.median(t_floor) * 1e3:6.1f}ms")
 
 
 if __name__ == "__main__":
