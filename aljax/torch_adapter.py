@@ -538,8 +538,8 @@ class _Gather:
     The total is accumulated in place (``out=``), so nothing allocated in the loop outlives its
     batch: keeping one 0-d ``batch.sum()`` per batch instead (any small tensor kept alive across
     batches does it) made the MLP case of ``benchmarks/adapter_overhead.py`` ≈ 1.14× the forward
-    pass against ≈ 1.04× now, without a single page fault in either: the allocator then no longer
-    hands each batch the same, cache-hot activation memory."""
+    pass against ≈ 1.04× now, without a single page fault in either (presumably the allocator then
+    no longer hands each batch the same, cache-hot activation memory)."""
 
     def __init__(self, n: int | None):
         self.n, self.rows, self.buffer, self.parts, self.total, self.part = n, 0, None, [], None, None
