@@ -402,3 +402,17 @@ def test_prune_same_picks_at_benchmark_shape_and_through_badge():
     pool = jax.random.normal(jax.random.key(2), (200, 6))
     np.testing.assert_array_equal(aljax.badge(params, apply_fn, pool, 30, key=4, prune=True),
                                   aljax.badge(params, apply_fn, pool, 30, key=4))
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 300), frac=st.floats(0.0, 1.0), slack=st.integers(0, 5), seed=st.integers(0, 2**31 - 1))
+def test_compact_lists_the_true_rows_in_order_then_zeros(n, frac, slack, seed):
+    from aljax._badge import _compact
+
+    mask = np.random.default_rng(seed).random(n) < frac
+    capacity = int(mask.sum()) + slack
+    if capacity == 0:
+        return
+    expected = np.zeros(capacity, np.int32)
+    expected[:mask.sum()] = np.flatnonzero(mask)
+    np.testing.assert_array_equal(jax.jit(_compact, static_argnums=1)(jnp.asarray(mask), capacity), expected)
