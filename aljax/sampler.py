@@ -15,6 +15,7 @@ import jax
 import numpy as np
 
 from . import _validate
+from ._badge import _check_prune
 from ._embeddings import hallucinated_residual, logits_and_features
 from ._types import Factored, FisherFactors
 
@@ -87,7 +88,7 @@ def _select_embedded(fn: str, strategy: str, problem_type: str, key, logits, h, 
         return _api(fn, strategy, "k_center_greedy")(h, k, labeled_features=labeled_h)
     if strategy == "badge":
         emb = h if regression else Factored(hallucinated_residual(logits), h)
-        return _api(fn, strategy, "kmeans_pp")(key, emb, k)
+        return _api(fn, strategy, "kmeans_pp")(key, emb, k, prune=options.get("prune", False))
     # BAIT and VeSSAL: Fisher embeddings; regression's Fisher is h hᵀ (dense rows h).
     emb = h if regression else FisherFactors(jax.nn.softmax(logits, axis=-1), h)
     labeled_emb = None
@@ -189,6 +190,8 @@ class ActiveSampler:
       head: torch models only: name of the final layer (default: the last ``nn.Linear`` run).
       device: torch models only: where input batches go (default: the model's device).
       max_length: tokeniser truncation length (strings only).
+      prune: ``"badge"`` on a classifier only: exact pruning of the k-means++ steps (same picks,
+        faster; see :func:`aljax.kmeans_pp`).
 
     Example:
       >>> import jax, jax.numpy as jnp, aljax
@@ -203,7 +206,7 @@ class ActiveSampler:
     def __init__(self, problem_type: str, model, budget, labeled_data=(), rank: int = 1,
                  precompute_covariance: bool = False, seed_fisher: bool = False, lamb: float = 1e-2,
                  strategy: str = "vessal", key=0, *, batch_size: int = 256, features_fn=None,
-                 head: str | None = None, device=None, max_length: int | None = None):
+                 head: str | None = None, device=None, max_length: int | None = None, prune: bool = False):
         fn = "ActiveSampler"
         if problem_type not in _PROBLEM_TYPES:
             raise ValueError(_validate.message(fn, "problem_type", "'classification' or 'regression'",
@@ -226,6 +229,12 @@ class ActiveSampler:
         for name, flag in (("precompute_covariance", precompute_covariance), ("seed_fisher", seed_fisher)):
             if not isinstance(flag, bool):
                 raise TypeError(_validate.message(fn, name, "a bool", type(flag).__name__))
+        if _check_prune(fn, prune, factored=True) and (strategy != "badge" or problem_type != "classification"):
+            raise ValueError(_validate.message(
+                fn, "prune", "False unless strategy='badge' with problem_type='classification' (it prunes "
+                "k-means++ on a factored gradient embedding)", f"True with strategy={strategy!r}, "
+                f"problem_type={problem_type!r}"))
+        self.prune = prune
         self.batch_size = _validate.check_int(fn, "batch_size", batch_size, low=1)
         self.problem_type, self.strategy = problem_type, strategy
         self.precompute_covariance, self.seed_fisher = precompute_covariance, seed_fisher
@@ -318,7 +327,7 @@ class ActiveSampler:
                 (self.strategy != "vessal" or self.seed_fisher):
             labeled = self._outputs(self.labeled_data, "labeled_data")
         options = {"lamb": self.lamb, "rank": self.rank, "seed_fisher": self.seed_fisher,
-                   "precompute_covariance": self.precompute_covariance}
+                   "precompute_covariance": self.precompute_covariance, "prune": self.prune}
         picks = _select_embedded(fn, self.strategy, self.problem_type, key, logits, h, n, self.k, rate=self.rate,
                                  labeled=labeled, options=options)
         return np.asarray(picks, dtype=np.int32)

@@ -42,6 +42,7 @@ except ImportError as _err:  # pragma: no cover - exercised only without torch
     raise ImportError("aljax.torch_adapter needs torch: `pip install 'aljax[torch]'`.") from _err
 
 from . import _validate
+from ._badge import _check_prune
 from ._embeddings import hallucinated_residual
 from ._types import Factored, FisherFactors
 
@@ -884,7 +885,7 @@ _SELECTOR_OPTIONS = """
 
 
 def badge(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, head: str | None = None,
-          max_length: int | None = None) -> jax.Array:
+          max_length: int | None = None, prune: bool = False) -> jax.Array:
     """BADGE for a torch model: k-means++ seeding over last-layer gradient embeddings.
 
     Ash et al., "Deep batch active learning by diverse, uncertain gradient lower bounds", ICLR
@@ -898,6 +899,7 @@ def badge(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, hea
       pool: ``n`` examples (tensor, array, Dataset/DataLoader, mapping, or strings).
       k: number of points, a Python int in ``[1, n]``.
       key: int seed or ``jax.random`` key.""" + _SELECTOR_OPTIONS + """
+      prune: exact pruning of the k-means++ steps (same picks; see :func:`aljax.kmeans_pp`).
 
     Returns:
       ``(k,)`` int32 unique indices into ``pool``, in pick order.
@@ -908,8 +910,10 @@ def badge(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, hea
       >>> ta.badge(model, torch.randn(100, 4), 10, key=0).shape
       (10,)
     """
-    return _select("torch_adapter.badge", "badge", model, pool, k, key=key, batch_size=batch_size, device=device,
-                   head=head, max_length=max_length)
+    fn = "torch_adapter.badge"
+    prune = _check_prune(fn, prune, factored=True)
+    return _select(fn, "badge", model, pool, k, key=key, batch_size=batch_size, device=device, head=head,
+                   max_length=max_length, options={"prune": prune})
 
 
 def bait(model, pool, k: int, *, labeled=None, lamb: float = 1.0, oversample: float = 2.0, batch_size: int = 256,

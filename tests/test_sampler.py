@@ -179,6 +179,17 @@ def torch_twin(params):
     return model
 
 
+def test_badge_prune_is_passed_through_and_changes_no_pick():
+    params, apply_fn, _ = jax_model(3)
+    pool = pool_of(seed=3)
+    pruned = ActiveSampler("classification", (params, apply_fn), 20, strategy="badge", key=5, prune=True)
+    want = aljax.badge(params, apply_fn, pool, 20, key=first_key(5))
+    np.testing.assert_array_equal(pruned.select(pool), np.asarray(want))
+    torch = pytest.importorskip("torch")
+    got = ActiveSampler("classification", torch_twin(params), 20, strategy="badge", key=5, prune=True)
+    np.testing.assert_array_equal(got.select(torch.tensor(np.asarray(pool))), np.asarray(want))
+
+
 @pytest.mark.parametrize("strategy, budget", [(s, K) for s in STRATEGIES] + [("vessal", RATE), ("bait", RATE)])
 def test_torch_module_matches_jax_pair(strategy, budget):
     _needs(strategy)
@@ -247,6 +258,12 @@ def _bad_cases():
         (lambda: ActiveSampler("classification", pair, 5, key="k"), TypeError, "ActiveSampler", "key"),
         (lambda: ActiveSampler("regression", pair, 5, strategy="margin"), ValueError, "ActiveSampler", "strategy"),
         (lambda: ActiveSampler("classification", pair, 5, head="fc"), ValueError, "ActiveSampler", "head"),
+        (lambda: ActiveSampler("classification", pair, 5, strategy="badge", prune=1), TypeError, "ActiveSampler",
+         "prune"),
+        (lambda: ActiveSampler("classification", pair, 5, strategy="margin", prune=True), ValueError,
+         "ActiveSampler", "prune"),
+        (lambda: ActiveSampler("regression", pair, 5, strategy="badge", prune=True), ValueError,
+         "ActiveSampler", "prune"),
         (lambda: ActiveSampler("classification", pair, 5, seed_fisher=True), ValueError, "ActiveSampler",
          "labeled_data"),
         (lambda: ActiveSampler("classification", pair, 50, strategy="random").select(pool_of(10)), ValueError,

@@ -159,6 +159,7 @@ def test_badge_picks_equal_jax_twin(seed):
     want = aljax.badge(params, apply_fn, jnp.asarray(x.numpy()), 12, key=seed)
     assert got.dtype == jnp.int32
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    np.testing.assert_array_equal(np.asarray(ta.badge(model, x, 12, key=seed, prune=True)), np.asarray(want))
 
 
 def test_batch_size_and_pool_kind_do_not_change_the_embedding():
@@ -466,6 +467,7 @@ def _bad_cases():
         (lambda: ta.badge(model, x, 11), ValueError, "badge", "k"),
         (lambda: ta.badge(model, x, 2.0), TypeError, "badge", "k"),
         (lambda: ta.badge(model, x, 2, key="0"), TypeError, "badge", "key"),
+        (lambda: ta.badge(model, x, 2, prune="yes"), TypeError, "badge", "prune"),
         (lambda: ta.badge("model", x, 2), TypeError, "badge", "model"),
         (lambda: ta.badge(model, "text", 2), TypeError, "badge", "pool"),
         (lambda: ta.badge(model, torch.zeros(0, IN), 1), ValueError, "badge", "pool"),
