@@ -416,3 +416,22 @@ def test_compact_lists_the_true_rows_in_order_then_zeros(n, frac, slack, seed):
     expected = np.zeros(capacity, np.int32)
     expected[:mask.sum()] = np.flatnonzero(mask)
     np.testing.assert_array_equal(jax.jit(_compact, static_argnums=1)(jnp.asarray(mask), capacity), expected)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf, "max", "-max", 0.0])
+def test_check_finite_finds_every_nan_and_inf_and_passes_the_largest_finite_values(dtype, value):
+    from aljax import _validate
+
+    x = np.random.default_rng(0).normal(size=(33, 17)).astype(np.float32)
+    finite = isinstance(value, str) or np.isfinite(value)
+    if isinstance(value, str):   # the largest finite values of the dtype everywhere: the sum must not overflow
+        x = np.full_like(x, float(jnp.finfo(dtype).max) * (-1 if value.startswith("-") else 1))
+    else:
+        x[31, 5] = value
+    x = jnp.asarray(x).astype(dtype)
+    if finite:
+        _validate.check_finite("f", "the values", x)
+    else:
+        with pytest.raises(ValueError, match=r"aljax\.f: the values contain 1 NaN/Inf"):
+            _validate.check_finite("f", "the values", x)
