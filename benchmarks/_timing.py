@@ -25,6 +25,12 @@ def run_blocked(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - start, out
 
 
+def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
+    """Median seconds of ``repeats`` calls of ``fn()`` (no warm-up; each call waits for the arrays
+    it returns)."""
+    return statistics.median(run_blocked(fn)[0] for _ in range(repeats))
+
+
 def measure(fn: Callable[[], Any], repeats: int = 3) -> dict:
     """Time ``fn()``: one warm-up call (it compiles), then the median of ``repeats`` calls.
 

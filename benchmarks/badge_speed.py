@@ -16,7 +16,8 @@ by the bandwidth of a jitted streaming reduction measured in the same run.
 from __future__ import annotations
 
 import argparse
-import statistics
+import os
+import sys
 import time
 
 import jax
@@ -24,6 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 
 import aljax
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _timing import median_seconds as median_time, streaming_bandwidth  # noqa: E402
 
 
 def dense_reference(rng, g, k):
@@ -53,29 +58,6 @@ def factored_reference(rng, a, h, k):
         chosen[i] = True
         dist = np.minimum(dist, np.maximum(sq + sq[i] - 2 * (a @ a[i]) * (h @ h[i]), 0))
     return picks
-
-
-def median_time(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def bandwidth(nbytes, repeats):
-    """Bytes/s reading ``nbytes`` of float32: the best of a jitted streaming sum and a jitted
-    matrix-vector product over the same bytes (the two ways a step could read its factors)."""
-    x = jnp.ones((nbytes // 4 // 512, 512), jnp.float32)
-    v = jnp.ones(512, jnp.float32)
-    total = jax.jit(jnp.sum)
-    matvec = jax.jit(lambda x, v: x @ v)
-    total(x).block_until_ready()
-    matvec(x, v).block_until_ready()
-    best = min(median_time(lambda: total(x).block_until_ready(), max(repeats, 5)),
-               median_time(lambda: matvec(x, v).block_until_ready(), max(repeats, 5)))
-    return x.size * 4 / best
 
 
 def main(argv=None):
@@ -126,7 +108,7 @@ def main(argv=None):
         del g
 
     floor_bytes = n * (c + d) * 4
-    bw = bandwidth(floor_bytes, args.repeats)
+    bw = streaming_bandwidth(floor_bytes, args.repeats)["bytes_per_s"]
     floor = floor_bytes / bw
     print(f"\nmemory floor: {floor_bytes / 2**20:.0f} MiB read per step (float32 factors) at {bw / 1e9:.1f} GB/s "
           f"(best of a jitted sum and matvec, this run) = {floor * 1e3:.3f} ms/step")

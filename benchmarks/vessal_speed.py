@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
+import sys
 import time
 
 import jax
@@ -33,6 +33,10 @@ import numpy as np
 
 import aljax
 from aljax import _vessal
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _timing import median_seconds as median_time  # noqa: E402
 
 
 def per_point_loop(rows, k, uniforms, cov_inv_scaling=100.0):
@@ -58,15 +62,6 @@ def fisher_stream(key, n, classes, dim):
     kp, kh = jax.random.split(key)
     probs = jax.nn.softmax(2 * jax.random.normal(kp, (n, classes)), axis=-1)
     return aljax.FisherFactors(probs, jax.random.normal(kh, (n, dim)))
-
-
-def median_time(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def time_aljax(emb, k, repeats):
