@@ -421,17 +421,16 @@ def gradient_embedding(params, apply_fn: Callable, pool, *, wrt=None, batch_size
       ``(n, d)`` array (``(n, project_to)`` with a sketch).
     """
     fn_name = "gradient_embedding"
+    if not callable(apply_fn):
+        raise TypeError(_validate.message(fn_name, "apply_fn", "a callable apply_fn(params, x)", type(apply_fn).__name__))
     batch_size = _validate.check_int(fn_name, "batch_size", batch_size, low=1)
     key = _validate.as_key(fn_name, key)
     if project_to is not None:
         project_to = _validate.check_int(fn_name, "project_to", project_to, low=1)
     first, _, run = open_pool(fn_name, pool, batch_size)
+    _check_outputs(fn_name, _output_shape(fn_name, apply_fn, params, first), "classification")
     selected = _selected_leaves(fn_name, params, apply_fn, first, wrt)
     grads_fn = _cached_jit("grad", apply_fn, selected)
-    out_shape = _output_shape(fn_name, apply_fn, params, first)
-    if out_shape.ndim != 2:
-        raise ValueError(_validate.message(fn_name, "apply_fn", "a function returning 2-D logits (batch, C)",
-                                           f"outputs of shape {out_shape.shape}"))
     emb, _ = run(lambda chunk: grads_fn(params, chunk))
     _validate.check_finite(fn_name, "the per-example gradients", emb)
     if project_to is not None:

