@@ -360,6 +360,18 @@ def _logits_of(fn: str, out):
 # The final Linear layer: found by a forward hook, features matched to the logits.
 
 
+def _head_module(fn: str, module, head):
+    """The submodule named ``head``, or a clear error for a name that is not one."""
+    if not isinstance(head, str):
+        raise TypeError(_validate.message(fn, "head", "the name of a submodule (a str) or None", type(head).__name__))
+    modules = dict(module.named_modules())
+    if head not in modules:
+        linears = [n for n, m in modules.items() if isinstance(m, torch.nn.Linear)]
+        raise ValueError(_validate.message(fn, "head", f"the name of a submodule (Linear layers: {linears})",
+                                           repr(head)))
+    return modules[head]
+
+
 class _Head:
     """Captures the input and output of the model's final ``nn.Linear`` during forward passes.
 
@@ -371,14 +383,7 @@ class _Head:
         self.fn, self.module, self.name, self.captured, self.checked = fn, module, head, None, False
         modules = dict(module.named_modules())
         if head is not None:
-            if not isinstance(head, str):
-                raise TypeError(_validate.message(fn, "head", "the name of a submodule (a str) or None",
-                                                  type(head).__name__))
-            if head not in modules:
-                linears = [n for n, m in modules.items() if isinstance(m, torch.nn.Linear)]
-                raise ValueError(_validate.message(fn, "head", f"the name of a submodule (Linear layers: {linears})",
-                                                   repr(head)))
-            self.handles = [modules[head].register_forward_hook(self._hook(head))]
+            self.handles = [_head_module(fn, module, head).register_forward_hook(self._hook(head))]
         else:
             linears = [(n, m) for n, m in modules.items() if isinstance(m, torch.nn.Linear)]
             if not linears:
@@ -408,6 +413,9 @@ class _Head:
         """One forward pass -> (logits, features) on the model's device."""
         self.captured = None
         logits = _logits_of(self.fn, self.module(*args, **kwargs))
+        if not logits.is_floating_point():
+            raise TypeError(_validate.message(self.fn, "model", "a model returning floating logits",
+                                              f"outputs of dtype {logits.dtype}"))
         if self.captured is None:
             raise ValueError(f"aljax.{self.fn}: no nn.Linear layer ran in the model's forward pass (or the "
                              f"named `head` did not run); pass `head=` with the name of the final layer.")
@@ -775,6 +783,8 @@ def gradient_embedding(model, pool, *, wrt=None, batch_size: int = 256, device=N
         project_to = _validate.check_int(fn, "project_to", project_to, low=1)
     if max_length is not None:
         max_length = _validate.check_int(fn, "max_length", max_length, low=1)
+    if head is not None:
+        _head_module(fn, module, head)
     device = _model_device(module, device)
     inputs = _Inputs(fn, module, tokenizer, pool, batch_size, device, max_length)
     buffers = dict(module.named_buffers())

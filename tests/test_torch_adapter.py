@@ -443,6 +443,15 @@ def test_real_minilm_when_installed(hf):
 # ---------------------------------------------------------------- bad inputs
 
 
+class IntLogits(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(IN, C)
+
+    def forward(self, x):
+        return self.fc(x).long()
+
+
 class ConvOnly(torch.nn.Module):
     def __init__(self):
         super().__init__()
@@ -490,6 +499,10 @@ def _bad_cases():
         (lambda: ta.gradient_embedding(model, x, wrt="0.weight"), TypeError, "gradient_embedding", "wrt"),
         (lambda: ta.gradient_embedding(model, x, wrt=lambda n, p: False), ValueError, "gradient_embedding", "wrt"),
         (lambda: ta.gradient_embedding(model, x, project_to=0), ValueError, "gradient_embedding", "project_to"),
+        (lambda: ta.gradient_embedding(model, x, head=3), TypeError, "gradient_embedding", "head"),
+        (lambda: ta.gradient_embedding(model, x, head="nope"), ValueError, "gradient_embedding", "Linear layers"),
+        (lambda: ta.last_layer_embedding(IntLogits(), x), TypeError, "last_layer_embedding", "floating logits"),
+        (lambda: ta.badge(IntLogits(), x, 2), TypeError, "badge", "floating logits"),
     ]
 
 
