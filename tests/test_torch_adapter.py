@@ -443,6 +443,35 @@ def test_real_minilm_when_installed(hf):
 # ---------------------------------------------------------------- bad inputs
 
 
+def test_bald_scores_the_dropout_passes_as_scores_bald_does():
+    from aljax import scores
+
+    model, x, key = torch_mlp(dropout=0.5), pool_of(40, 3), jax.random.key(3)
+    got = ta.bald(model, x, 7, key=key, mc_samples=6, batch_size=16)
+    # The same passes by hand: dropout on, the rest in eval mode, seeded from the key, batch by batch.
+    model.eval()
+    model[2].train()
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(ta._dropout_seed(key))
+        logits = torch.cat([torch.stack([model(x[s:s + 16]) for _ in range(6)]) for s in range(0, 40, 16)], dim=1)
+    want = scores.top_k(scores.bald(jnp.asarray(logits.numpy())), 7)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    assert got.dtype == jnp.int32 and len(set(np.asarray(got).tolist())) == 7
+
+
+def test_bald_is_repeatable_and_leaves_the_model_and_torch_rng_as_they_were():
+    model, x = torch_mlp(seed=1, dropout=0.5), pool_of(50, 4)
+    model.train()
+    model[0].eval()
+    flags = [m.training for m in model.modules()]
+    state = torch.get_rng_state()
+    first = ta.bald(model, x, 10, key=5, mc_samples=4)
+    assert torch.equal(state, torch.get_rng_state())
+    assert flags == [m.training for m in model.modules()]
+    np.testing.assert_array_equal(np.asarray(first), np.asarray(ta.bald(model, x, 10, key=5, mc_samples=4)))
+    assert not np.array_equal(np.asarray(first), np.asarray(ta.bald(model, x, 10, key=6, mc_samples=4)))
+
+
 class IntLogits(torch.nn.Module):
     def __init__(self):
         super().__init__()
@@ -503,6 +532,11 @@ def _bad_cases():
         (lambda: ta.gradient_embedding(model, x, head="nope"), ValueError, "gradient_embedding", "Linear layers"),
         (lambda: ta.last_layer_embedding(IntLogits(), x), TypeError, "last_layer_embedding", "floating logits"),
         (lambda: ta.badge(IntLogits(), x, 2), TypeError, "badge", "floating logits"),
+        (lambda: ta.bald(torch.nn.Sequential(torch.nn.Linear(IN, C)), x, 2), ValueError, "bald", "without any"),
+        (lambda: ta.bald(model, x, 2), ValueError, "bald", "same logits"),   # Dropout(0.0)
+        (lambda: ta.bald(torch_mlp(dropout=0.5), x, 2, mc_samples=1), ValueError, "bald", "mc_samples"),
+        (lambda: ta.bald(torch_mlp(dropout=0.5), x, 11), ValueError, "bald", "k"),
+        (lambda: ta.bald(torch_mlp(dropout=0.5), x, 2, key="0"), TypeError, "bald", "key"),
     ]
 
 
