@@ -871,7 +871,7 @@ def _check_k_early(fn, k, pool):
 
 
 def _select(fn, strategy, model, pool, k, *, key=0, rate=None, labeled=None, options=None, batch_size=256,
-            device=None, head=None, max_length=None):
+            device=None, head=None, max_length=None, problem_type="classification"):
     from .sampler import _select_embedded
 
     key = _validate.as_key(fn, key)
@@ -883,11 +883,11 @@ def _select(fn, strategy, model, pool, k, *, key=0, rate=None, labeled=None, opt
         if n is None:
             n = int(_outputs(fn, model, pool, **common)[0].shape[0])
         return _select_embedded(fn, strategy, "classification", key, None, None, n, k, rate=rate)
-    logits, h = _outputs(fn, model, pool, **common)
+    logits, h = _outputs(fn, model, pool, problem_type=problem_type, **common)
     labeled_outputs = None
     if labeled is not None:
-        labeled_outputs = _outputs(fn, model, labeled, arg="labeled", **common)
-    return _select_embedded(fn, strategy, "classification", key, logits, h, logits.shape[0], k, rate=rate,
+        labeled_outputs = _outputs(fn, model, labeled, arg="labeled", problem_type=problem_type, **common)
+    return _select_embedded(fn, strategy, problem_type, key, logits, h, logits.shape[0], k, rate=rate,
                             labeled=labeled_outputs, options=options or {})
 
 
@@ -928,7 +928,8 @@ def badge(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, hea
 
 
 def bait(model, pool, k: int, *, labeled=None, lamb: float = 1.0, oversample: float = 2.0, batch_size: int = 256,
-         device=None, head: str | None = None, max_length: int | None = None) -> jax.Array:
+         device=None, head: str | None = None, max_length: int | None = None, problem_type: str = "classification",
+         key=None) -> jax.Array:
     """BAIT for a torch model: greedy Fisher-trace minimisation over last-layer Fisher embeddings.
 
     Ash et al., "Gone fishing: neural active learning with Fisher embeddings", NeurIPS 2021.
@@ -942,6 +943,9 @@ def bait(model, pool, k: int, *, labeled=None, lamb: float = 1.0, oversample: fl
       labeled: optional labeled inputs (same kinds as ``pool``), whose Fisher seeds the greedy.
       lamb: the damping ``λ`` of ``λI + F_S``.
       oversample: forward pass to ``⌈oversample·k⌉`` points, then prune back to ``k``.""" + _SELECTOR_OPTIONS + """
+      problem_type: ``"classification"`` or ``"regression"`` (the model's outputs ``(batch,)`` or
+        ``(batch, m)``; the Fisher of a Gaussian head is ``h hᵀ`` per output), as in :func:`aljax.bait`.
+      key: accepted and ignored (BAIT is deterministic), as in :func:`aljax.bait`.
 
     Returns:
       ``(k,)`` int32 unique indices into ``pool``.
@@ -952,9 +956,13 @@ def bait(model, pool, k: int, *, labeled=None, lamb: float = 1.0, oversample: fl
       >>> ta.bait(model, torch.randn(60, 4), 5).shape
       (5,)
     """
-    return _select("torch_adapter.bait", "bait", model, pool, k, labeled=labeled,
-                   options={"lamb": lamb, "oversample": oversample}, batch_size=batch_size, device=device,
-                   head=head, max_length=max_length)
+    fn = "torch_adapter.bait"
+    if problem_type not in ("classification", "regression"):
+        raise ValueError(_validate.message(fn, "problem_type", "'classification' or 'regression'", repr(problem_type)))
+    if key is not None:
+        _validate.as_key(fn, key)
+    return _select(fn, "bait", model, pool, k, labeled=labeled, options={"lamb": lamb, "oversample": oversample},
+                   batch_size=batch_size, device=device, head=head, max_length=max_length, problem_type=problem_type)
 
 
 def vessal(model, pool, k: int | None = None, *, rate: float | None = None, key=0, rank: int = 1, labeled=None,

@@ -296,6 +296,15 @@ def test_bait_equals_fisher_greedy_on_the_torch_fisher_embedding():
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
+def test_regression_bait_equals_fisher_greedy_on_dense_feature_rows():
+    # A Gaussian head's Fisher is h hᵀ per output: fisher_greedy on rows h (n, 1, D).
+    model, x = torch_mlp(10, out=1), pool_of(50, 10)
+    _, h = ta.logits_and_features(model, x, problem_type="regression")
+    want = aljax.fisher_greedy(h[:, None, :], 6, lamb=1.0)
+    got = ta.bait(model, x, 6, problem_type="regression", key=3)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
 @pytest.mark.parametrize("kwargs", [{"k": None, "rate": 0.2, "rank": 2}])
 def test_vessal_equals_jax_twin(kwargs):
     if not hasattr(aljax, "vessal"):
@@ -532,6 +541,8 @@ def _bad_cases():
         (lambda: ta.gradient_embedding(model, x, head="nope"), ValueError, "gradient_embedding", "Linear layers"),
         (lambda: ta.last_layer_embedding(IntLogits(), x), TypeError, "last_layer_embedding", "floating logits"),
         (lambda: ta.badge(IntLogits(), x, 2), TypeError, "badge", "floating logits"),
+        (lambda: ta.bait(model, x, 2, problem_type="ranking"), ValueError, "bait", "problem_type"),
+        (lambda: ta.bait(model, x, 2, key="0"), TypeError, "bait", "key"),
         (lambda: ta.bald(torch.nn.Sequential(torch.nn.Linear(IN, C)), x, 2), ValueError, "bald", "without any"),
         (lambda: ta.bald(model, x, 2), ValueError, "bald", "same logits"),   # Dropout(0.0)
         (lambda: ta.bald(torch_mlp(dropout=0.5), x, 2, mc_samples=1), ValueError, "bald", "mc_samples"),
