@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from . import _validate
 from ._embeddings import factored_embedding
 from ._sharding import auto_axes, row_layout, take_row
-from ._types import Factored
+from ._types import Factored, _check_pair
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -237,7 +237,9 @@ def kmeans_pp(key, embedding, k: int, *, prune: bool = False) -> jax.Array:
     """
     fn = "kmeans_pp"
     key = _validate.as_key(fn, key)
-    if not isinstance(embedding, Factored):
+    if isinstance(embedding, Factored):  # again: a tree_map or tree_unflatten skips the constructor's check
+        _check_pair(fn, "embedding.a", "embedding.h", embedding.a, embedding.h)
+    else:
         _validate.check_floating_2d(fn, "embedding", embedding)
         embedding = jnp.asarray(embedding)
     k = _validate.check_k(fn, k, embedding.shape[0] if not isinstance(embedding, Factored) else embedding.n)

@@ -270,6 +270,7 @@ def test_badge_bad_input(name, override, exc, pattern):
         aljax.badge(**kwargs)
 
 
+_FACTORED_TREE = jax.tree_util.tree_structure(aljax.Factored(jnp.ones((2, 2)), jnp.ones((2, 3))))
 BAD_KMEANS = [
     ("1-D", dict(embedding=jnp.ones(5)), ValueError, r"aljax\.kmeans_pp: argument `embedding` must be a 2-D array"),
     ("int", dict(embedding=jnp.ones((5, 2), jnp.int32)), TypeError, r"aljax\.kmeans_pp: argument `embedding`.*floating"),
@@ -279,6 +280,8 @@ BAD_KMEANS = [
     ("bool key", dict(key=True), TypeError, r"aljax\.kmeans_pp: argument `key`"),
     ("prune dense", dict(prune=True), ValueError, r"aljax\.kmeans_pp: argument `prune` must be False for a dense"),
     ("prune int", dict(prune=1), TypeError, r"aljax\.kmeans_pp: argument `prune` must be a bool"),
+    ("factors of different lengths",   # tree_unflatten skips Factored's own check
+     dict(embedding=jax.tree_util.tree_unflatten(_FACTORED_TREE, [jnp.ones((5, 2)), jnp.ones((4, 3))])), ValueError, r"aljax\.kmeans_pp: `embedding\.a` and `embedding\.h` must have the same number of rows, got 5 and 4"),
 ]
 
 
