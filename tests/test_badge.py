@@ -201,8 +201,21 @@ def test_no_recompilation_on_second_call():
     head = _cached_jit("head", apply_fn, None)
     sizes = (_kmeans_pp._cache_size(), head._cache_size())
     assert sizes[1] == 1  # every chunk has the same shape
-    aljax.badge(params, apply_fn, pool, 10, key=1, batch_size=32)
-    aljax.badge(params, apply_fn, pool + 1.0, 10, key=jax.random.key(2), batch_size=32)
+    other_pool, other_key = pool + 1.0, jax.random.key(2)
+    compiles = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    # Every XLA compilation anywhere in JAX (not only in the wrappers above) would be counted.
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        aljax.badge(params, apply_fn, pool, 10, key=1, batch_size=32)
+        aljax.badge(params, apply_fn, other_pool, 10, key=other_key, batch_size=32)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert compiles == []
     assert (_kmeans_pp._cache_size(), head._cache_size()) == sizes
 
 
