@@ -30,7 +30,7 @@ def _pool_logits(fn: str, params, apply_fn: Callable, pool, k: int, batch_size: 
     _check_outputs(fn, _output_shape(fn, forward, params, first), "classification")
     logits, n = run(lambda chunk: forward(params, chunk))
     _validate.check_k(fn, k, n)
-    _validate.check_finite(fn, "the model's outputs (logits)", logits)
+    _validate.check_finite(fn, "the model's outputs (logits) on argument `pool`", logits)
     return logits
 
 

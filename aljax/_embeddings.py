@@ -223,8 +223,8 @@ def logits_and_features(params, apply_fn: Callable, pool, *, batch_size: int = 1
         ) from None
     _check_features(fn_name, out_shape, h_shape)
     (outputs, h), _ = run(lambda chunk: head(params, chunk))
-    _validate.check_finite(fn_name, "the model's outputs (logits)", outputs)
-    _validate.check_finite(fn_name, "the penultimate features", h)
+    _validate.check_finite(fn_name, "the model's outputs (logits) on argument `pool`", outputs)
+    _validate.check_finite(fn_name, "the penultimate features of argument `pool`", h)
     return outputs, h
 
 

@@ -614,9 +614,9 @@ def _outputs(fn: str, model, pool, *, batch_size: int = 256, device=None, head: 
     logits_finite, h_finite = gather_logits.maybe_finite(), gather_h.maybe_finite()
     logits, h = to_jax(logits, narrow=True), to_jax(h, narrow=True)
     if not logits_finite:
-        _validate.check_finite(fn, "the model's outputs (logits)", logits)
+        _validate.check_finite(fn, f"the model's outputs (logits) on argument `{arg}`", logits)
     if not h_finite:
-        _validate.check_finite(fn, "the penultimate features", h)
+        _validate.check_finite(fn, f"the penultimate features of argument `{arg}`", h)
     return logits, h
 
 

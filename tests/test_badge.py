@@ -267,9 +267,9 @@ BAD_BADGE = [
     ("not callable", dict(apply_fn="model"), TypeError, r"aljax\.badge: argument `apply_fn` must be a callable"),
     # NaN/Inf in the features alone (the logits are finite): refused as features.
     ("nan features", dict(features_fn=lambda p, x: (x @ p["w1"]).at[3, 1].set(jnp.nan)), ValueError,
-     r"aljax\.badge: the penultimate features contain 1 NaN/Inf"),
+     r"aljax\.badge: the penultimate features of argument `pool` contain 1 NaN/Inf"),
     ("inf features", dict(features_fn=lambda p, x: (x @ p["w1"]).at[0, 0].set(-jnp.inf)), ValueError,
-     r"aljax\.badge: the penultimate features contain 1 NaN/Inf"),
+     r"aljax\.badge: the penultimate features of argument `pool` contain 1 NaN/Inf"),
     ("prune str", dict(prune="yes"), TypeError, r"aljax\.badge: argument `prune` must be a bool"),
 ]
 
