@@ -229,7 +229,7 @@ def kmeans_pp(key, embedding, k: int, *, prune: bool = False) -> jax.Array:
         first bounds every row's new distance from its ``a`` factor and norms alone
         (Cauchy–Schwarz, ``C`` numbers per row) and reads ``h`` only for the rows the bound
         cannot rule out, gathered. Same picks as without it; faster when few rows need ``h``
-        (the rows of other predicted classes usually do not): 1.8× per step on the benchmark of
+        (the rows of other predicted classes usually do not): 2.3× per step on the benchmark of
         README. A sharded embedding ignores it (the full pass is already split across devices).
 
     Returns:
