@@ -48,8 +48,9 @@ from ._embeddings import hallucinated_residual
 from ._types import Factored, FisherFactors
 
 __all__ = [
-    "bait", "badge", "bald", "coreset", "empty_cache", "entropy", "fisher_embedding", "gradient_embedding", "last_layer_embedding",
-    "least_confidence", "logits_and_features", "margin", "random_sample", "to_jax", "to_torch", "vessal",
+    "bait", "badge", "bald", "coreset", "empty_cache", "entropy", "fisher_embedding", "gradient_embedding",
+    "last_layer_embedding", "least_confidence", "logits_and_features", "margin", "random_sample", "to_jax", "to_torch",
+    "vessal",
 ]
 
 # XLA on CPU reads a DLPack buffer in place only when it is 64-byte aligned (torch's CPU allocator

