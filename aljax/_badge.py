@@ -154,7 +154,9 @@ def _pruned_min(emb: Factored, sq, hnorm, dist, i, dtype, sqdist, nonneg):
 
 
 @functools.partial(jax.jit, static_argnames=("k", "prune"))
-def _kmeans_pp(key: jax.Array, emb, k: int, prune: bool = False) -> jax.Array:
+def _kmeans_pp(key: jax.Array, emb, k: int, prune: bool = False, n_valid=None) -> jax.Array:
+    # ``n_valid`` (traced): only the first ``n_valid`` rows are points, the rest zero padding (see
+    # :func:`_select`); the padding is never eligible and never changes a real row's draw.
     # Sharding-friendly: every O(n) array stays laid out like the embedding's rows; per step only
     # the picked row (take_row: one all-reduce of C + D numbers) and the race's partial maxima
     # (two scalar reductions: the largest weight, then the largest score) cross devices.
@@ -192,8 +194,37 @@ def _kmeans_pp(key: jax.Array, emb, k: int, prune: bool = False) -> jax.Array:
         i = _d2_sample(words[t], jnp.where(chosen, 0.0, dist), ~chosen)
         return update(dist, i), chosen | (rows == i), picks.at[t].set(i)
 
-    _, _, picks = jax.lax.fori_loop(1, k, step, (sqdist_to(first), rows == first, picks))
+    padding = jnp.zeros(n, bool) if n_valid is None else rows >= n_valid
+    _, _, picks = jax.lax.fori_loop(1, k, step, (sqdist_to(first), (rows == first) | padding, picks))
     return picks
+
+
+# Pools whose factors take at most this many bytes are zero-padded to a size bucket before the
+# selection loop: an active-learning loop whose pool shrinks every round then compiles the loop
+# once per bucket instead of once per round (the copy costs about one k-means++ step).
+_BUCKET_MAX_BYTES = 1 << 28
+
+
+def _bucket(n: int) -> int:
+    """``n`` rounded up to a multiple of ``2^(bit_length(n) − 4)``: at most 1/8 padding, 8 to 16
+    sizes per doubling of ``n``."""
+    step = 1 << max(n.bit_length() - 4, 0)
+    return -(-n // step) * step
+
+
+def _select(key, emb, k: int, prune: bool, sharded: bool) -> jax.Array:
+    """:func:`_kmeans_pp` on ``emb``, zero-padded to :func:`_bucket` rows when it is concrete, on one
+    device and small enough. The picks are those without the padding: the padded rows start out
+    chosen (never eligible, weight 0) and come after every real row, whose race variates depend on
+    its own index only."""
+    leaves = jax.tree_util.tree_leaves(emb)
+    n = leaves[0].shape[0]
+    size = _bucket(n)
+    nbytes = sum(leaf.size * leaf.dtype.itemsize for leaf in leaves)
+    if sharded or size == n or nbytes > _BUCKET_MAX_BYTES or not _validate.is_concrete(emb):
+        return _kmeans_pp(key, emb, k, prune=prune and not sharded, n_valid=jnp.int32(n))
+    padded = jax.tree_util.tree_map(lambda x: jnp.pad(x, [(0, size - n)] + [(0, 0)] * (x.ndim - 1)), emb)
+    return _kmeans_pp(key, padded, k, prune=prune, n_valid=jnp.int32(n))
 
 
 def kmeans_pp(key, embedding, k: int, *, prune: bool = False) -> jax.Array:
@@ -217,6 +248,11 @@ def kmeans_pp(key, embedding, k: int, *, prune: bool = False) -> jax.Array:
     device updates the distances of its own rows, and per step only the picked row (``C + D``
     numbers) and a few partial maxima per device cross devices. The picks are the same as
     on one device for the same key.
+
+    The selection loop is compiled per ``(rows, k)``; on one device, an embedding of at most
+    256 MiB is zero-padded to a size bucket (at most 1/8 more rows) first, so that a pool that
+    shrinks from round to round reuses one compilation. The padding is never picked and changes
+    no pick.
 
     Args:
       key: int seed or ``jax.random`` key. The same key gives the same picks, with or without an
@@ -252,7 +288,7 @@ def kmeans_pp(key, embedding, k: int, *, prune: bool = False) -> jax.Array:
     _validate.check_finite(fn, "the embedding values", *jax.tree_util.tree_leaves(embedding))
     prune = _check_prune(fn, prune, isinstance(embedding, Factored))
     layout = row_layout(fn, "embedding", embedding)
-    return _kmeans_pp(key, auto_axes(embedding), k, prune=prune and layout is None)
+    return _select(key, auto_axes(embedding), k, prune, sharded=layout is not None)
 
 
 def _check_prune(fn: str, prune, factored: bool) -> bool:
@@ -306,4 +342,4 @@ def badge(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 
     prune = _check_prune(fn, prune, factored=True)
     emb = factored_embedding(params, apply_fn, pool, batch_size=batch_size, features_fn=features_fn, fn_name=fn)
     k = _validate.check_k(fn, k, emb.n)
-    return _kmeans_pp(key, emb, k, prune=prune and row_layout(fn, "pool", emb) is None)
+    return _select(key, emb, k, prune, sharded=row_layout(fn, "pool", emb) is not None)

@@ -476,3 +476,34 @@ def test_check_finite_finds_every_nan_and_inf_and_passes_the_largest_finite_valu
     else:
         with pytest.raises(ValueError, match=r"aljax\.f: the values contain 1 NaN/Inf"):
             _validate.check_finite("f", "the values", x)
+
+
+@pytest.mark.parametrize("factored, prune", [(True, False), (True, True), (False, False)])
+def test_size_buckets_change_no_pick_and_share_one_compilation(factored, prune):
+    """Front doors pad a pool to a size bucket (n = 1000, 990, 970 → 1024 rows): the same picks as
+    the loop run on the unpadded rows, and one compilation of the loop for all three sizes."""
+    from aljax._badge import _bucket
+
+    a, h = _badge_like(1000, 4, 9, seed=7, duplicates=2)
+    before = _kmeans_pp._cache_size()
+    for n in (1000, 990, 970):
+        assert _bucket(n) == 1024
+        emb = aljax.Factored(jnp.asarray(a[:n]), jnp.asarray(h[:n]))
+        emb = emb if factored else emb.to_dense("cd")
+        for key in (0, 1):
+            want = _kmeans_pp(jax.random.key(key), emb, 40, prune=prune, n_valid=jnp.int32(n))   # no padding
+            np.testing.assert_array_equal(aljax.kmeans_pp(key, emb, 40, prune=prune), want)
+    # The unpadded reference compiled once per size (3); the padded front door once in all.
+    assert _kmeans_pp._cache_size() - before <= 4
+
+
+def test_size_buckets_fill_uniformly_without_ever_picking_padding():
+    # 37 rows, 5 distinct: after 5 picks every distance is 0 and the rest are drawn uniformly
+    # from the unpicked real rows; the 3 padded rows (bucket 40) must never come out.
+    from aljax._badge import _bucket
+
+    assert _bucket(37) == 40
+    x = np.repeat(np.random.default_rng(0).normal(size=(5, 3)), [8, 8, 8, 8, 5], axis=0).astype(np.float32)
+    for key in range(20):
+        picks = np.asarray(aljax.kmeans_pp(key, jnp.asarray(x), 37))
+        assert sorted(picks.tolist()) == list(range(37))
