@@ -29,6 +29,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from . import _sharding, _validate
+from ._badge import _bucket
 from ._embeddings import logits_and_features
 from ._types import FisherFactors
 
@@ -550,25 +551,36 @@ def _refresh(rows, a, fisher, g, h, drift, excluded, symmetric, gains_fn, shards
     return jax.lax.cond(stale, exact, lambda _: (g, h, drift, gains), None)
 
 
-def _forward_backward(pool, labeled, lamb, k, n_forward, chunk, shards=None):
+def _forward_backward(pool, labeled, lamb, k, n_forward, chunk, shards=None, n_valid=None, n_lab_valid=None):
     """The whole selection. ``shards`` (a :class:`_Shards`): the body of a ``shard_map`` over the
     example axis; ``pool`` (and ``labeled`` when ``shards.labeled_sharded``) is then this device's
     block, and the only cross-device traffic is ``psum`` of the ``d × d`` Fisher sums, per step a
     gather of each shard's best ``(gain, index)``, a ``psum`` of the picked point's factors and a
     ``pmax`` for ``_refresh``, and, before the backward pass (replicated), a ``psum`` of the
-    ``n_forward`` picked points' rows and blocks."""
+    ``n_forward`` picked points' rows and blocks. ``n_valid``, ``n_lab_valid`` (traced, one device):
+    only that many leading rows of ``pool`` / ``labeled`` are points, the rest zero padding to a
+    size bucket (see :func:`_plan`); padding adds nothing to ``F`` and is never picked."""
     dtype = jnp.result_type(jnp.float32, *jax.tree_util.tree_leaves((pool, labeled)))
     count = 1 if shards is None else shards.count
-    n_local = _n_points(pool)
+    # ``labeled`` may come as its Fisher sum already (a ``_LabeledGram``, one device, see _plan).
+    n_local = _n_points(pool) if n_valid is None else n_valid
     n = n_local * count
-    n_lab = 0 if labeled is None else _n_points(labeled) * (count if shards and shards.labeled_sharded else 1)
+    if labeled is None:
+        n_lab = 0
+    elif n_lab_valid is not None:
+        n_lab = n_lab_valid
+    else:
+        n_lab = _n_points(labeled) * (count if shards and shards.labeled_sharded else 1)
     lamb = jnp.asarray(lamb, dtype)
 
     rows, gram_pool = _prepare(pool, chunk, dtype)
     gram = gram_pool()
     if shards is not None:
         gram = jax.lax.psum(gram, shards.axes)
-    if labeled is not None:
+    if isinstance(labeled, _LabeledGram):
+        gram_l = labeled.matrix
+        gram = gram + gram_l
+    elif labeled is not None:
         _, gram_lab = _prepare(labeled, chunk, dtype)
         gram_l = gram_lab()
         if shards is not None and shards.labeled_sharded:
@@ -586,7 +598,7 @@ def _forward_backward(pool, labeled, lamb, k, n_forward, chunk, shards=None):
         a = eye / lamb
         b_mat = fisher / (lamb * lamb)
     # Candidate rows scaled by √(k / (n_L + k)) (reference parity).
-    scale = jnp.sqrt(jnp.asarray(k / (n_lab + k), dtype))
+    scale = jnp.sqrt(jnp.asarray(k / (n_lab + k), dtype))   # n_lab may be traced
     rows = _scale_rows(rows, scale)
     g = _initial_g(rows, a, lamb, labeled is not None)
     h = jax.lax.map(lambda r: _quad(r, b_mat, _symmetric_blocks(d)), rows)
@@ -867,6 +879,22 @@ def _plan(fn, rows, labeled_rows, k, lamb, oversample, layout=None, labeled_layo
     if labeled_rows is not None and _n_points(labeled_rows) == 0:
         labeled_rows, labeled_layout = None, None
     n_forward = _n_forward(k, oversample, n)
+    if layout is None and _validate.is_concrete(rows, labeled_rows):
+        # One device: zero-pad the pool and the labeled rows to size buckets (at most 1/8 more
+        # rows), so that an active-learning loop, whose pool shrinks and labeled set grows every
+        # round, compiles once per bucket instead of once per round; the real counts go in traced.
+        # The labeled rows enter only through their Fisher sum: computed first (one small
+        # compilation per labeled bucket), the kernel's shapes do not depend on their number.
+        n_lab = 0 if labeled_rows is None else _n_points(labeled_rows)
+        dtype = jnp.result_type(jnp.float32, *jax.tree_util.tree_leaves((rows, labeled_rows)))
+        rows, size = _pad_points(rows, n), _bucket(n)
+        b = _chunk_size(size, rows.s.shape[2] * rows.h.shape[1], 1) if isinstance(rows, _KronRows) \
+            else _chunk_size(size, rows.shape[2], rows.shape[1])
+        if labeled_rows is not None:
+            labeled_rows = _labeled_gram(_pad_points(labeled_rows, n_lab), chunk=b, dtype=dtype)
+        return _kernel, (rows, labeled_rows, lamb), dict(
+            k=k, n_forward=n_forward, chunk=b, n_valid=jnp.int32(n),
+            n_lab_valid=None if labeled_rows is None else jnp.int32(n_lab))
     shards = 1 if layout is None else layout.shards
     if layout is not None and n % shards:  # JAX builds no such array; kept for a clear message
         raise ValueError(_validate.message(fn, "pool", f"a pool size divisible by its {shards} shards "
@@ -888,6 +916,36 @@ def _plan(fn, rows, labeled_rows, k, lamb, oversample, layout=None, labeled_layo
         replicated = NamedSharding(layout.mesh, PartitionSpec())
         labeled_rows = _place(labeled_rows, layout.sharding if labeled_sharded else lambda ndim: replicated)
     return _sharded_kernel, (rows, labeled_rows, lamb), dict(static, layout=layout, labeled_sharded=labeled_sharded)
+
+
+@jax.tree_util.register_pytree_node_class
+class _LabeledGram:
+    """The labeled points' Fisher sum ``Σ_L X_jᵀX_j`` (``d × d``), computed before the selection
+    kernel, whose shapes then do not depend on how many points are labeled."""
+
+    def __init__(self, matrix):
+        self.matrix = matrix
+
+    def tree_flatten(self):
+        return (self.matrix,), None
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(*children)
+
+
+@functools.partial(jax.jit, static_argnames=("chunk", "dtype"))
+def _labeled_gram(labeled, *, chunk: int, dtype) -> _LabeledGram:
+    return _LabeledGram(_prepare(labeled, chunk, dtype)[1]())
+
+
+def _pad_points(rows, n: int):
+    """``rows`` (``_KronRows`` or dense ``(n, r, d)``) with zero rows appended up to
+    :func:`_bucket` ``(n)`` points: zero ``S``, ``h``, ``p`` (a zero Fisher)."""
+    size = _bucket(n)
+    if size == n:
+        return rows
+    return jax.tree_util.tree_map(lambda x: jnp.pad(x, [(0, size - n)] + [(0, 0)] * (x.ndim - 1)), rows)
 
 
 def _place(tree, sharding_of):
@@ -951,6 +1009,11 @@ def fisher_greedy(pool_emb, k: int, *, labeled_emb=None, lamb: float = 1.0, over
     ``O(d² + n·r²)`` beyond the input (plus, for the forward steps, one copy of the features laid
     out as a single ``(D, n)`` matrix, so that each step is one large matmul). Everything from building ``F`` to the last pick runs in one
     ``jax.jit`` with ``lax.fori_loop``.
+
+    On one device the pool is zero-padded to a size bucket (at most 1/8 more rows; its real size
+    goes in traced) and the labeled points enter as their Fisher sum, computed first: an
+    active-learning loop, whose pool shrinks and labeled set grows every round, compiles the
+    selection once per pool bucket. The padding is never picked and changes no pick.
 
     Several devices: a pool whose leaves are sharded along the example axis with one
     ``NamedSharding(mesh, P(axes))`` runs under ``jax.shard_map``: each device builds its part of

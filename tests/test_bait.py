@@ -478,3 +478,29 @@ def test_lazy_woodbury_updates_equal_the_explicit_inverse():
         m = lamb * np.eye(d) + np.einsum("nri,nrj->ij", xs[11:], xs[11:])
         np.testing.assert_allclose(np.asarray(a), np.linalg.inv(m), rtol=1e-8, atol=1e-11)
         assert float(jnp.max(gaps)) < 1e-8
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_size_buckets_change_no_pick_and_share_one_compilation(dense):
+    """The front door pads the pool to a size bucket (300, 296, 290 → 320 rows), passes the real
+    count traced, and hands the kernel the labeled rows' Fisher sum instead of the rows: the same
+    picks as the kernel on the unpadded rows (chunked alike), and one compilation of the kernel
+    for every pool size of the bucket and every number of labeled points."""
+    emb = random_factors(11, 350, 3, 4, dtype=np.float32)
+    assert {_bait._bucket(n) for n in (300, 296, 290)} == {320}
+    chunk = _bait._chunk_size(320, 12 if dense else 3 * 4, 3 if dense else 1)
+    cases = [(n, n_lab) for n in (300, 296, 290) for n_lab in (20, 33, 50)]
+    wants = []
+    for n, n_lab in cases:   # the reference: no padding
+        pool, lab = emb[:n], emb[300:300 + n_lab]
+        rows = pool.to_dense() if dense else _bait._from_fisher_factors(pool)
+        lab_rows = lab.to_dense() if dense else _bait._from_fisher_factors(lab)
+        wants.append(_bait._kernel(rows, lab_rows, 0.5, k=6, n_forward=12, chunk=chunk))
+    before = _bait._kernel._cache_size()
+    for (n, n_lab), want in zip(cases, wants):
+        pool, lab = emb[:n], emb[300:300 + n_lab]
+        if dense:
+            pool, lab = pool.to_dense(), lab.to_dense()
+        got = aljax.fisher_greedy(pool, 6, labeled_emb=lab, lamb=0.5)
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    assert _bait._kernel._cache_size() - before <= 1
