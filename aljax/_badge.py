@@ -214,6 +214,14 @@ def _bucket(n: int) -> int:
     return -(-n // step) * step
 
 
+def _pad_rows(tree, n: int):
+    """Every leaf of ``tree`` (``n`` rows each) with zero rows appended up to :func:`_bucket` ``(n)``."""
+    size = _bucket(n)
+    if size == n:
+        return tree
+    return jax.tree_util.tree_map(lambda x: jnp.pad(x, [(0, size - n)] + [(0, 0)] * (x.ndim - 1)), tree)
+
+
 def _select(key, emb, k: int, prune: bool, sharded: bool) -> jax.Array:
     """:func:`_kmeans_pp` on ``emb``, zero-padded to :func:`_bucket` rows when it is concrete, on one
     device and small enough. The picks are those without the padding: the padded rows start out
@@ -221,12 +229,10 @@ def _select(key, emb, k: int, prune: bool, sharded: bool) -> jax.Array:
     its own index only."""
     leaves = jax.tree_util.tree_leaves(emb)
     n = leaves[0].shape[0]
-    size = _bucket(n)
     nbytes = sum(leaf.size * leaf.dtype.itemsize for leaf in leaves)
-    if sharded or size == n or nbytes > _BUCKET_MAX_BYTES or not _validate.is_concrete(emb):
-        return _kmeans_pp(key, emb, k, prune=prune and not sharded, n_valid=jnp.int32(n))
-    padded = jax.tree_util.tree_map(lambda x: jnp.pad(x, [(0, size - n)] + [(0, 0)] * (x.ndim - 1)), emb)
-    return _kmeans_pp(key, padded, k, prune=prune, n_valid=jnp.int32(n))
+    if not sharded and nbytes <= _BUCKET_MAX_BYTES and _validate.is_concrete(emb):
+        emb = _pad_rows(emb, n)
+    return _kmeans_pp(key, emb, k, prune=prune and not sharded, n_valid=jnp.int32(n))
 
 
 def kmeans_pp(key, embedding, k: int, *, prune: bool = False) -> jax.Array:

@@ -29,7 +29,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from . import _sharding, _validate
-from ._badge import _bucket
+from ._badge import _bucket, _pad_rows
 from ._embeddings import logits_and_features
 from ._types import FisherFactors
 
@@ -887,11 +887,11 @@ def _plan(fn, rows, labeled_rows, k, lamb, oversample, layout=None, labeled_layo
         # compilation per labeled bucket), the kernel's shapes do not depend on their number.
         n_lab = 0 if labeled_rows is None else _n_points(labeled_rows)
         dtype = jnp.result_type(jnp.float32, *jax.tree_util.tree_leaves((rows, labeled_rows)))
-        rows, size = _pad_points(rows, n), _bucket(n)
+        rows, size = _pad_rows(rows, n), _bucket(n)
         b = _chunk_size(size, rows.s.shape[2] * rows.h.shape[1], 1) if isinstance(rows, _KronRows) \
             else _chunk_size(size, rows.shape[2], rows.shape[1])
         if labeled_rows is not None:
-            labeled_rows = _labeled_gram(_pad_points(labeled_rows, n_lab), chunk=b, dtype=dtype)
+            labeled_rows = _labeled_gram(_pad_rows(labeled_rows, n_lab), chunk=b, dtype=dtype)
         return _kernel, (rows, labeled_rows, lamb), dict(
             k=k, n_forward=n_forward, chunk=b, n_valid=jnp.int32(n),
             n_lab_valid=None if labeled_rows is None else jnp.int32(n_lab))
@@ -937,15 +937,6 @@ class _LabeledGram:
 @functools.partial(jax.jit, static_argnames=("chunk", "dtype"))
 def _labeled_gram(labeled, *, chunk: int, dtype) -> _LabeledGram:
     return _LabeledGram(_prepare(labeled, chunk, dtype)[1]())
-
-
-def _pad_points(rows, n: int):
-    """``rows`` (``_KronRows`` or dense ``(n, r, d)``) with zero rows appended up to
-    :func:`_bucket` ``(n)`` points: zero ``S``, ``h``, ``p`` (a zero Fisher)."""
-    size = _bucket(n)
-    if size == n:
-        return rows
-    return jax.tree_util.tree_map(lambda x: jnp.pad(x, [(0, size - n)] + [(0, 0)] * (x.ndim - 1)), rows)
 
 
 def _place(tree, sharding_of):

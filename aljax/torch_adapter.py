@@ -44,8 +44,10 @@ except ImportError as _err:  # pragma: no cover - exercised only without torch
 
 from . import _validate
 from ._badge import _check_prune
+from ._baselines import _select_bald
 from ._embeddings import hallucinated_residual
 from ._types import Factored, FisherFactors
+from .scores import _bald_parts
 
 __all__ = [
     "bait", "badge", "bald", "coreset", "empty_cache", "entropy", "fisher_embedding", "gradient_embedding",
@@ -1055,6 +1057,10 @@ entropy.__doc__ = _uncertainty_doc("entropy", "Entropy")
 least_confidence.__doc__ = _uncertainty_doc("least_confidence", "Least-confidence")
 
 
+# BALD's per-batch parts (mean probabilities, mean entropy over the passes), compiled once.
+_jit_bald_parts = jax.jit(_bald_parts)
+
+
 def _dropout_seed(key) -> int:
     """The torch seed of :func:`bald`'s MC passes, drawn from the JAX ``key``."""
     return int(jax.random.randint(key, (), 0, 2**31 - 1))
@@ -1092,9 +1098,6 @@ def bald(model, pool, k: int, *, key=0, mc_samples: int = 20, batch_size: int = 
       >>> ta.bald(model, torch.randn(60, 4), 5, key=0, mc_samples=8).shape
       (5,)
     """
-    from ._baselines import _select_bald
-    from .scores import _bald_parts
-
     fn = "torch_adapter.bald"
     module, tokenizer = _unpack_model(fn, model)
     key = _validate.as_key(fn, key)
@@ -1111,7 +1114,6 @@ def bald(model, pool, k: int, *, key=0, mc_samples: int = 20, batch_size: int = 
     device = _model_device(module, device)
     inputs = _Inputs(fn, module, tokenizer, pool, batch_size, device, max_length)
     flags = {m: m.training for m in module.modules()}
-    parts_fn = jax.jit(_bald_parts)
     probs, entropies = [], []
     try:
         module.eval()
@@ -1130,7 +1132,7 @@ def bald(model, pool, k: int, *, key=0, mc_samples: int = 20, batch_size: int = 
                         fn, "model", "stochastic under dropout (MC dropout) for BALD",
                         f"the same logits in all {mc_samples} passes of the first batch: its dropout modules do "
                         "not change the output"))
-                mean_probs, mean_entropy = parts_fn(to_jax(logits, narrow=True))
+                mean_probs, mean_entropy = _jit_bald_parts(to_jax(logits, narrow=True))
                 probs.append(mean_probs)
                 entropies.append(mean_entropy)
     finally:
