@@ -58,11 +58,19 @@ def _exponentials(words: jax.Array, n: int, dtype) -> jax.Array:
     global row index, so the draws are the same however the rows are split across devices.
     ``E = −log(1 − v)`` with ``v = (bits + ½)·2⁻³²``: the small variates, which decide the race,
     have a resolution of 2⁻³² (a float32 uniform's 2⁻²³ grid would tie rows at the smallest values
-    when n is large: the least of 10⁶ variates is ~10⁻⁶, only ~8 grid steps).
+    when n is large: the least of 10⁶ variates is ~10⁻⁶, only ~8 grid steps). ``log(1 − v)`` is
+    Kahan's ``log1p``: ``log(w)·v/(1 − w)`` with ``w = fl(1 − v)``, which divides out the rounding
+    of ``1 − v`` and stays within 4 ulps of the exact value (3 for ``jnp.log1p``, tested), at
+    half the cost on XLA:CPU (0.04 ms against 0.12 ms per 50k rows).
     """
     bits = _mix32(_mix32(jnp.arange(n, dtype=jnp.uint32) ^ words[0]) + words[1])
-    v = (bits.astype(dtype) + 0.5) * (2.0 ** -32)
-    return -jnp.log1p(-jnp.minimum(v, 1.0 - 2.0 ** -24))
+    return _neg_log1p_neg(jnp.minimum((bits.astype(dtype) + 0.5) * (2.0 ** -32), 1.0 - 2.0 ** -24))
+
+
+def _neg_log1p_neg(v: jax.Array) -> jax.Array:
+    """``−log(1 − v)`` for ``v`` in ``(0, 1)``, by Kahan's ``log1p`` (see :func:`_exponentials`)."""
+    w = 1.0 - v
+    return jnp.where(w == 1.0, v, -jnp.log(w) * (v / (1.0 - w)))
 
 
 def _first_argmax(x: jax.Array) -> jax.Array:
@@ -105,12 +113,22 @@ def _gather_capacities(n: int) -> list[int]:
 
 def _compact(mask: jax.Array, capacity: int) -> jax.Array:
     """``jnp.nonzero(mask, size=capacity, fill_value=0)[0]`` for a mask with at most ``capacity``
-    true entries: their indices in order, then zeros. The slots come from a running count by
-    ``lax.associative_scan`` (a log-depth tree of elementwise adds, exact in int32), which on
-    XLA:CPU takes 0.13 ms at n = 50k where ``jnp.cumsum`` (inside ``jnp.nonzero``) takes 0.29 ms."""
+    true entries: their indices in order, then zeros.
+
+    Each true row's slot is the number of true rows before it, counted in two levels: the mask
+    packed into 32-bit words (row ``j`` is bit ``j mod 32`` of word ``j // 32``), a running count
+    of the words' set bits (``lax.associative_scan`` over n/32 words), plus the set bits below
+    row ``j`` in its own word. Exact in int32; on XLA:CPU 0.21 ms at n = 50k, where one running
+    count over all n rows takes 0.27 ms and ``jnp.nonzero`` (a ``cumsum``) 0.45 ms."""
     n = mask.shape[0]
-    count = jax.lax.associative_scan(jnp.add, mask.astype(jnp.int32))
-    slot = jnp.where(mask, count - 1, capacity)  # past the end: dropped
+    words = -(-n // 32)
+    bits = jnp.pad(mask, (0, 32 * words - n)).reshape(words, 32).astype(jnp.uint32)
+    shifts = jnp.arange(32, dtype=jnp.uint32)
+    packed = jnp.sum(bits << shifts, axis=1, dtype=jnp.uint32)  # distinct bits: the sum is an or
+    per_word = jax.lax.population_count(packed).astype(jnp.int32)
+    before = jax.lax.associative_scan(jnp.add, per_word) - per_word
+    below = jax.lax.population_count(packed[:, None] & ((jnp.uint32(1) << shifts) - 1)).astype(jnp.int32)
+    slot = jnp.where(mask, (before[:, None] + below).reshape(-1)[:n], capacity)  # past the end: dropped
     return jnp.zeros(capacity, jnp.int32).at[slot].set(jnp.arange(n, dtype=jnp.int32), mode="drop")
 
 

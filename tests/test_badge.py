@@ -138,6 +138,24 @@ def test_race_variates_are_exponential_across_rows_and_steps_and_fine_near_zero(
     assert abs(np.corrcoef(rows, other)[0, 1]) < 0.01
 
 
+def test_race_variate_transform_is_accurate_to_a_few_ulps():
+    """``−log(1 − v)`` by Kahan's trick against float64 ``log1p``: random uniforms, the smallest and
+    largest the race can draw, and every power of two in between."""
+    from aljax._badge import _neg_log1p_neg
+
+    rng = np.random.default_rng(0)
+    bits = np.concatenate([
+        rng.integers(0, 2**32, 500_000, dtype=np.uint64),
+        np.arange(4096, dtype=np.uint64),
+        2**32 - 1 - np.arange(4096, dtype=np.uint64),
+        2 ** np.arange(32, dtype=np.uint64) + np.arange(-1, 2, dtype=np.int64)[:, None].astype(np.uint64),
+    ], axis=None)
+    v = np.minimum((bits.astype(np.float32) + np.float32(0.5)) * np.float32(2.0**-32), np.float32(1 - 2**-24))
+    exact = -np.log1p(-v.astype(np.float64))
+    got = np.asarray(jax.jit(_neg_log1p_neg)(jnp.asarray(v)), np.float64)
+    assert np.all(np.abs(got - exact) <= 4 * 2.0**-24 * exact)
+
+
 def test_take_row_equals_indexing():
     from aljax._sharding import take_row
 
