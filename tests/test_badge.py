@@ -466,7 +466,7 @@ def test_prune_same_picks_at_benchmark_shape_and_through_badge():
 @settings(max_examples=40, deadline=None)
 @given(n=st.integers(1, 300), frac=st.floats(0.0, 1.0), slack=st.integers(0, 5), seed=st.integers(0, 2**31 - 1))
 def test_compact_lists_the_true_rows_in_order_then_zeros(n, frac, slack, seed):
-    from aljax._badge import _compact
+    from aljax._badge import _compact, _slots
 
     mask = np.random.default_rng(seed).random(n) < frac
     capacity = int(mask.sum()) + slack
@@ -474,7 +474,9 @@ def test_compact_lists_the_true_rows_in_order_then_zeros(n, frac, slack, seed):
         return
     expected = np.zeros(capacity, np.int32)
     expected[:mask.sum()] = np.flatnonzero(mask)
-    np.testing.assert_array_equal(jax.jit(_compact, static_argnums=1)(jnp.asarray(mask), capacity), expected)
+    slot, count = jax.jit(_slots)(jnp.asarray(mask))
+    assert int(count) == mask.sum()
+    np.testing.assert_array_equal(jax.jit(_compact, static_argnums=1)(slot, capacity), expected)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
