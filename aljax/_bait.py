@@ -870,6 +870,13 @@ def _as_rows(fn: str, arg: str, emb, like=None):
     return emb
 
 
+def _rows_chunk(rows, n_local: int) -> int:
+    """:func:`_chunk_size` for ``n_local`` points of ``rows`` (Kronecker-factored or dense)."""
+    if isinstance(rows, _KronRows):
+        return _chunk_size(n_local, rows.s.shape[2] * rows.h.shape[1], 1)
+    return _chunk_size(n_local, rows.shape[2], rows.shape[1])
+
+
 def _plan(fn, rows, labeled_rows, k, lamb, oversample, layout=None, labeled_layout=None, labeled_arg="labeled_emb"):
     """``(kernel, args, static kwargs)`` of one selection: the one-device kernel, or, for a pool
     sharded along its example axis (``layout``, from :func:`aljax._sharding.row_layout` of the
@@ -887,9 +894,8 @@ def _plan(fn, rows, labeled_rows, k, lamb, oversample, layout=None, labeled_layo
         # compilation per labeled bucket), the kernel's shapes do not depend on their number.
         n_lab = 0 if labeled_rows is None else _n_points(labeled_rows)
         dtype = jnp.result_type(jnp.float32, *jax.tree_util.tree_leaves((rows, labeled_rows)))
-        rows, size = _pad_rows(rows, n), _bucket(n)
-        b = _chunk_size(size, rows.s.shape[2] * rows.h.shape[1], 1) if isinstance(rows, _KronRows) \
-            else _chunk_size(size, rows.shape[2], rows.shape[1])
+        rows = _pad_rows(rows, n)
+        b = _rows_chunk(rows, _bucket(n))
         if labeled_rows is not None:
             labeled_rows = _labeled_gram(_pad_rows(labeled_rows, n_lab), chunk=b, dtype=dtype)
         return _kernel, (rows, labeled_rows, lamb), dict(
@@ -899,11 +905,7 @@ def _plan(fn, rows, labeled_rows, k, lamb, oversample, layout=None, labeled_layo
     if layout is not None and n % shards:  # JAX builds no such array; kept for a clear message
         raise ValueError(_validate.message(fn, "pool", f"a pool size divisible by its {shards} shards "
                                            f"({layout.describe()})", f"{n} examples"))
-    if isinstance(rows, _KronRows):
-        b = _chunk_size(n // shards, rows.s.shape[2] * rows.h.shape[1], 1)
-    else:
-        b = _chunk_size(n // shards, rows.shape[2], rows.shape[1])
-    static = dict(k=k, n_forward=n_forward, chunk=b)
+    static = dict(k=k, n_forward=n_forward, chunk=_rows_chunk(rows, n // shards))
     if layout is None:
         return _kernel, (rows, labeled_rows, lamb), static
     labeled_sharded = labeled_layout is not None
