@@ -307,6 +307,8 @@ class _Inputs:
                 yield self._prepare(pool[start:start + self.batch_size])
 
     def _prepare(self, batch):
+        if type(batch) is torch.Tensor:  # the common case first: this runs once per batch
+            return (self._to_device(batch),), {}
         if isinstance(batch, list) and batch and all(isinstance(s, str) for s in batch):
             if self.tokenizer is None:
                 raise TypeError(_validate.message(self.fn, "model", "a (model, tokenizer) pair for a pool of strings",
@@ -328,9 +330,10 @@ class _Inputs:
     def _to_device(self, value):
         if not isinstance(value, torch.Tensor):
             return value
-        if value.is_floating_point() and self.float_dtype is not None:
-            value = value.to(self.float_dtype)
-        return value.to(self.device, non_blocking=True)
+        dtype = self.float_dtype if value.is_floating_point() and self.float_dtype is not None else value.dtype
+        if value.dtype == dtype and value.device == self.device:
+            return value
+        return value.to(device=self.device, dtype=dtype, non_blocking=True)
 
 
 def _forward_params(module):
@@ -546,24 +549,31 @@ class _Gather:
     """Batches stacked into one tensor. With the pool size known, each batch is copied into a
     preallocated ``(n, ...)`` buffer while it is still in cache (no ``torch.cat`` pass at the end);
     on CPU the buffer comes from :class:`_HandOverBuffers`.
-    Each batch is summed too: a NaN/Inf anywhere makes the running total non-finite, so one cheap
-    in-cache reduction per batch replaces a full pass over the result (see ``maybe_finite``).
-    The total is accumulated in place (``out=``), so nothing allocated in the loop outlives its
+
+    NaN/Inf guard (see ``maybe_finite``): a NaN/Inf anywhere makes a sum non-finite, so one cheap
+    reduction replaces a full ``isfinite`` pass. Batches of at least ``_GUARD_BATCH_BYTES`` are
+    summed while still in cache; smaller ones (logits, narrow features) cost more in per-op
+    dispatch than their bytes do, so the whole result is summed once at the end instead. The
+    running total is accumulated in place (``out=``), so nothing allocated in the loop outlives its
     batch: keeping one 0-d ``batch.sum()`` per batch instead (any small tensor kept alive across
     batches does it) made the MLP case of ``benchmarks/adapter_overhead.py`` ≈ 1.14× the forward
-    pass against ≈ 1.04× now, without a single page fault in either (presumably the allocator then
-    no longer hands each batch the same, cache-hot activation memory)."""
+    pass against ≈ 1.04× at one torch thread, without a single page fault in either (presumably
+    the allocator then no longer hands each batch the same, cache-hot activation memory)."""
 
     def __init__(self, n: int | None):
         self.n, self.rows, self.buffer, self.parts, self.total, self.part = n, 0, None, [], None, None
+        self.per_batch = None
 
     def add(self, batch):
-        if self.total is None:
-            dtype = torch.float64 if batch.dtype == torch.float64 else torch.float32
-            self.total = torch.zeros((), dtype=dtype, device=batch.device)
-            self.part = torch.zeros((), dtype=dtype, device=batch.device)
-        torch.sum(batch, dim=tuple(range(batch.ndim)), dtype=self.total.dtype, out=self.part)
-        self.total.add_(self.part)
+        if self.per_batch is None:
+            self.per_batch = batch.numel() * batch.element_size() >= _GUARD_BATCH_BYTES
+        if self.per_batch:
+            if self.total is None:
+                dtype = torch.float64 if batch.dtype == torch.float64 else torch.float32
+                self.total = torch.zeros((), dtype=dtype, device=batch.device)
+                self.part = torch.zeros((), dtype=dtype, device=batch.device)
+            torch.sum(batch, dim=tuple(range(batch.ndim)), dtype=self.total.dtype, out=self.part)
+            self.total.add_(self.part)
         if self.n is not None and self.buffer is None and batch.shape[0] < self.n:
             shape = (self.n,) + tuple(batch.shape[1:])
             if batch.device.type == "cpu":
@@ -579,14 +589,23 @@ class _Gather:
             self.parts.append(batch)
         self.rows += batch.shape[0]
 
-    def maybe_finite(self) -> bool:
-        """False if a NaN/Inf may be present (the sums can also overflow: then check exactly)."""
-        return self.total is None or bool(torch.isfinite(self.total))
+    def maybe_finite(self, result) -> bool:
+        """False if a NaN/Inf may be present in ``result`` (what :meth:`result` returned); the sums
+        can also overflow: then the caller checks exactly."""
+        if self.rows == 0:
+            return True
+        if not self.per_batch:
+            dtype = torch.float64 if result.dtype == torch.float64 else torch.float32
+            return bool(torch.isfinite(torch.sum(result, dtype=dtype)))
+        return bool(torch.isfinite(self.total))
 
     def result(self):
         if self.buffer is not None:
             return self.buffer[:self.rows]
         return self.parts[0] if len(self.parts) == 1 else torch.cat(self.parts)
+
+
+_GUARD_BATCH_BYTES = 1 << 16
 
 
 def _outputs(fn: str, model, pool, *, batch_size: int = 256, device=None, head: str | None = None,
@@ -614,7 +633,7 @@ def _outputs(fn: str, model, pool, *, batch_size: int = 256, device=None, head: 
         raise ValueError(_validate.message(fn, arg, "a non-empty pool", "an empty pool (0 examples)"))
     logits, h = gather_logits.result(), gather_h.result()
     _check_outputs(fn, logits, h, problem_type)
-    logits_finite, h_finite = gather_logits.maybe_finite(), gather_h.maybe_finite()
+    logits_finite, h_finite = gather_logits.maybe_finite(logits), gather_h.maybe_finite(h)
     logits, h = to_jax(logits, narrow=True), to_jax(h, narrow=True)
     if not logits_finite:
         _validate.check_finite(fn, f"the model's outputs (logits) on argument `{arg}`", logits)

@@ -569,6 +569,45 @@ def test_nan_in_outputs_is_refused():
         ta.badge(model, x, 2)
 
 
+class _GuardHead(torch.nn.Module):
+    """A final layer that lets a NaN/Inf in its input ``h`` through to ``h`` only (the logits see
+    ``nan_to_num(h)``), and makes a logits row infinite where ``h[:, 0] == 7``: so each guard is
+    tested on its own. ``h`` is scaled down first, so huge finite features give finite logits."""
+
+    def __init__(self, d):
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = torch.nn.Linear(d, C)
+
+    def forward(self, h):
+        logits = self.linear(torch.nan_to_num(h, nan=0.0, posinf=0.0, neginf=0.0) * 1e-30)
+        return logits + torch.where(h[:, :1] == 7.0, float("inf"), 0.0)
+
+
+@pytest.mark.parametrize("d", [4, 128])        # 256 x 4 floats: guarded at the end; 256 x 128: per batch
+@pytest.mark.parametrize("case", ["h_nan", "h_inf", "logits_inf", "huge_finite"])
+def test_nan_inf_guards_of_features_and_logits(d, case):
+    model = torch.nn.Sequential(torch.nn.Identity(), _GuardHead(d))   # h is the input itself
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=(600, d)).astype(np.float32))
+    if case == "h_nan":
+        x[599, 1] = float("nan")
+    elif case == "h_inf":
+        x[300, d - 1] = -float("inf")
+    elif case == "logits_inf":
+        x[5, 0] = 7.0
+    else:                                         # every sum overflows, yet nothing is NaN/Inf
+        x[:] = 3e38
+    call = lambda: ta.last_layer_embedding(model, x, batch_size=256, head="1")  # noqa: E731
+    if case == "huge_finite":
+        emb = call()
+        np.testing.assert_array_equal(np.asarray(emb.h), x.numpy())
+        assert np.isfinite(np.asarray(emb.a)).all()
+        return
+    what, bad = ("logits", C) if case == "logits_inf" else ("penultimate features", 1)  # a whole logits row
+    with pytest.raises(ValueError, match=rf"last_layer_embedding: .*{what}.* contain {bad} NaN/Inf"):
+        call()
+
+
 def _wide_mlp(seed):
     """A model whose (n, D) features are large enough (>= 8 MiB) for the reusable hand-over buffer."""
     torch.manual_seed(seed)
