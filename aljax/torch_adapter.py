@@ -439,8 +439,8 @@ class _Head:
         rows = logits.shape[0] if logits.ndim else 0
         if out.shape == logits.shape or (out.numel() == logits.numel() and out.shape[0] == rows):
             # Checked on the first batch (where the head is identified); the graph is the same after.
-            if not self.checked and not torch.allclose(out.reshape(logits.shape), logits, rtol=1e-5, atol=1e-6,
-                                                       equal_nan=True):
+            if not self.checked and out is not logits and not torch.allclose(
+                    out.reshape(logits.shape), logits, rtol=1e-5, atol=1e-6, equal_nan=True):
                 self._mismatch(logits, out)
             self.checked = True
             return h.reshape(rows, -1) if h.ndim != 2 else h
