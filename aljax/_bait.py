@@ -30,7 +30,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from . import _sharding, _validate
 from ._badge import _bucket, _pad_rows
-from ._embeddings import logits_and_features
+from ._embeddings import logits_and_features, softmax
 from ._types import FisherFactors
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -781,7 +781,7 @@ def _from_fisher_factors(emb: FisherFactors) -> _KronRows:
 
 def _rows_from_outputs(outputs, h, problem_type) -> _KronRows:
     if problem_type == "classification":
-        return _from_fisher_factors(FisherFactors(jax.nn.softmax(outputs, axis=-1), h))
+        return _from_fisher_factors(FisherFactors(softmax(outputs), h))
     # Gaussian head: the Fisher is h hᵀ per output, i.e. S_i = I_m, one row e_j ⊗ h_i per output j.
     m = 1 if outputs.ndim == 1 else outputs.shape[1]
     n = outputs.shape[0]

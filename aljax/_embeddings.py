@@ -16,6 +16,7 @@ memory work through every front door.
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
 from typing import Any, Callable
 
@@ -93,17 +94,37 @@ def map_chunks(fn: Callable, pool: Any, n: int, batch_size: int, *, fn_name: str
     outs = []
     for start in range(0, n, size):
         stop = min(start + size, n)
-        chunk = jax.tree_util.tree_map(lambda leaf: leaf[start:stop], pool)
-        if stop - start < size:
-            pad = size - (stop - start)
-            chunk = jax.tree_util.tree_map(
-                lambda leaf: jnp.concatenate([jnp.asarray(leaf), jnp.repeat(jnp.asarray(leaf[-1:]), pad, 0)]),
-                chunk)
-        out = fn(chunk)
-        outs.append(jax.tree_util.tree_map(lambda o: o[: stop - start], out))
-    if len(outs) == 1:
+        outs.append(fn(jax.tree_util.tree_map(lambda leaf: _rows_padded(leaf, start, stop, size), pool)))
+    return assemble(outs, n)
+
+
+def _rows_padded(leaf, start: int, stop: int, size: int):
+    """Rows ``start:stop`` of ``leaf``, the last one repeated up to ``size`` rows (valid model
+    inputs). Nothing here compiles once per pool size that need not: a host (NumPy) leaf is cut and
+    padded in NumPy, a device leaf's last chunk is one jitted gather."""
+    if stop - start == size:
+        return leaf[start:stop]
+    if isinstance(leaf, np.ndarray):
+        return np.concatenate([leaf[start:stop], np.repeat(leaf[stop - 1:stop], size - (stop - start), 0)])
+    return _tail_rows(jnp.asarray(leaf), jnp.int32(start), size=size)
+
+
+@functools.partial(jax.jit, static_argnames=("size",))
+def _tail_rows(leaf, start, *, size: int):
+    return jnp.take(leaf, jnp.minimum(start + jnp.arange(size), leaf.shape[0] - 1), axis=0)
+
+
+@functools.partial(jax.jit, static_argnames=("n",))
+def _assemble(outs, *, n: int):
+    return jax.tree_util.tree_map(lambda *parts: jnp.concatenate(parts)[:n], *outs)
+
+
+def assemble(outs: list, n: int):
+    """Fixed-size chunk outputs (the last one padded) -> the first ``n`` rows of their
+    concatenation, as one jitted call (one compilation per pool size, not one per eager op)."""
+    if len(outs) == 1 and all(leaf.shape[0] == n for leaf in jax.tree_util.tree_leaves(outs[0])):
         return outs[0]
-    return jax.tree_util.tree_map(lambda *parts: jnp.concatenate(parts), *outs)
+    return _assemble(outs, n=n)
 
 
 def _first_chunk(pool, n, batch_size):
@@ -135,11 +156,9 @@ def open_pool(fn_name: str, pool: Any, batch_size: int):
     def run(fn):
         outs, n = [], 0
         for chunk, n_valid in itertools.chain([(first, first_valid)], chunks):
-            outs.append(jax.tree_util.tree_map(lambda o: o[:n_valid], fn(chunk)))
+            outs.append(fn(chunk))
             n += n_valid
-        if len(outs) == 1:
-            return outs[0], n
-        return jax.tree_util.tree_map(lambda *parts: jnp.concatenate(parts), *outs), n
+        return assemble(outs, n), n
 
     return jax.tree_util.tree_map(lambda leaf: leaf[:first_valid], first), None, run
 
@@ -223,8 +242,8 @@ def logits_and_features(params, apply_fn: Callable, pool, *, batch_size: int = 1
         ) from None
     _check_features(fn_name, out_shape, h_shape)
     (outputs, h), _ = run(lambda chunk: head(params, chunk))
-    _validate.check_finite(fn_name, "the model's outputs (logits) on argument `pool`", outputs)
-    _validate.check_finite(fn_name, "the penultimate features of argument `pool`", h)
+    _validate.check_finite_each(fn_name, [("the model's outputs (logits) on argument `pool`", outputs),
+                                          ("the penultimate features of argument `pool`", h)])
     return outputs, h
 
 
@@ -309,6 +328,13 @@ def factored_embedding(params, apply_fn, pool, *, batch_size, features_fn, fn_na
 
 
 @jax.jit
+def softmax(logits: jax.Array) -> jax.Array:
+    """``softmax(logits)`` over the last axis, as one jitted call (eager, it is five ops, each
+    compiled once per pool size)."""
+    return jax.nn.softmax(logits, axis=-1)
+
+
+@jax.jit
 def hallucinated_residual(logits: jax.Array) -> jax.Array:
     """``a = softmax(logits) − onehot(argmax logits)``: the logit gradient of the cross-entropy at
     the predicted label (ties go to the lowest class index)."""
@@ -335,7 +361,7 @@ def fisher_factors(params, apply_fn, pool, *, batch_size, features_fn, fn_name) 
     """:func:`fisher_embedding` with the caller's name in error messages."""
     logits, h = logits_and_features(params, apply_fn, pool, batch_size=batch_size, features_fn=features_fn,
                                     fn_name=fn_name)
-    return FisherFactors(jax.nn.softmax(logits, axis=-1), h)
+    return FisherFactors(softmax(logits), h)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -121,12 +121,29 @@ def _all_finite(x) -> jax.Array:
     return jnp.isfinite(jnp.sum(x * 0))
 
 
+@jax.jit
+def _finite_flags(arrays) -> jax.Array:
+    """:func:`_all_finite` of each array, in one jitted call (one compilation per set of shapes)."""
+    return jnp.stack([_all_finite(x) for x in arrays])
+
+
 def check_finite(fn: str, what: str, *arrays) -> None:
     """Raise on NaN/Inf. Skipped (documented) when the arrays are being traced."""
-    if not is_concrete(*arrays):
+    check_finite_each(fn, [(what, x) for x in arrays])
+
+
+def check_finite_each(fn: str, named: list) -> None:
+    """:func:`check_finite` for ``[(what, array), ...]``: all flags from one device call; the
+    first array with a NaN/Inf is named in the error."""
+    arrays = [x for _, x in named]
+    if not arrays or not is_concrete(*arrays):
         return
-    for x in arrays:
-        if not bool(_all_finite(x)):
+    if len({x.sharding for x in arrays if isinstance(x, jax.Array)}) <= 1:
+        flags = np.asarray(_finite_flags(arrays))
+    else:  # differently placed arrays cannot meet in one computation
+        flags = [bool(_all_finite(x)) for x in arrays]
+    for (what, x), ok in zip(named, flags):
+        if not ok:
             bad = int(jnp.sum(~jnp.isfinite(x)))
             raise ValueError(f"aljax.{fn}: {what} contain {bad} NaN/Inf value(s); they must be finite.")
 

@@ -64,7 +64,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _sharding, _validate
-from ._embeddings import _stream_chunks, logits_and_features
+from ._embeddings import _stream_chunks, logits_and_features, softmax
 from ._types import Factored, FisherFactors
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -561,7 +561,30 @@ def _fill(key, picks, kept, total: int, budget: int) -> jax.Array:
 def _rechunk(blocks: Iterable, size: int):
     """``(chunk, n_valid)`` with exactly ``size`` rows per chunk (the last zero-padded) from an
     iterable of embedding blocks (arrays, ``Factored`` or ``FisherFactors``) of any sizes."""
+    if isinstance(blocks, _PaddedChunks) and blocks.size == size:
+        return iter(blocks)
     return _stream_chunks(blocks, size, pad="zeros")
+
+
+class _PaddedChunks:
+    """An embedding's rows as the ``(chunk, n_valid)`` pairs of :func:`_rechunk`, made by one
+    jitted zero-padding of the whole embedding to a multiple of ``_CHUNK`` rows and slices of
+    that at fixed offsets: one compilation per pool size (cutting the last block and padding
+    it eagerly took eight). Iterable more than once."""
+
+    def __init__(self, emb, n: int):
+        self.emb, self.n, self.size = emb, n, _CHUNK
+
+    def __iter__(self):
+        padded = _zero_pad_rows(self.emb, rows=-(-self.n // _CHUNK) * _CHUNK)
+        for start in range(0, self.n, _CHUNK):
+            yield _take(padded, start, start + _CHUNK), min(_CHUNK, self.n - start)
+
+
+@functools.partial(jax.jit, static_argnames=("rows",))
+def _zero_pad_rows(emb, *, rows: int):
+    return jax.tree_util.tree_map(
+        lambda leaf: jnp.pad(leaf, [(0, rows - leaf.shape[0])] + [(0, 0)] * (leaf.ndim - 1)), emb)
 
 
 def _n_rows(block) -> int:
@@ -810,7 +833,7 @@ def volume_stream(key, emb, k: int | None = None, *, rate: float | None = None, 
                         "under jax.jit; call it outside jit or pass `k=`.")
     dtype = _compute_dtype(emb, labeled_emb, covariance)
     labeled_blocks = None if labeled_emb is None else _array_blocks(labeled_emb, _n_rows(labeled_emb))
-    return _run(key, _array_blocks(emb, n), d=d, rank=rank, dtype=dtype, budget=budget, rate=rate,
+    return _run(key, _PaddedChunks(emb, n), d=d, rank=rank, dtype=dtype, budget=budget, rate=rate,
                 total=n if budget is not None else None, lamb=lamb, labeled_blocks=labeled_blocks,
                 covariance=covariance, fn=fn)
 
@@ -916,7 +939,7 @@ def vessal(params, apply_fn: Callable, pool, k: int | None = None, *, rate: floa
     def embed(batch):
         logits, h = logits_and_features(params, apply_fn, batch, batch_size=batch_size, features_fn=features_fn,
                                         fn_name=fn)
-        return FisherFactors(jax.nn.softmax(logits, axis=-1), h)
+        return FisherFactors(softmax(logits), h)
 
     streaming = _validate.is_batch_iterable(pool)
     if streaming:
@@ -950,7 +973,7 @@ def vessal(params, apply_fn: Callable, pool, k: int | None = None, *, rate: floa
         n = _validate.pool_size(fn, pool)
         budget, rate = _check_budget_or_rate(fn, k, rate, n)
         first = embed(pool)
-        stream = _array_blocks(first, n)
+        stream = _PaddedChunks(first, n)
         total = n if budget is not None else None
 
     _check_embedding(fn, "pool", first, rank)
@@ -965,7 +988,7 @@ def vessal(params, apply_fn: Callable, pool, k: int | None = None, *, rate: floa
         labeled_blocks = list(_array_blocks(labeled_emb, labeled_emb.n))
     covariance = None
     if precompute_covariance:
-        passes = blocks() if streaming else _array_blocks(first, first.n)
+        passes = blocks() if streaming else _PaddedChunks(first, first.n)
         cov_sum, count = _gram(passes, d, rank, dtype)
         if labeled_blocks is not None:
             seed_sum, seed_count = _gram(iter(labeled_blocks), d, rank, dtype)

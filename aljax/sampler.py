@@ -16,7 +16,7 @@ import numpy as np
 
 from . import _validate
 from ._badge import _check_prune
-from ._embeddings import hallucinated_residual, logits_and_features
+from ._embeddings import hallucinated_residual, logits_and_features, softmax
 from ._types import Factored, FisherFactors
 
 STRATEGIES = ("vessal", "badge", "bait", "margin", "entropy", "least_confidence", "coreset", "random")
@@ -90,10 +90,10 @@ def _select_embedded(fn: str, strategy: str, problem_type: str, key, logits, h, 
         emb = h if regression else Factored(hallucinated_residual(logits), h)
         return _api(fn, strategy, "kmeans_pp")(key, emb, k, prune=options.get("prune", False))
     # BAIT and VeSSAL: Fisher embeddings; regression's Fisher is h hᵀ (dense rows h).
-    emb = h if regression else FisherFactors(jax.nn.softmax(logits, axis=-1), h)
+    emb = h if regression else FisherFactors(softmax(logits), h)
     labeled_emb = None
     if labeled_h is not None:
-        labeled_emb = labeled_h if regression else FisherFactors(jax.nn.softmax(labeled_logits, axis=-1), labeled_h)
+        labeled_emb = labeled_h if regression else FisherFactors(softmax(labeled_logits), labeled_h)
     if strategy == "bait":
         if regression:  # fisher_greedy takes dense Fisher rows as (n, r, d): one row h per point
             emb = emb[:, None, :]
@@ -119,7 +119,7 @@ def _vessal_embedded(fn, key, emb, k, rate, labeled_emb, options):
     if options.get("precompute_covariance", False):
         emb_rank = 1 if rank is None else rank
         dtype = _vessal._compute_dtype(emb)
-        cov_sum, count = _vessal._gram(_vessal._array_blocks(emb, _emb_n(emb)), _emb_dim(emb), emb_rank, dtype)
+        cov_sum, count = _vessal._gram(_vessal._PaddedChunks(emb, _emb_n(emb)), _emb_dim(emb), emb_rank, dtype)
         if seed is not None:
             seed_sum, seed_count = _vessal._gram(_vessal._array_blocks(seed, _emb_n(seed)), _emb_dim(emb), emb_rank,
                                                  dtype)

@@ -45,7 +45,7 @@ except ImportError as _err:  # pragma: no cover - exercised only without torch
 from . import _validate
 from ._badge import _check_prune
 from ._baselines import _select_bald
-from ._embeddings import hallucinated_residual
+from ._embeddings import hallucinated_residual, softmax
 from ._types import Factored, FisherFactors
 from .scores import _bald_parts
 
@@ -729,7 +729,7 @@ def fisher_embedding(model, pool, *, batch_size: int = 256, device=None, head: s
     """
     logits, h = _outputs("torch_adapter.fisher_embedding", model, pool, batch_size=batch_size, device=device,
                          head=head, max_length=max_length)
-    return FisherFactors(jax.nn.softmax(logits, axis=-1), h)
+    return FisherFactors(softmax(logits), h)
 
 
 def logits_and_features(model, pool, *, batch_size: int = 256, device=None, head: str | None = None,
