@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _validate
+from ._badge import _BUCKET_MAX_BYTES, _pad_rows
 from ._embeddings import _check_outputs, _output_shape, cached, logits_and_features, open_pool
 from ._sharding import auto_axes, take_row
 from .scores import _bald_from_parts, _bald_parts, _entropy, _least_confidence, _margin, _top_k
@@ -256,15 +257,16 @@ def _select_bald(mean_probs, mean_entropy, k: int) -> jax.Array:
 _LABELED_BLOCK = 256
 
 
-def _min_sqdist_to_set(features: jax.Array, others: jax.Array, dtype) -> jax.Array:
-    """``min_j ||f_i − o_j||²`` for every row i, over blocks of ``others``: memory O(n·block).
+def _min_sqdist_to_set(features: jax.Array, others: jax.Array, dtype, m_valid) -> jax.Array:
+    """``min_j ||f_i − o_j||²`` for every row i, over blocks of the first ``m_valid`` rows of
+    ``others``: memory O(n·block).
 
     Per block: ``||f||² + ||o||² − 2 f·o``, clipped at 0 (cancellation)."""
     m, dim = others.shape
     block = min(_LABELED_BLOCK, m)
     pad = (-m) % block
     others = jnp.concatenate([others, jnp.zeros((pad, dim), others.dtype)]).reshape(-1, block, dim)
-    valid = (jnp.arange(m + pad) < m).reshape(-1, block)
+    valid = (jnp.arange(m + pad) < m_valid).reshape(-1, block)
     sq_f = jnp.sum(features * features, axis=1)
 
     def step(best, blk):
@@ -279,17 +281,37 @@ def _min_sqdist_to_set(features: jax.Array, others: jax.Array, dtype) -> jax.Arr
     return jax.lax.scan(step, init, (others, valid))[0]
 
 
-@functools.partial(jax.jit, static_argnames="k")
 def _k_center_greedy(features: jax.Array, labeled: jax.Array | None, k: int) -> jax.Array:
+    """:func:`_k_center_greedy_padded` on the features (and labeled features) zero-padded to size
+    buckets when they are concrete, on one device and small enough, so that an active-learning
+    loop whose pool shrinks (and labeled set grows) every round compiles the greedy once per
+    bucket, not once per round. Padded rows are never picked and never centres."""
+    features = jnp.asarray(features)
+    n, m = features.shape[0], None if labeled is None else labeled.shape[0]
+    arrays = [features] + ([] if labeled is None else [jnp.asarray(labeled)])
+    if _validate.is_concrete(*arrays) and all(len(x.sharding.device_set) == 1 for x in arrays) and \
+            sum(x.size * x.dtype.itemsize for x in arrays) <= _BUCKET_MAX_BYTES:
+        features = _pad_rows(features, n)
+        labeled = None if labeled is None else _pad_rows(jnp.asarray(labeled), m)
+    return _k_center_greedy_padded(features, labeled, jnp.int32(n), None if m is None else jnp.int32(m), k=k)
+
+
+@functools.partial(jax.jit, static_argnames="k")
+def _k_center_greedy_padded(features: jax.Array, labeled: jax.Array | None, n_valid, m_valid, *,
+                            k: int) -> jax.Array:
+    """k-center greedy over the first ``n_valid`` rows of ``features``, the first ``m_valid`` rows
+    of ``labeled`` as initial centres; rows past them are padding (zeros)."""
     dtype = jnp.result_type(jnp.float32, features.dtype)
     features = features.astype(dtype)
     n = features.shape[0]
 
     rows = jnp.arange(n, dtype=jnp.int32)
-    norms = jnp.sum(features * features, axis=1)  # of the features as given: the first centre
+    real = rows < n_valid
+    # Of the features as given: the first centre (padding below every real row's norm).
+    norms = jnp.where(real, jnp.sum(features * features, axis=1), -1.0)
     # Distances do not change under a translation: centre on the pool's mean, so that a large common
-    # offset cannot swamp them in the expansion below (cancellation).
-    mean = jnp.mean(features, axis=0)
+    # offset cannot swamp them in the expansion below (cancellation). Padded rows are zeros.
+    mean = jnp.sum(features, axis=0) / n_valid.astype(dtype)
     features = features - mean
     if labeled is not None:
         labeled = labeled.astype(dtype) - mean
@@ -308,13 +330,13 @@ def _k_center_greedy(features: jax.Array, labeled: jax.Array | None, k: int) -> 
         return jnp.where(d <= rtol * (sq + sq_i), 0.0, d).astype(dtype)
 
     picks = jnp.zeros(k, jnp.int32)
-    chosen = jnp.zeros(n, bool)
+    chosen = ~real  # padding: never eligible
     if labeled is None:
         # No labeled set: the first centre is the point of largest feature norm (deterministic).
         first = jnp.argmax(norms).astype(jnp.int32)
-        picks, chosen, dist, start = picks.at[0].set(first), rows == first, sqdist_to(first), 1
+        picks, chosen, dist, start = picks.at[0].set(first), chosen | (rows == first), sqdist_to(first), 1
     else:
-        dist, start = _min_sqdist_to_set(features, labeled.astype(dtype), dtype), 0
+        dist, start = _min_sqdist_to_set(features, labeled.astype(dtype), dtype, m_valid), 0
 
     def step(t, state):
         dist, chosen, picks = state

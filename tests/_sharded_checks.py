@@ -192,7 +192,8 @@ def hlo_no_gather_of_the_pool():
     cases = {
         "kmeans_pp factored": lambda: aljax._badge._kmeans_pp.lower(jax.random.key(0), emb, 50),
         "kmeans_pp dense": lambda: aljax._badge._kmeans_pp.lower(jax.random.key(0), shard(emb.to_dense()), 50),
-        "k_center_greedy labeled": lambda: aljax._baselines._k_center_greedy.lower(emb.h, jnp.ones((300, 32)), 50),
+        "k_center_greedy labeled": lambda: aljax._baselines._k_center_greedy_padded.lower(
+            emb.h, jnp.ones((300, 32)), jnp.int32(n), jnp.int32(300), k=50),
     }
     for name, lower in cases.items():
         found = collectives(lower().compile().as_text())

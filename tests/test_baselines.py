@@ -244,6 +244,23 @@ def test_k_center_greedy_with_a_large_common_offset(with_labeled):
     np.testing.assert_array_equal(got, _k_center_ref(feats, 10, labeled))
 
 
+@pytest.mark.parametrize("n, m, k", [(123, 0, 123), (1001, 37, 40), (209, 301, 209), (130, 5, 17)])
+def test_k_center_greedy_padded_to_a_size_bucket_picks_as_unpadded(n, m, k):
+    # The pool (and labeled set) are zero-padded to size buckets; padding must never be picked
+    # (k = n takes every real row) nor act as a centre or shift the centring mean.
+    from aljax._badge import _bucket
+    assert _bucket(n) != n or (m and _bucket(m) != m)
+    rng = np.random.default_rng(n + m)
+    feats = rng.normal(size=(n, 6)).astype(np.float32)   # the padding (origin) would be a near centre
+    labeled = rng.normal(size=(m, 6)).astype(np.float32) if m else None
+    got = np.asarray(aljax.k_center_greedy(jnp.asarray(feats), k, labeled_features=labeled))
+    unpadded = aljax._baselines._k_center_greedy_padded(
+        jnp.asarray(feats), None if labeled is None else jnp.asarray(labeled), jnp.int32(n),
+        None if labeled is None else jnp.int32(m), k=k)
+    np.testing.assert_array_equal(got, np.asarray(unpadded))
+    np.testing.assert_array_equal(got, _k_center_ref(feats, k, labeled))
+
+
 def test_k_center_greedy_with_duplicates_never_repeats():
     feats = jnp.asarray(np.repeat(np.eye(3, dtype=np.float32), 4, axis=0))   # 3 distinct points, 12 rows
     got = np.asarray(aljax.k_center_greedy(feats, 10))
