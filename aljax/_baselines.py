@@ -292,7 +292,8 @@ def _k_center_greedy(features: jax.Array, labeled: jax.Array | None, k: int) -> 
     if _validate.is_concrete(*arrays) and all(len(x.sharding.device_set) == 1 for x in arrays) and \
             sum(x.size * x.dtype.itemsize for x in arrays) <= _BUCKET_MAX_BYTES:
         features = _pad_rows(features, n)
-        labeled = None if labeled is None else _pad_rows(jnp.asarray(labeled), m)
+        if labeled is not None:  # to a multiple of the distance pass's block: free, and few sizes
+            labeled = jnp.pad(jnp.asarray(labeled), [(0, -m % _LABELED_BLOCK), (0, 0)])
     return _k_center_greedy_padded(features, labeled, jnp.int32(n), None if m is None else jnp.int32(m), k=k)
 
 

@@ -81,7 +81,8 @@ def map_chunks(fn: Callable, pool: Any, n: int, batch_size: int, *, fn_name: str
     """Apply ``fn`` to ``pool`` in chunks of ``batch_size`` rows and concatenate the outputs.
 
     Every chunk has the same shape (the last one is padded by repeating its last row, then cut),
-    so ``fn`` compiles once. A pool whose leaves are sharded along the example axis (one
+    so ``fn`` compiles once; a pool of fewer than ``batch_size`` rows is one chunk of the next
+    power of two. A pool whose leaves are sharded along the example axis (one
     ``NamedSharding`` for all of them) runs data-parallel: ``batch_size`` rows per device per
     step, outputs sharded like the pool (:func:`aljax._sharding.map_chunks_sharded`); leaves
     sharded differently raise a ``ValueError`` naming ``fn_name``. The pool is expected on Auto
@@ -90,7 +91,9 @@ def map_chunks(fn: Callable, pool: Any, n: int, batch_size: int, *, fn_name: str
     layout = _sharding.row_layout(fn_name, "pool", pool)
     if layout is not None:
         return _sharding.map_chunks_sharded(fn, pool, n, batch_size, layout)
-    size = min(batch_size, n)
+    # A pool smaller than a batch runs as one chunk of the next power of two (at most twice the
+    # rows): small pools that change size every round (labeled sets) compile `fn` once per doubling.
+    size = min(batch_size, 1 << (n - 1).bit_length())
     outs = []
     for start in range(0, n, size):
         stop = min(start + size, n)
