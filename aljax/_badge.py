@@ -242,9 +242,14 @@ def _bucket(n: int) -> int:
 def _pad_rows(tree, n: int):
     """Every leaf of ``tree`` (``n`` rows each) with zero rows appended up to :func:`_bucket` ``(n)``."""
     size = _bucket(n)
-    if size == n:
-        return tree
-    return jax.tree_util.tree_map(lambda x: jnp.pad(x, [(0, size - n)] + [(0, 0)] * (x.ndim - 1)), tree)
+    return tree if size == n else _pad_tree(tree, size=size)
+
+
+@functools.partial(jax.jit, static_argnames="size")
+def _pad_tree(tree, *, size: int):
+    """Every leaf of ``tree`` with zero rows appended up to ``size`` rows (one jitted call: eager,
+    each leaf's pad compiled on its own for every new row count)."""
+    return jax.tree_util.tree_map(lambda x: jnp.pad(x, [(0, size - x.shape[0])] + [(0, 0)] * (x.ndim - 1)), tree)
 
 
 def _select(key, emb, k: int, prune: bool, sharded: bool) -> jax.Array:

@@ -29,7 +29,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from . import _sharding, _validate
-from ._badge import _bucket, _pad_rows
+from ._badge import _bucket, _pad_rows, _pad_tree
 from ._embeddings import logits_and_features, softmax
 from ._types import FisherFactors
 
@@ -771,6 +771,7 @@ class _KronRows:
         return cls(*children, softmax=aux)
 
 
+@jax.jit
 def _from_fisher_factors(emb: FisherFactors) -> _KronRows:
     # S from p in the compute dtype (at least float32): the forward steps rebuild S from p there,
     # and a bfloat16 S would disagree with them.
@@ -779,6 +780,7 @@ def _from_fisher_factors(emb: FisherFactors) -> _KronRows:
     return _KronRows(emb.s_factor(), emb.h, emb.probs, emb.probs, softmax=True)
 
 
+@functools.partial(jax.jit, static_argnames="problem_type")
 def _rows_from_outputs(outputs, h, problem_type) -> _KronRows:
     if problem_type == "classification":
         return _from_fisher_factors(FisherFactors(softmax(outputs), h))
@@ -897,7 +899,7 @@ def _plan(fn, rows, labeled_rows, k, lamb, oversample, layout=None, labeled_layo
         rows = _pad_rows(rows, n)
         b = _rows_chunk(rows, _bucket(n))
         if labeled_rows is not None:
-            labeled_rows = _labeled_gram(_pad_rows(labeled_rows, n_lab), chunk=b, dtype=dtype)
+            labeled_rows = _labeled_gram(_pad_labeled(labeled_rows, n_lab), chunk=b, dtype=dtype)
         return _kernel, (rows, labeled_rows, lamb), dict(
             k=k, n_forward=n_forward, chunk=b, n_valid=jnp.int32(n),
             n_lab_valid=None if labeled_rows is None else jnp.int32(n_lab))
@@ -934,6 +936,13 @@ class _LabeledGram:
     @classmethod
     def tree_unflatten(cls, aux, children):
         return cls(*children)
+
+
+def _pad_labeled(labeled_rows, n_lab: int):
+    """Labeled rows zero-padded (zero rows add nothing to the Fisher sum) to a multiple of 256
+    below 2,048 rows, to a size bucket above: a labeled set that grows by a few points per round
+    compiles :func:`_labeled_gram` once per 256 points, not once per round."""
+    return _pad_tree(labeled_rows, size=-(-n_lab // 256) * 256 if n_lab < 2048 else _bucket(n_lab))
 
 
 @functools.partial(jax.jit, static_argnames=("chunk", "dtype"))

@@ -134,9 +134,7 @@ class FisherFactors:
 
     def s_factor(self) -> jax.Array:
         """``S_i = diag(√p_i)(I − 1 p_iᵀ)``, shape ``(n, C, C)``."""
-        probs = self.probs
-        eye = jnp.eye(probs.shape[1], dtype=probs.dtype)
-        return jnp.sqrt(probs)[:, :, None] * (eye[None] - probs[:, None, :])
+        return _s_factor(self.probs)
 
     def to_dense(self) -> jax.Array:
         """The ``(n, C, C·D)`` tensor of the ``V_i`` (class-major columns). For tests and small
@@ -159,3 +157,11 @@ def _row_index(index):
     if isinstance(index, (int, np.integer)) or (getattr(index, "ndim", None) == 0):
         return jnp.asarray(index).reshape(1)
     return index
+
+
+@jax.jit
+def _s_factor(probs: jax.Array) -> jax.Array:
+    """:meth:`FisherFactors.s_factor`, as one jitted call (eager, it is five ops, each compiled once
+    per pool size)."""
+    eye = jnp.eye(probs.shape[1], dtype=probs.dtype)
+    return jnp.sqrt(probs)[:, :, None] * (eye[None] - probs[:, None, :])
