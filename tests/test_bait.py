@@ -480,15 +480,26 @@ def test_lazy_woodbury_updates_equal_the_explicit_inverse():
         assert float(jnp.max(gaps)) < 1e-8
 
 
+def test_pool_bucket_is_a_power_of_two_up_to_4_mib_of_padded_rows_then_a_fine_bucket():
+    row = np.zeros((1, 4, 256), np.float32)                # 4 KiB per point
+    assert _bait._pool_bucket(np.repeat(row, 1000, 0), 1000) == 1024          # 4 MiB padded
+    assert _bait._pool_bucket(np.repeat(row, 1024, 0), 1024) == 1024
+    assert _bait._pool_bucket(np.repeat(row, 1025, 0), 1025) == 1152          # 1/8 bucket
+    assert _bait._bucket(1025) == 1152
+    assert _bait._pool_bucket(np.zeros((3, 2, 2), np.float32), 3) == 4
+
+
 @pytest.mark.parametrize("dense", [False, True])
 def test_size_buckets_change_no_pick_and_share_one_compilation(dense):
-    """The front door pads the pool to a size bucket (300, 296, 290 → 320 rows), passes the real
+    """The front door pads the pool to a size bucket (300, 296, 290 → 512 rows: a power of two for so small a pool), passes the real
     count traced, and hands the kernel the labeled rows' Fisher sum instead of the rows: the same
     picks as the kernel on the unpadded rows (chunked alike), and one compilation of the kernel
     for every pool size of the bucket and every number of labeled points."""
     emb = random_factors(11, 350, 3, 4, dtype=np.float32)
-    assert {_bait._bucket(n) for n in (300, 296, 290)} == {320}
-    chunk = _bait._chunk_size(320, 12 if dense else 3 * 4, 3 if dense else 1)
+    sizes = {_bait._pool_bucket(emb[:n].to_dense() if dense else _bait._from_fisher_factors(emb[:n]), n)
+             for n in (300, 296, 290)}
+    assert sizes == {512}
+    chunk = _bait._chunk_size(512, 12 if dense else 3 * 4, 3 if dense else 1)
     cases = [(n, n_lab) for n in (300, 296, 290) for n_lab in (20, 33, 50)]
     wants = []
     for n, n_lab in cases:   # the reference: no padding
