@@ -890,8 +890,9 @@ def _plan(fn, rows, labeled_rows, k, lamb, oversample, layout=None, labeled_layo
     n_forward = _n_forward(k, oversample, n)
     if layout is None and _validate.is_concrete(rows, labeled_rows):
         # One device: zero-pad the pool and the labeled rows to size buckets (small pools to a
-        # power of two, larger ones at most 1/8 more rows: ``_pool_bucket``), so that an active-learning loop, whose pool shrinks and labeled set grows every
-        # round, compiles once per bucket instead of once per round; the real counts go in traced.
+        # power of two, larger ones by at most 1/8: ``_pool_bucket``), so that an active-learning
+        # loop, whose pool shrinks and labeled set grows every round, compiles once per bucket
+        # instead of once per round; the real counts go in traced.
         # The labeled rows enter only through their Fisher sum: computed first (one small
         # compilation per labeled bucket), the kernel's shapes do not depend on their number.
         n_lab = 0 if labeled_rows is None else _n_points(labeled_rows)

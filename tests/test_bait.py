@@ -491,8 +491,8 @@ def test_pool_bucket_is_a_power_of_two_up_to_4_mib_of_padded_rows_then_a_fine_bu
 
 @pytest.mark.parametrize("dense", [False, True])
 def test_size_buckets_change_no_pick_and_share_one_compilation(dense):
-    """The front door pads the pool to a size bucket (300, 296, 290 → 512 rows: a power of two for so small a pool), passes the real
-    count traced, and hands the kernel the labeled rows' Fisher sum instead of the rows: the same
+    """The front door pads the pool to a size bucket (300, 296, 290 → 512 rows: a power of two
+    for so small a pool), passes the real count traced, and hands the kernel the labeled rows' Fisher sum instead of the rows: the same
     picks as the kernel on the unpadded rows (chunked alike), and one compilation of the kernel
     for every pool size of the bucket and every number of labeled points."""
     emb = random_factors(11, 350, 3, 4, dtype=np.float32)
