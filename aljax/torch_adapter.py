@@ -387,6 +387,7 @@ class _Head:
 
     def __init__(self, fn: str, module, head: str | None):
         self.fn, self.module, self.name, self.captured, self.checked = fn, module, head, None, False
+        self.linear_head, self.logits_are_head_output = None, False
         modules = dict(module.named_modules())
         if head is not None:
             self.handles = [_head_module(fn, module, head).register_forward_hook(self._hook(head))]
@@ -427,11 +428,19 @@ class _Head:
                              f"named `head` did not run); pass `head=` with the name of the final layer.")
         name, h, out = self.captured
         self.captured = None  # let torch's allocator reuse these before the next batch
+        self.logits_are_head_output = out is logits and self.head_is_linear(name)
         if self.name is None:  # first batch: keep only the head hooked
             self.name = name
             self.remove()
             self.handles = [dict(self.module.named_modules())[name].register_forward_hook(self._hook(name))]
         return logits, self._features(logits, h, out)
+
+    def head_is_linear(self, name) -> bool:
+        """Whether the head is a plain ``torch.nn.Linear`` (not a subclass, which may compute
+        anything), looked up once."""
+        if self.linear_head is None:
+            self.linear_head = type(dict(self.module.named_modules())[name]) is torch.nn.Linear
+        return self.linear_head
 
     def _features(self, logits, h, out):
         """``h`` row for each logits row. A sequence head (GPT-2's ``score``) runs on every token and the
@@ -564,10 +573,13 @@ class _Gather:
         self.n, self.rows, self.buffer, self.parts, self.total, self.part = n, 0, None, [], None, None
         self.per_batch = None
 
-    def add(self, batch):
+    def add(self, batch, covered: bool = False):
+        """Append ``batch``. ``covered``: a NaN/Inf in it is sure to show in another guarded
+        tensor (the features of a plain ``nn.Linear`` whose output is the logits), so its own
+        per-batch sum is skipped (:meth:`maybe_finite` then speaks for the other batches only)."""
         if self.per_batch is None:
             self.per_batch = batch.numel() * batch.element_size() >= _GUARD_BATCH_BYTES
-        if self.per_batch:
+        if self.per_batch and not covered:
             if self.total is None:
                 dtype = torch.float64 if batch.dtype == torch.float64 else torch.float32
                 self.total = torch.zeros((), dtype=dtype, device=batch.device)
@@ -597,7 +609,7 @@ class _Gather:
         if not self.per_batch:
             dtype = torch.float64 if result.dtype == torch.float64 else torch.float32
             return bool(torch.isfinite(torch.sum(result, dtype=dtype)))
-        return bool(torch.isfinite(self.total))
+        return self.total is None or bool(torch.isfinite(self.total))
 
     def result(self):
         if self.buffer is not None:
@@ -625,7 +637,10 @@ def _outputs(fn: str, model, pool, *, batch_size: int = 256, device=None, head: 
             for args, kwargs in inputs.batches():
                 logits, h = capture.run(args, kwargs)
                 gather_logits.add(logits)
-                gather_h.add(h)
+                # The logits are then exactly a plain Linear's output on h: every output sums a
+                # product with every feature, and NaN·w, ±Inf·w (NaN for w = 0) are not finite, so
+                # a NaN/Inf in h makes the logits' guard fail (then h is checked exactly).
+                gather_h.add(h, covered=capture.logits_are_head_output)
                 del logits, h  # freed before the next forward pass, as without the adapter
     finally:
         module.train(was_training)
@@ -633,12 +648,16 @@ def _outputs(fn: str, model, pool, *, batch_size: int = 256, device=None, head: 
         raise ValueError(_validate.message(fn, arg, "a non-empty pool", "an empty pool (0 examples)"))
     logits, h = gather_logits.result(), gather_h.result()
     _check_outputs(fn, logits, h, problem_type)
+    # Features ``covered`` by the logits are finite once the logits are (checked first, exactly).
     logits_finite, h_finite = gather_logits.maybe_finite(logits), gather_h.maybe_finite(h)
+    sizes = logits.element_size(), h.element_size()
     logits, h = to_jax(logits, narrow=True), to_jax(h, narrow=True)
-    if not logits_finite:
-        _validate.check_finite(fn, f"the model's outputs (logits) on argument `{arg}`", logits)
-    if not h_finite:
-        _validate.check_finite(fn, f"the penultimate features of argument `{arg}`", h)
+    # float64 outputs narrowed to float32 (x64 off) can overflow to ±Inf: checked again, exactly.
+    narrowed = [" (narrowed to float32)" if x.dtype.itemsize < size else "" for x, size in zip((logits, h), sizes)]
+    if not logits_finite or narrowed[0]:
+        _validate.check_finite(fn, f"the model's outputs (logits) on argument `{arg}`{narrowed[0]}", logits)
+    if not h_finite or narrowed[1]:
+        _validate.check_finite(fn, f"the penultimate features of argument `{arg}`{narrowed[1]}", h)
     return logits, h
 
 

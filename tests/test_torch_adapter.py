@@ -608,6 +608,67 @@ def test_nan_inf_guards_of_features_and_logits(d, case):
         call()
 
 
+class _Cleaned(torch.nn.Linear):
+    """A Linear subclass that hides a NaN/Inf of its input from its output."""
+
+    def forward(self, h):
+        return super().forward(torch.nan_to_num(h, nan=0.0, posinf=0.0, neginf=0.0))
+
+
+class _NanToNum(torch.nn.Module):
+    def forward(self, x):
+        return torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+@pytest.mark.parametrize("head", ["linear", "linear_zero_column", "subclass", "cleaned_after"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_feature_guard_leans_on_the_logits_only_for_a_plain_linear_that_returns_them(head, bad):
+    """A plain nn.Linear whose output is the logits skips the per-batch sum of its (wide) input:
+    a NaN/Inf there reaches every logit (NaN·0 and Inf·0 are NaN), so the logits' guard refuses it.
+    A Linear subclass, or logits post-processed after the head, keep the features' own guard."""
+    d = 128                                       # 256 x 128 floats: the per-batch guard's size
+    torch.manual_seed(0)
+    linear = (_Cleaned if head == "subclass" else torch.nn.Linear)(d, C)
+    if head == "linear_zero_column":
+        with torch.no_grad():
+            linear.weight[:, 7] = 0.0             # Inf · 0 = NaN, not 0
+    layers = [torch.nn.Identity(), linear] + ([_NanToNum()] if head == "cleaned_after" else [])
+    model = torch.nn.Sequential(*layers)
+    x = torch.from_numpy(np.random.default_rng(1).normal(size=(600, d)).astype(np.float32))
+    x[598, 7] = bad                               # in the last batch
+    what = "logits" if head.startswith("linear") else "penultimate features"
+    with pytest.raises(ValueError, match=rf"last_layer_embedding: .*{what}.* contain \d+ NaN/Inf"):
+        ta.last_layer_embedding(model, x, batch_size=256)
+    x[598, 7] = 0.0
+    assert np.isfinite(np.asarray(ta.last_layer_embedding(model, x, batch_size=256).h)).all()
+
+
+@pytest.mark.parametrize("where", ["h", "logits"])
+def test_float64_outputs_that_overflow_float32_are_refused_when_narrowed(where):
+    """With x64 off, float64 outputs are narrowed to float32: finite values beyond its range
+    become ±Inf there, which the float64 guards cannot see; the narrowed arrays are checked."""
+    if jax.config.jax_enable_x64:
+        pytest.skip("x64 on: nothing is narrowed")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Identity(), torch.nn.Linear(16, C)).double()
+    x = torch.from_numpy(np.random.default_rng(2).normal(size=(300, 16)))
+    if where == "h":
+        with torch.no_grad():
+            model[1].weight[:, 3] = 0.0           # the logits stay finite
+        x[100, 3] = 1e300
+    else:
+        with torch.no_grad():
+            model[1].bias[1] = 1e300
+    what = "penultimate features" if where == "h" else "logits"
+    with pytest.raises(ValueError, match=rf"{what} of argument `pool` \(narrowed to float32\) contain [1-9]"
+                       if where == "h" else rf"{what}\) on argument `pool` \(narrowed to float32\) contain"):
+        ta.last_layer_embedding(model, x, batch_size=128)
+    x[100, 3] = 1.0
+    if where == "h":
+        emb = ta.last_layer_embedding(model, x, batch_size=128)
+        assert emb.h.dtype == jnp.float32 and np.isfinite(np.asarray(emb.h)).all()
+
+
 def _wide_mlp(seed):
     """A model whose (n, D) features are large enough (>= 8 MiB) for the reusable hand-over buffer."""
     torch.manual_seed(seed)
