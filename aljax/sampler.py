@@ -258,6 +258,9 @@ class ActiveSampler:
             return "torch", model
         if isinstance(model, (tuple, list)) and len(model) == 2:
             if _is_torch_module(model[0]):
+                from . import torch_adapter
+
+                torch_adapter._unpack_model(fn, model)  # a bad tokenizer fails here, not at select()
                 return "torch", tuple(model)
             if callable(model[1]):
                 return "jax", tuple(model)

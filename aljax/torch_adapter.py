@@ -86,7 +86,10 @@ def to_jax(tensor, *, narrow: bool = False) -> jax.Array:
     * 64-bit dtypes (``int64``, ``float64``, ``complex128``, ``uint64``) while JAX's x64 mode is
       off raise a ``TypeError``, unless ``narrow=True``: then they are cast in torch to their
       32-bit counterpart (a copy), and ``int64`` values outside the ``int32`` range raise a
-      ``ValueError`` instead of wrapping. (JAX's own DLPack import would narrow silently.)
+      ``ValueError`` instead of wrapping; ``float64`` values are rounded to the nearest
+      ``float32``, so finite values beyond its range (about ±3.4e38) become ±Inf (the embedding
+      functions check their narrowed outputs for that). (JAX's own DLPack import would narrow
+      silently.)
       With x64 on, 64-bit tensors are shared as they are.
 
     Args:
@@ -144,7 +147,8 @@ def _narrowed(fn: str, tensor):
                 f"aljax.{fn}: argument `tensor` holds int64 values in [{low}, {high}], outside the int32 range; "
                 "enable JAX's x64 mode to hand it over without loss.")
     if tensor.dtype == getattr(torch, "uint64", None) and tensor.numel():
-        if int(tensor.max()) > 2**32 - 1:
+        bits = tensor.view(torch.int64)  # torch has no max() for uint64; >= 2**63 reads negative here
+        if int(bits.min()) < 0 or int(bits.max()) > 2**32 - 1:
             raise ValueError(f"aljax.{fn}: argument `tensor` holds uint64 values above the uint32 range; "
                              "enable JAX's x64 mode to hand it over without loss.")
     return tensor.to(target)
@@ -173,6 +177,9 @@ def to_torch(array):
         raise TypeError(_validate.message(fn, "array", "a concrete jax.Array", "a tracer (inside jit/vmap/grad)"))
     if not isinstance(array, jax.Array):
         raise TypeError(_validate.message(fn, "array", "a jax.Array", type(array).__name__))
+    if jax.dtypes.issubdtype(array.dtype, jax.dtypes.prng_key):
+        raise TypeError(_validate.message(fn, "array", "an array of numbers (DLPack carries no PRNG keys)",
+                                          f"a key array of dtype {array.dtype}; pass jax.random.key_data(key)"))
     if len(array.devices()) != 1:
         raise ValueError(_validate.message(fn, "array", "an array on a single device",
                                            f"an array sharded over {len(array.devices())} devices"))
@@ -232,11 +239,16 @@ class _Inputs:
         fn, arg = self.fn, self.arg
         if isinstance(pool, str):
             raise TypeError(_validate.message(fn, arg, "a list of strings (not a single string)", "a str"))
+        if isinstance(pool, np.ndarray) and pool.ndim == 1 and pool.dtype.kind in "UO" and pool.size \
+                and all(isinstance(s, str) for s in pool.tolist()):
+            pool = pool.tolist()                     # a NumPy array of strings, as a list
         if isinstance(pool, (list, tuple)) and pool and all(isinstance(s, str) for s in pool):
             if self.tokenizer is None:
                 raise TypeError(_validate.message(fn, "model", "a (model, tokenizer) pair for a pool of strings",
                                                   "a model without a tokenizer"))
             self._check_tokenizer()
+            if self.max_length is None:
+                self.max_length = _default_max_length(self.tokenizer, getattr(self.module, "config", None))
             self.n = len(pool)
             return list(pool)
         if isinstance(pool, (list, tuple)) and not pool:
@@ -267,6 +279,13 @@ class _Inputs:
                 raise ValueError(_validate.message(
                     fn, arg, "a DataLoader that keeps the order (shuffle=False, the default sampler)",
                     f"a DataLoader with a {type(pool.sampler).__name__}: the returned indices would be meaningless"))
+            batches = pool.batch_sampler
+            if batches is not None and not (type(batches) is torch.utils.data.BatchSampler
+                                            and isinstance(batches.sampler, torch.utils.data.SequentialSampler)):
+                raise ValueError(_validate.message(
+                    fn, arg, "a DataLoader that keeps the order (shuffle=False, the default sampler)",
+                    f"a DataLoader with a custom batch_sampler ({type(batches).__name__}): "
+                    "the returned indices could be meaningless"))
             if getattr(pool, "drop_last", False):
                 raise ValueError(_validate.message(fn, arg, "a DataLoader with drop_last=False",
                                                    "drop_last=True: the last examples would never be considered"))
@@ -293,6 +312,15 @@ class _Inputs:
             raise ValueError(
                 f"aljax.{self.fn}: `model.config.pad_token_id` is None, so the model cannot find the last "
                 "non-pad token of a padded batch; set `model.config.pad_token_id = tokenizer.pad_token_id`.")
+        # Sequence heads on the last token (GPT-2's `score`) find it by `config.pad_token_id`: a
+        # tokenizer padding with another id would make them read a pad token, silently.
+        pad_id = getattr(tokenizer, "pad_token_id", None)
+        if isinstance(getattr(self.module, "score", None), torch.nn.Module) and config is not None \
+                and isinstance(pad_id, int) and pad_id != config.pad_token_id:
+            raise ValueError(
+                f"aljax.{self.fn}: the tokenizer pads with id {pad_id} but `model.config.pad_token_id` is "
+                f"{config.pad_token_id}, so the model would read a pad token as the last one; set "
+                "`model.config.pad_token_id = tokenizer.pad_token_id`.")
 
     def batches(self) -> Iterator[tuple[tuple, dict]]:
         pool = self.pool
@@ -313,9 +341,7 @@ class _Inputs:
             if self.tokenizer is None:
                 raise TypeError(_validate.message(self.fn, "model", "a (model, tokenizer) pair for a pool of strings",
                                                   "a model without a tokenizer"))
-            encoded = self.tokenizer(batch, padding=True, truncation=True, max_length=self.max_length,
-                                     return_tensors="pt")
-            return self._prepare(dict(encoded))
+            return self._prepare(dict(self._tokenize(batch)))
         if isinstance(batch, Mapping):
             kwargs = {key: self._to_device(v) for key, v in batch.items()
                       if key not in _LABEL_KEYS and (self.forward_params is None or key in self.forward_params)}
@@ -327,6 +353,19 @@ class _Inputs:
         raise TypeError(_validate.message(self.fn, self.arg, "batches of tensors, (inputs, labels) tuples, "
                                           "mappings or strings", f"a batch of type {type(batch).__name__}"))
 
+    def _tokenize(self, batch: list):
+        """Right padding whatever the tokenizer's ``padding_side`` (restored after): pad tokens are
+        then masked and every real token keeps its position, so each string's features are those
+        it has alone. Left padding shifts the positions of models with absolute position
+        embeddings (BERT, GPT-2) and puts a pad token where BERT's pooler reads ``[CLS]``."""
+        tokenizer = self.tokenizer
+        side = getattr(tokenizer, "padding_side", "right")
+        tokenizer.padding_side = "right"
+        try:
+            return tokenizer(batch, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        finally:
+            tokenizer.padding_side = side
+
     def _to_device(self, value):
         if not isinstance(value, torch.Tensor):
             return value
@@ -334,6 +373,16 @@ class _Inputs:
         if value.dtype == dtype and value.device == self.device:
             return value
         return value.to(device=self.device, dtype=dtype, non_blocking=True)
+
+
+def _default_max_length(tokenizer, config) -> int | None:
+    """Truncation length when none is given: the smaller of the tokenizer's ``model_max_length``
+    (when set: unset, transformers uses a huge number) and the model's position limit, so that a
+    long string is truncated instead of failing inside the model."""
+    limits = [getattr(tokenizer, "model_max_length", None)]
+    limits += [getattr(config, name, None) for name in ("max_position_embeddings", "n_positions")]
+    limits = [int(x) for x in limits if isinstance(x, (int, np.integer)) and 0 < x < 1_000_000]
+    return min(limits) if limits else None
 
 
 def _forward_params(module):
@@ -698,7 +747,8 @@ _MODEL_ARGS = """
         model itself is not moved.
       head: name of the final layer (as in ``model.named_modules()``); default the last
         ``nn.Linear`` executed in the forward pass, checked to produce the logits.
-      max_length: tokeniser truncation length (strings only); default the tokeniser's own."""
+      max_length: tokeniser truncation length (strings only); default the smaller of the
+        tokeniser's ``model_max_length`` and the model's ``max_position_embeddings``."""
 
 
 def last_layer_embedding(model, pool, *, batch_size: int = 256, device=None, head: str | None = None,

@@ -283,6 +283,15 @@ def test_bad_inputs_name_the_function_and_argument(case):
     assert arg in message, message
 
 
+def test_torch_model_with_a_non_callable_tokenizer_is_refused_at_construction():
+    pytest.importorskip("torch")
+    from aljax import torch_adapter  # noqa: F401
+
+    import torch
+    with pytest.raises(TypeError, match=r"aljax\.ActiveSampler: argument `model`.*tokenizer"):
+        ActiveSampler("classification", (torch.nn.Linear(IN, C), None), 3)
+
+
 def test_torch_model_without_final_linear_is_refused():
     torch = pytest.importorskip("torch")
 

@@ -119,6 +119,12 @@ def test_64_bit_tensors_need_narrow_when_x64_is_off():
         np.testing.assert_array_equal(np.asarray(x), np.arange(5))
     with pytest.raises(ValueError, match=r"torch_adapter\.to_jax.*int32 range"):
         ta.to_jax(torch.tensor([0, 2**40]), narrow=True)
+    if hasattr(torch, "uint64"):
+        for big in (2**32, 2**63 + 5):
+            with pytest.raises(ValueError, match=r"torch_adapter\.to_jax.*uint32 range"):
+                ta.to_jax(torch.tensor([1, big], dtype=torch.uint64), narrow=True)
+        x = ta.to_jax(torch.tensor([0, 2**32 - 1], dtype=torch.uint64), narrow=True)
+        assert x.dtype == jnp.uint32 and np.asarray(x).tolist() == [0, 2**32 - 1]
 
 
 def test_64_bit_tensors_are_shared_when_x64_is_on():
@@ -385,10 +391,18 @@ def _tiny(hf, kind):
     return hf.GPT2ForSequenceClassification(config).eval(), "score"
 
 
+@pytest.mark.parametrize("side", ["right", "left"])
 @pytest.mark.parametrize("kind", ["bert", "distilbert"])
-def test_hf_encoders_on_strings(hf, bert_tokenizer, kind):
+def test_hf_encoders_on_strings(hf, bert_tokenizer, kind, side):
+    """Batched strings give each string's own features, whatever the tokenizer's padding side
+    (left padding would shift BERT's positions and put [PAD] under its pooler)."""
     model, head = _tiny(hf, kind)
-    padded = ta.last_layer_embedding((model, bert_tokenizer), TEXTS, batch_size=4)
+    bert_tokenizer.padding_side = side
+    try:
+        padded = ta.last_layer_embedding((model, bert_tokenizer), TEXTS, batch_size=4)
+    finally:
+        bert_tokenizer.padding_side = "right"
+    assert side == "right" or bert_tokenizer.padding_side == "right"
     single = ta.last_layer_embedding((model, bert_tokenizer), TEXTS, batch_size=1)
     assert padded.h.shape == (len(TEXTS), 32) and padded.a.shape == (len(TEXTS), 3)
     np.testing.assert_allclose(np.asarray(padded.h), np.asarray(single.h), rtol=1e-4, atol=1e-5)
@@ -403,20 +417,13 @@ def test_hf_gpt2_reads_the_last_non_pad_token(hf, side):
     model, head = _tiny(hf, "gpt2")
     tok = word_tokenizer(hf, side)
     emb = ta.last_layer_embedding((model, tok), TEXTS, batch_size=4)
-    # Reference: the model's own last hidden state on the same padded batches, at the last
-    # position whose attention mask is 1.
-    rows = []
+    assert tok.padding_side == side                       # the tokenizer is left as it was
+    # Reference: the model's own last hidden state on each string alone, at its last token.
     with torch.no_grad():
-        for start in range(0, len(TEXTS), 4):
-            enc = tok(TEXTS[start:start + 4], padding=True, return_tensors="pt")
-            hidden = model.transformer(**enc).last_hidden_state
-            mask = enc["attention_mask"]
-            last = (mask * torch.arange(mask.shape[1])).argmax(1)
-            rows.append(hidden[torch.arange(len(last)), last])
-    np.testing.assert_allclose(np.asarray(emb.h), torch.cat(rows).numpy(), rtol=1e-4, atol=1e-5)
-    if side == "right":  # causal model, positions unchanged: padding does not matter
-        via_h, want = _reproduces_logits(model, tok, emb, head)
-        np.testing.assert_allclose(via_h, want, rtol=1e-4, atol=1e-5)
+        rows = [model.transformer(**tok([t], return_tensors="pt")).last_hidden_state[0, -1] for t in TEXTS]
+    np.testing.assert_allclose(np.asarray(emb.h), torch.stack(rows).numpy(), rtol=1e-4, atol=1e-5)
+    via_h, want = _reproduces_logits(model, tok, emb, head)
+    np.testing.assert_allclose(via_h, want, rtol=1e-4, atol=1e-5)
 
 
 def test_hf_gradient_embedding_falls_back_from_vmap(hf, bert_tokenizer):
@@ -424,6 +431,25 @@ def test_hf_gradient_embedding_falls_back_from_vmap(hf, bert_tokenizer):
     grads = ta.gradient_embedding((model, bert_tokenizer), TEXTS[:4])
     dense = ta.last_layer_embedding((model, bert_tokenizer), TEXTS[:4]).to_dense("cd")
     np.testing.assert_allclose(np.asarray(grads), np.asarray(dense), rtol=1e-4, atol=1e-6)
+
+
+def test_hf_strings_as_numpy_array_and_long_strings_truncated_to_the_position_limit(hf, bert_tokenizer):
+    model, _ = _tiny(hf, "bert")                  # 64 positions; the tokenizer sets no length
+    want = ta.last_layer_embedding((model, bert_tokenizer), TEXTS, batch_size=4)
+    got = ta.last_layer_embedding((model, bert_tokenizer), np.asarray(TEXTS), batch_size=4)
+    np.testing.assert_array_equal(np.asarray(got.h), np.asarray(want.h))
+    long = [" ".join(WORDS * 10), "bad plot"]     # 160 words: longer than the model's positions
+    emb = ta.last_layer_embedding((model, bert_tokenizer), long, batch_size=2)
+    cut = ta.last_layer_embedding((model, bert_tokenizer), long, batch_size=2, max_length=64)
+    np.testing.assert_array_equal(np.asarray(emb.h), np.asarray(cut.h))
+
+
+def test_hf_pad_id_other_than_the_models_is_refused_for_last_token_heads(hf):
+    model, _ = _tiny(hf, "gpt2")                  # config.pad_token_id = 0
+    tok = word_tokenizer(hf, "right")
+    tok.pad_token = "<unk>"                       # id 1
+    with pytest.raises(ValueError, match=r"torch_adapter\.badge: the tokenizer pads with id 1 .*pad_token_id` is 0"):
+        ta.badge((model, tok), TEXTS, 2)
 
 
 def test_hf_tokenizer_without_pad_token_is_refused(hf):
@@ -505,6 +531,8 @@ def _bad_cases():
     subset = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=4,
                                          sampler=torch.utils.data.SubsetRandomSampler(range(10)))
     dropping = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=4, drop_last=True)
+    random_batches = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_sampler=(
+        torch.utils.data.BatchSampler(torch.utils.data.RandomSampler(range(len(x))), 4, False)))
     softmaxed = torch.nn.Sequential(torch.nn.Linear(IN, C), torch.nn.Softmax(-1))
     return [
         (lambda: ta.to_jax(np.ones(3)), TypeError, "to_jax", "tensor"),
@@ -526,6 +554,8 @@ def _bad_cases():
         (lambda: ta.last_layer_embedding(model, shuffled), ValueError, "last_layer_embedding", "pool"),
         (lambda: ta.last_layer_embedding(model, subset), ValueError, "last_layer_embedding", "pool"),
         (lambda: ta.last_layer_embedding(model, dropping), ValueError, "last_layer_embedding", "pool"),
+        (lambda: ta.last_layer_embedding(model, random_batches), ValueError, "last_layer_embedding", "batch_sampler"),
+        (lambda: ta.to_torch(jax.random.key(0)), TypeError, "to_torch", "key_data"),
         (lambda: ta.last_layer_embedding(ConvOnly(), x), ValueError, "last_layer_embedding", "no torch.nn.Linear"),
         (lambda: ta.last_layer_embedding(softmaxed, x), ValueError, "last_layer_embedding", "not a Linear"),
         (lambda: ta.last_layer_embedding(torch_mlp(out=1), x), ValueError, "last_layer_embedding", "model"),
