@@ -177,10 +177,15 @@ class ActiveSampler:
       labeled_data: inputs already labeled (same kind as ``candidates``), or ``()`` for none.
         Used by ``"bait"`` (seeds the Fisher), ``"coreset"`` (initial centres) and ``"vessal"``
         with ``seed_fisher=True``; ignored by the others.
-      rank: VeSSAL's rank of each point's Fisher rows.
-      precompute_covariance: VeSSAL: estimate the covariance in a first pass over the candidates.
-      seed_fisher: VeSSAL: seed the stream's statistics with ``labeled_data``.
-      lamb: damping of VeSSAL's ``A₀ = λI`` and of BAIT's ``λI + F_S``.
+      rank: VeSSAL's rank of each point's Fisher rows (ignored by the other strategies).
+      precompute_covariance: VeSSAL: estimate the covariance in a first pass over the candidates
+        (ignored by the other strategies).
+      seed_fisher: VeSSAL: seed the stream's statistics with ``labeled_data`` (ignored by the
+        other strategies).
+      lamb: damping of VeSSAL's ``A₀ = λI`` and of BAIT's ``λI + F_S``. The default ``1e-2`` is
+        the original package's (for VeSSAL); for BAIT, whose own default is ``1.0``, pass
+        ``lamb=1.0``: with ``1e-2`` its greedy steps are ill-conditioned enough that float32
+        round-off can change picks.
       strategy: one of ``"vessal"``, ``"badge"``, ``"bait"``, ``"margin"``, ``"entropy"``,
         ``"least_confidence"``, ``"coreset"``, ``"random"``.
       key: int seed or ``jax.random`` key. Each ``select`` call splits it, so repeated calls
