@@ -97,3 +97,39 @@ def test_smallest_size_runs_every_algorithm_and_a_small_streamed_pool(tmp_path):
     assert split["factored_bytes"] == 10_000 * (10 + 512) * 4
     assert split["peak_rss_bytes"] >= split["peak_rss_after_embedding_bytes"] > split["factored_bytes"]
     assert huge["dense_embedding_bytes"] == 10_000 * 10 * 512 * 4
+
+
+def _run_script(*args, timeout=300):
+    env = dict(__import__("os").environ, HF_HUB_OFFLINE="1")
+    done = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_adapter_overhead_smoke_run_reports_both_models():
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    out = _run_script(ROOT / "benchmarks" / "adapter_overhead.py", "--repeats", "1", "--mlp-n", "512",
+                      "--bert-n", "16", "--bert-seq", "8")
+    rows = [line for line in out.splitlines() if line.startswith(("MLP", "tiny BERT"))]
+    assert len(rows) == 2, out
+    for row in rows:                              # "... <forward>ms <adapter>ms <ratio> <paired> ..."
+        fields = row.split()
+        timed = [i for i, f in enumerate(fields) if f.endswith("ms")]
+        assert float(fields[timed[0]][:-2]) > 0 and float(fields[timed[1] + 1]) > 0, row
+
+
+def test_torch_demo_smoke_run_prints_the_accuracy_table():
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    out = _run_script(ROOT / "examples" / "torch_demo.py", "--rounds", "1", "--seeds", "1", "--epochs", "20")
+    assert "mean gain over the selection rounds" in out, out
+
+
+def test_shrinking_pool_smoke_run_times_every_strategy_asked():
+    pytest.importorskip("sklearn")
+    out = _run_script(ROOT / "benchmarks" / "shrinking_pool.py", "--strategies", "margin,coreset", "--rounds", "2",
+                      "--pool-size", "300")
+    rows = [line.split()[0] for line in out.splitlines()[2:]]
+    assert rows == ["margin", "coreset"], out

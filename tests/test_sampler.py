@@ -190,7 +190,7 @@ def test_badge_prune_is_passed_through_and_changes_no_pick():
     np.testing.assert_array_equal(got.select(torch.tensor(np.asarray(pool))), np.asarray(want))
 
 
-@pytest.mark.parametrize("strategy, budget", [(s, K) for s in STRATEGIES] + [("vessal", RATE), ("bait", RATE)])
+@pytest.mark.parametrize("strategy, budget", [(s, b) for s in STRATEGIES for b in (K, RATE)])
 def test_torch_module_matches_jax_pair(strategy, budget):
     _needs(strategy)
     params, apply_fn, _ = jax_model(6)
@@ -205,7 +205,7 @@ def test_torch_module_matches_jax_pair(strategy, budget):
     np.testing.assert_array_equal(got, want)
 
 
-def test_torch_regression_and_labeled_strings_kinds():
+def test_torch_regression_uses_penultimate_features():
     torch = pytest.importorskip("torch")
     params, _, _ = jax_model(7, out=1)
     model = torch_twin(params)
@@ -228,10 +228,18 @@ def test_hf_pair_with_strings(tmp_path):
         vocab_size=len(words) + 5, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
         num_labels=2, max_position_embeddings=32))
     texts = ["the movie was good", "bad plot", "not fun", "the plot was not bad", "good good", "a movie"]
-    for strategy in ("badge", "margin", "coreset"):
-        picks = ActiveSampler("classification", (model, tok), 3, labeled_data=["fun movie"],
-                              strategy=strategy).select(texts)
-        assert len(set(picks.tolist())) == 3 and picks.max() < len(texts)
+    from aljax import torch_adapter as ta
+
+    for strategy in STRATEGIES:
+        for budget in (3, 0.5):
+            picks = ActiveSampler("classification", (model, tok), budget, labeled_data=["fun movie"],
+                                  strategy=strategy, seed_fisher=strategy == "vessal").select(texts)
+            assert picks.dtype.kind == "i" and len(set(picks.tolist())) == len(picks) and picks.max() < len(texts)
+            if budget == 3 or strategy != "vessal":  # the batch strategies pick round(0.5 · 6) = 3
+                assert len(picks) == 3, (strategy, budget)
+    want = ta.margin((model, tok), texts, 3)
+    got = ActiveSampler("classification", (model, tok), 3, strategy="margin").select(texts)
+    np.testing.assert_array_equal(got, np.asarray(want))
 
 
 # ---------------------------------------------------------------- bad inputs
