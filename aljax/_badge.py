@@ -375,6 +375,7 @@ def badge(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 
       (10,)
     """
     fn = "badge"
+    _validate.check_params(fn, params)
     key = _validate.as_key(fn, key)
     k = _validate.check_k_for_pool(fn, k, pool)
     prune = _check_prune(fn, prune, factored=True)

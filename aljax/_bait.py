@@ -1144,6 +1144,7 @@ def bait(params, apply_fn: Callable, pool, k: int, *, labeled=None, lamb: float 
       (10,)
     """
     fn = "bait"
+    _validate.check_params(fn, params)
     k = _validate.check_k_for_pool(fn, k, pool)
     like, pool = _validate.peek_batches(fn, pool)
     lamb = _validate.check_positive(fn, "lamb", lamb)

@@ -96,6 +96,7 @@ def _select_by_score(logits: jax.Array, score: Callable, k: int) -> jax.Array:
 
 
 def _uncertainty(fn: str, score: Callable, params, apply_fn, pool, k, key, batch_size) -> jax.Array:
+    _validate.check_params(fn, params)
     k, _, batch_size = _check_common(fn, pool, k, key, batch_size)
     logits = _pool_logits(fn, params, apply_fn, pool, k, batch_size)
     return _select_by_score(logits, score, k)
@@ -219,6 +220,7 @@ def bald(params, apply_fn: Callable, pool, k: int, *, key=0, mc_samples: int = 2
       (5,)
     """
     fn = "bald"
+    _validate.check_params(fn, params)
     k, key, batch_size = _check_common(fn, pool, k, key, batch_size)
     mc_samples = _validate.check_int(fn, "mc_samples", mc_samples, low=2)
     if not callable(apply_fn):
@@ -430,6 +432,7 @@ def coreset(params, apply_fn: Callable, pool, k: int, *, key=0, labeled=None, ba
       (5,)
     """
     fn = "coreset"
+    _validate.check_params(fn, params)
     k, _, batch_size = _check_common(fn, pool, k, key, batch_size)
     like, pool = _validate.peek_batches(fn, pool)
     if labeled is not None:

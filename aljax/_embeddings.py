@@ -226,6 +226,7 @@ def logits_and_features(params, apply_fn: Callable, pool, *, batch_size: int = 1
     Returns:
       ``(outputs, h)``: ``(n, C)`` (or ``(n,)``/``(n, m)``) and ``(n, D)`` arrays.
     """
+    _validate.check_params(fn_name, params)
     if not callable(apply_fn):
         raise TypeError(_validate.message(fn_name, "apply_fn", "a callable apply_fn(params, x)", type(apply_fn).__name__))
     if features_fn is not None and not callable(features_fn):
@@ -450,6 +451,7 @@ def gradient_embedding(params, apply_fn: Callable, pool, *, wrt=None, batch_size
       ``(n, d)`` array (``(n, project_to)`` with a sketch).
     """
     fn_name = "gradient_embedding"
+    _validate.check_params(fn_name, params)
     if not callable(apply_fn):
         raise TypeError(_validate.message(fn_name, "apply_fn", "a callable apply_fn(params, x)", type(apply_fn).__name__))
     batch_size = _validate.check_int(fn_name, "batch_size", batch_size, low=1)

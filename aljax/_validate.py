@@ -21,6 +21,19 @@ def message(fn: str, arg: str, expected: str, got: Any) -> str:
     return f"aljax.{fn}: argument `{arg}` must be {expected}, got {got}."
 
 
+def check_params(fn: str, params: Any) -> None:
+    """A torch module passed where JAX ``params`` go gets pointed to the torch adapter (torch is
+    not imported: the module is recognised by its class hierarchy)."""
+    if any(c.__name__ == "Module" and c.__module__.startswith("torch.nn") for c in type(params).__mro__):
+        from . import torch_adapter  # torch is imported already: the user made a module
+
+        name = fn.split(".")[-1]
+        where = f"`aljax.torch_adapter.{name}(model, pool, ...)`" if hasattr(torch_adapter, name) else \
+            "`aljax.torch_adapter`"
+        raise TypeError(message(fn, "params", "JAX model parameters (with `apply_fn`)",
+                                f"a torch.nn.Module; torch models go through {where}"))
+
+
 def is_concrete(*arrays) -> bool:
     """True when no leaf is being traced (values can be inspected)."""
     return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(arrays))

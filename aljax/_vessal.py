@@ -922,6 +922,7 @@ def vessal(params, apply_fn: Callable, pool, k: int | None = None, *, rate: floa
       (10,)
     """
     fn = "vessal"
+    _validate.check_params(fn, params)
     key = _validate.as_key(fn, key)
     lamb = _validate.check_positive(fn, "lamb", lamb)
     batch_size = _validate.check_int(fn, "batch_size", batch_size, low=1)

@@ -254,6 +254,10 @@ class ActiveSampler:
         if strategy == "vessal" and seed_fisher and _no_labeled(labeled_data):
             raise ValueError(_validate.message(fn, "labeled_data", "labeled inputs when seed_fisher=True",
                                                "none"))
+        if self._kind == "torch" and strategy != "random":  # random never runs the model
+            from . import torch_adapter
+
+            torch_adapter._check_head(fn, self.model, head)
         self._options = {"features_fn": features_fn, "head": head, "device": device, "max_length": max_length}
         self.labeled_data = None if _no_labeled(labeled_data) else labeled_data
 

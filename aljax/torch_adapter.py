@@ -427,6 +427,22 @@ def _head_module(fn: str, module, head):
     return modules[head]
 
 
+def _no_linear(fn: str):
+    raise ValueError(f"aljax.{fn}: the model has no torch.nn.Linear layer, so there is no final Linear "
+                     "layer whose input could serve as features; pass `head=` with the name of the "
+                     "final layer (any module whose input is the penultimate features).")
+
+
+def _check_head(fn: str, model, head: str | None) -> None:
+    """What can be checked of the final layer before a forward pass: ``head`` names a submodule,
+    or (auto-detection) the model has an ``nn.Linear`` at all."""
+    module, _ = _unpack_model(fn, model)
+    if head is not None:
+        _head_module(fn, module, head)
+    elif not any(isinstance(m, torch.nn.Linear) for m in module.modules()):
+        _no_linear(fn)
+
+
 class _Head:
     """Captures the input and output of the model's final ``nn.Linear`` during forward passes.
 
@@ -443,9 +459,7 @@ class _Head:
         else:
             linears = [(n, m) for n, m in modules.items() if isinstance(m, torch.nn.Linear)]
             if not linears:
-                raise ValueError(f"aljax.{fn}: the model has no torch.nn.Linear layer, so there is no final Linear "
-                                 "layer whose input could serve as features; pass `head=` with the name of the "
-                                 "final layer (any module whose input is the penultimate features).")
+                _no_linear(fn)
             self.handles = [m.register_forward_hook(self._hook(n)) for n, m in linears]
 
     def _hook(self, name):

@@ -311,8 +311,14 @@ def test_torch_model_without_final_linear_is_refused():
         def forward(self, x):
             return self.conv(x[:, None, :])[:, :, 0]
 
-    with pytest.raises(ValueError, match=r"aljax\.ActiveSampler\.select: the model has no torch\.nn\.Linear"):
-        ActiveSampler("classification", NoLinear(), 3, strategy="badge").select(np.asarray(pool_of(10)))
+    with pytest.raises(ValueError, match=r"aljax\.ActiveSampler: the model has no torch\.nn\.Linear"):
+        ActiveSampler("classification", NoLinear(), 3, strategy="badge")       # at construction
+    with pytest.raises(ValueError, match=r"aljax\.ActiveSampler: argument `head`"):
+        ActiveSampler("classification", NoLinear(), 3, strategy="badge", head="fc")
+    picks = ActiveSampler("classification", NoLinear(), 3, strategy="random").select(np.asarray(pool_of(10)))
+    assert len(set(picks.tolist())) == 3                                        # random never runs it
+    named = ActiveSampler("classification", NoLinear(), 3, strategy="badge", head="conv")  # any named head
+    assert len(set(named.select(np.asarray(pool_of(10))).tolist())) == 3
 
 
 def test_import_sampler_does_not_import_torch():

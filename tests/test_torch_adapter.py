@@ -591,6 +591,21 @@ def test_bad_inputs_name_function_and_argument(case):
     assert arg in message, message
 
 
+@pytest.mark.parametrize("name", ["badge", "margin", "bait", "vessal", "coreset", "last_layer_embedding",
+                                  "gradient_embedding", "no_such_twin"])
+def test_top_level_functions_point_a_torch_module_to_the_adapter(name):
+    model, x = torch_mlp(), pool_of(20)
+    if name == "no_such_twin":
+        call, where = lambda: aljax._validate.check_params(name, model), "`aljax.torch_adapter`"
+    else:
+        args = (model, None, x, 2) if "embedding" not in name else (model, None, x)
+        call, where = lambda: getattr(aljax, name)(*args), f"`aljax.torch_adapter.{name}(model, pool, ...)`"
+    with pytest.raises(TypeError) as info:
+        call()
+    message = str(info.value)
+    assert message.startswith(f"aljax.{name}: argument `params`") and message.endswith(where + "."), message
+
+
 def test_nan_in_outputs_is_refused():
     model = torch_mlp()
     x = pool_of(10)
