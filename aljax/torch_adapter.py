@@ -427,6 +427,18 @@ def _head_module(fn: str, module, head):
     return modules[head]
 
 
+def _describe_inputs(args, kwargs) -> str:
+    """``float32 (256, 6)``-style summary of a batch's tensors, with a hint for integer features."""
+    tensors = [(str(i), v) for i, v in enumerate(args)] + list(kwargs.items())
+    parts = [f"{'' if name.isdigit() else name + '='}{str(v.dtype).replace('torch.', '')} {tuple(v.shape)}"
+             for name, v in tensors if isinstance(v, torch.Tensor)]
+    text = ", ".join(parts) or "non-tensor inputs"
+    integer_features = [v for _, v in tensors if isinstance(v, torch.Tensor) and not v.is_floating_point()]
+    if integer_features and not kwargs:
+        text += " (integer inputs are passed as they are, as token ids would be: cast features to float)"
+    return text
+
+
 def _no_linear(fn: str):
     raise ValueError(f"aljax.{fn}: the model has no torch.nn.Linear layer, so there is no final Linear "
                      "layer whose input could serve as features; pass `head=` with the name of the "
@@ -482,7 +494,12 @@ class _Head:
     def run(self, args, kwargs):
         """One forward pass -> (logits, features) on the model's device."""
         self.captured = None
-        logits = _logits_of(self.fn, self.module(*args, **kwargs))
+        try:
+            output = self.module(*args, **kwargs)
+        except (RuntimeError, TypeError, ValueError) as err:
+            raise type(err)(f"aljax.{self.fn}: the model's forward pass failed on a batch of "
+                            f"{_describe_inputs(args, kwargs)}: {err}") from err
+        logits = _logits_of(self.fn, output)
         if not logits.is_floating_point():
             raise TypeError(_validate.message(self.fn, "model", "a model returning floating logits",
                                               f"outputs of dtype {logits.dtype}"))

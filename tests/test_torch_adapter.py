@@ -606,6 +606,13 @@ def test_top_level_functions_point_a_torch_module_to_the_adapter(name):
     assert message.startswith(f"aljax.{name}: argument `params`") and message.endswith(where + "."), message
 
 
+def test_a_failing_forward_pass_names_the_function_and_the_batch():
+    model, x = torch_mlp(), pool_of(10)
+    with pytest.raises(RuntimeError, match=r"aljax\.torch_adapter\.badge: the model's forward pass failed on a "
+                                           r"batch of int64 \(10, 6\) \(integer inputs .*cast features to float\)"):
+        ta.badge(model, x.numpy().astype(np.int64), 2)
+
+
 def test_nan_in_outputs_is_refused():
     model = torch_mlp()
     x = pool_of(10)
