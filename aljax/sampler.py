@@ -114,6 +114,9 @@ def _vessal_embedded(fn, key, emb, k, rate, labeled_emb, options):
     from . import _vessal
 
     rank = options.get("rank", 1) if isinstance(emb, FisherFactors) else None
+    if rank is not None and rank > emb.probs.shape[1]:
+        raise ValueError(_validate.message(fn, "rank", f"at most the number of classes ({emb.probs.shape[1]})",
+                                           rank))
     seed = labeled_emb if options.get("seed_fisher", False) else None
     covariance = None
     if options.get("precompute_covariance", False):

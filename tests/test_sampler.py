@@ -261,6 +261,8 @@ def _bad_cases():
         (lambda: ActiveSampler("classification", "model", 5), TypeError, "ActiveSampler", "model"),
         (lambda: ActiveSampler("classification", (params, 3), 5), TypeError, "ActiveSampler", "model"),
         (lambda: ActiveSampler("classification", pair, 5, rank=0), ValueError, "ActiveSampler", "rank"),
+        (lambda: ActiveSampler("classification", pair, 5, rank=C + 1).select(pool_of(10)), ValueError,
+         "ActiveSampler.select: argument `rank`", "number of classes"),
         (lambda: ActiveSampler("classification", pair, 5, lamb=-1.0), ValueError, "ActiveSampler", "lamb"),
         (lambda: ActiveSampler("classification", pair, 5, seed_fisher=1), TypeError, "ActiveSampler", "seed_fisher"),
         (lambda: ActiveSampler("classification", pair, 5, key="k"), TypeError, "ActiveSampler", "key"),
