@@ -497,8 +497,12 @@ class _Head:
         try:
             output = self.module(*args, **kwargs)
         except (RuntimeError, TypeError, ValueError) as err:
-            raise type(err)(f"aljax.{self.fn}: the model's forward pass failed on a batch of "
-                            f"{_describe_inputs(args, kwargs)}: {err}") from err
+            try:  # the same exception type, named; unless that type takes other arguments
+                named = type(err)(f"aljax.{self.fn}: the model's forward pass failed on a batch of "
+                                  f"{_describe_inputs(args, kwargs)}: {err}")
+            except Exception:
+                raise err from None
+            raise named from err
         logits = _logits_of(self.fn, output)
         if not logits.is_floating_point():
             raise TypeError(_validate.message(self.fn, "model", "a model returning floating logits",
