@@ -64,6 +64,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _sharding, _validate
+from ._badge import _pad_tree
 from ._embeddings import _stream_chunks, logits_and_features, softmax
 from ._types import Factored, FisherFactors
 
@@ -576,15 +577,9 @@ class _PaddedChunks:
         self.emb, self.n, self.size = emb, n, _CHUNK
 
     def __iter__(self):
-        padded = _zero_pad_rows(self.emb, rows=-(-self.n // _CHUNK) * _CHUNK)
+        padded = _pad_tree(self.emb, size=-(-self.n // _CHUNK) * _CHUNK)
         for start in range(0, self.n, _CHUNK):
             yield _take(padded, start, start + _CHUNK), min(_CHUNK, self.n - start)
-
-
-@functools.partial(jax.jit, static_argnames=("rows",))
-def _zero_pad_rows(emb, *, rows: int):
-    return jax.tree_util.tree_map(
-        lambda leaf: jnp.pad(leaf, [(0, rows - leaf.shape[0])] + [(0, 0)] * (leaf.ndim - 1)), emb)
 
 
 def _n_rows(block) -> int:
