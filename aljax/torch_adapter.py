@@ -464,7 +464,7 @@ class _Head:
 
     def __init__(self, fn: str, module, head: str | None):
         self.fn, self.module, self.name, self.captured, self.checked = fn, module, head, None, False
-        self.linear_head, self.logits_are_head_output = None, False
+        self.logits_are_head_output = False
         modules = dict(module.named_modules())
         if head is not None:
             self.handles = [_head_module(fn, module, head).register_forward_hook(self._hook(head))]
@@ -477,7 +477,8 @@ class _Head:
     def _hook(self, name):
         def hook(mod, inputs, output):
             if inputs and isinstance(inputs[0], torch.Tensor) and isinstance(output, torch.Tensor):
-                self.captured = (name, inputs[0], output)
+                # A plain nn.Linear (a subclass may compute anything): see `logits_are_head_output`.
+                self.captured = (name, inputs[0], output, type(mod) is torch.nn.Linear)
         return hook
 
     def __enter__(self):
@@ -510,21 +511,14 @@ class _Head:
         if self.captured is None:
             raise ValueError(f"aljax.{self.fn}: no nn.Linear layer ran in the model's forward pass (or the "
                              f"named `head` did not run); pass `head=` with the name of the final layer.")
-        name, h, out = self.captured
+        name, h, out, plain_linear = self.captured
         self.captured = None  # let torch's allocator reuse these before the next batch
-        self.logits_are_head_output = out is logits and self.head_is_linear(name)
+        self.logits_are_head_output = out is logits and plain_linear
         if self.name is None:  # first batch: keep only the head hooked
             self.name = name
             self.remove()
             self.handles = [dict(self.module.named_modules())[name].register_forward_hook(self._hook(name))]
         return logits, self._features(logits, h, out)
-
-    def head_is_linear(self, name) -> bool:
-        """Whether the head is a plain ``torch.nn.Linear`` (not a subclass, which may compute
-        anything), looked up once."""
-        if self.linear_head is None:
-            self.linear_head = type(dict(self.module.named_modules())[name]) is torch.nn.Linear
-        return self.linear_head
 
     def _features(self, logits, h, out):
         """``h`` row for each logits row. A sequence head (GPT-2's ``score``) runs on every token and the
