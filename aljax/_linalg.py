@@ -1,0 +1,29 @@
+"""Small dense linear algebra shared by the Fisher and covariance code.
+
+Matmuls in curvature code run at ``precision=HIGHEST``: on accelerators the default precision
+rounds float32 inputs to bfloat16, which changes which point a greedy Fisher step picks.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def mm(a, b):
+    """``a @ b`` at full float32 (or float64) precision."""
+    return jnp.matmul(a, b, precision=HIGHEST)
+
+
+def sym(m):
+    """The symmetric part ``(m + mᵀ)/2`` of a (batch of) square matrices, over the last two axes."""
+    return (m + jnp.swapaxes(m, -1, -2)) / 2
+
+
+def spd_inverse(m):
+    """The inverse of a symmetric positive definite ``m`` through its Cholesky factor (outside hot
+    loops: a one-off setup solve)."""
+    eye = jnp.eye(m.shape[-1], dtype=m.dtype)
+    return sym(jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(sym(m)), True), eye))
