@@ -1,0 +1,114 @@
+"""Strategy name -> embedding of the model's outputs -> selector.
+
+The one dispatch from a model's outputs (logits and penultimate features, computed by a JAX
+``apply_fn`` or by the torch adapter) to an embedding-level selector. ``ActiveSampler`` and the
+torch adapter's front doors both go through it, so a strategy is implemented once.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import jax
+
+from . import _validate
+from ._badge import kmeans_pp
+from ._bait import fisher_greedy
+from ._baselines import k_center_greedy, random_kernel
+from ._embeddings import hallucinated_residual, softmax
+from ._types import Factored, FisherFactors
+from ._vessal import covariance_of, volume_stream
+from . import scores
+
+STRATEGIES = ("vessal", "badge", "bait", "margin", "entropy", "least_confidence", "coreset", "random")
+UNCERTAINTY = ("margin", "entropy", "least_confidence")
+REGRESSION = ("vessal", "badge", "bait", "coreset", "random")
+PROBLEM_TYPES = ("classification", "regression")
+# The damping of each algorithm where its paper's default differs (used when ``lamb`` is None).
+DEFAULT_LAMB = {"bait": 1.0, "vessal": 0.01}
+
+
+def check_problem_type(fn: str, problem_type: Any, strategy: str | None = None) -> str:
+    """``problem_type`` is ``"classification"`` or ``"regression"``, and regression only for a
+    strategy defined for it."""
+    if problem_type not in PROBLEM_TYPES:
+        raise ValueError(_validate.message(fn, "problem_type", "'classification' or 'regression'",
+                                           repr(problem_type)))
+    if problem_type == "regression" and strategy is not None and strategy not in REGRESSION:
+        raise ValueError(_validate.message(fn, "problem_type", f"'classification' ({strategy} needs class "
+                                           "probabilities; regression works with "
+                                           f"{', '.join(REGRESSION)})", repr(problem_type)))
+    return problem_type
+
+
+def check_rate(fn: str, arg: str, rate: Any) -> float:
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
+        raise TypeError(_validate.message(fn, arg, "a float in (0, 1]", f"{type(rate).__name__} {rate!r}"))
+    if not 0 < rate <= 1:
+        raise ValueError(_validate.message(fn, arg, "a float in (0, 1]", rate))
+    return float(rate)
+
+
+def k_from_rate(rate: float, n: int) -> int:
+    """A labeling rate turned into a count for the batch strategies: ``max(1, round(rate·n))``."""
+    return max(1, min(n, int(round(rate * n))))
+
+
+def select_from_outputs(fn: str, strategy: str, problem_type: str, key, logits, h, n: int, k: int | None, *,
+                        rate: float | None = None, labeled=None, options: dict | None = None) -> jax.Array:
+    """Pick from model outputs: ``logits (n, C)`` (or regression outputs) and features ``h (n, D)``.
+
+    ``labeled`` is ``(labeled_logits, labeled_h)`` or None. Exactly one of ``k`` / ``rate``.
+    ``options`` holds the algorithm's keywords (``prune``, ``lamb`` (None: the algorithm's
+    default), ``oversample``, ``rank``, ``precompute_covariance``).
+    """
+    options = options or {}
+    if (k is None) == (rate is None):
+        raise ValueError(f"aljax.{fn}: give exactly one of `k` (a count) and `rate` (a float in (0, 1]), "
+                         f"got k={k!r} and rate={rate!r}.")
+    if rate is not None:
+        rate = check_rate(fn, "rate", rate)
+    if k is not None:
+        k = _validate.check_k(fn, k, n)
+    if strategy != "vessal" and k is None:
+        k = k_from_rate(rate, n)
+    check_problem_type(fn, problem_type, strategy)
+    regression = problem_type == "regression"
+    labeled_logits, labeled_h = labeled if labeled is not None else (None, None)
+    lamb = options.get("lamb")
+    lamb = DEFAULT_LAMB.get(strategy) if lamb is None else lamb
+
+    if strategy == "random":
+        return random_kernel(key, n, k)
+    if strategy in UNCERTAINTY:
+        return scores.top_k(getattr(scores, strategy)(logits), k)
+    if strategy == "coreset":
+        return k_center_greedy(h, k, key=key, labeled=labeled_h)
+    if strategy == "badge":
+        # Regression: the squared loss's gradient at the hallucinated label (the prediction itself)
+        # is zero, so BADGE's embedding degenerates; k-means++ runs on h (diversity only).
+        emb = h if regression else Factored(hallucinated_residual(logits), h)
+        return kmeans_pp(emb, k, key=key, prune=options.get("prune", False))
+    # BAIT and VeSSAL: Fisher embeddings; regression's Fisher is h hᵀ (dense rows h).
+    emb = h if regression else FisherFactors(softmax(logits), h)
+    labeled_emb = None
+    if labeled_h is not None:
+        labeled_emb = labeled_h if regression else FisherFactors(softmax(labeled_logits), labeled_h)
+    if strategy == "bait":
+        if regression:  # fisher_greedy takes dense Fisher rows as (n, r, d): one row h per point
+            emb = emb[:, None, :]
+            labeled_emb = None if labeled_emb is None else labeled_emb[:, None, :]
+        return fisher_greedy(emb, k, key=key, labeled=labeled_emb, lamb=lamb,
+                             oversample=options.get("oversample", 2.0))
+    if strategy == "vessal":
+        rank = options.get("rank", 1) if isinstance(emb, FisherFactors) else None
+        if rank is not None and rank > emb.probs.shape[1]:
+            raise ValueError(_validate.message(fn, "rank", f"at most the number of classes ({emb.probs.shape[1]})",
+                                               rank))
+        covariance = None
+        if options.get("precompute_covariance", False):
+            covariance = covariance_of(emb, labeled_emb, rank)
+        return volume_stream(emb, k, key=key, labeled=labeled_emb, rate=rate, lamb=lamb, rank=rank,
+                             covariance=covariance)
+    raise AssertionError(strategy)
