@@ -1,60 +1,92 @@
 """aljax: deep active learning as pure, jit-compiled JAX functions.
 
-Data flows one way: model → embeddings → selector → indices.
+Data flows one way: model → embeddings → selector → indices. The modules form layers, and a
+module imports only modules of its own layer or of the layers listed before it
+(``tests/test_layout.py`` walks every import and fails on a cycle or an upward import):
+
+1. ``_validate``: argument checks with one message style.
+2. ``_types``, ``_padding``, ``_linalg``, ``_sharding``: embedding containers, size buckets,
+   small linear algebra, row layouts over devices.
+3. ``_dense_head``, ``_embeddings``, ``scores``: from a model to embeddings and scores.
+4. ``_badge``, ``_bait``, ``_vessal``, ``_baselines``: selectors (arrays in, indices out) and
+   the JAX front doors that embed a pool and call them.
+5. ``_strategies``: strategy name → embedding of a model's outputs → selector.
+6. ``torch_adapter``: torch and Hugging Face models in front of the same strategies.
+7. ``sampler``: ``ActiveSampler``, the ``active_learn`` object API.
+8. ``_labelpool``, ``_simulate``, ``_plot``: the experiment harness.
+
+Every public function follows one calling convention (``docs/api.md``): selectors take
+``(embedding, k, *, key=0, labeled=None, ...)``, front doors ``(params, apply_fn, pool, k, *,
+key=0, labeled=None, batch_size=256, features_fn=None, problem_type="classification", ...)``.
+Without ``key=`` every call uses key 0: in a loop, pass a fresh key each round.
 """
 
-from ._badge import badge as badge
-from ._bait import bait as bait
-from ._bait import fisher_greedy as fisher_greedy
-from ._badge import kmeans_pp as kmeans_pp
+# Embeddings
 from ._embeddings import fisher_embedding as fisher_embedding
 from ._embeddings import gradient_embedding as gradient_embedding
 from ._embeddings import last_layer_embedding as last_layer_embedding
 from ._types import Factored as Factored
-from .sampler import ActiveSampler as ActiveSampler
 from ._types import FisherFactors as FisherFactors
-from ._vessal import vessal as vessal
-from ._vessal import volume_stream as volume_stream
 from . import scores as scores
+
+# Selectors on embeddings
+from ._badge import kmeans_pp as kmeans_pp
+from ._bait import fisher_greedy as fisher_greedy
+from ._baselines import k_center_greedy as k_center_greedy
+from ._vessal import volume_stream as volume_stream
+
+# Front doors: (params, apply_fn, pool, k, *, ...)
+from ._badge import badge as badge
+from ._bait import bait as bait
 from ._baselines import bald as bald
 from ._baselines import coreset as coreset
 from ._baselines import entropy as entropy
-from ._baselines import k_center_greedy as k_center_greedy
 from ._baselines import least_confidence as least_confidence
 from ._baselines import margin as margin
 from ._baselines import random_sample as random_sample
+from ._vessal import vessal as vessal
+
+# The active_learn object API
+from .sampler import ActiveSampler as ActiveSampler
+
+# Experiment harness
 from ._labelpool import LabelPool as LabelPool
 from ._plot import plot_learning_curves as plot_learning_curves
 from ._simulate import curve_area as curve_area
 from ._simulate import relative_auc as relative_auc
 from ._simulate import simulate as simulate
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
-    "bait",
-    "fisher_greedy",
-    "ActiveSampler",
-    "vessal",
-    "volume_stream",
-    "LabelPool",
-    "bald",
-    "coreset",
-    "curve_area",
-    "entropy",
-    "k_center_greedy",
-    "least_confidence",
-    "margin",
-    "plot_learning_curves",
-    "random_sample",
-    "relative_auc",
-    "scores",
-    "simulate",
+    # Embeddings
     "Factored",
     "FisherFactors",
-    "badge",
     "fisher_embedding",
     "gradient_embedding",
-    "kmeans_pp",
     "last_layer_embedding",
+    "scores",
+    # Selectors on embeddings
+    "fisher_greedy",
+    "k_center_greedy",
+    "kmeans_pp",
+    "volume_stream",
+    # Front doors
+    "badge",
+    "bait",
+    "bald",
+    "coreset",
+    "entropy",
+    "least_confidence",
+    "margin",
+    "random_sample",
+    "vessal",
+    # The active_learn object API
+    "ActiveSampler",
+    # Experiment harness
+    "LabelPool",
+    "curve_area",
+    "plot_learning_curves",
+    "relative_auc",
+    "simulate",
 ]

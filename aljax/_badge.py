@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 
 from . import _validate
-from ._embeddings import factored_embedding
+from ._embeddings import factored_embedding, logits_and_features
+from ._padding import BUCKET_MAX_BYTES, nbytes, pad_to_bucket
 from ._sharding import auto_axes, row_layout, take_row
 from ._types import Factored, _check_pair
 
@@ -53,15 +54,15 @@ def _exponentials(words: jax.Array, n: int, dtype) -> jax.Array:
     the step's two random words (``words``: ``(2,)`` uint32 drawn from the user's key).
 
     A counter-based generator: ``bits_j = mix(mix(j ^ w0) + w1)``, bijective in ``j`` for a given
-    step. It costs a few integer operations per row, fused into the pass that reads the distances,
-    where threefry's 20 rounds cost ~0.3 ms per step at n = 50k on CPU; and it depends only on the
-    global row index, so the draws are the same however the rows are split across devices.
+    step. It costs a few integer operations per row, fused into the pass that reads the distances
+    (threefry's 20 rounds per row would dominate the step); and it depends only on the global row
+    index, so the draws are the same however the rows are split across devices.
     ``E = −log(1 − v)`` with ``v = (bits + ½)·2⁻³²``: the small variates, which decide the race,
     have a resolution of 2⁻³² (a float32 uniform's 2⁻²³ grid would tie rows at the smallest values
     when n is large: the least of 10⁶ variates is ~10⁻⁶, only ~8 grid steps). ``log(1 − v)`` is
     Kahan's ``log1p``: ``log(w)·v/(1 − w)`` with ``w = fl(1 − v)``, which divides out the rounding
-    of ``1 − v`` and stays within 4 ulps of the exact value (3 for ``jnp.log1p``, tested), at
-    a third of the cost on XLA:CPU (0.04 ms against 0.12 ms per 50k rows).
+    of ``1 − v`` and stays within 4 ulps of the exact value (3 for ``jnp.log1p``, tested), and
+    vectorises where XLA:CPU's ``log1p`` does not.
     """
     bits = _mix32(_mix32(jnp.arange(n, dtype=jnp.uint32) ^ words[0]) + words[1])
     return _neg_log1p_neg(jnp.minimum((bits.astype(dtype) + 0.5) * (2.0 ** -32), 1.0 - 2.0 ** -24))
@@ -75,8 +76,7 @@ def _neg_log1p_neg(v: jax.Array) -> jax.Array:
 
 def _first_argmax(x: jax.Array) -> jax.Array:
     """``jnp.argmax`` (first index of the maximum, no NaN in ``x``) as two plain reductions, a max
-    and a min, which XLA vectorises and fuses (its variadic value-index reduction costs ~0.5 ms
-    per 50k rows on CPU)."""
+    and a min, which XLA vectorises and fuses (its variadic value-index reduction does not)."""
     rows = jnp.arange(x.shape[0], dtype=jnp.int32)
     return jnp.min(jnp.where(x == jnp.max(x), rows, x.shape[0])).astype(jnp.int32)
 
@@ -118,8 +118,8 @@ def _slots(mask: jax.Array) -> tuple[jax.Array, jax.Array]:
     The position is the number of true rows before it, counted in two levels: the mask packed
     into 32-bit words (row ``j`` is bit ``j mod 32`` of word ``j // 32``), a running count of the
     words' set bits (``lax.associative_scan`` over n/32 words), plus the set bits below row ``j``
-    in its own word. Exact in int32; with the scatter of :func:`_compact`, 0.21 ms at n = 50k on
-    XLA:CPU, where one running count over all n rows took 0.27 ms and ``jnp.nonzero`` 0.45 ms."""
+    in its own word. Exact in int32, and it scans n/32 words instead of n rows (a running count
+    over every row, or ``jnp.nonzero``, reads the whole mask serially)."""
     n = mask.shape[0]
     words = -(-n // 32)
     bits = jnp.pad(mask, (0, 32 * words - n)).reshape(words, 32).astype(jnp.uint32)
@@ -224,48 +224,18 @@ def _kmeans_pp(key: jax.Array, emb, k: int, prune: bool = False, n_valid=None) -
     return picks
 
 
-# Pools whose factors take at most this many bytes are zero-padded to a size bucket before the
-# selection loop: an active-learning loop whose pool shrinks every round then compiles the loop
-# once per bucket instead of once per round. The padding costs up to 1/8 more work per step;
-# below this size compiling the loop (~1 s) costs more than that, above it the steps dominate
-# (n = 50k, D = 512 is 104 MB: 2.5 ms a step, unpadded).
-_BUCKET_MAX_BYTES = 1 << 26
-
-
-def _bucket(n: int) -> int:
-    """``n`` rounded up to a multiple of ``2^(bit_length(n) − 4)``: at most 1/8 padding, 8 to 16
-    sizes per doubling of ``n``."""
-    step = 1 << max(n.bit_length() - 4, 0)
-    return -(-n // step) * step
-
-
-def _pad_rows(tree, n: int):
-    """Every leaf of ``tree`` (``n`` rows each) with zero rows appended up to :func:`_bucket` ``(n)``."""
-    size = _bucket(n)
-    return tree if size == n else _pad_tree(tree, size=size)
-
-
-@functools.partial(jax.jit, static_argnames="size")
-def _pad_tree(tree, *, size: int):
-    """Every leaf of ``tree`` with zero rows appended up to ``size`` rows (one jitted call: eager,
-    each leaf's pad compiled on its own for every new row count)."""
-    return jax.tree_util.tree_map(lambda x: jnp.pad(x, [(0, size - x.shape[0])] + [(0, 0)] * (x.ndim - 1)), tree)
-
-
 def _select(key, emb, k: int, prune: bool, sharded: bool) -> jax.Array:
-    """:func:`_kmeans_pp` on ``emb``, zero-padded to :func:`_bucket` rows when it is concrete, on one
+    """:func:`_kmeans_pp` on ``emb``, zero-padded to a size bucket (:func:`aljax._padding.bucket`) when it is concrete, on one
     device and small enough. The picks are those without the padding: the padded rows start out
     chosen (never eligible, weight 0) and come after every real row, whose race variates depend on
     its own index only."""
-    leaves = jax.tree_util.tree_leaves(emb)
-    n = leaves[0].shape[0]
-    nbytes = sum(leaf.size * leaf.dtype.itemsize for leaf in leaves)
-    if not sharded and nbytes <= _BUCKET_MAX_BYTES and _validate.is_concrete(emb):
-        emb = _pad_rows(emb, n)
+    n = jax.tree_util.tree_leaves(emb)[0].shape[0]
+    if not sharded and nbytes(emb) <= BUCKET_MAX_BYTES and _validate.is_concrete(emb):
+        emb = pad_to_bucket(emb, n)
     return _kmeans_pp(key, emb, k, prune=prune and not sharded, n_valid=jnp.int32(n))
 
 
-def kmeans_pp(key, embedding, k: int, *, prune: bool = False) -> jax.Array:
+def kmeans_pp(embedding, k: int, *, key=0, prune: bool = False) -> jax.Array:
     """k-means++ seeding: ``k`` diverse, large-norm rows of an embedding.
 
     The first pick is the row of largest norm (the reference implementation's rule); each next
@@ -287,14 +257,12 @@ def kmeans_pp(key, embedding, k: int, *, prune: bool = False) -> jax.Array:
     numbers) and a few partial maxima per device cross devices. The picks are the same as
     on one device for the same key.
 
-    The selection loop is compiled per ``(rows, k)``; on one device, an embedding of at most
-    64 MiB is zero-padded to a size bucket (at most 1/8 more rows) first, so that a pool that
+    The selection loop is compiled per ``(rows, k)``; on one device, a small embedding (at most
+    ``aljax._padding.BUCKET_MAX_BYTES``) is zero-padded to a size bucket (at most 1/8 more rows) first, so that a pool that
     shrinks from round to round reuses one compilation. The padding is never picked and changes
     no pick.
 
     Args:
-      key: int seed or ``jax.random`` key. The same key gives the same picks, with or without an
-        outer ``jax.jit``, on one device or sharded.
       embedding: ``(n, d)`` floating array or :class:`~aljax.Factored`. Storage may be bfloat16;
         distances accumulate in float32 (float64 under x64 with float64 inputs). May be sharded
         along ``n``; factors laid out differently raise a ``ValueError``.
@@ -303,8 +271,11 @@ def kmeans_pp(key, embedding, k: int, *, prune: bool = False) -> jax.Array:
         first bounds every row's new distance from its ``a`` factor and norms alone
         (Cauchy–Schwarz, ``C`` numbers per row) and reads ``h`` only for the rows the bound
         cannot rule out, gathered. Same picks as without it; faster when few rows need ``h``
-        (the rows of other predicted classes usually do not): 2.3× per step on the benchmark of
-        README. A sharded embedding ignores it (the full pass is already split across devices).
+        (the rows of other predicted classes usually do not). A sharded embedding ignores it (the
+        full pass is already split across devices).
+      key: int seed or ``jax.random`` key (default 0: two calls without a key use the same
+        randomness; pass a fresh key each round). The same key gives the same picks, with or
+        without an outer ``jax.jit``, on one device or sharded.
 
     Returns:
       ``(k,)`` int32 indices in pick order.
@@ -312,7 +283,7 @@ def kmeans_pp(key, embedding, k: int, *, prune: bool = False) -> jax.Array:
     Example:
       >>> import jax, aljax
       >>> emb = jax.random.normal(jax.random.key(0), (100, 8))
-      >>> aljax.kmeans_pp(0, emb, 5).shape
+      >>> aljax.kmeans_pp(emb, 5, key=0).shape
       (5,)
     """
     fn = "kmeans_pp"
@@ -333,13 +304,14 @@ def _check_prune(fn: str, prune, factored: bool) -> bool:
     if not isinstance(prune, bool):
         raise TypeError(_validate.message(fn, "prune", "a bool", f"{type(prune).__name__} {prune!r}"))
     if prune and not factored:
-        raise ValueError(_validate.message(fn, "prune", "False for a dense embedding (the bound needs the "
-                                           "factors of a Factored)", "True"))
+        raise ValueError(_validate.message(fn, "prune", "False for a dense embedding or regression (the bound "
+                                           "needs the factors of a Factored)", "True"))
     return prune
 
 
-def badge(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 1024,
-          features_fn: Callable | None = None, prune: bool = False) -> jax.Array:
+def badge(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 256,
+          features_fn: Callable | None = None, problem_type: str = "classification",
+          prune: bool = False) -> jax.Array:
     """BADGE: k-means++ seeding over last-layer gradient embeddings.
 
     Ash et al., "Deep batch active learning by diverse, uncertain gradient lower bounds", ICLR
@@ -347,21 +319,29 @@ def badge(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 
     with respect to the last dense kernel (kept factored, see :class:`~aljax.Factored`); k-means++
     seeding then favours points that are uncertain (large gradient) and diverse (far apart).
 
+    Regression (``problem_type="regression"``): the squared loss's gradient at the hallucinated
+    label, which for regression is the prediction itself, is zero, so the paper's embedding
+    carries nothing. aljax then runs k-means++ on the penultimate features ``h``: the embedding
+    ``a ⊗ h`` with the same ``‖a‖`` for every point, i.e. diversity without the uncertainty term.
+
     Args:
       params: model parameters (any pytree).
-      apply_fn: ``apply_fn(params, x) -> logits (batch, C)``: a Flax ``model.apply``, an Equinox
-        or plain function. Its last operation must be a dense layer ``h @ W + b`` unless
-        ``features_fn`` is given.
+      apply_fn: ``apply_fn(params, x) -> logits (batch, C)`` (regression: outputs ``(batch,)`` or
+        ``(batch, m)``): a Flax ``model.apply``, an Equinox or plain function. Its last operation
+        must be a dense layer ``h @ W + b`` unless ``features_fn`` is given.
       pool: ``(n, ...)`` array or pytree of arrays, processed in chunks of ``batch_size``; or an
         iterable of batches of such arrays (read once, only the factored embedding ``n × (C + D)``
         is kept: pools larger than memory). Leaves sharded along ``n`` (one ``NamedSharding``
         for all) run data-parallel, ``batch_size`` rows per device per forward chunk, and the
         selection stays sharded (see :func:`kmeans_pp`); the picks equal the one-device picks.
       k: number of points to select, a Python int in ``[1, n]``.
-      key: int seed or ``jax.random`` key.
+      key: int seed or ``jax.random`` key (default 0: two calls without a key use the same
+        randomness; in a loop pass a fresh key each round).
       batch_size: rows per forward chunk (per device for a sharded pool).
       features_fn: optional ``features_fn(params, x) -> (batch, D)`` penultimate features.
-      prune: exact pruning of the k-means++ steps (same picks; see :func:`kmeans_pp`).
+      problem_type: ``"classification"`` or ``"regression"`` (see above).
+      prune: exact pruning of the k-means++ steps (same picks; see :func:`kmeans_pp`);
+        classification only.
 
     Returns:
       ``(k,)`` int32 indices into ``pool``, unique, in pick order.
@@ -371,14 +351,21 @@ def badge(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 
       >>> W1, W2 = jnp.ones((4, 16)) / 4, jnp.arange(48.0).reshape(16, 3) / 48
       >>> apply_fn = lambda p, x: jnp.tanh(x @ p[0]) @ p[1]
       >>> pool = jax.random.normal(jax.random.key(1), (200, 4))
-      >>> aljax.badge((W1, W2), apply_fn, pool, k=10, key=0).shape
+      >>> aljax.badge((W1, W2), apply_fn, pool, 10, key=0).shape
       (10,)
     """
     fn = "badge"
     _validate.check_params(fn, params)
     key = _validate.as_key(fn, key)
     k = _validate.check_k_for_pool(fn, k, pool)
-    prune = _check_prune(fn, prune, factored=True)
-    emb = factored_embedding(params, apply_fn, pool, batch_size=batch_size, features_fn=features_fn, fn_name=fn)
-    k = _validate.check_k(fn, k, emb.n)
+    regression = _validate.check_problem_type(fn, problem_type) == "regression"
+    prune = _check_prune(fn, prune, factored=not regression)
+    if regression:
+        _, emb = logits_and_features(params, apply_fn, pool, batch_size=batch_size, features_fn=features_fn,
+                                     fn_name=fn, problem_type=problem_type)
+        k = _validate.check_k(fn, k, emb.shape[0])
+    else:
+        emb = factored_embedding(params, apply_fn, pool, batch_size=batch_size, features_fn=features_fn,
+                                 fn_name=fn)
+        k = _validate.check_k(fn, k, emb.n)
     return _select(key, emb, k, prune, sharded=row_layout(fn, "pool", emb) is not None)

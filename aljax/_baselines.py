@@ -15,12 +15,12 @@ import jax
 import jax.numpy as jnp
 
 from . import _validate
-from ._badge import _BUCKET_MAX_BYTES, _pad_rows
 from ._embeddings import _check_outputs, _output_shape, cached, logits_and_features, open_pool
-from ._sharding import auto_axes, take_row
+from ._linalg import HIGHEST
+from ._padding import BUCKET_MAX_BYTES, nbytes, pad_to_bucket
+from ._sharding import auto_axes, row_layout, take_row
 from .scores import _bald_from_parts, _bald_parts, _entropy, _least_confidence, _margin, _top_k
 
-_HIGHEST = jax.lax.Precision.HIGHEST
 def _pool_logits(fn: str, params, apply_fn: Callable, pool, k: int, batch_size: int) -> jax.Array:
     """``apply_fn`` over the pool in chunks, with shape checks on one chunk first; ``k`` is
     checked against the pool size once it is known (after the pass, for an iterable)."""
@@ -47,11 +47,11 @@ def _check_common(fn: str, pool, k, key, batch_size) -> tuple[int, jax.Array, in
 
 
 @functools.partial(jax.jit, static_argnames=("n", "k"))
-def _random_kernel(key: jax.Array, n: int, k: int) -> jax.Array:
+def random_kernel(key: jax.Array, n: int, k: int) -> jax.Array:
     return jax.random.permutation(key, n)[:k].astype(jnp.int32)
 
 
-def random_sample(params, apply_fn: Callable | None, pool, k: int, *, key=0, batch_size: int = 1024) -> jax.Array:
+def random_sample(params, apply_fn: Callable | None, pool, k: int, *, key=0, batch_size: int = 256) -> jax.Array:
     """Uniform random sampling without replacement: the baseline every strategy must beat.
 
     ``params`` and ``apply_fn`` are accepted (and ignored) so that every selector has the same
@@ -63,7 +63,8 @@ def random_sample(params, apply_fn: Callable | None, pool, k: int, *, key=0, bat
       pool: ``(n, ...)`` array or pytree of arrays, or an iterable of batches (only the size is
         read).
       k: number of points, a Python int in ``[1, n]``.
-      key: int seed or ``jax.random`` key.
+      key: int seed or ``jax.random`` key (default 0: two calls without a key use the same
+        randomness; in a loop pass a fresh key each round).
       batch_size: ignored (accepted for a uniform signature).
 
     Returns:
@@ -83,7 +84,7 @@ def random_sample(params, apply_fn: Callable | None, pool, k: int, *, key=0, bat
                                                "an iterable that yielded no examples"))
     else:
         n = _validate.pool_size(fn, pool)
-    return _random_kernel(key, n, _validate.check_k(fn, k, n))
+    return random_kernel(key, n, _validate.check_k(fn, k, n))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,8 +96,9 @@ def _select_by_score(logits: jax.Array, score: Callable, k: int) -> jax.Array:
     return _top_k(score(logits), k)
 
 
-def _uncertainty(fn: str, score: Callable, params, apply_fn, pool, k, key, batch_size) -> jax.Array:
+def _uncertainty(fn: str, score: Callable, params, apply_fn, pool, k, key, batch_size, problem_type) -> jax.Array:
     _validate.check_params(fn, params)
+    _validate.check_problem_type(fn, problem_type, fn)
     k, _, batch_size = _check_common(fn, pool, k, key, batch_size)
     logits = _pool_logits(fn, params, apply_fn, pool, k, batch_size)
     return _select_by_score(logits, score, k)
@@ -112,6 +114,8 @@ _SELECTOR_ARGS = """
       k: number of points, a Python int in ``[1, n]``.
       key: accepted and ignored (the selection is deterministic).
       batch_size: rows per forward chunk.
+      problem_type: ``"classification"`` only (accepted for a uniform signature: the score needs
+        class probabilities).
 
     Returns:
       ``(k,)`` int32 unique indices into ``pool``, highest score first, ties broken by the
@@ -119,16 +123,19 @@ _SELECTOR_ARGS = """
 """
 
 
-def least_confidence(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 1024) -> jax.Array:
-    return _uncertainty("least_confidence", _least_confidence, params, apply_fn, pool, k, key, batch_size)
+def least_confidence(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 256,
+                     problem_type: str = "classification") -> jax.Array:
+    return _uncertainty("least_confidence", _least_confidence, params, apply_fn, pool, k, key, batch_size, problem_type)
 
 
-def margin(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 1024) -> jax.Array:
-    return _uncertainty("margin", _margin, params, apply_fn, pool, k, key, batch_size)
+def margin(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 256,
+           problem_type: str = "classification") -> jax.Array:
+    return _uncertainty("margin", _margin, params, apply_fn, pool, k, key, batch_size, problem_type)
 
 
-def entropy(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 1024) -> jax.Array:
-    return _uncertainty("entropy", _entropy, params, apply_fn, pool, k, key, batch_size)
+def entropy(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 256,
+            problem_type: str = "classification") -> jax.Array:
+    return _uncertainty("entropy", _entropy, params, apply_fn, pool, k, key, batch_size, problem_type)
 
 
 least_confidence.__doc__ = """Least-confidence sampling: the ``k`` points whose top predicted
@@ -169,16 +176,49 @@ entropy.__doc__ = """Entropy sampling: the ``k`` points of largest predictive en
 # BALD with MC dropout.
 
 
+def _row_passes(apply_fn: Callable, params, x, rows, keys) -> jax.Array:
+    """The ``(S, batch, C)`` logits of MC pass ``s`` of row ``i``: ``apply_fn`` on that row alone with
+    the key ``fold_in(keys[s], i)``, ``i`` its index in the pool. Each row's randomness depends on
+    its own index only, never on which chunk it falls in, so the picks do not depend on
+    ``batch_size`` (one key per chunk would give rows ``j`` and ``j + batch_size`` the same masks)."""
+
+    def one_row(x_i, i):
+        row_keys = jax.vmap(lambda kk: jax.random.fold_in(kk, i))(keys)
+        return jax.vmap(lambda kk: apply_fn(params, jax.tree_util.tree_map(lambda v: v[None], x_i), kk)[0])(row_keys)
+
+    return jnp.swapaxes(jax.vmap(one_row)(x, rows), 0, 1)
+
+
 def _bald_chunk_fn(apply_fn: Callable) -> Callable:
-    def parts(params, x, keys):
-        logits = jax.vmap(lambda kk: apply_fn(params, x, kk))(keys)      # (S, batch, C)
-        return _bald_parts(logits)
+    def parts(params, chunk, keys):
+        x, rows = chunk
+        return _bald_parts(_row_passes(apply_fn, params, x, rows, keys))
 
     return jax.jit(parts)
 
 
-def bald(params, apply_fn: Callable, pool, k: int, *, key=0, mc_samples: int = 20,
-         batch_size: int = 1024) -> jax.Array:
+def _with_row_index(fn: str, pool):
+    """The pool as ``(pool, rows)`` with each example's index in the pool alongside it (laid out
+    like the pool; counted along the stream for an iterable of batches)."""
+    if _validate.is_batch_iterable(pool):
+        def batches():
+            start = 0
+            for batch in _validate.checked_batches(fn, pool):
+                size = _validate.pool_size(fn, batch, allow_empty=True)
+                yield batch, jnp.arange(start, start + size, dtype=jnp.int32)
+                start += size
+
+        return batches()
+    n = _validate.pool_size(fn, pool)
+    rows = jnp.arange(n, dtype=jnp.int32)
+    layout = row_layout(fn, "pool", pool)
+    if layout is not None:
+        rows = jax.device_put(rows, layout.sharding(1))
+    return pool, rows
+
+
+def bald(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 256,
+         problem_type: str = "classification", mc_samples: int = 20) -> jax.Array:
     """BALD: the ``k`` points of largest mutual information between the label and the weights,
     estimated with Monte Carlo dropout.
 
@@ -189,9 +229,11 @@ def bald(params, apply_fn: Callable, pool, k: int, *, key=0, mc_samples: int = 2
     BatchBALD).
 
     ``apply_fn`` must be stochastic in its key: it is checked on the first chunk, with two
-    different keys, before the pool is scored (skipped when the pool is being traced). The same
-    ``mc_samples`` keys are used for every chunk, so the picks depend on ``key`` and
-    ``batch_size``.
+    different keys, before the pool is scored (skipped when the pool is being traced). Pass ``s``
+    of row ``i`` runs ``apply_fn(params, x[i:i+1], fold_in(keys[s], i))`` with ``keys =
+    jax.random.split(key, mc_samples)``: every row has its own masks, a function of ``key`` and
+    its index only, so the picks do not depend on ``batch_size`` or on how an iterable pool is
+    batched. (``apply_fn`` is vmapped over the rows of a chunk, one row per call.)
 
     Args:
       params: model parameters (any pytree).
@@ -201,9 +243,11 @@ def bald(params, apply_fn: Callable, pool, k: int, *, key=0, mc_samples: int = 2
       pool: ``(n, ...)`` array or pytree of arrays, processed in chunks, or an iterable of
         batches of such arrays (read once).
       k: number of points, a Python int in ``[1, n]``.
-      key: int seed or ``jax.random`` key for the MC samples.
-      mc_samples: number of stochastic passes, a Python int ``>= 2``.
+      key: int seed or ``jax.random`` key for the MC samples (default 0: two calls without a key
+        use the same masks; in a loop pass a fresh key each round).
       batch_size: rows per forward chunk.
+      problem_type: ``"classification"`` only (accepted for a uniform signature).
+      mc_samples: number of stochastic passes, a Python int ``>= 2``.
 
     Returns:
       ``(k,)`` int32 unique indices into ``pool``, highest score first, ties broken by the
@@ -221,13 +265,14 @@ def bald(params, apply_fn: Callable, pool, k: int, *, key=0, mc_samples: int = 2
     """
     fn = "bald"
     _validate.check_params(fn, params)
+    _validate.check_problem_type(fn, problem_type, fn)
     k, key, batch_size = _check_common(fn, pool, k, key, batch_size)
     mc_samples = _validate.check_int(fn, "mc_samples", mc_samples, low=2)
     if not callable(apply_fn):
         raise TypeError(_validate.message(fn, "apply_fn", "a callable apply_fn(params, x, key)",
                                           type(apply_fn).__name__))
     keys = jax.random.split(key, mc_samples)
-    first, _, run = open_pool(fn, pool, batch_size)
+    (first, _), _, run = open_pool(fn, _with_row_index(fn, pool), batch_size)
     try:
         out = jax.eval_shape(lambda p, x, kk: apply_fn(p, x, kk), params, first, keys[0])
     except TypeError as err:
@@ -274,7 +319,7 @@ def _min_sqdist_to_set(features: jax.Array, others: jax.Array, dtype, m_valid) -
     def step(best, blk):
         rows, ok = blk
         sq_o = jnp.sum(rows * rows, axis=1)
-        cross = jnp.matmul(features, rows.T, precision=_HIGHEST, preferred_element_type=dtype)
+        cross = jnp.matmul(features, rows.T, precision=HIGHEST, preferred_element_type=dtype)
         d = jnp.maximum(sq_f[:, None] + sq_o[None, :] - 2 * cross, 0.0)
         d = jnp.where(ok[None, :], d, jnp.inf)
         return jnp.minimum(best, jnp.min(d, axis=1)), None
@@ -292,8 +337,8 @@ def _k_center_greedy(features: jax.Array, labeled: jax.Array | None, k: int) -> 
     n, m = features.shape[0], None if labeled is None else labeled.shape[0]
     arrays = [features] + ([] if labeled is None else [jnp.asarray(labeled)])
     if _validate.is_concrete(*arrays) and all(len(x.sharding.device_set) == 1 for x in arrays) and \
-            sum(x.size * x.dtype.itemsize for x in arrays) <= _BUCKET_MAX_BYTES:
-        features = _pad_rows(features, n)
+            nbytes(arrays) <= BUCKET_MAX_BYTES:
+        features = pad_to_bucket(features, n)
         if labeled is not None:  # to a multiple of the distance pass's block: free, and few sizes
             labeled = jnp.pad(jnp.asarray(labeled), [(0, -m % _LABELED_BLOCK), (0, 0)])
     return _k_center_greedy_padded(features, labeled, jnp.int32(n), None if m is None else jnp.int32(m), k=k)
@@ -323,13 +368,13 @@ def _k_center_greedy_padded(features: jax.Array, labeled: jax.Array | None, n_va
 
     # Sharding-friendly (features sharded along rows, labeled replicated): distances stay local;
     # per step only a partial argmax per device and the picked row (take_row) cross devices.
-    # ||f_j − f_i||² = ||f_j||² + ||f_i||² − 2 f_j·f_i: one matrix-vector product per step (XLA on CPU
-    # streams it ~10× faster than the fused difference-of-squares); cancellation noise below
+    # ||f_j − f_i||² = ||f_j||² + ||f_i||² − 2 f_j·f_i: one matrix-vector product per step (XLA
+    # streams a matvec far better than the fused difference of squares); cancellation noise below
     # rtol·scale counts as 0, so duplicates stay at distance 0.
     def sqdist_to(i):
         centre = take_row(features, i)
         sq_i = jnp.sum(centre * centre)
-        d = sq + sq_i - 2 * jnp.matmul(features, centre, precision=_HIGHEST, preferred_element_type=dtype)
+        d = sq + sq_i - 2 * jnp.matmul(features, centre, precision=HIGHEST, preferred_element_type=dtype)
         return jnp.where(d <= rtol * (sq + sq_i), 0.0, d).astype(dtype)
 
     picks = jnp.zeros(k, jnp.int32)
@@ -350,7 +395,7 @@ def _k_center_greedy_padded(features: jax.Array, labeled: jax.Array | None, n_va
     return jax.lax.fori_loop(start, k, step, (dist, chosen, picks))[2]
 
 
-def k_center_greedy(features, k: int, *, labeled_features=None) -> jax.Array:
+def k_center_greedy(embedding, k: int, *, key=0, labeled=None) -> jax.Array:
     """k-center greedy (Sener & Savarese, "Active learning for convolutional neural networks: a
     core-set approach", ICLR 2018) on feature vectors.
 
@@ -361,15 +406,16 @@ def k_center_greedy(features, k: int, *, labeled_features=None) -> jax.Array:
     If more points are requested than there are distinct ones, the remaining picks are the
     lowest-index unchosen points (distance 0): never a duplicate.
 
-    Several devices: ``features`` sharded along its rows (a ``NamedSharding``) keeps the
-    distances on the device that holds each row (``labeled_features`` may be replicated); per
+    Several devices: ``embedding`` sharded along its rows (a ``NamedSharding``) keeps the
+    distances on the device that holds each row (``labeled`` may be replicated); per
     step only one partial argmax per device and the picked row cross devices. Same picks as on
     one device.
 
     Args:
-      features: ``(n, D)`` floating features of the pool.
+      embedding: ``(n, D)`` floating features of the pool.
       k: number of points, a Python int in ``[1, n]``.
-      labeled_features: optional ``(m, D)`` features of the labeled set.
+      key: accepted and ignored (the greedy is deterministic).
+      labeled: optional ``(m, D)`` features of the labeled set (the initial centres).
 
     Returns:
       ``(k,)`` int32 unique indices into ``features``, in greedy order.
@@ -381,24 +427,25 @@ def k_center_greedy(features, k: int, *, labeled_features=None) -> jax.Array:
       [2, 3]
     """
     fn = "k_center_greedy"
-    _validate.check_floating_2d(fn, "features", features)
-    if features.shape[0] == 0:
-        raise ValueError(_validate.message(fn, "features", "a non-empty pool", "an empty pool (0 examples)"))
-    k = _validate.check_k(fn, k, features.shape[0])
-    if labeled_features is not None:
-        _validate.check_floating_2d(fn, "labeled_features", labeled_features)
-        if labeled_features.shape[1] != features.shape[1]:
-            raise ValueError(_validate.message(fn, "labeled_features", f"{features.shape[1]} columns like `features`",
-                                               f"shape {tuple(labeled_features.shape)}"))
-        if labeled_features.shape[0] == 0:
-            labeled_features = None
-    _validate.check_finite(fn, "the features", features, *([] if labeled_features is None else [labeled_features]))
-    return _k_center_greedy(auto_axes(jnp.asarray(features)),
-                            None if labeled_features is None else auto_axes(jnp.asarray(labeled_features)), k)
+    _validate.as_key(fn, key)
+    _validate.check_floating_2d(fn, "embedding", embedding)
+    if embedding.shape[0] == 0:
+        raise ValueError(_validate.message(fn, "embedding", "a non-empty pool", "an empty pool (0 examples)"))
+    k = _validate.check_k(fn, k, embedding.shape[0])
+    if labeled is not None:
+        _validate.check_floating_2d(fn, "labeled", labeled)
+        if labeled.shape[1] != embedding.shape[1]:
+            raise ValueError(_validate.message(fn, "labeled", f"{embedding.shape[1]} columns like `embedding`",
+                                               f"shape {tuple(labeled.shape)}"))
+        if labeled.shape[0] == 0:
+            labeled = None
+    _validate.check_finite(fn, "the embedding", embedding, *([] if labeled is None else [labeled]))
+    return _k_center_greedy(auto_axes(jnp.asarray(embedding)), None if labeled is None else auto_axes(jnp.asarray(labeled)),
+                            k)
 
 
-def coreset(params, apply_fn: Callable, pool, k: int, *, key=0, labeled=None, batch_size: int = 1024,
-            features_fn: Callable | None = None) -> jax.Array:
+def coreset(params, apply_fn: Callable, pool, k: int, *, key=0, labeled=None, batch_size: int = 256,
+            features_fn: Callable | None = None, problem_type: str = "classification") -> jax.Array:
     """Core-set selection: k-center greedy on the penultimate features, conditioned on the
     labeled set (Sener & Savarese, "Active learning for convolutional neural networks: a
     core-set approach", ICLR 2018).
@@ -419,6 +466,8 @@ def coreset(params, apply_fn: Callable, pool, k: int, *, key=0, labeled=None, ba
         the greedy starts from their features as centres.
       batch_size: rows per forward chunk.
       features_fn: optional ``features_fn(params, x) -> (batch, D)``.
+      problem_type: ``"classification"`` (logits ``(batch, C)``) or ``"regression"`` (outputs
+        ``(batch,)`` or ``(batch, m)``); the greedy reads only the features either way.
 
     Returns:
       ``(k,)`` int32 unique indices into ``pool``, in greedy order.
@@ -433,6 +482,7 @@ def coreset(params, apply_fn: Callable, pool, k: int, *, key=0, labeled=None, ba
     """
     fn = "coreset"
     _validate.check_params(fn, params)
+    _validate.check_problem_type(fn, problem_type)
     k, _, batch_size = _check_common(fn, pool, k, key, batch_size)
     like, pool = _validate.peek_batches(fn, pool)
     if labeled is not None:
@@ -445,10 +495,10 @@ def coreset(params, apply_fn: Callable, pool, k: int, *, key=0, labeled=None, ba
             raise ValueError(_validate.message(fn, "labeled", "inputs with the structure of `pool`",
                                                f"{jax.tree_util.tree_structure(labeled)}"))
     _, features = logits_and_features(params, apply_fn, pool, batch_size=batch_size, features_fn=features_fn,
-                                      fn_name=fn)
+                                      fn_name=fn, problem_type=problem_type)
     k = _validate.check_k(fn, k, features.shape[0])
     labeled_features = None
     if labeled is not None:
         _, labeled_features = logits_and_features(params, apply_fn, labeled, batch_size=batch_size,
-                                                  features_fn=features_fn, fn_name=fn)
+                                                  features_fn=features_fn, fn_name=fn, problem_type=problem_type)
     return _k_center_greedy(features, labeled_features, k)

@@ -7,47 +7,21 @@ torch adapter's front doors both go through it, so a strategy is implemented onc
 
 from __future__ import annotations
 
-import numbers
-from typing import Any
-
 import jax
 
-from . import _validate
+from . import _validate, scores
 from ._badge import kmeans_pp
 from ._bait import fisher_greedy
 from ._baselines import k_center_greedy, random_kernel
 from ._embeddings import hallucinated_residual, softmax
 from ._types import Factored, FisherFactors
 from ._vessal import covariance_of, volume_stream
-from . import scores
+
 
 STRATEGIES = ("vessal", "badge", "bait", "margin", "entropy", "least_confidence", "coreset", "random")
 UNCERTAINTY = ("margin", "entropy", "least_confidence")
-REGRESSION = ("vessal", "badge", "bait", "coreset", "random")
-PROBLEM_TYPES = ("classification", "regression")
 # The damping of each algorithm where its paper's default differs (used when ``lamb`` is None).
 DEFAULT_LAMB = {"bait": 1.0, "vessal": 0.01}
-
-
-def check_problem_type(fn: str, problem_type: Any, strategy: str | None = None) -> str:
-    """``problem_type`` is ``"classification"`` or ``"regression"``, and regression only for a
-    strategy defined for it."""
-    if problem_type not in PROBLEM_TYPES:
-        raise ValueError(_validate.message(fn, "problem_type", "'classification' or 'regression'",
-                                           repr(problem_type)))
-    if problem_type == "regression" and strategy is not None and strategy not in REGRESSION:
-        raise ValueError(_validate.message(fn, "problem_type", f"'classification' ({strategy} needs class "
-                                           "probabilities; regression works with "
-                                           f"{', '.join(REGRESSION)})", repr(problem_type)))
-    return problem_type
-
-
-def check_rate(fn: str, arg: str, rate: Any) -> float:
-    if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
-        raise TypeError(_validate.message(fn, arg, "a float in (0, 1]", f"{type(rate).__name__} {rate!r}"))
-    if not 0 < rate <= 1:
-        raise ValueError(_validate.message(fn, arg, "a float in (0, 1]", rate))
-    return float(rate)
 
 
 def k_from_rate(rate: float, n: int) -> int:
@@ -68,12 +42,12 @@ def select_from_outputs(fn: str, strategy: str, problem_type: str, key, logits, 
         raise ValueError(f"aljax.{fn}: give exactly one of `k` (a count) and `rate` (a float in (0, 1]), "
                          f"got k={k!r} and rate={rate!r}.")
     if rate is not None:
-        rate = check_rate(fn, "rate", rate)
+        rate = _validate.check_rate(fn, "rate", rate)
     if k is not None:
         k = _validate.check_k(fn, k, n)
     if strategy != "vessal" and k is None:
         k = k_from_rate(rate, n)
-    check_problem_type(fn, problem_type, strategy)
+    _validate.check_problem_type(fn, problem_type, strategy)
     regression = problem_type == "regression"
     labeled_logits, labeled_h = labeled if labeled is not None else (None, None)
     lamb = options.get("lamb")

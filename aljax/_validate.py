@@ -21,17 +21,45 @@ def message(fn: str, arg: str, expected: str, got: Any) -> str:
     return f"aljax.{fn}: argument `{arg}` must be {expected}, got {got}."
 
 
+# The model-level functions that have a torch mirror of the same name in aljax.torch_adapter
+# (named here, not looked up, so that this lowest layer never imports the adapter).
+TORCH_MIRRORS = ("badge", "bait", "bald", "coreset", "entropy", "fisher_embedding", "gradient_embedding",
+                 "last_layer_embedding", "least_confidence", "logits_and_features", "margin", "random_sample",
+                 "vessal")
+PROBLEM_TYPES = ("classification", "regression")
+# Strategies defined for a regression head (the rest need class probabilities).
+REGRESSION_STRATEGIES = ("vessal", "badge", "bait", "coreset", "random")
+
+
 def check_params(fn: str, params: Any) -> None:
     """A torch module passed where JAX ``params`` go gets pointed to the torch adapter (torch is
     not imported: the module is recognised by its class hierarchy)."""
     if any(c.__name__ == "Module" and c.__module__.startswith("torch.nn") for c in type(params).__mro__):
-        from . import torch_adapter  # torch is imported already: the user made a module
-
         name = fn.split(".")[-1]
-        where = f"`aljax.torch_adapter.{name}(model, pool, ...)`" if hasattr(torch_adapter, name) else \
+        where = f"`aljax.torch_adapter.{name}(model, pool, ...)`" if name in TORCH_MIRRORS else \
             "`aljax.torch_adapter`"
         raise TypeError(message(fn, "params", "JAX model parameters (with `apply_fn`)",
                                 f"a torch.nn.Module; torch models go through {where}"))
+
+
+def check_problem_type(fn: str, problem_type: Any, strategy: str | None = None) -> str:
+    """``problem_type`` is ``"classification"`` or ``"regression"``, and regression only for a
+    strategy defined for it (``strategy=None``: any)."""
+    if problem_type not in PROBLEM_TYPES:
+        raise ValueError(message(fn, "problem_type", "'classification' or 'regression'", repr(problem_type)))
+    if problem_type == "regression" and strategy is not None and strategy not in REGRESSION_STRATEGIES:
+        raise ValueError(message(fn, "problem_type", f"'classification' ({strategy} needs class probabilities; "
+                                 f"regression works with {', '.join(REGRESSION_STRATEGIES)})", repr(problem_type)))
+    return problem_type
+
+
+def check_rate(fn: str, arg: str, rate: Any) -> float:
+    """A labeling rate: a float in ``(0, 1]``."""
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
+        raise TypeError(message(fn, arg, "a float in (0, 1]", f"{type(rate).__name__} {rate!r}"))
+    if not 0 < rate <= 1:
+        raise ValueError(message(fn, arg, "a float in (0, 1]", rate))
+    return float(rate)
 
 
 def is_concrete(*arrays) -> bool:

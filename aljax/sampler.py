@@ -9,135 +9,19 @@ from __future__ import annotations
 
 import numbers
 import sys
-from typing import Any
 
 import jax
 import numpy as np
 
 from . import _validate
 from ._badge import _check_prune
-from ._embeddings import hallucinated_residual, logits_and_features, softmax
-from ._types import Factored, FisherFactors
-
-STRATEGIES = ("vessal", "badge", "bait", "margin", "entropy", "least_confidence", "coreset", "random")
-_UNCERTAINTY = ("margin", "entropy", "least_confidence")
-_PROBLEM_TYPES = ("classification", "regression")
+from ._embeddings import logits_and_features
+from ._strategies import STRATEGIES, select_from_outputs
 
 
 def _is_torch_module(obj) -> bool:
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(obj, torch.nn.Module)
-
-
-def _api(fn: str, strategy: str, name: str):
-    """A selector of the aljax namespace, or a clear error when this build of aljax lacks it."""
-    import aljax
-
-    selector = getattr(aljax, name, None)
-    if selector is None:
-        raise NotImplementedError(f"aljax.{fn}: strategy {strategy!r} needs aljax.{name}, which this version of "
-                                  "aljax does not provide.")
-    return selector
-
-
-def check_rate(fn: str, arg: str, rate: Any) -> float:
-    if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
-        raise TypeError(_validate.message(fn, arg, "a float in (0, 1]", f"{type(rate).__name__} {rate!r}"))
-    if not 0 < rate <= 1:
-        raise ValueError(_validate.message(fn, arg, "a float in (0, 1]", rate))
-    return float(rate)
-
-
-def _k_from_rate(rate: float, n: int) -> int:
-    """A labeling rate turned into a count for the batch strategies: ``max(1, round(rate·n))``."""
-    return max(1, min(n, int(round(rate * n))))
-
-
-def _select_embedded(fn: str, strategy: str, problem_type: str, key, logits, h, n: int, k: int | None, *,
-                     rate: float | None = None, labeled=None, options: dict | None = None) -> jax.Array:
-    """Pick from model outputs: ``logits (n, C)`` (or regression outputs) and features ``h (n, D)``.
-
-    ``labeled`` is ``(labeled_logits, labeled_h)`` or None. Exactly one of ``k`` / ``rate``.
-    Every strategy goes through an embedding-level (or score-level) function of aljax.
-    """
-    options = options or {}
-    if (k is None) == (rate is None):
-        raise ValueError(f"aljax.{fn}: give exactly one of `k` (a count) and `rate` (a float in (0, 1]), "
-                         f"got k={k!r} and rate={rate!r}.")
-    if rate is not None:
-        rate = check_rate(fn, "rate", rate)
-    if k is not None:
-        k = _validate.check_k(fn, k, n)
-    if strategy != "vessal" and k is None:
-        k = _k_from_rate(rate, n)
-    regression = problem_type == "regression"
-    if regression and strategy in _UNCERTAINTY:
-        raise ValueError(_validate.message(fn, "strategy", "a strategy defined for regression "
-                                           "(vessal, badge, bait, coreset, random)", repr(strategy)))
-    labeled_logits, labeled_h = labeled if labeled is not None else (None, None)
-
-    if strategy == "random":
-        from ._baselines import _random_kernel
-
-        return _random_kernel(key, n, k)
-    if strategy in _UNCERTAINTY:
-        from . import scores
-
-        return scores.top_k(getattr(scores, strategy)(logits), k)
-    if strategy == "coreset":
-        return _api(fn, strategy, "k_center_greedy")(h, k, labeled_features=labeled_h)
-    if strategy == "badge":
-        emb = h if regression else Factored(hallucinated_residual(logits), h)
-        return _api(fn, strategy, "kmeans_pp")(key, emb, k, prune=options.get("prune", False))
-    # BAIT and VeSSAL: Fisher embeddings; regression's Fisher is h hᵀ (dense rows h).
-    emb = h if regression else FisherFactors(softmax(logits), h)
-    labeled_emb = None
-    if labeled_h is not None:
-        labeled_emb = labeled_h if regression else FisherFactors(softmax(labeled_logits), labeled_h)
-    if strategy == "bait":
-        if regression:  # fisher_greedy takes dense Fisher rows as (n, r, d): one row h per point
-            emb = emb[:, None, :]
-            labeled_emb = None if labeled_emb is None else labeled_emb[:, None, :]
-        return _api(fn, strategy, "fisher_greedy")(emb, k, labeled_emb=labeled_emb,
-                                                   lamb=options.get("lamb", 1.0),
-                                                   oversample=options.get("oversample", 2.0))
-    if strategy == "vessal":
-        return _vessal_embedded(fn, key, emb, k, rate, labeled_emb, options)
-    raise AssertionError(strategy)
-
-
-def _vessal_embedded(fn, key, emb, k, rate, labeled_emb, options):
-    """:func:`aljax.volume_stream` with the options of :func:`aljax.vessal` (same picks for the same
-    embeddings and key): ``seed_fisher`` seeds with the labeled embedding, ``precompute_covariance``
-    fixes ``Σ̂`` to the mean of ``UᵀU`` over the pool (and the labeled set when seeding)."""
-    volume_stream = _api(fn, "vessal", "volume_stream")
-    from . import _vessal
-
-    rank = options.get("rank", 1) if isinstance(emb, FisherFactors) else None
-    if rank is not None and rank > emb.probs.shape[1]:
-        raise ValueError(_validate.message(fn, "rank", f"at most the number of classes ({emb.probs.shape[1]})",
-                                           rank))
-    seed = labeled_emb if options.get("seed_fisher", False) else None
-    covariance = None
-    if options.get("precompute_covariance", False):
-        emb_rank = 1 if rank is None else rank
-        dtype = _vessal._compute_dtype(emb)
-        cov_sum, count = _vessal._gram(_vessal._PaddedChunks(emb, _emb_n(emb)), _emb_dim(emb), emb_rank, dtype)
-        if seed is not None:
-            seed_sum, seed_count = _vessal._gram(_vessal._array_blocks(seed, _emb_n(seed)), _emb_dim(emb), emb_rank,
-                                                 dtype)
-            cov_sum, count = cov_sum + seed_sum, count + seed_count
-        covariance = cov_sum / count
-    return volume_stream(key, emb, k, rate=rate, labeled_emb=seed, lamb=options.get("lamb", 0.01),
-                         covariance=covariance, rank=rank)
-
-
-def _emb_n(emb) -> int:
-    return emb.n if isinstance(emb, (Factored, FisherFactors)) else int(emb.shape[0])
-
-
-def _emb_dim(emb) -> int:
-    return emb.dim if isinstance(emb, (Factored, FisherFactors)) else int(emb.shape[1])
 
 
 def _no_labeled(data) -> bool:
@@ -167,9 +51,11 @@ class ActiveSampler:
     ``"vessal"`` (Saran et al., ICML 2023: :func:`aljax.volume_stream`, candidates streamed in
     order), ``"margin"``, ``"entropy"``, ``"least_confidence"`` (:mod:`aljax.scores`),
     ``"coreset"`` (Sener & Savarese, ICLR 2018: :func:`aljax.k_center_greedy` on the
-    penultimate features) and ``"random"``. With ``problem_type="regression"`` the embedding is
-    the penultimate features ``h`` (the Fisher of a Gaussian head is ``h hᵀ``); the uncertainty
-    strategies are classification-only.
+    penultimate features) and ``"random"``; each gives the same picks as the front door of the
+    same name (:func:`aljax.badge`, ...) called with the same keywords. With
+    ``problem_type="regression"`` the embedding is the penultimate features ``h`` (the Fisher of
+    a Gaussian head is ``h hᵀ``; BADGE's hallucinated gradient is zero, so ``"badge"`` is
+    k-means++ on ``h``); the uncertainty strategies are classification-only.
 
     Args:
       problem_type: ``"classification"`` or ``"regression"``.
@@ -179,16 +65,7 @@ class ActiveSampler:
         ``rate·n``); the batch strategies select ``max(1, round(rate·n))`` points.
       labeled_data: inputs already labeled (same kind as ``candidates``), or ``()`` for none.
         Used by ``"bait"`` (seeds the Fisher), ``"coreset"`` (initial centres) and ``"vessal"``
-        with ``seed_fisher=True``; ignored by the others.
-      rank: VeSSAL's rank of each point's Fisher rows (ignored by the other strategies).
-      precompute_covariance: VeSSAL: estimate the covariance in a first pass over the candidates
-        (ignored by the other strategies).
-      seed_fisher: VeSSAL: seed the stream's statistics with ``labeled_data`` (ignored by the
-        other strategies).
-      lamb: damping of VeSSAL's ``A₀ = λI`` and of BAIT's ``λI + F_S``. The default ``1e-2`` is
-        the original package's (for VeSSAL); for BAIT, whose own default is ``1.0``, pass
-        ``lamb=1.0``: with ``1e-2`` its greedy steps are ill-conditioned enough that float32
-        round-off can change picks.
+        (seeds ``A`` and ``Σ̂``); ignored by the others.
       strategy: one of ``"vessal"``, ``"badge"``, ``"bait"``, ``"margin"``, ``"entropy"``,
         ``"least_confidence"``, ``"coreset"``, ``"random"``.
       key: int seed or ``jax.random`` key. Each ``select`` call splits it, so repeated calls
@@ -198,8 +75,16 @@ class ActiveSampler:
       head: torch models only: name of the final layer (default: the last ``nn.Linear`` run).
       device: torch models only: where input batches go (default: the model's device).
       max_length: tokeniser truncation length (strings only).
+      lamb: the damping of BAIT's ``λI + F_S`` and VeSSAL's ``A₀ = λI``; None (the default)
+        takes each algorithm's own default: 1.0 for BAIT, 0.01 for VeSSAL.
+      oversample: BAIT's forward pass to ``⌈oversample·k⌉`` points before pruning back to ``k``.
+      rank: VeSSAL's rank of each point's Fisher rows.
+      precompute_covariance: VeSSAL: estimate the covariance in a first pass over the candidates
+        (and the labeled data).
       prune: ``"badge"`` on a classifier only: exact pruning of the k-means++ steps (same picks,
         faster; see :func:`aljax.kmeans_pp`).
+
+    An option that the chosen strategy does not use is ignored.
 
     Example:
       >>> import jax, jax.numpy as jnp, aljax
@@ -211,32 +96,28 @@ class ActiveSampler:
       (10,)
     """
 
-    def __init__(self, problem_type: str, model, budget, labeled_data=(), rank: int = 1,
-                 precompute_covariance: bool = False, seed_fisher: bool = False, lamb: float = 1e-2,
-                 strategy: str = "vessal", key=0, *, batch_size: int = 256, features_fn=None,
-                 head: str | None = None, device=None, max_length: int | None = None, prune: bool = False):
+    def __init__(self, problem_type: str, model, budget, labeled_data=(), *, strategy: str = "vessal", key=0,
+                 batch_size: int = 256, features_fn=None, head: str | None = None, device=None,
+                 max_length: int | None = None, lamb: float | None = None, oversample: float = 2.0, rank: int = 1,
+                 precompute_covariance: bool = False, prune: bool = False):
         fn = "ActiveSampler"
-        if problem_type not in _PROBLEM_TYPES:
-            raise ValueError(_validate.message(fn, "problem_type", "'classification' or 'regression'",
-                                               repr(problem_type)))
         if not isinstance(strategy, str) or strategy not in STRATEGIES:
             raise ValueError(_validate.message(fn, "strategy", f"one of {', '.join(map(repr, STRATEGIES))}",
                                                repr(strategy)))
-        if problem_type == "regression" and strategy in _UNCERTAINTY:
-            raise ValueError(_validate.message(fn, "strategy", "a strategy defined for regression (vessal, badge, "
-                                               "bait, coreset, random)", repr(strategy)))
+        _validate.check_problem_type(fn, problem_type, strategy)
         if isinstance(budget, bool) or not isinstance(budget, numbers.Real):
             raise TypeError(_validate.message(fn, "budget", "an int >= 1 or a float in (0, 1]",
                                               f"{type(budget).__name__} {budget!r}"))
         if isinstance(budget, numbers.Integral):
             self.k, self.rate = _validate.check_int(fn, "budget", budget, low=1), None
         else:
-            self.k, self.rate = None, check_rate(fn, "budget", budget)
+            self.k, self.rate = None, _validate.check_rate(fn, "budget", budget)
         self.rank = _validate.check_int(fn, "rank", rank, low=1)
-        self.lamb = _validate.check_positive(fn, "lamb", lamb)
-        for name, flag in (("precompute_covariance", precompute_covariance), ("seed_fisher", seed_fisher)):
-            if not isinstance(flag, bool):
-                raise TypeError(_validate.message(fn, name, "a bool", type(flag).__name__))
+        self.lamb = None if lamb is None else _validate.check_positive(fn, "lamb", lamb)
+        self.oversample = _validate.check_positive(fn, "oversample", oversample)
+        if not isinstance(precompute_covariance, bool):
+            raise TypeError(_validate.message(fn, "precompute_covariance", "a bool",
+                                              type(precompute_covariance).__name__))
         if _check_prune(fn, prune, factored=True) and (strategy != "badge" or problem_type != "classification"):
             raise ValueError(_validate.message(
                 fn, "prune", "False unless strategy='badge' with problem_type='classification' (it prunes "
@@ -245,7 +126,7 @@ class ActiveSampler:
         self.prune = prune
         self.batch_size = _validate.check_int(fn, "batch_size", batch_size, low=1)
         self.problem_type, self.strategy = problem_type, strategy
-        self.precompute_covariance, self.seed_fisher = precompute_covariance, seed_fisher
+        self.precompute_covariance = precompute_covariance
         self._key = _validate.as_key(fn, key)
         self._kind, self.model = self._model_kind(fn, model)
         if self._kind == "jax" and (head is not None or device is not None or max_length is not None):
@@ -254,9 +135,6 @@ class ActiveSampler:
         if self._kind == "torch" and features_fn is not None:
             raise ValueError(f"aljax.{fn}: `features_fn` applies to (params, apply_fn) pairs only; for a torch "
                              "model pass `head=` with the name of the final layer.")
-        if strategy == "vessal" and seed_fisher and _no_labeled(labeled_data):
-            raise ValueError(_validate.message(fn, "labeled_data", "labeled inputs when seed_fisher=True",
-                                               "none"))
         if self._kind == "torch" and strategy != "random":  # random never runs the model
             from . import torch_adapter
 
@@ -338,11 +216,10 @@ class ActiveSampler:
                 raise ValueError(f"aljax.{fn}: argument `candidates` must hold at least `budget` = {self.k} "
                                  f"examples (the sampler's budget), got {n}.")
         labeled = None
-        if self.labeled_data is not None and self.strategy in ("bait", "coreset", "vessal") and \
-                (self.strategy != "vessal" or self.seed_fisher):
+        if self.labeled_data is not None and self.strategy in ("bait", "coreset", "vessal"):
             labeled = self._outputs(self.labeled_data, "labeled_data")
-        options = {"lamb": self.lamb, "rank": self.rank, "seed_fisher": self.seed_fisher,
+        options = {"lamb": self.lamb, "oversample": self.oversample, "rank": self.rank,
                    "precompute_covariance": self.precompute_covariance, "prune": self.prune}
-        picks = _select_embedded(fn, self.strategy, self.problem_type, key, logits, h, n, self.k, rate=self.rate,
+        picks = select_from_outputs(fn, self.strategy, self.problem_type, key, logits, h, n, self.k, rate=self.rate,
                                  labeled=labeled, options=options)
         return np.asarray(picks, dtype=np.int32)
