@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import numbers
 import os
+import stat
+import tempfile
 from typing import Any
 
 import numpy as np
@@ -63,41 +66,91 @@ class LabelPool:
 
     @property
     def n(self) -> int:
-        """The dataset size."""
+        """The dataset size.
+
+        Example:
+          >>> import aljax
+          >>> aljax.LabelPool(10).n
+          10
+        """
         return self._n
 
     @property
     def labeled(self) -> np.ndarray:
-        """``(n_labeled,)`` dataset indices, in the order they were labeled."""
+        """``(n_labeled,)`` dataset indices, in the order they were labeled.
+
+        Example:
+          >>> import aljax
+          >>> aljax.LabelPool(10).label([7, 2]).label([5]).labeled.tolist()
+          [7, 2, 5]
+        """
         return self._order
 
     @property
     def unlabeled(self) -> np.ndarray:
         """``(n − n_labeled,)`` dataset indices still in the pool, ascending: the positions a
-        selector's output refers to when it was run on ``x[pool.unlabeled]``."""
+        selector's output refers to when it was run on ``x[pool.unlabeled]``.
+
+        Example:
+          >>> import aljax
+          >>> aljax.LabelPool(5).label([3, 0]).unlabeled.tolist()
+          [1, 2, 4]
+        """
         return _readonly(np.flatnonzero(self._rounds < 0))
 
     @property
     def mask(self) -> np.ndarray:
-        """``(n,)`` bool, True where labeled."""
+        """``(n,)`` bool, True where labeled.
+
+        Example:
+          >>> import aljax
+          >>> aljax.LabelPool(4).label([1]).mask.tolist()
+          [False, True, False, False]
+        """
         return _readonly(self._rounds >= 0)
 
     @property
     def rounds(self) -> np.ndarray:
-        """``(n,)`` the round each example was labeled in, ``-1`` where still unlabeled."""
+        """``(n,)`` the round each example was labeled in, ``-1`` where still unlabeled.
+
+        Example:
+          >>> import aljax
+          >>> aljax.LabelPool(4).label([1]).label([3]).rounds.tolist()
+          [-1, 0, -1, 1]
+        """
         return self._rounds
 
     @property
     def num_labeled(self) -> int:
+        """How many examples are labeled.
+
+        Example:
+          >>> import aljax
+          >>> aljax.LabelPool(10).label([1, 2, 3]).num_labeled
+          3
+        """
         return int(self._order.size)
 
     @property
     def num_unlabeled(self) -> int:
+        """How many examples are still unlabeled.
+
+        Example:
+          >>> import aljax
+          >>> aljax.LabelPool(10).label([1, 2, 3]).num_unlabeled
+          7
+        """
         return self._n - self.num_labeled
 
     @property
     def num_rounds(self) -> int:
-        """Number of rounds so far (``max round + 1``; 0 when nothing is labeled)."""
+        """Number of rounds so far (``max round + 1``; 0 when nothing is labeled).
+
+        Example:
+          >>> import aljax
+          >>> aljax.LabelPool(10).num_rounds, aljax.LabelPool(10).label([0]).label([1]).num_rounds
+          (0, 2)
+        """
         return int(self._rounds.max()) + 1 if self.num_labeled else 0
 
     def __len__(self) -> int:
@@ -118,17 +171,60 @@ class LabelPool:
     # -- index maps ---------------------------------------------------------------------------
 
     def round_of(self, indices) -> np.ndarray:
-        """The round each dataset index was labeled in (``-1`` if unlabeled)."""
+        """The round each dataset index was labeled in (``-1`` if unlabeled).
+
+        Args:
+          indices: dataset indices, an int, a sequence or a 1-D integer array, in ``[0, n)``.
+
+        Returns:
+          ``(len(indices),)`` int64 rounds.
+
+        Example:
+          >>> import aljax
+          >>> aljax.LabelPool(6).label([4]).label([1]).round_of([1, 4, 0]).tolist()
+          [1, 0, -1]
+        """
         return self._rounds[self._as_indices("LabelPool.round_of", "indices", indices, self._n)]
 
     def from_unlabeled_index(self, positions) -> np.ndarray:
-        """Map positions in :attr:`unlabeled` (a selector's output) to dataset indices."""
+        """Map positions in :attr:`unlabeled` (a selector's output) to dataset indices.
+
+        Args:
+          positions: indices into ``x[pool.unlabeled]``, in ``[0, num_unlabeled)``: what a
+            selector returns when run on the unlabeled rows (a JAX int32 array is fine).
+
+        Returns:
+          ``(len(positions),)`` dataset indices, in the order of ``positions``.
+
+        Example:
+          >>> import aljax
+          >>> pool = aljax.LabelPool(6).label([0, 2])      # unlabeled: [1, 3, 4, 5]
+          >>> pool.from_unlabeled_index([3, 0]).tolist()
+          [5, 1]
+        """
         unlabeled = self.unlabeled
         positions = self._as_indices("LabelPool.from_unlabeled_index", "positions", positions, unlabeled.size)
         return _readonly(unlabeled[positions])
 
     def to_unlabeled_index(self, indices) -> np.ndarray:
-        """Map dataset indices of unlabeled examples to their positions in :attr:`unlabeled`."""
+        """Map dataset indices of unlabeled examples to their positions in :attr:`unlabeled`;
+        the inverse of :meth:`from_unlabeled_index`.
+
+        Args:
+          indices: dataset indices of examples that are not labeled yet.
+
+        Returns:
+          ``(len(indices),)`` positions in :attr:`unlabeled`.
+
+        Raises:
+          ValueError: an index out of range or already labeled.
+
+        Example:
+          >>> import aljax
+          >>> pool = aljax.LabelPool(6).label([0, 2])      # unlabeled: [1, 3, 4, 5]
+          >>> pool.to_unlabeled_index([5, 1]).tolist()
+          [3, 0]
+        """
         fn = "LabelPool.to_unlabeled_index"
         indices = self._as_indices(fn, "indices", indices, self._n)
         taken = indices[self._rounds[indices] >= 0]
@@ -154,6 +250,12 @@ class LabelPool:
 
         Raises:
           ValueError: an index out of range, repeated, or already labeled.
+
+        Example:
+          >>> import aljax
+          >>> pool = aljax.LabelPool(5).label([4, 1])
+          >>> pool.label([0], round=3).round_of([4, 1, 0]).tolist()
+          [0, 0, 3]
         """
         fn = "LabelPool.label"
         indices = self._as_indices(fn, "indices", indices, self._n)
@@ -197,13 +299,36 @@ class LabelPool:
     # -- persistence --------------------------------------------------------------------------
 
     def to_dict(self) -> dict:
-        """A JSON-serialisable dict (``format``, ``n``, ``labeled`` in order, and their ``rounds``)."""
+        """A JSON-serialisable dict (``format``, ``n``, ``labeled`` in order, and their ``rounds``).
+
+        Example:
+          >>> import aljax
+          >>> aljax.LabelPool(4).label([3]).label([0]).to_dict()
+          {'format': 'aljax.LabelPool/1', 'n': 4, 'labeled': [3, 0], 'rounds': [0, 1]}
+        """
         return {"format": _FORMAT, "n": self._n, "labeled": self._order.tolist(),
                 "rounds": self._rounds[self._order].tolist()}
 
     @classmethod
     def from_dict(cls, state: dict) -> "LabelPool":
-        """Rebuild a pool from :meth:`to_dict`'s output (validated)."""
+        """Rebuild a pool from :meth:`to_dict`'s output.
+
+        Args:
+          state: a dict as :meth:`to_dict` returns it.
+
+        Returns:
+          The :class:`LabelPool` it describes.
+
+        Raises:
+          ValueError: a state of another format, with mismatched lengths, with rounds that are
+            negative or decrease, or with an index repeated or out of range.
+
+        Example:
+          >>> import aljax
+          >>> pool = aljax.LabelPool(4).label([3]).label([0])
+          >>> aljax.LabelPool.from_dict(pool.to_dict()) == pool
+          True
+        """
         fn = "LabelPool.from_dict"
         if not isinstance(state, dict) or state.get("format") != _FORMAT:
             raise ValueError(_validate.message(fn, "state", f"a dict with format {_FORMAT!r}",
@@ -222,12 +347,91 @@ class LabelPool:
         return pool
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the state as JSON to ``path``."""
-        with open(path, "w") as f:
-            json.dump(self.to_dict(), f)
+        """Write the state as JSON to ``path``, atomically.
+
+        The JSON goes to a temporary file in the folder of ``path``, which is flushed, synced to
+        disk and then renamed onto ``path`` (``os.replace``; the folder is synced too where the
+        OS allows). So ``path`` holds either the previous state or the new one, never a mix: a
+        crash or a full disk mid-write cannot destroy the record of what is labeled. On an
+        error the temporary file is removed and the error raised. A process killed outright
+        (``SIGKILL``, power loss) during the write can leave that temporary file behind, named
+        ``.<name>.<random>.tmp`` beside ``path``; it is safe to delete. An existing file keeps
+        its permissions; a new one gets the usual ``0o666`` less the umask. When ``path`` is a
+        symbolic link, the file it points to is replaced.
+
+        Args:
+          path: the file to write (its folder must exist).
+
+        Example:
+          >>> import aljax, os, tempfile
+          >>> path = os.path.join(tempfile.mkdtemp(), "pool.json")
+          >>> aljax.LabelPool(5).label([2, 4]).save(path)
+          >>> aljax.LabelPool.load(path).labeled.tolist()
+          [2, 4]
+        """
+        state = self.to_dict()
+        target = os.path.realpath(path)
+        folder, name = os.path.split(target)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "w") as f:
+                if hasattr(os, "fchmod"):  # POSIX; on Windows mkstemp's file is already writable
+                    os.fchmod(f.fileno(), _new_file_mode(target))
+                json.dump(state, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        _fsync_folder(folder)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LabelPool":
-        """Read a pool written by :meth:`save`."""
+        """Read a pool written by :meth:`save`.
+
+        Args:
+          path: a file written by :meth:`save`.
+
+        Returns:
+          The :class:`LabelPool` it holds (validated as in :meth:`from_dict`).
+
+        Example:
+          >>> import aljax, os, tempfile
+          >>> path = os.path.join(tempfile.mkdtemp(), "pool.json")
+          >>> aljax.LabelPool(5).label([1]).label([0, 3]).save(path)
+          >>> aljax.LabelPool.load(path).rounds.tolist()
+          [1, 0, -1, 1, -1]
+        """
         with open(path) as f:
             return cls.from_dict(json.load(f))
+
+
+def _new_file_mode(target: str) -> int:
+    """The permissions the saved file gets: the existing file's, else ``0o666`` less the umask
+    (what ``open(path, "w")`` would give; ``mkstemp`` alone would give ``0o600``)."""
+    try:
+        return stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        # The umask can only be read by setting it; a thread creating a file in this instant
+        # gets 0o077, the private side, rather than a looser mode than its own.
+        umask = os.umask(0o077)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def _fsync_folder(folder: str) -> None:
+    """Sync the folder entry of a renamed file, so the rename itself survives a power loss.
+    Windows cannot open a folder and some file systems refuse to sync one: the rename is then as
+    durable as the OS makes it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,6 +1,11 @@
 """LabelPool: invariants under random labeling sequences, index maps, persistence, bad input."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -81,6 +86,105 @@ def test_save_load_round_trip(tmp_path_factory, seq):
     np.testing.assert_array_equal(loaded.rounds, pool.rounds)
     np.testing.assert_array_equal(loaded.labeled, pool.labeled)
     assert json.loads(json.dumps(pool.to_dict())) == pool.to_dict()
+
+
+def _old_and_new_pools():
+    old = LabelPool(50_000).label([7, 3]).label([11])
+    new = LabelPool(50_000).label(np.arange(0, 50_000, 2))     # a long write: ~150 kB of JSON
+    return old, new
+
+
+# The child saves `new` over `old`'s file with json.dump swapped for one that writes half the
+# JSON, flushes it, tells the parent and waits to be killed: a writer stopped mid-save, the same
+# point on every run. (It relies on save writing through json.dump: the parent fails loudly,
+# rather than passing, if the child never gets there.)
+_KILLED_WRITER = textwrap.dedent("""
+    import json, os, sys, time
+    import numpy as np
+    from aljax import LabelPool
+
+    path = sys.argv[1]
+    new = LabelPool(50_000).label(np.arange(0, 50_000, 2))
+
+    def half_then_wait(obj, fp, **kw):
+        text = json.dumps(obj, **kw)
+        fp.write(text[: len(text) // 2])
+        fp.flush()
+        os.fsync(fp.fileno())
+        print("half written", flush=True)
+        time.sleep(120)
+
+    json.dump = half_then_wait
+    new.save(path)
+""")
+
+
+def test_a_writer_killed_mid_save_leaves_the_previous_file_intact(tmp_path):
+    old, _ = _old_and_new_pools()
+    path = tmp_path / "pool.json"
+    old.save(path)
+    child = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(path)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        line = child.stdout.readline()
+        assert line.strip() == "half written", (line, child.stderr.read() if child.poll() is not None else "")
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert LabelPool.load(path) == old
+    # SIGKILL leaves no chance to clean up: at most the half-written temporary file remains,
+    # hidden beside the target, under the name save documents.
+    leftovers = sorted(p.name for p in tmp_path.iterdir() if p.name != "pool.json")
+    assert all(name.startswith(".pool.json.") and name.endswith(".tmp") for name in leftovers), leftovers
+
+
+def test_an_error_mid_save_leaves_the_previous_file_and_no_temporary_file(tmp_path, monkeypatch):
+    old, new = _old_and_new_pools()
+    path = tmp_path / "pool.json"
+    old.save(path)
+
+    def half_then_disk_full(obj, fp, **kw):
+        text = json.dumps(obj, **kw)
+        fp.write(text[: len(text) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(json, "dump", half_then_disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        new.save(path)
+    monkeypatch.undo()
+    assert LabelPool.load(path) == old
+    assert [p.name for p in tmp_path.iterdir()] == ["pool.json"]
+    new.save(path)
+    assert LabelPool.load(path) == new and [p.name for p in tmp_path.iterdir()] == ["pool.json"]
+
+
+def test_save_syncs_the_file_before_renaming_it(tmp_path, monkeypatch):
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append("fsync") or real_fsync(fd))
+    monkeypatch.setattr(os, "replace", lambda a, b: events.append("replace") or real_replace(a, b))
+    LabelPool(3).label([1]).save(tmp_path / "pool.json")
+    assert events[:2] == ["fsync", "replace"]
+    assert LabelPool.load(tmp_path / "pool.json") == LabelPool(3).label([1])
+
+
+@pytest.mark.skipif(not hasattr(os, "fchmod"), reason="POSIX permissions")
+def test_save_keeps_permissions_and_writes_through_a_symlink(tmp_path):
+    path = tmp_path / "pool.json"
+    LabelPool(3).save(path)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert (path.stat().st_mode & 0o777) == 0o666 & ~umask      # as open(path, "w") would make it
+    path.chmod(0o640)
+    LabelPool(3).label([0]).save(path)
+    assert (path.stat().st_mode & 0o777) == 0o640
+    link = tmp_path / "link.json"
+    link.symlink_to(path)
+    LabelPool(3).label([2]).save(link)
+    assert link.is_symlink() and LabelPool.load(path) == LabelPool(3).label([2])
 
 
 def test_explicit_rounds_and_round_of():
