@@ -15,7 +15,7 @@ from ._bait import fisher_greedy
 from ._baselines import k_center_greedy, random_kernel
 from ._embeddings import hallucinated_residual, softmax
 from ._types import Factored, FisherFactors
-from ._vessal import covariance_of, volume_stream
+from . import _vessal
 
 
 STRATEGIES = ("vessal", "badge", "bait", "margin", "entropy", "least_confidence", "coreset", "random")
@@ -82,7 +82,7 @@ def select_from_outputs(fn: str, strategy: str, problem_type: str, key, logits, 
                                                rank))
         covariance = None
         if options.get("precompute_covariance", False):
-            covariance = covariance_of(emb, labeled_emb, rank)
-        return volume_stream(emb, k, key=key, labeled=labeled_emb, rate=rate, lamb=lamb, rank=rank,
+            covariance = _vessal.covariance_of(emb, labeled_emb, rank)
+        return _vessal.volume_stream(emb, k, key=key, labeled=labeled_emb, rate=rate, lamb=lamb, rank=rank,
                              covariance=covariance)
     raise AssertionError(strategy)
