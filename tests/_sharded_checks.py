@@ -70,13 +70,13 @@ def kmeans_pp_factored_and_dense():
         emb = factored(seed, 256)
         sharded = shard(emb)
         assert is_row_sharded(sharded.a) and is_row_sharded(sharded.h)
-        equal(aljax.kmeans_pp(seed, sharded, 40), aljax.kmeans_pp(seed, emb, 40), f"factored seed {seed}")
-        equal(aljax.kmeans_pp(seed, shard(emb.to_dense()), 40), aljax.kmeans_pp(seed, emb.to_dense(), 40),
+        equal(aljax.kmeans_pp(sharded, 40, key=seed), aljax.kmeans_pp(emb, 40, key=seed), f"factored seed {seed}")
+        equal(aljax.kmeans_pp(shard(emb.to_dense()), 40, key=seed), aljax.kmeans_pp(emb.to_dense(), 40, key=seed),
               f"dense seed {seed}")
-    jitted = jax.jit(aljax.kmeans_pp, static_argnums=2)
-    equal(jitted(jax.random.key(3), sharded, 40), aljax.kmeans_pp(3, emb, 40), "under an outer jit")
+    jitted = jax.jit(aljax.kmeans_pp, static_argnums=1)
+    equal(jitted(sharded, 40, key=jax.random.key(3)), aljax.kmeans_pp(emb, 40, key=3), "under an outer jit")
     # 2-D mesh, rows over "data" (4 shards), replicated over "model".
-    equal(aljax.kmeans_pp(1, shard(emb, NamedSharding(MESH_2D, P("data"))), 40), aljax.kmeans_pp(1, emb, 40),
+    equal(aljax.kmeans_pp(shard(emb, NamedSharding(MESH_2D, P("data"))), 40, key=1), aljax.kmeans_pp(emb, 40, key=1),
           "2-D mesh")
 
 
@@ -84,8 +84,8 @@ def kmeans_pp_factored_and_dense():
 def kmeans_pp_uniform_fill_when_sharded():
     emb = factored(1, 256, duplicates=5)  # 5 distinct rows, 40 picks: 35 come from the uniform fill
     for key in range(2):
-        ref = np.asarray(aljax.kmeans_pp(key, emb, 40))
-        got = np.asarray(aljax.kmeans_pp(key, shard(emb), 40))
+        ref = np.asarray(aljax.kmeans_pp(emb, 40, key=key))
+        got = np.asarray(aljax.kmeans_pp(shard(emb), 40, key=key))
         equal(got, ref, f"key {key}")
         assert len(set(got.tolist())) == 40
 
@@ -131,8 +131,8 @@ def k_center_greedy_and_coreset():
     feats = jnp.asarray(rng.normal(size=(256, 7)), jnp.float32)
     labeled = jnp.asarray(rng.normal(size=(40, 7)), jnp.float32)
     equal(aljax.k_center_greedy(shard(feats), 30), aljax.k_center_greedy(feats, 30), "no labeled")
-    equal(aljax.k_center_greedy(shard(feats), 30, labeled_features=labeled),
-          aljax.k_center_greedy(feats, 30, labeled_features=labeled), "replicated labeled")
+    equal(aljax.k_center_greedy(shard(feats), 30, labeled=labeled),
+          aljax.k_center_greedy(feats, 30, labeled=labeled), "replicated labeled")
     params, apply_fn, *_ = MODEL_KINDS["plain"](jax.random.key(0))
     pool = jax.random.normal(jax.random.key(1), (400, 6))
     equal(aljax.coreset(params, apply_fn, shard(pool), 20, labeled=pool[:30], batch_size=16),
@@ -162,10 +162,10 @@ def explicit_axes_mesh():
         equal(getattr(aljax, name)(params, apply_fn, sharded, 12, batch_size=16),
               getattr(aljax, name)(params, apply_fn, pool, 12, batch_size=16), name)
     emb = factored(0, 256)
-    equal(aljax.kmeans_pp(1, shard(emb, rows), 30), aljax.kmeans_pp(1, emb, 30), "kmeans_pp")
+    equal(aljax.kmeans_pp(shard(emb, rows), 30, key=1), aljax.kmeans_pp(emb, 30, key=1), "kmeans_pp")
     feats = emb.h
     equal(aljax.k_center_greedy(shard(feats, rows), 30), aljax.k_center_greedy(feats, 30), "k_center_greedy")
-    equal(aljax.volume_stream(2, shard(feats, rows), 10), aljax.volume_stream(2, feats, 10), "volume_stream")
+    equal(aljax.volume_stream(shard(feats, rows), 10, key=2), aljax.volume_stream(feats, 10, key=2), "volume_stream")
 
 
 # ---------------------------------------------------------------- heavy work stays sharded
@@ -215,10 +215,10 @@ def mixed_shardings_are_refused():
     mixed = aljax.Factored(jax.device_put(emb.a, ROWS), emb.h)
     with pytest.raises(ValueError, match=r"aljax\.kmeans_pp: argument `embedding` must be leaves laid out the same "
                                          r"way.*leaf 1 not sharded along the example axis"):
-        aljax.kmeans_pp(0, mixed, 5)
+        aljax.kmeans_pp(mixed, 5, key=0)
     other = aljax.Factored(jax.device_put(emb.a, ROWS), jax.device_put(emb.h, NamedSharding(MESH_2D, P("data"))))
     with pytest.raises(ValueError, match=r"aljax\.kmeans_pp: argument `embedding`.*mesh axes 'data'"):
-        aljax.kmeans_pp(0, other, 5)
+        aljax.kmeans_pp(other, 5, key=0)
     params, apply_fn, *_ = MODEL_KINDS["plain"](jax.random.key(0))
 
     def two_inputs(p, x):
@@ -231,7 +231,7 @@ def mixed_shardings_are_refused():
         aljax.coreset(params, two_inputs, pool, 5)
     # Sharded along a feature axis only: not a row layout, the plain path (same picks).
     cols = jax.device_put(emb.to_dense(), NamedSharding(MESH, P(None, "data")))
-    equal(aljax.kmeans_pp(0, cols, 5), aljax.kmeans_pp(0, emb.to_dense(), 5), "feature-sharded")
+    equal(aljax.kmeans_pp(cols, 5, key=0), aljax.kmeans_pp(emb.to_dense(), 5, key=0), "feature-sharded")
 
 
 @check
@@ -243,8 +243,8 @@ def mesh_not_dividing_the_pool():
         jax.device_put(jnp.ones((100, 3)), ROWS)
     # Inside the caller's jit a sharding constraint on any size works: XLA pads the last shard.
     emb = factored(2, 100)
-    constrained = jax.jit(lambda e: aljax.kmeans_pp(4, jax.lax.with_sharding_constraint(e, ROWS), 12))
-    equal(constrained(emb), aljax.kmeans_pp(4, emb, 12), "kmeans_pp under jit, 100 rows on 8 devices")
+    constrained = jax.jit(lambda e: aljax.kmeans_pp(jax.lax.with_sharding_constraint(e, ROWS), 12, key=4))
+    equal(constrained(emb), aljax.kmeans_pp(emb, 12, key=4), "kmeans_pp under jit, 100 rows on 8 devices")
     features = emb.h
     constrained = jax.jit(lambda f: aljax.k_center_greedy(jax.lax.with_sharding_constraint(f, ROWS), 12))
     equal(constrained(features), aljax.k_center_greedy(features, 12), "k_center_greedy under jit")

@@ -41,14 +41,14 @@ def test_first_pick_is_largest_norm(seed):
     emb = _factored(seed, 50)
     dense = np.asarray(emb.to_dense(), np.float64)
     expected = int(np.argmax(np.sum(dense ** 2, axis=1)))
-    assert int(aljax.kmeans_pp(seed, emb, 3)[0]) == expected
-    assert int(aljax.kmeans_pp(seed, jnp.asarray(dense, jnp.float32), 3)[0]) == expected
+    assert int(aljax.kmeans_pp(emb, 3, key=seed)[0]) == expected
+    assert int(aljax.kmeans_pp(jnp.asarray(dense, jnp.float32), 3, key=seed)[0]) == expected
 
 
 @pytest.mark.parametrize("seed", range(3))
 def test_factored_and_dense_inputs_pick_the_same_points(seed):
     emb = _factored(seed, 200, c=4, d=8)
-    np.testing.assert_array_equal(aljax.kmeans_pp(seed, emb, 20), aljax.kmeans_pp(seed, emb.to_dense(), 20))
+    np.testing.assert_array_equal(aljax.kmeans_pp(emb, 20, key=seed), aljax.kmeans_pp(emb.to_dense(), 20, key=seed))
 
 
 def test_second_pick_follows_d2_distribution():
@@ -177,7 +177,7 @@ def test_exactly_k_unique_in_range(n, frac, seed, distinct, factored):
     a = rng.normal(size=(distinct, 3))[rng.integers(0, distinct, n)]
     h = rng.normal(size=(distinct, 4))[rng.integers(0, distinct, n)]
     emb = aljax.Factored(jnp.asarray(a, jnp.float32), jnp.asarray(h, jnp.float32))
-    idx = np.asarray(aljax.kmeans_pp(seed, emb if factored else emb.to_dense(), k))
+    idx = np.asarray(aljax.kmeans_pp(emb if factored else emb.to_dense(), k, key=seed))
     assert idx.dtype == np.int32 and idx.shape == (k,)
     assert len(set(idx.tolist())) == k
     assert idx.min() >= 0 and idx.max() < n
@@ -188,8 +188,8 @@ def test_exactly_k_unique_in_range(n, frac, seed, distinct, factored):
 def test_permutation_equivariance_of_first_pick_and_set_size(seed):
     emb = _factored(seed % 1000, 30)
     perm = np.random.default_rng(seed).permutation(30)
-    first = int(aljax.kmeans_pp(0, emb, 1)[0])
-    first_perm = int(aljax.kmeans_pp(0, emb[perm], 1)[0])
+    first = int(aljax.kmeans_pp(emb, 1, key=0)[0])
+    first_perm = int(aljax.kmeans_pp(emb[perm], 1, key=0)[0])
     assert perm[first_perm] == first
 
 
@@ -206,8 +206,8 @@ def test_same_key_same_picks_with_and_without_jit():
     other = aljax.badge(params, apply_fn, pool, 25, key=6, batch_size=64)
     assert not np.array_equal(eager, other)
     emb = aljax.last_layer_embedding(params, apply_fn, pool)
-    jit_key = jax.jit(aljax.kmeans_pp, static_argnums=2)(jax.random.key(5), emb, 25)
-    np.testing.assert_array_equal(jit_key, aljax.kmeans_pp(5, emb, 25))
+    jit_key = jax.jit(aljax.kmeans_pp, static_argnums=1)(emb, 25, key=jax.random.key(5))
+    np.testing.assert_array_equal(jit_key, aljax.kmeans_pp(emb, 25, key=5))
 
 
 def test_no_recompilation_on_second_call():
@@ -245,7 +245,7 @@ def test_duplicates_and_fully_confident_model_give_unique_picks_without_nan():
     assert len(set(np.asarray(idx).tolist())) == 12
     # Fewer distinct points than k: the remainder is filled uniformly from unpicked points.
     emb = jnp.tile(jnp.asarray([[1.0, 0.0], [0.0, 2.0]]), (10, 1))
-    idx = np.asarray(aljax.kmeans_pp(0, emb, 20))
+    idx = np.asarray(aljax.kmeans_pp(emb, 20, key=0))
     assert sorted(idx.tolist()) == list(range(20))
     assert {int(emb[idx[0], 1] > 0), int(emb[idx[1], 1] > 0)} == {0, 1}
 
@@ -351,8 +351,8 @@ def test_pool_the_model_cannot_take_names_the_function():
 
 def test_traced_integer_seed_and_row_indexing():
     emb = _factored(0, 30)
-    jitted = jax.jit(aljax.kmeans_pp, static_argnums=2)(3, emb, 5)
-    np.testing.assert_array_equal(jitted, aljax.kmeans_pp(3, emb, 5))
+    jitted = jax.jit(aljax.kmeans_pp, static_argnums=1)(emb, 5, key=3)
+    np.testing.assert_array_equal(jitted, aljax.kmeans_pp(emb, 5, key=3))
     row = emb[4]
     assert row.a.shape == (1, 3) and row.h.shape == (1, 5)
     np.testing.assert_array_equal(row.to_dense(), emb.to_dense()[4:5])
@@ -450,13 +450,13 @@ def test_prune_gives_the_same_picks(n, k_frac, seed, duplicates, shift):
     h = h - np.float32(shift)   # 0: ReLU features (the tighter bound); 0.3: signed ones
     emb = aljax.Factored(jnp.asarray(a), jnp.asarray(h))
     k = max(1, int(k_frac * n))
-    np.testing.assert_array_equal(aljax.kmeans_pp(seed, emb, k, prune=True), aljax.kmeans_pp(seed, emb, k))
+    np.testing.assert_array_equal(aljax.kmeans_pp(emb, k, prune=True, key=seed), aljax.kmeans_pp(emb, k, key=seed))
 
 
 def test_prune_same_picks_at_benchmark_shape_and_through_badge():
     a, h = _badge_like(6000, 10, 128, seed=0)
     emb = aljax.Factored(jnp.asarray(a), jnp.asarray(h))
-    np.testing.assert_array_equal(aljax.kmeans_pp(1, emb, 300, prune=True), aljax.kmeans_pp(1, emb, 300))
+    np.testing.assert_array_equal(aljax.kmeans_pp(emb, 300, prune=True, key=1), aljax.kmeans_pp(emb, 300, key=1))
     params, apply_fn, pool = _plain()
     pool = jax.random.normal(jax.random.key(2), (200, 6))
     np.testing.assert_array_equal(aljax.badge(params, apply_fn, pool, 30, key=4, prune=True),
@@ -512,7 +512,7 @@ def test_size_buckets_change_no_pick_and_share_one_compilation(factored, prune):
         emb = emb if factored else emb.to_dense("cd")
         for key in (0, 1):
             want = _kmeans_pp(jax.random.key(key), emb, 40, prune=prune, n_valid=jnp.int32(n))   # no padding
-            np.testing.assert_array_equal(aljax.kmeans_pp(key, emb, 40, prune=prune), want)
+            np.testing.assert_array_equal(aljax.kmeans_pp(emb, 40, prune=prune, key=key), want)
     # The unpadded reference compiled once per size (3); the padded front door once in all.
     assert _kmeans_pp._cache_size() - before <= 4
 
@@ -525,5 +525,5 @@ def test_size_buckets_fill_uniformly_without_ever_picking_padding():
     assert _bucket(37) == 40
     x = np.repeat(np.random.default_rng(0).normal(size=(5, 3)), [8, 8, 8, 8, 5], axis=0).astype(np.float32)
     for key in range(20):
-        picks = np.asarray(aljax.kmeans_pp(key, jnp.asarray(x), 37))
+        picks = np.asarray(aljax.kmeans_pp(jnp.asarray(x), 37, key=key))
         assert sorted(picks.tolist()) == list(range(37))

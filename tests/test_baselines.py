@@ -228,7 +228,7 @@ def test_k_center_greedy_matches_slow_reference(seed, with_labeled):
     feats = rng.normal(size=(120, 5)).astype(np.float32)
     labeled = rng.normal(size=(300, 5)).astype(np.float32) if with_labeled else None
     got = aljax.k_center_greedy(jnp.asarray(feats), 15,
-                                labeled_features=None if labeled is None else jnp.asarray(labeled))
+                                labeled=None if labeled is None else jnp.asarray(labeled))
     assert got.dtype == jnp.int32
     np.testing.assert_array_equal(got, _k_center_ref(feats, 15, labeled))
 
@@ -240,7 +240,7 @@ def test_k_center_greedy_with_a_large_common_offset(with_labeled):
     feats = (100 + 0.01 * rng.normal(size=(200, 32))).astype(np.float32)
     labeled = (100 + 0.01 * rng.normal(size=(20, 32))).astype(np.float32) if with_labeled else None
     got = aljax.k_center_greedy(jnp.asarray(feats), 10,
-                                labeled_features=None if labeled is None else jnp.asarray(labeled))
+                                labeled=None if labeled is None else jnp.asarray(labeled))
     np.testing.assert_array_equal(got, _k_center_ref(feats, 10, labeled))
 
 
@@ -253,7 +253,7 @@ def test_k_center_greedy_padded_to_a_size_bucket_picks_as_unpadded(n, m, k):
     rng = np.random.default_rng(n + m)
     feats = rng.normal(size=(n, 6)).astype(np.float32)   # the padding (origin) would be a near centre
     labeled = rng.normal(size=(m, 6)).astype(np.float32) if m else None
-    got = np.asarray(aljax.k_center_greedy(jnp.asarray(feats), k, labeled_features=labeled))
+    got = np.asarray(aljax.k_center_greedy(jnp.asarray(feats), k, labeled=labeled))
     unpadded = aljax._baselines._k_center_greedy_padded(
         jnp.asarray(feats), None if labeled is None else jnp.asarray(labeled), jnp.int32(n),
         None if labeled is None else jnp.int32(m), k=k)
@@ -275,11 +275,11 @@ def test_k_center_greedy_properties(seed, n, m, data):
     feats = rng.normal(size=(n, 3)).astype(np.float32)
     lab = rng.normal(size=(m, 3)).astype(np.float32) if m else None
     k = data.draw(st.integers(1, n))
-    got = np.asarray(aljax.k_center_greedy(jnp.asarray(feats), k, labeled_features=lab))
+    got = np.asarray(aljax.k_center_greedy(jnp.asarray(feats), k, labeled=lab))
     assert got.shape == (k,) and len(set(got.tolist())) == k and got.min() >= 0 and got.max() < n
     # permutation equivariance: permuting the pool permutes the picks (no ties with random data)
     perm = rng.permutation(n)
-    permuted = np.asarray(aljax.k_center_greedy(jnp.asarray(feats[perm]), k, labeled_features=lab))
+    permuted = np.asarray(aljax.k_center_greedy(jnp.asarray(feats[perm]), k, labeled=lab))
     np.testing.assert_array_equal(perm[permuted], got)
 
 
@@ -335,11 +335,11 @@ BAD = [
     (lambda: aljax.coreset(_W, _LIN, _POOL, 2, labeled={"a": _POOL}, features_fn=lambda W, x: x), ValueError,
      ["aljax.coreset", "`labeled`"]),
     (lambda: aljax.coreset(_W, lambda W, x: jnp.sin(x @ W), _POOL, 2), ValueError, ["aljax.coreset", "features_fn"]),
-    (lambda: aljax.k_center_greedy(jnp.ones(5), 1), ValueError, ["aljax.k_center_greedy", "`features`"]),
-    (lambda: aljax.k_center_greedy(jnp.ones((5, 2), jnp.int32), 1), TypeError, ["aljax.k_center_greedy", "`features`"]),
+    (lambda: aljax.k_center_greedy(jnp.ones(5), 1), ValueError, ["aljax.k_center_greedy", "`embedding`"]),
+    (lambda: aljax.k_center_greedy(jnp.ones((5, 2), jnp.int32), 1), TypeError, ["aljax.k_center_greedy", "`embedding`"]),
     (lambda: aljax.k_center_greedy(jnp.ones((5, 2)), 6), ValueError, ["aljax.k_center_greedy", "`k`"]),
-    (lambda: aljax.k_center_greedy(jnp.ones((5, 2)), 1, labeled_features=jnp.ones((3, 4))), ValueError,
-     ["aljax.k_center_greedy", "`labeled_features`"]),
+    (lambda: aljax.k_center_greedy(jnp.ones((5, 2)), 1, labeled=jnp.ones((3, 4))), ValueError,
+     ["aljax.k_center_greedy", "`labeled`"]),
     (lambda: aljax.k_center_greedy(jnp.ones((5, 2)).at[0, 0].set(jnp.inf), 1), ValueError,
      ["aljax.k_center_greedy", "NaN/Inf"]),
     (lambda: scores.margin(jnp.ones(5)), ValueError, ["aljax.scores.margin", "`logits`", "2-D"]),

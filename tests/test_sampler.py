@@ -16,15 +16,6 @@ IN, HID, C = 5, 10, 3
 N = 90
 K, RATE = 6, 0.07   # round(RATE·N) = K: one compiled kernel per strategy serves both budget kinds
 
-NEEDS = {"bait": "fisher_greedy", "vessal": "volume_stream"}
-
-
-def _needs(strategy):
-    name = NEEDS.get(strategy)
-    if name is not None and not hasattr(aljax, name):
-        pytest.skip(f"aljax.{name} not available yet")
-
-
 def jax_model(seed=0, out=C):
     rng = np.random.default_rng(seed)
     params = {"w1": jnp.asarray(rng.normal(size=(IN, HID)) / 2, jnp.float32), "b1": jnp.zeros(HID),
@@ -55,7 +46,6 @@ def first_key(seed):
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_int_budget_gives_exactly_budget_unique_indices(strategy):
-    _needs(strategy)
     params, apply_fn, _ = jax_model()
     picks = ActiveSampler("classification", (params, apply_fn), K, strategy=strategy).select(pool_of())
     assert isinstance(picks, np.ndarray) and picks.dtype == np.int32
@@ -65,7 +55,6 @@ def test_int_budget_gives_exactly_budget_unique_indices(strategy):
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_rate_budget(strategy):
-    _needs(strategy)
     params, apply_fn, _ = jax_model()
     picks = ActiveSampler("classification", (params, apply_fn), RATE, strategy=strategy).select(pool_of())
     assert len(set(picks.tolist())) == len(picks) and (picks >= 0).all() and (picks < N).all()
@@ -78,34 +67,38 @@ def test_rate_budget(strategy):
 @pytest.mark.parametrize("strategy", ["badge", "coreset", "margin", "entropy", "least_confidence", "random",
                                       "bait"])
 def test_jax_pair_equals_the_functions(strategy):
-    _needs(strategy)
     params, apply_fn, features = jax_model(2)
     pool = pool_of(seed=2)
     picks = ActiveSampler("classification", (params, apply_fn), K, strategy=strategy, key=4).select(pool)
     front = {"badge": aljax.badge, "coreset": aljax.coreset, "margin": aljax.margin, "entropy": aljax.entropy,
              "least_confidence": aljax.least_confidence, "random": aljax.random_sample,
-             "bait": getattr(aljax, "bait", None)}[strategy]
+             "bait": aljax.bait}[strategy]
     kwargs = {"features_fn": features} if strategy == "coreset" else {}
-    if strategy == "bait":
-        want = front(params, apply_fn, pool, K, lamb=1e-2)
-    else:
-        want = front(params, apply_fn, pool, K, key=first_key(4), **kwargs)
+    # Same keywords, same defaults (BAIT's lamb=1.0 in both), same picks.
+    want = front(params, apply_fn, pool, K, key=first_key(4), **kwargs)
     np.testing.assert_array_equal(picks, np.asarray(want))
 
 
-@pytest.mark.parametrize("options, budget", [({}, K), ({"rank": 2, "precompute_covariance": True}, RATE),
-                                             ({"seed_fisher": True, "precompute_covariance": True}, K)])
-def test_vessal_equals_the_function(options, budget):
-    _needs("vessal")
+@pytest.mark.parametrize("options, budget, seeded", [({}, K, False), ({"rank": 2, "precompute_covariance": True}, RATE, False),
+                                                     ({"precompute_covariance": True}, K, True), ({}, RATE, True)])
+def test_vessal_equals_the_function(options, budget, seeded):
+    # labeled_data seeds A and Σ̂ on its own (the old seed_fisher=True); unseeded and seeded differ.
     params, apply_fn, _ = jax_model(3)
     pool, labeled = pool_of(seed=3), pool_of(15, seed=9)
-    seeded = options.get("seed_fisher", False)
     picks = ActiveSampler("classification", (params, apply_fn), budget, labeled_data=labeled if seeded else (),
                           strategy="vessal", key=5, lamb=0.05, **options).select(pool)
     k, rate = (budget, None) if isinstance(budget, int) else (None, budget)
     want = aljax.vessal(params, apply_fn, pool, k, rate=rate, key=first_key(5), labeled=labeled if seeded else None,
                         lamb=0.05, **options)
     np.testing.assert_array_equal(picks, np.asarray(want))
+
+
+def test_lamb_defaults_to_each_algorithms_own():
+    params, apply_fn, _ = jax_model(3)
+    pool = pool_of(seed=3)
+    for strategy, front, lamb in (("bait", aljax.bait, 1.0), ("vessal", aljax.vessal, 0.01)):
+        picks = ActiveSampler("classification", (params, apply_fn), K, strategy=strategy, key=2).select(pool)
+        np.testing.assert_array_equal(picks, np.asarray(front(params, apply_fn, pool, K, key=first_key(2), lamb=lamb)))
 
 
 def test_repeated_selects_differ_but_repeat_across_samplers():
@@ -131,7 +124,7 @@ def test_coreset_uses_labeled_data():
     pool, labeled = pool_of(seed=3), pool_of(20, seed=4)
     picks = ActiveSampler("classification", (params, apply_fn), 5, labeled_data=labeled,
                           strategy="coreset").select(pool)
-    want = aljax.k_center_greedy(features(params, pool), 5, labeled_features=features(params, labeled))
+    want = aljax.k_center_greedy(features(params, pool), 5, labeled=features(params, labeled))
     np.testing.assert_array_equal(picks, np.asarray(want))
 
 
@@ -144,7 +137,6 @@ def numpy_features(params, x):
 
 
 def test_regression_bait_equals_the_function():
-    _needs("bait")
     params, apply_fn, _ = jax_model(5, out=1)
     pool, labeled = pool_of(seed=5), pool_of(12, seed=6)
     picks = ActiveSampler("regression", (params, apply_fn), K, labeled_data=labeled, strategy="bait",
@@ -160,10 +152,13 @@ def test_regression_uses_penultimate_features(strategy):
     picks = ActiveSampler("regression", (params, apply_fn), 6, strategy=strategy, key=1).select(pool)
     h = jnp.asarray(numpy_features(params, pool), jnp.float32)
     if strategy == "badge":
-        want = aljax.kmeans_pp(first_key(1), h, 6)
+        want = aljax.kmeans_pp(h, 6, key=first_key(1))
+        front = aljax.badge(params, apply_fn, pool, 6, key=first_key(1), problem_type="regression")
     else:
         want = aljax.k_center_greedy(h, 6)
+        front = aljax.coreset(params, apply_fn, pool, 6, problem_type="regression")
     np.testing.assert_array_equal(picks, np.asarray(want))
+    np.testing.assert_array_equal(picks, np.asarray(front))
 
 
 # ---------------------------------------------------------------- torch models
@@ -192,7 +187,6 @@ def test_badge_prune_is_passed_through_and_changes_no_pick():
 
 @pytest.mark.parametrize("strategy, budget", [(s, b) for s in STRATEGIES for b in (K, RATE)])
 def test_torch_module_matches_jax_pair(strategy, budget):
-    _needs(strategy)
     params, apply_fn, _ = jax_model(6)
     model = torch_twin(params)
     pool = pool_of(seed=6)
@@ -211,7 +205,7 @@ def test_torch_regression_uses_penultimate_features():
     model = torch_twin(params)
     pool = pool_of(seed=7)
     picks = ActiveSampler("regression", model, 5, strategy="badge", key=3).select(torch.tensor(np.asarray(pool)))
-    want = aljax.kmeans_pp(first_key(3), jnp.asarray(numpy_features(params, pool), jnp.float32), 5)
+    want = aljax.kmeans_pp(jnp.asarray(numpy_features(params, pool), jnp.float32), 5, key=first_key(3))
     np.testing.assert_array_equal(picks, np.asarray(want))
 
 
@@ -233,7 +227,7 @@ def test_hf_pair_with_strings(tmp_path):
     for strategy in STRATEGIES:
         for budget in (3, 0.5):
             picks = ActiveSampler("classification", (model, tok), budget, labeled_data=["fun movie"],
-                                  strategy=strategy, seed_fisher=strategy == "vessal").select(texts)
+                                  strategy=strategy).select(texts)
             assert picks.dtype.kind == "i" and len(set(picks.tolist())) == len(picks) and picks.max() < len(texts)
             if budget == 3 or strategy != "vessal":  # the batch strategies pick round(0.5 · 6) = 3
                 assert len(picks) == 3, (strategy, budget)
@@ -264,9 +258,11 @@ def _bad_cases():
         (lambda: ActiveSampler("classification", pair, 5, rank=C + 1).select(pool_of(10)), ValueError,
          "ActiveSampler.select: argument `rank`", "number of classes"),
         (lambda: ActiveSampler("classification", pair, 5, lamb=-1.0), ValueError, "ActiveSampler", "lamb"),
-        (lambda: ActiveSampler("classification", pair, 5, seed_fisher=1), TypeError, "ActiveSampler", "seed_fisher"),
+        (lambda: ActiveSampler("classification", pair, 5, oversample=0.0), ValueError, "ActiveSampler", "oversample"),
+        (lambda: ActiveSampler("classification", pair, 5, precompute_covariance=1), TypeError, "ActiveSampler",
+         "precompute_covariance"),
         (lambda: ActiveSampler("classification", pair, 5, key="k"), TypeError, "ActiveSampler", "key"),
-        (lambda: ActiveSampler("regression", pair, 5, strategy="margin"), ValueError, "ActiveSampler", "strategy"),
+        (lambda: ActiveSampler("regression", pair, 5, strategy="margin"), ValueError, "ActiveSampler", "problem_type"),
         (lambda: ActiveSampler("classification", pair, 5, head="fc"), ValueError, "ActiveSampler", "head"),
         (lambda: ActiveSampler("classification", pair, 5, strategy="badge", prune=1), TypeError, "ActiveSampler",
          "prune"),
@@ -274,8 +270,6 @@ def _bad_cases():
          "ActiveSampler", "prune"),
         (lambda: ActiveSampler("regression", pair, 5, strategy="badge", prune=True), ValueError,
          "ActiveSampler", "prune"),
-        (lambda: ActiveSampler("classification", pair, 5, seed_fisher=True), ValueError, "ActiveSampler",
-         "labeled_data"),
         (lambda: ActiveSampler("classification", pair, 50, strategy="random").select(pool_of(10)), ValueError,
          "ActiveSampler.select", "budget"),
         (lambda: ActiveSampler("classification", pair, 5).select(["a", "b"]), TypeError,
