@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import numbers
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import jax
 import numpy as np
@@ -20,107 +20,37 @@ def _strategy_name(strategy: Callable) -> str:
     return getattr(strategy, "__name__", None) or type(strategy).__name__
 
 
-def _progress(total: int, desc: str, enabled: bool):
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # the bar is cosmetic: without tqdm there is none
-        return None
-    return tqdm(total=total, desc=desc, leave=False)
-
-
-def _check_picks(strategy_name: str, picks: Any, k: int, size: int) -> np.ndarray:
-    fn = "simulate"
-    arr = np.asarray(picks)
-    if arr.ndim != 1 or arr.shape[0] != k or not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"aljax.{fn}: `strategy` ({strategy_name}) must return {k} integer indices into the "
-                         f"unlabeled subset, got {arr.dtype}{list(arr.shape)}.")
-    if arr.min() < 0 or arr.max() >= size:
-        raise ValueError(f"aljax.{fn}: `strategy` ({strategy_name}) returned an index outside [0, {size}): "
-                         f"{arr[(arr < 0) | (arr >= size)][:10].tolist()}.")
-    if np.unique(arr).size != k:
-        raise ValueError(f"aljax.{fn}: `strategy` ({strategy_name}) returned duplicate indices.")
-    return arr
-
-
 def _accepts_labeled(strategy: Callable) -> bool:
+    """Whether ``strategy`` takes a ``labeled=`` keyword (the labeled set's inputs, as the front
+    doors of docs/api.md do)."""
     try:
         params = inspect.signature(strategy).parameters
     except (TypeError, ValueError):
         return False
     p = params.get("labeled")
-    if p is None or p.kind not in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD):
-        return False
-    # aljax.vessal uses (and accepts) a labeled set only with seed_fisher=True.
-    seed = params.get("seed_fisher")
-    return seed is None or seed.default is not False
+    return p is not None and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
 
 
-def simulate(strategy: Callable, train_fn: Callable, eval_fn: Callable, x, y, *, apply_fn: Callable | None,
-             initial: int, per_round: int, rounds: int, key=0, name: str | None = None,
-             pass_labeled: bool | None = None, progress: bool = True) -> dict:
-    """Simulate pool-based active learning on a fully labeled dataset.
+def _take(tree, idx):
+    return jax.tree_util.tree_map(lambda leaf: leaf[idx], tree)
 
-    Round 0 labels ``initial`` examples drawn uniformly at random; each of the ``rounds`` later
-    rounds trains on the labeled set, asks ``strategy`` for ``per_round`` examples of the
-    unlabeled rest, and reveals their labels. After every round's training the model is scored
-    with ``eval_fn``. The labeled set is tracked by a :class:`~aljax.LabelPool`.
 
-    Randomness is split so that runs with the same ``key`` and different strategies are paired:
-    they share the initial set and the training key of each round (``fold_in(key, round)``), and
-    differ only in what the strategy picks.
+# -- argument checks ----------------------------------------------------------------------------
 
-    Args:
-      strategy: any aljax selector (``aljax.badge``, ``aljax.margin``, ...) or a callable with
-        the same signature, called as ``strategy(params, apply_fn, x_unlabeled, k, key=key)``
-        and returning ``k`` unique indices into ``x_unlabeled`` (the rows ``x[pool.unlabeled]``,
-        ascending dataset order). Extra options: bind them with ``functools.partial``. A
-        strategy that takes a ``labeled=`` keyword (``aljax.coreset``, ``aljax.bait``, and
-        ``aljax.vessal`` bound with ``seed_fisher=True``) also gets the labeled inputs
-        ``x[pool.labeled]`` (see ``pass_labeled``).
-      train_fn: ``train_fn(x_labeled, y_labeled, key) -> params``, called every round (train
-        from scratch or warm-start: the harness does not care). It gets NumPy arrays.
-      eval_fn: ``eval_fn(params) -> float`` (e.g. test accuracy; larger is better for the AUC
-        summaries).
-      x: ``(n, ...)`` inputs (NumPy or JAX array).
-      y: ``(n, ...)`` labels; the same leading size as ``x``.
-      apply_fn: the model's ``apply_fn(params, x) -> logits``, handed to ``strategy`` with the
-        params ``train_fn`` returned (``train_fn`` returns params only). ``None`` only for
-        strategies that ignore the model (``aljax.random_sample``).
-      initial: size of the random initial labeled set, an int ``>= 1``.
-      per_round: examples labeled per round, an int ``>= 1``.
-      rounds: number of acquisition rounds, an int ``>= 0``; ``initial + rounds·per_round`` must
-        not exceed ``n``.
-      key: int seed or ``jax.random`` key.
-      name: the strategy's name in the results (default: its ``__name__``).
-      pass_labeled: call ``strategy(..., labeled=x[pool.labeled])``: ``None`` (default) does so
-        exactly when ``strategy``'s signature has a ``labeled`` parameter (and no
-        ``seed_fisher`` option set to ``False``, as in ``aljax.vessal``'s default);
-        ``True``/``False`` force it.
-      progress: show a tqdm progress bar (when tqdm is installed).
 
-    Returns:
-      A JSON-serialisable dict: ``strategy``, ``seed`` (the int key, else ``None``), ``initial``,
-      ``per_round``, ``rounds``, ``labels`` (``rounds + 1`` label counts), ``metrics`` (the
-      ``eval_fn`` values after each round's training), ``selected`` (per acquisition round, the
-      dataset indices picked), ``select_seconds`` and ``train_seconds`` (wall time per round) and
-      ``pool`` (the final :meth:`LabelPool.to_dict`).
+class _Plan(NamedTuple):
+    """The checked arguments of one simulation."""
+    n: int
+    initial: int
+    per_round: int
+    rounds: int
+    seed: int | None     # the int key, recorded in the result; None for a jax.random key
+    key: jax.Array
+    name: str
 
-    Example:
-      >>> import functools, jax, jax.numpy as jnp, numpy as np, aljax
-      >>> x = np.random.default_rng(0).normal(size=(60, 2)).astype("float32")
-      >>> y = (x[:, 0] > 0).astype("int32")
-      >>> def train_fn(xl, yl, key):    # least squares on ±1 targets, two "logits"
-      ...     w = np.linalg.lstsq(xl, 2.0 * yl - 1, rcond=None)[0]
-      ...     return jnp.stack([-w, w], axis=1)
-      >>> apply_fn = lambda W, xb: xb @ W
-      >>> eval_fn = lambda W: float(np.mean(np.argmax(x @ np.asarray(W), 1) == y))
-      >>> res = aljax.simulate(aljax.margin, train_fn, eval_fn, x, y, apply_fn=apply_fn,
-      ...                      initial=4, per_round=4, rounds=3, key=0, progress=False)
-      >>> res["labels"]
-      [4, 8, 12, 16]
-    """
+
+def _check_arguments(strategy, train_fn, eval_fn, x, y, apply_fn, initial, per_round, rounds, key,
+                     name) -> _Plan:
     fn = "simulate"
     for arg, value in (("strategy", strategy), ("train_fn", train_fn), ("eval_fn", eval_fn)):
         if not callable(value):
@@ -145,54 +75,191 @@ def simulate(strategy: Callable, train_fn: Callable, eval_fn: Callable, x, y, *,
         name = _strategy_name(strategy)
     if not isinstance(name, str):
         raise TypeError(_validate.message(fn, "name", "a str or None", type(name).__name__))
+    return _Plan(n, initial, per_round, rounds, seed, key, name)
 
+
+def _check_picks(strategy_name: str, picks: Any, k: int, size: int) -> np.ndarray:
+    fn = "simulate"
+    arr = np.asarray(picks)
+    if arr.ndim != 1 or arr.shape[0] != k or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"aljax.{fn}: `strategy` ({strategy_name}) must return {k} integer indices into the "
+                         f"unlabeled subset, got {arr.dtype}{list(arr.shape)}.")
+    if arr.min() < 0 or arr.max() >= size:
+        raise ValueError(f"aljax.{fn}: `strategy` ({strategy_name}) returned an index outside [0, {size}): "
+                         f"{arr[(arr < 0) | (arr >= size)][:10].tolist()}.")
+    if np.unique(arr).size != k:
+        raise ValueError(f"aljax.{fn}: `strategy` ({strategy_name}) returned duplicate indices.")
+    return arr
+
+
+def _check_metric(metric: Any) -> float:
+    try:
+        return float(metric)
+    except (TypeError, ValueError):
+        raise TypeError(_validate.message("simulate", "eval_fn", "a function returning a float",
+                                          f"{type(metric).__name__}")) from None
+
+
+# -- one round ----------------------------------------------------------------------------------
+
+
+def _select(strategy, name, params, apply_fn, x, pool: LabelPool, k: int, key, pass_labeled: bool):
+    """Ask ``strategy`` for ``k`` of the unlabeled rows; returns the dataset indices it picked and
+    the wall time of the call (waited for)."""
+    unlabeled = pool.unlabeled
+    extra = {"labeled": _take(x, pool.labeled)} if pass_labeled else {}
+    start = time.perf_counter()
+    picks = strategy(params, apply_fn, _take(x, unlabeled), k, key=key, **extra)
+    picks = _check_picks(name, jax.block_until_ready(picks), k, unlabeled.size)
+    seconds = time.perf_counter() - start
+    return pool.from_unlabeled_index(picks), seconds
+
+
+def _train(train_fn, x, y, pool: LabelPool, key):
+    """Train on the labeled rows; returns the params and the wall time (waited for)."""
+    start = time.perf_counter()
+    labeled = pool.labeled
+    params = train_fn(_take(x, labeled), y[labeled], key)
+    jax.block_until_ready(params)
+    return params, time.perf_counter() - start
+
+
+# -- progress and report ------------------------------------------------------------------------
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # the bar is cosmetic: without tqdm there is none
+        return None
+    return tqdm(total=total, desc=desc, leave=False)
+
+
+def _show_round(bar, pool: LabelPool, metric: float) -> None:
+    if bar is not None:
+        bar.update(1)
+        bar.set_postfix(labels=pool.num_labeled, metric=f"{metric:.4f}")
+
+
+class _History(NamedTuple):
+    """What the result records, one entry per round (``selected``, ``select_seconds``: per
+    acquisition round)."""
+    labels: list
+    metrics: list
+    selected: list
+    select_seconds: list
+    train_seconds: list
+
+
+def _report(plan: _Plan, history: _History, pool: LabelPool) -> dict:
+    return {"format": _FORMAT, "strategy": plan.name, "seed": plan.seed, "initial": plan.initial,
+            "per_round": plan.per_round, "rounds": plan.rounds, "labels": history.labels,
+            "metrics": history.metrics, "selected": history.selected,
+            "select_seconds": history.select_seconds, "train_seconds": history.train_seconds,
+            "pool": pool.to_dict()}
+
+
+def simulate(strategy: Callable, train_fn: Callable, eval_fn: Callable, x, y, *, apply_fn: Callable | None,
+             initial: int, per_round: int, rounds: int, key=0, name: str | None = None,
+             pass_labeled: bool | None = None, progress: bool = True) -> dict:
+    """Simulate pool-based active learning on a fully labeled dataset.
+
+    Round 0 labels ``initial`` examples drawn uniformly at random; each of the ``rounds`` later
+    rounds trains on the labeled set, asks ``strategy`` for ``per_round`` examples of the
+    unlabeled rest, and reveals their labels. After every round's training the model is scored
+    with ``eval_fn``. The labeled set is tracked by a :class:`~aljax.LabelPool`.
+
+    Randomness is split so that runs with the same ``key`` and different strategies are paired:
+    they share the initial set and the training key of each round (``fold_in(key, round)``), and
+    differ only in what the strategy picks. Each acquisition round hands the strategy a fresh key.
+
+    Args:
+      strategy: any aljax front door (``aljax.badge``, ``aljax.margin``, ...) or a callable with
+        the same signature, called as ``strategy(params, apply_fn, x_unlabeled, k, key=key)``
+        and returning ``k`` unique indices into ``x_unlabeled`` (the rows ``x[pool.unlabeled]``,
+        ascending dataset order). Extra options: bind them with ``functools.partial``. A
+        strategy that takes a ``labeled=`` keyword (``aljax.bait``, ``aljax.coreset``,
+        ``aljax.vessal``) also gets the labeled inputs ``x[pool.labeled]`` (see ``pass_labeled``).
+      train_fn: ``train_fn(x_labeled, y_labeled, key) -> params``, called every round (train
+        from scratch or warm-start: the harness does not care). It gets NumPy arrays.
+      eval_fn: ``eval_fn(params) -> float`` (e.g. test accuracy; larger is better for the AUC
+        summaries).
+      x: ``(n, ...)`` inputs (NumPy or JAX array, or a pytree of them with a leading example axis).
+      y: ``(n, ...)`` labels; the same leading size as ``x``.
+      apply_fn: the model's ``apply_fn(params, x) -> logits``, handed to ``strategy`` with the
+        params ``train_fn`` returned (``train_fn`` returns params only). ``None`` only for
+        strategies that ignore the model (``aljax.random_sample``).
+      initial: size of the random initial labeled set, an int ``>= 1``.
+      per_round: examples labeled per round, an int ``>= 1``.
+      rounds: number of acquisition rounds, an int ``>= 0``; ``initial + rounds·per_round`` must
+        not exceed ``n``.
+      key: int seed or ``jax.random`` key.
+      name: the strategy's name in the results (default: its ``__name__``).
+      pass_labeled: call ``strategy(..., labeled=x[pool.labeled])``: ``None`` (default) does so
+        exactly when ``strategy``'s signature has a ``labeled`` parameter; ``True``/``False``
+        force it.
+      progress: show a tqdm progress bar (when tqdm is installed).
+
+    Returns:
+      A JSON-serialisable dict: ``strategy``, ``seed`` (the int key, else ``None``), ``initial``,
+      ``per_round``, ``rounds``, ``labels`` (``rounds + 1`` label counts), ``metrics`` (the
+      ``eval_fn`` values after each round's training), ``selected`` (per acquisition round, the
+      dataset indices picked), ``select_seconds`` and ``train_seconds`` (wall time per round) and
+      ``pool`` (the final :meth:`LabelPool.to_dict`).
+
+    Raises:
+      TypeError: a callable argument that is not callable, a ``key``, ``name`` or count of the
+        wrong type, or an ``eval_fn`` that does not return a number.
+      ValueError: ``x`` and ``y`` of different lengths, counts out of range, or a strategy that
+        returns the wrong number of indices, duplicates or indices out of range.
+
+    Example:
+      >>> import functools, jax, jax.numpy as jnp, numpy as np, aljax
+      >>> x = np.random.default_rng(0).normal(size=(60, 2)).astype("float32")
+      >>> y = (x[:, 0] > 0).astype("int32")
+      >>> def train_fn(xl, yl, key):    # least squares on ±1 targets, two "logits"
+      ...     w = np.linalg.lstsq(xl, 2.0 * yl - 1, rcond=None)[0]
+      ...     return jnp.stack([-w, w], axis=1)
+      >>> apply_fn = lambda W, xb: xb @ W
+      >>> eval_fn = lambda W: float(np.mean(np.argmax(x @ np.asarray(W), 1) == y))
+      >>> res = aljax.simulate(aljax.margin, train_fn, eval_fn, x, y, apply_fn=apply_fn,
+      ...                      initial=4, per_round=4, rounds=3, key=0, progress=False)
+      >>> res["labels"]
+      [4, 8, 12, 16]
+    """
+    plan = _check_arguments(strategy, train_fn, eval_fn, x, y, apply_fn, initial, per_round, rounds, key,
+                            name)
     if pass_labeled is None:
         pass_labeled = _accepts_labeled(strategy)
-    extra = (lambda pool: {"labeled": take(x_np, pool.labeled)}) if pass_labeled else (lambda pool: {})  # noqa: E731
-
     x_np = jax.tree_util.tree_map(np.asarray, x)
     y_np = np.asarray(y)
-    take = lambda tree, idx: jax.tree_util.tree_map(lambda leaf: leaf[idx], tree)  # noqa: E731
 
-    init_key, select_root = jax.random.split(jax.random.fold_in(key, 0x5EED))
-    first = np.asarray(jax.random.permutation(init_key, n)[:initial])
-    pool = LabelPool(n).label(first)
-    labels, metrics, selected, select_s, train_s = [], [], [], [], []
-    bar = _progress(rounds + 1, name, progress)
+    init_key, select_root = jax.random.split(jax.random.fold_in(plan.key, 0x5EED))
+    first = np.asarray(jax.random.permutation(init_key, plan.n)[:plan.initial])
+    pool = LabelPool(plan.n).label(first)
+    history = _History([], [], [], [], [])
+    params = None    # round 0 trains before anything is selected
+    bar = _progress(plan.rounds + 1, plan.name, progress)
     try:
-        for r in range(rounds + 1):
+        for r in range(plan.rounds + 1):
             if r > 0:
-                unlabeled = pool.unlabeled
-                start = time.perf_counter()
-                picks = strategy(params, apply_fn, take(x_np, unlabeled), per_round,
-                                 key=jax.random.fold_in(select_root, r), **extra(pool))
-                picks = _check_picks(name, jax.block_until_ready(picks), per_round, unlabeled.size)
-                select_s.append(time.perf_counter() - start)
-                chosen = pool.from_unlabeled_index(picks)
-                selected.append(chosen.tolist())
+                chosen, seconds = _select(strategy, plan.name, params, apply_fn, x_np, pool, plan.per_round,
+                                          jax.random.fold_in(select_root, r), pass_labeled)
+                history.select_seconds.append(seconds)
+                history.selected.append(chosen.tolist())
                 pool = pool.label(chosen)
-            start = time.perf_counter()
-            labeled = pool.labeled
-            params = train_fn(take(x_np, labeled), y_np[labeled], jax.random.fold_in(key, r))
-            jax.block_until_ready(params)
-            train_s.append(time.perf_counter() - start)
-            metric = eval_fn(params)
-            try:
-                metric = float(metric)
-            except (TypeError, ValueError):
-                raise TypeError(_validate.message(fn, "eval_fn", "a function returning a float",
-                                                  f"{type(metric).__name__}")) from None
-            labels.append(pool.num_labeled)
-            metrics.append(metric)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(labels=pool.num_labeled, metric=f"{metric:.4f}")
+            params, seconds = _train(train_fn, x_np, y_np, pool, jax.random.fold_in(plan.key, r))
+            history.train_seconds.append(seconds)
+            metric = _check_metric(eval_fn(params))
+            history.labels.append(pool.num_labeled)
+            history.metrics.append(metric)
+            _show_round(bar, pool, metric)
     finally:
         if bar is not None:
             bar.close()
-    return {"format": _FORMAT, "strategy": name, "seed": seed, "initial": initial, "per_round": per_round,
-            "rounds": rounds, "labels": labels, "metrics": metrics, "selected": selected,
-            "select_seconds": select_s, "train_seconds": train_s, "pool": pool.to_dict()}
+    return _report(plan, history, pool)
 
 
 # ---------------------------------------------------------------------------------------------
