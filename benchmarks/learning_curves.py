@@ -21,8 +21,10 @@ Usage::
     python benchmarks/learning_curves.py --datasets fashion,rotten --strategies bait,vessal   # add to saved runs
     python benchmarks/learning_curves.py --report            # rewrite benchmarks/RESULTS.md tables
 
-Results go to benchmarks/results/<dataset>.json and .png. The machine these were run on is
-shared (2 CPU cores, other jobs running): wall times are as measured and noisy.
+Every strategy is called as ``aljax.simulate`` calls it: ``key=`` a fresh key each round, and
+``labeled=`` the labeled inputs where it takes them (BAIT, core-set, and VeSSAL, which seeds its
+statistics with them). Results go to benchmarks/results/<dataset>.json and .png, with the device,
+platform and core count they were measured on.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ import argparse
 import bz2
 import csv
 import gzip
-import inspect
 import json
 import os
 import platform
@@ -45,7 +46,6 @@ import jax.numpy as jnp
 import numpy as np
 
 import aljax
-from aljax._simulate import _accepts_labeled
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -229,29 +229,6 @@ def make_eval_fn(model, x_test, y_test):
 # Strategies.
 
 
-def _accepts(fn, name):
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def _wrap(fn, name):
-    """A uniform strategy(params, apply_fn, pool, k, *, key, labeled=None) over any aljax selector."""
-    takes_key, takes_labeled = _accepts(fn, "key"), _accepts_labeled(fn)
-
-    def strategy(params, apply_fn, pool, k, *, key, labeled=None):
-        kw = {}
-        if takes_key:
-            kw["key"] = key
-        if takes_labeled and labeled is not None:
-            kw["labeled"] = labeled
-        return fn(params, apply_fn, pool, k, **kw)
-
-    strategy.__name__ = name
-    return strategy
-
-
 def available_strategies():
     names = ["random", "margin", "entropy", "coreset", "badge", "bait", "vessal"]
     funcs = {"random": aljax.random_sample, "margin": aljax.margin, "entropy": aljax.entropy,
@@ -306,10 +283,9 @@ def run_dataset(name, args):
           f"{cfg['rounds']}×{cfg['per_round']} = {max_labels}; seeds {len(seeds)}; strategies {wanted}", flush=True)
     timing = dict(previous.get("seconds_per_run", {})) if runs else {}
     for strat in wanted:
-        strategy = _wrap(funcs[strat], strat)
         runs[strat], start = [], time.perf_counter()
         for seed in seeds:
-            res = aljax.simulate(strategy, train_fn, eval_fn, x_pool, y_pool, apply_fn=model.apply,
+            res = aljax.simulate(funcs[strat], train_fn, eval_fn, x_pool, y_pool, apply_fn=model.apply,
                                  initial=cfg["initial"], per_round=cfg["per_round"], rounds=cfg["rounds"],
                                  key=seed, name=strat, progress=not args.no_progress)
             runs[strat].append(_slim(res))
@@ -325,7 +301,6 @@ def run_dataset(name, args):
     settings["seeds"] = sorted({r["seed"] for rs in runs.values() for r in rs})
     payload = {"settings": settings, "device": str(jax.devices()[0]), "platform": platform.platform(),
                "python": sys.version.split()[0], "jax": jax.__version__, "cpu_count": os.cpu_count(),
-               "note": "2-core CPU shared with other jobs: wall times are noisy",
                "seconds_per_run": timing, "relative_auc": rel, "runs": runs}
     RESULTS.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(payload, indent=1))
@@ -385,8 +360,8 @@ def main(argv=None):
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--report", action="store_true", help="only rewrite RESULTS.md from saved results")
     args = parser.parse_args(argv)
-    print(f"device: {jax.devices()[0]} ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          "shared)", flush=True)
+    print(f"device: {jax.devices()[0]} ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
+          flush=True)
     if not args.report:
         for name in args.datasets.split(","):
             if name not in LOADERS:

@@ -4,7 +4,9 @@ Each round of a real loop hands the selector a pool of a size it has not seen be
 just labeled are gone) and a labeled set that is larger. Whatever the selector compiles once per
 pool size (or labeled size) it pays again every round. This script times that directly: per
 strategy, in a fresh process, ``--rounds`` calls on scikit-learn's digits with a fixed random MLP,
-the pool shrinking and the labeled set growing by ``k`` per round, each call waited for.
+the pool shrinking and the labeled set growing by ``k`` per round, each call waited for. Every
+strategy gets ``key=`` the round, and ``labeled=`` the labeled inputs where it takes them (core-set,
+BAIT, and VeSSAL, which seeds its statistics with them), as ``aljax.simulate`` calls it.
 
 Reported per strategy: the first call (compiles everything) and the sum and median of the later
 rounds (what a loop pays on top of the first round).
@@ -23,6 +25,7 @@ import sys
 import time
 
 STRATEGIES = ("margin", "badge", "coreset", "vessal", "bait")
+TAKE_LABELED = ("coreset", "vessal", "bait")
 
 
 def one(strategy: str, rounds: int, k: int, pool_size: int) -> dict:
@@ -43,9 +46,7 @@ def one(strategy: str, rounds: int, k: int, pool_size: int) -> dict:
     times = []
     for r in range(rounds):
         labeled, pool = x[:k * (r + 1)], x[k * (r + 1):pool_size]
-        kwargs = {"key": r} if strategy in ("badge", "vessal") else {}
-        if strategy in ("coreset", "bait"):
-            kwargs["labeled"] = labeled
+        kwargs = {"key": r, "labeled": labeled} if strategy in TAKE_LABELED else {"key": r}
         start = time.perf_counter()
         jax.block_until_ready(fn(params, apply_fn, pool, k, **kwargs))
         times.append(time.perf_counter() - start)

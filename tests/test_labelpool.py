@@ -90,7 +90,7 @@ def test_save_load_round_trip(tmp_path_factory, seq):
 
 def _old_and_new_pools():
     old = LabelPool(50_000).label([7, 3]).label([11])
-    new = LabelPool(50_000).label(np.arange(0, 50_000, 2))     # a long write: ~150 kB of JSON
+    new = LabelPool(50_000).label(np.arange(0, 50_000, 2))     # about 240 kB of JSON
     return old, new
 
 
@@ -123,8 +123,10 @@ def test_a_writer_killed_mid_save_leaves_the_previous_file_intact(tmp_path):
     old, _ = _old_and_new_pools()
     path = tmp_path / "pool.json"
     old.save(path)
+    root = os.path.dirname(os.path.dirname(aljax.__file__))          # the child imports this aljax
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     child = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(path)], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+                             stderr=subprocess.PIPE, text=True, env=env)
     try:
         line = child.stdout.readline()
         assert line.strip() == "half written", (line, child.stderr.read() if child.poll() is not None else "")
