@@ -10,7 +10,7 @@ from scipy import stats
 
 import aljax
 from aljax import scores
-from aljax._baselines import _random_kernel
+from aljax._baselines import random_kernel
 from models import MODEL_KINDS
 
 # ---------------------------------------------------------------- NumPy references
@@ -171,7 +171,7 @@ def test_random_sample_unique_and_deterministic(maybe_jit):
 def test_random_sample_inclusion_is_uniform():
     """Chi-squared test: each of n points is included with probability k/n."""
     n, k, draws = 10, 3, 4000
-    picks = jax.vmap(lambda kk: _random_kernel(kk, n, k))(jax.random.split(jax.random.key(0), draws))
+    picks = jax.vmap(lambda kk: random_kernel(kk, n, k))(jax.random.split(jax.random.key(0), draws))
     counts = np.bincount(np.asarray(picks).ravel(), minlength=n)
     assert stats.chisquare(counts).pvalue > 1e-4
     # and the first pick alone is uniform too
@@ -194,11 +194,26 @@ def test_bald_matches_numpy_reference():
     w, apply_fn = _dropout_model()
     pool = jax.random.normal(jax.random.key(1), (40, 6))
     keys = jax.random.split(jax.random.key(7), 12)
-    samples = np.stack([np.asarray(apply_fn(w, pool, kk)) for kk in keys])
+    # Pass s of row i: the row alone, with the key fold_in(keys[s], i).
+    samples = np.stack([np.concatenate([np.asarray(apply_fn(w, pool[i:i + 1], jax.random.fold_in(kk, i)))
+                                        for i in range(pool.shape[0])]) for kk in keys])
     expected = _top_k_ref(_bald_ref(samples), 6)
     got = aljax.bald(w, apply_fn, pool, 6, key=7, mc_samples=12, batch_size=64)
     assert got.dtype == jnp.int32
     np.testing.assert_array_equal(got, expected)
+
+
+def test_bald_picks_do_not_depend_on_batch_size_or_batching():
+    # One key per chunk gave rows j and j + batch_size the same masks: picks changed with batch_size.
+    w, apply_fn = _dropout_model()
+    pool = jax.random.normal(jax.random.key(2), (45, 6))
+    want = np.asarray(aljax.bald(w, apply_fn, pool, 8, key=3, mc_samples=6, batch_size=64))
+    for batch_size in (7, 16):
+        np.testing.assert_array_equal(aljax.bald(w, apply_fn, pool, 8, key=3, mc_samples=6, batch_size=batch_size),
+                                      want)
+    batches = [pool[:10], pool[10:11], pool[11:45]]
+    np.testing.assert_array_equal(aljax.bald(w, apply_fn, iter(batches), 8, key=3, mc_samples=6, batch_size=16),
+                                  want)
 
 
 def test_bald_chunked_is_deterministic_and_valid(maybe_jit):
