@@ -358,6 +358,7 @@ def test_traced_integer_seed_and_row_indexing():
     np.testing.assert_array_equal(row.to_dense(), emb.to_dense()[4:5])
 
 
+@pytest.mark.slow
 def test_unhashable_features_fn_and_bounded_cache():
     from aljax import _embeddings
 
@@ -442,6 +443,7 @@ def test_pruned_update_equals_the_full_update_in_every_branch(nonneg):
         np.testing.assert_allclose(got, np.minimum(dist, exact), rtol=1e-5, atol=1e-5 * sq.max())
 
 
+@pytest.mark.slow
 @settings(max_examples=12, deadline=None)
 @given(n=st.sampled_from([3, 17, 64, 300]), k_frac=st.floats(0.05, 1.0), seed=st.integers(0, 2**31 - 1),
        duplicates=st.integers(0, 2), shift=st.sampled_from([0.0, 0.3]))
@@ -453,6 +455,7 @@ def test_prune_gives_the_same_picks(n, k_frac, seed, duplicates, shift):
     np.testing.assert_array_equal(aljax.kmeans_pp(emb, k, prune=True, key=seed), aljax.kmeans_pp(emb, k, key=seed))
 
 
+@pytest.mark.slow
 def test_prune_same_picks_at_benchmark_shape_and_through_badge():
     a, h = _badge_like(6000, 10, 128, seed=0)
     emb = aljax.Factored(jnp.asarray(a), jnp.asarray(h))
@@ -463,6 +466,7 @@ def test_prune_same_picks_at_benchmark_shape_and_through_badge():
                                   aljax.badge(params, apply_fn, pool, 30, key=4))
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None)
 @given(n=st.integers(1, 300), frac=st.floats(0.0, 1.0), slack=st.integers(0, 5), seed=st.integers(0, 2**31 - 1))
 def test_compact_lists_the_true_rows_in_order_then_zeros(n, frac, slack, seed):
@@ -498,6 +502,7 @@ def test_check_finite_finds_every_nan_and_inf_and_passes_the_largest_finite_valu
             _validate.check_finite("f", "the values", x)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("factored, prune", [(True, False), (True, True), (False, False)])
 def test_size_buckets_change_no_pick_and_share_one_compilation(factored, prune):
     """Front doors pad a pool to a size bucket (n = 1000, 990, 970 → 1024 rows): the same picks as
