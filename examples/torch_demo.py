@@ -4,7 +4,7 @@ The model is plain torch; aljax only sees it through the adapter: each round the
 torch, the final Linear layer's input and the logits are handed to JAX through DLPack, and BADGE
 (k-means++ over the factored gradient embedding) picks the next points to label.
 
-    python examples/torch_demo.py              # about a minute on a laptop CPU
+    python examples/torch_demo.py
     python examples/torch_demo.py --rounds 8 --seeds 5
 """
 
