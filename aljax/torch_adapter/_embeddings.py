@@ -170,8 +170,9 @@ def gradient_embedding(model, pool, *, wrt=None, batch_size: int = 256, device=N
     final Linear layer, no bias) it equals :func:`last_layer_embedding` flattened: torch weights
     are ``C × D``, so the flattened order is class-major (index ``c·D + d``), i.e.
     ``Factored.to_dense("cd")``, BADGE's gradient embedding (Ash et al., "Deep batch active
-    learning by diverse, uncertain gradient lower bounds", ICLR 2020). Selected parameters are flattened row-major and concatenated in
-    the order given (or ``named_parameters()`` order for a predicate).
+    learning by diverse, uncertain gradient lower bounds", ICLR 2020). Selected parameters are
+    flattened row-major and concatenated in the order given (or ``named_parameters()`` order for a
+    predicate).
 
     The model runs in eval mode; with no ``head`` and the default ``wrt``, the final Linear
     layer is found by a forward hook on the first batch (as in :func:`last_layer_embedding`).
