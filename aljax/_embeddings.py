@@ -207,7 +207,7 @@ def _stream_chunks(batches, size: int, *, pad: str = "repeat"):
         yield jax.tree_util.tree_map(padded, joined), have
 
 
-def logits_and_features(params, apply_fn: Callable, pool, *, batch_size: int = 1024,
+def logits_and_features(params, apply_fn: Callable, pool, *, batch_size: int = 256,
                         features_fn: Callable | None = None, fn_name: str = "logits_and_features",
                         problem_type: str = "classification"):
     """The model's outputs and penultimate features for every pool example.
@@ -297,7 +297,7 @@ def _check_features(fn_name, out_shape, h_shape):
                          f"{out_shape.shape[0]}; they must match the batch.")
 
 
-def last_layer_embedding(params, apply_fn: Callable, pool, *, batch_size: int = 1024,
+def last_layer_embedding(params, apply_fn: Callable, pool, *, batch_size: int = 256,
                          features_fn: Callable | None = None) -> Factored:
     """BADGE's last-layer gradient embedding, in factored form.
 
@@ -346,7 +346,7 @@ def hallucinated_residual(logits: jax.Array) -> jax.Array:
     return probs - jax.nn.one_hot(jnp.argmax(logits, axis=-1), logits.shape[-1], dtype=probs.dtype)
 
 
-def fisher_embedding(params, apply_fn: Callable, pool, *, batch_size: int = 1024,
+def fisher_embedding(params, apply_fn: Callable, pool, *, batch_size: int = 256,
                      features_fn: Callable | None = None) -> FisherFactors:
     """The last-layer Fisher embedding ``(softmax(logits), h)`` as :class:`~aljax.FisherFactors`.
 
@@ -356,6 +356,17 @@ def fisher_embedding(params, apply_fn: Callable, pool, *, batch_size: int = 1024
       pool: ``(n, ...)`` array or pytree of arrays, or an iterable of batches of such arrays.
       batch_size: rows per chunk.
       features_fn: optional ``features_fn(params, x) -> (batch, D)``.
+
+    Returns:
+      :class:`~aljax.FisherFactors` with ``probs (n, C)`` and ``h (n, D)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, aljax
+      >>> W1, W2 = jnp.ones((4, 16)) / 4, jnp.arange(48.0).reshape(16, 3) / 48
+      >>> apply_fn = lambda p, x: jnp.tanh(x @ p[0]) @ p[1]
+      >>> emb = aljax.fisher_embedding((W1, W2), apply_fn, jnp.ones((10, 4)))
+      >>> emb.probs.shape, emb.h.shape
+      ((10, 3), (10, 16))
     """
     return fisher_factors(params, apply_fn, pool, batch_size=batch_size, features_fn=features_fn,
                           fn_name="fisher_embedding")
@@ -423,7 +434,7 @@ def _per_example_grads(apply_fn, params, x, selected):
     return jnp.concatenate([g.reshape(g.shape[0], -1) for g in grads], axis=1)
 
 
-def gradient_embedding(params, apply_fn: Callable, pool, *, wrt=None, batch_size: int = 1024,
+def gradient_embedding(params, apply_fn: Callable, pool, *, wrt=None, batch_size: int = 256,
                        project_to: int | None = None, key=0) -> jax.Array:
     """Per-example gradients of the cross-entropy at the predicted label, flattened.
 
@@ -449,6 +460,13 @@ def gradient_embedding(params, apply_fn: Callable, pool, *, wrt=None, batch_size
 
     Returns:
       ``(n, d)`` array (``(n, project_to)`` with a sketch).
+
+    Example:
+      >>> import jax, jax.numpy as jnp, aljax
+      >>> W1, W2 = jnp.ones((4, 16)) / 4, jnp.arange(48.0).reshape(16, 3) / 48
+      >>> apply_fn = lambda p, x: jnp.tanh(x @ p[0]) @ p[1]
+      >>> aljax.gradient_embedding((W1, W2), apply_fn, jnp.ones((10, 4))).shape   # d = D·C
+      (10, 48)
     """
     fn_name = "gradient_embedding"
     _validate.check_params(fn_name, params)

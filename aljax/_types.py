@@ -59,10 +59,12 @@ class Factored:
 
     @property
     def n(self) -> int:
+        """Number of rows (points)."""
         return self.a.shape[0]
 
     @property
     def dim(self) -> int:
+        """Length ``C·D`` of a row of the embedding it stands for."""
         return self.a.shape[1] * self.h.shape[1]
 
     def __len__(self) -> int:
@@ -76,7 +78,14 @@ class Factored:
     def to_dense(self, layout: str = "cd") -> jax.Array:
         """The ``(n, C·D)`` embedding. ``layout="cd"`` is class-major (index ``c·D + d``, the
         flattened ``a ⊗ h``); ``layout="dc"`` is feature-major (index ``d·C + c``), the order of a
-        flattened Flax ``Dense`` kernel gradient (kernels there are ``D × C``)."""
+        flattened Flax ``Dense`` kernel gradient (kernels there are ``D × C``).
+
+        Example:
+          >>> import jax.numpy as jnp, aljax
+          >>> emb = aljax.Factored(jnp.array([[1.0, -1.0]]), jnp.array([[2.0, 3.0, 4.0]]))
+          >>> emb.to_dense().tolist(), emb.to_dense("dc").tolist()
+          ([[2.0, 3.0, 4.0, -2.0, -3.0, -4.0]], [[2.0, -2.0, 3.0, -3.0, 4.0, -4.0]])
+        """
         if layout == "cd":
             outer = self.a[:, :, None] * self.h[:, None, :]
         elif layout == "dc":
@@ -100,6 +109,12 @@ class FisherFactors:
     Args:
       probs: ``(n, C)`` predicted class probabilities.
       h: ``(n, D)`` penultimate features.
+
+    Example:
+      >>> import jax.numpy as jnp, aljax
+      >>> emb = aljax.FisherFactors(jnp.full((4, 3), 1 / 3), jnp.ones((4, 5)))
+      >>> emb.n, emb.dim, emb.to_dense().shape
+      (4, 15, (4, 3, 15))
     """
 
     def __init__(self, probs, h):
@@ -118,10 +133,12 @@ class FisherFactors:
 
     @property
     def n(self) -> int:
+        """Number of points."""
         return self.probs.shape[0]
 
     @property
     def dim(self) -> int:
+        """Length ``C·D`` of a Fisher row (the last dense kernel's size)."""
         return self.probs.shape[1] * self.h.shape[1]
 
     def __len__(self) -> int:
@@ -133,12 +150,25 @@ class FisherFactors:
         return FisherFactors.tree_unflatten(None, (self.probs[index], self.h[index]))
 
     def s_factor(self) -> jax.Array:
-        """``S_i = diag(√p_i)(I − 1 p_iᵀ)``, shape ``(n, C, C)``."""
+        """``S_i = diag(√p_i)(I − 1 p_iᵀ)``, shape ``(n, C, C)``: ``S_iᵀS_i = diag p_i − p_i p_iᵀ``.
+
+        Example:
+          >>> import jax.numpy as jnp, aljax
+          >>> s = aljax.FisherFactors(jnp.array([[0.5, 0.5]]), jnp.ones((1, 2))).s_factor()
+          >>> (s[0].T @ s[0]).tolist()
+          [[0.25, -0.25], [-0.25, 0.25]]
+        """
         return _s_factor(self.probs)
 
     def to_dense(self) -> jax.Array:
         """The ``(n, C, C·D)`` tensor of the ``V_i`` (class-major columns). For tests and small
-        problems only: this is exactly what the fast paths never build."""
+        problems only: this is exactly what the fast paths never build.
+
+        Example:
+          >>> import jax.numpy as jnp, aljax
+          >>> aljax.FisherFactors(jnp.full((2, 3), 1 / 3), jnp.ones((2, 4))).to_dense().shape
+          (2, 3, 12)
+        """
         s = self.s_factor()
         n, c, _ = s.shape
         return (s[:, :, :, None] * self.h[:, None, None, :]).reshape(n, c, -1)

@@ -200,6 +200,14 @@ class ActiveSampler:
         Returns:
           NumPy int32 array of unique indices into ``candidates``: ``budget`` of them for an int
           budget (in pick order), about ``rate·n`` for a float budget.
+
+        Example:
+          >>> import jax, jax.numpy as jnp, aljax
+          >>> apply_fn = lambda p, x: jnp.tanh(x @ p[0]) @ p[1]
+          >>> params = (jnp.ones((4, 8)) / 4, jnp.arange(24.0).reshape(8, 3) / 24)
+          >>> sampler = aljax.ActiveSampler("classification", (params, apply_fn), 5, strategy="margin")
+          >>> sampler.select(jax.random.normal(jax.random.key(0), (50, 4))).shape
+          (5,)
         """
         fn = "ActiveSampler.select"
         n = self._size(candidates)
