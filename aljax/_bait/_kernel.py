@@ -1,0 +1,414 @@
+"""The selection kernel: Fisher sums, then forward greedy additions and backward removals.
+
+It keeps ``A = M⁻¹`` (``d × d``) and, per point, the ``r × r`` blocks ``G_i = X_i A X_iᵀ`` and
+``H_i = X_i A F A X_iᵀ`` (:mod:`._blocks`), so that the gain of adding (``σ = +1``) or removing
+(``σ = −1``) point ``i`` is ``tr(H_i (I + σ G_i)⁻¹)``. After the Woodbury update
+``A' = A − σ U K Uᵀ`` (``U = A X_pᵀ``, ``K = (I + σ G_p)⁻¹``) both blocks change by rank-``r``
+corrections that need only ``X_i U`` and ``X_i A F U``: for Kronecker rows one
+``(n × D) @ (D × 2·C·r)`` product per step.
+
+:func:`forward_backward` runs on one device, or as the body of a ``shard_map`` over the pool's
+example axis; what differs (the reductions across devices, and which device holds the picked
+point) is behind a topology object: :data:`LOCAL` here, :class:`aljax._bait._sharded.Shards` there.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from .._linalg import HIGHEST, mm, spd_inverse, sym
+from ._blocks import UNROLL_MAX_RANK, correct, correct_packed, forward_gains, gains, pack, unpack
+from ._rows import (KronChunks, KronRows, LabeledGram, apply, apply_flat, counts, flat_rows, n_points, picked,
+                    prepare, quad, row, scale_rows, symmetric_blocks)
+
+# Woodbury updates of A = M⁻¹ are collected over this many steps and applied by one matmul.
+LAZY_STEPS = 8
+# Rebuild the per-point blocks exactly once the rounding of their accumulated corrections,
+# eps·Σ‖ΔH_i‖, reaches this fraction of the largest gain (see ``refresh``). Set against float64
+# runs with λ ≪ ‖X_i‖² (the ill-conditioned cases of tests/test_bait.py), where a looser
+# tolerance let float32 picks drift from float64's.
+REFRESH_TOL = 1e-5
+
+
+class _Local:
+    """The topology of a selection on one device: the whole pool is here, and every reduction
+    over devices is the identity. :class:`aljax._bait._sharded.Shards` has the same methods."""
+
+    count = 1                 # blocks of the example axis
+    labeled_sharded = False   # whether the labeled rows are cut like the pool
+
+    def psum(self, x):
+        return x
+
+    def psum_labeled(self, x):
+        return x
+
+    def pmax(self, x):
+        return x
+
+    def pick(self, rows, gains, taken, p_local, n_local):
+        """``(pool index, whether this device holds it, X_p (r, d))`` of this device's best point."""
+        return p_local, True, row(rows, p_local)
+
+    def picked(self, rows, g, h, drift, picks, n_local):
+        """Rows, blocks and drift of the forward picks, for the backward pass (see :func:`picked`)."""
+        return picked(rows, g, h, drift, picks)
+
+
+LOCAL = _Local()
+
+
+# ---------------------------------------------------------------------------------------------
+# Woodbury updates of A = M⁻¹, applied lazily.
+
+
+def woodbury_directions(a, fisher, xp, sign, pending):
+    """For the picked rows ``X_p``: the directions ``[U L, Z̃]`` of the block corrections
+    (:func:`aljax._bait._blocks.correct`) and ``U L``, the columns that update ``A``:
+    ``A' = A − σ (U L)(U L)ᵀ``.
+
+    ``A`` is held as ``a − σ P Pᵀ`` (``pending``, ``(d, m)``; see :func:`lazy_loop`): the products
+    with ``A`` take the low-rank term apart."""
+    def times_a(x):
+        return mm(a, x) - sign * mm(pending, mm(pending.T, x))
+
+    u = times_a(xp.T)                                  # U = A X_pᵀ            (d, r)
+    fu = mm(fisher, u)
+    z = times_a(fu)                                    # Z = A F A X_pᵀ        (d, r)
+    g_p = sym(mm(xp, u))                               # G_p = X_p A X_pᵀ
+    h_p = sym(mm(u.T, fu))                             # H_p = X_p A F A X_pᵀ
+    r = g_p.shape[0]
+    # K = (I + σG_p)⁻¹ = L Lᵀ with L = R⁻ᵀ, R = chol(I + σG_p).
+    eye = jnp.eye(r, dtype=a.dtype)
+    chol = jnp.linalg.cholesky(eye + sign * g_p)
+    l_fac = jax.scipy.linalg.solve_triangular(chol, eye, lower=True).T   # L = R⁻ᵀ, r × r
+    ul, zl = mm(u, l_fac), mm(z, l_fac)
+    h_tilde = sym(mm(mm(l_fac.T, h_p), l_fac))                           # Lᵀ H_p L
+    z_tilde = zl - 0.5 * sign * mm(ul, h_tilde)
+    return jnp.concatenate([ul, z_tilde], axis=1), ul
+
+
+def lazy_loop(n_steps, step, state, sign):
+    """``lax.fori_loop(0, n_steps, step, state)`` for a NamedTuple ``state`` with fields ``a`` and
+    ``pending``, ``A = a − σ P Pᵀ``, ``P`` the ``(d, LAZY_STEPS·r)`` pending columns (zeros where
+    unused): each step appends its ``U L`` at columns ``(t mod LAZY_STEPS)·r`` (:func:`append`),
+    and after every ``LAZY_STEPS`` steps one matmul folds ``P`` into ``a``. A step then reads ``A``
+    twice instead of four times (its update was a read-modify-write pass over ``d × d``): in a
+    step that is memory-bound, that is most of the ``O(d²)`` cost. Returns the state with
+    ``pending`` folded in (zeros)."""
+    def flush(state):
+        return state._replace(a=state.a - sign * mm(state.pending, state.pending.T),
+                              pending=jnp.zeros_like(state.pending))
+
+    def block(j, state):
+        stop = jnp.minimum((j + 1) * LAZY_STEPS, n_steps)
+        return flush(jax.lax.fori_loop(j * LAZY_STEPS, stop, step, state))
+
+    return jax.lax.fori_loop(0, -(-n_steps // LAZY_STEPS), block, state)
+
+
+def append(pending, t, ul):
+    """Columns ``U L`` of step ``t`` into the pending block (see :func:`lazy_loop`)."""
+    return jax.lax.dynamic_update_slice(pending, ul, (0, (t % LAZY_STEPS) * ul.shape[1]))
+
+
+def effective_a(a, pending, sign):
+    """``A = a − σ P Pᵀ`` as a function (evaluated only where needed, e.g. for a rebuild)."""
+    return lambda: a - sign * mm(pending, pending.T)
+
+
+def update_chunk(rows, g, h, directions, sign):
+    """The blocks of one chunk after a Woodbury step (:func:`aljax._bait._blocks.correct`)."""
+    return correct(apply(rows, directions), g, h, sign)
+
+
+def update_flat(flat, g, h, directions, sign):
+    """:func:`update_chunk` on the whole pool at once (``flat`` from
+    :func:`aljax._bait._rows.flat_rows`; blocks ``g, h`` packed (:func:`aljax._bait._blocks.pack`,
+    rows of ``nc·b`` points) when ``r <= UNROLL_MAX_RANK``, else ``(r, r, nc·b)``)."""
+    wq = apply_flat(flat, directions)
+    if wq.shape[0] <= UNROLL_MAX_RANK:
+        return correct_packed(wq, g, h, sign)
+    return correct(wq, g, h, sign)
+
+
+def refresh(rows, a, fisher, g, h, drift, excluded, symmetric, gains_fn, shards=LOCAL, gains=None,
+            layout=lambda blocks: blocks):
+    """Recompute ``G_i = X_i A X_iᵀ`` and ``H_i = X_i A F A X_iᵀ`` exactly from ``A`` when the
+    rank-``r`` corrections may have cancelled away too much precision.
+
+    ``drift_i`` is the sum of the sizes ``‖ΔH_i‖`` of the corrections since the last exact
+    computation; their rounding moves the gain ``tr(H_i (I ± G_i)⁻¹)`` by about ``eps·drift_i``
+    (``‖(I + G_i)⁻¹‖ ≤ 1``). When λ is small against ``‖X_i‖²``, or once the picks span most of
+    the ``d`` columns, the corrections cancel ``H`` by many orders of magnitude and float32 gains
+    lose their ranking. So: rebuild both blocks (and the gains) once
+    ``eps·max drift > REFRESH_TOL·max |gain|`` over the live points (float64: practically never).
+    ``A`` itself stays accurate (it is updated, not cancelled), so the rebuilt blocks are too. A
+    rebuild costs two ``quad`` passes (``O(n·d²)``) plus ``A F A``; well-conditioned runs need
+    none, ill-conditioned ones a few.
+
+    ``a``: ``A``, or a function returning it. ``gains_fn(g, h)``: the gains (or costs) of chunked
+    blocks; ``gains``: the caller's, already ``gains_fn(g, h)``. Chunked layout: ``rows`` as
+    :func:`aljax._bait._rows.counts` sees them, ``g, h (nc, r, r, b)``, ``drift, excluded
+    (nc, b)``; ``layout`` maps rebuilt chunked blocks to the layout of ``g, h``. The maxima are
+    over every shard, so that all devices rebuild together. Returns ``g, h, drift, gains``."""
+    a_now = a if callable(a) else (lambda: a)
+    eps = jnp.finfo(drift.dtype).eps
+    if gains is None:
+        gains = gains_fn(g, h)
+    scale = jnp.max(jnp.where(excluded, 0, jnp.abs(gains)))
+    worst = jnp.max(jnp.where(excluded, 0, drift))
+    scale, worst = shards.pmax(jnp.stack([scale, worst]))
+    stale = eps * worst > REFRESH_TOL * scale
+
+    def exact(_):
+        a = a_now()
+        b_mat = sym(mm(mm(a, fisher), a))
+        g_new = jax.lax.map(lambda rc: quad(rc, a, symmetric), rows)
+        h_new = jax.lax.map(lambda rc: quad(rc, b_mat, symmetric), rows)
+        g_new, h_new = layout(g_new), layout(h_new)
+        return g_new, h_new, jnp.zeros_like(drift), gains_fn(g_new, h_new)
+
+    return jax.lax.cond(stale, exact, lambda _: (g, h, drift, gains), None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Setup: F, A₀ and the initial blocks.
+
+
+class _Start(NamedTuple):
+    """Where the greedy passes start (from :func:`_setup`)."""
+
+    rows: Any            # candidate rows, chunked, scaled by √(k/(n_L + k))
+    scale: jax.Array     # that scale
+    fisher: jax.Array    # F (d, d): the mean Fisher over pool ∪ labeled
+    a: jax.Array         # A₀ = M₀⁻¹ (d, d)
+    g: jax.Array         # G_i = X_i A₀ X_iᵀ (nc, r, r, b)
+    h: jax.Array         # H_i = X_i A₀ F A₀ X_iᵀ (nc, r, r, b)
+    valid: jax.Array     # (nc, b): real points, not padding
+    n_local: Any         # real points on this device
+
+
+def _point_counts(pool, labeled, shards, n_valid, n_lab_valid):
+    """Points on this device, in the pool and labeled (traced where the rows are padded)."""
+    n_local = n_points(pool) if n_valid is None else n_valid
+    if labeled is None:
+        n_lab = 0
+    elif n_lab_valid is not None:
+        n_lab = n_lab_valid
+    else:
+        n_lab = n_points(labeled) * (shards.count if shards.labeled_sharded else 1)
+    return n_local, n_local * shards.count, n_lab
+
+
+def _fisher_sums(pool_gram, labeled, chunk, dtype, shards):
+    """``Σ X_iᵀX_i`` over the pool and labeled points, and over the labeled ones (None without)."""
+    gram = shards.psum(pool_gram())
+    if labeled is None:
+        return gram, None
+    if isinstance(labeled, LabeledGram):
+        gram_lab = labeled.matrix
+    else:
+        gram_lab = shards.psum_labeled(prepare(labeled, chunk, dtype)[1]())
+    return gram + gram_lab, gram_lab
+
+
+def _initial_inverse(gram_lab, fisher, lamb, n_lab, k):
+    """``A₀ = M₀⁻¹`` and ``A₀ F A₀``, with ``M₀ = λI + F_L n_L/(n_L + k) = λI + Σ_L X_jᵀX_j/(n_L + k)``."""
+    eye = jnp.eye(fisher.shape[0], dtype=fisher.dtype)
+    if gram_lab is None:
+        return eye / lamb, fisher / (lamb * lamb)
+    a = spd_inverse(lamb * eye + sym(gram_lab) / (n_lab + k))
+    return a, sym(mm(mm(a, fisher), a))
+
+
+def _initial_g(rows, a, lamb, has_labeled):
+    if has_labeled:
+        return jax.lax.map(lambda r: quad(r, a, symmetric_blocks(a.shape[0])), rows)
+    if isinstance(rows, KronChunks):  # A₀ = I/λ:  G_i = S_i S_iᵀ ‖h_i‖² / λ
+        ss = jnp.einsum("kacn,kbcn->kabn", rows.s, rows.s, precision=HIGHEST)
+        return ss * (jnp.sum(rows.ht * rows.ht, axis=1) / lamb)[:, None, None, :]
+    return jnp.einsum("knae,knbe->kabn", rows.x, rows.x, precision=HIGHEST) / lamb
+
+
+def _setup(pool, labeled, lamb, k, chunk, dtype, shards, n_valid, n_lab_valid) -> _Start:
+    n_local, n, n_lab = _point_counts(pool, labeled, shards, n_valid, n_lab_valid)
+    lamb = jnp.asarray(lamb, dtype)
+    rows, pool_gram = prepare(pool, chunk, dtype)
+    gram, gram_lab = _fisher_sums(pool_gram, labeled, chunk, dtype, shards)
+    fisher = sym(gram / (n + n_lab))
+    a, b_mat = _initial_inverse(gram_lab, fisher, lamb, n_lab, k)
+    # Candidate rows scaled by √(k / (n_L + k)) (reference parity).
+    scale = jnp.sqrt(jnp.asarray(k / (n_lab + k), dtype))   # n_lab may be traced
+    rows = scale_rows(rows, scale)
+    g = _initial_g(rows, a, lamb, gram_lab is not None)
+    h = jax.lax.map(lambda r: quad(r, b_mat, symmetric_blocks(fisher.shape[0])), rows)
+    nc, b = counts(rows)
+    valid = (jnp.arange(nc * b) < n_local).reshape(nc, b)
+    return _Start(rows, scale, fisher, a, g, h, valid, n_local)
+
+
+# ---------------------------------------------------------------------------------------------
+# Forward: greedy additions over the whole pool.
+
+
+class _FlatBlocks(NamedTuple):
+    """The forward steps' layout of the blocks: the chunk axis merged into the point axis, and for
+    small ``r`` only the upper triangles (:func:`aljax._bait._blocks.pack`); each step is then one
+    matmul and a few fused passes."""
+
+    r: int
+    nc: int
+    b: int
+
+    @property
+    def packed(self) -> bool:
+        return self.r <= UNROLL_MAX_RANK
+
+    def to_flat(self, blocks):
+        blocks = blocks.transpose(1, 2, 0, 3).reshape(self.r, self.r, -1)
+        return pack(blocks) if self.packed else blocks
+
+    def to_chunks(self, blocks):
+        blocks = unpack(blocks, self.r) if self.packed else blocks
+        return blocks.reshape(self.r, self.r, self.nc, self.b).transpose(2, 0, 1, 3)
+
+    def gains(self, g, h):
+        return forward_gains(g, h, self.r).reshape(self.nc, self.b)
+
+
+class _Forward(NamedTuple):
+    """What the forward steps read and never change."""
+
+    rows: Any             # chunked rows: exact rebuilds and the picked point's rows
+    flat: Any             # the same rows, flat: the per-step corrections
+    fisher: jax.Array
+    symmetric: bool
+    layout: _FlatBlocks
+    shards: Any
+    n_local: Any
+
+
+class _ForwardState(NamedTuple):
+    a: jax.Array          # A = a − P Pᵀ (see lazy_loop)
+    pending: jax.Array    # P (d, LAZY_STEPS·r)
+    g: Any                # G_i, flat layout
+    h: Any                # H_i, flat layout
+    drift: jax.Array      # Σ‖ΔH_i‖ since the last exact rebuild (nc, b)
+    gains: jax.Array      # this step's gains (nc, b)
+    taken: jax.Array      # picked, or padding (nc, b)
+    picks: jax.Array      # (n_forward,) int32
+
+
+def _forward_step(ctx: _Forward, t, state: _ForwardState) -> _ForwardState:
+    """Step ``t``: rebuild the blocks if stale, add the best unpicked point, correct every block."""
+    nc, b = ctx.layout.nc, ctx.layout.b
+    g, h, drift, step_gains = refresh(ctx.rows, effective_a(state.a, state.pending, 1.0), ctx.fisher, state.g,
+                                      state.h, state.drift, state.taken, ctx.symmetric, ctx.layout.gains,
+                                      ctx.shards, state.gains, ctx.layout.to_flat)
+    p_local = jnp.argmax(jnp.where(state.taken, -jnp.inf, step_gains).reshape(-1)).astype(jnp.int32)
+    p, mine, xp = ctx.shards.pick(ctx.rows, step_gains, state.taken, p_local, ctx.n_local)
+    directions, ul = woodbury_directions(state.a, ctx.fisher, xp, 1.0, state.pending)
+    g, h, dh = update_flat(ctx.flat, g, h, directions, 1.0)
+    # (An exhausted shard's argmax may be a taken point: never un-take it.)
+    taken = state.taken.reshape(-1)
+    taken = taken.at[p_local].set(mine | taken[p_local]).reshape(nc, b)
+    # The next step's gains, here where XLA can fuse them with the update of the blocks.
+    return _ForwardState(state.a, append(state.pending, t, ul), g, h, drift + dh.reshape(nc, b),
+                         ctx.layout.gains(g, h), taken, state.picks.at[t].set(p))
+
+
+def _forward(start: _Start, pool, n_forward, shards):
+    """``n_forward`` greedy additions. Returns ``A``, the chunked blocks and drift, and the picks."""
+    nc, b = counts(start.rows)
+    r, d = start.g.shape[1], start.fisher.shape[0]
+    dtype = start.fisher.dtype
+    layout = _FlatBlocks(r, nc, b)
+    softmax = isinstance(pool, KronRows) and pool.softmax
+    flat = flat_rows(start.rows, pool.w if softmax else None, start.scale)
+    ctx = _Forward(start.rows, flat, start.fisher, symmetric_blocks(d), layout, shards, start.n_local)
+    g, h = layout.to_flat(start.g), layout.to_flat(start.h)
+    state = _ForwardState(start.a, jnp.zeros((d, LAZY_STEPS * r), dtype), g, h, jnp.zeros((nc, b), dtype),
+                          layout.gains(g, h), ~start.valid, jnp.zeros(n_forward, jnp.int32))
+    end = lazy_loop(n_forward, functools.partial(_forward_step, ctx), state, 1.0)
+    return end.a, layout.to_chunks(end.g), layout.to_chunks(end.h), end.drift, end.picks
+
+
+# ---------------------------------------------------------------------------------------------
+# Backward: removals among the forward picks, replicated on every device.
+
+
+class _Backward(NamedTuple):
+    """What the backward steps read and never change."""
+
+    rows: Any             # the picked points' rows as one chunk (leading axis 1)
+    chunk: Any            # the same without the leading axis
+    fisher: jax.Array
+    symmetric: bool
+
+
+class _BackwardState(NamedTuple):
+    a: jax.Array          # A = a + P Pᵀ (see lazy_loop)
+    pending: jax.Array    # P (d, LAZY_STEPS·r)
+    g: jax.Array          # G_j (r, r, n_forward)
+    h: jax.Array          # H_j (r, r, n_forward)
+    drift: jax.Array      # (n_forward,)
+    removed: jax.Array    # (n_forward,) bool
+
+
+def _removal_costs(g, h):
+    return jax.vmap(lambda gc, hc: gains(gc, hc, -1.0))(g, h)
+
+
+def _backward_step(ctx: _Backward, t, state: _BackwardState) -> _BackwardState:
+    """Step ``t``: rebuild the blocks if stale, drop the pick whose removal raises ``tr(M⁻¹F)``
+    least, ``tr(H_j (I − G_j)⁻¹) ≥ 0``, and downdate ``A`` and the blocks by it."""
+    g, h, drift, cost = refresh(ctx.rows, effective_a(state.a, state.pending, -1.0), ctx.fisher, state.g[None],
+                                state.h[None], state.drift[None], state.removed[None], ctx.symmetric, _removal_costs)
+    g, h, drift, cost = g[0], h[0], drift[0], cost[0]
+    # In exact arithmetic I − G_j is positive definite and the cost positive; when rounding
+    # breaks that, removing j would uncover a direction almost only j spans: keep it.
+    # (The largest finite number, not inf, so that a removed point is never chosen again.)
+    cost = jnp.where((cost >= 0) & jnp.isfinite(cost), cost, jnp.finfo(cost.dtype).max)
+    q = jnp.argmin(jnp.where(state.removed, jnp.inf, cost)).astype(jnp.int32)
+    directions, ul = woodbury_directions(state.a, ctx.fisher, row(ctx.rows, q), -1.0, state.pending)
+    g, h, dh = update_chunk(ctx.chunk, g, h, directions, -1.0)
+    return _BackwardState(state.a, append(state.pending, t, ul), g, h, drift + dh, state.removed.at[q].set(True))
+
+
+def _backward(start: _Start, a, g, h, drift, picks, k, shards):
+    """Remove ``len(picks) − k`` of the forward picks; the rest, in pick order."""
+    sub, g_sub, h_sub, drift_sub = shards.picked(start.rows, g, h, drift, picks, start.n_local)
+    d = start.fisher.shape[0]
+    ctx = _Backward(sub, jax.tree_util.tree_map(lambda v: v[0], sub), start.fisher, symmetric_blocks(d))
+    n_forward, r = picks.shape[0], g_sub.shape[0]
+    state = _BackwardState(a, jnp.zeros((d, LAZY_STEPS * r), a.dtype), g_sub, h_sub, drift_sub,
+                           jnp.zeros(n_forward, bool))
+    removed = lazy_loop(n_forward - k, functools.partial(_backward_step, ctx), state, -1.0).removed
+    return picks[jnp.nonzero(~removed, size=k)[0]]
+
+
+def forward_backward(pool, labeled, lamb, k, n_forward, chunk, shards=LOCAL, n_valid=None, n_lab_valid=None):
+    """The whole selection: ``k`` int32 pool indices in pick order.
+
+    ``pool``, ``labeled``: :class:`aljax._bait._rows.KronRows` or dense ``(n, r, d)`` rows
+    (``labeled`` also None, or a :class:`aljax._bait._rows.LabeledGram`); ``chunk``: points per
+    chunk of the pool axis. ``shards``: :data:`LOCAL`, or a
+    :class:`aljax._bait._sharded.Shards` when this is the body of a ``shard_map`` over the example
+    axis; ``pool`` (and ``labeled`` when ``shards.labeled_sharded``) is then this device's block.
+    ``n_valid``, ``n_lab_valid`` (traced, one device): only that many leading rows of ``pool`` /
+    ``labeled`` are points, the rest zero padding to a size bucket (see
+    :func:`aljax._bait._plan.plan`); padding adds nothing to ``F`` and is never picked."""
+    dtype = jnp.result_type(jnp.float32, *jax.tree_util.tree_leaves((pool, labeled)))
+    start = _setup(pool, labeled, lamb, k, chunk, dtype, shards, n_valid, n_lab_valid)
+    a, g, h, drift, picks = _forward(start, pool, n_forward, shards)
+    if n_forward == k:
+        return picks
+    return _backward(start, a, g, h, drift, picks, k, shards)
+
+
+kernel = jax.jit(forward_backward, static_argnames=("k", "n_forward", "chunk"))

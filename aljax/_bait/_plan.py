@@ -1,0 +1,224 @@
+"""From validated arguments to one kernel call: the embeddings checked and turned into rows,
+chunk sizes, size buckets and padding, and the choice of the one-device or the sharded kernel."""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import _validate
+from .._padding import bucket, nbytes, pad_tree
+from .._types import FisherFactors
+from ._kernel import kernel
+from ._rows import KronRows, LabeledGram, from_fisher_factors, n_points, prepare
+from ._sharded import plan_sharded
+
+# Chunks of the pool axis are sized so that one chunk's largest temporary holds about this many
+# numbers: small enough to stay in cache, large enough for efficient matmuls.
+CHUNK_ELEMENTS = 1 << 21
+# Points per chunk are rounded up to a multiple of this (16 float32 = one AVX-512 vector).
+ALIGN = 16
+# Pools whose (padded) rows take at most this many bytes are zero-padded to the next power of
+# two instead of a 1/8 size bucket: there the kernel's run time hardly depends on n while its
+# compilation is long, so a pool shrinking by k a round is better off padded up to 2x and
+# recompiled once per halving than recompiled every n/16 points.
+POW2_MAX_BYTES = 1 << 22
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation of the embedding-level arguments.
+
+
+def check_oversample(fn: str, oversample: Any) -> float:
+    if isinstance(oversample, bool) or not isinstance(oversample, (int, float, np.integer, np.floating)):
+        raise TypeError(_validate.message(fn, "oversample", "a real number >= 1",
+                                          f"{type(oversample).__name__} {oversample!r}"))
+    if not np.isfinite(oversample) or oversample < 1:
+        raise ValueError(_validate.message(fn, "oversample", "a finite number >= 1", oversample))
+    return float(oversample)
+
+
+def _check_probs_sum(fn: str, arg: str, probs) -> None:
+    """Rows of ``probs`` must sum to 1: the Fisher sum (block diagonal minus ``ZᵀZ``) and the null
+    vector ``√p`` of ``S_i`` rely on it, and unnormalised rows silently give other picks. Checked on
+    concrete inputs only, to ``max(1e-3, 4·eps)`` (float32 softmax outputs pass)."""
+    if probs.shape[0] == 0 or not _validate.is_concrete(probs):
+        return
+    dtype = jnp.result_type(probs)
+    tol = max(1e-3, 4 * float(jnp.finfo(dtype).eps)) if jnp.issubdtype(dtype, jnp.floating) else 1e-3
+    err = np.abs(np.asarray(jnp.sum(probs, axis=1), np.float64) - 1)
+    if err.max() > tol:
+        i = int(err.argmax())
+        raise ValueError(_validate.message(
+            fn, arg, f"FisherFactors whose probabilities sum to 1 in every row (within {tol:g})",
+            f"row {i} summing to {float(np.sum(np.asarray(probs[i], np.float64))):.6g}"))
+
+
+def _factor_rows(fn: str, arg: str, emb: FisherFactors, like) -> KronRows:
+    if like is not None and not isinstance(like, FisherFactors):
+        raise TypeError(_validate.message(fn, arg, "the type of `embedding` (a dense (n, r, d) array)",
+                                          "a FisherFactors"))
+    if like is not None and (emb.probs.shape[1], emb.h.shape[1]) != (like.probs.shape[1], like.h.shape[1]):
+        raise ValueError(_validate.message(
+            fn, arg, f"FisherFactors with C = {like.probs.shape[1]} classes and D = {like.h.shape[1]} "
+            "features, like `embedding`", f"C = {emb.probs.shape[1]} and D = {emb.h.shape[1]}"))
+    _validate.check_finite(fn, f"`{arg}` values", emb.probs, emb.h)
+    if _validate.is_concrete(emb.probs) and bool(jnp.any(emb.probs < 0)):
+        raise ValueError(_validate.message(fn, arg, "FisherFactors with probabilities >= 0",
+                                           "negative probabilities"))
+    _check_probs_sum(fn, arg, emb.probs)
+    return from_fisher_factors(emb)
+
+
+def _dense_rows(fn: str, arg: str, emb, like) -> jax.Array:
+    if like is not None and isinstance(like, FisherFactors):
+        raise TypeError(_validate.message(fn, arg, "the type of `embedding` (FisherFactors)", type(emb).__name__))
+    shape, dtype = getattr(emb, "shape", None), getattr(emb, "dtype", None)
+    if shape is None:
+        raise TypeError(_validate.message(fn, arg, "FisherFactors or an (n, r, d) array", type(emb).__name__))
+    if len(shape) != 3:
+        raise ValueError(_validate.message(fn, arg, "FisherFactors or a 3-D array (n, r, d)", f"shape {tuple(shape)}"))
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(_validate.message(fn, arg, "a floating array", f"dtype {dtype}"))
+    if like is not None and tuple(shape[1:]) != tuple(like.shape[1:]):
+        raise ValueError(_validate.message(fn, arg, f"rows of shape (r, d) = {tuple(like.shape[1:])} like `embedding`",
+                                           f"{tuple(shape[1:])}"))
+    if shape[1] == 0 or shape[2] == 0:
+        raise ValueError(_validate.message(fn, arg, "at least one row and one column per point",
+                                           f"shape {tuple(shape)}"))
+    emb = jnp.asarray(emb)
+    _validate.check_finite(fn, f"`{arg}` values", emb)
+    return emb
+
+
+def as_rows(fn: str, arg: str, emb, like=None):
+    """Validated rows (:class:`KronRows`, or a dense ``(n, r, d)`` array) of a
+    :class:`~aljax.FisherFactors` or dense embedding; ``like``: the pool's embedding, whose kind
+    and trailing shape ``emb`` must share."""
+    if isinstance(emb, FisherFactors):
+        return _factor_rows(fn, arg, emb, like)
+    return _dense_rows(fn, arg, emb, like)
+
+
+def check_labeled_like_pool(fn: str, labeled, pool) -> int:
+    """The number of labeled examples; their structure and trailing shapes must match the pool's."""
+    pool_leaves, pool_tree = jax.tree_util.tree_flatten(pool)
+    lab_leaves, lab_tree = jax.tree_util.tree_flatten(labeled)
+    if lab_tree != pool_tree:
+        raise ValueError(_validate.message(fn, "labeled", f"inputs with the pool's structure {pool_tree}",
+                                           f"{lab_tree}"))
+    sizes = set()
+    for lab, ref in zip(lab_leaves, pool_leaves):
+        shape = getattr(lab, "shape", None)
+        if shape is None:
+            raise TypeError(_validate.message(fn, "labeled", "an array or a pytree of arrays", type(lab).__name__))
+        if len(shape) == 0 or tuple(shape[1:]) != tuple(ref.shape[1:]):
+            raise ValueError(_validate.message(fn, "labeled", f"inputs of trailing shape {tuple(ref.shape[1:])} "
+                                               "like the pool's", f"shape {tuple(shape)}"))
+        sizes.add(shape[0])
+    if len(sizes) != 1:
+        raise ValueError(_validate.message(fn, "labeled", "arrays sharing the leading (example) axis",
+                                           f"leading sizes {sorted(sizes)}"))
+    return sizes.pop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Sizes: forward steps, chunks, buckets.
+
+
+def n_forward_steps(k: int, oversample: float, n: int) -> int:
+    # ⌈oversample·k⌉, insensitive to float noise such as 1.1·10 = 11.000000000000002.
+    return min(int(math.ceil(round(oversample * k, 9))), n)
+
+
+def chunk_size(n: int, d: int, rows_per_point: int) -> int:
+    """Points per chunk: the largest temporary (``b·d`` numbers, ``b·r·d`` for dense rows) stays
+    near ``CHUNK_ELEMENTS``; chunks are balanced, then rounded up to a multiple of ``ALIGN``, so
+    that padding is at most ``nc·ALIGN`` points."""
+    widest = max(1, CHUNK_ELEMENTS // max(1, d * rows_per_point))
+    b_max = int(min(max(widest, 8), 4096))
+    nc = -(-n // b_max)
+    b = -(-n // nc)
+    # A multiple of the SIMD width: the per-point blocks live in (r, r, nc·b) arrays whose rows
+    # then start aligned, which lets XLA vectorise the elementwise passes over them.
+    return b if b < ALIGN else -(-b // ALIGN) * ALIGN
+
+
+def rows_chunk(rows, n_local: int) -> int:
+    """:func:`chunk_size` for ``n_local`` points of ``rows`` (Kronecker-factored or dense)."""
+    if isinstance(rows, KronRows):
+        return chunk_size(n_local, rows.s.shape[2] * rows.h.shape[1], 1)
+    return chunk_size(n_local, rows.shape[2], rows.shape[1])
+
+
+def pool_bucket(rows, n: int) -> int:
+    """Rows the pool is padded to: the next power of two for pools up to ``POW2_MAX_BYTES``
+    (padded), :func:`aljax._padding.bucket` ``(n)`` above."""
+    pow2 = 1 << max(n - 1, 0).bit_length()
+    row_bytes = nbytes(rows) / max(n, 1)
+    return pow2 if row_bytes * pow2 <= POW2_MAX_BYTES else bucket(n)
+
+
+def _pad_labeled(labeled_rows, n_lab: int):
+    """Labeled rows zero-padded (zero rows add nothing to the Fisher sum) to a multiple of 256
+    below 2,048 rows, to a size bucket above: a labeled set that grows by a few points per round
+    compiles :func:`_labeled_gram` once per 256 points, not once per round."""
+    return pad_tree(labeled_rows, size=-(-n_lab // 256) * 256 if n_lab < 2048 else bucket(n_lab))
+
+
+@functools.partial(jax.jit, static_argnames=("chunk", "dtype"))
+def _labeled_gram(labeled, *, chunk: int, dtype) -> LabeledGram:
+    return LabeledGram(prepare(labeled, chunk, dtype)[1]())
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan.
+
+
+def _plan_one_device(rows, labeled_rows, k, lamb, n, n_forward):
+    """Zero-pad the pool to a size bucket (small pools to a power of two, larger ones by at most
+    1/8: :func:`pool_bucket`), so that an active-learning loop, whose pool shrinks and labeled set
+    grows every round, compiles once per bucket instead of once per round; the real counts go in
+    traced. The labeled rows enter only through their Fisher sum: computed first (one small
+    compilation per labeled bucket), the kernel's shapes do not depend on their number."""
+    n_lab = 0 if labeled_rows is None else n_points(labeled_rows)
+    dtype = jnp.result_type(jnp.float32, *jax.tree_util.tree_leaves((rows, labeled_rows)))
+    size = pool_bucket(rows, n)
+    rows = rows if size == n else pad_tree(rows, size=size)
+    b = rows_chunk(rows, size)
+    if labeled_rows is not None:
+        labeled_rows = _labeled_gram(_pad_labeled(labeled_rows, n_lab), chunk=b, dtype=dtype)
+    return kernel, (rows, labeled_rows, lamb), dict(
+        k=k, n_forward=n_forward, chunk=b, n_valid=jnp.int32(n),
+        n_lab_valid=None if labeled_rows is None else jnp.int32(n_lab))
+
+
+def plan(fn, rows, labeled_rows, k, lamb, oversample, layout=None, labeled_layout=None, pool_arg="embedding"):
+    """``(kernel, args, static kwargs)`` of one selection: the one-device kernel on padded rows
+    (concrete inputs), as it is (traced inputs: under Auto mesh axes XLA partitions it), or, for a
+    pool sharded along its example axis (``layout``, from :func:`aljax._sharding.row_layout` of the
+    user's input), the ``shard_map`` kernel."""
+    n = n_points(rows)
+    if labeled_rows is not None and n_points(labeled_rows) == 0:
+        labeled_rows, labeled_layout = None, None
+    n_forward = n_forward_steps(k, oversample, n)
+    if layout is None and _validate.is_concrete(rows, labeled_rows):
+        return _plan_one_device(rows, labeled_rows, k, lamb, n, n_forward)
+    if layout is None:
+        return kernel, (rows, labeled_rows, lamb), dict(k=k, n_forward=n_forward, chunk=rows_chunk(rows, n))
+    if n % layout.shards:  # JAX builds no such array; kept for a clear message
+        raise ValueError(_validate.message(fn, pool_arg, f"a pool size divisible by its {layout.shards} shards "
+                                           f"({layout.describe()})", f"{n} examples"))
+    static = dict(k=k, n_forward=n_forward, chunk=rows_chunk(rows, n // layout.shards))
+    return plan_sharded(fn, rows, labeled_rows, lamb, layout, labeled_layout, static)
+
+
+def select(fn, rows, labeled_rows, k, lamb, oversample, layout=None, labeled_layout=None, pool_arg="embedding"):
+    """Run the :func:`plan` of one selection: ``(k,)`` int32 indices."""
+    kernel_fn, args, static = plan(fn, rows, labeled_rows, k, lamb, oversample, layout, labeled_layout, pool_arg)
+    return kernel_fn(*args, **static)

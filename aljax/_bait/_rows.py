@@ -1,0 +1,367 @@
+"""The candidates' Fisher rows: their layouts, products with them, and Fisher sums.
+
+Point ``i`` contributes ``r`` rows ``X_i`` (``r × d``) whose ``X_iᵀX_i`` is its last-layer Fisher.
+Two kinds of rows:
+
+* Kronecker rows ``X_i = S_i ⊗ h_iᵀ`` (:class:`KronRows`): an ``r × C`` factor ``S_i`` and the
+  ``D`` penultimate features ``h_i``; columns class-major (``c·D + e``, ``d = C·D``);
+* dense rows: an ``(n, r, d)`` array.
+
+The loops see the pool axis split into ``nc`` chunks of ``b`` points, the last one padded with zero
+rows (:class:`KronChunks`, :class:`DenseChunks`), and never the ``n × r × d`` tensor of Kronecker
+rows: every product goes through the factors.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple, Union
+
+import jax
+import jax.numpy as jnp
+
+from .._embeddings import softmax
+from .._linalg import HIGHEST, mm
+from .._types import FisherFactors
+
+# From this width ``d`` on, symmetric products are computed block by block over the upper
+# triangle only: half the flops of the Fisher sum and the quadratic forms, but a longer compilation,
+# which smaller problems would not win back.
+SYMMETRIC_MIN_DIM = 256
+
+
+def symmetric_blocks(d: int) -> bool:
+    """Whether products with symmetric ``d × d`` matrices use only their upper blocks."""
+    return d >= SYMMETRIC_MIN_DIM
+
+
+@jax.tree_util.register_pytree_node_class
+class KronRows:
+    """Per-point rows ``X_i = S_i ⊗ h_iᵀ`` with ``S_iᵀS_i = diag(w_i) − z_i z_iᵀ`` (``z`` may be
+    None): ``s (n, r, C)``, ``h (n, D)``, ``w (n, C)``, ``z (n, C)``. ``softmax`` (static): ``S_i``
+    is the softmax factor ``diag(√p_i)(I − 1 p_iᵀ)`` with ``p = w = z``, which the forward steps
+    apply in ``O(C)`` per column instead of as a ``C × C`` matrix."""
+
+    def __init__(self, s, h, w, z, softmax=False):
+        self.s, self.h, self.w, self.z, self.softmax = s, h, w, z, softmax
+
+    def tree_flatten(self):
+        return (self.s, self.h, self.w, self.z), self.softmax
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(*children, softmax=aux)
+
+
+@jax.tree_util.register_pytree_node_class
+class LabeledGram:
+    """The labeled points' Fisher sum ``Σ_L X_jᵀX_j`` (``d × d``), computed before the selection
+    kernel, whose shapes then do not depend on how many points are labeled."""
+
+    def __init__(self, matrix):
+        self.matrix = matrix
+
+    def tree_flatten(self):
+        return (self.matrix,), None
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(*children)
+
+
+class KronChunks(NamedTuple):
+    """Kronecker rows in chunks, the point axis last so that per-point work runs over contiguous
+    vectors (one chunk, as ``lax.map`` hands it over, drops the leading ``nc``)."""
+
+    s: jax.Array   # (nc, r, C, b)
+    ht: jax.Array  # (nc, D, b)
+
+
+class DenseChunks(NamedTuple):
+    """Dense rows in chunks (one chunk drops the leading ``nc``)."""
+
+    x: jax.Array   # (nc, b, r, d)
+
+
+Chunks = Union[KronChunks, DenseChunks]
+
+
+class FlatKron(NamedTuple):
+    """Kronecker rows with the chunk axis merged into the point axis (see :func:`flat_rows`)."""
+
+    s: jax.Array   # (r, C, nc·b)
+    ht: jax.Array  # (D, nc·b)
+
+
+class FlatSoftmax(NamedTuple):
+    """Rows ``scale · S_i ⊗ h_iᵀ`` with the softmax factor ``S_i``, kept as ``p`` and ``scale·√p``."""
+
+    ht: jax.Array   # (D, nc·b)
+    p: jax.Array    # (C, nc·b)
+    sqp: jax.Array  # (C, nc·b)
+
+
+class FlatDense(NamedTuple):
+    """Dense rows with the chunk axis merged into the point axis."""
+
+    x: jax.Array   # (nc·b, r, d)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rows from embeddings and model outputs.
+
+
+@jax.jit
+def from_fisher_factors(emb: FisherFactors) -> KronRows:
+    # S from p in the compute dtype (at least float32): the forward steps rebuild S from p there,
+    # and a bfloat16 S would disagree with them.
+    dtype = jnp.result_type(jnp.float32, emb.probs.dtype, emb.h.dtype)
+    emb = FisherFactors(emb.probs.astype(dtype), emb.h)
+    return KronRows(emb.s_factor(), emb.h, emb.probs, emb.probs, softmax=True)
+
+
+@functools.partial(jax.jit, static_argnames="problem_type")
+def rows_from_outputs(outputs, h, problem_type) -> KronRows:
+    if problem_type == "classification":
+        return from_fisher_factors(FisherFactors(softmax(outputs), h))
+    # Gaussian head: the Fisher is h hᵀ per output, i.e. S_i = I_m, one row e_j ⊗ h_i per output j.
+    m = 1 if outputs.ndim == 1 else outputs.shape[1]
+    n = outputs.shape[0]
+    dtype = jnp.result_type(outputs.dtype, h.dtype)
+    s = jnp.broadcast_to(jnp.eye(m, dtype=dtype), (n, m, m))
+    return KronRows(s, h, jnp.ones((n, m), dtype), None)
+
+
+def n_points(emb) -> int:
+    """Points in :class:`KronRows` or dense ``(n, r, d)`` rows."""
+    return emb.s.shape[0] if isinstance(emb, KronRows) else emb.shape[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Chunked layouts.
+
+
+def _pad_rows(x, n_pad):
+    pad = [(0, n_pad - x.shape[0])] + [(0, 0)] * (x.ndim - 1)
+    return jnp.pad(x, pad)
+
+
+def chunk_kron(s, h, b) -> KronChunks:
+    n, r, c = s.shape
+    nc = -(-n // b)
+    s = _pad_rows(s, nc * b).reshape(nc, b, r, c).transpose(0, 2, 3, 1)
+    ht = _pad_rows(h, nc * b).reshape(nc, b, h.shape[1]).transpose(0, 2, 1)
+    return KronChunks(s, ht)
+
+
+def chunk_dense(x, b) -> DenseChunks:
+    n, r, d = x.shape
+    nc = -(-n // b)
+    return DenseChunks(_pad_rows(x, nc * b).reshape(nc, b, r, d))
+
+
+def counts(rows: Chunks) -> tuple[int, int]:
+    """``(nc, b)``: chunks, and points per chunk."""
+    if isinstance(rows, KronChunks):
+        return rows.s.shape[0], rows.s.shape[3]
+    return rows.x.shape[0], rows.x.shape[1]
+
+
+def scale_rows(rows: Chunks, scale) -> Chunks:
+    if isinstance(rows, KronChunks):
+        return KronChunks(rows.s * scale, rows.ht)
+    return DenseChunks(rows.x * scale)
+
+
+def row(rows: Chunks, i):
+    """``X_i`` as an ``(r, d)`` array."""
+    nc, b = counts(rows)
+    ci, pi = i // b, i % b
+    if isinstance(rows, KronChunks):
+        s = rows.s[ci, :, :, pi]
+        h = rows.ht[ci, :, pi]
+        return (s[:, :, None] * h[None, None, :]).reshape(s.shape[0], -1)
+    return rows.x[ci, pi]
+
+
+def gather(rows: Chunks, idx) -> Chunks:
+    """The rows of points ``idx`` as one chunk of ``len(idx)`` points."""
+    nc, b = counts(rows)
+    ci, pi = idx // b, idx % b
+    if isinstance(rows, KronChunks):
+        return KronChunks(rows.s[ci, :, :, pi].transpose(1, 2, 0)[None], rows.ht[ci, :, pi].T[None])
+    return DenseChunks(rows.x[ci, pi][None])
+
+
+def picked(rows: Chunks, g, h, drift, idx):
+    """Rows (as one chunk, :func:`gather`), blocks ``g, h (r, r, m)`` and drift ``(m,)`` of points
+    ``idx``, from chunked rows, blocks ``(nc, r, r, b)`` and drift ``(nc, b)``."""
+    nc, b = counts(rows)
+    ci, pi = idx // b, idx % b
+    return gather(rows, idx), g[ci, :, :, pi].transpose(1, 2, 0), h[ci, :, :, pi].transpose(1, 2, 0), drift[ci, pi]
+
+
+def mask_points(chunk: Chunks, keep) -> Chunks:
+    """One chunk (:func:`gather`) with the rows of the points not in ``keep (m,)`` set to zero."""
+    if isinstance(chunk, KronChunks):
+        return KronChunks(jnp.where(keep, chunk.s, 0), jnp.where(keep, chunk.ht, 0))
+    return DenseChunks(jnp.where(keep[:, None, None], chunk.x, 0))
+
+
+def flat_rows(rows: Chunks, probs=None, scale=1.0):
+    """The rows with the chunk axis merged into the point axis, for the forward steps: a copy,
+    made once, for Kronecker rows (:class:`FlatKron`, or :class:`FlatSoftmax` when ``probs (n, C)``
+    is given: the rows are ``scale · S_i ⊗ h_iᵀ`` with the softmax factor ``S_i``); a view for
+    dense ones."""
+    if isinstance(rows, KronChunks):
+        s, ht = rows.s, rows.ht
+        ht = ht.transpose(1, 0, 2).reshape(ht.shape[1], -1)
+        if probs is None:
+            return FlatKron(s.transpose(1, 2, 0, 3).reshape(s.shape[1], s.shape[2], -1), ht)
+        p = _pad_rows(probs.astype(s.dtype), ht.shape[1]).T
+        return FlatSoftmax(ht, p, jnp.sqrt(p) * scale)
+    x = rows.x
+    return FlatDense(x.reshape(-1, x.shape[2], x.shape[3]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Products with the rows.
+
+
+def bmm(x, y):
+    """Batched matmul with the batch axis last: ``(a, j, n) @ (j, c, n) -> (a, c, n)``, unrolled
+    over ``j`` so that XLA emits one fused elementwise loop over contiguous batch vectors."""
+    out = x[:, 0, None, :] * y[0][None]
+    for j in range(1, x.shape[1]):
+        out = out + x[:, j, None, :] * y[j][None]
+    return out
+
+
+def apply(rows: Chunks, v):
+    """``X_i V`` for every point of one chunk: ``v (d, m)`` -> ``(r, m, b)``."""
+    if isinstance(rows, KronChunks):
+        s, ht = rows.s, rows.ht
+        c, dim = s.shape[1], ht.shape[0]
+        m = v.shape[1]
+        # T[c, j, n] = Σ_e V[c·D + e, j] h_n[e];  (X_n V)[a, j] = Σ_c S_n[a, c] T[c, j, n].
+        t = mm(v.reshape(c, dim, m).transpose(0, 2, 1).reshape(c * m, dim), ht).reshape(c, m, -1)
+        return bmm(s, t)
+    x = rows.x
+    bsz, r, d = x.shape
+    return mm(x.reshape(bsz * r, d), v).reshape(bsz, r, -1).transpose(1, 2, 0)
+
+
+def apply_flat(flat, v):
+    """``X_i V`` for every point of the whole pool (``flat`` from :func:`flat_rows`): ``v (d, m)``
+    -> ``(r, m, nc·b)``. One large matmul rather than a batch of per-chunk ones, and no per-step
+    transposes between layouts."""
+    m = v.shape[1]
+    if isinstance(flat, FlatDense):
+        x = flat.x
+        return mm(x.reshape(-1, x.shape[2]), v).reshape(x.shape[0], x.shape[1], m).transpose(1, 2, 0)
+    ht = flat.ht
+    dim = ht.shape[0]
+    c = v.shape[0] // dim
+    t = mm(v.reshape(c, dim, m).transpose(0, 2, 1).reshape(c * m, dim), ht)  # (C·m, nc·b)
+    t = t.reshape(c, m, -1)
+    if isinstance(flat, FlatKron):
+        return bmm(flat.s, t)
+    # S T = scale·diag(√p)(T − 1 pᵀT)
+    p = flat.p
+    mean = p[0, None] * t[0]
+    for ci in range(1, c):
+        mean = mean + p[ci, None] * t[ci]
+    # (Computed once: fused into the product below, XLA would redo it for every row a.)
+    mean = jax.lax.optimization_barrier(mean)
+    return flat.sqp[:, None, :] * (t - mean[None])
+
+
+def quad(rows: Chunks, mat, symmetric=False):
+    """``X_i B X_iᵀ`` for every point of one chunk, ``B`` symmetric ``(d, d)`` -> ``(r, r, b)``.
+    ``symmetric``: compute only the upper class blocks (half the work, longer to compile)."""
+    if isinstance(rows, DenseChunks):
+        x = rows.x
+        bsz, r, d = x.shape
+        xb = mm(x.reshape(bsz * r, d), mat).reshape(bsz, r, d)
+        return jnp.einsum("nae,nbe->abn", xb, x, precision=HIGHEST)
+    s, ht = rows.s, rows.ht
+    c, dim = s.shape[1], ht.shape[0]
+    if not symmetric:
+        # Q[c, c', n] = Σ_{e,f} h_n[e] B[(c, e), (c', f)] h_n[f], every block.
+        t = mm(mat.reshape(c, dim, c * dim).transpose(0, 2, 1).reshape(c * c * dim, dim), ht)
+        q = jnp.sum(t.reshape(c, c, dim, -1) * ht[None, None], axis=2)
+        return jnp.einsum("acn,cdn,bdn->abn", s, q, s, precision=HIGHEST)
+    # Q[c, c', n] = h_nᵀ B[c-block, c'-block] h_n, upper blocks only (B is symmetric).
+    q = [[None] * c for _ in range(c)]
+    for ci in range(c):
+        # Σ_e B[(cj, f), (ci, e)] h_n[e] for cj >= ci, then · h_n[f] summed over f.
+        t = mm(mat[ci * dim:(ci + 1) * dim, ci * dim:].T, ht).reshape(c - ci, dim, -1)
+        blocks = jnp.sum(t * ht[None], axis=1)
+        for cj in range(ci, c):
+            q[ci][cj] = q[cj][ci] = blocks[cj - ci]
+    q = jnp.stack([jnp.stack(row) for row in q])                       # (C, C, b)
+    return jnp.einsum("acn,cdn,bdn->abn", s, q, s, precision=HIGHEST)  # S Q Sᵀ
+
+
+# ---------------------------------------------------------------------------------------------
+# Fisher sums without per-point outer products.
+
+
+def gram_kron(w, z, h, b, dtype, symmetric=False):
+    """``Σ_i (diag w_i − z_i z_iᵀ) ⊗ h_i h_iᵀ`` as ``blockdiag_c(Hᵀ diag(w_c) H) − ZᵀZ`` with rows
+    ``Z_i = z_i ⊗ h_i`` (``z`` may be None: then no ``ZᵀZ`` term). Accumulated over chunks of ``b``
+    points; with ``symmetric``, ``ZᵀZ`` only in its upper block triangle (``Hᵀ diag(z_c z_c') H``
+    for ``c' ≥ c``)."""
+    n, c = w.shape
+    dim = h.shape[1]
+    nc = -(-n // b)
+    ht = _pad_rows(h.astype(dtype), nc * b).reshape(nc, b, dim)
+    wt = _pad_rows(w.astype(dtype), nc * b).reshape(nc, b, c)
+    zt = None if z is None else _pad_rows(z.astype(dtype), nc * b).reshape(nc, b, c)
+
+    def body(j, acc):
+        diag, upper = acc
+        hj = ht[j]
+        diag = diag + jnp.einsum("nc,nd,ne->cde", wt[j], hj, hj, precision=HIGHEST)
+        if zt is not None:
+            zh = zt[j][:, :, None] * hj[:, None, :]                        # (b, C, D)
+            if symmetric:
+                upper = [u + mm(zh[:, ci].T, zh[:, ci:].reshape(b, -1)) for ci, u in enumerate(upper)]
+            else:
+                upper = upper + mm(zh.reshape(b, -1).T, zh.reshape(b, -1))
+        return diag, upper
+
+    if zt is None:
+        upper = []
+    elif symmetric:
+        upper = [jnp.zeros((dim, (c - ci) * dim), dtype) for ci in range(c)]
+    else:
+        upper = jnp.zeros((c * dim, c * dim), dtype)
+    diag, upper = jax.lax.fori_loop(0, nc, body, (jnp.zeros((c, dim, dim), dtype), upper))
+    eye = jnp.eye(c, dtype=dtype)
+    gram = (eye[:, None, :, None] * diag[:, :, None, :]).reshape(c * dim, c * dim)
+    if zt is None:
+        return gram
+    if not symmetric:
+        return gram - upper
+    zz = jnp.concatenate([jnp.pad(u, ((0, 0), (ci * dim, 0))) for ci, u in enumerate(upper)])
+    on_diagonal = jnp.kron(eye, jnp.ones((dim, dim), dtype))
+    return gram - (zz + zz.T - on_diagonal * zz)
+
+
+def gram_dense(x, b, dtype):
+    """``Σ_i X_iᵀX_i`` accumulated over chunks of ``b`` points."""
+    n, r, d = x.shape
+    nc = -(-n // b)
+    xt = _pad_rows(x.astype(dtype), nc * b).reshape(nc, b * r, d)
+    return jax.lax.fori_loop(0, nc, lambda j, acc: acc + mm(xt[j].T, xt[j]), jnp.zeros((d, d), dtype))
+
+
+def prepare(emb, b, dtype):
+    """Chunked rows (for the blocks) and, as a function, the Fisher sum of one embedding."""
+    if isinstance(emb, KronRows):
+        rows = chunk_kron(emb.s.astype(dtype), emb.h.astype(dtype), b)
+        symmetric = symmetric_blocks(emb.s.shape[2] * emb.h.shape[1])
+        return rows, functools.partial(gram_kron, emb.w, emb.z, emb.h, b, dtype, symmetric)
+    rows = chunk_dense(emb.astype(dtype), b)
+    return rows, functools.partial(gram_dense, emb, b, dtype)
