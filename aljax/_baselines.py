@@ -490,10 +490,7 @@ def coreset(params, apply_fn: Callable, pool, k: int, *, key=0, labeled=None, ba
         if leaves and all(getattr(leaf, "shape", (1,))[:1] == (0,) for leaf in leaves):
             labeled = None
     if labeled is not None:  # checked before the pool is read
-        _validate.pool_size(fn, labeled, arg="labeled")
-        if jax.tree_util.tree_structure(labeled) != jax.tree_util.tree_structure(like):
-            raise ValueError(_validate.message(fn, "labeled", "inputs with the structure of `pool`",
-                                               f"{jax.tree_util.tree_structure(labeled)}"))
+        _validate.check_labeled_like_pool(fn, labeled, like)
     _, features = logits_and_features(params, apply_fn, pool, batch_size=batch_size, features_fn=features_fn,
                                       fn_name=fn, problem_type=problem_type)
     k = _validate.check_k(fn, k, features.shape[0])

@@ -481,7 +481,7 @@ def gradient_embedding(params, apply_fn: Callable, pool, *, wrt=None, batch_size
     selected = _selected_leaves(fn_name, params, apply_fn, first, wrt)
     grads_fn = _cached_jit("grad", apply_fn, selected)
     emb, _ = run(lambda chunk: grads_fn(params, chunk))
-    _validate.check_finite(fn_name, "the per-example gradients", emb)
+    _validate.check_finite(fn_name, "the per-example gradients of argument `pool`", emb)
     if project_to is not None:
         sketch = jax.random.normal(key, (emb.shape[1], project_to), emb.dtype) / np.sqrt(project_to)
         emb = jnp.matmul(emb, sketch, precision=jax.lax.Precision.HIGHEST)

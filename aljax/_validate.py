@@ -240,3 +240,25 @@ def peek_batches(fn: str, pool):
         raise ValueError(message(fn, "pool", "a non-empty pool (array or iterable of batches)",
                                  "an iterable that yielded no batches")) from None
     return first, itertools.chain([first], batches)
+
+
+def check_labeled_like_pool(fn: str, labeled, pool) -> int:
+    """The number of labeled examples given as inputs (``labeled=`` of a front door); their
+    structure and trailing shapes must match the pool's (``pool``: the pool or one chunk of it)."""
+    pool_leaves, pool_tree = jax.tree_util.tree_flatten(pool)
+    lab_leaves, lab_tree = jax.tree_util.tree_flatten(labeled)
+    if lab_tree != pool_tree:
+        raise ValueError(message(fn, "labeled", f"inputs with the pool's structure {pool_tree}", f"{lab_tree}"))
+    sizes = set()
+    for lab, ref in zip(lab_leaves, pool_leaves):
+        shape = getattr(lab, "shape", None)
+        if shape is None:
+            raise TypeError(message(fn, "labeled", "an array or a pytree of arrays", type(lab).__name__))
+        if len(shape) == 0 or tuple(shape[1:]) != tuple(ref.shape[1:]):
+            raise ValueError(message(fn, "labeled", f"inputs of trailing shape {tuple(ref.shape[1:])} like the "
+                                     "pool's", f"shape {tuple(shape)}"))
+        sizes.add(shape[0])
+    if len(sizes) != 1:
+        raise ValueError(message(fn, "labeled", "arrays sharing the leading (example) axis",
+                                 f"leading sizes {sorted(sizes)}"))
+    return sizes.pop()

@@ -39,7 +39,7 @@ def _check_logits(fn: str, logits, *, ndim: int = 2) -> jax.Array:
         raise ValueError(_validate.message(fn, "logits", "at least one row", f"shape {tuple(shape)}"))
     if shape[-1] < 2:
         raise ValueError(_validate.message(fn, "logits", "at least 2 classes", f"shape {tuple(shape)}"))
-    _validate.check_finite(fn, "the logits", logits)
+    _validate.check_finite(fn, "the values of argument `logits`", logits)
     return jnp.asarray(logits)
 
 
@@ -192,5 +192,5 @@ def top_k(scores, k: int) -> jax.Array:
     if shape[0] == 0:
         raise ValueError(_validate.message(fn, "scores", "a non-empty array", "an empty array"))
     k = _validate.check_k(fn, k, shape[0])
-    _validate.check_finite(fn, "the scores", scores)
+    _validate.check_finite(fn, "the values of argument `scores`", scores)
     return _top_k(jnp.asarray(scores), k)

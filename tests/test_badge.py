@@ -259,78 +259,11 @@ def test_fill_after_exhaustion_is_uniform():
     assert p_value > 1e-3
 
 
-# ---------------------------------------------------------------- bad input
+# ---------------------------------------------------------------- misc (bad input: tests/test_bad_input.py)
 
 def _plain():
     params, apply_fn, *_ = MODEL_KINDS["plain"](jax.random.key(0))
     return params, apply_fn, jnp.ones((10, 6))
-
-
-BAD_BADGE = [
-    ("k zero", dict(k=0), ValueError, r"aljax\.badge: argument `k` must be an int >= 1, got 0"),
-    ("k too big", dict(k=11), ValueError, r"aljax\.badge: argument `k`.*cannot select 11 points from a pool of 10"),
-    ("k float", dict(k=2.0), TypeError, r"aljax\.badge: argument `k` must be a Python int, got float"),
-    ("empty pool", dict(pool=jnp.ones((0, 6))), ValueError, r"aljax\.badge: argument `pool`.*empty pool"),
-    ("batch_size", dict(batch_size=0), ValueError, r"aljax\.(badge|last_layer_embedding|logits_and_features).*`batch_size`.*>= 1, got 0"),
-    ("bad key", dict(key="seed"), TypeError, r"aljax\.badge: argument `key` must be an int seed or a jax.random key"),
-    ("float key", dict(key=1.5), TypeError, r"aljax\.badge: argument `key`"),
-    ("3-D logits", dict(apply_fn=lambda p, x: (x @ p["w1"])[:, :, None] * jnp.ones(2)), ValueError,
-     r"aljax\.badge: argument `apply_fn` must be a function returning 2-D logits"),
-    ("int logits", dict(apply_fn=lambda p, x: (x @ p["w1"]).astype(jnp.int32)), TypeError, r"aljax\.badge.*floating"),
-    ("nan logits", dict(pool=jnp.ones((10, 6)).at[3, 0].set(jnp.nan)), ValueError, r"aljax\.badge: .*NaN/Inf"),
-    ("ragged pool", dict(pool={"a": jnp.ones((10, 6)), "b": jnp.ones((9, 6))}), ValueError,
-     r"aljax\.badge: argument `pool` must be arrays sharing the leading"),
-    ("not callable", dict(apply_fn="model"), TypeError, r"aljax\.badge: argument `apply_fn` must be a callable"),
-    # NaN/Inf in the features alone (the logits are finite): refused as features.
-    ("nan features", dict(features_fn=lambda p, x: (x @ p["w1"]).at[3, 1].set(jnp.nan)), ValueError,
-     r"aljax\.badge: the penultimate features of argument `pool` contain 1 NaN/Inf"),
-    ("inf features", dict(features_fn=lambda p, x: (x @ p["w1"]).at[0, 0].set(-jnp.inf)), ValueError,
-     r"aljax\.badge: the penultimate features of argument `pool` contain 1 NaN/Inf"),
-    ("prune str", dict(prune="yes"), TypeError, r"aljax\.badge: argument `prune` must be a bool"),
-]
-
-
-@pytest.mark.parametrize("name,override,exc,pattern", BAD_BADGE, ids=[b[0] for b in BAD_BADGE])
-def test_badge_bad_input(name, override, exc, pattern):
-    params, apply_fn, pool = _plain()
-    kwargs = dict(params=params, apply_fn=apply_fn, pool=pool, k=3)
-    kwargs.update(override)
-    with pytest.raises(exc, match=pattern):
-        aljax.badge(**kwargs)
-
-
-_FACTORED_TREE = jax.tree_util.tree_structure(aljax.Factored(jnp.ones((2, 2)), jnp.ones((2, 3))))
-BAD_KMEANS = [
-    ("1-D", dict(embedding=jnp.ones(5)), ValueError, r"aljax\.kmeans_pp: argument `embedding` must be a 2-D array"),
-    ("int", dict(embedding=jnp.ones((5, 2), jnp.int32)), TypeError, r"aljax\.kmeans_pp: argument `embedding`.*floating"),
-    ("inf", dict(embedding=jnp.ones((5, 2)).at[0, 0].set(jnp.inf)), ValueError, r"aljax\.kmeans_pp:.*NaN/Inf"),
-    ("k big", dict(k=6), ValueError, r"aljax\.kmeans_pp: argument `k`.*pool of 5"),
-    ("key shape", dict(key=jax.random.split(jax.random.key(0), 3)), ValueError, r"aljax\.kmeans_pp: argument `key`"),
-    ("bool key", dict(key=True), TypeError, r"aljax\.kmeans_pp: argument `key`"),
-    ("prune dense", dict(prune=True), ValueError, r"aljax\.kmeans_pp: argument `prune` must be False for a dense"),
-    ("prune int", dict(prune=1), TypeError, r"aljax\.kmeans_pp: argument `prune` must be a bool"),
-    ("factors of different lengths",   # tree_unflatten skips Factored's own check
-     dict(embedding=jax.tree_util.tree_unflatten(_FACTORED_TREE, [jnp.ones((5, 2)), jnp.ones((4, 3))])), ValueError,
-     r"aljax\.kmeans_pp: `embedding\.a` and `embedding\.h` must have the same number of rows, got 5 and 4"),
-]
-
-
-@pytest.mark.parametrize("name,override,exc,pattern", BAD_KMEANS, ids=[b[0] for b in BAD_KMEANS])
-def test_kmeans_pp_bad_input(name, override, exc, pattern):
-    kwargs = dict(key=0, embedding=jnp.ones((5, 2)), k=2)
-    kwargs.update(override)
-    with pytest.raises(exc, match=pattern):
-        aljax.kmeans_pp(**kwargs)
-
-
-@pytest.mark.parametrize("a,h,exc,pattern", [
-    (jnp.ones((4, 3)), jnp.ones((5, 2)), ValueError, r"aljax\.Factored: `a` and `h` must have the same number of rows, got 4 and 5"),
-    (jnp.ones(4), jnp.ones((4, 2)), ValueError, r"aljax\.Factored: argument `a` must be a 2-D array"),
-    (jnp.ones((4, 3), jnp.int32), jnp.ones((4, 2)), TypeError, r"aljax\.Factored: argument `a` must be a floating"),
-])
-def test_factored_bad_input(a, h, exc, pattern):
-    with pytest.raises(exc, match=pattern):
-        aljax.Factored(a, h)
 
 
 def test_pool_the_model_cannot_take_names_the_function():

@@ -312,69 +312,7 @@ def test_coreset_front_door_uses_penultimate_features(kind, maybe_jit):
     np.testing.assert_array_equal(aljax.coreset(params, apply_fn, pool, 7, features_fn=features), expected)
 
 
-# ---------------------------------------------------------------- bad input
-
-_W = jnp.ones((3, 4))
-_LIN = lambda W, x: x @ W          # noqa: E731
-_POOL = jnp.ones((10, 3))
-_EMPTY = jnp.ones((0, 3))
-_NAN_POOL = _POOL.at[2, 1].set(jnp.nan)
-_W_DROP, _DROP = _dropout_model(d=3)
-
-
-def _det3(w, x, key):
-    return x @ w
-
-
-BAD = [
-    # (call, exception, substrings the message must hold)
-    (lambda: aljax.margin(_W, _LIN, _POOL, 11), ValueError, ["aljax.margin", "`k`", "11", "10"]),
-    (lambda: aljax.entropy(_W, _LIN, _POOL, 0), ValueError, ["aljax.entropy", "`k`"]),
-    (lambda: aljax.least_confidence(_W, _LIN, _POOL, 2.0), TypeError, ["aljax.least_confidence", "`k`"]),
-    (lambda: aljax.margin(_W, _LIN, _EMPTY, 1), ValueError, ["aljax.margin", "`pool`", "empty"]),
-    (lambda: aljax.margin(_W, _LIN, _POOL, 2, key="a"), TypeError, ["aljax.margin", "`key`"]),
-    (lambda: aljax.margin(_W, _LIN, _POOL, 2, batch_size=0), ValueError, ["aljax.margin", "`batch_size`"]),
-    (lambda: aljax.margin(_W, "f", _POOL, 2), TypeError, ["aljax.margin", "`apply_fn`"]),
-    (lambda: aljax.margin(_W, lambda W, x: (x @ W)[:, 0], _POOL, 2), ValueError, ["aljax.margin", "`apply_fn`", "2-D"]),
-    (lambda: aljax.entropy(_W[:, :1], _LIN, _POOL, 2), ValueError, ["aljax.entropy", "`apply_fn`", "2 classes"]),
-    (lambda: aljax.margin(_W, _LIN, _NAN_POOL, 2), ValueError, ["aljax.margin", "NaN"]),
-    (lambda: aljax.random_sample(None, None, _POOL, 11), ValueError, ["aljax.random_sample", "`k`"]),
-    (lambda: aljax.random_sample(None, None, _EMPTY, 1), ValueError, ["aljax.random_sample", "`pool`"]),
-    (lambda: aljax.bald(_W, _det3, _POOL, 2), ValueError, ["aljax.bald", "`apply_fn`", "stochastic"]),
-    (lambda: aljax.bald(_W, _LIN, _POOL, 2), TypeError, ["aljax.bald", "`apply_fn`", "stochastic"]),
-    (lambda: aljax.bald(_W_DROP, _DROP, _POOL, 2, mc_samples=1), ValueError, ["aljax.bald", "`mc_samples`"]),
-    (lambda: aljax.bald(_W_DROP, _DROP, _POOL, 12), ValueError, ["aljax.bald", "`k`"]),
-    (lambda: aljax.bald(_W_DROP, _DROP, _EMPTY, 1), ValueError, ["aljax.bald", "`pool`"]),
-    (lambda: aljax.coreset(_W, _LIN, _POOL, 11, features_fn=lambda W, x: x), ValueError, ["aljax.coreset", "`k`"]),
-    (lambda: aljax.coreset(_W, _LIN, _EMPTY, 1, features_fn=lambda W, x: x), ValueError, ["aljax.coreset", "`pool`"]),
-    (lambda: aljax.coreset(_W, _LIN, _POOL, 2, labeled={"a": _POOL}, features_fn=lambda W, x: x), ValueError,
-     ["aljax.coreset", "`labeled`"]),
-    (lambda: aljax.coreset(_W, lambda W, x: jnp.sin(x @ W), _POOL, 2), ValueError, ["aljax.coreset", "features_fn"]),
-    (lambda: aljax.k_center_greedy(jnp.ones(5), 1), ValueError, ["aljax.k_center_greedy", "`embedding`"]),
-    (lambda: aljax.k_center_greedy(jnp.ones((5, 2), jnp.int32), 1), TypeError, ["aljax.k_center_greedy", "`embedding`"]),
-    (lambda: aljax.k_center_greedy(jnp.ones((5, 2)), 6), ValueError, ["aljax.k_center_greedy", "`k`"]),
-    (lambda: aljax.k_center_greedy(jnp.ones((5, 2)), 1, labeled=jnp.ones((3, 4))), ValueError,
-     ["aljax.k_center_greedy", "`labeled`"]),
-    (lambda: aljax.k_center_greedy(jnp.ones((5, 2)).at[0, 0].set(jnp.inf), 1), ValueError,
-     ["aljax.k_center_greedy", "NaN/Inf"]),
-    (lambda: scores.margin(jnp.ones(5)), ValueError, ["aljax.scores.margin", "`logits`", "2-D"]),
-    (lambda: scores.entropy(jnp.ones((5, 3), jnp.int32)), TypeError, ["aljax.scores.entropy", "`logits`"]),
-    (lambda: scores.least_confidence(jnp.ones((5, 1))), ValueError, ["aljax.scores.least_confidence", "2 classes"]),
-    (lambda: scores.least_confidence(jnp.ones((0, 3))), ValueError, ["aljax.scores.least_confidence", "`logits`"]),
-    (lambda: scores.margin(jnp.ones((2, 3)).at[0, 0].set(jnp.nan)), ValueError, ["aljax.scores.margin", "NaN"]),
-    (lambda: scores.bald(jnp.ones((5, 3))), ValueError, ["aljax.scores.bald", "`logits`", "3-D"]),
-    (lambda: scores.top_k(jnp.ones(4), 5), ValueError, ["aljax.scores.top_k", "`k`"]),
-    (lambda: scores.top_k(jnp.ones((4, 1)), 1), ValueError, ["aljax.scores.top_k", "`scores`"]),
-    (lambda: scores.top_k(jnp.ones(0), 1), ValueError, ["aljax.scores.top_k", "`scores`"]),
-]
-
-
-@pytest.mark.parametrize("call, exc, parts", BAD, ids=[f"bad{i}" for i in range(len(BAD))])
-def test_bad_input(call, exc, parts):
-    with pytest.raises(exc) as info:
-        call()
-    for part in parts:
-        assert part in str(info.value), (part, str(info.value))
+# ---------------------------------------------------------------- one signature (bad input: tests/test_bad_input.py)
 
 
 def test_selectors_share_a_signature():

@@ -104,36 +104,3 @@ def test_x64_inputs_give_float64_embeddings_and_int32_picks():
         assert emb.h.dtype == jnp.float64
         idx = aljax.badge(params, apply_fn, x, 5)
         assert idx.dtype == jnp.int32
-
-
-def _plain_model():
-    params, apply_fn, *_ = MODEL_KINDS["plain"](jax.random.key(0))
-    return params, apply_fn, jnp.ones((10, 6))
-
-
-BAD_GRADIENT_EMBEDDING = [
-    ("not callable", dict(apply_fn="model"), TypeError,
-     r"aljax\.gradient_embedding: argument `apply_fn` must be a callable"),
-    ("int logits", dict(apply_fn=lambda p, x: (x @ p["w1"]).astype(jnp.int32)), TypeError,
-     r"aljax\.gradient_embedding: argument `apply_fn`.*floating"),
-    ("1-D logits", dict(apply_fn=lambda p, x: (x @ p["w1"])[:, 0]), ValueError,
-     r"aljax\.gradient_embedding: argument `apply_fn` must be a function returning 2-D logits"),
-    ("empty pool", dict(pool=jnp.ones((0, 6))), ValueError, r"aljax\.gradient_embedding: argument `pool`.*empty pool"),
-    ("batch_size", dict(batch_size=0), ValueError, r"aljax\.gradient_embedding: argument `batch_size`.*>= 1, got 0"),
-    ("bad key", dict(key="seed"), TypeError, r"aljax\.gradient_embedding: argument `key`"),
-    ("project_to", dict(project_to=0), ValueError, r"aljax\.gradient_embedding: argument `project_to`.*>= 1, got 0"),
-    ("wrt selects nothing", dict(wrt=lambda path, leaf: False), ValueError, r"aljax\.gradient_embedding: argument `wrt`"),
-    ("wrt not a pytree of params", dict(wrt="w2"), ValueError, r"aljax\.gradient_embedding: argument `wrt`.*mismatched"),
-    ("nan pool", dict(pool=jnp.ones((10, 6)).at[2, 0].set(jnp.nan)), ValueError,
-     r"aljax\.gradient_embedding: .*NaN/Inf"),
-]
-
-
-@pytest.mark.parametrize("name,override,exc,pattern", BAD_GRADIENT_EMBEDDING,
-                         ids=[b[0] for b in BAD_GRADIENT_EMBEDDING])
-def test_gradient_embedding_bad_input(name, override, exc, pattern):
-    params, apply_fn, pool = _plain_model()
-    kwargs = dict(params=params, apply_fn=apply_fn, pool=pool)
-    kwargs.update(override)
-    with pytest.raises(exc, match=pattern):
-        aljax.gradient_embedding(**kwargs)

@@ -237,54 +237,6 @@ def test_hf_pair_with_strings(tmp_path):
 # ---------------------------------------------------------------- bad inputs
 
 
-def _bad_cases():
-    params, apply_fn, _ = jax_model()
-    pair = (params, apply_fn)
-    return [
-        (lambda: ActiveSampler("classification", pair, 5, strategy="badgee"), ValueError, "ActiveSampler", "strategy"),
-        (lambda: ActiveSampler("classification", pair, 5, strategy=None), ValueError, "ActiveSampler", "strategy"),
-        (lambda: ActiveSampler("classify", pair, 5), ValueError, "ActiveSampler", "problem_type"),
-        (lambda: ActiveSampler("classification", pair, 0), ValueError, "ActiveSampler", "budget"),
-        (lambda: ActiveSampler("classification", pair, -3), ValueError, "ActiveSampler", "budget"),
-        (lambda: ActiveSampler("classification", pair, 1.5), ValueError, "ActiveSampler", "budget"),
-        (lambda: ActiveSampler("classification", pair, 0.0), ValueError, "ActiveSampler", "budget"),
-        (lambda: ActiveSampler("classification", pair, True), TypeError, "ActiveSampler", "budget"),
-        (lambda: ActiveSampler("classification", pair, "10"), TypeError, "ActiveSampler", "budget"),
-        (lambda: ActiveSampler("classification", "model", 5), TypeError, "ActiveSampler", "model"),
-        (lambda: ActiveSampler("classification", (params, 3), 5), TypeError, "ActiveSampler", "model"),
-        (lambda: ActiveSampler("classification", pair, 5, rank=0), ValueError, "ActiveSampler", "rank"),
-        (lambda: ActiveSampler("classification", pair, 5, rank=C + 1).select(pool_of(10)), ValueError,
-         "ActiveSampler.select: argument `rank`", "number of classes"),
-        (lambda: ActiveSampler("classification", pair, 5, lamb=-1.0), ValueError, "ActiveSampler", "lamb"),
-        (lambda: ActiveSampler("classification", pair, 5, oversample=0.0), ValueError, "ActiveSampler", "oversample"),
-        (lambda: ActiveSampler("classification", pair, 5, precompute_covariance=1), TypeError, "ActiveSampler",
-         "precompute_covariance"),
-        (lambda: ActiveSampler("classification", pair, 5, key="k"), TypeError, "ActiveSampler", "key"),
-        (lambda: ActiveSampler("regression", pair, 5, strategy="margin"), ValueError, "ActiveSampler", "problem_type"),
-        (lambda: ActiveSampler("classification", pair, 5, head="fc"), ValueError, "ActiveSampler", "head"),
-        (lambda: ActiveSampler("classification", pair, 5, strategy="badge", prune=1), TypeError, "ActiveSampler",
-         "prune"),
-        (lambda: ActiveSampler("classification", pair, 5, strategy="margin", prune=True), ValueError,
-         "ActiveSampler", "prune"),
-        (lambda: ActiveSampler("regression", pair, 5, strategy="badge", prune=True), ValueError,
-         "ActiveSampler", "prune"),
-        (lambda: ActiveSampler("classification", pair, 50, strategy="random").select(pool_of(10)), ValueError,
-         "ActiveSampler.select", "budget"),
-        (lambda: ActiveSampler("classification", pair, 5).select(["a", "b"]), TypeError,
-         "ActiveSampler.select", "candidates"),
-    ]
-
-
-@pytest.mark.parametrize("case", range(len(_bad_cases())))
-def test_bad_inputs_name_the_function_and_argument(case):
-    call, exc, fn, arg = _bad_cases()[case]
-    with pytest.raises(exc) as info:
-        call()
-    message = str(info.value)
-    assert f"aljax.{fn}" in message, message
-    assert arg in message, message
-
-
 def test_torch_model_with_a_non_callable_tokenizer_is_refused_at_construction():
     pytest.importorskip("torch")
     from aljax import torch_adapter  # noqa: F401

@@ -1,0 +1,317 @@
+"""One table of bad input over the whole public API (scikit-learn's "common tests" habit).
+
+Every case is ``(id, call, exception, function, argument, detail)``: calling ``call()`` raises
+``exception`` whose message names ``aljax.<function>`` and the argument (`` `argument` ``, or a
+phrase for errors about values rather than an argument) and matches the regex ``detail``.
+
+Two parts: a sweep generated over every front door and selector for the arguments they share
+(``k``, ``key``, ``batch_size``, ``problem_type``, ``pool``/``embedding``, ``labeled``), which
+also checks that argument errors come before any heavy work (no forward pass executed); and
+hand-written cases for each function's own arguments.
+"""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import aljax
+from aljax import scores
+from models import MODEL_KINDS
+
+IN, C, N = 6, 3, 10
+
+# ---------------------------------------------------------------- models that count their forward passes
+
+FORWARD_RUNS = []
+
+
+def _count(_):
+    FORWARD_RUNS.append(1)
+
+
+def _params():
+    rng = np.random.default_rng(0)
+    return {"w1": jnp.asarray(rng.normal(size=(IN, 8)), jnp.float32),
+            "w2": jnp.asarray(rng.normal(size=(8, C)), jnp.float32)}
+
+
+def _features(p, x):
+    return jnp.tanh(x @ p["w1"])
+
+
+def _apply(p, x):
+    """A classifier whose every executed forward pass is counted (``jax.debug.callback`` runs when
+    the computation runs, not when it is traced or shape-evaluated)."""
+    jax.debug.callback(_count, x.shape[0])
+    return _features(p, x) @ p["w2"]
+
+
+def _apply_dropout(p, x, key):
+    jax.debug.callback(_count, x.shape[0])
+    keep = jax.random.bernoulli(key, 0.5, x.shape)
+    return _features(p, x * keep / 0.5) @ p["w2"]
+
+
+POOL = jnp.asarray(np.random.default_rng(1).normal(size=(N, IN)), jnp.float32)
+LABELED = POOL[:4]
+
+
+def _front(name):
+    fn = getattr(aljax, name)
+    apply_fn = _apply_dropout if name == "bald" else _apply
+    return lambda **kw: fn(kw.pop("params", _params()), kw.pop("apply_fn", apply_fn), kw.pop("pool", POOL),
+                           kw.pop("k", 3), **kw)
+
+
+FRONT_DOORS = ["badge", "bait", "bald", "coreset", "entropy", "least_confidence", "margin", "random_sample", "vessal"]
+TAKES_LABELED = {"bait", "coreset", "vessal"}
+
+SHARED_FRONT = [
+    # (id, keywords, exception, argument, detail)
+    ("k zero", {"k": 0}, ValueError, "k", r">= 1, got 0"),
+    ("k above n", {"k": N + 1}, ValueError, "k", r"11"),
+    ("k float", {"k": 2.5}, TypeError, "k", r"Python int"),
+    ("k bool", {"k": True}, TypeError, "k", r"Python int"),
+    ("key str", {"key": "seed"}, TypeError, "key", r""),
+    ("key batch", {"key": jax.random.split(jax.random.key(0), 3)}, ValueError, "key", r""),
+    ("batch_size zero", {"batch_size": 0}, ValueError, "batch_size", r">= 1"),
+    ("batch_size float", {"batch_size": 1.5}, TypeError, "batch_size", r""),
+    ("problem_type", {"problem_type": "regresion"}, ValueError, "problem_type", r"'classification' or 'regression'"),
+    ("empty pool", {"pool": jnp.ones((0, IN))}, ValueError, "pool", r"empty"),
+]
+
+
+def _shared_front_cases():
+    for name in FRONT_DOORS:
+        for case_id, kw, exc, arg, detail in SHARED_FRONT:
+            if arg == "problem_type" and name == "random_sample":
+                continue
+            yield pytest.param(name, kw, exc, arg, detail, id=f"{name}-{case_id}")
+        if name in TAKES_LABELED:
+            yield pytest.param(name, {"labeled": jnp.ones((4, IN + 1))}, ValueError, "labeled", r"",
+                               id=f"{name}-labeled shape")
+            yield pytest.param(name, {"labeled": {"x": LABELED}}, ValueError, "labeled", r"structure",
+                               id=f"{name}-labeled structure")
+
+
+@pytest.mark.parametrize("name, kw, exc, arg, detail", list(_shared_front_cases()))
+def test_front_doors_refuse_shared_arguments_before_any_forward_pass(name, kw, exc, arg, detail):
+    FORWARD_RUNS.clear()
+    with pytest.raises(exc) as info:
+        _front(name)(**kw)
+    jax.effects_barrier()
+    message = str(info.value)
+    assert f"aljax.{name}" in message and f"`{arg}`" in message, message
+    assert re.search(detail, message), message
+    assert not FORWARD_RUNS, f"aljax.{name} ran {len(FORWARD_RUNS)} forward pass(es) before refusing `{arg}`"
+
+
+def test_the_forward_counter_counts():
+    FORWARD_RUNS.clear()
+    aljax.margin(_params(), _apply, POOL, 3)
+    jax.effects_barrier()
+    assert FORWARD_RUNS
+
+
+SELECTORS = {
+    "kmeans_pp": jnp.asarray(np.random.default_rng(2).normal(size=(N, 4)), jnp.float32),
+    "k_center_greedy": jnp.asarray(np.random.default_rng(2).normal(size=(N, 4)), jnp.float32),
+    "fisher_greedy": aljax.FisherFactors(jax.nn.softmax(jnp.asarray(np.random.default_rng(3).normal(size=(N, C)),
+                                                                    jnp.float32)), jnp.ones((N, 4))),
+    "volume_stream": jnp.asarray(np.random.default_rng(2).normal(size=(N, 4)), jnp.float32),
+}
+TAKES_LABELED_EMBEDDING = {"k_center_greedy", "fisher_greedy", "volume_stream"}
+
+
+def _shared_selector_cases():
+    for name, emb in SELECTORS.items():
+        dense = not isinstance(emb, aljax.FisherFactors)
+        cases = [
+            ("k zero", {"k": 0}, ValueError, "k"),
+            ("k above n", {"k": N + 1}, ValueError, "k"),
+            ("k float", {"k": 2.5}, TypeError, "k"),
+            ("key str", {"key": "seed"}, TypeError, "key"),
+        ]
+        if dense:
+            cases += [
+                ("1-D", {"embedding": jnp.ones(N)}, ValueError, "embedding"),
+                ("int", {"embedding": jnp.ones((N, 4), jnp.int32)}, TypeError, "embedding"),
+                ("nan", {"embedding": emb.at[2, 1].set(jnp.nan)}, ValueError, "NaN"),
+            ]
+        if name in TAKES_LABELED_EMBEDDING and dense:
+            cases.append(("labeled columns", {"labeled": jnp.ones((3, 5))}, ValueError, "labeled"))
+        for case_id, kw, exc, arg in cases:
+            yield pytest.param(name, kw, exc, arg, id=f"{name}-{case_id}")
+
+
+@pytest.mark.parametrize("name, kw, exc, arg", list(_shared_selector_cases()))
+def test_selectors_refuse_shared_arguments(name, kw, exc, arg):
+    kw = {"embedding": SELECTORS[name], "k": 3, **kw}
+    with pytest.raises(exc) as info:
+        getattr(aljax, name)(kw.pop("embedding"), kw.pop("k"), **kw)
+    message = str(info.value)
+    assert f"aljax.{name}" in message, message
+    assert (f"`{arg}`" if arg != "NaN" else "NaN") in message, message
+
+
+# ---------------------------------------------------------------- each function's own arguments
+
+_PLAIN_PARAMS, _PLAIN, *_ = MODEL_KINDS["plain"](jax.random.key(0))
+_PLAIN_POOL = jnp.ones((10, 6))
+_W = jax.random.normal(jax.random.key(0), (3, 4))
+_LIN = lambda W, x: x @ W  # noqa: E731
+_POOL3 = jax.random.normal(jax.random.key(1), (10, 3))
+_FACTORED_TREE = jax.tree_util.tree_structure(aljax.Factored(jnp.ones((2, 2)), jnp.ones((2, 3))))
+
+
+def _badge(**kw):
+    return aljax.badge(kw.pop("params", _PLAIN_PARAMS), kw.pop("apply_fn", _PLAIN), kw.pop("pool", _PLAIN_POOL),
+                       kw.pop("k", 3), **kw)
+
+
+def _grad_emb(**kw):
+    return aljax.gradient_embedding(kw.pop("params", _PLAIN_PARAMS), kw.pop("apply_fn", _PLAIN),
+                                    kw.pop("pool", _PLAIN_POOL), **kw)
+
+
+def _det(w, x, key):
+    return x @ w
+
+
+def _sampler(**kw):
+    return aljax.ActiveSampler(kw.pop("problem_type", "classification"), kw.pop("model", (_params(), _apply)),
+                               kw.pop("budget", 5), **kw)
+
+
+CASES = [
+    # badge
+    ("badge 3-D logits", lambda: _badge(apply_fn=lambda p, x: (x @ p["w1"])[:, :, None] * jnp.ones(2)), ValueError,
+     "badge", "apply_fn", r"2-D logits"),
+    ("badge int logits", lambda: _badge(apply_fn=lambda p, x: (x @ p["w1"]).astype(jnp.int32)), TypeError, "badge",
+     "apply_fn", r"floating"),
+    ("badge nan logits", lambda: _badge(pool=_PLAIN_POOL.at[3, 0].set(jnp.nan)), ValueError, "badge", "pool",
+     r"NaN/Inf"),
+    ("badge ragged pool", lambda: _badge(pool={"a": jnp.ones((10, 6)), "b": jnp.ones((9, 6))}), ValueError, "badge",
+     "pool", r"sharing the leading"),
+    ("badge apply_fn not callable", lambda: _badge(apply_fn="model"), TypeError, "badge", "apply_fn", r"callable"),
+    ("badge nan features", lambda: _badge(features_fn=lambda p, x: (x @ p["w1"]).at[3, 1].set(jnp.nan)), ValueError,
+     "badge", "pool", r"penultimate features of argument `pool` contain 1 NaN/Inf"),
+    ("badge inf features", lambda: _badge(features_fn=lambda p, x: (x @ p["w1"]).at[0, 0].set(-jnp.inf)),
+     ValueError, "badge", "pool", r"penultimate features .* contain 1 NaN/Inf"),
+    ("badge prune str", lambda: _badge(prune="yes"), TypeError, "badge", "prune", r"a bool"),
+    ("badge prune regression", lambda: aljax.badge(_params(), lambda p, x: _features(p, x) @ p["w2"][:, :1], POOL, 3,
+                                                   problem_type="regression", prune=True), ValueError, "badge",
+     "prune", r"regression"),
+    # kmeans_pp and the embedding types
+    ("kmeans_pp bool key", lambda: aljax.kmeans_pp(jnp.ones((5, 2)), 2, key=True), TypeError, "kmeans_pp", "key", r""),
+    ("kmeans_pp prune dense", lambda: aljax.kmeans_pp(jnp.ones((5, 2)), 2, prune=True), ValueError, "kmeans_pp",
+     "prune", r"False for a dense"),
+    ("kmeans_pp prune int", lambda: aljax.kmeans_pp(jnp.ones((5, 2)), 2, prune=1), TypeError, "kmeans_pp", "prune",
+     r"a bool"),
+    ("kmeans_pp factors of different lengths",   # tree_unflatten skips Factored's own check
+     lambda: aljax.kmeans_pp(jax.tree_util.tree_unflatten(_FACTORED_TREE, [jnp.ones((5, 2)), jnp.ones((4, 3))]), 2),
+     ValueError, "kmeans_pp", "embedding.a", r"same number of rows, got 5 and 4"),
+    ("Factored rows", lambda: aljax.Factored(jnp.ones((4, 3)), jnp.ones((5, 2))), ValueError, "Factored", "a",
+     r"same number of rows, got 4 and 5"),
+    ("Factored 1-D", lambda: aljax.Factored(jnp.ones(4), jnp.ones((4, 2))), ValueError, "Factored", "a", r"2-D array"),
+    ("Factored int", lambda: aljax.Factored(jnp.ones((4, 3), jnp.int32), jnp.ones((4, 2))), TypeError, "Factored", "a",
+     r"floating"),
+    ("FisherFactors rows", lambda: aljax.FisherFactors(jnp.ones((4, 3)) / 3, jnp.ones((5, 2))), ValueError,
+     "FisherFactors", "probs", r"same number of rows"),
+    # uncertainty scores, random, BALD, core-set
+    ("margin 1-D logits", lambda: aljax.margin(_W, lambda W, x: (x @ W)[:, 0], _POOL3, 2), ValueError, "margin",
+     "apply_fn", r"2-D"),
+    ("entropy one class", lambda: aljax.entropy(_W[:, :1], _LIN, _POOL3, 2), ValueError, "entropy", "apply_fn",
+     r"2 classes"),
+    ("margin nan", lambda: aljax.margin(_W, _LIN, _POOL3.at[2, 1].set(jnp.nan), 2), ValueError, "margin", "pool",
+     r"NaN"),
+    ("margin regression", lambda: aljax.margin(_W, _LIN, _POOL3, 2, problem_type="regression"), ValueError, "margin",
+     "problem_type", r"class probabilities"),
+    ("bald deterministic", lambda: aljax.bald(_params(), lambda p, x, key: _apply(p, x), POOL, 2), ValueError, "bald",
+     "apply_fn", r"stochastic"),
+    ("bald two arguments", lambda: aljax.bald(_W, _LIN, _POOL3, 2), TypeError, "bald", "apply_fn", r"stochastic"),
+    ("bald mc_samples", lambda: aljax.bald(_params(), _apply_dropout, POOL, 2, mc_samples=1), ValueError, "bald",
+     "mc_samples", r">= 2"),
+    ("coreset no dense head", lambda: aljax.coreset(_W, lambda W, x: jnp.sin(x @ W), _POOL3, 2), ValueError,
+     "coreset", "apply_fn", r"features_fn"),
+    # gradient_embedding
+    ("gradient_embedding not callable", lambda: _grad_emb(apply_fn="model"), TypeError, "gradient_embedding",
+     "apply_fn", r"callable"),
+    ("gradient_embedding int logits", lambda: _grad_emb(apply_fn=lambda p, x: (x @ p["w1"]).astype(jnp.int32)),
+     TypeError, "gradient_embedding", "apply_fn", r"floating"),
+    ("gradient_embedding 1-D logits", lambda: _grad_emb(apply_fn=lambda p, x: (x @ p["w1"])[:, 0]), ValueError,
+     "gradient_embedding", "apply_fn", r"2-D logits"),
+    ("gradient_embedding empty pool", lambda: _grad_emb(pool=jnp.ones((0, 6))), ValueError, "gradient_embedding",
+     "pool", r"empty pool"),
+    ("gradient_embedding batch_size", lambda: _grad_emb(batch_size=0), ValueError, "gradient_embedding",
+     "batch_size", r">= 1, got 0"),
+    ("gradient_embedding key", lambda: _grad_emb(key="seed"), TypeError, "gradient_embedding", "key", r""),
+    ("gradient_embedding project_to", lambda: _grad_emb(project_to=0), ValueError, "gradient_embedding", "project_to",
+     r">= 1, got 0"),
+    ("gradient_embedding wrt nothing", lambda: _grad_emb(wrt=lambda path, leaf: False), ValueError,
+     "gradient_embedding", "wrt", r""),
+    ("gradient_embedding wrt mismatched", lambda: _grad_emb(wrt="w2"), ValueError, "gradient_embedding", "wrt",
+     r"mismatched"),
+    ("gradient_embedding nan", lambda: _grad_emb(pool=_PLAIN_POOL.at[2, 0].set(jnp.nan)), ValueError,
+     "gradient_embedding", "pool", r"NaN/Inf"),
+    # scores
+    ("scores.margin 1-D", lambda: scores.margin(jnp.ones(5)), ValueError, "scores.margin", "logits", r"2-D"),
+    ("scores.entropy int", lambda: scores.entropy(jnp.ones((5, 3), jnp.int32)), TypeError, "scores.entropy", "logits",
+     r""),
+    ("scores.least_confidence one class", lambda: scores.least_confidence(jnp.ones((5, 1))), ValueError,
+     "scores.least_confidence", "logits", r"2 classes"),
+    ("scores.least_confidence empty", lambda: scores.least_confidence(jnp.ones((0, 3))), ValueError,
+     "scores.least_confidence", "logits", r""),
+    ("scores.margin nan", lambda: scores.margin(jnp.ones((2, 3)).at[0, 0].set(jnp.nan)), ValueError, "scores.margin",
+     "logits", r"NaN"),
+    ("scores.bald 2-D", lambda: scores.bald(jnp.ones((5, 3))), ValueError, "scores.bald", "logits", r"3-D"),
+    ("scores.top_k k", lambda: scores.top_k(jnp.ones(4), 5), ValueError, "scores.top_k", "k", r""),
+    ("scores.top_k 2-D", lambda: scores.top_k(jnp.ones((4, 1)), 1), ValueError, "scores.top_k", "scores", r""),
+    ("scores.top_k empty", lambda: scores.top_k(jnp.ones(0), 1), ValueError, "scores.top_k", "scores", r""),
+    # ActiveSampler
+    ("sampler strategy", lambda: _sampler(strategy="badgee"), ValueError, "ActiveSampler", "strategy", r"one of"),
+    ("sampler strategy None", lambda: _sampler(strategy=None), ValueError, "ActiveSampler", "strategy", r""),
+    ("sampler problem_type", lambda: _sampler(problem_type="classify"), ValueError, "ActiveSampler", "problem_type",
+     r""),
+    ("sampler budget zero", lambda: _sampler(budget=0), ValueError, "ActiveSampler", "budget", r""),
+    ("sampler budget negative", lambda: _sampler(budget=-3), ValueError, "ActiveSampler", "budget", r""),
+    ("sampler budget rate above 1", lambda: _sampler(budget=1.5), ValueError, "ActiveSampler", "budget", r"\(0, 1\]"),
+    ("sampler budget rate zero", lambda: _sampler(budget=0.0), ValueError, "ActiveSampler", "budget", r""),
+    ("sampler budget bool", lambda: _sampler(budget=True), TypeError, "ActiveSampler", "budget", r""),
+    ("sampler budget str", lambda: _sampler(budget="10"), TypeError, "ActiveSampler", "budget", r""),
+    ("sampler model str", lambda: _sampler(model="model"), TypeError, "ActiveSampler", "model", r""),
+    ("sampler model pair", lambda: _sampler(model=(_params(), 3)), TypeError, "ActiveSampler", "model", r""),
+    ("sampler rank", lambda: _sampler(rank=0), ValueError, "ActiveSampler", "rank", r""),
+    ("sampler rank above C", lambda: _sampler(rank=C + 1).select(POOL), ValueError, "ActiveSampler.select", "rank",
+     r"number of classes"),
+    ("sampler lamb", lambda: _sampler(lamb=-1.0), ValueError, "ActiveSampler", "lamb", r""),
+    ("sampler oversample", lambda: _sampler(oversample=0.0), ValueError, "ActiveSampler", "oversample", r""),
+    ("sampler precompute_covariance", lambda: _sampler(precompute_covariance=1), TypeError, "ActiveSampler",
+     "precompute_covariance", r"a bool"),
+    ("sampler key", lambda: _sampler(key="k"), TypeError, "ActiveSampler", "key", r""),
+    ("sampler regression margin", lambda: _sampler(problem_type="regression", strategy="margin"), ValueError,
+     "ActiveSampler", "problem_type", r""),
+    ("sampler head on a JAX model", lambda: _sampler(head="fc"), ValueError, "ActiveSampler", "head", r""),
+    ("sampler prune int", lambda: _sampler(strategy="badge", prune=1), TypeError, "ActiveSampler", "prune", r""),
+    ("sampler prune margin", lambda: _sampler(strategy="margin", prune=True), ValueError, "ActiveSampler", "prune",
+     r""),
+    ("sampler prune regression", lambda: _sampler(problem_type="regression", strategy="badge", prune=True),
+     ValueError, "ActiveSampler", "prune", r""),
+    ("sampler budget above n", lambda: _sampler(budget=50, strategy="random").select(POOL), ValueError,
+     "ActiveSampler.select", "budget", r""),
+    ("sampler strings to a JAX model", lambda: _sampler().select(["a", "b"]), TypeError, "ActiveSampler.select",
+     "candidates", r""),
+]
+
+
+@pytest.mark.parametrize("case_id, call, exc, fn, arg, detail", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_refused_with_a_message_naming_function_and_argument(case_id, call, exc, fn, arg, detail):
+    with pytest.raises(exc) as info:
+        call()
+    message = str(info.value)
+    assert f"aljax.{fn}" in message, message
+    assert f"`{arg}`" in message, message
+    assert re.search(detail, message), message
