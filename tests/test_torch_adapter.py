@@ -356,7 +356,8 @@ def test_vessal_equals_jax_twin(kwargs):
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
-@pytest.mark.parametrize("extra", [{}, {"precompute_covariance": True}, {"rank": 2}])
+@pytest.mark.parametrize("extra", [{}, pytest.param({"precompute_covariance": True}, marks=pytest.mark.slow),
+                                   pytest.param({"rank": 2}, marks=pytest.mark.slow)])
 def test_vessal_labeled_seeds_the_stream_as_volume_stream_does(extra):
     """``labeled=`` seeds A and Σ̂ with the labeled set's Fisher (what seed_fisher=True did)."""
     model, x, labeled = torch_mlp(8), pool_of(80, 8), pool_of(30, 9)
