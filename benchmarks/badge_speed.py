@@ -86,9 +86,9 @@ def main(argv=None):
     for name, e, prune in (("aljax f32", emb, False), ("aljax f32, prune=True", emb, True),
                            ("aljax bf16 storage", emb_bf16, False)):
         start = time.perf_counter()
-        aljax.kmeans_pp(0, e, k, prune=prune).block_until_ready()
+        aljax.kmeans_pp(e, k, prune=prune, key=0).block_until_ready()
         first = time.perf_counter() - start
-        t = median_time(lambda: aljax.kmeans_pp(1, e, k, prune=prune).block_until_ready(), args.repeats)
+        t = median_time(lambda: aljax.kmeans_pp(e, k, prune=prune, key=1).block_until_ready(), args.repeats)
         results[name] = t
         print(f"{name:>22}: {t:8.3f} s total, {t / k * 1e3:8.3f} ms/step (first call incl. compile {first:.2f} s)")
 
@@ -118,7 +118,7 @@ def main(argv=None):
         for name in ("numpy factored", "numpy dense"):
             if name in results:
                 print(f"speed-up of {fast} over {name}: {results[name] / results[fast]:.1f}×")
-    same = bool((aljax.kmeans_pp(1, emb, k) == aljax.kmeans_pp(1, emb, k, prune=True)).all())
+    same = bool((aljax.kmeans_pp(emb, k, key=1) == aljax.kmeans_pp(emb, k, prune=True, key=1)).all())
     print(f"prune=True picks the same {k} points: {same}")
 
 

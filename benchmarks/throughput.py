@@ -147,7 +147,7 @@ def size_cases(cfg: dict, wanted: set[str]):
     if wanted & {"kmeans_pp", "k_center_greedy"}:
         emb = make_factored(n, dim)
         if "kmeans_pp" in wanted:
-            yield _case("kmeans_pp", lambda: aljax.kmeans_pp(1, emb, k), n=n, dim=dim, k=k, per="step",
+            yield _case("kmeans_pp", lambda: aljax.kmeans_pp(emb, k, key=1), n=n, dim=dim, k=k, per="step",
                         floor_bytes=n * (CLASSES + dim) * 4)
         if "k_center_greedy" in wanted:
             features = emb.h
@@ -162,7 +162,7 @@ def size_cases(cfg: dict, wanted: set[str]):
     if "volume_stream" in wanted:
         nv, dv, kv = cfg["vessal"]
         stream = make_fisher(nv, dv, seed=4)
-        yield _case("volume_stream", lambda: aljax.volume_stream(2, stream, kv), n=nv, dim=dv, k=kv)
+        yield _case("volume_stream", lambda: aljax.volume_stream(stream, kv, key=2), n=nv, dim=dv, k=kv)
         del stream
 
 
@@ -231,7 +231,7 @@ def huge_child(mode: str, n: int, k: int, batch: int, dim: int) -> dict:
         emb_shape = aljax.Factored(jax.ShapeDtypeStruct((n, CLASSES), jnp.float32),
                                    jax.ShapeDtypeStruct((n, dim), jnp.float32))
         start = time.perf_counter()
-        select = jax.jit(lambda e: aljax.kmeans_pp(0, e, k)).lower(emb_shape).compile()
+        select = jax.jit(lambda e: aljax.kmeans_pp(e, k, key=0)).lower(emb_shape).compile()
         out["selection_compile_s"] = time.perf_counter() - start
         seconds, emb = _timing.run_blocked(
             lambda: aljax.last_layer_embedding(params, apply_fn, raw_batches(n, batch), batch_size=batch))
