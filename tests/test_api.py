@@ -44,7 +44,7 @@ def _public_objects():
     installed) aljax.torch_adapter, and the public methods of public classes."""
     spaces = [("aljax", aljax), ("aljax.scores", aljax.scores)]
     try:
-        import torch  # noqa: F401
+        import torch  # noqa: F401  (present or not decides the namespaces)
         spaces.append(("aljax.torch_adapter", importlib.import_module("aljax.torch_adapter")))
     except ImportError:
         pass
@@ -148,7 +148,7 @@ def test_algorithm_defaults_are_the_same_in_every_entry_point(algorithm):
     if algorithm in SELECTOR_OF:
         entries.append(getattr(aljax, SELECTOR_OF[algorithm]))
     try:
-        import torch  # noqa: F401
+        import torch  # noqa: F401  (present or not decides the namespaces)
         entries.append(getattr(importlib.import_module("aljax.torch_adapter"), algorithm))
     except ImportError:
         pass
@@ -200,7 +200,7 @@ def _signature_rows():
     entries += [("aljax.scores", n) for n in aljax.scores.__all__]
     spaces = {"aljax": aljax, "aljax.scores": aljax.scores}
     try:
-        import torch  # noqa: F401
+        import torch  # noqa: F401  (present or not decides the namespaces)
         ta = importlib.import_module("aljax.torch_adapter")
         spaces["aljax.torch_adapter"] = ta
         entries += [("aljax.torch_adapter", n) for n in ta.__all__]
