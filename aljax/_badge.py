@@ -11,7 +11,6 @@ import jax.numpy as jnp
 from . import _validate
 from ._embeddings import factored_embedding, logits_and_features
 from ._padding import BUCKET_MAX_BYTES, nbytes, pad_to_bucket
-from ._padding import bucket as _bucket, pad_tree as _pad_tree  # noqa: F401  TEMPORARY: until _bait/_vessal import _padding
 from ._sharding import auto_axes, row_layout, take_row
 from ._types import Factored, _check_pair
 
