@@ -301,9 +301,7 @@ def kmeans_pp(embedding, k: int, *, key=0, prune: bool = False) -> jax.Array:
 
 
 def _check_prune(fn: str, prune, factored: bool) -> bool:
-    if not isinstance(prune, bool):
-        raise TypeError(_validate.message(fn, "prune", "a bool", f"{type(prune).__name__} {prune!r}"))
-    if prune and not factored:
+    if _validate.check_bool(fn, "prune", prune) and not factored:
         raise ValueError(_validate.message(fn, "prune", "False for a dense embedding or regression (the bound "
                                            "needs the factors of a Factored)", "True"))
     return prune

@@ -42,6 +42,13 @@ def check_params(fn: str, params: Any) -> None:
                                 f"a torch.nn.Module; torch models go through {where}"))
 
 
+def check_bool(fn: str, arg: str, value: Any) -> bool:
+    """A Python bool (not an int, not an array)."""
+    if not isinstance(value, bool):
+        raise TypeError(message(fn, arg, "a bool", f"{type(value).__name__} {value!r}"))
+    return value
+
+
 def check_problem_type(fn: str, problem_type: Any, strategy: str | None = None) -> str:
     """``problem_type`` is ``"classification"`` or ``"regression"``, and regression only for a
     strategy defined for it (``strategy=None``: any)."""

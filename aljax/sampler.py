@@ -14,7 +14,6 @@ import jax
 import numpy as np
 
 from . import _validate
-from ._badge import _check_prune
 from ._embeddings import logits_and_features
 from ._strategies import STRATEGIES, select_from_outputs
 
@@ -115,10 +114,8 @@ class ActiveSampler:
         self.rank = _validate.check_int(fn, "rank", rank, low=1)
         self.lamb = None if lamb is None else _validate.check_positive(fn, "lamb", lamb)
         self.oversample = _validate.check_positive(fn, "oversample", oversample)
-        if not isinstance(precompute_covariance, bool):
-            raise TypeError(_validate.message(fn, "precompute_covariance", "a bool",
-                                              type(precompute_covariance).__name__))
-        if _check_prune(fn, prune, factored=True) and (strategy != "badge" or problem_type != "classification"):
+        _validate.check_bool(fn, "precompute_covariance", precompute_covariance)
+        if _validate.check_bool(fn, "prune", prune) and (strategy != "badge" or problem_type != "classification"):
             raise ValueError(_validate.message(
                 fn, "prune", "False unless strategy='badge' with problem_type='classification' (it prunes "
                 "k-means++ on a factored gradient embedding)", f"True with strategy={strategy!r}, "
