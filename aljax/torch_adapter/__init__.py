@@ -15,7 +15,7 @@ the top-level ``aljax.*`` functions stay JAX-only. This package imports torch; `
 does not.
 
 Modules, in the order data flows through them: ``_dlpack`` (tensors to arrays and back),
-``_inputs`` (pools, ``DataLoader``\\ s and tokenizers to model-ready batches), ``_head`` (the final
+``_inputs`` (pools, data loaders and tokenizers to model-ready batches), ``_head`` (the final
 layer, found by a forward hook), ``_outputs`` (the model over the pool: logits and features,
 checked and handed over), ``_embeddings``, ``_selectors`` and ``_bald`` (the public functions).
 
