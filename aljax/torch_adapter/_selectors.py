@@ -18,12 +18,6 @@ from ._inputs import _pool_len
 from ._outputs import _outputs
 
 
-def _check_bool(fn: str, arg: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(_validate.message(fn, arg, "a bool", f"{type(value).__name__} {value!r}"))
-    return value
-
-
 def _check_oversample(fn: str, oversample) -> float:
     if isinstance(oversample, bool) or not isinstance(oversample, (int, float, np.integer, np.floating)):
         raise TypeError(_validate.message(fn, "oversample", "a real number >= 1",
@@ -100,7 +94,7 @@ def badge(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, hea
       (10,)
     """
     fn = "torch_adapter.badge"
-    if _check_bool(fn, "prune", prune) and problem_type == "regression":
+    if _validate.check_bool(fn, "prune", prune) and problem_type == "regression":
         raise ValueError(_validate.message(fn, "prune", "False for regression (the bound needs the factors of "
                                            "the classification embedding)", "True"))
     return _select(fn, "badge", model, pool, k, key=key, batch_size=batch_size, device=device, head=head,
@@ -209,7 +203,7 @@ def vessal(model, pool, k: int | None = None, *, key=0, labeled=None, batch_size
         rate = _validate.check_rate(fn, "rate", rate)
     rank = _validate.check_int(fn, "rank", rank, low=1)
     lamb = _validate.check_positive(fn, "lamb", lamb)
-    precompute_covariance = _check_bool(fn, "precompute_covariance", precompute_covariance)
+    precompute_covariance = _validate.check_bool(fn, "precompute_covariance", precompute_covariance)
     if problem_type == "regression" and rank != 1:
         raise ValueError(_validate.message(fn, "rank", "1 for regression (each point's Fisher is the one row h)",
                                            rank))
