@@ -10,13 +10,14 @@ aljax: ``aljax.volume_stream`` on ``FisherFactors`` (rank 1), compile timed sepa
                                        --big-dim 512 --big-n 20000 --keep 0.01 --repeats 3
                                        --big-repeats 1 --fixed-n 20000 --fixed-big-n 8192]
 
-At d = 5,120 the time per point is two d × d matrix products (``X A⁻¹`` and ``XᵀX``, about
-2·10⁸ flops a point, so a few hundred points/s on a laptop-class CPU) plus one ``S Wᵀ``
-matrix-vector product per keep; the default big stream is short enough for a couple of minutes.
+At d = 5,120 the work per point is two d × d matrix products (``X A⁻¹`` and ``XᵀX``, about
+2·10⁸ flops a point) plus one ``S Wᵀ`` matrix-vector product per keep, so the default big stream
+is kept short.
 
 Fixed covariance (``covariance=`` / ``precompute_covariance=True``): the dense kernel against
 the span-of-kept-points kernel, forced through the private driver on the same stream, key and
-``Σ̂`` (the mean ``UᵀU`` of the stream, whose one-pass construction is timed on its own), at
+``Σ̂`` (``covariance_of`` the stream, the mean ``UᵀU``, whose one-pass construction is timed on
+its own), at
 d = C·dim and d = C·big-dim; the picks of the two are compared.
 """
 
@@ -32,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import aljax
-from aljax import _vessal
+from aljax._vessal import _rows, _stream, covariance_of
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -66,18 +67,18 @@ def fisher_stream(key, n, classes, dim):
 
 def time_aljax(emb, k, repeats):
     start = time.perf_counter()
-    aljax.volume_stream(0, emb, k).block_until_ready()
+    aljax.volume_stream(emb, k, key=0).block_until_ready()
     first = time.perf_counter() - start
-    run = median_time(lambda: aljax.volume_stream(0, emb, k).block_until_ready(), repeats)
+    run = median_time(lambda: aljax.volume_stream(emb, k, key=0).block_until_ready(), repeats)
     return max(first - run, 0.0), run
 
 
 def time_fixed(emb, k, covariance, span, repeats):
     """(compile s, median run s, picks) of the private driver with the kernel forced."""
     def select():
-        return _vessal._run(jax.random.key(0), _vessal._array_blocks(emb, emb.n), d=emb.dim, rank=1,
-                            dtype=jnp.float32, budget=k, rate=None, total=emb.n, lamb=0.01,
-                            covariance=covariance, span=span).block_until_ready()
+        return _stream.run(jax.random.key(0), _rows.array_blocks(emb, emb.n), d=emb.dim, rank=1,
+                           dtype=jnp.float32, budget=k, rate=None, total=emb.n, lamb=0.01,
+                           covariance=covariance, span=span).block_until_ready()
 
     start = time.perf_counter()
     picks = select()
@@ -90,8 +91,7 @@ def fixed_covariance(args, dim, n, repeats):
     emb = fisher_stream(jax.random.key(2), n, args.classes, dim)
     d, k = args.classes * dim, max(1, int(args.keep * n))
     start = time.perf_counter()
-    cov_sum, count = _vessal._gram(_vessal._array_blocks(emb, n), d, 1, jnp.float32)
-    covariance = (cov_sum / count).block_until_ready()
+    covariance = covariance_of(emb, None, 1).block_until_ready()
     pass_s = time.perf_counter() - start
     print(f"d = {d}, stream {n:,}, k = {k:,}, fixed covariance (its pass: {n / pass_s:,.0f} points/s, "
           f"load average {os.getloadavg()[0]:.1f}):")
@@ -123,7 +123,7 @@ def main():
     parser.add_argument("--only-fixed", action="store_true", help="run the fixed-covariance comparison only")
     args = parser.parse_args()
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
-          f"internal chunk {_vessal._CHUNK}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+          f"internal chunk {_rows.CHUNK}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     d = args.classes * args.dim
     for dim, n in ((args.dim, args.fixed_n), (args.big_dim, args.fixed_big_n)):
         if n > 0:
@@ -134,7 +134,7 @@ def main():
     # Same stream, same budget: the per-point loop against aljax.
     emb = fisher_stream(jax.random.key(0), args.loop_n, args.classes, args.dim)
     k = max(1, int(args.keep * args.loop_n))
-    rows = np.asarray(_vessal._dense_rows(emb, 1, jnp.float32)[:, 0])
+    rows = np.asarray(_rows.dense_rows(emb, 1, jnp.float32)[:, 0])
     uniforms = np.random.default_rng(0).uniform(size=args.loop_n)
     loop = median_time(lambda: per_point_loop(rows, k, uniforms), 1)
     compile_s, fast = time_aljax(emb, k, args.repeats)
