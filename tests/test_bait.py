@@ -4,6 +4,7 @@ Compilation dominates this file's run time, so the tests share a handful of prob
 """
 
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import aljax
-from aljax import _bait
+from aljax import _padding
+from aljax._bait import _blocks, _kernel, _plan, _rows
 from models import MODEL_KINDS
 
 # ---------------------------------------------------------------- the dense reference
@@ -95,7 +97,7 @@ def test_same_picks_as_dense_reference_float64(case, kind):
                                       oversample=oversample)
             if kind == "dense":
                 pool, lab = pool.to_dense(), (None if lab is None else lab.to_dense())
-            got = aljax.fisher_greedy(pool, k, labeled_emb=lab, oversample=oversample)
+            got = aljax.fisher_greedy(pool, k, labeled=lab, oversample=oversample)
             assert got.dtype == jnp.int32
             np.testing.assert_array_equal(np.asarray(got), expected)
 
@@ -107,9 +109,9 @@ def test_chunked_pool_with_padding_matches_reference():
         pool, lab = emb[:20], emb[20:]
         expected = reference_bait(dense_fisher_rows(pool.probs, pool.h), dense_fisher_rows(lab.probs, lab.h), 4,
                                   lamb=0.5)
-        for rows, lab_rows in [(_bait._from_fisher_factors(pool), _bait._from_fisher_factors(lab)),
+        for rows, lab_rows in [(_rows.from_fisher_factors(pool), _rows.from_fisher_factors(lab)),
                                (pool.to_dense(), lab.to_dense())]:
-            got = _bait._kernel(rows, lab_rows, 0.5, k=4, n_forward=8, chunk=7)
+            got = _kernel.kernel(rows, lab_rows, 0.5, k=4, n_forward=8, chunk=7)
             np.testing.assert_array_equal(np.asarray(got), expected)
 
 
@@ -154,16 +156,16 @@ def test_float32_matches_float64_when_lambda_is_small(lamb, scale, k, oversample
 
 def test_exact_refresh_of_the_blocks_keeps_the_reference_picks(monkeypatch):
     """Rebuilding G and H from A at every step (the drift guard at its most eager) changes nothing."""
-    monkeypatch.setattr(_bait, "_REFRESH_TOL", 0.0)
-    kernel = jax.jit(_bait._forward_backward, static_argnames=("k", "n_forward", "chunk"))
+    monkeypatch.setattr(_kernel, "REFRESH_TOL", 0.0)
+    kernel = jax.jit(_kernel.forward_backward, static_argnames=("k", "n_forward", "chunk"))
     with jax.enable_x64(True):
         emb = random_factors(5, 26, 3, 4)
         pool, lab = emb[:20], emb[20:]
         for labeled in (None, lab):
             expected = reference_bait(dense_fisher_rows(pool.probs, pool.h),
                                       None if labeled is None else dense_fisher_rows(lab.probs, lab.h), 4, lamb=0.5)
-            got = kernel(_bait._from_fisher_factors(pool),
-                         None if labeled is None else _bait._from_fisher_factors(lab), 0.5, k=4, n_forward=8, chunk=7)
+            got = kernel(_rows.from_fisher_factors(pool),
+                         None if labeled is None else _rows.from_fisher_factors(lab), 0.5, k=4, n_forward=8, chunk=7)
             np.testing.assert_array_equal(np.asarray(got), expected)
             got = kernel(pool.to_dense(), None if labeled is None else lab.to_dense(), 0.5, k=4, n_forward=8, chunk=7)
             np.testing.assert_array_equal(np.asarray(got), expected)
@@ -199,56 +201,57 @@ def test_structured_blocks_and_updates_equal_dense_formulas(kind):
         d = c * dim
         a, fisher = np.linalg.inv(_random_spd(rng, d)), _random_spd(rng, d, 2.0)
         if kind == "factors":
-            rows = _bait._chunk_kron(emb.s_factor(), emb.h, n)
+            rows = _rows.chunk_kron(emb.s_factor(), emb.h, n)
         else:
-            rows = _bait._chunk_dense(jnp.asarray(x), n)
-        chunk = {key: v[0] for key, v in rows.items()}
-        quad = jax.jit(_bait._quad, static_argnums=2)
+            rows = _rows.chunk_dense(jnp.asarray(x), n)
+        chunk = jax.tree_util.tree_map(lambda v: v[0], rows)
+        quad = jax.jit(_rows.quad, static_argnums=2)
         g = np.asarray(quad(chunk, jnp.asarray(a), False))
         h = np.asarray(quad(chunk, jnp.asarray(a @ fisher @ a), False))
         if kind == "factors":  # the upper-block path used for large d gives the same blocks
             np.testing.assert_allclose(np.asarray(quad(chunk, jnp.asarray(a), True)), g, rtol=1e-12)
-        gains_fn = jax.jit(_bait._gains, static_argnums=(2, 3))
+        gains_fn = jax.jit(_blocks.gains, static_argnums=2)
         np.testing.assert_allclose(g.transpose(2, 0, 1), x @ a @ x.transpose(0, 2, 1), rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(h.transpose(2, 0, 1), x @ a @ fisher @ a @ x.transpose(0, 2, 1),
                                    rtol=1e-10, atol=1e-12)
         for sign in (1.0, -1.0):
-            gains = np.asarray(gains_fn(jnp.asarray(g), jnp.asarray(h), sign, False))
-            unrolled = np.asarray(gains_fn(jnp.asarray(g), jnp.asarray(h), sign, True))
+            gains = np.asarray(gains_fn(jnp.asarray(g), jnp.asarray(h), sign))
             r = x.shape[1]
             dense = [np.trace(xi @ a @ fisher @ a @ xi.T @ np.linalg.inv(np.eye(r) + sign * xi @ a @ xi.T)) for xi in x]
             np.testing.assert_allclose(gains, dense, rtol=1e-9)
-            np.testing.assert_allclose(unrolled, dense, rtol=1e-9)
             if sign > 0:  # the forward steps' unrolled Cholesky form, on packed upper triangles
-                packed = [_bait._pack(jnp.asarray(blocks)) for blocks in (g, h)]
-                np.testing.assert_allclose(np.asarray(_bait._unpack(packed[0], r)), g, rtol=1e-12)
-                cholesky = np.asarray(jax.jit(_bait._forward_gains, static_argnums=2)(*packed, r))
+                packed = [_blocks.pack(jnp.asarray(blocks)) for blocks in (g, h)]
+                np.testing.assert_allclose(np.asarray(_blocks.unpack(packed[0], r)), g, rtol=1e-12)
+                cholesky = np.asarray(jax.jit(_blocks.forward_gains, static_argnums=2)(*packed, r))
                 np.testing.assert_allclose(cholesky, dense, rtol=1e-9)
         # The gain is the decrease of tr(M⁻¹F) when the point is added.
         m = np.linalg.inv(a)
         drops = [np.trace(a @ fisher) - np.trace(np.linalg.inv(m + xi.T @ xi) @ fisher) for xi in x]
-        np.testing.assert_allclose(np.asarray(gains_fn(jnp.asarray(g), jnp.asarray(h), 1.0, False)), drops, rtol=1e-9)
-        woodbury = jax.jit(_bait._woodbury_directions, static_argnums=3)
-        update = jax.jit(_bait._update_chunk, static_argnums=4)
+        np.testing.assert_allclose(np.asarray(gains_fn(jnp.asarray(g), jnp.asarray(h), 1.0)), drops, rtol=1e-9)
+        woodbury = jax.jit(_kernel.woodbury_directions, static_argnums=3)
+        update = jax.jit(_kernel.update_chunk, static_argnums=4)
         # One Woodbury step adding point 4, then one removing it again.
         for p, sign in ((4, 1.0), (4, -1.0)):
-            directions, a_new = woodbury(jnp.asarray(a), jnp.asarray(fisher), _bait._row(rows, p), sign)
+            # (No pending low-rank term: A is a itself, and A' = A − σ (U L)(U L)ᵀ.)
+            directions, ul = woodbury(jnp.asarray(a), jnp.asarray(fisher), _rows.row(rows, p), sign,
+                                      jnp.zeros((d, 0)))
+            a_new = a - sign * np.asarray(ul) @ np.asarray(ul).T
             expected_a = np.linalg.inv(np.linalg.inv(a) + sign * x[p].T @ x[p])
             np.testing.assert_allclose(np.asarray(a_new), expected_a, rtol=1e-8, atol=1e-10)
             g_new, h_new, dh_norm = update(chunk, jnp.asarray(g), jnp.asarray(h), directions, sign)
             # The forward steps' whole-pool form, on a layout of 3 chunks of 4 (3 padding points).
             # (Factors: with S_i as a matrix, and applied from p_i as diag(√p_i)(I − 1p_iᵀ).)
             if kind == "factors":
-                chunked = _bait._chunk_kron(emb.s_factor(), emb.h, 4)
-                flats = [_bait._flat_rows(chunked), _bait._flat_rows(chunked, emb.probs)]
+                chunked = _rows.chunk_kron(emb.s_factor(), emb.h, 4)
+                flats = [_rows.flat_rows(chunked), _rows.flat_rows(chunked, emb.probs)]
             else:
-                flats = [_bait._flat_rows(_bait._chunk_dense(jnp.asarray(x), 4))]
+                flats = [_rows.flat_rows(_rows.chunk_dense(jnp.asarray(x), 4))]
             pad = ((0, 0), (0, 0), (0, 3))
             for flat in flats:  # (blocks packed: r = 3)
-                g_flat, h_flat, dh_flat = jax.jit(_bait._update_flat, static_argnums=4)(
-                    flat, _bait._pack(jnp.asarray(np.pad(g, pad))), _bait._pack(jnp.asarray(np.pad(h, pad))),
+                g_flat, h_flat, dh_flat = jax.jit(_kernel.update_flat, static_argnums=4)(
+                    flat, _blocks.pack(jnp.asarray(np.pad(g, pad))), _blocks.pack(jnp.asarray(np.pad(h, pad))),
                     directions, sign)
-                for got, want in zip((_bait._unpack(g_flat, 3), _bait._unpack(h_flat, 3), dh_flat),
+                for got, want in zip((_blocks.unpack(g_flat, 3), _blocks.unpack(h_flat, 3), dh_flat),
                                      (g_new, h_new, dh_norm)):
                     np.testing.assert_allclose(np.asarray(got)[..., :n], np.asarray(want), rtol=1e-10, atol=1e-12)
             # The size of the H correction, which drives the exact refresh of the blocks.
@@ -267,9 +270,9 @@ def test_fisher_sum_without_outer_products_equals_dense_sum():
         emb = random_factors(2, 13, 3, 4)
         x = dense_fisher_rows(emb.probs, emb.h)
         for symmetric in (False, True):
-            got = _bait._gram_kron(emb.probs, emb.probs, emb.h, 5, jnp.float64, symmetric)
+            got = _rows.gram_kron(emb.probs, emb.probs, emb.h, 5, jnp.float64, symmetric)
             np.testing.assert_allclose(np.asarray(got), np.einsum("nri,nrj->ij", x, x), rtol=1e-10, atol=1e-12)
-        dense = _bait._gram_dense(jnp.asarray(x), 5, jnp.float64)
+        dense = _rows.gram_dense(jnp.asarray(x), 5, jnp.float64)
         np.testing.assert_allclose(np.asarray(dense), np.einsum("nri,nrj->ij", x, x), rtol=1e-10, atol=1e-12)
 
 
@@ -291,10 +294,19 @@ def test_k_unique_in_range_and_deterministic(seed, temperature, k):
 def test_jit_and_no_jit_pick_the_same(maybe_jit):
     emb = random_factors(3, 20, 3, 4, dtype=np.float32)
     lab = random_factors(4, 6, 3, 4, dtype=np.float32)
-    f = maybe_jit(lambda e, l: aljax.fisher_greedy(e, 4, labeled_emb=l, oversample=1.0))
+    f = maybe_jit(lambda e, l: aljax.fisher_greedy(e, 4, labeled=l, oversample=1.0))
     expected = reference_bait(dense_fisher_rows(emb.probs, emb.h), dense_fisher_rows(lab.probs, lab.h), 4,
                               oversample=1.0)
     np.testing.assert_array_equal(np.asarray(f(emb, lab)), expected)
+
+
+@pytest.mark.parametrize("key", [0, 7, 2**31 - 1, "typed", "raw"])
+def test_the_key_is_accepted_and_ignored(key):
+    """BAIT is deterministic: any key gives the picks of the call without one."""
+    key = {"typed": jax.random.key(3), "raw": jax.random.PRNGKey(3)}.get(key, key)
+    emb, lab = random_factors(3, 20, 3, 4, dtype=np.float32), random_factors(4, 6, 3, 4, dtype=np.float32)
+    np.testing.assert_array_equal(aljax.fisher_greedy(emb, 4, key=key, labeled=lab),
+                                  aljax.fisher_greedy(emb, 4, labeled=lab))
 
 
 def test_fully_confident_pool_gives_k_unique_indices_without_nan():
@@ -343,14 +355,27 @@ def test_bait_equals_fisher_greedy_on_the_fisher_embedding():
     pool, labeled = x[:24], x[24:]
     got = aljax.bait(params, apply_fn, pool, 5, labeled=labeled, key=0)
     emb, lab = aljax.fisher_embedding(params, apply_fn, pool), aljax.fisher_embedding(params, apply_fn, labeled)
-    np.testing.assert_array_equal(got, aljax.fisher_greedy(emb, 5, labeled_emb=lab))
+    np.testing.assert_array_equal(got, aljax.fisher_greedy(emb, 5, labeled=lab))
     expected = reference_bait(dense_fisher_rows(emb.probs, emb.h), dense_fisher_rows(lab.probs, lab.h), 5)
     np.testing.assert_array_equal(got, expected)
 
 
+def test_bait_on_a_small_model_equals_fisher_greedy_and_the_reference():
+    """The front door on a model with C = 3 classes and D = 4 features (the problem shape of the
+    selector tests above, so that the kernel's compilation is shared)."""
+    rng = np.random.default_rng(12)
+    params = (jnp.asarray(rng.normal(size=(5, 4)), jnp.float32), jnp.asarray(rng.normal(size=(4, 3)), jnp.float32))
+    apply_fn = lambda p, x: jnp.tanh(x @ p[0]) @ p[1]  # noqa: E731
+    pool = jnp.asarray(rng.normal(size=(20, 5)), jnp.float32)
+    got = aljax.bait(params, apply_fn, pool, 4, key=5)
+    emb = aljax.fisher_embedding(params, apply_fn, pool)
+    np.testing.assert_array_equal(got, aljax.fisher_greedy(emb, 4))
+    np.testing.assert_array_equal(got, reference_bait(dense_fisher_rows(emb.probs, emb.h), None, 4))
+
+
 def test_empty_labeled_set_is_the_same_as_none():
     emb = random_factors(0, 20, 3, 4, dtype=np.float32)
-    np.testing.assert_array_equal(aljax.fisher_greedy(emb, 4, labeled_emb=emb[:0]), aljax.fisher_greedy(emb, 4))
+    np.testing.assert_array_equal(aljax.fisher_greedy(emb, 4, labeled=emb[:0]), aljax.fisher_greedy(emb, 4))
 
 
 @pytest.mark.parametrize("outputs", [1, 2])
@@ -398,27 +423,29 @@ GREEDY_BAD = [
     ("lamb", dict(lamb=float("nan")), ValueError),
     ("oversample", dict(oversample=0.5), ValueError),
     ("oversample", dict(oversample="2"), TypeError),
-    ("pool_emb", dict(pool_emb=jnp.ones((10, 12))), ValueError),
-    ("pool_emb", dict(pool_emb=jnp.ones((10, 3, 12), jnp.int32)), TypeError),
-    ("pool_emb", dict(pool_emb=[[1.0]]), TypeError),
-    ("pool_emb", dict(pool_emb=jnp.full((10, 3, 12), jnp.nan)), ValueError),
-    ("pool_emb", dict(pool_emb=aljax.FisherFactors(-jnp.ones((10, 3)), jnp.ones((10, 4)))), ValueError),
-    ("labeled_emb", dict(labeled_emb=random_factors(0, 5, 3, 5, dtype=np.float32)), ValueError),
+    ("key", dict(key="seed"), TypeError),
+    ("key", dict(key=jnp.zeros(3)), TypeError),
+    ("embedding", dict(embedding=jnp.ones((10, 12))), ValueError),
+    ("embedding", dict(embedding=jnp.ones((10, 3, 12), jnp.int32)), TypeError),
+    ("embedding", dict(embedding=[[1.0]]), TypeError),
+    ("embedding", dict(embedding=jnp.full((10, 3, 12), jnp.nan)), ValueError),
+    ("embedding", dict(embedding=aljax.FisherFactors(-jnp.ones((10, 3)), jnp.ones((10, 4)))), ValueError),
+    ("labeled", dict(labeled=random_factors(0, 5, 3, 5, dtype=np.float32)), ValueError),
     # Rows of probabilities that do not sum to 1 (the Fisher sum relies on it).
-    ("pool_emb", dict(pool_emb=aljax.FisherFactors(jnp.full((10, 3), 0.5), jnp.ones((10, 4)))), ValueError),
-    ("pool_emb", dict(pool_emb=aljax.FisherFactors(_good().probs.at[7, 1].add(0.01), _good().h)), ValueError),
-    ("labeled_emb", dict(labeled_emb=aljax.FisherFactors(jnp.full((5, 3), 0.3), jnp.ones((5, 4)))), ValueError),
-    ("labeled_emb", dict(labeled_emb=jnp.ones((5, 3, 12))), TypeError),
-    ("labeled_emb", dict(pool_emb=jnp.ones((10, 3, 12)), labeled_emb=jnp.ones((5, 2, 12))), ValueError),
-    ("labeled_emb", dict(pool_emb=jnp.ones((10, 3, 12)), labeled_emb=random_factors(0, 5, 3, 4, dtype=np.float32)), TypeError),
+    ("embedding", dict(embedding=aljax.FisherFactors(jnp.full((10, 3), 0.5), jnp.ones((10, 4)))), ValueError),
+    ("embedding", dict(embedding=aljax.FisherFactors(_good().probs.at[7, 1].add(0.01), _good().h)), ValueError),
+    ("labeled", dict(labeled=aljax.FisherFactors(jnp.full((5, 3), 0.3), jnp.ones((5, 4)))), ValueError),
+    ("labeled", dict(labeled=jnp.ones((5, 3, 12))), TypeError),
+    ("labeled", dict(embedding=jnp.ones((10, 3, 12)), labeled=jnp.ones((5, 2, 12))), ValueError),
+    ("labeled", dict(embedding=jnp.ones((10, 3, 12)), labeled=random_factors(0, 5, 3, 4, dtype=np.float32)), TypeError),
 ]
 
 
 @pytest.mark.parametrize("arg, change, error", GREEDY_BAD, ids=[f"{a}-{i}" for i, (a, _, _) in enumerate(GREEDY_BAD)])
 def test_fisher_greedy_rejects_bad_input(arg, change, error):
-    kwargs = dict(pool_emb=_good(), k=3) | change
+    kwargs = dict(embedding=_good(), k=3) | change
     with pytest.raises(error) as info:
-        aljax.fisher_greedy(kwargs.pop("pool_emb"), kwargs.pop("k"), **kwargs)
+        aljax.fisher_greedy(kwargs.pop("embedding"), kwargs.pop("k"), **kwargs)
     assert "aljax.fisher_greedy" in str(info.value) and f"`{arg}`" in str(info.value), str(info.value)
 
 
@@ -450,24 +477,33 @@ def test_bait_rejects_nan_outputs():
         aljax.bait(params, apply_fn, pool.at[0, 0].set(jnp.nan), 3)
 
 
+class _LazyState(NamedTuple):
+    a: jax.Array          # the lazily updated A (with its pending columns)
+    pending: jax.Array
+    eager: jax.Array      # A updated at every step
+    gaps: jax.Array       # per step: largest difference between the two updates' directions
+
+
 def test_lazy_woodbury_updates_equal_the_explicit_inverse():
-    """The forward/backward loops hold A = a − σ P Pᵀ and fold P in every _LAZY_STEPS steps: after
+    """The forward/backward loops hold A = a − σ P Pᵀ and fold P in every LAZY_STEPS steps: after
     19 additions (two full blocks and a partial one) and 11 removals, A is the explicit inverse,
     and every step's directions are those of the eager update (float64)."""
     with jax.enable_x64(True):
         rng = np.random.default_rng(3)
         r, d, lamb = 2, 6, 0.7
         xs = rng.normal(size=(19, r, d))
-        fisher = _random_spd(rng, d)
+        fisher = jnp.asarray(_random_spd(rng, d))
 
         def run(sign, count, a0, rows):
             def step(t, state):
-                a, pending, eager, out = state
-                dirs, ul = _bait._woodbury_directions(a, jnp.asarray(fisher), rows[t], sign, pending)
-                dirs_eager, eager = _bait._woodbury_directions(eager, jnp.asarray(fisher), rows[t], sign)
-                return a, _bait._append(pending, t, ul), eager, out.at[t].set(jnp.max(jnp.abs(dirs - dirs_eager)))
-            state = (a0, jnp.zeros((d, _bait._LAZY_STEPS * r)), a0, jnp.zeros(count))
-            return jax.jit(lambda s: _bait._lazy_loop(count, step, s, sign))(state)
+                dirs, ul = _kernel.woodbury_directions(state.a, fisher, rows[t], sign, state.pending)
+                dirs_eager, ul_eager = _kernel.woodbury_directions(state.eager, fisher, rows[t], sign,
+                                                                   jnp.zeros((d, 0)))
+                return _LazyState(state.a, _kernel.append(state.pending, t, ul),
+                                  state.eager - sign * ul_eager @ ul_eager.T,
+                                  state.gaps.at[t].set(jnp.max(jnp.abs(dirs - dirs_eager))))
+            state = _LazyState(a0, jnp.zeros((d, _kernel.LAZY_STEPS * r)), a0, jnp.zeros(count))
+            return jax.jit(lambda s: _kernel.lazy_loop(count, step, s, sign))(state)
 
         a, pending, eager, gaps = run(1.0, 19, jnp.eye(d) / lamb, jnp.asarray(xs))
         m = lamb * np.eye(d) + np.einsum("nri,nrj->ij", xs, xs)
@@ -482,11 +518,11 @@ def test_lazy_woodbury_updates_equal_the_explicit_inverse():
 
 def test_pool_bucket_is_a_power_of_two_up_to_4_mib_of_padded_rows_then_a_fine_bucket():
     row = np.zeros((1, 4, 256), np.float32)                # 4 KiB per point
-    assert _bait._pool_bucket(np.repeat(row, 1000, 0), 1000) == 1024          # 4 MiB padded
-    assert _bait._pool_bucket(np.repeat(row, 1024, 0), 1024) == 1024
-    assert _bait._pool_bucket(np.repeat(row, 1025, 0), 1025) == 1152          # 1/8 bucket
-    assert _bait._bucket(1025) == 1152
-    assert _bait._pool_bucket(np.zeros((3, 2, 2), np.float32), 3) == 4
+    assert _plan.pool_bucket(np.repeat(row, 1000, 0), 1000) == 1024          # 4 MiB padded
+    assert _plan.pool_bucket(np.repeat(row, 1024, 0), 1024) == 1024
+    assert _plan.pool_bucket(np.repeat(row, 1025, 0), 1025) == 1152          # 1/8 bucket
+    assert _padding.bucket(1025) == 1152
+    assert _plan.pool_bucket(np.zeros((3, 2, 2), np.float32), 3) == 4
 
 
 @pytest.mark.parametrize("dense", [False, True])
@@ -496,22 +532,22 @@ def test_size_buckets_change_no_pick_and_share_one_compilation(dense):
     picks as the kernel on the unpadded rows (chunked alike), and one compilation of the kernel
     for every pool size of the bucket and every number of labeled points."""
     emb = random_factors(11, 350, 3, 4, dtype=np.float32)
-    sizes = {_bait._pool_bucket(emb[:n].to_dense() if dense else _bait._from_fisher_factors(emb[:n]), n)
+    sizes = {_plan.pool_bucket(emb[:n].to_dense() if dense else _rows.from_fisher_factors(emb[:n]), n)
              for n in (300, 296, 290)}
     assert sizes == {512}
-    chunk = _bait._chunk_size(512, 12 if dense else 3 * 4, 3 if dense else 1)
+    chunk = _plan.chunk_size(512, 12 if dense else 3 * 4, 3 if dense else 1)
     cases = [(n, n_lab) for n in (300, 296, 290) for n_lab in (20, 33, 50)]
     wants = []
     for n, n_lab in cases:   # the reference: no padding
         pool, lab = emb[:n], emb[300:300 + n_lab]
-        rows = pool.to_dense() if dense else _bait._from_fisher_factors(pool)
-        lab_rows = lab.to_dense() if dense else _bait._from_fisher_factors(lab)
-        wants.append(_bait._kernel(rows, lab_rows, 0.5, k=6, n_forward=12, chunk=chunk))
-    before = _bait._kernel._cache_size()
+        rows = pool.to_dense() if dense else _rows.from_fisher_factors(pool)
+        lab_rows = lab.to_dense() if dense else _rows.from_fisher_factors(lab)
+        wants.append(_kernel.kernel(rows, lab_rows, 0.5, k=6, n_forward=12, chunk=chunk))
+    before = _kernel.kernel._cache_size()
     for (n, n_lab), want in zip(cases, wants):
         pool, lab = emb[:n], emb[300:300 + n_lab]
         if dense:
             pool, lab = pool.to_dense(), lab.to_dense()
-        got = aljax.fisher_greedy(pool, 6, labeled_emb=lab, lamb=0.5)
+        got = aljax.fisher_greedy(pool, 6, labeled=lab, lamb=0.5)
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
-    assert _bait._kernel._cache_size() - before <= 1
+    assert _kernel.kernel._cache_size() - before <= 1
