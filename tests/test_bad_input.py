@@ -315,3 +315,95 @@ def test_bad_input_is_refused_with_a_message_naming_function_and_argument(case_i
     assert f"aljax.{fn}" in message, message
     assert f"`{arg}`" in message, message
     assert re.search(detail, message), message
+
+
+# ---------------------------------------------------------------- the torch adapter (when torch is installed)
+
+try:
+    import torch
+except ImportError:
+    torch = None
+
+
+def _torch_cases():
+    if torch is None:
+        return []
+    import aljax.torch_adapter as ta
+    from test_torch_adapter import C, IN, ConvOnly, IntLogits, pool_of, torch_mlp
+
+    model, x = torch_mlp(), pool_of(10)
+    shuffled = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=4, shuffle=True)
+    subset = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=4,
+                                         sampler=torch.utils.data.SubsetRandomSampler(range(10)))
+    dropping = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=4, drop_last=True)
+    random_batches = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_sampler=(
+        torch.utils.data.BatchSampler(torch.utils.data.RandomSampler(range(len(x))), 4, False)))
+    softmaxed = torch.nn.Sequential(torch.nn.Linear(IN, C), torch.nn.Softmax(-1))
+
+    return [
+        (lambda: ta.to_jax(np.ones(3)), TypeError, "to_jax", "tensor"),
+        (lambda: ta.to_jax(torch.ones(3), narrow=1), TypeError, "to_jax", "narrow"),
+        (lambda: ta.to_torch(np.ones(3)), TypeError, "to_torch", "array"),
+        (lambda: ta.badge(model, x, 0), ValueError, "badge", "k"),
+        (lambda: ta.badge(model, x, 11), ValueError, "badge", "k"),
+        (lambda: ta.badge(model, x, 2.0), TypeError, "badge", "k"),
+        (lambda: ta.badge(model, x, 2, key="0"), TypeError, "badge", "key"),
+        (lambda: ta.badge(model, x, 2, prune="yes"), TypeError, "badge", "prune"),
+        (lambda: ta.badge("model", x, 2), TypeError, "badge", "model"),
+        (lambda: ta.badge(model, "text", 2), TypeError, "badge", "pool"),
+        (lambda: ta.badge(model, torch.zeros(0, IN), 1), ValueError, "badge", "pool"),
+        (lambda: ta.last_layer_embedding(model, torch.zeros(0, IN)), ValueError, "last_layer_embedding", "pool"),
+        (lambda: ta.last_layer_embedding(model, [1, 2]), TypeError, "last_layer_embedding", "pool"),
+        (lambda: ta.last_layer_embedding(model, ["a", "b"]), TypeError, "last_layer_embedding", "model"),
+        (lambda: ta.last_layer_embedding(model, x, batch_size=0), ValueError, "last_layer_embedding", "batch_size"),
+        (lambda: ta.last_layer_embedding(model, x, head="nope"), ValueError, "last_layer_embedding", "head"),
+        (lambda: ta.last_layer_embedding(model, shuffled), ValueError, "last_layer_embedding", "pool"),
+        (lambda: ta.last_layer_embedding(model, subset), ValueError, "last_layer_embedding", "pool"),
+        (lambda: ta.last_layer_embedding(model, dropping), ValueError, "last_layer_embedding", "pool"),
+        (lambda: ta.last_layer_embedding(model, random_batches), ValueError, "last_layer_embedding", "batch_sampler"),
+        (lambda: ta.to_torch(jax.random.key(0)), TypeError, "to_torch", "key_data"),
+        (lambda: ta.last_layer_embedding(ConvOnly(), x), ValueError, "last_layer_embedding", "no torch.nn.Linear"),
+        (lambda: ta.last_layer_embedding(softmaxed, x), ValueError, "last_layer_embedding", "not a Linear"),
+        (lambda: ta.last_layer_embedding(torch_mlp(out=1), x), ValueError, "last_layer_embedding", "model"),
+        (lambda: ta.vessal(model, x, None), ValueError, "vessal", "rate"),
+        (lambda: ta.vessal(model, x, 2, rate=0.5), ValueError, "vessal", "rate"),
+        (lambda: ta.vessal(model, x, None, rate=1.5), ValueError, "vessal", "rate"),
+        (lambda: ta.vessal(model, x, 2, rank=0), ValueError, "vessal", "rank"),
+        (lambda: ta.vessal(model, x, 2, rank=2, problem_type="regression"), ValueError, "vessal", "rank"),
+        (lambda: ta.vessal(model, x, 2, lamb=0.0), ValueError, "vessal", "lamb"),
+        (lambda: ta.vessal(model, x, 2, precompute_covariance=1), TypeError, "vessal", "precompute_covariance"),
+        (lambda: ta.vessal(model, x, 2, labeled="text"), TypeError, "vessal", "labeled"),
+        (lambda: ta.badge(model, x, 2, prune=True, problem_type="regression"), ValueError, "badge", "prune"),
+        (lambda: ta.coreset(model, x, 2, problem_type="ranking"), ValueError, "coreset", "problem_type"),
+        (lambda: ta.bait(model, x, 2, oversample=0.5), ValueError, "bait", "oversample"),
+        (lambda: ta.bait(model, x, 2, lamb=-1.0), ValueError, "bait", "lamb"),
+        (lambda: ta.gradient_embedding(model, x, wrt=["nope"]), ValueError, "gradient_embedding", "wrt"),
+        (lambda: ta.gradient_embedding(model, x, wrt="0.weight"), TypeError, "gradient_embedding", "wrt"),
+        (lambda: ta.gradient_embedding(model, x, wrt=lambda n, p: False), ValueError, "gradient_embedding", "wrt"),
+        (lambda: ta.gradient_embedding(model, x, project_to=0), ValueError, "gradient_embedding", "project_to"),
+        (lambda: ta.gradient_embedding(model, x, head=3), TypeError, "gradient_embedding", "head"),
+        (lambda: ta.gradient_embedding(model, x, head="nope"), ValueError, "gradient_embedding", "Linear layers"),
+        (lambda: ta.last_layer_embedding(IntLogits(), x), TypeError, "last_layer_embedding", "floating logits"),
+        (lambda: ta.badge(IntLogits(), x, 2), TypeError, "badge", "floating logits"),
+        (lambda: ta.bait(model, x, 2, problem_type="ranking"), ValueError, "bait", "problem_type"),
+        (lambda: ta.bait(model, x, 2, key="0"), TypeError, "bait", "key"),
+        (lambda: ta.bald(torch.nn.Sequential(torch.nn.Linear(IN, C)), x, 2), ValueError, "bald", "without any"),
+        (lambda: ta.bald(model, x, 2), ValueError, "bald", "same logits"),   # Dropout(0.0)
+        (lambda: ta.bald(torch_mlp(dropout=0.5), x, 2, mc_samples=1), ValueError, "bald", "mc_samples"),
+        (lambda: ta.bald(torch_mlp(dropout=0.5), x, 11), ValueError, "bald", "k"),
+        (lambda: ta.bald(torch_mlp(dropout=0.5), x, 2, key="0"), TypeError, "bald", "key"),
+    ]
+
+
+TORCH_CASES = _torch_cases()
+
+
+@pytest.mark.skipif(torch is None, reason="torch is not installed")
+@pytest.mark.parametrize("case", range(len(TORCH_CASES)), ids=[f"torch_adapter.{c[2]}-{c[3]}" for c in TORCH_CASES])
+def test_torch_adapter_refuses_bad_input_naming_function_and_argument(case):
+    call, exc, fn, arg = TORCH_CASES[case]
+    with pytest.raises(exc) as info:
+        call()
+    message = str(info.value)
+    assert f"aljax.torch_adapter.{fn}" in message, message
+    assert arg in message, message
