@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 
 import aljax
-from aljax import scores
+from aljax import LabelPool, scores
 from models import MODEL_KINDS
+from test_simulate import _run
 
 IN, C, N = 6, 3, 10
 
@@ -315,6 +316,47 @@ def test_bad_input_is_refused_with_a_message_naming_function_and_argument(case_i
     assert f"aljax.{fn}" in message, message
     assert f"`{arg}`" in message, message
     assert re.search(detail, message), message
+
+
+# ---------------------------------------------------------------- the experiment harness
+
+HARNESS = [
+    # (call, exception, substrings: the function, the argument, then details)
+    (lambda: LabelPool(0), ValueError, ["aljax.LabelPool", "`n`"]),
+    (lambda: LabelPool(3.0), TypeError, ["aljax.LabelPool", "`n`"]),
+    (lambda: LabelPool(5).label([5]), ValueError, ["aljax.LabelPool.label", "`indices`", "[5]"]),
+    (lambda: LabelPool(5).label([-1]), ValueError, ["aljax.LabelPool.label", "`indices`"]),
+    (lambda: LabelPool(5).label([1, 1]), ValueError, ["aljax.LabelPool.label", "repeated", "[1]"]),
+    (lambda: LabelPool(5).label([1]).label([2, 1]), ValueError, ["aljax.LabelPool.label", "already labeled", "[1]"]),
+    (lambda: LabelPool(5).label([0.5]), TypeError, ["aljax.LabelPool.label", "integer"]),
+    (lambda: LabelPool(5).label([[1]]), ValueError, ["aljax.LabelPool.label", "1-D"]),
+    (lambda: LabelPool(5).label([1]).from_unlabeled_index([4]), ValueError,
+     ["aljax.LabelPool.from_unlabeled_index", "`positions`", "[0, 4)"]),
+    (lambda: LabelPool(5).label([1]).to_unlabeled_index([1]), ValueError,
+     ["aljax.LabelPool.to_unlabeled_index", "already labeled"]),
+    (lambda: LabelPool.from_dict({"n": 3}), ValueError, ["aljax.LabelPool.from_dict", "`state`"]),
+    (lambda: LabelPool.from_dict({"format": "aljax.LabelPool/1", "n": 3, "labeled": [0, 1], "rounds": [1, 0]}),
+     ValueError, ["aljax.LabelPool.from_dict", "non-decreasing"]),
+    (lambda: LabelPool.from_dict({"format": "aljax.LabelPool/1", "n": 3, "labeled": [0, 0], "rounds": [0, 0]}),
+     ValueError, ["aljax.LabelPool.label", "repeated"]),
+    (lambda: _run(aljax.random_sample, initial=50, per_round=10, rounds=4), ValueError,
+     ["aljax.simulate", "`initial`", "90 > 80"]),
+    (lambda: _run(aljax.random_sample, initial=0), ValueError, ["aljax.simulate", "`initial`"]),
+    (lambda: _run(aljax.random_sample, per_round=0), ValueError, ["aljax.simulate", "`per_round`"]),
+    (lambda: _run(aljax.random_sample, rounds=-1), ValueError, ["aljax.simulate", "`rounds`"]),
+    (lambda: _run(aljax.random_sample, rounds=1.5), TypeError, ["aljax.simulate", "`rounds`"]),
+    (lambda: _run(aljax.random_sample, key="seed"), TypeError, ["aljax.simulate", "`key`"]),
+    (lambda: _run(aljax.random_sample, apply_fn=3), TypeError, ["aljax.simulate", "`apply_fn`"]),
+    (lambda: _run(aljax.random_sample, name=3), TypeError, ["aljax.simulate", "`name`"]),
+]
+
+
+@pytest.mark.parametrize("call, exc, parts", HARNESS, ids=[f"{c[2][0]}-{i}" for i, c in enumerate(HARNESS)])
+def test_harness_refuses_bad_input_naming_function_and_argument(call, exc, parts):
+    with pytest.raises(exc) as info:
+        call()
+    for part in parts:
+        assert part in str(info.value), (part, str(info.value))
 
 
 # ---------------------------------------------------------------- the torch adapter (when torch is installed)

@@ -127,26 +127,6 @@ def test_misbehaving_strategy_is_refused(bad, msg):
     assert "aljax.simulate" in str(info.value) and "`strategy`" in str(info.value) and msg in str(info.value)
 
 
-BAD = [
-    (dict(initial=50, per_round=10, rounds=4), ValueError, ["aljax.simulate", "`initial`", "90 > 80"]),
-    (dict(initial=0), ValueError, ["aljax.simulate", "`initial`"]),
-    (dict(per_round=0), ValueError, ["aljax.simulate", "`per_round`"]),
-    (dict(rounds=-1), ValueError, ["aljax.simulate", "`rounds`"]),
-    (dict(rounds=1.5), TypeError, ["aljax.simulate", "`rounds`"]),
-    (dict(key="seed"), TypeError, ["aljax.simulate", "`key`"]),
-    (dict(apply_fn=3), TypeError, ["aljax.simulate", "`apply_fn`"]),
-    (dict(name=3), TypeError, ["aljax.simulate", "`name`"]),
-]
-
-
-@pytest.mark.parametrize("kw, exc, parts", BAD, ids=[f"bad{i}" for i in range(len(BAD))])
-def test_bad_input(kw, exc, parts):
-    with pytest.raises(exc) as info:
-        _run(aljax.random_sample, **kw)
-    for part in parts:
-        assert part in str(info.value), (part, str(info.value))
-
-
 def test_bad_data_and_callables():
     x, y = _data()
     ev = _make_eval(x, y)
