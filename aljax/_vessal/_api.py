@@ -10,9 +10,9 @@ import jax
 import jax.numpy as jnp
 
 from .. import _sharding, _validate
-from .._embeddings import _check_outputs, _output_shape, logits_and_features, softmax
+from .._embeddings import _check_outputs, _output_shape, logits_and_features, open_pool, softmax
 from .._types import Factored, FisherFactors
-from ._rows import PaddedChunks, compute_dtype, covariance_of, n_rows, take, width
+from ._rows import PaddedChunks, compute_dtype, covariance_of, n_rows, width
 from ._stream import run
 
 
@@ -214,12 +214,13 @@ def _check_options(fn, params, key, lamb, batch_size, rank, problem_type, precom
 
 
 def _open_array(fn, pool, k, rate, length, batch_size):
-    """An array pool: ``(sample, budget, rate, total)``, ``sample`` its first chunk."""
+    """An array pool: ``(sample, budget, rate, total)``, ``sample`` its first chunk (as the
+    forward pass will see it)."""
     if length is not None:
         raise ValueError(_validate.message(fn, "length", "None for an array pool (its length is known)", length))
-    n = _validate.pool_size(fn, pool)
+    sample, n, _ = open_pool(fn, pool, batch_size)
     budget, rate = _check_budget_or_rate(fn, k, rate, n)
-    return take(pool, 0, min(batch_size, n)), budget, rate, n if budget is not None else None
+    return sample, budget, rate, n if budget is not None else None
 
 
 def _open_iterable(fn, pool, k, rate, length, precompute_covariance):
