@@ -1,6 +1,6 @@
 """Sharded BAIT checks, run in a subprocess with 8 host devices (see tests/test_sharding_bait.py).
 
-    XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/_sharded_bait_checks.py [--x64]
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/_sharded_bait_checks.py [--x64] [--only=a,b]
 
 Every check compares a pool sharded along its example axis against the same pool on one device
 (whose picks tests/test_bait.py pins against a dense NumPy reference). Prints one JSON object:
@@ -26,7 +26,8 @@ from jax.sharding import Mesh, NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
 import aljax  # noqa: E402
-from aljax import _bait, _sharding  # noqa: E402
+from aljax import _sharding  # noqa: E402
+from aljax._bait import _plan, _sharded  # noqa: E402
 
 DTYPE = np.float64 if "--x64" in sys.argv else np.float32
 DEVICES = jax.devices()
@@ -37,7 +38,7 @@ GRID = Mesh(np.array(DEVICES).reshape(4, 2), ("rows", "model"))  # a 2-D mesh
 
 # Count the calls of the sharded kernel, to know that a sharded input really took that path.
 _calls = {"sharded": 0}
-_sharded_kernel = _bait._sharded_kernel
+_sharded_kernel = _sharded.sharded_kernel
 
 
 def _counting_kernel(*args, **kwargs):
@@ -45,7 +46,7 @@ def _counting_kernel(*args, **kwargs):
     return _sharded_kernel(*args, **kwargs)
 
 
-_bait._sharded_kernel = _counting_kernel
+_sharded.sharded_kernel = _counting_kernel
 
 
 def shard(x, mesh=MESH, axes="data"):
@@ -99,7 +100,7 @@ def check_factors():
 
 def check_factors_labeled():
     emb, lab = factors(N, C, D, seed=1), factors(16, C, D, seed=2)
-    run = lambda pool, labeled: aljax.fisher_greedy(pool, K, labeled_emb=labeled, lamb=0.5)  # noqa: E731
+    run = lambda pool, labeled: aljax.fisher_greedy(pool, K, labeled=labeled, lamb=0.5)  # noqa: E731
     same_picks(lambda: run(emb, lab), lambda: run(shard_factors(emb), lab), K)                  # uncommitted
     same_picks(lambda: run(emb, lab), lambda: run(shard_factors(emb), shard_factors(lab)), K)   # sharded
     replicated = aljax.FisherFactors(*(jax.device_put(x, NamedSharding(MESH, P())) for x in (lab.probs, lab.h)))
@@ -108,8 +109,8 @@ def check_factors_labeled():
 
 def check_dense():
     x, lab = dense_rows(N, 2, 12, seed=3), dense_rows(8, 2, 12, seed=4)
-    same_picks(lambda: aljax.fisher_greedy(x, K, labeled_emb=lab),
-               lambda: aljax.fisher_greedy(shard(x), K, labeled_emb=shard(lab)), K)
+    same_picks(lambda: aljax.fisher_greedy(x, K, labeled=lab),
+               lambda: aljax.fisher_greedy(shard(x), K, labeled=shard(lab)), K)
 
 
 def check_other_meshes():
@@ -139,8 +140,8 @@ def check_under_user_jit():
     # Under a caller's jit, Explicit mesh axes are visible in the traced types (the shard_map
     # kernel runs); Auto axes are not (XLA partitions the one-device kernel).
     emb, lab = factors(N, C, D, seed=7), factors(16, C, D, seed=8)
-    select = jax.jit(lambda e, lab: aljax.fisher_greedy(e, K, labeled_emb=lab))
-    want = np.asarray(aljax.fisher_greedy(emb, K, labeled_emb=lab))
+    select = jax.jit(lambda e, lab: aljax.fisher_greedy(e, K, labeled=lab))
+    want = np.asarray(aljax.fisher_greedy(emb, K, labeled=lab))
     for mesh, labeled, sharded_kernel in ((MESH, shard_factors(lab), True), (MESH, lab, True), (AUTO_MESH, lab, False)):
         before = _calls["sharded"]
         got = np.asarray(select(shard_factors(emb, mesh), labeled))
@@ -175,13 +176,13 @@ _COLLECTIVE = re.compile(r"=\s*(\(.*?\)|\S+)\s+(all-gather|all-reduce|collective
                          r"(?:-start)?\(")
 
 
-def collectives(pool_emb, k, labeled_emb=None):
+def collectives(embedding, k, labeled=None):
     """``[(op, number of elements)]`` of every collective in the compiled sharded kernel."""
-    layout = _sharding.row_layout("fisher_greedy", "pool_emb", pool_emb)
-    lab_layout = None if labeled_emb is None else _sharding.row_layout("fisher_greedy", "labeled_emb", labeled_emb)
-    rows = _bait._as_rows("fisher_greedy", "pool_emb", pool_emb)
-    lab_rows = None if labeled_emb is None else _bait._as_rows("fisher_greedy", "labeled_emb", labeled_emb)
-    kernel, args, static = _bait._plan("fisher_greedy", rows, lab_rows, k, 1.0, 2.0, layout, lab_layout)
+    layout = _sharding.row_layout("fisher_greedy", "embedding", embedding)
+    lab_layout = None if labeled is None else _sharding.row_layout("fisher_greedy", "labeled", labeled)
+    rows = _plan.as_rows("fisher_greedy", "embedding", embedding)
+    lab_rows = None if labeled is None else _plan.as_rows("fisher_greedy", "labeled", labeled)
+    kernel, args, static = _plan.plan("fisher_greedy", rows, lab_rows, k, 1.0, 2.0, layout, lab_layout)
     assert kernel is _counting_kernel
     text = _sharded_kernel.lower(*args, **static).compile().as_text()
     found = []
@@ -220,14 +221,14 @@ def check_bad_input():
         raise AssertionError("no ValueError")
 
     mixed = aljax.FisherFactors(shard(emb.probs), emb.h)  # probs sharded, h on one device
-    raises(lambda: aljax.fisher_greedy(mixed, 3), "aljax.fisher_greedy", "`pool_emb`", "leaf 1")
+    raises(lambda: aljax.fisher_greedy(mixed, 3), "aljax.fisher_greedy", "`embedding`", "leaf 1")
     grid = shard_factors(emb, GRID, "rows")
     lab_other_axis = shard_factors(factors(8, 3, 4, seed=16), GRID, "model")
-    raises(lambda: aljax.fisher_greedy(grid, 3, labeled_emb=lab_other_axis),
-           "aljax.fisher_greedy", "`labeled_emb`", "sharded like the pool")
+    raises(lambda: aljax.fisher_greedy(grid, 3, labeled=lab_other_axis),
+           "aljax.fisher_greedy", "`labeled`", "sharded like the pool")
     mixed_lab = aljax.FisherFactors(shard(emb.probs[:8]), emb.h[:8])
-    raises(lambda: aljax.fisher_greedy(shard_factors(emb), 3, labeled_emb=mixed_lab),
-           "aljax.fisher_greedy", "`labeled_emb`")
+    raises(lambda: aljax.fisher_greedy(shard_factors(emb), 3, labeled=mixed_lab),
+           "aljax.fisher_greedy", "`labeled`")
     # A pool that the mesh does not divide cannot even be built (JAX refuses it).
     try:
         shard(emb.probs[:63])
@@ -243,6 +244,9 @@ X64_CHECKS = ("factors_labeled", "dense")
 
 def main():
     names = X64_CHECKS if "--x64" in sys.argv else tuple(CHECKS)
+    only = [arg.split("=", 1)[1] for arg in sys.argv if arg.startswith("--only=")]
+    if only:
+        names = tuple(only[-1].split(","))
     results = {}
     for name in names:
         try:

@@ -2,7 +2,7 @@
 
 The checks run in a subprocess with 8 host CPU devices (``XLA_FLAGS`` must be set before JAX
 starts; this process has one device): tests/_sharded_bait_checks.py holds them, once in the
-default float32 and once (a subset) in float64 with x64 on.
+default float32 and once (a subset) in float64 with x64 on; the fast tier runs a small subset.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ CHECKS = pathlib.Path(__file__).with_name("_sharded_bait_checks.py")
 ALL = ("factors", "factors_labeled", "dense", "other_meshes", "exhausted_shards", "zero_fisher_ties",
        "under_user_jit", "bait", "bait_regression", "hlo_sharded", "bad_input")
 X64 = ("factors_labeled", "dense")
+# The fast tier's subset: picks on a sharded pool and labeled set equal one device's, and bad
+# layouts are refused (the full list runs with the slow tests).
+FAST = ("dense", "bad_input")
 
 
 def _run(*flags: str) -> dict:
@@ -40,15 +43,24 @@ def float64_results():
     return _run("--x64")
 
 
+def test_sharded_bait_fast_subset():
+    results = _run("--only=" + ",".join(FAST))
+    for check in FAST:
+        assert results.get(check) == "ok", results.get(check, f"check {check!r} did not run")
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("check", ALL)
 def test_sharded_bait_float32(float32_results, check):
     assert float32_results.get(check) == "ok", float32_results.get(check, f"check {check!r} did not run")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("check", X64)
 def test_sharded_bait_float64(float64_results, check):
     assert float64_results.get(check) == "ok", float64_results.get(check, f"check {check!r} did not run")
 
 
+@pytest.mark.slow
 def test_every_check_is_collected(float32_results):
     assert set(float32_results) == set(ALL)
