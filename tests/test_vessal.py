@@ -405,6 +405,29 @@ def test_vessal_is_volume_stream_on_the_fisher_embedding(small_chunks):
     np.testing.assert_array_equal(pre, ref)
 
 
+def test_covariance_of_a_stream_of_blocks_is_that_of_the_array(small_chunks):
+    emb = jax.random.normal(jax.random.key(3), (150, 2, 5))
+    lab = jax.random.normal(jax.random.key(4), (20, 2, 5))
+    whole = _vessal.covariance_of(emb, lab)
+    rows = np.concatenate([np.asarray(emb), np.asarray(lab)]).reshape(-1, 5)
+    np.testing.assert_allclose(whole, rows.T @ rows / 170, rtol=1e-5, atol=1e-6)
+    blocks = (emb[start:start + 40] for start in range(0, 150, 40))
+    np.testing.assert_array_equal(_vessal.covariance_of(blocks, lab), whole)
+
+
+@pytest.mark.slow
+def test_precomputed_covariance_from_a_reiterable_pool(small_chunks):
+    params, apply_fn, features, pool = _model_and_pool()
+
+    class Loader:  # each iteration starts a new pass
+        def __iter__(self):
+            return iter([pool[:90], pool[90:]])
+
+    kw = dict(key=3, features_fn=features, precompute_covariance=True, labeled=pool[:10])
+    np.testing.assert_array_equal(aljax.vessal(params, apply_fn, Loader(), 20, length=len(pool), **kw),
+                                  aljax.vessal(params, apply_fn, pool, 20, **kw))
+
+
 # `vessal(..., labeled=x, seed_fisher=True)` before the API change (default internal chunk):
 # `labeled=` now seeds A and Σ̂ on its own, so the same call without `seed_fisher` gives these picks.
 SEEDED_BEFORE = {
