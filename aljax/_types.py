@@ -155,7 +155,7 @@ class FisherFactors:
         Example:
           >>> import jax.numpy as jnp, aljax
           >>> s = aljax.FisherFactors(jnp.array([[0.5, 0.5]]), jnp.ones((1, 2))).s_factor()
-          >>> (s[0].T @ s[0]).tolist()
+          >>> jnp.round(s[0].T @ s[0], 6).tolist()
           [[0.25, -0.25], [-0.25, 0.25]]
         """
         return _s_factor(self.probs)
