@@ -164,8 +164,8 @@ def check_floating_2d(fn: str, arg: str, x: Any) -> None:
 @jax.jit
 def _all_finite(x) -> jax.Array:
     """Whether every value of ``x`` is finite, as one fused sum: ``x·0`` is 0 for a finite value
-    and NaN for ±Inf or NaN, and a sum of zeros cannot overflow, so the test is exact. On XLA:CPU
-    it reads 32 MB in 0.9 ms where ``jnp.isfinite(x).all()`` takes 2.1 ms."""
+    and NaN for ±Inf or NaN, and a sum of zeros cannot overflow, so the test is exact. It is one
+    streaming reduction, where ``jnp.isfinite(x).all()`` also materialises a boolean array."""
     return jnp.isfinite(jnp.sum(x * 0))
 
 
