@@ -389,6 +389,12 @@ def test_iterable_pool_gives_the_array_picks_at_a_rate(small_chunks):
     np.testing.assert_array_equal(aljax.vessal(params, apply_fn, gaps, rate=0.1, **kw), rate_array)
 
 
+def test_an_empty_labeled_set_seeds_nothing(small_chunks):
+    params, apply_fn, features, pool = _model_and_pool(60)
+    np.testing.assert_array_equal(aljax.vessal(params, apply_fn, pool, 8, key=2, labeled=pool[:0]),
+                                  aljax.vessal(params, apply_fn, pool, 8, key=2))
+
+
 def test_vessal_is_volume_stream_on_the_fisher_embedding(small_chunks):
     params, apply_fn, features, pool = _model_and_pool()
     labeled = pool[:30]

@@ -174,6 +174,8 @@ def vessal(params, apply_fn: Callable, pool, k: int | None = None, *, key=0, lab
         sample, budget, rate, total = _open_array(fn, pool, k, rate, length, batch_size)
     # Checked on a few examples' shapes (jax.eval_shape), before any forward pass.
     _check_model(fn, params, apply_fn, sample, rank, problem_type)
+    if labeled is not None and _validate.check_labeled_like_pool(fn, labeled, sample) == 0:
+        labeled = None  # an empty labeled set seeds nothing
     labeled_emb = None if labeled is None else embed(labeled)
     if streaming:
         first = embed(sample)
