@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _validate
-from ._embeddings import _check_outputs, _output_shape, cached, logits_and_features, open_pool
+from ._embeddings import check_outputs, output_shape, cached, logits_and_features, open_pool
 from ._linalg import HIGHEST
 from ._padding import BUCKET_MAX_BYTES, nbytes, pad_to_bucket
 from ._sharding import auto_axes, row_layout, take_row
@@ -28,7 +28,7 @@ def _pool_logits(fn: str, params, apply_fn: Callable, pool, k: int, batch_size: 
         raise TypeError(_validate.message(fn, "apply_fn", "a callable apply_fn(params, x)", type(apply_fn).__name__))
     forward = cached("logits", apply_fn, lambda: jax.jit(apply_fn))
     first, _, run = open_pool(fn, pool, batch_size)
-    _check_outputs(fn, _output_shape(fn, forward, params, first), "classification")
+    check_outputs(fn, output_shape(fn, forward, params, first), "classification")
     logits, n = run(lambda chunk: forward(params, chunk))
     _validate.check_k(fn, k, n)
     _validate.check_finite(fn, "the model's outputs (logits) on argument `pool`", logits)
@@ -278,7 +278,7 @@ def bald(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 2
     except TypeError as err:
         raise TypeError(_validate.message(fn, "apply_fn", "a stochastic apply_fn(params, x, key) (e.g. MC dropout)",
                                           f"a function that cannot be called that way ({err})")) from None
-    _check_outputs(fn, out, "classification")
+    check_outputs(fn, out, "classification")
     parts_fn = cached("bald", apply_fn, lambda: _bald_chunk_fn(apply_fn))
     if _validate.is_concrete(params, first):
         forward = cached("bald_probe", apply_fn, lambda: jax.jit(apply_fn))

@@ -149,7 +149,7 @@ def open_pool(fn_name: str, pool: Any, batch_size: int):
         n = _validate.pool_size(fn_name, pool)
         pool = _sharding.auto_axes(pool)
         return _first_chunk(pool, n, batch_size), n, lambda fn: (map_chunks(fn, pool, n, batch_size, fn_name=fn_name), n)
-    chunks = _stream_chunks(_validate.checked_batches(fn_name, pool), batch_size)
+    chunks = stream_chunks(_validate.checked_batches(fn_name, pool), batch_size)
     try:
         first, first_valid = next(chunks)
     except StopIteration:
@@ -166,7 +166,7 @@ def open_pool(fn_name: str, pool: Any, batch_size: int):
     return jax.tree_util.tree_map(lambda leaf: leaf[:first_valid], first), None, run
 
 
-def _stream_chunks(batches, size: int, *, pad: str = "repeat"):
+def stream_chunks(batches, size: int, *, pad: str = "repeat"):
     """``(chunk, n_valid)`` with exactly ``size`` rows per chunk from batches of any sizes (0
     included). The last chunk is padded by repeating its last row (``pad="repeat"``: valid model
     inputs) or with zeros (``pad="zeros"``). A batch larger than ``size`` is cut in place (an
@@ -236,7 +236,7 @@ def logits_and_features(params, apply_fn: Callable, pool, *, batch_size: int = 2
     first, _, run = open_pool(fn_name, pool, batch_size)
     head = _cached_jit("head", apply_fn, features_fn)
     # Shape checks on one chunk, before any heavy work.
-    _check_outputs(fn_name, _output_shape(fn_name, apply_fn, params, first), problem_type)
+    check_outputs(fn_name, output_shape(fn_name, apply_fn, params, first), problem_type)
     try:
         out_shape, h_shape = jax.eval_shape(head, params, first)
     except DenseHeadError as err:
@@ -251,7 +251,7 @@ def logits_and_features(params, apply_fn: Callable, pool, *, batch_size: int = 2
     return outputs, h
 
 
-def _output_shape(fn_name, apply_fn, params, chunk):
+def output_shape(fn_name, apply_fn, params, chunk):
     """``apply_fn``'s output shape on one chunk; a failure there (a pool whose example shape the
     model does not take, say) is reported with the pool's shape."""
     try:
@@ -264,7 +264,7 @@ def _output_shape(fn_name, apply_fn, params, chunk):
         ) from err
 
 
-def _check_outputs(fn_name, out_shape, problem_type):
+def check_outputs(fn_name, out_shape, problem_type):
     if not hasattr(out_shape, "ndim"):
         raise TypeError(_validate.message(fn_name, "apply_fn", "a function returning one array of outputs",
                                           type(out_shape).__name__))
@@ -477,7 +477,7 @@ def gradient_embedding(params, apply_fn: Callable, pool, *, wrt=None, batch_size
     if project_to is not None:
         project_to = _validate.check_int(fn_name, "project_to", project_to, low=1)
     first, _, run = open_pool(fn_name, pool, batch_size)
-    _check_outputs(fn_name, _output_shape(fn_name, apply_fn, params, first), "classification")
+    check_outputs(fn_name, output_shape(fn_name, apply_fn, params, first), "classification")
     selected = _selected_leaves(fn_name, params, apply_fn, first, wrt)
     grads_fn = _cached_jit("grad", apply_fn, selected)
     emb, _ = run(lambda chunk: grads_fn(params, chunk))

@@ -8,7 +8,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from . import _validate
-from ._simulate import _check_runs, _stack_curves, relative_auc
+from ._simulate import check_runs, stack_curves, relative_auc
 
 
 def plot_learning_curves(results_by_strategy: Mapping[str, Sequence[Mapping]], path: str | os.PathLike | None = None,
@@ -43,7 +43,7 @@ def plot_learning_curves(results_by_strategy: Mapping[str, Sequence[Mapping]], p
     if not isinstance(results_by_strategy, Mapping) or not results_by_strategy:
         raise ValueError(_validate.message(fn, "results_by_strategy", "a non-empty dict {name: [results]}",
                                            type(results_by_strategy).__name__))
-    runs = {name: _check_runs(fn, value, f"results_by_strategy[{name!r}]")
+    runs = {name: check_runs(fn, value, f"results_by_strategy[{name!r}]")
             for name, value in results_by_strategy.items()}
     try:
         import matplotlib
@@ -56,7 +56,7 @@ def plot_learning_curves(results_by_strategy: Mapping[str, Sequence[Mapping]], p
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for name, rs in runs.items():
-        labels, metrics = _stack_curves(rs)
+        labels, metrics = stack_curves(rs)
         mean, std = metrics.mean(axis=0), metrics.std(axis=0, ddof=1) if len(rs) > 1 else np.zeros(labels.size)
         label = name
         if rel is not None and name != baseline:

@@ -266,7 +266,7 @@ def simulate(strategy: Callable, train_fn: Callable, eval_fn: Callable, x, y, *,
 # Learning-curve statistics.
 
 
-def _check_runs(fn: str, runs: Any, what: str) -> list[dict]:
+def check_runs(fn: str, runs: Any, what: str) -> list[dict]:
     if isinstance(runs, Mapping):
         runs = [runs]
     if not isinstance(runs, Sequence) or not runs:
@@ -297,7 +297,7 @@ def curve_area(run: Mapping) -> float:
       >>> aljax.curve_area({"labels": [10, 20, 30], "metrics": [0.5, 0.7, 0.8]})
       0.675
     """
-    run = _check_runs("curve_area", run, "run")[0]
+    run = check_runs("curve_area", run, "run")[0]
     labels = np.asarray(run["labels"], np.float64)
     metrics = np.asarray(run["metrics"], np.float64)
     if labels.size == 1 or labels[-1] == labels[0]:
@@ -337,7 +337,7 @@ def relative_auc(results_by_strategy: Mapping[str, Sequence[Mapping]], *, baseli
                                            type(results_by_strategy).__name__))
     if baseline not in results_by_strategy:
         raise ValueError(_validate.message(fn, "baseline", f"one of {sorted(results_by_strategy)}", repr(baseline)))
-    runs = {name: _check_runs(fn, value, f"results_by_strategy[{name!r}]")
+    runs = {name: check_runs(fn, value, f"results_by_strategy[{name!r}]")
             for name, value in results_by_strategy.items()}
 
     def keyed(rs):
@@ -363,7 +363,7 @@ def relative_auc(results_by_strategy: Mapping[str, Sequence[Mapping]], *, baseli
     return out
 
 
-def _stack_curves(runs: Sequence[Mapping]) -> tuple[np.ndarray, np.ndarray]:
+def stack_curves(runs: Sequence[Mapping]) -> tuple[np.ndarray, np.ndarray]:
     labels = np.asarray(runs[0]["labels"], np.float64)
     rows = []
     for run in runs:

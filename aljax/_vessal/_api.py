@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from .. import _sharding, _validate
-from .._embeddings import _check_outputs, _output_shape, logits_and_features, open_pool, softmax
+from .._embeddings import check_outputs, output_shape, logits_and_features, open_pool, softmax
 from .._types import Factored, FisherFactors
 from ._rows import PaddedChunks, compute_dtype, covariance_of, n_rows, width
 from ._stream import run
@@ -258,8 +258,8 @@ def _check_model(fn, params, apply_fn, sample, rank, problem_type) -> None:
     """The model's output shape on ``sample`` (abstract: no forward pass), and ``rank ≤ C``."""
     if not callable(apply_fn):
         raise TypeError(_validate.message(fn, "apply_fn", "a callable apply_fn(params, x)", type(apply_fn).__name__))
-    out = _output_shape(fn, apply_fn, params, sample)
-    _check_outputs(fn, out, problem_type)
+    out = output_shape(fn, apply_fn, params, sample)
+    check_outputs(fn, out, problem_type)
     if problem_type == "classification":
         _validate.check_int(fn, "rank", rank, low=1, high=out.shape[1])
 

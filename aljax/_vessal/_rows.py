@@ -10,7 +10,7 @@ from collections.abc import Iterable
 import jax
 import jax.numpy as jnp
 
-from .._embeddings import _stream_chunks
+from .._embeddings import stream_chunks
 from .._linalg import mm
 from .._padding import pad_tree
 from .._types import Factored, FisherFactors
@@ -109,7 +109,7 @@ def rechunk(blocks: Iterable, size: int):
     iterable of embedding blocks (arrays, ``Factored`` or ``FisherFactors``) of any sizes."""
     if isinstance(blocks, PaddedChunks) and blocks.size == size:
         return iter(blocks)
-    return _stream_chunks(blocks, size, pad="zeros")
+    return stream_chunks(blocks, size, pad="zeros")
 
 
 class PaddedChunks:
