@@ -82,10 +82,13 @@ CASES = [
 
 
 PARITY = [(case, "factors") for case in CASES] + [(CASES[0], "dense"), (CASES[2], "dense")]
+# C = 10 compiles longest: the slow tier's.
+PARITY = [pytest.param(case, kind, id=f"{kind}-C{case[0]}-lab{case[3]}-over{case[5]:g}-k{case[4]}",
+                       marks=[pytest.mark.slow] if case[0] == 10 else [])
+          for case, kind in PARITY]
 
 
-@pytest.mark.parametrize("case, kind", PARITY, ids=[f"{kind}-C{c[0]}-lab{c[3]}-over{c[5]:g}-k{c[4]}"
-                                                    for c, kind in PARITY])
+@pytest.mark.parametrize("case, kind", PARITY)
 def test_same_picks_as_dense_reference_float64(case, kind):
     c, n, dim, n_lab, k, oversample = case
     with jax.enable_x64(True):
@@ -102,17 +105,20 @@ def test_same_picks_as_dense_reference_float64(case, kind):
             np.testing.assert_array_equal(np.asarray(got), expected)
 
 
-def test_chunked_pool_with_padding_matches_reference():
+@pytest.mark.parametrize("kind", ["factors", pytest.param("dense", marks=pytest.mark.slow)])
+def test_chunked_pool_with_padding_matches_reference(kind):
     """Pool split in chunks of 7 (the last one padded): same picks."""
     with jax.enable_x64(True):
         emb = random_factors(5, 26, 3, 4)
         pool, lab = emb[:20], emb[20:]
         expected = reference_bait(dense_fisher_rows(pool.probs, pool.h), dense_fisher_rows(lab.probs, lab.h), 4,
                                   lamb=0.5)
-        for rows, lab_rows in [(_rows.from_fisher_factors(pool), _rows.from_fisher_factors(lab)),
-                               (pool.to_dense(), lab.to_dense())]:
-            got = _kernel.kernel(rows, lab_rows, 0.5, k=4, n_forward=8, chunk=7)
-            np.testing.assert_array_equal(np.asarray(got), expected)
+        if kind == "factors":
+            rows, lab_rows = _rows.from_fisher_factors(pool), _rows.from_fisher_factors(lab)
+        else:
+            rows, lab_rows = pool.to_dense(), lab.to_dense()
+        got = _kernel.kernel(rows, lab_rows, 0.5, k=4, n_forward=8, chunk=7)
+        np.testing.assert_array_equal(np.asarray(got), expected)
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -135,6 +141,18 @@ def _objective(emb, picks, lamb):
 ILL_CONDITIONED = [(1e-4, 1.0, 20, 2.0), (1.0, 100.0, 20, 2.0), (1e-2, 10.0, 20, 2.0), (1e-2, 10.0, 40, 1.0)]
 
 
+def test_float32_keeps_the_reference_picks_when_lambda_is_small():
+    """A small ill-conditioned case: λ = 1e-4 and k·(C − 1) = 16 > C·D = 12. Without the exact
+    refresh of the blocks, float32 leaves the float64 reference's picks here."""
+    with jax.enable_x64(True):
+        emb = random_factors(3, 20, 3, 4, temperature=2.0)
+        probs, h = np.asarray(emb.probs), np.asarray(emb.h)
+    expected = reference_bait(dense_fisher_rows(probs, h), None, 8, lamb=1e-4)
+    emb32 = aljax.FisherFactors(jnp.asarray(probs, jnp.float32), jnp.asarray(h, jnp.float32))
+    np.testing.assert_array_equal(np.asarray(aljax.fisher_greedy(emb32, 8, lamb=1e-4)), expected)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("lamb, scale, k, oversample", ILL_CONDITIONED)
 def test_float32_matches_float64_when_lambda_is_small(lamb, scale, k, oversample):
     """Float32 must not drift from float64 when λ is small against the Fisher (near-ties may
@@ -154,6 +172,7 @@ def test_float32_matches_float64_when_lambda_is_small(lamb, scale, k, oversample
     assert obj32 <= obj64 * (1 + 1e-3), (obj32, obj64)
 
 
+@pytest.mark.slow
 def test_exact_refresh_of_the_blocks_keeps_the_reference_picks(monkeypatch):
     """Rebuilding G and H from A at every step (the drift guard at its most eager) changes nothing."""
     monkeypatch.setattr(_kernel, "REFRESH_TOL", 0.0)
@@ -189,7 +208,7 @@ def _random_spd(rng, d, scale=1.0):
     return q @ q.T * scale / d + np.eye(d) * 0.5
 
 
-@pytest.mark.parametrize("kind", ["factors", "dense"])
+@pytest.mark.parametrize("kind", [pytest.param("factors", marks=pytest.mark.slow), "dense"])
 def test_structured_blocks_and_updates_equal_dense_formulas(kind):
     """G_i = X A Xᵀ, H_i = X A F A Xᵀ, the gain tr(H (I ± G)⁻¹), and their rank-r updates after a
     Woodbury step, all against explicit dense products (float64)."""
@@ -329,16 +348,19 @@ def test_float64_inputs_give_int32_picks():
         assert aljax.fisher_greedy(emb, 4).dtype == jnp.int32
 
 
-@pytest.mark.parametrize("x64", [False, True])
-def test_bfloat16_factors_pick_as_their_widened_values(x64):
+# The small case has the shapes of two float64 reference tests above (their compilations are shared).
+@pytest.mark.parametrize("x64, n, c, dim, ks", [(True, 20, 2, 5, (4,)),
+                                                 pytest.param(False, 200, 4, 8, (1, 5), marks=pytest.mark.slow),
+                                                 pytest.param(True, 200, 4, 8, (1, 5), marks=pytest.mark.slow)])
+def test_bfloat16_factors_pick_as_their_widened_values(x64, n, c, dim, ks):
     # bfloat16 storage: the same values widened to the compute dtype must give the same picks.
     rng = np.random.default_rng(0)
     with jax.enable_x64(x64):
-        probs = jax.nn.softmax(jnp.asarray(rng.standard_normal((200, 4)) * 2, jnp.float32), axis=1)
+        probs = jax.nn.softmax(jnp.asarray(rng.standard_normal((n, c)) * 2, jnp.float32), axis=1)
         probs = probs.astype(jnp.bfloat16)
-        h = jnp.asarray(rng.standard_normal((200, 8)), jnp.float32).astype(jnp.bfloat16)
+        h = jnp.asarray(rng.standard_normal((n, dim)), jnp.float32).astype(jnp.bfloat16)
         wide = jnp.float64 if x64 else jnp.float32
-        for k in (1, 5):
+        for k in ks:
             got = aljax.fisher_greedy(aljax.FisherFactors(probs, h), k, lamb=0.1)
             # Dense rows of the widened values (bfloat16 rows sum to 1 only within bfloat16's tolerance).
             dense = aljax.FisherFactors(probs.astype(wide), h.astype(wide)).to_dense()
@@ -349,6 +371,7 @@ def test_bfloat16_factors_pick_as_their_widened_values(x64):
 # ---------------------------------------------------------------- front door and regression
 
 
+@pytest.mark.slow
 def test_bait_equals_fisher_greedy_on_the_fisher_embedding():
     params, apply_fn, _, _, in_shape = MODEL_KINDS["plain"](jax.random.key(0))
     x = jax.random.normal(jax.random.key(1), (30,) + in_shape)
@@ -378,7 +401,7 @@ def test_empty_labeled_set_is_the_same_as_none():
     np.testing.assert_array_equal(aljax.fisher_greedy(emb, 4, labeled=emb[:0]), aljax.fisher_greedy(emb, 4))
 
 
-@pytest.mark.parametrize("outputs", [1, 2])
+@pytest.mark.parametrize("outputs", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_regression_matches_its_dense_reference(outputs):
     with jax.enable_x64(True):
         rng = np.random.default_rng(outputs)
@@ -525,6 +548,22 @@ def test_pool_bucket_is_a_power_of_two_up_to_4_mib_of_padded_rows_then_a_fine_bu
     assert _plan.pool_bucket(np.zeros((3, 2, 2), np.float32), 3) == 4
 
 
+def test_pool_sizes_of_one_bucket_share_one_compilation():
+    """Pools of 20, 18 and 17 points (one bucket: 32 rows) with 6 or 9 labeled points: the picks
+    of the dense reference, and at most one compilation of the kernel for all of them."""
+    emb = random_factors(13, 29, 3, 4, dtype=np.float32)
+    before = _kernel.kernel._cache_size()
+    for n in (20, 18, 17):
+        for n_lab in (6, 9):
+            pool, lab = emb[:n], emb[20:20 + n_lab]
+            got = aljax.fisher_greedy(pool, 4, labeled=lab, lamb=0.5)
+            want = reference_bait(dense_fisher_rows(pool.probs, pool.h), dense_fisher_rows(lab.probs, lab.h), 4,
+                                  lamb=0.5)
+            np.testing.assert_array_equal(np.asarray(got), want)
+    assert _kernel.kernel._cache_size() - before <= 1
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("dense", [False, True])
 def test_size_buckets_change_no_pick_and_share_one_compilation(dense):
     """The front door pads the pool to a size bucket (300, 296, 290 → 512 rows: a power of two
