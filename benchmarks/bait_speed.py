@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import aljax
-from aljax import _bait
+from aljax._bait import _kernel, _plan, _rows
 
 
 def make_problem(n, c, dim, seed=0):
@@ -111,13 +111,13 @@ def time_reference(probs, h, k, steps):
 
 
 def time_aljax(probs, h, k, repeats):
-    rows = _bait._from_fisher_factors(aljax.FisherFactors(jnp.asarray(probs), jnp.asarray(h)))
+    rows = _rows.from_fisher_factors(aljax.FisherFactors(jnp.asarray(probs), jnp.asarray(h)))
     n, d = probs.shape[0], probs.shape[1] * h.shape[1]
-    chunk = _bait._chunk_size(n, d, 1)
+    chunk = _plan.chunk_size(n, d, 1)
     out = {}
     for label, kk, nf in (("setup", 1, 1), ("full", k, min(2 * k, n))):
         s = time.perf_counter()
-        compiled = _bait._kernel.lower(rows, None, 1.0, k=kk, n_forward=nf, chunk=chunk).compile()
+        compiled = _kernel.kernel.lower(rows, None, 1.0, k=kk, n_forward=nf, chunk=chunk).compile()
         out[f"compile_{label}"] = time.perf_counter() - s
         times = []
         for _ in range(repeats):
