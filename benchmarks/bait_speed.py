@@ -17,7 +17,6 @@ cost where marked). The numbers depend on the machine and on its load: say which
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import time
 

@@ -567,9 +567,10 @@ def test_pool_sizes_of_one_bucket_share_one_compilation():
 @pytest.mark.parametrize("dense", [False, True])
 def test_size_buckets_change_no_pick_and_share_one_compilation(dense):
     """The front door pads the pool to a size bucket (300, 296, 290 → 512 rows: a power of two
-    for so small a pool), passes the real count traced, and hands the kernel the labeled rows' Fisher sum instead of the rows: the same
-    picks as the kernel on the unpadded rows (chunked alike), and one compilation of the kernel
-    for every pool size of the bucket and every number of labeled points."""
+    for so small a pool), passes the real count traced, and hands the kernel the labeled rows'
+    Fisher sum instead of the rows: the same picks as the kernel on the unpadded rows (chunked
+    alike), and one compilation of the kernel for every pool size of the bucket and every number
+    of labeled points."""
     emb = random_factors(11, 350, 3, 4, dtype=np.float32)
     sizes = {_plan.pool_bucket(emb[:n].to_dense() if dense else _rows.from_fisher_factors(emb[:n]), n)
              for n in (300, 296, 290)}

@@ -97,7 +97,7 @@ def lazy_loop(n_steps, step, state, sign):
     ``pending``, ``A = a − σ P Pᵀ``, ``P`` the ``(d, LAZY_STEPS·r)`` pending columns (zeros where
     unused): each step appends its ``U L`` at columns ``(t mod LAZY_STEPS)·r`` (:func:`append`),
     and after every ``LAZY_STEPS`` steps one matmul folds ``P`` into ``a``. A step then reads ``A``
-    twice instead of four times (its update was a read-modify-write pass over ``d × d``): in a
+    twice instead of four times (an eager update is a read-modify-write pass over ``d × d``): in a
     step that is memory-bound, that is most of the ``O(d²)`` cost. Returns the state with
     ``pending`` folded in (zeros)."""
     def flush(state):
@@ -218,7 +218,8 @@ def _fisher_sums(pool_gram, labeled, chunk, dtype, shards):
 
 
 def _initial_inverse(gram_lab, fisher, lamb, n_lab, k):
-    """``A₀ = M₀⁻¹`` and ``A₀ F A₀``, with ``M₀ = λI + F_L n_L/(n_L + k) = λI + Σ_L X_jᵀX_j/(n_L + k)``."""
+    """``A₀ = M₀⁻¹`` and ``A₀ F A₀``, with
+    ``M₀ = λI + F_L n_L/(n_L + k) = λI + Σ_L X_jᵀX_j/(n_L + k)``."""
     eye = jnp.eye(fisher.shape[0], dtype=fisher.dtype)
     if gram_lab is None:
         return eye / lamb, fisher / (lamb * lamb)
