@@ -269,3 +269,12 @@ def check_labeled_like_pool(fn: str, labeled, pool) -> int:
         raise ValueError(message(fn, "labeled", "arrays sharing the leading (example) axis",
                                  f"leading sizes {sorted(sizes)}"))
     return sizes.pop()
+
+
+def check_oversample(fn: str, oversample: Any) -> float:
+    """BAIT's forward-pass factor: a finite real number >= 1."""
+    if isinstance(oversample, bool) or not isinstance(oversample, numbers.Real):
+        raise TypeError(message(fn, "oversample", "a real number >= 1", f"{type(oversample).__name__} {oversample!r}"))
+    if not np.isfinite(oversample) or oversample < 1:
+        raise ValueError(message(fn, "oversample", "a finite number >= 1", oversample))
+    return float(oversample)

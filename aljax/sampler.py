@@ -113,7 +113,7 @@ class ActiveSampler:
             self.k, self.rate = None, _validate.check_rate(fn, "budget", budget)
         self.rank = _validate.check_int(fn, "rank", rank, low=1)
         self.lamb = None if lamb is None else _validate.check_positive(fn, "lamb", lamb)
-        self.oversample = _validate.check_positive(fn, "oversample", oversample)
+        self.oversample = _validate.check_oversample(fn, oversample)
         _validate.check_bool(fn, "precompute_covariance", precompute_covariance)
         if _validate.check_bool(fn, "prune", prune) and (strategy != "badge" or problem_type != "classification"):
             raise ValueError(_validate.message(

@@ -8,7 +8,7 @@ import jax
 
 from .. import _validate
 from .._embeddings import logits_and_features
-from ._plan import as_rows, check_labeled_like_pool, check_oversample, select
+from ._plan import as_rows, select
 from ._rows import n_points, rows_from_outputs
 from ._sharded import layouts
 
@@ -100,7 +100,7 @@ def fisher_greedy(embedding, k: int, *, key=0, labeled=None, lamb: float = 1.0, 
     labeled_rows = None if labeled is None else as_rows(fn, "labeled", labeled, like=embedding)
     k = _validate.check_k(fn, k, n_points(rows))
     lamb = _validate.check_positive(fn, "lamb", lamb)
-    oversample = check_oversample(fn, oversample)
+    oversample = _validate.check_oversample(fn, oversample)
     return select(fn, rows, labeled_rows, k, lamb, oversample, layout, labeled_layout)
 
 
@@ -152,10 +152,10 @@ def bait(params, apply_fn: Callable, pool, k: int, *, key=0, labeled=None, batch
     k = _validate.check_k_for_pool(fn, k, pool)
     like, pool = _validate.peek_batches(fn, pool)
     lamb = _validate.check_positive(fn, "lamb", lamb)
-    oversample = check_oversample(fn, oversample)
+    oversample = _validate.check_oversample(fn, oversample)
     _validate.check_problem_type(fn, problem_type)
     _validate.as_key(fn, key)
-    n_lab = 0 if labeled is None else check_labeled_like_pool(fn, labeled, like)
+    n_lab = 0 if labeled is None else _validate.check_labeled_like_pool(fn, labeled, like)
     outputs, h = logits_and_features(params, apply_fn, pool, batch_size=batch_size, features_fn=features_fn,
                                      fn_name=fn, problem_type=problem_type)
     k = _validate.check_k(fn, k, h.shape[0])

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -32,15 +31,6 @@ POW2_MAX_BYTES = 1 << 22
 
 # ---------------------------------------------------------------------------------------------
 # Validation of the embedding-level arguments.
-
-
-def check_oversample(fn: str, oversample: Any) -> float:
-    if isinstance(oversample, bool) or not isinstance(oversample, (int, float, np.integer, np.floating)):
-        raise TypeError(_validate.message(fn, "oversample", "a real number >= 1",
-                                          f"{type(oversample).__name__} {oversample!r}"))
-    if not np.isfinite(oversample) or oversample < 1:
-        raise ValueError(_validate.message(fn, "oversample", "a finite number >= 1", oversample))
-    return float(oversample)
 
 
 def _check_probs_sum(fn: str, arg: str, probs) -> None:
@@ -103,28 +93,6 @@ def as_rows(fn: str, arg: str, emb, like=None):
     if isinstance(emb, FisherFactors):
         return _factor_rows(fn, arg, emb, like)
     return _dense_rows(fn, arg, emb, like)
-
-
-def check_labeled_like_pool(fn: str, labeled, pool) -> int:
-    """The number of labeled examples; their structure and trailing shapes must match the pool's."""
-    pool_leaves, pool_tree = jax.tree_util.tree_flatten(pool)
-    lab_leaves, lab_tree = jax.tree_util.tree_flatten(labeled)
-    if lab_tree != pool_tree:
-        raise ValueError(_validate.message(fn, "labeled", f"inputs with the pool's structure {pool_tree}",
-                                           f"{lab_tree}"))
-    sizes = set()
-    for lab, ref in zip(lab_leaves, pool_leaves):
-        shape = getattr(lab, "shape", None)
-        if shape is None:
-            raise TypeError(_validate.message(fn, "labeled", "an array or a pytree of arrays", type(lab).__name__))
-        if len(shape) == 0 or tuple(shape[1:]) != tuple(ref.shape[1:]):
-            raise ValueError(_validate.message(fn, "labeled", f"inputs of trailing shape {tuple(ref.shape[1:])} "
-                                               "like the pool's", f"shape {tuple(shape)}"))
-        sizes.add(shape[0])
-    if len(sizes) != 1:
-        raise ValueError(_validate.message(fn, "labeled", "arrays sharing the leading (example) axis",
-                                           f"leading sizes {sorted(sizes)}"))
-    return sizes.pop()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,21 +10,11 @@ the same name on the equivalent JAX model (up to float32 rounding of near-ties).
 from __future__ import annotations
 
 import jax
-import numpy as np
 
 from .. import _validate
 from .._strategies import select_from_outputs
 from ._inputs import _pool_len
 from ._outputs import _outputs
-
-
-def _check_oversample(fn: str, oversample) -> float:
-    if isinstance(oversample, bool) or not isinstance(oversample, (int, float, np.integer, np.floating)):
-        raise TypeError(_validate.message(fn, "oversample", "a real number >= 1",
-                                          f"{type(oversample).__name__} {oversample!r}"))
-    if not np.isfinite(oversample) or oversample < 1:
-        raise ValueError(_validate.message(fn, "oversample", "a finite number >= 1", oversample))
-    return float(oversample)
 
 
 def _select(fn: str, strategy: str, model, pool, k, *, key, batch_size, device, head, max_length,
@@ -143,7 +133,7 @@ def bait(model, pool, k: int, *, key=0, labeled=None, batch_size: int = 256, dev
     """
     fn = "torch_adapter.bait"
     lamb = _validate.check_positive(fn, "lamb", lamb)
-    oversample = _check_oversample(fn, oversample)
+    oversample = _validate.check_oversample(fn, oversample)
     return _select(fn, "bait", model, pool, k, key=key, labeled=labeled, batch_size=batch_size, device=device,
                    head=head, max_length=max_length, problem_type=problem_type,
                    options={"lamb": lamb, "oversample": oversample})
