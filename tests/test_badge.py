@@ -431,7 +431,7 @@ def test_check_finite_finds_every_nan_and_inf_and_passes_the_largest_finite_valu
 def test_size_buckets_change_no_pick_and_share_one_compilation(factored, prune):
     """Front doors pad a pool to a size bucket (n = 1000, 990, 970 → 1024 rows): the same picks as
     the loop run on the unpadded rows, and one compilation of the loop for all three sizes."""
-    from aljax._badge import _bucket
+    from aljax._padding import bucket as _bucket
 
     a, h = _badge_like(1000, 4, 9, seed=7, duplicates=2)
     before = _kmeans_pp._cache_size()
@@ -449,7 +449,7 @@ def test_size_buckets_change_no_pick_and_share_one_compilation(factored, prune):
 def test_size_buckets_fill_uniformly_without_ever_picking_padding():
     # 37 rows, 5 distinct: after 5 picks every distance is 0 and the rest are drawn uniformly
     # from the unpicked real rows; the 3 padded rows (bucket 40) must never come out.
-    from aljax._badge import _bucket
+    from aljax._padding import bucket as _bucket
 
     assert _bucket(37) == 40
     x = np.repeat(np.random.default_rng(0).normal(size=(5, 3)), [8, 8, 8, 8, 5], axis=0).astype(np.float32)

@@ -263,7 +263,7 @@ def test_k_center_greedy_with_a_large_common_offset(with_labeled):
 def test_k_center_greedy_padded_to_a_size_bucket_picks_as_unpadded(n, m, k):
     # The pool (and labeled set) are zero-padded to size buckets; padding must never be picked
     # (k = n takes every real row) nor act as a centre or shift the centring mean.
-    from aljax._badge import _bucket
+    from aljax._padding import bucket as _bucket
     assert _bucket(n) != n or (m and _bucket(m) != m)
     rng = np.random.default_rng(n + m)
     feats = rng.normal(size=(n, 6)).astype(np.float32)   # the padding (origin) would be a near centre
