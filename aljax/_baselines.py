@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 
 from . import _validate
-from ._embeddings import check_outputs, output_shape, cached, logits_and_features, open_pool
+from ._embeddings import cached, check_outputs, logits_and_features, output_shape
+from ._pool import open_pool
 from ._linalg import HIGHEST
 from ._padding import BUCKET_MAX_BYTES, nbytes, pad_to_bucket
 from ._sharding import auto_axes, row_layout, take_row

@@ -112,7 +112,7 @@ def embedding_pass_is_data_parallel():
             assert is_row_sharded(leaf), f"{name} not sharded like the pool: {leaf.sharding}"
             np.testing.assert_allclose(leaf, getattr(ref, name), rtol=1e-5, atol=1e-6)
     # A pytree pool, and each device's chunk of b rows comes from its own block (no data moves).
-    from aljax._embeddings import map_chunks
+    from aljax._pool import map_chunks
 
     tree = {"x": jnp.arange(8 * 12, dtype=jnp.float32), "y": jnp.arange(8 * 12 * 2, dtype=jnp.float32).reshape(-1, 2)}
     seen = []

@@ -17,7 +17,7 @@ PACKAGE = ROOT / "aljax"
 # Lowest first; a module may import modules of its own layer or of earlier layers only.
 LAYERS = [
     ["_validate"],
-    ["_types", "_padding", "_linalg", "_sharding"],
+    ["_types", "_padding", "_linalg", "_sharding", "_pool"],
     ["_dense_head", "_embeddings", "scores"],
     ["_badge", "_bait", "_vessal", "_baselines"],
     ["_strategies"],

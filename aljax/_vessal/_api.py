@@ -10,7 +10,8 @@ import jax
 import jax.numpy as jnp
 
 from .. import _sharding, _validate
-from .._embeddings import check_outputs, output_shape, logits_and_features, open_pool, softmax
+from .._embeddings import check_outputs, logits_and_features, output_shape, softmax
+from .._pool import open_pool
 from .._types import Factored, FisherFactors
 from ._rows import PaddedChunks, compute_dtype, covariance_of, n_rows, width
 from ._stream import run

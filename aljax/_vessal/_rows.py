@@ -10,7 +10,7 @@ from collections.abc import Iterable
 import jax
 import jax.numpy as jnp
 
-from .._embeddings import stream_chunks
+from .._pool import stream_chunks
 from .._linalg import mm
 from .._padding import pad_tree
 from .._types import Factored, FisherFactors
