@@ -314,7 +314,7 @@ def _badge_like(n, c, d, seed, duplicates=0):
     return a.astype(np.float32), h.astype(np.float32)
 
 
-@pytest.mark.parametrize("nonneg", [True, False])
+@pytest.mark.parametrize("nonneg", [pytest.param(True, marks=pytest.mark.slow), False])
 def test_pruned_update_equals_the_full_update_in_every_branch(nonneg):
     """``_pruned_min`` against a float64 NumPy ``min(dist, ‖g_j − g_i‖²)``. The current distances
     are set so that m rows cannot be ruled out by the bound (above it: their minimum changes) and

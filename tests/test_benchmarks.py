@@ -75,6 +75,7 @@ def _run(tmp_path, *argv):
     return proc.stdout, json.loads(out.read_text())
 
 
+@pytest.mark.slow
 def test_smallest_size_runs_every_algorithm_and_a_small_streamed_pool(tmp_path):
     stdout, data = _run(tmp_path, "--sizes", "tiny", "--repeats", "1",
                         "--huge", "--huge-n", "10000", "--huge-k", "20", "--huge-batch", "4096")
@@ -107,6 +108,7 @@ def _run_script(*args, timeout=300):
     return done.stdout
 
 
+@pytest.mark.slow
 def test_adapter_overhead_smoke_run_reports_both_models():
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
@@ -120,6 +122,7 @@ def test_adapter_overhead_smoke_run_reports_both_models():
         assert float(fields[timed[0]][:-2]) > 0 and float(fields[timed[1] + 1]) > 0, row
 
 
+@pytest.mark.slow
 def test_torch_demo_smoke_run_prints_the_accuracy_table():
     pytest.importorskip("torch")
     pytest.importorskip("sklearn")
@@ -127,6 +130,7 @@ def test_torch_demo_smoke_run_prints_the_accuracy_table():
     assert "mean gain over the selection rounds" in out, out
 
 
+@pytest.mark.slow
 def test_shrinking_pool_smoke_run_times_every_strategy_asked():
     pytest.importorskip("sklearn")
     out = _run_script(ROOT / "benchmarks" / "shrinking_pool.py", "--strategies", "margin,coreset", "--rounds", "2",

@@ -134,6 +134,7 @@ def numpy_features(params, x):
     return np.tanh(x @ np.asarray(params["w1"], np.float64) + np.asarray(params["b1"], np.float64))
 
 
+@pytest.mark.slow
 def test_regression_bait_equals_the_function():
     params, apply_fn, _ = jax_model(5, out=1)
     pool, labeled = pool_of(seed=5), pool_of(12, seed=6)
@@ -207,6 +208,7 @@ def test_torch_regression_uses_penultimate_features():
     np.testing.assert_array_equal(picks, np.asarray(want))
 
 
+@pytest.mark.slow
 def test_hf_pair_with_strings(tmp_path):
     pytest.importorskip("torch")
     hf = pytest.importorskip("transformers")

@@ -20,13 +20,26 @@ CHECKS = ["kmeans_pp_factored_and_dense", "kmeans_pp_uniform_fill_when_sharded",
           "explicit_axes_mesh", "hlo_no_gather_of_the_pool", "mixed_shardings_are_refused", "mesh_not_dividing_the_pool"]
 
 
-@pytest.fixture(scope="module")
-def results():
+# The fast tier runs these in a subprocess of their own; the full list runs with the slow tests.
+FAST = ["kmeans_pp_uniform_fill_when_sharded", "mixed_shardings_are_refused"]
+
+
+def _run(names):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, str(HERE / "_sharded_checks.py"), *CHECKS], capture_output=True,
+    proc = subprocess.run([sys.executable, str(HERE / "_sharded_checks.py"), *names], capture_output=True,
                           text=True, env=env, cwd=HERE.parent, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def results():
+    return _run(CHECKS)
+
+
+def test_sharded_fast_subset():
+    results = _run(FAST)
+    assert results == {name: "ok" for name in FAST}, results
 
 
 def test_the_subprocess_sees_eight_devices():
@@ -36,6 +49,7 @@ def test_the_subprocess_sees_eight_devices():
     assert out.stdout.strip() == "8", out.stdout + out.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CHECKS)
 def test_sharded(results, name):
     assert name in results, sorted(results)
