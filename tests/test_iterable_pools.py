@@ -47,7 +47,7 @@ SELECTORS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(SELECTORS))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "bald" else n for n in sorted(SELECTORS)])
 def test_iterable_pool_gives_the_array_picks(name):
     select = SELECTORS[name]
     expected = np.asarray(select(POOL, 12))

@@ -173,6 +173,7 @@ def torch_twin(params):
     return model
 
 
+@pytest.mark.slow
 def test_badge_prune_is_passed_through_and_changes_no_pick():
     params, apply_fn, _ = jax_model(3)
     pool = pool_of(seed=3)

@@ -328,6 +328,7 @@ def test_coreset_with_labeled_inputs():
     np.testing.assert_array_equal(np.asarray(ta.coreset(model, x, 6, labeled=labeled)), np.asarray(want))
 
 
+@pytest.mark.slow
 def test_bait_equals_fisher_greedy_on_the_torch_fisher_embedding():
     model, x, labeled = torch_mlp(8), pool_of(60, 8), pool_of(12, 9)
     want = aljax.fisher_greedy(ta.fisher_embedding(model, x), 5, labeled=ta.fisher_embedding(model, labeled),

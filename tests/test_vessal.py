@@ -255,6 +255,7 @@ def test_small_factorisations_match_numpy(seed, r):
     np.testing.assert_array_equal(singular, [0.0])
 
 
+@pytest.mark.slow
 def test_span_kernel_is_chosen_for_a_fixed_covariance_at_large_d(monkeypatch):
     assert _span.plan(5120, 1, 1000, 0, None) == 1000  # C·D = 5,120, k = 1,000 rows
     assert _span.plan(5120, 2, 700, 500, None) == 2400 and _span.plan(5120, 2, 800, 500, None) is None
@@ -395,6 +396,7 @@ def test_an_empty_labeled_set_seeds_nothing(small_chunks):
                                   aljax.vessal(params, apply_fn, pool, 8, key=2))
 
 
+@pytest.mark.slow
 def test_vessal_is_volume_stream_on_the_fisher_embedding(small_chunks):
     params, apply_fn, features, pool = _model_and_pool()
     labeled = pool[:30]
