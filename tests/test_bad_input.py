@@ -20,7 +20,9 @@ import pytest
 import aljax
 from aljax import LabelPool, scores
 from models import MODEL_KINDS
+from test_bait import random_factors
 from test_simulate import _run
+from test_vessal import _model_and_pool
 
 IN, C, N = 6, 3, 10
 
@@ -316,6 +318,145 @@ def test_bad_input_is_refused_with_a_message_naming_function_and_argument(case_i
     assert f"aljax.{fn}" in message, message
     assert f"`{arg}`" in message, message
     assert re.search(detail, message), message
+
+
+# ---------------------------------------------------------------- BAIT and VeSSAL: their own options
+# (arg, keywords changed from a valid call, exception)
+
+_FISHER_GOOD = random_factors(0, 10, 3, 4, dtype=np.float32)
+
+
+def _good():
+    return _FISHER_GOOD
+
+
+_EMB = jnp.ones((10, 4))
+_FF = aljax.FisherFactors(jnp.full((10, 3), 1 / 3), jnp.ones((10, 2)))
+
+
+GREEDY_BAD = [
+    ("k", dict(k=0), ValueError),
+    ("k", dict(k=11), ValueError),
+    ("k", dict(k=2.0), TypeError),
+    ("lamb", dict(lamb=0.0), ValueError),
+    ("lamb", dict(lamb=-1.0), ValueError),
+    ("lamb", dict(lamb=float("nan")), ValueError),
+    ("oversample", dict(oversample=0.5), ValueError),
+    ("oversample", dict(oversample="2"), TypeError),
+    ("key", dict(key="seed"), TypeError),
+    ("key", dict(key=jnp.zeros(3)), TypeError),
+    ("embedding", dict(embedding=jnp.ones((10, 12))), ValueError),
+    ("embedding", dict(embedding=jnp.ones((10, 3, 12), jnp.int32)), TypeError),
+    ("embedding", dict(embedding=[[1.0]]), TypeError),
+    ("embedding", dict(embedding=jnp.full((10, 3, 12), jnp.nan)), ValueError),
+    ("embedding", dict(embedding=aljax.FisherFactors(-jnp.ones((10, 3)), jnp.ones((10, 4)))), ValueError),
+    ("labeled", dict(labeled=random_factors(0, 5, 3, 5, dtype=np.float32)), ValueError),
+    # Rows of probabilities that do not sum to 1 (the Fisher sum relies on it).
+    ("embedding", dict(embedding=aljax.FisherFactors(jnp.full((10, 3), 0.5), jnp.ones((10, 4)))), ValueError),
+    ("embedding", dict(embedding=aljax.FisherFactors(_good().probs.at[7, 1].add(0.01), _good().h)), ValueError),
+    ("labeled", dict(labeled=aljax.FisherFactors(jnp.full((5, 3), 0.3), jnp.ones((5, 4)))), ValueError),
+    ("labeled", dict(labeled=jnp.ones((5, 3, 12))), TypeError),
+    ("labeled", dict(embedding=jnp.ones((10, 3, 12)), labeled=jnp.ones((5, 2, 12))), ValueError),
+    ("labeled", dict(embedding=jnp.ones((10, 3, 12)), labeled=random_factors(0, 5, 3, 4, dtype=np.float32)), TypeError),
+]
+
+BAIT_BAD = [
+    ("k", dict(k=11), ValueError),
+    ("lamb", dict(lamb=0), ValueError),
+    ("oversample", dict(oversample=0.99), ValueError),
+    ("labeled", dict(labeled=jnp.ones((4, 7))), ValueError),
+    ("labeled", dict(labeled=(jnp.ones((4, 6)),)), ValueError),
+    ("problem_type", dict(problem_type="ranking"), ValueError),
+    ("key", dict(key="seed"), TypeError),
+    ("pool", dict(pool=jnp.ones((0, 6))), ValueError),
+    ("apply_fn", dict(apply_fn=lambda p, x: jnp.ones((x.shape[0], 2, 2))), ValueError),
+]
+
+VOLUME_BAD = [
+    (dict(embedding=_EMB, k=None), ValueError, "k"),
+    (dict(embedding=_EMB, k=3, rate=0.5), ValueError, "k"),
+    (dict(embedding=_EMB, rate=0.0), ValueError, "rate"),
+    (dict(embedding=_EMB, rate=1.5), ValueError, "rate"),
+    (dict(embedding=_EMB, rate=True), TypeError, "rate"),
+    (dict(embedding=_EMB, k=0), ValueError, "k"),
+    (dict(embedding=_EMB, k=11), ValueError, "k"),
+    (dict(embedding=_EMB, k=2.0), TypeError, "k"),
+    (dict(embedding=_EMB, k=2, lamb=0.0), ValueError, "lamb"),
+    (dict(embedding=_EMB, k=2, lamb=-1.0), ValueError, "lamb"),
+    (dict(embedding=_FF, k=2, rank=0), ValueError, "rank"),
+    (dict(embedding=_FF, k=2, rank=4), ValueError, "rank"),
+    (dict(embedding=_EMB, k=2, rank=2), ValueError, "rank"),
+    (dict(embedding=jnp.ones(10), k=2), ValueError, "embedding"),
+    (dict(embedding=jnp.ones((10, 4), jnp.int32), k=2), TypeError, "embedding"),
+    (dict(embedding=[[1.0]], k=1), TypeError, "embedding"),
+    (dict(embedding=_EMB, k=2, covariance=jnp.eye(3)), ValueError, "covariance"),
+    (dict(embedding=_EMB, k=2, labeled=jnp.ones((3, 5))), ValueError, "labeled"),
+    (dict(embedding=_EMB, k=2, labeled=_FF), TypeError, "labeled"),
+    (dict(embedding=_EMB, k=2, key="seed"), TypeError, "key"),
+]
+
+
+
+def _vessal_cases():
+    params, apply_fn, features, pool = _model_and_pool(40)
+
+    def shifting():
+        yield pool[:10]
+        yield pool[10:20, :3]
+
+    return [
+        (dict(pool=pool, k=None), ValueError, "k"),
+        (dict(pool=pool, k=3, rate=0.2), ValueError, "k"),
+        (dict(pool=pool, rate=2.0), ValueError, "rate"),
+        (dict(pool=pool, k=41), ValueError, "k"),
+        (dict(pool=pool, k=3, rank=0), ValueError, "rank"),
+        (dict(pool=pool, k=3, rank=5), ValueError, "rank"),
+        (dict(pool=pool, k=3, rank=1.0), TypeError, "rank"),
+        (dict(pool=pool, k=3, rank=2, problem_type="regression"), ValueError, "rank"),
+        (dict(pool=pool, k=3, problem_type="ranking"), ValueError, "problem_type"),
+        (dict(pool=pool, k=3, lamb=0), ValueError, "lamb"),
+        (dict(pool=pool, k=3, batch_size=0), ValueError, "batch_size"),
+        (dict(pool=shifting(), rate=0.5), ValueError, "pool"),
+        (dict(pool=iter([pool[:10]]), k=3), ValueError, "length"),
+        (dict(pool=iter([pool[:10]]), k=3, length=0), ValueError, "length"),
+        (dict(pool=iter([pool[:10]]), rate=0.3, precompute_covariance=True), ValueError, "pool"),
+        (dict(pool=iter([]), rate=0.3), ValueError, "pool"),
+        (dict(pool=pool, k=3, precompute_covariance=1), TypeError, "precompute_covariance"),
+        (dict(pool=pool, k=3, length=40), ValueError, "length"),
+        (dict(pool=pool, k=3, key=1.5), TypeError, "key"),
+    ], params, apply_fn
+
+
+def _bait_model():
+    params, apply_fn, _, _, in_shape = MODEL_KINDS["plain"](jax.random.key(0))
+    return params, apply_fn, jnp.ones((10,) + in_shape)
+
+
+def _own_option_cases():
+    for i, (arg, change, exc) in enumerate(GREEDY_BAD):
+        kw = dict(embedding=_good(), k=3) | change
+        yield pytest.param(lambda kw=kw: aljax.fisher_greedy(kw.pop("embedding"), kw.pop("k"), **kw), exc,
+                           "fisher_greedy", arg, id=f"fisher_greedy-{arg}-{i}")
+    params, apply_fn, pool = _bait_model()
+    for i, (arg, change, exc) in enumerate(BAIT_BAD):
+        kw = dict(params=params, apply_fn=apply_fn, pool=pool, k=3) | change
+        yield pytest.param(lambda kw=kw: aljax.bait(kw.pop("params"), kw.pop("apply_fn"), kw.pop("pool"), kw.pop("k"),
+                                                    **kw), exc, "bait", arg, id=f"bait-{arg}-{i}")
+    for i, (kw, exc, arg) in enumerate(VOLUME_BAD):
+        yield pytest.param(lambda kw=dict(kw): aljax.volume_stream(kw.pop("embedding"), kw.pop("k", None), **kw), exc,
+                           "volume_stream", arg, id=f"volume_stream-{arg}-{i}")
+    cases, params, apply_fn = _vessal_cases()
+    for i, (kw, exc, arg) in enumerate(cases):
+        yield pytest.param(lambda kw=dict(kw): aljax.vessal(params, apply_fn, kw.pop("pool"), kw.pop("k", None), **kw),
+                           exc, "vessal", arg, id=f"vessal-{arg}-{i}")
+
+
+@pytest.mark.parametrize("call, exc, fn, arg", list(_own_option_cases()))
+def test_bait_and_vessal_refuse_their_own_bad_options(call, exc, fn, arg):
+    with pytest.raises(exc) as info:
+        call()
+    message = str(info.value)
+    assert f"aljax.{fn}" in message and f"`{arg}`" in message, message
 
 
 # ---------------------------------------------------------------- the experiment harness

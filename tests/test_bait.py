@@ -425,73 +425,12 @@ def test_regression_matches_its_dense_reference(outputs):
         np.testing.assert_array_equal(np.asarray(got), expected)
 
 
-# ---------------------------------------------------------------- bad input
-
-
-def _good():
-    return random_factors(0, 10, 3, 4, dtype=np.float32)
+# ---------------------------------------------------------------- bad input (the table: tests/test_bad_input.py)
 
 
 def _model():
     params, apply_fn, _, _, in_shape = MODEL_KINDS["plain"](jax.random.key(0))
     return params, apply_fn, jnp.ones((10,) + in_shape)
-
-
-GREEDY_BAD = [
-    ("k", dict(k=0), ValueError),
-    ("k", dict(k=11), ValueError),
-    ("k", dict(k=2.0), TypeError),
-    ("lamb", dict(lamb=0.0), ValueError),
-    ("lamb", dict(lamb=-1.0), ValueError),
-    ("lamb", dict(lamb=float("nan")), ValueError),
-    ("oversample", dict(oversample=0.5), ValueError),
-    ("oversample", dict(oversample="2"), TypeError),
-    ("key", dict(key="seed"), TypeError),
-    ("key", dict(key=jnp.zeros(3)), TypeError),
-    ("embedding", dict(embedding=jnp.ones((10, 12))), ValueError),
-    ("embedding", dict(embedding=jnp.ones((10, 3, 12), jnp.int32)), TypeError),
-    ("embedding", dict(embedding=[[1.0]]), TypeError),
-    ("embedding", dict(embedding=jnp.full((10, 3, 12), jnp.nan)), ValueError),
-    ("embedding", dict(embedding=aljax.FisherFactors(-jnp.ones((10, 3)), jnp.ones((10, 4)))), ValueError),
-    ("labeled", dict(labeled=random_factors(0, 5, 3, 5, dtype=np.float32)), ValueError),
-    # Rows of probabilities that do not sum to 1 (the Fisher sum relies on it).
-    ("embedding", dict(embedding=aljax.FisherFactors(jnp.full((10, 3), 0.5), jnp.ones((10, 4)))), ValueError),
-    ("embedding", dict(embedding=aljax.FisherFactors(_good().probs.at[7, 1].add(0.01), _good().h)), ValueError),
-    ("labeled", dict(labeled=aljax.FisherFactors(jnp.full((5, 3), 0.3), jnp.ones((5, 4)))), ValueError),
-    ("labeled", dict(labeled=jnp.ones((5, 3, 12))), TypeError),
-    ("labeled", dict(embedding=jnp.ones((10, 3, 12)), labeled=jnp.ones((5, 2, 12))), ValueError),
-    ("labeled", dict(embedding=jnp.ones((10, 3, 12)), labeled=random_factors(0, 5, 3, 4, dtype=np.float32)), TypeError),
-]
-
-
-@pytest.mark.parametrize("arg, change, error", GREEDY_BAD, ids=[f"{a}-{i}" for i, (a, _, _) in enumerate(GREEDY_BAD)])
-def test_fisher_greedy_rejects_bad_input(arg, change, error):
-    kwargs = dict(embedding=_good(), k=3) | change
-    with pytest.raises(error) as info:
-        aljax.fisher_greedy(kwargs.pop("embedding"), kwargs.pop("k"), **kwargs)
-    assert "aljax.fisher_greedy" in str(info.value) and f"`{arg}`" in str(info.value), str(info.value)
-
-
-BAIT_BAD = [
-    ("k", dict(k=11), ValueError),
-    ("lamb", dict(lamb=0), ValueError),
-    ("oversample", dict(oversample=0.99), ValueError),
-    ("labeled", dict(labeled=jnp.ones((4, 7))), ValueError),
-    ("labeled", dict(labeled=(jnp.ones((4, 6)),)), ValueError),
-    ("problem_type", dict(problem_type="ranking"), ValueError),
-    ("key", dict(key="seed"), TypeError),
-    ("pool", dict(pool=jnp.ones((0, 6))), ValueError),
-    ("apply_fn", dict(apply_fn=lambda p, x: jnp.ones((x.shape[0], 2, 2))), ValueError),
-]
-
-
-@pytest.mark.parametrize("arg, change, error", BAIT_BAD, ids=[f"{a}-{i}" for i, (a, _, _) in enumerate(BAIT_BAD)])
-def test_bait_rejects_bad_input(arg, change, error):
-    params, apply_fn, pool = _model()
-    kwargs = dict(params=params, apply_fn=apply_fn, pool=pool, k=3) | change
-    with pytest.raises(error) as info:
-        aljax.bait(kwargs.pop("params"), kwargs.pop("apply_fn"), kwargs.pop("pool"), kwargs.pop("k"), **kwargs)
-    assert "aljax.bait" in str(info.value) and f"`{arg}`" in str(info.value), str(info.value)
 
 
 def test_bait_rejects_nan_outputs():

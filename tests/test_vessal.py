@@ -498,87 +498,17 @@ def test_rank_above_the_classes_fails_before_the_forward_pass(streaming):
     assert ran
 
 
-# ---------------------------------------------------------------- bad input
+# ---------------------------------------------------------------- bad input (the table: tests/test_bad_input.py)
 
 _EMB = jnp.ones((10, 4))
-_FF = aljax.FisherFactors(jnp.full((10, 3), 1 / 3), jnp.ones((10, 2)))
+
 _NAN = jnp.ones((10, 4)).at[3, 1].set(jnp.nan)
-
-VOLUME_BAD = [
-    (dict(embedding=_EMB, k=None), ValueError, "k"),
-    (dict(embedding=_EMB, k=3, rate=0.5), ValueError, "k"),
-    (dict(embedding=_EMB, rate=0.0), ValueError, "rate"),
-    (dict(embedding=_EMB, rate=1.5), ValueError, "rate"),
-    (dict(embedding=_EMB, rate=True), TypeError, "rate"),
-    (dict(embedding=_EMB, k=0), ValueError, "k"),
-    (dict(embedding=_EMB, k=11), ValueError, "k"),
-    (dict(embedding=_EMB, k=2.0), TypeError, "k"),
-    (dict(embedding=_EMB, k=2, lamb=0.0), ValueError, "lamb"),
-    (dict(embedding=_EMB, k=2, lamb=-1.0), ValueError, "lamb"),
-    (dict(embedding=_FF, k=2, rank=0), ValueError, "rank"),
-    (dict(embedding=_FF, k=2, rank=4), ValueError, "rank"),
-    (dict(embedding=_EMB, k=2, rank=2), ValueError, "rank"),
-    (dict(embedding=jnp.ones(10), k=2), ValueError, "embedding"),
-    (dict(embedding=jnp.ones((10, 4), jnp.int32), k=2), TypeError, "embedding"),
-    (dict(embedding=[[1.0]], k=1), TypeError, "embedding"),
-    (dict(embedding=_EMB, k=2, covariance=jnp.eye(3)), ValueError, "covariance"),
-    (dict(embedding=_EMB, k=2, labeled=jnp.ones((3, 5))), ValueError, "labeled"),
-    (dict(embedding=_EMB, k=2, labeled=_FF), TypeError, "labeled"),
-    (dict(embedding=_EMB, k=2, key="seed"), TypeError, "key"),
-]
-
-
-@pytest.mark.parametrize("kwargs,exc,arg", VOLUME_BAD)
-def test_volume_stream_bad_input(kwargs, exc, arg):
-    with pytest.raises(exc, match=rf"aljax\.volume_stream: argument `{arg}`"):
-        aljax.volume_stream(**kwargs)
-
 
 def test_volume_stream_refuses_nan_and_rate_under_jit():
     with pytest.raises(ValueError, match=r"aljax\.volume_stream: .*NaN"):
         aljax.volume_stream(_NAN, 2)
     with pytest.raises(TypeError, match=r"aljax\.volume_stream: `rate=`"):
         jax.jit(lambda e: aljax.volume_stream(e, rate=0.5))(_EMB)
-
-
-def _vessal_bad_cases():
-    params, apply_fn, features, pool = _model_and_pool(40)
-
-    def shifting():
-        yield pool[:10]
-        yield pool[10:20, :3]
-
-    return [
-        (dict(pool=pool, k=None), ValueError, "k"),
-        (dict(pool=pool, k=3, rate=0.2), ValueError, "k"),
-        (dict(pool=pool, rate=2.0), ValueError, "rate"),
-        (dict(pool=pool, k=41), ValueError, "k"),
-        (dict(pool=pool, k=3, rank=0), ValueError, "rank"),
-        (dict(pool=pool, k=3, rank=5), ValueError, "rank"),
-        (dict(pool=pool, k=3, rank=1.0), TypeError, "rank"),
-        (dict(pool=pool, k=3, rank=2, problem_type="regression"), ValueError, "rank"),
-        (dict(pool=pool, k=3, problem_type="ranking"), ValueError, "problem_type"),
-        (dict(pool=pool, k=3, lamb=0), ValueError, "lamb"),
-        (dict(pool=pool, k=3, batch_size=0), ValueError, "batch_size"),
-        (dict(pool=shifting(), rate=0.5), ValueError, "pool"),
-        (dict(pool=iter([pool[:10]]), k=3), ValueError, "length"),
-        (dict(pool=iter([pool[:10]]), k=3, length=0), ValueError, "length"),
-        (dict(pool=iter([pool[:10]]), rate=0.3, precompute_covariance=True), ValueError, "pool"),
-        (dict(pool=iter([]), rate=0.3), ValueError, "pool"),
-        (dict(pool=pool, k=3, precompute_covariance=1), TypeError, "precompute_covariance"),
-        (dict(pool=pool, k=3, length=40), ValueError, "length"),
-        (dict(pool=pool, k=3, key=1.5), TypeError, "key"),
-    ], params, apply_fn
-
-
-@pytest.mark.parametrize("case", range(19))
-def test_vessal_bad_input(case):
-    cases, params, apply_fn = _vessal_bad_cases()
-    kwargs, exc, arg = cases[case]
-    kwargs = dict(kwargs)
-    pool, k = kwargs.pop("pool"), kwargs.pop("k", None)
-    with pytest.raises(exc, match=rf"aljax\.vessal: argument `{arg}`"):
-        aljax.vessal(params, apply_fn, pool, k, **kwargs)
 
 
 def test_vessal_refuses_the_removed_seed_fisher():
