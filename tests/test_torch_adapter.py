@@ -632,8 +632,13 @@ def test_top_level_functions_point_a_torch_module_to_the_adapter(name):
 def test_a_failing_forward_pass_names_the_function_and_the_batch():
     model, x = torch_mlp(), pool_of(10)
     with pytest.raises(RuntimeError, match=r"aljax\.torch_adapter\.badge: the model's forward pass failed on a "
-                                           r"batch of int64 \(10, 6\) \(integer inputs .*cast features to float\)"):
+                                           r"batch of argument `pool` \(int64 \(10, 6\) \(integer inputs .*cast "
+                                           r"features to float\)"):
         ta.badge(model, x.numpy().astype(np.int64), 2)
+    # A labeled set the model cannot take is named, and fails before the pool's forward pass.
+    for select in (ta.bait, ta.coreset, ta.vessal):
+        with pytest.raises(RuntimeError, match=r"forward pass failed on a batch of argument `labeled`"):
+            select(model, x, 2, labeled=torch.randn(3, IN + 1))
 
 
 def test_nan_in_outputs_is_refused():

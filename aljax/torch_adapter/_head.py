@@ -73,8 +73,9 @@ class _Head:
     hooks that module only. After the first batch only the head stays hooked.
     """
 
-    def __init__(self, fn: str, module, head: str | None):
+    def __init__(self, fn: str, module, head: str | None, arg: str = "pool"):
         self.fn, self.module, self.name, self.captured, self.checked = fn, module, head, None, False
+        self.arg = arg
         self.logits_are_head_output = False
         modules = dict(module.named_modules())
         if head is not None:
@@ -110,8 +111,8 @@ class _Head:
             output = self.module(*args, **kwargs)
         except (RuntimeError, TypeError, ValueError) as err:
             try:  # the same exception type, named; unless that type takes other arguments
-                named = type(err)(f"aljax.{self.fn}: the model's forward pass failed on a batch of "
-                                  f"{_describe_inputs(args, kwargs)}: {err}")
+                named = type(err)(f"aljax.{self.fn}: the model's forward pass failed on a batch of argument "
+                                  f"`{self.arg}` ({_describe_inputs(args, kwargs)}): {err}")
             except Exception:
                 raise err from None
             raise named from err

@@ -91,7 +91,7 @@ def _outputs(fn: str, model, pool, *, batch_size: int = 256, device=None, head: 
     was_training = module.training
     module.eval()
     try:
-        with torch.no_grad(), _Head(fn, module, head) as capture:
+        with torch.no_grad(), _Head(fn, module, head, arg) as capture:
             for args, kwargs in inputs.batches():
                 logits, h = capture.run(args, kwargs)
                 if check_first_batch is not None and gather_logits.rows == 0:

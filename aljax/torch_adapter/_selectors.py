@@ -33,10 +33,10 @@ def _select(fn: str, strategy: str, model, pool, k, *, key, batch_size, device, 
         if n is None:  # the model runs only to count the examples: any output shape will do
             n = int(_outputs(fn, model, pool, problem_type="regression", **common)[0].shape[0])
         return select_from_outputs(fn, "random", "classification", key, None, None, n, k)
-    logits, h = _outputs(fn, model, pool, problem_type=problem_type, check_first_batch=check_first_batch, **common)
     labeled_outputs = None
-    if labeled is not None:
+    if labeled is not None:  # first: a labeled set the model cannot take fails before the pool's pass
         labeled_outputs = _outputs(fn, model, labeled, arg="labeled", problem_type=problem_type, **common)
+    logits, h = _outputs(fn, model, pool, problem_type=problem_type, check_first_batch=check_first_batch, **common)
     return select_from_outputs(fn, strategy, problem_type, key, logits, h, int(logits.shape[0]), k, rate=rate,
                                labeled=labeled_outputs, options=options)
 
