@@ -7,7 +7,7 @@ module imports only modules of its own layer or of the layers listed before it
 1. ``_validate``: argument checks with one message style.
 2. ``_types``, ``_padding``, ``_linalg``, ``_sharding``, ``_pool``: embedding containers, size
    buckets, small linear algebra, row layouts over devices, chunking and streaming a pool.
-3. ``_dense_head``, ``_embeddings``, ``scores``: from a model to embeddings and scores.
+3. ``_dense_head``, ``_embeddings``, ``_scores``, ``scores``: from a model to embeddings and scores.
 4. ``_badge``, ``_bait``, ``_vessal``, ``_baselines``: selectors (arrays in, indices out) and
    the JAX front doors that embed a pool and call them.
 5. ``_strategies``: strategy name → embedding of a model's outputs → selector.

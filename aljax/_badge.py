@@ -12,7 +12,7 @@ from . import _validate
 from ._embeddings import factored_embedding, logits_and_features
 from ._padding import BUCKET_MAX_BYTES, nbytes, pad_to_bucket
 from ._sharding import auto_axes, row_layout, take_row
-from ._types import Factored, _check_pair
+from ._types import Factored, check_pair
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -289,7 +289,7 @@ def kmeans_pp(embedding, k: int, *, key=0, prune: bool = False) -> jax.Array:
     fn = "kmeans_pp"
     key = _validate.as_key(fn, key)
     if isinstance(embedding, Factored):  # again: a tree_map or tree_unflatten skips the constructor's check
-        _check_pair(fn, "embedding.a", "embedding.h", embedding.a, embedding.h)
+        check_pair(fn, "embedding.a", "embedding.h", embedding.a, embedding.h)
     else:
         _validate.check_floating_2d(fn, "embedding", embedding)
         embedding = jnp.asarray(embedding)

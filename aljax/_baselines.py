@@ -1,7 +1,7 @@
 """The baselines every active learning comparison needs: random, least confidence, margin,
 entropy, BALD (MC dropout) and core-set (k-center greedy).
 
-Each front door takes ``(params, apply_fn, pool, k, *, key=0, batch_size=1024, ...)`` and returns
+Each front door takes ``(params, apply_fn, pool, k, *, key=0, batch_size=256, ...)`` and returns
 ``k`` unique int32 indices into ``pool``. The score-based ones break ties by the lowest index;
 their score-level forms on logits live in :mod:`aljax.scores`.
 """
@@ -14,13 +14,12 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from . import _validate
+from . import _scores, _validate
 from ._embeddings import cached, check_outputs, logits_and_features, output_shape
-from ._pool import open_pool
 from ._linalg import HIGHEST
 from ._padding import BUCKET_MAX_BYTES, nbytes, pad_to_bucket
+from ._pool import open_pool
 from ._sharding import auto_axes, row_layout, take_row
-from .scores import _bald_from_parts, _bald_parts, _entropy, _least_confidence, _margin, _top_k
 
 def _pool_logits(fn: str, params, apply_fn: Callable, pool, k: int, batch_size: int) -> jax.Array:
     """``apply_fn`` over the pool in chunks, with shape checks on one chunk first; ``k`` is
@@ -94,7 +93,7 @@ def random_sample(params, apply_fn: Callable | None, pool, k: int, *, key=0, bat
 
 @functools.partial(jax.jit, static_argnames=("score", "k"))
 def _select_by_score(logits: jax.Array, score: Callable, k: int) -> jax.Array:
-    return _top_k(score(logits), k)
+    return _scores.top_k(score(logits), k)
 
 
 def _uncertainty(fn: str, score: Callable, params, apply_fn, pool, k, key, batch_size, problem_type) -> jax.Array:
@@ -126,17 +125,20 @@ _SELECTOR_ARGS = """
 
 def least_confidence(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 256,
                      problem_type: str = "classification") -> jax.Array:
-    return _uncertainty("least_confidence", _least_confidence, params, apply_fn, pool, k, key, batch_size, problem_type)
+    return _uncertainty("least_confidence", _scores.least_confidence, params, apply_fn, pool, k, key, batch_size,
+                        problem_type)
 
 
 def margin(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 256,
            problem_type: str = "classification") -> jax.Array:
-    return _uncertainty("margin", _margin, params, apply_fn, pool, k, key, batch_size, problem_type)
+    return _uncertainty("margin", _scores.margin, params, apply_fn, pool, k, key, batch_size,
+                        problem_type)
 
 
 def entropy(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 256,
             problem_type: str = "classification") -> jax.Array:
-    return _uncertainty("entropy", _entropy, params, apply_fn, pool, k, key, batch_size, problem_type)
+    return _uncertainty("entropy", _scores.entropy, params, apply_fn, pool, k, key, batch_size,
+                        problem_type)
 
 
 least_confidence.__doc__ = """Least-confidence sampling: the ``k`` points whose top predicted
@@ -193,7 +195,7 @@ def _row_passes(apply_fn: Callable, params, x, rows, keys) -> jax.Array:
 def _bald_chunk_fn(apply_fn: Callable) -> Callable:
     def parts(params, chunk, keys):
         x, rows = chunk
-        return _bald_parts(_row_passes(apply_fn, params, x, rows, keys))
+        return _scores.bald_parts(_row_passes(apply_fn, params, x, rows, keys))
 
     return jax.jit(parts)
 
@@ -296,7 +298,7 @@ def bald(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 2
 
 @functools.partial(jax.jit, static_argnames="k")
 def _select_bald(mean_probs, mean_entropy, k: int) -> jax.Array:
-    return _top_k(_bald_from_parts(mean_probs, mean_entropy), k)
+    return _scores.top_k(_scores.bald_from_parts(mean_probs, mean_entropy), k)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import numpy as np
 from . import _validate
 
 
-def _check_pair(cls: str, first: str, second: str, x, y) -> None:
+def check_pair(cls: str, first: str, second: str, x, y) -> None:
     for name, arr in ((first, x), (second, y)):
         shape = getattr(arr, "shape", None)
         if shape is None or len(shape) != 2:
@@ -44,7 +44,7 @@ class Factored:
     """
 
     def __init__(self, a, h):
-        _check_pair("Factored", "a", "h", a, h)
+        check_pair("Factored", "a", "h", a, h)
         self.a = a
         self.h = h
 
@@ -118,7 +118,7 @@ class FisherFactors:
     """
 
     def __init__(self, probs, h):
-        _check_pair("FisherFactors", "probs", "h", probs, h)
+        check_pair("FisherFactors", "probs", "h", probs, h)
         self.probs = probs
         self.h = h
 

@@ -133,9 +133,9 @@ class ActiveSampler:
             raise ValueError(f"aljax.{fn}: `features_fn` applies to (params, apply_fn) pairs only; for a torch "
                              "model pass `head=` with the name of the final layer.")
         if self._kind == "torch" and strategy != "random":  # random never runs the model
-            from . import torch_adapter
+            from .torch_adapter._head import check_head
 
-            torch_adapter._check_head(fn, self.model, head)
+            check_head(fn, self.model, head)
         self._options = {"features_fn": features_fn, "head": head, "device": device, "max_length": max_length}
         self.labeled_data = None if _no_labeled(labeled_data) else labeled_data
 
@@ -145,9 +145,9 @@ class ActiveSampler:
             return "torch", model
         if isinstance(model, (tuple, list)) and len(model) == 2:
             if _is_torch_module(model[0]):
-                from . import torch_adapter
+                from .torch_adapter._inputs import unpack_model
 
-                torch_adapter._unpack_model(fn, model)  # a bad tokenizer fails here, not at select()
+                unpack_model(fn, model)  # a bad tokenizer fails here, not at select()
                 return "torch", tuple(model)
             if callable(model[1]):
                 return "jax", tuple(model)
@@ -162,11 +162,11 @@ class ActiveSampler:
     def _outputs(self, data, arg):
         fn = "ActiveSampler.select"
         if self._kind == "torch":
-            from . import torch_adapter
+            from .torch_adapter._outputs import outputs
 
-            return torch_adapter._outputs(fn, self.model, data, batch_size=self.batch_size, arg=arg,
-                                          problem_type=self.problem_type, head=self._options["head"],
-                                          device=self._options["device"], max_length=self._options["max_length"])
+            return outputs(fn, self.model, data, batch_size=self.batch_size, arg=arg, problem_type=self.problem_type,
+                           head=self._options["head"], device=self._options["device"],
+                           max_length=self._options["max_length"])
         params, apply_fn = self.model
         try:
             if not _validate.is_batch_iterable(data):
@@ -182,9 +182,9 @@ class ActiveSampler:
             if _validate.is_batch_iterable(candidates):
                 return None  # known after the embedding pass
             return _validate.pool_size("ActiveSampler.select", candidates, "candidates")
-        from . import torch_adapter
+        from .torch_adapter._inputs import pool_len
 
-        return torch_adapter._pool_len(candidates)
+        return pool_len(candidates)
 
     def select(self, candidates) -> np.ndarray:
         """Indices of the candidates to label.

@@ -16,12 +16,10 @@ Gal, Islam & Ghahramani, "Deep Bayesian active learning with image data", ICML 2
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 
-from . import _validate
+from . import _scores, _validate
 
 __all__ = ["bald", "entropy", "least_confidence", "margin", "top_k"]
 
@@ -43,50 +41,6 @@ def _check_logits(fn: str, logits, *, ndim: int = 2) -> jax.Array:
     return jnp.asarray(logits)
 
 
-# Kernels: assume valid input; shared with the model-level selectors in _baselines.
-
-
-def _least_confidence(logits: jax.Array) -> jax.Array:
-    return 1.0 - jnp.max(jax.nn.softmax(logits, axis=-1), axis=-1)
-
-
-def _margin(logits: jax.Array) -> jax.Array:
-    top2 = jax.lax.top_k(jax.nn.softmax(logits, axis=-1), 2)[0]
-    return 1.0 - (top2[..., 0] - top2[..., 1])
-
-
-def _entropy(logits: jax.Array) -> jax.Array:
-    # H(p) = -sum_c p_c log p_c, with log p from log_softmax (0 log 0 = 0, no log of 0).
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
-
-
-def _bald_parts(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Per point: the mean probabilities over MC samples ``(n, C)`` and the mean entropy ``(n,)``."""
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    probs = jnp.exp(logp)
-    return jnp.mean(probs, axis=0), jnp.mean(-jnp.sum(probs * logp, axis=-1), axis=0)
-
-
-def _bald_from_parts(mean_probs: jax.Array, mean_entropy: jax.Array) -> jax.Array:
-    # I(y; w | x) = H(E_w p) - E_w H(p) >= 0 (Jensen); clip the rounding noise below 0.
-    safe = jnp.where(mean_probs > 0, mean_probs, 1.0)
-    predictive_entropy = -jnp.sum(mean_probs * jnp.log(safe), axis=-1)
-    return jnp.maximum(predictive_entropy - mean_entropy, 0.0)
-
-
-def _bald(logits: jax.Array) -> jax.Array:
-    return _bald_from_parts(*_bald_parts(logits))
-
-
-@functools.partial(jax.jit, static_argnames="k")
-def _top_k(scores: jax.Array, k: int) -> jax.Array:
-    # lax.top_k puts the lower index first among equal values; -0.0 would rank below +0.0, so
-    # canonicalise zeros first.
-    scores = jnp.where(scores == 0, jnp.zeros_like(scores), scores)
-    return jax.lax.top_k(scores, k)[1].astype(jnp.int32)
-
-
 # Public score-level API.
 
 
@@ -105,7 +59,7 @@ def least_confidence(logits) -> jax.Array:
       >>> scores.least_confidence(jnp.zeros((1, 4))).tolist()
       [0.75]
     """
-    return _least_confidence(_check_logits("scores.least_confidence", logits))
+    return _scores.least_confidence(_check_logits("scores.least_confidence", logits))
 
 
 def margin(logits) -> jax.Array:
@@ -124,7 +78,7 @@ def margin(logits) -> jax.Array:
       >>> scores.margin(jnp.zeros((1, 3))).tolist()
       [1.0]
     """
-    return _margin(_check_logits("scores.margin", logits))
+    return _scores.margin(_check_logits("scores.margin", logits))
 
 
 def entropy(logits) -> jax.Array:
@@ -142,7 +96,7 @@ def entropy(logits) -> jax.Array:
       >>> round(float(scores.entropy(jnp.zeros((1, 2)))[0]), 4)
       0.6931
     """
-    return _entropy(_check_logits("scores.entropy", logits))
+    return _scores.entropy(_check_logits("scores.entropy", logits))
 
 
 def bald(logits) -> jax.Array:
@@ -162,7 +116,7 @@ def bald(logits) -> jax.Array:
       >>> bool(scores.bald(samples)[0] > 0.5)
       True
     """
-    return _bald(_check_logits("scores.bald", logits, ndim=3))
+    return _scores.bald(_check_logits("scores.bald", logits, ndim=3))
 
 
 def top_k(scores, k: int) -> jax.Array:
@@ -193,4 +147,4 @@ def top_k(scores, k: int) -> jax.Array:
         raise ValueError(_validate.message(fn, "scores", "a non-empty array", "an empty array"))
     k = _validate.check_k(fn, k, shape[0])
     _validate.check_finite(fn, "the values of argument `scores`", scores)
-    return _top_k(jnp.asarray(scores), k)
+    return _scores.top_k(jnp.asarray(scores), k)

@@ -18,7 +18,7 @@ PACKAGE = ROOT / "aljax"
 LAYERS = [
     ["_validate"],
     ["_types", "_padding", "_linalg", "_sharding", "_pool"],
-    ["_dense_head", "_embeddings", "scores"],
+    ["_dense_head", "_embeddings", "_scores", "scores"],
     ["_badge", "_bait", "_vessal", "_baselines"],
     ["_strategies"],
     ["torch_adapter"],
@@ -119,6 +119,26 @@ def test_no_import_cycle():
     # The package root re-exports everything and nothing imports it: importing a submodule by
     # `from . import x` in __init__ is not a cycle unless x imports the root back.
     assert not cycles, "\n".join(cycles)
+
+
+def test_no_module_imports_private_names_of_another_part():
+    """Helpers shared between modules are named without an underscore (the modules themselves
+    are private); underscore names stay inside their module, or inside one package."""
+    modules = _modules()
+    found = []
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            targets = _resolve(name, path.name == "__init__.py", node)
+            if node.module is None or not targets or targets[0] not in modules:
+                continue  # `from . import _module` imports a module, not a private name
+            source = targets[0]
+            if _component(source) == _component(name):
+                continue
+            found += [f"{name} imports {alias.name} from {source}" for alias in node.names
+                      if alias.name.startswith("_") and f"{source}.{alias.name}" not in modules]
+    assert not found, "\n".join(found)
 
 
 def test_the_layer_check_catches_an_upward_import(tmp_path, monkeypatch):

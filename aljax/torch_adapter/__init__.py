@@ -54,12 +54,6 @@ from ._selectors import margin as margin
 from ._selectors import random_sample as random_sample
 from ._selectors import vessal as vessal
 
-# Used by aljax.sampler (private: not part of the public API).
-from ._head import _check_head as _check_head
-from ._inputs import _pool_len as _pool_len
-from ._inputs import _unpack_model as _unpack_model
-from ._outputs import _outputs as _outputs
-
 __all__ = [
     # DLPack hand-over
     "to_jax",

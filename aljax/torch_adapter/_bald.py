@@ -6,13 +6,13 @@ import jax
 import jax.numpy as jnp
 import torch
 
-from .. import _validate, scores
+from .. import _scores, _validate, scores
 from ._dlpack import to_jax
 from ._head import _logits_of
-from ._inputs import _Inputs, _model_device, _pool_len, _unpack_model
+from ._inputs import _Inputs, _model_device, pool_len, unpack_model
 
 # BALD's per-batch parts (mean probabilities, mean entropy over the passes), compiled once.
-_jit_bald_parts = jax.jit(scores._bald_parts)
+_jit_bald_parts = jax.jit(_scores.bald_parts)
 
 
 def _dropout_seed(key) -> int:
@@ -66,10 +66,10 @@ def bald(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, max_
       (5,)
     """
     fn = "torch_adapter.bald"
-    module, tokenizer = _unpack_model(fn, model)
+    module, tokenizer = unpack_model(fn, model)
     key = _validate.as_key(fn, key)
     _validate.check_problem_type(fn, problem_type, "bald")
-    k = _validate.check_k(fn, k, _pool_len(pool) or None)
+    k = _validate.check_k(fn, k, pool_len(pool) or None)
     mc_samples = _validate.check_int(fn, "mc_samples", mc_samples, low=2)
     batch_size = _validate.check_int(fn, "batch_size", batch_size, low=1)
     if max_length is not None:
@@ -111,4 +111,4 @@ def bald(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, max_
     mean_probs, mean_entropy = jnp.concatenate(probs), jnp.concatenate(entropies)
     _validate.check_k(fn, k, mean_probs.shape[0])
     _validate.check_finite(fn, "the MC-averaged probabilities and entropies", mean_probs, mean_entropy)
-    return scores.top_k(scores._bald_from_parts(mean_probs, mean_entropy), k)
+    return scores.top_k(_scores.bald_from_parts(mean_probs, mean_entropy), k)

@@ -17,8 +17,8 @@ from .._embeddings import hallucinated_residual, softmax
 from .._types import Factored, FisherFactors
 from ._dlpack import to_jax
 from ._head import _Head, _head_module, _logits_of
-from ._inputs import _Inputs, _model_device, _unpack_model
-from ._outputs import _outputs
+from ._inputs import _Inputs, _model_device, unpack_model
+from ._outputs import outputs
 
 
 def last_layer_embedding(model, pool, *, batch_size: int = 256, device=None, head: str | None = None,
@@ -59,7 +59,7 @@ def last_layer_embedding(model, pool, *, batch_size: int = 256, device=None, hea
       >>> ta.last_layer_embedding(model, torch.randn(50, 4))
       Factored(a=float32[50, 3], h=float32[50, 16])
     """
-    logits, h = _outputs("torch_adapter.last_layer_embedding", model, pool, batch_size=batch_size, device=device,
+    logits, h = outputs("torch_adapter.last_layer_embedding", model, pool, batch_size=batch_size, device=device,
                          head=head, max_length=max_length)
     return Factored(hallucinated_residual(logits), h)
 
@@ -95,7 +95,7 @@ def fisher_embedding(model, pool, *, batch_size: int = 256, device=None, head: s
       >>> ta.fisher_embedding(model, torch.randn(50, 4))
       FisherFactors(probs=float32[50, 3], h=float32[50, 16])
     """
-    logits, h = _outputs("torch_adapter.fisher_embedding", model, pool, batch_size=batch_size, device=device,
+    logits, h = outputs("torch_adapter.fisher_embedding", model, pool, batch_size=batch_size, device=device,
                          head=head, max_length=max_length)
     return FisherFactors(softmax(logits), h)
 
@@ -134,7 +134,7 @@ def logits_and_features(model, pool, *, batch_size: int = 256, device=None, head
       >>> logits.shape, h.shape
       ((50, 3), (50, 16))
     """
-    return _outputs("torch_adapter.logits_and_features", model, pool, batch_size=batch_size, device=device, head=head,
+    return outputs("torch_adapter.logits_and_features", model, pool, batch_size=batch_size, device=device, head=head,
                     max_length=max_length, problem_type=problem_type)
 
 
@@ -206,7 +206,7 @@ def gradient_embedding(model, pool, *, wrt=None, batch_size: int = 256, device=N
       (20, 48)
     """
     fn = "torch_adapter.gradient_embedding"
-    module, tokenizer = _unpack_model(fn, model)
+    module, tokenizer = unpack_model(fn, model)
     batch_size = _validate.check_int(fn, "batch_size", batch_size, low=1)
     key = _validate.as_key(fn, key)
     if project_to is not None:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import torch
 
 from .. import _validate
-from ._inputs import _unpack_model
+from ._inputs import unpack_model
 
 
 def _logits_of(fn: str, out):
@@ -56,10 +56,10 @@ def _no_linear(fn: str):
                      "final layer (any module whose input is the penultimate features).")
 
 
-def _check_head(fn: str, model, head: str | None) -> None:
+def check_head(fn: str, model, head: str | None) -> None:
     """What can be checked of the final layer before a forward pass: ``head`` names a submodule,
     or (auto-detection) the model has an ``nn.Linear`` at all."""
-    module, _ = _unpack_model(fn, model)
+    module, _ = unpack_model(fn, model)
     if head is not None:
         _head_module(fn, module, head)
     elif not any(isinstance(m, torch.nn.Linear) for m in module.modules()):

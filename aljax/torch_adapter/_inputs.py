@@ -20,7 +20,7 @@ from ._dlpack import to_torch
 _LABEL_KEYS = ("labels", "label", "label_ids")
 
 
-def _unpack_model(fn: str, model):
+def unpack_model(fn: str, model):
     """``model`` or ``(model, tokenizer)`` -> (module, tokenizer or None)."""
     if isinstance(model, torch.nn.Module):
         return model, None
@@ -222,7 +222,7 @@ def _forward_params(module):
     return set(params)
 
 
-def _pool_len(pool) -> int | None:
+def pool_len(pool) -> int | None:
     if isinstance(pool, (torch.Tensor, np.ndarray, jax.Array)):
         return int(pool.shape[0]) if pool.ndim else None
     if isinstance(pool, (list, tuple)):

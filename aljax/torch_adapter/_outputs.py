@@ -8,7 +8,7 @@ import torch
 from .. import _validate
 from ._dlpack import to_jax
 from ._head import _Head
-from ._inputs import _Inputs, _model_device, _unpack_model
+from ._inputs import _Inputs, _model_device, unpack_model
 
 
 class _Gather:
@@ -72,7 +72,7 @@ class _Gather:
 _GUARD_BATCH_BYTES = 1 << 16
 
 
-def _outputs(fn: str, model, pool, *, batch_size: int = 256, device=None, head: str | None = None,
+def outputs(fn: str, model, pool, *, batch_size: int = 256, device=None, head: str | None = None,
              max_length: int | None = None, problem_type: str = "classification", arg: str = "pool",
              check_first_batch=None):
     """Run the model over the pool -> ``(logits, h)`` as JAX arrays (``n`` rows each).
@@ -80,7 +80,7 @@ def _outputs(fn: str, model, pool, *, batch_size: int = 256, device=None, head: 
     ``check_first_batch(logits)``, if given, runs on the first batch's logits (a torch tensor), so
     that an argument that depends on the output shape fails before the rest of the pool runs.
     """
-    module, tokenizer = _unpack_model(fn, model)
+    module, tokenizer = unpack_model(fn, model)
     _validate.check_problem_type(fn, problem_type)
     batch_size = _validate.check_int(fn, "batch_size", batch_size, low=1)
     if max_length is not None:

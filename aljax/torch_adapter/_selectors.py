@@ -13,8 +13,8 @@ import jax
 
 from .. import _validate
 from .._strategies import select_from_outputs
-from ._inputs import _pool_len
-from ._outputs import _outputs
+from ._inputs import pool_len
+from ._outputs import outputs
 
 
 def _select(fn: str, strategy: str, model, pool, k, *, key, batch_size, device, head, max_length,
@@ -23,7 +23,7 @@ def _select(fn: str, strategy: str, model, pool, k, *, key, batch_size, device, 
     """Check what can be checked before a forward pass, run the model, pick."""
     key = _validate.as_key(fn, key)
     _validate.check_problem_type(fn, problem_type, strategy)
-    n = _pool_len(pool)
+    n = pool_len(pool)
     if k is not None:
         k = _validate.check_k(fn, k, n or None)  # n = 0: refused as an empty pool below
     common = dict(batch_size=batch_size, device=device, head=head, max_length=max_length)
@@ -31,12 +31,12 @@ def _select(fn: str, strategy: str, model, pool, k, *, key, batch_size, device, 
         if n == 0:
             raise ValueError(_validate.message(fn, "pool", "a non-empty pool", "an empty pool (0 examples)"))
         if n is None:  # the model runs only to count the examples: any output shape will do
-            n = int(_outputs(fn, model, pool, problem_type="regression", **common)[0].shape[0])
+            n = int(outputs(fn, model, pool, problem_type="regression", **common)[0].shape[0])
         return select_from_outputs(fn, "random", "classification", key, None, None, n, k)
     labeled_outputs = None
     if labeled is not None:  # first: a labeled set the model cannot take fails before the pool's pass
-        labeled_outputs = _outputs(fn, model, labeled, arg="labeled", problem_type=problem_type, **common)
-    logits, h = _outputs(fn, model, pool, problem_type=problem_type, check_first_batch=check_first_batch, **common)
+        labeled_outputs = outputs(fn, model, labeled, arg="labeled", problem_type=problem_type, **common)
+    logits, h = outputs(fn, model, pool, problem_type=problem_type, check_first_batch=check_first_batch, **common)
     return select_from_outputs(fn, strategy, problem_type, key, logits, h, int(logits.shape[0]), k, rate=rate,
                                labeled=labeled_outputs, options=options)
 
