@@ -51,7 +51,8 @@ def random_kernel(key: jax.Array, n: int, k: int) -> jax.Array:
     return jax.random.permutation(key, n)[:k].astype(jnp.int32)
 
 
-def random_sample(params, apply_fn: Callable | None, pool, k: int, *, key=0, batch_size: int = 256) -> jax.Array:
+def random_sample(params, apply_fn: Callable | None, pool, k: int, *, key=0, batch_size: int = 256,
+                  problem_type: str = "classification") -> jax.Array:
     """Uniform random sampling without replacement: the baseline every strategy must beat.
 
     ``params`` and ``apply_fn`` are accepted (and ignored) so that every selector has the same
@@ -66,6 +67,8 @@ def random_sample(params, apply_fn: Callable | None, pool, k: int, *, key=0, bat
       key: int seed or ``jax.random`` key (default 0: two calls without a key use the same
         randomness; in a loop pass a fresh key each round).
       batch_size: ignored (accepted for a uniform signature).
+      problem_type: ``"classification"`` or ``"regression"``: checked, otherwise ignored (accepted
+        so that strategies can be swapped without changing the call).
 
     Returns:
       ``(k,)`` int32 unique indices into ``pool``, uniformly at random.
@@ -76,6 +79,7 @@ def random_sample(params, apply_fn: Callable | None, pool, k: int, *, key=0, bat
       (4,)
     """
     fn = "random_sample"
+    _validate.check_problem_type(fn, problem_type)
     k, key, _ = _check_common(fn, pool, k, key, batch_size)
     if _validate.is_batch_iterable(pool):
         n = sum(_validate.pool_size(fn, batch, allow_empty=True) for batch in _validate.checked_batches(fn, pool))

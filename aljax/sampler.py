@@ -50,8 +50,12 @@ class ActiveSampler:
     ``"vessal"`` (Saran et al., ICML 2023: :func:`aljax.volume_stream`, candidates streamed in
     order), ``"margin"``, ``"entropy"``, ``"least_confidence"`` (:mod:`aljax.scores`),
     ``"coreset"`` (Sener & Savarese, ICLR 2018: :func:`aljax.k_center_greedy` on the
-    penultimate features) and ``"random"``; each gives the same picks as the front door of the
-    same name (:func:`aljax.badge`, ...) called with the same keywords. With
+    penultimate features) and ``"random"`` (:func:`aljax.random_sample`); each gives the same
+    picks as the front door of the same name called with the same keywords and the key of that
+    ``select``: the sampler holds a key and splits it at every call (``key, sub =
+    jax.random.split(key)``), and the picks use ``sub``. BALD is not a sampler strategy: it needs
+    a stochastic ``apply_fn(params, x, key)``; call :func:`aljax.bald` (or
+    :func:`aljax.torch_adapter.bald`) directly. With
     ``problem_type="regression"`` the embedding is the penultimate features ``h`` (the Fisher of
     a Gaussian head is ``h hᵀ``; BADGE's hallucinated gradient is zero, so ``"badge"`` is
     k-means++ on ``h``); the uncertainty strategies are classification-only.

@@ -90,8 +90,6 @@ SHARED_FRONT = [
 def _shared_front_cases():
     for name in FRONT_DOORS:
         for case_id, kw, exc, arg, detail in SHARED_FRONT:
-            if arg == "problem_type" and name == "random_sample":
-                continue
             yield pytest.param(name, kw, exc, arg, detail, id=f"{name}-{case_id}")
         if name in TAKES_LABELED:
             yield pytest.param(name, {"labeled": jnp.ones((4, IN + 1))}, ValueError, "labeled", r"",

@@ -366,7 +366,7 @@ def coreset(model, pool, k: int, *, key=0, labeled=None, batch_size: int = 256, 
 
 
 def random_sample(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, head: str | None = None,
-                  max_length: int | None = None) -> jax.Array:
+                  max_length: int | None = None, problem_type: str = "classification") -> jax.Array:
     """Uniform random sampling without replacement, the baseline every strategy is compared with.
 
     ``model`` is not run when the pool's size is known (a tensor, an array, a list, a sized
@@ -386,6 +386,8 @@ def random_sample(model, pool, k: int, *, key=0, batch_size: int = 256, device=N
       device: where input batches are sent, when the model runs.
       head: name of the final layer, when the model runs.
       max_length: tokeniser truncation length, when the model runs on strings.
+      problem_type: ``"classification"`` or ``"regression"``: checked, otherwise ignored (accepted
+        so that strategies can be swapped without changing the call).
 
     Returns:
       ``(k,)`` int32 unique indices into ``pool``.
@@ -396,4 +398,4 @@ def random_sample(model, pool, k: int, *, key=0, batch_size: int = 256, device=N
       (4,)
     """
     return _select("torch_adapter.random_sample", "random", model, pool, k, key=key, batch_size=batch_size,
-                   device=device, head=head, max_length=max_length)
+                   device=device, head=head, max_length=max_length, problem_type=problem_type)
