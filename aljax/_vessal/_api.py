@@ -56,7 +56,8 @@ def volume_stream(embedding, k: int | None = None, *, key=0, labeled=None, rate:
       rank: for a :class:`~aljax.FisherFactors`, the number of Fisher rows per point, in
         ``[1, C]`` (default 1); for other kinds ``None`` or the rank their shape implies.
       covariance: optional fixed ``(d, d)`` ``Σ̂`` used for every point instead of the running one
-        (:func:`aljax._vessal.covariance_of` computes the mean of ``UᵀU`` over the pool).
+        (for example the mean of ``UᵀU`` over the pool's rows, which ``vessal(...,
+        precompute_covariance=True)`` computes).
 
     Returns:
       int32 indices into the stream: ``(k,)``, the kept ones in stream order then any uniform
@@ -139,8 +140,7 @@ def vessal(params, apply_fn: Callable, pool, k: int | None = None, *, key=0, lab
       rank: Fisher rows per point, in ``[1, C]`` (classification); 1 for regression.
       lamb: ``λ > 0`` for ``A₀ = λI``.
       precompute_covariance: take a first pass over the pool to compute ``Σ̂`` (the mean of
-        ``UᵀU`` over the pool and the labeled set, :func:`aljax._vessal.covariance_of`) and use
-        it, fixed, for every point. An iterable pool must then be re-iterable (e.g. an object
+        ``UᵀU`` over the pool and the labeled set) and use it, fixed, for every point. An iterable pool must then be re-iterable (e.g. an object
         whose ``__iter__`` starts a new pass, such as a data loader; not a generator).
       length: the stream length in examples, for ``k=`` with an iterable pool.
 
