@@ -21,6 +21,11 @@ import aljax
 from aljax import LabelPool, scores
 from models import MODEL_KINDS
 from test_bait import random_factors
+from test_iterable_pools import APPLY as IT_APPLY
+from test_iterable_pools import LABELED as IT_LABELED
+from test_iterable_pools import PARAMS as IT_PARAMS
+from test_iterable_pools import POOL as IT_POOL
+from test_iterable_pools import batches as it_batches
 from test_simulate import _run
 from test_vessal import _model_and_pool
 
@@ -305,6 +310,36 @@ CASES = [
      "ActiveSampler.select", "budget", r""),
     ("sampler strings to a JAX model", lambda: _sampler().select(["a", "b"]), TypeError, "ActiveSampler.select",
      "candidates", r""),
+]
+
+
+# Pools given as iterables of batches.
+CASES += [
+    ("badge empty iterable", lambda: aljax.badge(IT_PARAMS, IT_APPLY, iter([]), 3), ValueError, "badge", "pool",
+     r"no examples"),
+    ("random_sample iterable of empty batches",
+     lambda: aljax.random_sample(None, None, iter([IT_POOL[:0], IT_POOL[:0]]), 3), ValueError, "random_sample",
+     "pool", r"no examples"),
+    ("margin batches change shape", lambda: aljax.margin(IT_PARAMS, IT_APPLY, iter([IT_POOL[:10], IT_POOL[:10, :3]]), 3),
+     ValueError, "margin", "pool", r"trailing shape"),
+    ("coreset k above a streamed pool", lambda: aljax.coreset(IT_PARAMS, IT_APPLY, it_batches(IT_POOL[:30], [10]), 50),
+     ValueError, "coreset", "k", r"cannot select 50 points from a pool of 30"),
+    ("random_sample k above a streamed pool",
+     lambda: aljax.random_sample(None, None, it_batches(IT_POOL[:30], [10]), 50), ValueError, "random_sample", "k",
+     r"cannot select 50 points from a pool of 30"),
+    ("bait labeled shape, streamed pool",
+     lambda: aljax.bait(IT_PARAMS, IT_APPLY, it_batches(IT_POOL, [100]), 3, labeled=IT_LABELED[:, :3]), ValueError,
+     "bait", "labeled", r"trailing shape"),
+    ("coreset labeled structure, streamed pool",
+     lambda: aljax.coreset(IT_PARAMS, IT_APPLY, it_batches(IT_POOL, [100]), 3, labeled={"x": IT_LABELED}),
+     ValueError, "coreset", "labeled", r"structure"),
+    ("bait k zero, streamed pool", lambda: aljax.bait(IT_PARAMS, IT_APPLY, it_batches(IT_POOL, [100]), 0), ValueError,
+     "bait", "k", r""),
+    ("entropy k float, streamed pool", lambda: aljax.entropy(IT_PARAMS, IT_APPLY, it_batches(IT_POOL, [100]), 2.5),
+     TypeError, "entropy", "k", r""),
+    ("last_layer_embedding empty batches",
+     lambda: aljax.last_layer_embedding(IT_PARAMS, IT_APPLY, (b for b in [jnp.zeros((0, 6))])), ValueError,
+     "last_layer_embedding", "pool", r""),
 ]
 
 

@@ -7,7 +7,6 @@ import gc
 import weakref
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -116,26 +115,3 @@ def test_raw_batches_are_not_kept():
 
     aljax.badge(PARAMS, APPLY, tracked(), 5, batch_size=16)
     assert len(alive) == 10  # read once, every batch
-
-
-def test_bad_iterables():
-    with pytest.raises(ValueError, match=r"aljax\.badge: .*`pool`.*no examples"):
-        aljax.badge(PARAMS, APPLY, iter([]), 3)
-    with pytest.raises(ValueError, match=r"aljax\.random_sample: .*`pool`.*no examples"):
-        aljax.random_sample(None, None, iter([POOL[:0], POOL[:0]]), 3)
-    with pytest.raises(ValueError, match=r"aljax\.margin: .*`pool`.*trailing shape"):
-        aljax.margin(PARAMS, APPLY, iter([POOL[:10], POOL[:10, :3]]), 3)
-    with pytest.raises(ValueError, match=r"aljax\.coreset: .*cannot select 50 points from a pool of 30"):
-        aljax.coreset(PARAMS, APPLY, batches(POOL[:30], [10]), 50)
-    with pytest.raises(ValueError, match=r"aljax\.random_sample: .*cannot select 50 points from a pool of 30"):
-        aljax.random_sample(None, None, batches(POOL[:30], [10]), 50)
-    with pytest.raises(ValueError, match=r"aljax\.bait: .*`labeled`.*trailing shape"):
-        aljax.bait(PARAMS, APPLY, batches(POOL, [100]), 3, labeled=LABELED[:, :3])
-    with pytest.raises(ValueError, match=r"aljax\.coreset: .*`labeled`.*structure"):
-        aljax.coreset(PARAMS, APPLY, batches(POOL, [100]), 3, labeled={"x": LABELED})
-    with pytest.raises(ValueError, match=r"aljax\.bait: .*`k`"):
-        aljax.bait(PARAMS, APPLY, batches(POOL, [100]), 0)
-    with pytest.raises(TypeError, match=r"aljax\.entropy: .*`k`"):
-        aljax.entropy(PARAMS, APPLY, batches(POOL, [100]), 2.5)
-    with pytest.raises(ValueError, match=r"aljax\.last_layer_embedding: .*`pool`"):
-        aljax.last_layer_embedding(PARAMS, APPLY, (b for b in [jnp.zeros((0, 6))]))
