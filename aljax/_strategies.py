@@ -76,6 +76,9 @@ def select_from_outputs(fn: str, strategy: str, problem_type: str, key, logits, 
         return fisher_greedy(emb, k, key=key, labeled=labeled_emb, lamb=lamb,
                              oversample=options.get("oversample", 2.0))
     if strategy == "vessal":
+        if regression and options.get("rank", 1) != 1:  # as aljax.vessal: one row h per point
+            raise ValueError(_validate.message(fn, "rank", "1 for regression (the Fisher of a Gaussian head "
+                                               "is h hᵀ, rank 1)", options["rank"]))
         rank = options.get("rank", 1) if isinstance(emb, FisherFactors) else None
         if rank is not None and rank > emb.probs.shape[1]:
             raise ValueError(_validate.message(fn, "rank", f"at most the number of classes ({emb.probs.shape[1]})",
@@ -84,5 +87,5 @@ def select_from_outputs(fn: str, strategy: str, problem_type: str, key, logits, 
         if options.get("precompute_covariance", False):
             covariance = _vessal.covariance_of(emb, labeled_emb, rank)
         return _vessal.volume_stream(emb, k, key=key, labeled=labeled_emb, rate=rate, lamb=lamb, rank=rank,
-                             covariance=covariance)
+                                     covariance=covariance)
     raise AssertionError(strategy)

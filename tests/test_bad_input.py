@@ -294,6 +294,8 @@ CASES = [
     ("sampler rank above C", lambda: _sampler(rank=C + 1).select(POOL), ValueError, "ActiveSampler.select", "rank",
      r"number of classes"),
     ("sampler lamb", lambda: _sampler(lamb=-1.0), ValueError, "ActiveSampler", "lamb", r""),
+    ("sampler regression rank", lambda: _sampler(problem_type="regression", rank=2), ValueError, "ActiveSampler",
+     "rank", r"1 for regression"),
     ("sampler oversample", lambda: _sampler(oversample=0.0), ValueError, "ActiveSampler", "oversample", r""),
     ("sampler precompute_covariance", lambda: _sampler(precompute_covariance=1), TypeError, "ActiveSampler",
      "precompute_covariance", r"a bool"),
