@@ -38,13 +38,7 @@ def select_from_outputs(fn: str, strategy: str, problem_type: str, key, logits, 
     default), ``oversample``, ``rank``, ``precompute_covariance``).
     """
     options = options or {}
-    if (k is None) == (rate is None):
-        raise ValueError(f"aljax.{fn}: give exactly one of `k` (a count) and `rate` (a float in (0, 1]), "
-                         f"got k={k!r} and rate={rate!r}.")
-    if rate is not None:
-        rate = _validate.check_rate(fn, "rate", rate)
-    if k is not None:
-        k = _validate.check_k(fn, k, n)
+    k, rate = _validate.check_k_or_rate(fn, k, rate, n)
     if strategy != "vessal" and k is None:
         k = k_from_rate(rate, n)
     _validate.check_problem_type(fn, problem_type, strategy)
@@ -76,9 +70,7 @@ def select_from_outputs(fn: str, strategy: str, problem_type: str, key, logits, 
         return fisher_greedy(emb, k, key=key, labeled=labeled_emb, lamb=lamb,
                              oversample=options.get("oversample", 2.0))
     if strategy == "vessal":
-        if regression and options.get("rank", 1) != 1:  # as aljax.vessal: one row h per point
-            raise ValueError(_validate.message(fn, "rank", "1 for regression (the Fisher of a Gaussian head "
-                                               "is h hᵀ, rank 1)", options["rank"]))
+        _validate.check_rank(fn, options.get("rank", 1), problem_type)
         rank = options.get("rank", 1) if isinstance(emb, FisherFactors) else None
         if rank is not None and rank > emb.probs.shape[1]:
             raise ValueError(_validate.message(fn, "rank", f"at most the number of classes ({emb.probs.shape[1]})",

@@ -278,3 +278,25 @@ def check_oversample(fn: str, oversample: Any) -> float:
     if not np.isfinite(oversample) or oversample < 1:
         raise ValueError(message(fn, "oversample", "a finite number >= 1", oversample))
     return float(oversample)
+
+
+def check_k_or_rate(fn: str, k: Any, rate: Any, n: int | None) -> tuple[int | None, float | None]:
+    """``(k, rate)`` with exactly one of them given: ``k`` a count in ``[1, n]`` (``n=None``: size
+    not known yet), ``rate`` a float in ``(0, 1]``."""
+    if (k is None) == (rate is None):
+        raise ValueError(message(fn, "k", "given exactly when `rate` is not (one of `k` or `rate`)",
+                                 f"k={k!r} and rate={rate!r}"))
+    if rate is not None:
+        return None, check_rate(fn, "rate", rate)
+    if n is None:
+        return check_int(fn, "k", k, low=1), None
+    return check_k(fn, k, n), None
+
+
+def check_rank(fn: str, rank: Any, problem_type: str) -> int:
+    """VeSSAL's Fisher rows per point: an int >= 1, and 1 for regression."""
+    rank = check_int(fn, "rank", rank, low=1)
+    if problem_type == "regression" and rank != 1:
+        raise ValueError(message(fn, "rank", "1 for regression (the Fisher of a Gaussian head is h hᵀ: one row "
+                                 "per point)", rank))
+    return rank

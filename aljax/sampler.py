@@ -115,10 +115,7 @@ class ActiveSampler:
             self.k, self.rate = _validate.check_int(fn, "budget", budget, low=1), None
         else:
             self.k, self.rate = None, _validate.check_rate(fn, "budget", budget)
-        self.rank = _validate.check_int(fn, "rank", rank, low=1)
-        if problem_type == "regression" and strategy == "vessal" and self.rank != 1:
-            raise ValueError(_validate.message(fn, "rank", "1 for regression (the Fisher of a Gaussian head is "
-                                               "h hᵀ, rank 1)", self.rank))
+        self.rank = _validate.check_rank(fn, rank, problem_type if strategy == "vessal" else "classification")
         self.lamb = None if lamb is None else _validate.check_positive(fn, "lamb", lamb)
         self.oversample = _validate.check_oversample(fn, oversample)
         _validate.check_bool(fn, "precompute_covariance", precompute_covariance)

@@ -79,7 +79,7 @@ def volume_stream(embedding, k: int | None = None, *, key=0, labeled=None, rate:
     fn = "volume_stream"
     key = _validate.as_key(fn, key)
     embedding, rank, d, n = _check_embedding(fn, "embedding", _sharding.auto_axes(embedding), rank)
-    budget, rate = _check_budget_or_rate(fn, k, rate, n)
+    budget, rate = _validate.check_k_or_rate(fn, k, rate, n)
     lamb = _validate.check_positive(fn, "lamb", lamb)
     if labeled is not None:
         labeled = _check_labeled(fn, labeled, embedding, rank, d)
@@ -206,13 +206,8 @@ def _check_options(fn, params, key, lamb, batch_size, rank, problem_type, precom
     key = _validate.as_key(fn, key)
     lamb = _validate.check_positive(fn, "lamb", lamb)
     batch_size = _validate.check_int(fn, "batch_size", batch_size, low=1)
-    if not isinstance(precompute_covariance, bool):
-        raise TypeError(_validate.message(fn, "precompute_covariance", "a bool",
-                                          f"{type(precompute_covariance).__name__} {precompute_covariance!r}"))
-    _validate.check_int(fn, "rank", rank, low=1)
-    if _validate.check_problem_type(fn, problem_type, fn) == "regression" and rank != 1:
-        raise ValueError(_validate.message(fn, "rank", "1 for regression (the Fisher of a Gaussian head is h hᵀ: "
-                                           "one row per point)", rank))
+    _validate.check_bool(fn, "precompute_covariance", precompute_covariance)
+    _validate.check_rank(fn, rank, _validate.check_problem_type(fn, problem_type, fn))
     return key, lamb, batch_size
 
 
@@ -222,7 +217,7 @@ def _open_array(fn, pool, k, rate, length, batch_size):
     if length is not None:
         raise ValueError(_validate.message(fn, "length", "None for an array pool (its length is known)", length))
     sample, n, _ = open_pool(fn, pool, batch_size)
-    budget, rate = _check_budget_or_rate(fn, k, rate, n)
+    budget, rate = _validate.check_k_or_rate(fn, k, rate, n)
     return sample, budget, rate, n if budget is not None else None
 
 
@@ -235,7 +230,7 @@ def _open_iterable(fn, pool, k, rate, length, precompute_covariance):
         raise ValueError(_validate.message(
             fn, "length", "the stream length (an int) when `k` is given with an iterable pool "
             "(or pass `rate=` instead of `k`)", "None"))
-    budget, rate = _check_budget_or_rate(fn, k, rate, length)
+    budget, rate = _validate.check_k_or_rate(fn, k, rate, length)
     if precompute_covariance and iter(pool) is pool:
         raise ValueError(_validate.message(fn, "pool", "a re-iterable (e.g. a list of batches) with "
                                            "precompute_covariance=True (it takes two passes)",
@@ -267,19 +262,6 @@ def _check_model(fn, params, apply_fn, sample, rank, problem_type) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Checks of the selector.
-
-
-def _check_budget_or_rate(fn: str, k, rate, n: int | None):
-    """``(budget, rate)``: exactly one of them is given and valid."""
-    if (k is None) == (rate is None):
-        raise ValueError(_validate.message(fn, "k", "given exactly when `rate` is not (one of `k` or `rate`)",
-                                           f"k={k!r} and rate={rate!r}"))
-    if rate is not None:
-        return None, _validate.check_rate(fn, "rate", rate)
-    if n is None:
-        _validate.check_int(fn, "k", k, low=1)
-        return int(k), None
-    return _validate.check_k(fn, k, n), None
 
 
 def _check_embedding(fn: str, arg: str, emb, rank) -> tuple[Any, int, int, int]:

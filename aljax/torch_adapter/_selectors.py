@@ -186,17 +186,10 @@ def vessal(model, pool, k: int | None = None, *, key=0, labeled=None, batch_size
       (5,)
     """
     fn = "torch_adapter.vessal"
-    if (k is None) == (rate is None):
-        raise ValueError(f"aljax.{fn}: give exactly one of `k` (a count) and `rate` (a float in (0, 1]), "
-                         f"got k={k!r} and rate={rate!r}.")
-    if rate is not None:
-        rate = _validate.check_rate(fn, "rate", rate)
-    rank = _validate.check_int(fn, "rank", rank, low=1)
+    k, rate = _validate.check_k_or_rate(fn, k, rate, None)  # k against the pool's size in _select
+    rank = _validate.check_rank(fn, rank, problem_type)
     lamb = _validate.check_positive(fn, "lamb", lamb)
     precompute_covariance = _validate.check_bool(fn, "precompute_covariance", precompute_covariance)
-    if problem_type == "regression" and rank != 1:
-        raise ValueError(_validate.message(fn, "rank", "1 for regression (each point's Fisher is the one row h)",
-                                           rank))
 
     def check_rank(logits):  # on the first batch, so that a bad rank fails before the rest of the pool
         if problem_type == "classification" and rank > logits.shape[1]:
