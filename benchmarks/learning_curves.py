@@ -23,8 +23,11 @@ Usage::
 
 Every strategy is called as ``aljax.simulate`` calls it: ``key=`` a fresh key each round, and
 ``labeled=`` the labeled inputs where it takes them (BAIT, core-set, and VeSSAL, which seeds its
-statistics with them). Results go to benchmarks/results/<dataset>.json and .png, with the device,
-platform and core count they were measured on.
+statistics with them). Results go to benchmarks/results/<dataset>.json and .png, with the
+provenance of each strategy's runs (``provenance_by_strategy``: commit, aljax/'s uncommitted
+changes, versions, device, date, command line; see ``benchmarks/_provenance.py``), since a file
+keeps the saved runs of the strategies not re-run. ``--report`` (or ``benchmarks/report.py``)
+prints that provenance above each table and marks a table **stale** when aljax/ has changed since.
 """
 
 from __future__ import annotations
@@ -46,6 +49,11 @@ import jax.numpy as jnp
 import numpy as np
 
 import aljax
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _provenance  # noqa: E402
+import report as _report  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -282,6 +290,9 @@ def run_dataset(name, args):
     print(f"[{name}] pool {len(x_pool)}, test {len(x_test)}, {classes} classes; labels {cfg['initial']} + "
           f"{cfg['rounds']}×{cfg['per_round']} = {max_labels}; seeds {len(seeds)}; strategies {wanted}", flush=True)
     timing = dict(previous.get("seconds_per_run", {})) if runs else {}
+    # Kept runs keep the provenance they were made with (None: made before it was recorded).
+    by_strategy = {s: (previous.get("provenance_by_strategy") or {}).get(s) for s in runs}
+    provenance = _provenance.collect()
     for strat in wanted:
         runs[strat], start = [], time.perf_counter()
         for seed in seeds:
@@ -290,6 +301,7 @@ def run_dataset(name, args):
                                  key=seed, name=strat, progress=not args.no_progress)
             runs[strat].append(_slim(res))
         timing[strat] = (time.perf_counter() - start) / len(seeds)
+        by_strategy[strat] = provenance
         final = np.mean([r["metrics"][-1] for r in runs[strat]])
         print(f"[{name}] {strat:>8}: final accuracy {final:.4f} (mean of {len(seeds)} seeds), "
               f"{timing[strat]:.1f} s per run", flush=True)
@@ -299,7 +311,8 @@ def run_dataset(name, args):
     else:
         rel = aljax.relative_auc(runs)          # paired by seed; a strategy may have fewer seeds
     settings["seeds"] = sorted({r["seed"] for rs in runs.values() for r in rs})
-    payload = {"settings": settings, "device": str(jax.devices()[0]), "platform": platform.platform(),
+    payload = {"settings": settings, "provenance": provenance, "provenance_by_strategy": by_strategy,
+               "device": str(jax.devices()[0]), "platform": platform.platform(),
                "python": sys.version.split()[0], "jax": jax.__version__, "cpu_count": os.cpu_count(),
                "seconds_per_run": timing, "relative_auc": rel, "runs": runs}
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -310,39 +323,9 @@ def run_dataset(name, args):
 
 
 def report(path=HERE / "RESULTS.md"):
-    """Regenerate the tables between the GENERATED markers of RESULTS.md from the saved JSON."""
-    lines = []
-    for name in ("digits", "fashion", "rotten"):
-        f = RESULTS / f"{name}.json"
-        if not f.exists():
-            lines += [f"### {TITLES[name]}", "", "Not run (data package missing or not run yet).", ""]
-            continue
-        data = json.loads(f.read_text())
-        s, rel, runs = data["settings"], data["relative_auc"], data["runs"]
-        lines += [f"### {TITLES[name]}", "",
-                  f"Pool {s['pool']}, test {s['test']}, {s['classes']} classes; MLP hidden {s['hidden']}; "
-                  f"labels {s['initial']} + {s['rounds']} × {s['per_round']} = "
-                  f"{s['initial'] + s['rounds'] * s['per_round']}; seeds {s['seeds'][0]}–{s['seeds'][-1]} "
-                  "(fewer where the table says so); training from "
-                  f"scratch each round: AdamW lr {s['lr']}, weight decay {s['weight_decay']}, {s['steps']} steps "
-                  f"of batch {s['batch']}.", "",
-                  "| strategy | AUC / random (mean ± std) | seeds above random | first acc. | final acc. "
-                  "| s per run |", "|---|---|---|---|---|---|"]
-        for strat, rs in runs.items():
-            r = rel.get(strat)
-            auc = f"{r['mean']:.4f} ± {r['std']:.4f}" if r else "—"
-            wins = f"{sum(v > 1 for v in r['per_seed'])}/{len(r['per_seed'])}" if r and strat != "random" else "—"
-            first = np.mean([x["metrics"][0] for x in rs])
-            final, sd = np.mean([x["metrics"][-1] for x in rs]), np.std([x["metrics"][-1] for x in rs])
-            secs = data["seconds_per_run"].get(strat, float("nan"))
-            lines.append(f"| {strat} | {auc} | {wins} | {first:.4f} | {final:.4f} ± {sd:.4f} | {secs:.1f} |")
-        lines += ["", f"![{name}](results/{name}.png)", ""]
-    begin, end = "<!-- GENERATED:BEGIN -->", "<!-- GENERATED:END -->"
-    text = path.read_text() if path.exists() else f"# Learning curves\n\n{begin}\n{end}\n"
-    head, rest = text.split(begin, 1)
-    tail = rest.split(end, 1)[1]
-    path.write_text(head + begin + "\n" + "\n".join(lines) + end + tail)
-    print(f"wrote {path}")
+    """Regenerate the learning-curve section of RESULTS.md from the saved JSON (``benchmarks/report.py``
+    writes it, with each table's provenance and its stale mark)."""
+    print(f"wrote {_report.write(['learning_curves'], path)}")
 
 
 def main(argv=None):
