@@ -21,7 +21,10 @@ pattern depends on every allocation before it: the same torch loop can page-faul
 in one process state and not at all in another. ``faults`` reports the minor page faults per call
 of each; ``--steady-malloc`` turns trimming off (``mallopt(M_TRIM_THRESHOLD)``,
 ``mallopt(M_MMAP_THRESHOLD, 32 MiB)``) so both measure the work itself rather than the
-allocator's state. Results, with their date, commit and machine, go to ``benchmarks/RESULTS.md``.
+allocator's state. Results go to ``--json`` (default
+``benchmarks/results/adapter_overhead-<backend>.json``, with the run's provenance: commit, versions
+of aljax, jax and torch, device, date, command; see ``_provenance.py``); ``benchmarks/report.py``
+turns it into RESULTS.md's table.
 
     python benchmarks/adapter_overhead.py --repeats 7
     python benchmarks/adapter_overhead.py --steady-malloc
@@ -31,11 +34,13 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import json
 import os
 import resource
 import sys
 import statistics
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -43,6 +48,11 @@ import jax  # noqa: E402
 import torch  # noqa: E402
 
 import aljax.torch_adapter as ta  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import _provenance  # noqa: E402
 
 
 def forward_only(model, pool, batch_size):
@@ -144,7 +154,10 @@ def main():
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: steadier on a shared CPU)")
     parser.add_argument("--steady-malloc", action="store_true",
                         help="turn glibc heap trimming off, so page faults do not depend on the process's history")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="results file (default benchmarks/results/adapter_overhead-<backend>.json)")
     args = parser.parse_args()
+    provenance = _provenance.collect()
     torch.set_num_threads(args.threads)
     if args.steady_malloc:
         steady_malloc()
@@ -153,6 +166,9 @@ def main():
           f"batch {args.batch_size}; medians of {args.repeats} runs; "
           f"{'steady' if args.steady_malloc else 'default'} malloc")
     cases = [mlp_case(args)] + ([] if args.skip_bert else [bert_case(args)])
+    data = dict(provenance=provenance, benchmark="adapter_overhead", batch_size=args.batch_size,
+                repeats=args.repeats, torch_threads=torch.get_num_threads(), steady_malloc=args.steady_malloc,
+                load_before=list(os.getloadavg()), results=[])
     print(f"{'model':<58} {'forward':>9} {'adapter':>9} {'ratio':>6} {'paired':>6} {'faults f/a':>11} "
           f"{'1st call':>9} {'h write':>8}")
     for name, model, pool in cases:
@@ -171,7 +187,17 @@ def main():
         paired = statistics.median(a / f for (a, _), (f, _) in zip(t_adapter, t_forward))
         faults = "/".join(f"{statistics.median(c for _, c in ts):.0f}" for ts in (t_forward, t_adapter))
         print(f"{name:<58} {forward * 1e3:8.1f}ms {adapter * 1e3:8.1f}ms {adapter / forward:6.3f} {paired:6.3f} "
-              f"{faults:>11} {first * 1e3:8.1f}ms {statistics.median(t_floor) * 1e3:6.1f}ms")
+              f"{faults:>11} {first * 1e3:8.1f}ms {statistics.median(t_floor) * 1e3:6.1f}ms", flush=True)
+        data["results"].append(dict(
+            model=name, forward_ms=forward * 1e3, adapter_ms=adapter * 1e3, ratio=adapter / forward, paired=paired,
+            forward_faults=statistics.median(c for _, c in t_forward),
+            adapter_faults=statistics.median(c for _, c in t_adapter),
+            first_call_ms=first * 1e3, h_write_ms=statistics.median(t_floor) * 1e3))
+    data["load_after"] = list(os.getloadavg())
+    path = args.json or HERE / "results" / f"adapter_overhead-{provenance['backend']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -10,15 +10,20 @@ aljax: ``aljax.kmeans_pp`` on ``Factored`` (one jitted ``lax.fori_loop``), float
 Also reports the per-step time against the memory floor: bytes of factors read per step divided
 by the bandwidth of a jitted streaming reduction measured in the same run.
 
-    python benchmarks/badge_speed.py [--n 50000 --classes 10 --dim 512 --k 1000 --repeats 3]
+    python benchmarks/badge_speed.py [--n 50000 --classes 10 --dim 512 --k 1000 --repeats 3 --json PATH]
+
+Results go to ``--json`` (default ``benchmarks/results/badge_speed-<backend>.json``, with the run's
+provenance, see ``_provenance.py``); ``benchmarks/report.py`` turns it into RESULTS.md's table.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -26,9 +31,11 @@ import numpy as np
 
 import aljax
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 
-from _timing import median_seconds as median_time, streaming_bandwidth  # noqa: E402
+import _provenance  # noqa: E402
+from _timing import loadavg, median_seconds as median_time, streaming_bandwidth  # noqa: E402
 
 
 def dense_reference(rng, g, k):
@@ -69,8 +76,14 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--ref-steps", type=int, default=100,
                         help="steps timed for the NumPy baselines (their total is extrapolated to k)")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="results file (default benchmarks/results/badge_speed-<backend>.json)")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    provenance = _provenance.collect([sys.argv[0], *argv])
     n, c, d, k = args.n, args.classes, args.dim, args.k
+    out = dict(provenance=provenance, benchmark="badge_speed", n=n, classes=c, dim=d, k=k, repeats=args.repeats,
+               load_before=loadavg(), implementations={})
     print(f"device: {jax.devices()[0].device_kind} ({jax.devices()[0].platform}); n={n} C={c} D={d} k={k}")
 
     rng = np.random.default_rng(0)
@@ -90,11 +103,13 @@ def main(argv=None):
         first = time.perf_counter() - start
         t = median_time(lambda: aljax.kmeans_pp(e, k, prune=prune, key=1).block_until_ready(), args.repeats)
         results[name] = t
+        out["implementations"][name] = dict(total_s=t, ms_per_step=t / k * 1e3, first_call_s=first)
         print(f"{name:>22}: {t:8.3f} s total, {t / k * 1e3:8.3f} ms/step (first call incl. compile {first:.2f} s)")
 
     steps = min(args.ref_steps, k)
     t = median_time(lambda: factored_reference(np.random.default_rng(1), a, h, steps), args.repeats) * k / steps
     results["numpy factored"] = t
+    out["implementations"]["numpy factored"] = dict(total_s=t, ms_per_step=t / k * 1e3, steps_timed=steps)
     print(f"{'(b) numpy factored':>22}: {t:8.3f} s total, {t / k * 1e3:8.3f} ms/step (timed {steps} steps, scaled to k)")
 
     dense_bytes = n * c * d * 4
@@ -103,6 +118,8 @@ def main(argv=None):
         dense_steps = min(steps, 20)
         t = median_time(lambda: dense_reference(np.random.default_rng(1), g, dense_steps), 1) * k / dense_steps
         results["numpy dense"] = t
+        out["implementations"]["numpy dense"] = dict(total_s=t, ms_per_step=t / k * 1e3, steps_timed=dense_steps,
+                                                     dense_bytes=dense_bytes)
         print(f"{'(a) numpy dense':>22}: {t:8.3f} s total, {t / k * 1e3:8.3f} ms/step "
               f"(n×C·D = {dense_bytes / 2**30:.2f} GiB materialised; timed {dense_steps} steps, scaled to k)")
         del g
@@ -120,6 +137,17 @@ def main(argv=None):
                 print(f"speed-up of {fast} over {name}: {results[name] / results[fast]:.1f}×")
     same = bool((aljax.kmeans_pp(emb, k, key=1) == aljax.kmeans_pp(emb, k, prune=True, key=1)).all())
     print(f"prune=True picks the same {k} points: {same}")
+    for name, entry in out["implementations"].items():
+        if name.startswith("aljax"):
+            entry["floor_ratio"] = results[name] / k / floor
+            entry["speedup"] = {ref: results[ref] / results[name] for ref in ("numpy factored", "numpy dense")
+                                if ref in results}
+    out.update(floor_bytes=floor_bytes, bandwidth_bytes_per_s=bw, floor_ms_per_step=floor * 1e3,
+               prune_same_picks=same, load_after=loadavg())
+    path = args.json or HERE / "results" / f"badge_speed-{provenance['backend']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"\nwrote {path}")
 
 
 if __name__ == "__main__":

@@ -6,19 +6,27 @@ forms ``X M⁻¹ Xᵀ`` and ``X M⁻¹ F M⁻¹ Xᵀ`` for every candidate (4 pr
 multiply-adds; here in float32 NumPy, in chunks of the pool to bound memory, with the products
 as single large matmuls — generous to the reference).
 
-    python benchmarks/bait_speed.py                 # n=2,000 (both, full) and n=10,000 (reference: 2 steps)
+    python benchmarks/bait_speed.py                 # n = 1,000 and 2,000 (reference run whole),
+                                                    # 5,000 and 10,000 (reference: 3 forward steps)
     python benchmarks/bait_speed.py --big           # also n=50,000, D=512 (aljax only; minutes)
+    python benchmarks/bait_speed.py --problem 2000,64,20,full --json /tmp/b.json
 
 Reported: per-step and total seconds, compilation separately, medians of ``--repeats`` runs,
 ratios against the reference measured in the same run (extrapolated from its measured per-step
-cost where marked). The numbers depend on the machine and on its load: say which.
+cost where marked). Results go to ``--json`` (default ``benchmarks/results/bait_speed-<backend>.json``,
+with the run's provenance, see ``_provenance.py``) and a plot of the speed-ups beside it (``.png``);
+``benchmarks/report.py`` turns the JSON into RESULTS.md's table. The numbers depend on the machine
+and on its load: the JSON records the load average around each size.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +34,12 @@ import numpy as np
 
 import aljax
 from aljax._bait import _kernel, _plan, _rows
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import _provenance  # noqa: E402
+import _timing  # noqa: E402
 
 
 def make_problem(n, c, dim, seed=0):
@@ -131,55 +145,127 @@ def time_aljax(probs, h, k, repeats):
     return out
 
 
-def main():
+DEFAULT_PROBLEMS = [(1000, 32, 10, "full"), (2000, 64, 20, "full"), (5000, 128, 50, "steps"),
+                    (10000, 128, 100, "steps")]
+LARGE = (50000, 512, 100, "extrapolate")
+
+
+def run_problem(n, dim, k, mode, classes, repeats, reference_steps, cost_per_nd2):
+    """One problem size: aljax's selection, the reference (whole run, some steps, or extrapolated
+    from ``cost_per_nd2`` seconds per n·d²), and the ratios; a JSON-ready dict."""
+    probs, h = make_problem(n, classes, dim)
+    d = classes * dim
+    entry = dict(n=n, classes=classes, dim=dim, d=d, k=k, oversample=2.0, reference_mode=mode,
+                 load_before=_timing.loadavg())
+    print(f"\n== n={n:,}, C={classes}, D={dim} (d={d:,}), k={k}, oversample=2 ==", flush=True)
+    fast = time_aljax(probs, h, k, repeats)
+    entry["aljax"] = dict(repeats=repeats, compile_s=fast["compile_full"], compile_setup_s=fast["compile_setup"],
+                          setup_s=fast["setup"], total_s=fast["full"], step_s=fast["step"])
+    print(f"aljax: compile {fast['compile_full']:.2f} s; selection {fast['full']:.3f} s "
+          f"(setup {fast['setup']:.3f} s, then {fast['step'] * 1e3:.2f} ms per step); median of {repeats}", flush=True)
+    if mode == "full":
+        ref = time_reference(probs, h, k, None)
+        ref_step, ref_total = ref["step"], ref["total"]
+        entry["same_picks"] = ref["picks"] == fast["picks_full"]
+        entry["reference"] = dict(step_s=ref_step, total_s=ref_total, total_measured=True,
+                                  steps_measured=2 * k + (2 * k - k), backward_s=ref["backward"])
+        print(f"reference: {ref_step:.3f} s per forward step, total {ref_total:.1f} s (measured); "
+              f"same picks: {entry['same_picks']}", flush=True)
+    else:
+        if mode == "steps":
+            ref = time_reference(probs, h, k, reference_steps)
+            ref_step = ref["step"]
+            how = f"median of {reference_steps} forward steps measured"
+            entry["reference"] = dict(step_s=ref_step, steps_measured=reference_steps)
+        else:
+            ref_step = cost_per_nd2 * n * d * d if cost_per_nd2 else float("nan")
+            how = ("extrapolated from the largest measured size's per-step cost ∝ n·d² (the reference needs "
+                   f"{n * classes * d * 4 / 2**30:.1f} GiB for V alone)")
+            entry["reference"] = dict(step_s=ref_step, steps_measured=0, extrapolated_from_s_per_nd2=cost_per_nd2)
+        # Forward 2k steps at the full pool; the backward steps (over 2k points) are negligible.
+        ref_total = 2 * k * ref_step
+        entry["reference"].update(total_s=ref_total, total_measured=False)
+        print(f"reference: {ref_step:.2f} s per forward step ({how}); total ≈ {ref_total:,.0f} s "
+              f"(2k forward steps, extrapolated)", flush=True)
+    entry["speedup_total"] = ref_total / fast["full"]
+    entry["speedup_step"] = (ref_total / (2 * k)) / fast["step"] if mode != "full" else ref_step / fast["step"]
+    entry["load_after"] = _timing.loadavg()
+    print(f"speed-up: {entry['speedup_total']:,.0f}× total; {entry['speedup_step']:,.0f}× per step", flush=True)
+    return entry, (ref_step / (n * d * d) if mode != "extrapolate" else None)
+
+
+def plot(data, path):
+    """Speed-up of aljax over the dense procedure by problem size (total and per step), from the JSON."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    entries = data["results"]
+    labels = [f"n={e['n']:,}\nD={e['dim']}, k={e['k']}" for e in entries]
+    x = np.arange(len(entries))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for offset, key, name in ((-0.2, "speedup_total", "whole selection"), (0.2, "speedup_step", "per greedy step")):
+        values = [e[key] for e in entries]
+        bars = ax.bar(x + offset, values, 0.4, label=name)
+        for bar, e, v in zip(bars, entries, values):
+            how = {"full": "", "steps": "*", "extrapolate": "**"}[e["reference_mode"]]
+            ax.annotate(f"{v:,.0f}×{how}", (bar.get_x() + bar.get_width() / 2, v), ha="center", va="bottom",
+                        fontsize=8)
+    ax.set_yscale("log")
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylabel("speed-up over the dense procedure")
+    env = data["provenance"]
+    ax.set_title(f"BAIT: aljax vs the dense reference (C = {entries[0]['classes']}, float32; "
+                 f"{env.get('backend')}, {env.get('cpu_count')} CPUs)", fontsize=9)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.text(0.01, 0.01, "reference timed over the whole run; * over its first forward steps, total extrapolated "
+             "to 2k steps; ** extrapolated ∝ n·d²", fontsize=7)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--classes", type=int, default=10)
-    parser.add_argument("--small", type=int, nargs=3, default=[2000, 64, 20], metavar=("N", "D", "K"))
-    parser.add_argument("--medium", type=int, nargs=3, default=[10000, 128, 100], metavar=("N", "D", "K"))
-    parser.add_argument("--large", type=int, nargs=3, default=[50000, 512, 100], metavar=("N", "D", "K"))
-    parser.add_argument("--big", action="store_true", help="also run the large problem (aljax only)")
-    parser.add_argument("--reference-steps", type=int, default=2,
-                        help="reference steps measured at the medium size (then extrapolated)")
+    parser.add_argument("--problem", type=str, action="append", metavar="N,D,K,MODE",
+                        help="a problem size and how the reference is timed (full: whole run; steps: "
+                             "--reference-steps forward steps; extrapolate: not run); repeatable; default "
+                             + "; ".join(",".join(map(str, p)) for p in DEFAULT_PROBLEMS))
+    parser.add_argument("--big", action="store_true",
+                        help="also n=50,000, D=512, k=100 (aljax only, reference extrapolated; minutes)")
+    parser.add_argument("--reference-steps", type=int, default=3,
+                        help="reference forward steps measured where MODE is steps (then extrapolated to 2k)")
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    parser.add_argument("--json", type=Path, default=None,
+                        help="results file (default benchmarks/results/bait_speed-<backend>.json)")
+    args = parser.parse_args(argv)
+    problems = DEFAULT_PROBLEMS if not args.problem else []
+    for text in args.problem or []:
+        *numbers, mode = text.split(",")
+        if len(numbers) != 3 or mode not in ("full", "steps", "extrapolate"):
+            parser.error(f"--problem: expected N,D,K,MODE with MODE full, steps or extrapolate, got {text!r}")
+        problems.append((*map(int, numbers), mode))
+    if args.big:
+        problems.append(LARGE)
+    provenance = _provenance.collect([sys.argv[0], *argv])
     print(f"device: {jax.devices()[0].device_kind} ({jax.devices()[0].platform}), {os.cpu_count()} CPU cores, "
-          f"jax {jax.__version__}, float32")
-    c = args.classes
-    ref_step_cost = None  # seconds per n·d² at the medium size, for extrapolation
-
-    for name, (n, dim, k), ref_mode in (("small", args.small, "full"), ("medium", args.medium, "steps"),
-                                        ("large", args.large, "extrapolate")):
-        if name == "large" and not args.big:
-            continue
-        probs, h = make_problem(n, c, dim)
-        d = c * dim
-        print(f"\n== n={n:,}, C={c}, D={dim} (d={d:,}), k={k}, oversample=2 ==")
-        fast = time_aljax(probs, h, k, args.repeats if name != "large" else 1)
-        print(f"aljax: compile {fast['compile_full']:.2f} s; selection {fast['full']:.3f} s "
-              f"(setup {fast['setup']:.3f} s, then {fast['step'] * 1e3:.2f} ms per step); median of "
-              f"{args.repeats if name != 'large' else 1}")
-        if ref_mode == "full":
-            ref = time_reference(probs, h, k, None)
-            ref_total = ref["total"]
-            print(f"reference: {ref['step']:.3f} s per forward step, total {ref_total:.1f} s (measured)")
-            print(f"same picks: {ref['picks'] == fast['picks_full']} "
-                  f"(reference {ref['picks'][:8]}..., aljax {fast['picks_full'][:8]}...)")
-        else:
-            if ref_mode == "steps":
-                ref = time_reference(probs, h, k, args.reference_steps)
-                ref_step = ref["step"]
-                ref_step_cost = ref_step / (n * d * d)
-                how = f"measured over {args.reference_steps} steps"
-            else:
-                ref_step = ref_step_cost * n * d * d if ref_step_cost else float("nan")
-                how = "extrapolated from the medium size's per-step cost ∝ n·d² (the reference needs " \
-                      f"{n * c * d * 4 / 2**30:.1f} GiB for V alone)"
-            # Forward 2k steps at the full pool; backward steps (over 2k points) are negligible.
-            ref_total = 2 * k * ref_step
-            print(f"reference: {ref_step:.2f} s per forward step ({how}); total ≈ {ref_total:,.0f} s "
-                  f"(2k steps, extrapolated)")
-        print(f"speed-up: {ref_total / fast['full']:,.0f}× total; "
-              f"{(ref_total / (2 * k)) / fast['step']:,.0f}× per step")
+          f"jax {jax.__version__}, float32, load average {_timing.loadavg()}", flush=True)
+    results, cost = [], None
+    for n, dim, k, mode in problems:
+        entry, measured_cost = run_problem(n, dim, k, mode, args.classes, args.repeats if mode != "extrapolate" else 1,
+                                           args.reference_steps, cost)
+        cost = measured_cost or cost
+        results.append(entry)
+    data = {"provenance": provenance, "benchmark": "bait_speed", "results": results}
+    path = args.json or HERE / "results" / f"bait_speed-{provenance['backend']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    png = path.with_suffix(".png")
+    plot(data, png)
+    print(f"\nwrote {path} and {png}")
 
 
 if __name__ == "__main__":

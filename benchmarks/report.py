@@ -96,8 +96,215 @@ def section_learning_curves(results: Path = RESULTS, root: Path = _provenance.RO
 
 
 # ---------------------------------------------------------------------------------------------
+# Speed benchmarks: one JSON per backend, benchmarks/results/<name>-<backend>.json
 
-SECTIONS = {"learning_curves": section_learning_curves}
+
+def _per_backend(results: Path, name: str) -> list[tuple[str, Path]]:
+    """(backend, path) of every ``<name>-<backend>.json`` in ``results``."""
+    return [(path.stem[len(name) + 1:], path) for path in sorted(results.glob(f"{name}-*.json"))
+            if "-" not in path.stem[len(name) + 1:]]
+
+
+def _load_avg(entry: dict) -> str:
+    before, after = entry.get("load_before"), entry.get("load_after")
+    if not before:
+        return "—"
+    return f"{before[0]:.1f}" + (f" → {after[0]:.1f}" if after else "")
+
+
+def _image(results: Path, png: Path, alt: str) -> list[str]:
+    return [f"![{alt}](results/{png.name})", ""] if png.exists() else []
+
+
+def _each_backend(results: Path, name: str, script: str, render) -> list[str]:
+    found = _per_backend(results, name)
+    if not found:
+        return _not_run(script, results / f"{name}-<backend>.json")
+    lines = []
+    for backend, path in found:
+        lines += [f"#### {backend} backend (`results/{path.name}`)", ""]
+        lines += render(json.loads(path.read_text()), path)
+    return lines
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.3f} s" if value < 100 else f"{value:,.0f} s"
+
+
+def section_throughput(results: Path = RESULTS, root: Path = _provenance.ROOT) -> list[str]:
+    def render(data, path):
+        entries = data.get("results", [])
+        groups = [(f"{e['size']} `{e['algorithm']}`", e.get("provenance")) for e in entries]
+        lines = _provenance.describe_groups(groups, root, legacy=_legacy(data)) if entries else []
+        lines += ["| size | algorithm | n | D | k | median | compile | throughput | vs memory floor | load |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        names = {"badge": "`badge` (end to end)", "fisher_greedy": "`fisher_greedy` (BAIT)",
+                 "volume_stream": "`volume_stream` (VeSSAL)", "k_center_greedy": "`k_center_greedy` (core-set)",
+                 "margin": "`margin` (end to end)"}
+        for e in entries:
+            if "points_per_s" in e:
+                rate = f"{e['points_per_s']:,.0f} points/s"
+            else:
+                rate = f"{e['ms_per_' + e['per']]:.2f} ms/{e['per']}"
+            floor = (f"{e['floor_ratio']:.2f}× ({e['floor_ms_per_step']:.2f} ms/step at "
+                     f"{e['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s)" if "floor_ratio" in e else "")
+            lines.append(f"| {e['size']} | {names.get(e['algorithm'], '`' + e['algorithm'] + '`')} | {e['n']:,} | "
+                         f"{e['dim']} | {_fmt(e.get('k'), ',')} | {e['median_s']:.3f} s | {e['compile_s']:.1f} s | "
+                         f"{rate} | {floor} | {_load_avg(e)} |")
+        lines.append("")
+        huge = data.get("huge")
+        if huge:
+            gb = 1e9
+            lines += [f"**{huge['n']:,}-point BADGE, pool never held** (`--huge`; C = 10, D = 512, k = {huge['k']:,}, "
+                      f"batches of {huge['batch']:,}; the dense n·C·D embedding alone would need "
+                      f"{huge['dense_embedding_bytes'] / gb:.1f} GB):", ""]
+            modes = [m for m in ("split", "badge") if m in huge]
+            lines += _provenance.describe_groups([(m, huge[m].get("provenance")) for m in modes], root,
+                                                 legacy=_legacy(data))
+            lines += ["| part | time | peak resident memory | load |", "|---|---|---|---|"]
+            if "split" in huge:
+                r = huge["split"]
+                lines += [f"| embedding pass (`last_layer_embedding` over the stream) | {r['embedding_s']:.1f} s "
+                          f"({r['n'] / r['embedding_s']:,.0f} points/s) | {r['peak_rss_after_embedding_bytes'] / gb:.2f} GB "
+                          f"after the pass | {_load_avg(r)} |",
+                          f"| selection (`kmeans_pp` on the `Factored`, compiled ahead in {r['selection_compile_s']:.1f} s) "
+                          f"| {r['selection_s']:.1f} s ({r['selection_s'] / r['k'] * 1e3:.0f} ms/step; "
+                          f"{r['floor_ratio']:.2f}× the floor of {r['floor_ms_per_step']:.0f} ms/step at "
+                          f"{r['bandwidth_bytes_per_s'] / gb:.1f} GB/s) | {r['peak_rss_bytes'] / gb:.2f} GB | |",
+                          f"| total | {r['total_s']:.1f} s | | |"]
+            if "badge" in huge:
+                r = huge["badge"]
+                lines.append(f"| `aljax.badge` end to end, one cold call (separate child) | {r['badge_s']:.1f} s | "
+                             f"{r['peak_rss_bytes'] / gb:.2f} GB | {_load_avg(r)} |")
+            if "end_to_end_same_picks" in huge:
+                lines += ["", f"`aljax.badge` end to end picks the same points as the embedding pass followed by "
+                              f"`kmeans_pp`: {huge['end_to_end_same_picks']}."]
+            lines.append("")
+        lines += _image(results, path.with_name(path.stem + "-floor.png"), "throughput against the memory floor")
+        return lines
+
+    return _each_backend(results, "throughput", "throughput.py", render)
+
+
+def section_bait_speed(results: Path = RESULTS, root: Path = _provenance.ROOT) -> list[str]:
+    def render(data, path):
+        lines = _provenance.describe(data.get("provenance"), root, legacy=_legacy(data))
+        lines += ["| n | D | k | aljax: selection (setup + per step) | compile | reference (dense, NumPy): per forward "
+                  "step, total | speed-up, total | per step | load |", "|---|---|---|---|---|---|---|---|---|"]
+        for e in data["results"]:
+            a, r = e["aljax"], e["reference"]
+            if e["reference_mode"] == "full":
+                ref = (f"{r['step_s']:.3f} s, {_seconds(r['total_s'])} (whole run measured; same picks: "
+                       f"{e.get('same_picks')})")
+            elif e["reference_mode"] == "steps":
+                ref = f"{r['step_s']:.2f} s ({r['steps_measured']} steps measured), ≈ {_seconds(r['total_s'])} (2k steps)"
+            else:
+                ref = f"≈ {r['step_s']:,.0f} s (extrapolated ∝ n·d²), ≈ {_seconds(r['total_s'])}"
+            lines.append(f"| {e['n']:,} | {e['dim']} | {e['k']} | {a['total_s']:.3f} s ({a['setup_s']:.3f} s + "
+                         f"{a['step_s'] * 1e3:.2f} ms/step) | {a['compile_s']:.1f} s | {ref} | "
+                         f"{e['speedup_total']:,.0f}× | {e['speedup_step']:,.0f}× | {_load_avg(e)} |")
+        lines.append("")
+        return lines + _image(results, path.with_suffix(".png"), "BAIT speed-up over the dense procedure")
+
+    return _each_backend(results, "bait_speed", "bait_speed.py", render)
+
+
+def section_vessal_speed(results: Path = RESULTS, root: Path = _provenance.ROOT) -> list[str]:
+    def render(data, path):
+        lines = _provenance.describe(data.get("provenance"), root, legacy=_legacy(data))
+        if data.get("loop"):
+            lines += ["Per-point loop (the `active_learn` procedure in NumPy) against `aljax.volume_stream` on the "
+                      "same stream and budget:", "",
+                      "| d = C·D | stream | k | per-point loop | aljax | compile | speed-up | load |",
+                      "|---|---|---|---|---|---|---|---|"]
+            for e in data["loop"]:
+                loop = e["loop"]
+                how = "" if not loop["extrapolated"] else f" (timed over {loop['points_timed']:,} points)"
+                lines.append(f"| {e['d']:,} | {e['n']:,} | {e['k']} | {loop['points_per_s']:,.1f} points/s{how} | "
+                             f"{e['aljax']['points_per_s']:,.0f} points/s | {e['aljax']['compile_s']:.1f} s | "
+                             f"{e['speedup']:,.0f}× | {_load_avg(e)} |")
+            lines.append("")
+        if data.get("stream"):
+            lines += ["`aljax.volume_stream` on longer streams (running covariance, the default):", "",
+                      "| d = C·D | stream | k | points/s | median | compile | load |", "|---|---|---|---|---|---|---|"]
+            for e in data["stream"]:
+                lines.append(f"| {e['d']:,} | {e['n']:,} | {e['k']:,} | {e['points_per_s']:,.0f} | {e['median_s']:.2f} s | "
+                             f"{e['compile_s']:.1f} s | {_load_avg(e)} |")
+            lines.append("")
+        if data.get("fixed"):
+            lines += ["Fixed covariance (`covariance=` / `precompute_covariance=True`): the dense kernel against the "
+                      "span-of-kept-points kernel, same stream, key and Σ̂:", "",
+                      "| d = C·D | stream | k | dense kernel | span kernel | span / dense | same picks | Σ̂ pass | load |",
+                      "|---|---|---|---|---|---|---|---|---|"]
+            for e in data["fixed"]:
+                lines.append(f"| {e['d']:,} | {e['n']:,} | {e['k']:,} | {e['dense']['points_per_s']:,.0f} points/s | "
+                             f"{e['span']['points_per_s']:,.0f} points/s | {e['span_speedup']:.1f}× | {e['same_picks']} | "
+                             f"{e['covariance_pass_points_per_s']:,.0f} points/s | {_load_avg(e)} |")
+            lines.append("")
+        return lines + _image(results, path.with_suffix(".png"), "VeSSAL speed-up over the per-point loop")
+
+    return _each_backend(results, "vessal_speed", "vessal_speed.py", render)
+
+
+def section_badge_speed(results: Path = RESULTS, root: Path = _provenance.ROOT) -> list[str]:
+    def render(data, path):
+        lines = _provenance.describe(data.get("provenance"), root, legacy=_legacy(data))
+        lines += [f"n = {data['n']:,}, C = {data['classes']}, D = {data['dim']}, k = {data['k']:,}; medians of "
+                  f"{data['repeats']}; memory floor {data['floor_ms_per_step']:.2f} ms/step "
+                  f"({data['floor_bytes'] / 2**20:.0f} MiB of float32 factors at "
+                  f"{data['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s, this run); load {_load_avg(data)}; "
+                  f"`prune=True` picks the same points: {data['prune_same_picks']}.", "",
+                  "| implementation | total | per step | × floor | speed-up over (b) | over (a) |",
+                  "|---|---|---|---|---|---|"]
+        names = {"numpy factored": "(b) factored NumPy, per-step CPU sampling",
+                 "numpy dense": "(a) dense n × C·D, NumPy"}
+        for name, e in data["implementations"].items():
+            how = f" ({e['steps_timed']} steps timed, scaled to k)" if "steps_timed" in e else ""
+            speed = e.get("speedup", {})
+            lines.append(f"| {names.get(name, name)}{how} | {_seconds(e['total_s'])} | {e['ms_per_step']:.2f} ms | "
+                         f"{_fmt(e.get('floor_ratio'), '.2f')} | {_fmt(speed.get('numpy factored'), '.1f')} | "
+                         f"{_fmt(speed.get('numpy dense'), ',.0f')} |")
+        return lines + [""]
+
+    return _each_backend(results, "badge_speed", "badge_speed.py", render)
+
+
+def section_adapter_overhead(results: Path = RESULTS, root: Path = _provenance.ROOT) -> list[str]:
+    def render(data, path):
+        lines = _provenance.describe(data.get("provenance"), root, legacy=_legacy(data))
+        lines += [f"Batch {data['batch_size']}, torch {data['torch_threads']} thread(s), "
+                  f"{'steady' if data['steady_malloc'] else 'default'} malloc, medians of {data['repeats']} interleaved "
+                  f"rounds; load {_load_avg(data)}.", "",
+                  "| model | forward | adapter | ratio | paired | page faults (forward / adapter) | first call | h write |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for e in data["results"]:
+            lines.append(f"| {e['model']} | {e['forward_ms']:.1f} ms | {e['adapter_ms']:.1f} ms | {e['ratio']:.3f} | "
+                         f"{e['paired']:.3f} | {e['forward_faults']:.0f} / {e['adapter_faults']:.0f} | "
+                         f"{e['first_call_ms']:.0f} ms | {e['h_write_ms']:.1f} ms |")
+        return lines + [""]
+
+    return _each_backend(results, "adapter_overhead", "adapter_overhead.py", render)
+
+
+def section_shrinking_pool(results: Path = RESULTS, root: Path = _provenance.ROOT) -> list[str]:
+    def render(data, path):
+        lines = _provenance.describe(data.get("provenance"), root, legacy=_legacy(data))
+        lines += [f"digits, MLP 64-128-10, a pool of {data['pool_size'] - data['k']:,} shrinking and a labeled set "
+                  f"growing by {data['k']} per round, {data['rounds']} rounds, one fresh process per strategy; "
+                  f"load {_load_avg(data)}.", "",
+                  "| strategy | first call (compiles) | later rounds, total | median later round |", "|---|---|---|---|"]
+        for e in data["results"]:
+            lines.append(f"| `{e['strategy']}` | {e['first_s'] * 1e3:,.0f} ms | {e['later_total_s']:.2f} s | "
+                         f"{e['later_median_s'] * 1e3:,.0f} ms |")
+        return lines + [""]
+
+    return _each_backend(results, "shrinking_pool", "shrinking_pool.py", render)
+
+
+SECTIONS = {"learning_curves": section_learning_curves, "throughput": section_throughput,
+            "bait_speed": section_bait_speed, "vessal_speed": section_vessal_speed,
+            "badge_speed": section_badge_speed, "adapter_overhead": section_adapter_overhead,
+            "shrinking_pool": section_shrinking_pool}
 
 
 def write(names=None, path: Path = RESULTS_MD, results: Path = RESULTS, root: Path = _provenance.ROOT) -> Path:

@@ -33,7 +33,10 @@ times ``last_layer_embedding`` (the embedding pass) and ``kmeans_pp`` (the selec
 a second ``aljax.badge`` end to end (``--huge-end-to-end``).
 
 Results go to ``benchmarks/results/throughput-<backend>.json`` (merged with the entries of earlier
-runs of other sizes; each entry carries the load average around it).
+runs of other sizes; each entry carries the load average around it and the provenance of the run
+that made it, see ``_provenance.py``), and the plot of BADGE's step time against the memory floor
+to ``throughput-<backend>-floor.png`` beside it. ``benchmarks/report.py`` writes RESULTS.md's
+tables from the JSON.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import _provenance  # noqa: E402
 import _timing  # noqa: E402
 
 import aljax  # noqa: E402
@@ -321,8 +325,12 @@ def format_huge(mode: str, r: dict, dense_bytes: int) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def write_json(path: Path, env: dict, argv: list[str], results: list[dict], huge: dict | None) -> None:
-    """Merge into ``path``: entries of the same (size, algorithm) are replaced, others kept."""
+def write_json(path: Path, env: dict, argv: list[str], results: list[dict], huge: dict | None,
+               provenance: dict | None = None) -> dict:
+    """Merge into ``path``: entries of the same (size, algorithm) are replaced, others kept.
+
+    Each new entry (and the ``huge`` figures) carries ``provenance``, the run's (see
+    ``_provenance.py``): a merged file holds entries made by different runs, each saying which."""
     data = {}
     if path.exists():
         try:
@@ -330,12 +338,19 @@ def write_json(path: Path, env: dict, argv: list[str], results: list[dict], huge
         except (OSError, ValueError):
             data = {}
     entries = {(e["size"], e["algorithm"]): e for e in data.get("results", [])}
+    if provenance is not None:
+        results = [{**e, "provenance": provenance} for e in results]
+        if huge is not None:
+            huge = {key: ({**value, "provenance": provenance} if key in ("split", "badge") else value)
+                    for key, value in huge.items()}
     entries.update({(e["size"], e["algorithm"]): e for e in results})
     order = {name: i for i, name in enumerate(SIZES)}
     merged = sorted(entries.values(), key=lambda e: (order.get(e["size"], len(order)),
                                                      ALGORITHMS.index(e["algorithm"])
                                                      if e["algorithm"] in ALGORITHMS else len(ALGORITHMS)))
     data.update(environment=env, command="python benchmarks/throughput.py " + " ".join(argv), results=merged)
+    if provenance is not None:
+        data["provenance"] = provenance
     if huge is not None:
         # A run of one child (--huge alone) keeps the other child's figures from an earlier run
         # of the same problem.
@@ -347,6 +362,49 @@ def write_json(path: Path, env: dict, argv: list[str], results: list[dict], huge
         data["huge"] = huge
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1) + "\n")
+    return data
+
+
+def plot_floor(data: dict, path: Path) -> bool:
+    """Time per k-means++ step against the memory floor (the factors' bytes over the bandwidth
+    measured in the same run), by bytes read per step; from the JSON. False when it has no floor."""
+    points = [e for e in data.get("results", []) if e.get("algorithm") == "kmeans_pp" and "floor_ms_per_step" in e]
+    split = (data.get("huge") or {}).get("split")
+    if split and "floor_ms_per_step" in split:
+        points.append(dict(size=f"streamed {split['n']:,}", n=split["n"], dim=split["dim"], k=split["k"],
+                           floor_bytes=split["factored_bytes"], ms_per_step=split["selection_s"] / split["k"] * 1e3,
+                           floor_ms_per_step=split["floor_ms_per_step"], floor_ratio=split["floor_ratio"],
+                           bandwidth_bytes_per_s=split["bandwidth_bytes_per_s"]))
+    if not points:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points.sort(key=lambda e: e["floor_bytes"])
+    mib = [e["floor_bytes"] / 2**20 for e in points]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ax.loglog(mib, [e["ms_per_step"] for e in points], "o-", label="aljax kmeans_pp (BADGE), measured")
+    ax.loglog(mib, [e["floor_ms_per_step"] for e in points], "k--", marker="_", ms=14,
+              label="memory floor: factors' bytes / bandwidth measured in the same run")
+    for x, e in zip(mib, points):
+        ax.annotate(f"n={e['n']:,}, D={e['dim']}\n{e['floor_ratio']:.2f}× floor\n"
+                    f"({e['bandwidth_bytes_per_s'] / 1e9:.0f} GB/s)", (x, e["ms_per_step"]),
+                    textcoords="offset points", xytext=(6, -30), fontsize=7)
+    ax.set_xlabel("bytes read per step: n·(C + D) float32 (MiB)")
+    ax.set_ylabel("ms per k-means++ step")
+    prov = data.get("provenance") or {}
+    env = data.get("environment") or {}
+    ax.set_title(f"BADGE selection against the memory floor ({prov.get('backend') or env.get('backend')} backend: "
+                 f"{', '.join(prov.get('device_kinds') or [env.get('device_kind', '?')])}; "
+                 f"{prov.get('cpu_count') or env.get('cpu_count')} host CPUs)", fontsize=9)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.margins(x=0.3, y=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
 
 
 def parse_args(argv):
@@ -400,8 +458,13 @@ def main(argv=None):
     env["loadavg_end"] = _timing.loadavg()
     out = Path(args.out) if args.out else (Path(__file__).resolve().parent / "results"
                                            / f"throughput-{env['backend']}.json")
-    write_json(out, env, argv, results, huge)
-    print(f"\nwrote {out}")
+    provenance = _provenance.collect([sys.argv[0], *argv])
+    data = write_json(out, env, argv, results, huge, provenance)
+    png = out.with_name(out.stem + "-floor.png")
+    if plot_floor(data, png):
+        print(f"\nwrote {out} and {png}")
+    else:
+        print(f"\nwrote {out}")
 
 
 if __name__ == "__main__":

@@ -6,9 +6,17 @@ normaliser ``tr(Σ̂ @ A⁻¹)`` as a d × d matrix product (O(d³) per point), 
 Woodbury update ``A⁻¹ − A⁻¹u (1 + uᵀA⁻¹u)⁻¹ uᵀA⁻¹`` evaluated left to right as the package does.
 aljax: ``aljax.volume_stream`` on ``FisherFactors`` (rank 1), compile timed separately.
 
-    python benchmarks/vessal_speed.py [--classes 10 --dim 64 --loop-n 2000 --n 100000
-                                       --big-dim 512 --big-n 20000 --keep 0.01 --repeats 3
-                                       --big-repeats 1 --fixed-n 20000 --fixed-big-n 8192]
+    python benchmarks/vessal_speed.py [--classes 10 --dim 64 --loop-dims 16,32,64,128 --loop-n 2000
+                                       --loop-seconds 40 --n 100000 --big-dim 512 --big-n 20000
+                                       --keep 0.01 --repeats 3 --big-repeats 1 --fixed-n 20000
+                                       --fixed-big-n 8192 --json PATH]
+
+The per-point loop and aljax run on the same stream and budget at each d = C·D of ``--loop-dims``;
+where the loop would take longer than ``--loop-seconds`` it is timed over the stream's first points
+and extrapolated (its cost per point is flat: the O(d³) trace dominates; the JSON says where).
+Results go to ``--json`` (default ``benchmarks/results/vessal_speed-<backend>.json``, with the
+run's provenance) and a plot of the speed-ups by d beside it (``.png``); ``benchmarks/report.py``
+turns the JSON into RESULTS.md's tables.
 
 At d = 5,120 the work per point is two d × d matrix products (``X A⁻¹`` and ``XᵀX``, about
 2·10⁸ flops a point) plus one ``S Wᵀ`` matrix-vector product per keep, so the default big stream
@@ -24,9 +32,11 @@ d = C·dim and d = C·big-dim; the picks of the two are compared.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -35,18 +45,26 @@ import numpy as np
 import aljax
 from aljax._vessal import _rows, _stream, covariance_of
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 
+import _provenance  # noqa: E402
+import _timing  # noqa: E402
 from _timing import median_seconds as median_time  # noqa: E402
 
 
-def per_point_loop(rows, k, uniforms, cov_inv_scaling=100.0):
-    """The package's procedure, one point at a time (``rows``: (N, d) float32)."""
+def per_point_loop(rows, k, uniforms, cov_inv_scaling=100.0, max_seconds=None):
+    """The package's procedure, one point at a time (``rows``: (N, d) float32). With
+    ``max_seconds``, stops after the first point that ends past it; returns the picks and the
+    number of points processed."""
     n, d = rows.shape
     covariance = np.zeros((d, d), np.float32)
     covariance_inv = cov_inv_scaling * np.eye(d, dtype=np.float32)
     inds = []
+    start = time.perf_counter()
     for i in range(n):
+        if max_seconds is not None and i and time.perf_counter() - start > max_seconds:
+            return inds, i
         u = rows[i].reshape(-1, 1)
         norm = abs((u.T @ covariance_inv @ u).item())
         ideal_rate = (k - len(inds)) / (n - i)
@@ -56,7 +74,7 @@ def per_point_loop(rows, k, uniforms, cov_inv_scaling=100.0):
             inds.append(i)
             inner_inv = np.linalg.inv(np.eye(1, dtype=np.float32) + u.T @ covariance_inv @ u)
             covariance_inv = covariance_inv - covariance_inv @ u @ inner_inv @ u.T @ covariance_inv
-    return inds
+    return inds, n
 
 
 def fisher_stream(key, n, classes, dim):
@@ -94,22 +112,101 @@ def fixed_covariance(args, dim, n, repeats):
     covariance = covariance_of(emb, None, 1).block_until_ready()
     pass_s = time.perf_counter() - start
     print(f"d = {d}, stream {n:,}, k = {k:,}, fixed covariance (its pass: {n / pass_s:,.0f} points/s, "
-          f"load average {os.getloadavg()[0]:.1f}):")
-    results = {}
+          f"load average {_timing.loadavg()[0]:.1f}):", flush=True)
+    entry = dict(classes=args.classes, dim=dim, d=d, n=n, k=k, repeats=repeats,
+                 covariance_pass_points_per_s=n / pass_s, load_before=_timing.loadavg())
+    picks = {}
     for span in (True, False):
-        compile_s, run, picks = time_fixed(emb, k, covariance, span, repeats)
-        results[span] = (run, picks)
-        print(f"  {'span ' if span else 'dense'} kernel {n / run:,.0f} points/s ({run:.2f} s; compile "
-              f"{compile_s:.1f} s; load average {os.getloadavg()[0]:.1f})")
-    same = np.array_equal(results[True][1], results[False][1])
-    print(f"  span / dense: {results[False][0] / results[True][0]:.1f}x; same picks: {same}")
+        compile_s, run, picks[span] = time_fixed(emb, k, covariance, span, repeats)
+        name = "span" if span else "dense"
+        entry[name] = dict(compile_s=compile_s, median_s=run, points_per_s=n / run)
+        print(f"  {name:<5} kernel {n / run:,.0f} points/s ({run:.2f} s; compile {compile_s:.1f} s; "
+              f"load average {_timing.loadavg()[0]:.1f})", flush=True)
+    entry["same_picks"] = bool(np.array_equal(picks[True], picks[False]))
+    entry["span_speedup"] = entry["dense"]["median_s"] / entry["span"]["median_s"]
+    entry["load_after"] = _timing.loadavg()
+    print(f"  span / dense: {entry['span_speedup']:.1f}x; same picks: {entry['same_picks']}", flush=True)
+    return entry
 
 
-def main():
+def loop_comparison(args, dim):
+    """The per-point loop against aljax on the same stream and budget at d = C·dim."""
+    n, d = args.loop_n, args.classes * dim
+    emb = fisher_stream(jax.random.key(0), n, args.classes, dim)
+    k = max(1, int(args.keep * n))
+    rows = np.asarray(_rows.dense_rows(emb, 1, jnp.float32)[:, 0])
+    uniforms = np.random.default_rng(0).uniform(size=n)
+    load_before = _timing.loadavg()
+    start = time.perf_counter()
+    _, done = per_point_loop(rows, k, uniforms, max_seconds=args.loop_seconds)
+    loop_timed = time.perf_counter() - start
+    loop_s = loop_timed * n / done                   # per-point cost is flat: the trace dominates
+    compile_s, fast = time_aljax(emb, k, args.repeats)
+    entry = dict(classes=args.classes, dim=dim, d=d, n=n, k=k, repeats=args.repeats,
+                 loop=dict(points_timed=done, seconds_timed=loop_timed, total_s=loop_s, points_per_s=n / loop_s,
+                           extrapolated=done < n),
+                 aljax=dict(compile_s=compile_s, median_s=fast, points_per_s=n / fast),
+                 speedup=loop_s / fast, load_before=load_before, load_after=_timing.loadavg())
+    how = "" if done == n else f" (timed over its first {done:,} points)"
+    print(f"d = {d}, stream {n:,}, k = {k}: per-point loop {n / loop_s:,.1f} points/s{how}, "
+          f"aljax {n / fast:,.0f} points/s (compile {compile_s:.1f} s) -> {entry['speedup']:,.0f}x", flush=True)
+    return entry
+
+
+def stream_throughput(args, dim, n, repeats):
+    emb = fisher_stream(jax.random.key(1), n, args.classes, dim)
+    k = max(1, int(args.keep * n))
+    load_before = _timing.loadavg()
+    compile_s, fast = time_aljax(emb, k, repeats)
+    print(f"d = {args.classes * dim}, stream {n:,}, k = {k:,}: aljax {n / fast:,.0f} points/s "
+          f"({fast:.2f} s; compile {compile_s:.1f} s; load average {_timing.loadavg()[0]:.1f})", flush=True)
+    return dict(classes=args.classes, dim=dim, d=args.classes * dim, n=n, k=k, repeats=repeats, compile_s=compile_s,
+                median_s=fast, points_per_s=n / fast, load_before=load_before, load_after=_timing.loadavg())
+
+
+def plot(data, path):
+    """Points per second of the per-point loop and of aljax, and the speed-up, by d (from the JSON)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    entries = sorted(data["loop"], key=lambda e: e["d"])
+    d = [e["d"] for e in entries]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.8))
+    left.loglog(d, [e["loop"]["points_per_s"] for e in entries], "o-", label="per-point loop (active_learn)")
+    left.loglog(d, [e["aljax"]["points_per_s"] for e in entries], "s-", label="aljax volume_stream")
+    left.set_xlabel("d = C·D")
+    left.set_ylabel("points / s")
+    left.legend(fontsize=8)
+    left.set_title(f"stream of {entries[0]['n']:,} points, k = {entries[0]['k']}", fontsize=9)
+    right.bar([str(x) for x in d], [e["speedup"] for e in entries])
+    for i, e in enumerate(entries):
+        right.annotate(f"{e['speedup']:,.0f}×" + ("*" if e["loop"]["extrapolated"] else ""), (i, e["speedup"]),
+                       ha="center", va="bottom", fontsize=8)
+    right.set_yscale("log")
+    right.set_xlabel("d = C·D")
+    right.set_ylabel("speed-up over the per-point loop")
+    prov = data["provenance"]
+    right.set_title(f"VeSSAL ({prov.get('backend')}, {prov.get('cpu_count')} CPUs)", fontsize=9)
+    if any(e["loop"]["extrapolated"] for e in entries):
+        fig.text(0.01, 0.01, "* loop timed over the first points of the stream, extrapolated to all of it",
+                 fontsize=7)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--dim", type=int, default=64, help="penultimate width D for d = C·D (640)")
+    parser.add_argument("--loop-dims", default="16,32,64,128",
+                        help="D values (d = C·D) at which the per-point loop and aljax are compared")
     parser.add_argument("--loop-n", type=int, default=2000, help="stream length for the per-point loop")
+    parser.add_argument("--loop-seconds", type=float, default=40.0,
+                        help="time the loop over at most about this long, then extrapolate to the stream")
     parser.add_argument("--n", type=int, default=100_000, help="stream length for aljax at d = C·dim")
     parser.add_argument("--big-dim", type=int, default=512, help="D for the large case (d = 5,120)")
     parser.add_argument("--big-n", type=int, default=20_000, help="stream length at d = C·big-dim (0: skip)")
@@ -121,34 +218,31 @@ def main():
     parser.add_argument("--fixed-big-n", type=int, default=8192,
                         help="stream length, fixed covariance at d = C·big-dim (0: skip)")
     parser.add_argument("--only-fixed", action="store_true", help="run the fixed-covariance comparison only")
-    args = parser.parse_args()
+    parser.add_argument("--json", type=Path, default=None,
+                        help="results file (default benchmarks/results/vessal_speed-<backend>.json)")
+    args = parser.parse_args(argv)
+    provenance = _provenance.collect([sys.argv[0], *argv])
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
-          f"internal chunk {_rows.CHUNK}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
-    d = args.classes * args.dim
+          f"internal chunk {_rows.CHUNK}, {os.cpu_count()} CPUs, load average {_timing.loadavg()[0]:.1f}", flush=True)
+    data = {"provenance": provenance, "benchmark": "vessal_speed", "chunk": _rows.CHUNK, "keep": args.keep,
+            "fixed": [], "loop": [], "stream": []}
     for dim, n in ((args.dim, args.fixed_n), (args.big_dim, args.fixed_big_n)):
         if n > 0:
-            fixed_covariance(args, dim, n, args.repeats if dim == args.dim else args.big_repeats)
-    if args.only_fixed:
-        return
-
-    # Same stream, same budget: the per-point loop against aljax.
-    emb = fisher_stream(jax.random.key(0), args.loop_n, args.classes, args.dim)
-    k = max(1, int(args.keep * args.loop_n))
-    rows = np.asarray(_rows.dense_rows(emb, 1, jnp.float32)[:, 0])
-    uniforms = np.random.default_rng(0).uniform(size=args.loop_n)
-    loop = median_time(lambda: per_point_loop(rows, k, uniforms), 1)
-    compile_s, fast = time_aljax(emb, k, args.repeats)
-    print(f"d = {d}, stream {args.loop_n}, k = {k}: per-point loop {args.loop_n / loop:,.0f} points/s, "
-          f"aljax {args.loop_n / fast:,.0f} points/s (compile {compile_s:.1f} s) -> {loop / fast:,.0f}x")
-
-    for dim, n, repeats in ((args.dim, args.n, args.repeats), (args.big_dim, args.big_n, args.big_repeats)):
-        if n <= 0:
-            continue
-        emb = fisher_stream(jax.random.key(1), n, args.classes, dim)
-        k = max(1, int(args.keep * n))
-        compile_s, fast = time_aljax(emb, k, repeats)
-        print(f"d = {args.classes * dim}, stream {n:,}, k = {k:,}: aljax {n / fast:,.0f} points/s "
-              f"({fast:.2f} s; compile {compile_s:.1f} s; load average {os.getloadavg()[0]:.1f})")
+            data["fixed"].append(fixed_covariance(args, dim, n, args.repeats if dim == args.dim else args.big_repeats))
+    if not args.only_fixed:
+        for dim in (int(x) for x in args.loop_dims.split(",") if x):
+            data["loop"].append(loop_comparison(args, dim))
+        for dim, n, repeats in ((args.dim, args.n, args.repeats), (args.big_dim, args.big_n, args.big_repeats)):
+            if n > 0:
+                data["stream"].append(stream_throughput(args, dim, n, repeats))
+    path = args.json or HERE / "results" / f"vessal_speed-{provenance['backend']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    written = [path]
+    if data["loop"]:
+        plot(data, path.with_suffix(".png"))
+        written.append(path.with_suffix(".png"))
+    print("\nwrote " + " and ".join(map(str, written)))
 
 
 if __name__ == "__main__":

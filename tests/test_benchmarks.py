@@ -61,6 +61,18 @@ def test_json_merges_runs_of_different_sizes(tmp_path):
     assert data["huge"] == {"n": 5}
 
 
+def test_json_entries_keep_the_provenance_of_the_run_that_made_them(tmp_path):
+    path = tmp_path / "out.json"
+    old, new = {"commit": "a" * 40}, {"commit": "b" * 40}
+    throughput.write_json(path, {"backend": "cpu"}, [], [dict(size="tiny", algorithm="margin", median_s=1.0),
+                                                         dict(size="tiny", algorithm="badge", median_s=1.0)], None, old)
+    throughput.write_json(path, {"backend": "cpu"}, [], [dict(size="tiny", algorithm="badge", median_s=2.0)],
+                          None, new)
+    data = json.loads(path.read_text())
+    assert data["provenance"] == new
+    assert {e["algorithm"]: e["provenance"] for e in data["results"]} == {"margin": old, "badge": new}
+
+
 def test_bad_flags_are_refused():
     for argv in (["--sizes", "enormous"], ["--algorithms", "kmeans"], ["--repeats", "0"]):
         with pytest.raises(SystemExit):
@@ -81,6 +93,9 @@ def test_smallest_size_runs_every_algorithm_and_a_small_streamed_pool(tmp_path):
                         "--huge", "--huge-n", "10000", "--huge-k", "20", "--huge-batch", "4096")
     env = data["environment"]
     assert f"backend {env['backend']}" in stdout
+    assert data["provenance"]["commit"] and data["provenance"]["command"].startswith("python benchmarks/throughput.py")
+    assert all(entry["provenance"] == data["provenance"] for entry in data["results"])
+    assert data["huge"]["split"]["provenance"] == data["provenance"]
     assert env["device_count"] >= 1 and env["jax"]
     entries = {e["algorithm"]: e for e in data["results"]}
     assert set(entries) == set(throughput.ALGORITHMS)
@@ -109,11 +124,13 @@ def _run_script(*args, timeout=300):
 
 
 @pytest.mark.slow
-def test_adapter_overhead_smoke_run_reports_both_models():
+def test_adapter_overhead_smoke_run_reports_both_models(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
     out = _run_script(ROOT / "benchmarks" / "adapter_overhead.py", "--repeats", "1", "--mlp-n", "512",
-                      "--bert-n", "16", "--bert-seq", "8")
+                      "--bert-n", "16", "--bert-seq", "8", "--json", tmp_path / "adapter.json")
+    data = json.loads((tmp_path / "adapter.json").read_text())
+    assert data["provenance"]["versions"]["torch"] and len(data["results"]) == 2
     rows = [line for line in out.splitlines() if line.startswith(("MLP", "tiny BERT"))]
     assert len(rows) == 2, out
     for row in rows:                              # "... <forward>ms <adapter>ms <ratio> <paired> ..."
@@ -131,9 +148,12 @@ def test_torch_demo_smoke_run_prints_the_accuracy_table():
 
 
 @pytest.mark.slow
-def test_shrinking_pool_smoke_run_times_every_strategy_asked():
+def test_shrinking_pool_smoke_run_times_every_strategy_asked(tmp_path):
     pytest.importorskip("sklearn")
     out = _run_script(ROOT / "benchmarks" / "shrinking_pool.py", "--strategies", "margin,coreset", "--rounds", "2",
-                      "--pool-size", "300")
-    rows = [line.split()[0] for line in out.splitlines()[2:]]
+                      "--pool-size", "300", "--json", tmp_path / "shrinking.json")
+    rows = [line.split()[0] for line in out.splitlines()[2:] if not line.startswith("wrote ")]
     assert rows == ["margin", "coreset"], out
+    data = json.loads((tmp_path / "shrinking.json").read_text())
+    assert [r["strategy"] for r in data["results"]] == ["margin", "coreset"]
+    assert data["provenance"]["commit"] and data["provenance"]["backend"]

@@ -194,3 +194,14 @@ def test_rows_made_by_different_runs_get_one_provenance_line_each(repo):
     assert "Rows random: Made by `python bench.py --first`" in section
     assert "Rows margin: Made by `python bench.py --second`" in section
     assert section.count("**Stale**") == 1
+
+
+def test_every_section_of_results_md_renders_from_the_saved_json(tmp_path):
+    md = tmp_path / "RESULTS.md"
+    md.write_text("# Results\n")
+    report.write(None, md, ROOT / "benchmarks" / "results", ROOT)
+    text = md.read_text()
+    for name in report.SECTIONS:
+        section = text.split(f"<!-- GENERATED:BEGIN {name} -->")[1].split(f"<!-- GENERATED:END {name} -->")[0]
+        assert "Stale marks checked against HEAD" in section
+        assert "Made by" in section or "Not run" in section, name
