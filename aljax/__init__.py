@@ -4,7 +4,7 @@ Data flows one way: model → embeddings → selector → indices. The modules f
 module imports only modules of its own layer or of the layers listed before it
 (``tests/test_layout.py`` walks every import and fails on a cycle or an upward import):
 
-1. ``_validate``: argument checks with one message style.
+1. ``_validate``, ``_progress``: argument checks with one message style; progress bars.
 2. ``_types``, ``_padding``, ``_linalg``, ``_sharding``, ``_pool``: embedding containers, size
    buckets, small linear algebra, row layouts over devices, chunking and streaming a pool.
 3. ``_dense_head``, ``_embeddings``, ``_scores``, ``scores``: from a model to embeddings and scores.

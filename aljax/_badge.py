@@ -8,7 +8,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from . import _validate
+from . import _progress, _validate
 from ._embeddings import factored_embedding, logits_and_features
 from ._padding import BUCKET_MAX_BYTES, nbytes, pad_to_bucket
 from ._sharding import auto_axes, row_layout, take_row
@@ -232,7 +232,8 @@ def _select(key, emb, k: int, prune: bool, sharded: bool) -> jax.Array:
     n = jax.tree_util.tree_leaves(emb)[0].shape[0]
     if not sharded and nbytes(emb) <= BUCKET_MAX_BYTES and _validate.is_concrete(emb):
         emb = pad_to_bucket(emb, n)
-    return _kmeans_pp(key, emb, k, prune=prune and not sharded, n_valid=jnp.int32(n))
+    with _progress.waiting("selecting", k, unit="pick") as bar:
+        return bar.wait(_kmeans_pp(key, emb, k, prune=prune and not sharded, n_valid=jnp.int32(n)))
 
 
 def kmeans_pp(embedding, k: int, *, key=0, prune: bool = False) -> jax.Array:
@@ -309,7 +310,7 @@ def _check_prune(fn: str, prune, factored: bool) -> bool:
 
 def badge(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 256,
           features_fn: Callable | None = None, problem_type: str = "classification",
-          prune: bool = False) -> jax.Array:
+          prune: bool = False, progress: bool | None = None) -> jax.Array:
     """BADGE: k-means++ seeding over last-layer gradient embeddings.
 
     Ash et al., "Deep batch active learning by diverse, uncertain gradient lower bounds", ICLR
@@ -340,6 +341,9 @@ def badge(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 
       problem_type: ``"classification"`` or ``"regression"`` (see above).
       prune: exact pruning of the k-means++ steps (same picks; see :func:`kmeans_pp`);
         classification only.
+      progress: progress bars for the forward pass and the selection: ``None`` (default) shows
+        them when stderr is a terminal, once the work has run for two seconds; ``True``
+        always (needs tqdm); ``False`` never.
 
     Returns:
       ``(k,)`` int32 indices into ``pool``, unique, in pick order.
@@ -352,18 +356,19 @@ def badge(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 
       >>> aljax.badge((W1, W2), apply_fn, pool, 10, key=0).shape
       (10,)
     """
-    fn = "badge"
-    _validate.check_params(fn, params)
-    key = _validate.as_key(fn, key)
-    k = _validate.check_k_for_pool(fn, k, pool)
-    regression = _validate.check_problem_type(fn, problem_type) == "regression"
-    prune = _check_prune(fn, prune, factored=not regression)
-    if regression:
-        _, emb = logits_and_features(params, apply_fn, pool, batch_size=batch_size, features_fn=features_fn,
-                                     fn_name=fn, problem_type=problem_type)
-        k = _validate.check_k(fn, k, emb.shape[0])
-    else:
-        emb = factored_embedding(params, apply_fn, pool, batch_size=batch_size, features_fn=features_fn,
-                                 fn_name=fn)
-        k = _validate.check_k(fn, k, emb.n)
-    return _select(key, emb, k, prune, sharded=row_layout(fn, "pool", emb) is not None)
+    with _progress.scope("badge", progress):
+        fn = "badge"
+        _validate.check_params(fn, params)
+        key = _validate.as_key(fn, key)
+        k = _validate.check_k_for_pool(fn, k, pool)
+        regression = _validate.check_problem_type(fn, problem_type) == "regression"
+        prune = _check_prune(fn, prune, factored=not regression)
+        if regression:
+            _, emb = logits_and_features(params, apply_fn, pool, batch_size=batch_size, features_fn=features_fn,
+                                         fn_name=fn, problem_type=problem_type)
+            k = _validate.check_k(fn, k, emb.shape[0])
+        else:
+            emb = factored_embedding(params, apply_fn, pool, batch_size=batch_size, features_fn=features_fn,
+                                     fn_name=fn)
+            k = _validate.check_k(fn, k, emb.n)
+        return _select(key, emb, k, prune, sharded=row_layout(fn, "pool", emb) is not None)

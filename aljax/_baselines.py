@@ -14,7 +14,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from . import _scores, _validate
+from . import _progress, _scores, _validate
 from ._embeddings import cached, check_outputs, logits_and_features, output_shape
 from ._linalg import HIGHEST
 from ._padding import BUCKET_MAX_BYTES, nbytes, pad_to_bucket
@@ -52,7 +52,7 @@ def random_kernel(key: jax.Array, n: int, k: int) -> jax.Array:
 
 
 def random_sample(params, apply_fn: Callable | None, pool, k: int, *, key=0, batch_size: int = 256,
-                  problem_type: str = "classification") -> jax.Array:
+                  problem_type: str = "classification", progress: bool | None = None) -> jax.Array:
     """Uniform random sampling without replacement: the baseline every strategy must beat.
 
     ``params`` and ``apply_fn`` are accepted (and ignored) so that every selector has the same
@@ -69,6 +69,9 @@ def random_sample(params, apply_fn: Callable | None, pool, k: int, *, key=0, bat
       batch_size: ignored (accepted for a uniform signature).
       problem_type: ``"classification"`` or ``"regression"``: checked, otherwise ignored (accepted
         so that strategies can be swapped without changing the call).
+      progress: progress bars for the forward pass and the selection: ``None`` (default) shows
+        them when stderr is a terminal, once the work has run for two seconds; ``True``
+        always (needs tqdm); ``False`` never.
 
     Returns:
       ``(k,)`` int32 unique indices into ``pool``, uniformly at random.
@@ -78,17 +81,18 @@ def random_sample(params, apply_fn: Callable | None, pool, k: int, *, key=0, bat
       >>> aljax.random_sample(None, None, jnp.zeros((10, 3)), 4, key=0).shape
       (4,)
     """
-    fn = "random_sample"
-    _validate.check_problem_type(fn, problem_type)
-    k, key, _ = _check_common(fn, pool, k, key, batch_size)
-    if _validate.is_batch_iterable(pool):
-        n = sum(_validate.pool_size(fn, batch, allow_empty=True) for batch in _validate.checked_batches(fn, pool))
-        if n == 0:
-            raise ValueError(_validate.message(fn, "pool", "a non-empty pool (array or iterable of batches)",
-                                               "an iterable that yielded no examples"))
-    else:
-        n = _validate.pool_size(fn, pool)
-    return random_kernel(key, n, _validate.check_k(fn, k, n))
+    with _progress.scope("random_sample", progress):
+        fn = "random_sample"
+        _validate.check_problem_type(fn, problem_type)
+        k, key, _ = _check_common(fn, pool, k, key, batch_size)
+        if _validate.is_batch_iterable(pool):
+            n = sum(_validate.pool_size(fn, batch, allow_empty=True) for batch in _validate.checked_batches(fn, pool))
+            if n == 0:
+                raise ValueError(_validate.message(fn, "pool", "a non-empty pool (array or iterable of batches)",
+                                                   "an iterable that yielded no examples"))
+        else:
+            n = _validate.pool_size(fn, pool)
+        return random_kernel(key, n, _validate.check_k(fn, k, n))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,12 +104,14 @@ def _select_by_score(logits: jax.Array, score: Callable, k: int) -> jax.Array:
     return _scores.top_k(score(logits), k)
 
 
-def _uncertainty(fn: str, score: Callable, params, apply_fn, pool, k, key, batch_size, problem_type) -> jax.Array:
-    _validate.check_params(fn, params)
-    _validate.check_problem_type(fn, problem_type, fn)
-    k, _, batch_size = _check_common(fn, pool, k, key, batch_size)
-    logits = _pool_logits(fn, params, apply_fn, pool, k, batch_size)
-    return _select_by_score(logits, score, k)
+def _uncertainty(fn: str, score: Callable, params, apply_fn, pool, k, key, batch_size, problem_type,
+                 progress) -> jax.Array:
+    with _progress.scope(fn, progress):
+        _validate.check_params(fn, params)
+        _validate.check_problem_type(fn, problem_type, fn)
+        k, _, batch_size = _check_common(fn, pool, k, key, batch_size)
+        logits = _pool_logits(fn, params, apply_fn, pool, k, batch_size)
+        return _select_by_score(logits, score, k)
 
 
 _SELECTOR_ARGS = """
@@ -120,6 +126,9 @@ _SELECTOR_ARGS = """
       batch_size: rows per forward chunk.
       problem_type: ``"classification"`` only (accepted for a uniform signature: the score needs
         class probabilities).
+      progress: progress bars for the forward pass and the selection: ``None`` (default) shows
+        them when stderr is a terminal, once the work has run for two seconds; ``True``
+        always (needs tqdm); ``False`` never.
 
     Returns:
       ``(k,)`` int32 unique indices into ``pool``, highest score first, ties broken by the
@@ -128,21 +137,21 @@ _SELECTOR_ARGS = """
 
 
 def least_confidence(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 256,
-                     problem_type: str = "classification") -> jax.Array:
+                     problem_type: str = "classification", progress: bool | None = None) -> jax.Array:
     return _uncertainty("least_confidence", _scores.least_confidence, params, apply_fn, pool, k, key, batch_size,
-                        problem_type)
+                        problem_type, progress)
 
 
 def margin(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 256,
-           problem_type: str = "classification") -> jax.Array:
+           problem_type: str = "classification", progress: bool | None = None) -> jax.Array:
     return _uncertainty("margin", _scores.margin, params, apply_fn, pool, k, key, batch_size,
-                        problem_type)
+                        problem_type, progress)
 
 
 def entropy(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 256,
-            problem_type: str = "classification") -> jax.Array:
+            problem_type: str = "classification", progress: bool | None = None) -> jax.Array:
     return _uncertainty("entropy", _scores.entropy, params, apply_fn, pool, k, key, batch_size,
-                        problem_type)
+                        problem_type, progress)
 
 
 least_confidence.__doc__ = """Least-confidence sampling: the ``k`` points whose top predicted
@@ -225,7 +234,7 @@ def _with_row_index(fn: str, pool):
 
 
 def bald(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 256,
-         problem_type: str = "classification", mc_samples: int = 20) -> jax.Array:
+         problem_type: str = "classification", mc_samples: int = 20, progress: bool | None = None) -> jax.Array:
     """BALD: the ``k`` points of largest mutual information between the label and the weights,
     estimated with Monte Carlo dropout.
 
@@ -255,6 +264,9 @@ def bald(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 2
       batch_size: rows per forward chunk.
       problem_type: ``"classification"`` only (accepted for a uniform signature).
       mc_samples: number of stochastic passes, a Python int ``>= 2``.
+      progress: progress bars for the forward pass and the selection: ``None`` (default) shows
+        them when stderr is a terminal, once the work has run for two seconds; ``True``
+        always (needs tqdm); ``False`` never.
 
     Returns:
       ``(k,)`` int32 unique indices into ``pool``, highest score first, ties broken by the
@@ -270,34 +282,35 @@ def bald(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 2
       >>> aljax.bald(W, apply_fn, pool, 5, key=0, mc_samples=10).shape
       (5,)
     """
-    fn = "bald"
-    _validate.check_params(fn, params)
-    _validate.check_problem_type(fn, problem_type, fn)
-    k, key, batch_size = _check_common(fn, pool, k, key, batch_size)
-    mc_samples = _validate.check_int(fn, "mc_samples", mc_samples, low=2)
-    if not callable(apply_fn):
-        raise TypeError(_validate.message(fn, "apply_fn", "a callable apply_fn(params, x, key)",
-                                          type(apply_fn).__name__))
-    keys = jax.random.split(key, mc_samples)
-    (first, _), _, run = open_pool(fn, _with_row_index(fn, pool), batch_size)
-    try:
-        out = jax.eval_shape(lambda p, x, kk: apply_fn(p, x, kk), params, first, keys[0])
-    except TypeError as err:
-        raise TypeError(_validate.message(fn, "apply_fn", "a stochastic apply_fn(params, x, key) (e.g. MC dropout)",
-                                          f"a function that cannot be called that way ({err})")) from None
-    check_outputs(fn, out, "classification")
-    parts_fn = cached("bald", apply_fn, lambda: _bald_chunk_fn(apply_fn))
-    if _validate.is_concrete(params, first):
-        forward = cached("bald_probe", apply_fn, lambda: jax.jit(apply_fn))
-        a, b = forward(params, first, keys[0]), forward(params, first, keys[1])
-        if bool(jnp.all(a == b)):
-            raise ValueError(_validate.message(
-                fn, "apply_fn", "stochastic in its key (e.g. dropout active) for BALD",
-                "the same logits for two different keys; a deterministic model has zero mutual information"))
-    (mean_probs, mean_entropy), n = run(lambda chunk: parts_fn(params, chunk, keys))
-    _validate.check_k(fn, k, n)
-    _validate.check_finite(fn, "the MC-averaged probabilities and entropies", mean_probs, mean_entropy)
-    return _select_bald(mean_probs, mean_entropy, k)
+    with _progress.scope("bald", progress):
+        fn = "bald"
+        _validate.check_params(fn, params)
+        _validate.check_problem_type(fn, problem_type, fn)
+        k, key, batch_size = _check_common(fn, pool, k, key, batch_size)
+        mc_samples = _validate.check_int(fn, "mc_samples", mc_samples, low=2)
+        if not callable(apply_fn):
+            raise TypeError(_validate.message(fn, "apply_fn", "a callable apply_fn(params, x, key)",
+                                              type(apply_fn).__name__))
+        keys = jax.random.split(key, mc_samples)
+        (first, _), _, run = open_pool(fn, _with_row_index(fn, pool), batch_size)
+        try:
+            out = jax.eval_shape(lambda p, x, kk: apply_fn(p, x, kk), params, first, keys[0])
+        except TypeError as err:
+            raise TypeError(_validate.message(fn, "apply_fn", "a stochastic apply_fn(params, x, key) (e.g. MC dropout)",
+                                              f"a function that cannot be called that way ({err})")) from None
+        check_outputs(fn, out, "classification")
+        parts_fn = cached("bald", apply_fn, lambda: _bald_chunk_fn(apply_fn))
+        if _validate.is_concrete(params, first):
+            forward = cached("bald_probe", apply_fn, lambda: jax.jit(apply_fn))
+            a, b = forward(params, first, keys[0]), forward(params, first, keys[1])
+            if bool(jnp.all(a == b)):
+                raise ValueError(_validate.message(
+                    fn, "apply_fn", "stochastic in its key (e.g. dropout active) for BALD",
+                    "the same logits for two different keys; a deterministic model has zero mutual information"))
+        (mean_probs, mean_entropy), n = run(lambda chunk: parts_fn(params, chunk, keys))
+        _validate.check_k(fn, k, n)
+        _validate.check_finite(fn, "the MC-averaged probabilities and entropies", mean_probs, mean_entropy)
+        return _select_bald(mean_probs, mean_entropy, k)
 
 
 @functools.partial(jax.jit, static_argnames="k")
@@ -348,7 +361,9 @@ def _k_center_greedy(features: jax.Array, labeled: jax.Array | None, k: int) -> 
         features = pad_to_bucket(features, n)
         if labeled is not None:  # to a multiple of the distance pass's block: free, and few sizes
             labeled = jnp.pad(jnp.asarray(labeled), [(0, -m % _LABELED_BLOCK), (0, 0)])
-    return _k_center_greedy_padded(features, labeled, jnp.int32(n), None if m is None else jnp.int32(m), k=k)
+    with _progress.waiting("selecting", k, unit="pick") as bar:
+        return bar.wait(_k_center_greedy_padded(features, labeled, jnp.int32(n), None if m is None else jnp.int32(m),
+                                                k=k))
 
 
 @functools.partial(jax.jit, static_argnames="k")
@@ -452,7 +467,7 @@ def k_center_greedy(embedding, k: int, *, key=0, labeled=None) -> jax.Array:
 
 
 def coreset(params, apply_fn: Callable, pool, k: int, *, key=0, labeled=None, batch_size: int = 256,
-            features_fn: Callable | None = None, problem_type: str = "classification") -> jax.Array:
+            features_fn: Callable | None = None, problem_type: str = "classification", progress: bool | None = None) -> jax.Array:
     """Core-set selection: k-center greedy on the penultimate features, conditioned on the
     labeled set (Sener & Savarese, "Active learning for convolutional neural networks: a
     core-set approach", ICLR 2018).
@@ -475,6 +490,9 @@ def coreset(params, apply_fn: Callable, pool, k: int, *, key=0, labeled=None, ba
       features_fn: optional ``features_fn(params, x) -> (batch, D)``.
       problem_type: ``"classification"`` (logits ``(batch, C)``) or ``"regression"`` (outputs
         ``(batch,)`` or ``(batch, m)``); the greedy reads only the features either way.
+      progress: progress bars for the forward pass and the selection: ``None`` (default) shows
+        them when stderr is a terminal, once the work has run for two seconds; ``True``
+        always (needs tqdm); ``False`` never.
 
     Returns:
       ``(k,)`` int32 unique indices into ``pool``, in greedy order.
@@ -487,22 +505,23 @@ def coreset(params, apply_fn: Callable, pool, k: int, *, key=0, labeled=None, ba
       >>> aljax.coreset((W1, W2), apply_fn, pool, 5, labeled=pool[:10]).shape
       (5,)
     """
-    fn = "coreset"
-    _validate.check_params(fn, params)
-    _validate.check_problem_type(fn, problem_type)
-    k, _, batch_size = _check_common(fn, pool, k, key, batch_size)
-    like, pool = _validate.peek_batches(fn, pool)
-    if labeled is not None:
-        leaves = jax.tree_util.tree_leaves(labeled)
-        if leaves and all(getattr(leaf, "shape", (1,))[:1] == (0,) for leaf in leaves):
-            labeled = None
-    if labeled is not None:  # checked before the pool is read
-        _validate.check_labeled_like_pool(fn, labeled, like)
-    _, features = logits_and_features(params, apply_fn, pool, batch_size=batch_size, features_fn=features_fn,
-                                      fn_name=fn, problem_type=problem_type)
-    k = _validate.check_k(fn, k, features.shape[0])
-    labeled_features = None
-    if labeled is not None:
-        _, labeled_features = logits_and_features(params, apply_fn, labeled, batch_size=batch_size,
-                                                  features_fn=features_fn, fn_name=fn, problem_type=problem_type)
-    return _k_center_greedy(features, labeled_features, k)
+    with _progress.scope("coreset", progress):
+        fn = "coreset"
+        _validate.check_params(fn, params)
+        _validate.check_problem_type(fn, problem_type)
+        k, _, batch_size = _check_common(fn, pool, k, key, batch_size)
+        like, pool = _validate.peek_batches(fn, pool)
+        if labeled is not None:
+            leaves = jax.tree_util.tree_leaves(labeled)
+            if leaves and all(getattr(leaf, "shape", (1,))[:1] == (0,) for leaf in leaves):
+                labeled = None
+        if labeled is not None:  # checked before the pool is read
+            _validate.check_labeled_like_pool(fn, labeled, like)
+        _, features = logits_and_features(params, apply_fn, pool, batch_size=batch_size, features_fn=features_fn,
+                                          fn_name=fn, problem_type=problem_type)
+        k = _validate.check_k(fn, k, features.shape[0])
+        labeled_features = None
+        if labeled is not None:
+            _, labeled_features = logits_and_features(params, apply_fn, labeled, batch_size=batch_size,
+                                                      features_fn=features_fn, fn_name=fn, problem_type=problem_type)
+        return _k_center_greedy(features, labeled_features, k)

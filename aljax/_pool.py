@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _sharding, _validate
+from . import _progress, _sharding, _validate
 
 
 def map_chunks(fn: Callable, pool: Any, n: int, batch_size: int, *, fn_name: str = "map_chunks"):
@@ -35,9 +35,11 @@ def map_chunks(fn: Callable, pool: Any, n: int, batch_size: int, *, fn_name: str
     # rows): small pools that change size every round (labeled sets) compile `fn` once per doubling.
     size = min(batch_size, 1 << (n - 1).bit_length())
     outs = []
-    for start in range(0, n, size):
-        stop = min(start + size, n)
-        outs.append(fn(jax.tree_util.tree_map(lambda leaf: _rows_padded(leaf, start, stop, size), pool)))
+    with _progress.bar("forward pass", n) as bar:
+        for start in range(0, n, size):
+            stop = min(start + size, n)
+            outs.append(fn(jax.tree_util.tree_map(lambda leaf: _rows_padded(leaf, start, stop, size), pool)))
+            bar.update(stop - start, outs[-1])
     return assemble(outs, n)
 
 
@@ -98,9 +100,11 @@ def open_pool(fn_name: str, pool: Any, batch_size: int):
 
     def run(fn):
         outs, n = [], 0
-        for chunk, n_valid in itertools.chain([(first, first_valid)], chunks):
-            outs.append(fn(chunk))
-            n += n_valid
+        with _progress.bar("forward pass", None) as bar:
+            for chunk, n_valid in itertools.chain([(first, first_valid)], chunks):
+                outs.append(fn(chunk))
+                n += n_valid
+                bar.update(n_valid, outs[-1])
         return assemble(outs, n), n
 
     return jax.tree_util.tree_map(lambda leaf: leaf[:first_valid], first), None, run

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 
-from . import _validate
+from . import _progress, _validate
 
 
 class RowLayout(NamedTuple):
@@ -169,7 +169,11 @@ def map_chunks_sharded(fn: Callable, pool, n: int, batch_size: int, layout: RowL
     starts = list(range(0, local - size + 1, size))
     if starts[-1] + size < local:
         starts.append(local - size)
-    outs = [fn(_take_chunk(pool, jnp.int32(start), size=size, layout=layout)) for start in starts]
+    outs = []
+    with _progress.bar("forward pass", local * layout.shards) as bar:
+        for previous, start in zip([-size] + starts, starts):
+            outs.append(fn(_take_chunk(pool, jnp.int32(start), size=size, layout=layout)))
+            bar.update((start - previous) * layout.shards, outs[-1])
     keep = [size] + [start - previous for previous, start in zip(starts, starts[1:])]
     return _assemble(tuple(outs), keep=tuple(keep), layout=layout)
 

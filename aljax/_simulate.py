@@ -10,7 +10,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Sequence
 import jax
 import numpy as np
 
-from . import _validate
+from . import _progress, _validate
 from ._labelpool import LabelPool
 
 _FORMAT = "aljax.simulate/1"
@@ -109,7 +109,8 @@ def _select(strategy, name, params, apply_fn, x, pool: LabelPool, k: int, key, p
     unlabeled = pool.unlabeled
     extra = {"labeled": _take(x, pool.labeled)} if pass_labeled else {}
     start = time.perf_counter()
-    picks = strategy(params, apply_fn, _take(x, unlabeled), k, key=key, **extra)
+    with _progress.scope("simulate", False):  # simulate's own bar counts the rounds
+        picks = strategy(params, apply_fn, _take(x, unlabeled), k, key=key, **extra)
     picks = _check_picks(name, jax.block_until_ready(picks), k, unlabeled.size)
     seconds = time.perf_counter() - start
     return pool.from_unlabeled_index(picks), seconds
@@ -127,7 +128,7 @@ def _train(train_fn, x, y, pool: LabelPool, key):
 # -- progress and report ------------------------------------------------------------------------
 
 
-def _progress(total: int, desc: str, enabled: bool):
+def _rounds_bar(total: int, desc: str, enabled: bool):
     if not enabled:
         return None
     try:
@@ -241,7 +242,7 @@ def simulate(strategy: Callable, train_fn: Callable, eval_fn: Callable, x, y, *,
     pool = LabelPool(plan.n).label(first)
     history = _History([], [], [], [], [])
     params = None    # round 0 trains before anything is selected
-    bar = _progress(plan.rounds + 1, plan.name, progress)
+    bar = _rounds_bar(plan.rounds + 1, plan.name, progress)
     try:
         for r in range(plan.rounds + 1):
             if r > 0:

@@ -13,7 +13,7 @@ import sys
 import jax
 import numpy as np
 
-from . import _validate
+from . import _progress, _validate
 from ._embeddings import logits_and_features
 from ._strategies import STRATEGIES, select_from_outputs
 
@@ -86,6 +86,9 @@ class ActiveSampler:
         (and the labeled data).
       prune: ``"badge"`` on a classifier only: exact pruning of the k-means++ steps (same picks,
         faster; see :func:`aljax.kmeans_pp`).
+      progress: progress bars of each ``select`` for the forward pass and the selection:
+        ``None`` (default) shows them when stderr is a terminal, once the work has run for two
+        seconds; ``True`` always (needs tqdm); ``False`` never.
 
     An option that the chosen strategy does not use is ignored.
 
@@ -102,8 +105,9 @@ class ActiveSampler:
     def __init__(self, problem_type: str, model, budget, labeled_data=(), *, strategy: str = "vessal", key=0,
                  batch_size: int = 256, features_fn=None, head: str | None = None, device=None,
                  max_length: int | None = None, lamb: float | None = None, oversample: float = 2.0, rank: int = 1,
-                 precompute_covariance: bool = False, prune: bool = False):
+                 precompute_covariance: bool = False, prune: bool = False, progress: bool | None = None):
         fn = "ActiveSampler"
+        self.progress = _progress.check(fn, progress)
         if not isinstance(strategy, str) or strategy not in STRATEGIES:
             raise ValueError(_validate.message(fn, "strategy", f"one of {', '.join(map(repr, STRATEGIES))}",
                                                repr(strategy)))
@@ -210,25 +214,26 @@ class ActiveSampler:
           >>> sampler.select(jax.random.normal(jax.random.key(0), (50, 4))).shape
           (5,)
         """
-        fn = "ActiveSampler.select"
-        n = self._size(candidates)
-        if n is not None and self.k is not None and self.k > n:
-            raise ValueError(f"aljax.{fn}: argument `candidates` must hold at least `budget` = {self.k} examples "
-                             f"(the sampler's budget), got {n}.")
-        self._key, key = jax.random.split(self._key)
-        if self.strategy == "random" and n is not None:
-            logits = h = None
-        else:
-            logits, h = self._outputs(candidates, "candidates")
-            n = int(h.shape[0])
-            if self.k is not None and self.k > n:
-                raise ValueError(f"aljax.{fn}: argument `candidates` must hold at least `budget` = {self.k} "
-                                 f"examples (the sampler's budget), got {n}.")
-        labeled = None
-        if self.labeled_data is not None and self.strategy in ("bait", "coreset", "vessal"):
-            labeled = self._outputs(self.labeled_data, "labeled_data")
-        options = {"lamb": self.lamb, "oversample": self.oversample, "rank": self.rank,
-                   "precompute_covariance": self.precompute_covariance, "prune": self.prune}
-        picks = select_from_outputs(fn, self.strategy, self.problem_type, key, logits, h, n, self.k, rate=self.rate,
-                                 labeled=labeled, options=options)
-        return np.asarray(picks, dtype=np.int32)
+        with _progress.scope("ActiveSampler.select", self.progress):
+            fn = "ActiveSampler.select"
+            n = self._size(candidates)
+            if n is not None and self.k is not None and self.k > n:
+                raise ValueError(f"aljax.{fn}: argument `candidates` must hold at least `budget` = {self.k} examples "
+                                 f"(the sampler's budget), got {n}.")
+            self._key, key = jax.random.split(self._key)
+            if self.strategy == "random" and n is not None:
+                logits = h = None
+            else:
+                logits, h = self._outputs(candidates, "candidates")
+                n = int(h.shape[0])
+                if self.k is not None and self.k > n:
+                    raise ValueError(f"aljax.{fn}: argument `candidates` must hold at least `budget` = {self.k} "
+                                     f"examples (the sampler's budget), got {n}.")
+            labeled = None
+            if self.labeled_data is not None and self.strategy in ("bait", "coreset", "vessal"):
+                labeled = self._outputs(self.labeled_data, "labeled_data")
+            options = {"lamb": self.lamb, "oversample": self.oversample, "rank": self.rank,
+                       "precompute_covariance": self.precompute_covariance, "prune": self.prune}
+            picks = select_from_outputs(fn, self.strategy, self.problem_type, key, logits, h, n, self.k, rate=self.rate,
+                                     labeled=labeled, options=options)
+            return np.asarray(picks, dtype=np.int32)

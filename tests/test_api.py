@@ -41,7 +41,8 @@ EMBEDDINGS = sorted(set(_by_leading(["params", "apply_fn", "pool"])) - set(FRONT
 HARNESS = ["curve_area", "plot_learning_curves", "relative_auc", "simulate"]
 # The keywords that mean the same thing everywhere, and their one default.
 SHARED_DEFAULTS = {"key": 0, "labeled": None, "batch_size": 256, "features_fn": None,
-                   "problem_type": "classification", "device": None, "head": None, "max_length": None}
+                   "problem_type": "classification", "device": None, "head": None, "max_length": None,
+                   "progress": None}
 # Defaults that are the algorithm's own (its paper's), the same in every entry point of it.
 ALGORITHM_DEFAULTS = {
     "bait": {"lamb": 1.0, "oversample": 2.0},
@@ -156,7 +157,7 @@ def test_front_doors_take_params_apply_fn_pool_k_then_keywords(name):
     assert positional == ["params", "apply_fn", "pool", "k"], positional
     for p in list(params.values())[4:]:
         assert p.kind is inspect.Parameter.KEYWORD_ONLY, f"{name}: {p.name} is not keyword-only"
-    assert "key" in params and "batch_size" in params and "problem_type" in params
+    assert "key" in params and "batch_size" in params and "problem_type" in params and "progress" in params
 
 
 @pytest.mark.parametrize("name", SELECTORS + FRONT_DOORS + EMBEDDINGS)
@@ -208,7 +209,7 @@ def test_active_sampler_passes_the_same_keywords():
     params = _params(aljax.ActiveSampler)
     positional = [p.name for p in params.values() if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
     assert positional == ["problem_type", "model", "budget", "labeled_data"]
-    for arg in ("key", "batch_size", "features_fn", "device", "head", "max_length"):
+    for arg in ("key", "batch_size", "features_fn", "device", "head", "max_length", "progress"):
         assert params[arg].default == SHARED_DEFAULTS[arg], arg
     for arg in ("oversample", "rank", "precompute_covariance", "prune"):
         owner = next(a for a, d in ALGORITHM_DEFAULTS.items() if arg in d)

@@ -89,6 +89,8 @@ SHARED_FRONT = [
     ("batch_size float", {"batch_size": 1.5}, TypeError, "batch_size", r""),
     ("problem_type", {"problem_type": "regresion"}, ValueError, "problem_type", r"'classification' or 'regression'"),
     ("empty pool", {"pool": jnp.ones((0, IN))}, ValueError, "pool", r"empty"),
+    ("progress str", {"progress": "yes"}, TypeError, "progress", r"None, True or False"),
+    ("progress int", {"progress": 1}, TypeError, "progress", r"None, True or False"),
 ]
 
 
@@ -208,6 +210,8 @@ CASES = [
     ("badge inf features", lambda: _badge(features_fn=lambda p, x: (x @ p["w1"]).at[0, 0].set(-jnp.inf)),
      ValueError, "badge", "pool", r"penultimate features .* contain 1 NaN/Inf"),
     ("badge prune str", lambda: _badge(prune="yes"), TypeError, "badge", "prune", r"a bool"),
+    ("ActiveSampler progress str", lambda: _sampler(progress="on"), TypeError, "ActiveSampler", "progress",
+     r"None, True or False"),
     ("badge prune regression", lambda: aljax.badge(_params(), lambda p, x: _features(p, x) @ p["w2"][:, :1], POOL, 3,
                                                    problem_type="regression", prune=True), ValueError, "badge",
      "prune", r"regression"),
@@ -567,6 +571,8 @@ def _torch_cases():
         (lambda: ta.badge(model, x, 2.0), TypeError, "badge", "k"),
         (lambda: ta.badge(model, x, 2, key="0"), TypeError, "badge", "key"),
         (lambda: ta.badge(model, x, 2, prune="yes"), TypeError, "badge", "prune"),
+        (lambda: ta.badge(model, x, 2, progress="yes"), TypeError, "badge", "progress"),
+        (lambda: ta.margin(model, x, 2, progress=0), TypeError, "margin", "progress"),
         (lambda: ta.badge("model", x, 2), TypeError, "badge", "model"),
         (lambda: ta.badge(model, "text", 2), TypeError, "badge", "pool"),
         (lambda: ta.badge(model, torch.zeros(0, IN), 1), ValueError, "badge", "pool"),

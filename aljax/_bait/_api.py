@@ -6,7 +6,7 @@ from typing import Callable
 
 import jax
 
-from .. import _validate
+from .. import _progress, _validate
 from .._embeddings import logits_and_features
 from ._plan import as_rows, select
 from ._rows import n_points, rows_from_outputs
@@ -106,7 +106,7 @@ def fisher_greedy(embedding, k: int, *, key=0, labeled=None, lamb: float = 1.0, 
 
 def bait(params, apply_fn: Callable, pool, k: int, *, key=0, labeled=None, batch_size: int = 256,
          features_fn: Callable | None = None, problem_type: str = "classification", lamb: float = 1.0,
-         oversample: float = 2.0) -> jax.Array:
+         oversample: float = 2.0, progress: bool | None = None) -> jax.Array:
     """BAIT: Fisher-embedding batch selection (forward greedy, then backward pruning).
 
     Ash et al., "Gone fishing: neural active learning with Fisher embeddings", NeurIPS 2021.
@@ -135,6 +135,9 @@ def bait(params, apply_fn: Callable, pool, k: int, *, key=0, labeled=None, batch
       problem_type: ``"classification"`` or ``"regression"``.
       lamb: the damping ``λ > 0``.
       oversample: forward steps per selected point, ``>= 1``.
+      progress: progress bars for the forward pass and the selection: ``None`` (default) shows
+        them when stderr is a terminal, once the work has run for two seconds; ``True``
+        always (needs tqdm); ``False`` never.
 
     Returns:
       ``(k,)`` int32 indices into ``pool``, unique, in pick order.
@@ -147,24 +150,25 @@ def bait(params, apply_fn: Callable, pool, k: int, *, key=0, labeled=None, batch
       >>> aljax.bait((W1, W2), apply_fn, pool, 10, labeled=pool[:5]).shape
       (10,)
     """
-    fn = "bait"
-    _validate.check_params(fn, params)
-    k = _validate.check_k_for_pool(fn, k, pool)
-    like, pool = _validate.peek_batches(fn, pool)
-    lamb = _validate.check_positive(fn, "lamb", lamb)
-    oversample = _validate.check_oversample(fn, oversample)
-    _validate.check_problem_type(fn, problem_type)
-    _validate.as_key(fn, key)
-    n_lab = 0 if labeled is None else _validate.check_labeled_like_pool(fn, labeled, like)
-    outputs, h = logits_and_features(params, apply_fn, pool, batch_size=batch_size, features_fn=features_fn,
-                                     fn_name=fn, problem_type=problem_type)
-    k = _validate.check_k(fn, k, h.shape[0])
-    rows = rows_from_outputs(outputs, h, problem_type)
-    labeled_rows = None
-    if n_lab > 0:
-        lab_out, lab_h = logits_and_features(params, apply_fn, labeled, batch_size=batch_size,
-                                             features_fn=features_fn, fn_name=fn, problem_type=problem_type)
-        labeled_rows = rows_from_outputs(lab_out, lab_h, problem_type)
-    # The embedding pass returns the features sharded like a sharded pool: select on that layout.
-    layout, labeled_layout = layouts(fn, "pool", h, "labeled", None if labeled_rows is None else labeled_rows.h)
-    return select(fn, rows, labeled_rows, k, lamb, oversample, layout, labeled_layout, pool_arg="pool")
+    with _progress.scope("bait", progress):
+        fn = "bait"
+        _validate.check_params(fn, params)
+        k = _validate.check_k_for_pool(fn, k, pool)
+        like, pool = _validate.peek_batches(fn, pool)
+        lamb = _validate.check_positive(fn, "lamb", lamb)
+        oversample = _validate.check_oversample(fn, oversample)
+        _validate.check_problem_type(fn, problem_type)
+        _validate.as_key(fn, key)
+        n_lab = 0 if labeled is None else _validate.check_labeled_like_pool(fn, labeled, like)
+        outputs, h = logits_and_features(params, apply_fn, pool, batch_size=batch_size, features_fn=features_fn,
+                                         fn_name=fn, problem_type=problem_type)
+        k = _validate.check_k(fn, k, h.shape[0])
+        rows = rows_from_outputs(outputs, h, problem_type)
+        labeled_rows = None
+        if n_lab > 0:
+            lab_out, lab_h = logits_and_features(params, apply_fn, labeled, batch_size=batch_size,
+                                                 features_fn=features_fn, fn_name=fn, problem_type=problem_type)
+            labeled_rows = rows_from_outputs(lab_out, lab_h, problem_type)
+        # The embedding pass returns the features sharded like a sharded pool: select on that layout.
+        layout, labeled_layout = layouts(fn, "pool", h, "labeled", None if labeled_rows is None else labeled_rows.h)
+        return select(fn, rows, labeled_rows, k, lamb, oversample, layout, labeled_layout, pool_arg="pool")

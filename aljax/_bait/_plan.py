@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import _validate
+from .. import _progress, _validate
 from .._padding import bucket, nbytes, pad_tree
 from .._types import FisherFactors
 from ._kernel import kernel
@@ -189,4 +189,5 @@ def plan(fn, rows, labeled_rows, k, lamb, oversample, layout=None, labeled_layou
 def select(fn, rows, labeled_rows, k, lamb, oversample, layout=None, labeled_layout=None, pool_arg="embedding"):
     """Run the :func:`plan` of one selection: ``(k,)`` int32 indices."""
     kernel_fn, args, static = plan(fn, rows, labeled_rows, k, lamb, oversample, layout, labeled_layout, pool_arg)
-    return kernel_fn(*args, **static)
+    with _progress.waiting("selecting", k, unit="pick") as bar:
+        return bar.wait(kernel_fn(*args, **static))

@@ -9,7 +9,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from .. import _sharding, _validate
+from .. import _progress, _sharding, _validate
 from .._embeddings import check_outputs, logits_and_features, output_shape, softmax
 from .._pool import open_pool
 from .._types import Factored, FisherFactors
@@ -98,7 +98,7 @@ def volume_stream(embedding, k: int | None = None, *, key=0, labeled=None, rate:
 def vessal(params, apply_fn: Callable, pool, k: int | None = None, *, key=0, labeled=None, batch_size: int = 256,
            features_fn: Callable | None = None, problem_type: str = "classification", rate: float | None = None,
            rank: int = 1, lamb: float = 0.01, precompute_covariance: bool = False,
-           length: int | None = None) -> jax.Array:
+           length: int | None = None, progress: bool | None = None) -> jax.Array:
     """VeSSAL: streaming active learning by volume sampling of last-layer Fisher embeddings.
 
     Saran, Yousefi, Krishnamurthy, Langford and Ash, "Streaming active learning with deep neural
@@ -143,6 +143,9 @@ def vessal(params, apply_fn: Callable, pool, k: int | None = None, *, key=0, lab
         ``UᵀU`` over the pool and the labeled set) and use it, fixed, for every point. An iterable pool must then be re-iterable (e.g. an object
         whose ``__iter__`` starts a new pass, such as a data loader; not a generator).
       length: the stream length in examples, for ``k=`` with an iterable pool.
+      progress: progress bars for the forward pass and the selection: ``None`` (default) shows
+        them when stderr is a terminal, once the work has run for two seconds; ``True``
+        always (needs tqdm); ``False`` never.
 
     Returns:
       int32 indices into the stream: ``(k,)`` unique (kept in stream order, then a uniform fill
@@ -158,42 +161,43 @@ def vessal(params, apply_fn: Callable, pool, k: int | None = None, *, key=0, lab
       >>> aljax.vessal((W1, W2), apply_fn, pool, 10, key=0, problem_type="regression").shape
       (10,)
     """
-    fn = "vessal"
-    key, lamb, batch_size = _check_options(fn, params, key, lamb, batch_size, rank, problem_type,
-                                           precompute_covariance)
-    regression = problem_type == "regression"
+    with _progress.scope("vessal", progress):
+        fn = "vessal"
+        key, lamb, batch_size = _check_options(fn, params, key, lamb, batch_size, rank, problem_type,
+                                               precompute_covariance)
+        regression = problem_type == "regression"
 
-    def embed(batch):
-        outputs, h = logits_and_features(params, apply_fn, batch, batch_size=batch_size, features_fn=features_fn,
-                                         fn_name=fn, problem_type=problem_type)
-        return h if regression else FisherFactors(softmax(outputs), h)
+        def embed(batch):
+            outputs, h = logits_and_features(params, apply_fn, batch, batch_size=batch_size, features_fn=features_fn,
+                                             fn_name=fn, problem_type=problem_type)
+            return h if regression else FisherFactors(softmax(outputs), h)
 
-    streaming = _validate.is_batch_iterable(pool)
-    if streaming:
-        sample, batches, budget, rate, total = _open_iterable(fn, pool, k, rate, length, precompute_covariance)
-    else:
-        sample, budget, rate, total = _open_array(fn, pool, k, rate, length, batch_size)
-    # Checked on a few examples' shapes (jax.eval_shape), before any forward pass.
-    _check_model(fn, params, apply_fn, sample, rank, problem_type)
-    if labeled is not None and _validate.check_labeled_like_pool(fn, labeled, sample) == 0:
-        labeled = None  # an empty labeled set seeds nothing
-    labeled_emb = None if labeled is None else embed(labeled)
-    if streaming:
-        first = embed(sample)
-        stream = itertools.chain([first], (embed(batch) for batch in batches))
-    else:
-        first = embed(pool)
-        stream = PaddedChunks(first, n_rows(first))
-    d = width(first)
-    if labeled_emb is not None and width(labeled_emb) != d:
-        raise ValueError(_validate.message(fn, "labeled", f"inputs embedding to width {d} (as `pool`)",
-                                           f"width {width(labeled_emb)}"))
-    covariance = None
-    if precompute_covariance:  # a second pass over an iterable pool
-        covariance = covariance_of((embed(batch) for batch in _nonempty_batches(fn, pool)) if streaming else first,
-                                   labeled_emb, rank)
-    return run(key, stream, d=d, rank=rank, dtype=compute_dtype(first), budget=budget, rate=rate, total=total,
-               lamb=lamb, labeled=labeled_emb, covariance=covariance, fn=fn)
+        streaming = _validate.is_batch_iterable(pool)
+        if streaming:
+            sample, batches, budget, rate, total = _open_iterable(fn, pool, k, rate, length, precompute_covariance)
+        else:
+            sample, budget, rate, total = _open_array(fn, pool, k, rate, length, batch_size)
+        # Checked on a few examples' shapes (jax.eval_shape), before any forward pass.
+        _check_model(fn, params, apply_fn, sample, rank, problem_type)
+        if labeled is not None and _validate.check_labeled_like_pool(fn, labeled, sample) == 0:
+            labeled = None  # an empty labeled set seeds nothing
+        labeled_emb = None if labeled is None else embed(labeled)
+        if streaming:
+            first = embed(sample)
+            stream = itertools.chain([first], (embed(batch) for batch in batches))
+        else:
+            first = embed(pool)
+            stream = PaddedChunks(first, n_rows(first))
+        d = width(first)
+        if labeled_emb is not None and width(labeled_emb) != d:
+            raise ValueError(_validate.message(fn, "labeled", f"inputs embedding to width {d} (as `pool`)",
+                                               f"width {width(labeled_emb)}"))
+        covariance = None
+        if precompute_covariance:  # a second pass over an iterable pool
+            covariance = covariance_of((embed(batch) for batch in _nonempty_batches(fn, pool)) if streaming else first,
+                                       labeled_emb, rank)
+        return run(key, stream, d=d, rank=rank, dtype=compute_dtype(first), budget=budget, rate=rate, total=total,
+                   lamb=lamb, labeled=labeled_emb, covariance=covariance, fn=fn)
 
 
 # ---------------------------------------------------------------------------------------------

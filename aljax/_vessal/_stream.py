@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import _validate
+from .. import _progress, _validate
 from . import _dense, _rows, _span
 
 
@@ -91,17 +91,19 @@ def run(key, blocks, *, d: int, rank: int, dtype, budget: int | None, rate: floa
     state = None if cap is not None else _dense_start(labeled_blocks, covariance, lamb, d=d, rank=rank,
                                                       dtype=dtype, budget=budget)
     masks, seen = [], 0
-    for chunk, n_valid, seen, draws in _chunks(blocks, stream_key, uniforms, dtype, total, fn):
-        if state is None:  # the span state; its factor widths C', D' come from the first chunk
-            state = _span_start(labeled_blocks, chunk, covariance, lamb, rank=rank, dtype=dtype, cap=cap,
-                                budget=budget)
-        start = 0
-        while start < n_valid:
-            state, mask, stop = kernels.step(state, chunk, draws, n_valid, start)
-            if budget is None:
-                masks.append(np.flatnonzero(np.asarray(mask[start:stop])) + seen + start)
-            start = stop
-        seen += n_valid
+    with _progress.bar("stream", total) as bar:
+        for chunk, n_valid, seen, draws in _chunks(blocks, stream_key, uniforms, dtype, total, fn):
+            if state is None:  # the span state; its factor widths C', D' come from the first chunk
+                state = _span_start(labeled_blocks, chunk, covariance, lamb, rank=rank, dtype=dtype, cap=cap,
+                                    budget=budget)
+            start = 0
+            while start < n_valid:
+                state, mask, stop = kernels.step(state, chunk, draws, n_valid, start)
+                if budget is None:
+                    masks.append(np.flatnonzero(np.asarray(mask[start:stop])) + seen + start)
+                start = stop
+            seen += n_valid
+            bar.update(n_valid, state)
     if budget is None:
         return jnp.asarray(np.concatenate(masks) if masks else np.zeros(0), jnp.int32)
     if _validate.is_concrete(state.kept) and int(state.kept) == budget:

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import torch
 
-from .. import _scores, _validate, scores
+from .. import _progress, _scores, _validate, scores
 from ._dlpack import to_jax
 from ._head import _logits_of
 from ._inputs import _Inputs, _model_device, pool_len, unpack_model
@@ -21,7 +21,7 @@ def _dropout_seed(key) -> int:
 
 
 def bald(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, max_length: int | None = None,
-         problem_type: str = "classification", mc_samples: int = 20) -> jax.Array:
+         problem_type: str = "classification", mc_samples: int = 20, progress: bool | None = None) -> jax.Array:
     """BALD with Monte Carlo dropout for a torch model: the ``k`` points of largest mutual
     information between the label and the weights.
 
@@ -54,6 +54,9 @@ def bald(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, max_
       problem_type: ``"classification"`` only (the score needs class probabilities); anything
         else is refused before the forward pass.
       mc_samples: stochastic passes per batch, a Python int ``>= 2``.
+      progress: progress bars for the forward pass and the selection: ``None`` (default) shows
+        them when stderr is a terminal, once the work has run for two seconds; ``True``
+        always (needs tqdm); ``False`` never.
 
     Returns:
       ``(k,)`` int32 unique indices into ``pool``, highest score first, ties to the lowest index.
@@ -65,50 +68,51 @@ def bald(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, max_
       >>> ta.bald(model, torch.randn(60, 4), 5, key=0, mc_samples=8).shape
       (5,)
     """
-    fn = "torch_adapter.bald"
-    module, tokenizer = unpack_model(fn, model)
-    key = _validate.as_key(fn, key)
-    _validate.check_problem_type(fn, problem_type, "bald")
-    k = _validate.check_k(fn, k, pool_len(pool) or None)
-    mc_samples = _validate.check_int(fn, "mc_samples", mc_samples, low=2)
-    batch_size = _validate.check_int(fn, "batch_size", batch_size, low=1)
-    if max_length is not None:
-        max_length = _validate.check_int(fn, "max_length", max_length, low=1)
-    dropouts = [m for m in module.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
-    if not dropouts:
-        raise ValueError(_validate.message(
-            fn, "model", "a model with dropout modules (torch.nn.Dropout, ...) for MC dropout",
-            f"a {type(module).__name__} without any: a deterministic model has zero mutual information"))
-    device = _model_device(module, device)
-    inputs = _Inputs(fn, module, tokenizer, pool, batch_size, device, max_length)
-    flags = {m: m.training for m in module.modules()}
-    probs, entropies = [], []
-    try:
-        module.eval()
-        for m in dropouts:
-            m.train()
-        with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(_dropout_seed(key))
-            for args, kwargs in inputs.batches():
-                logits = torch.stack([_logits_of(fn, module(*args, **kwargs)) for _ in range(mc_samples)])
-                if logits.ndim != 3 or logits.shape[2] < 2 or not logits.is_floating_point():
-                    raise ValueError(_validate.message(fn, "model", "a classifier returning floating logits (batch, C) "
-                                                       "with C >= 2", f"outputs of shape {tuple(logits.shape[1:])} "
-                                                       f"and dtype {logits.dtype}"))
-                if not probs and bool((logits == logits[:1]).all()):
-                    raise ValueError(_validate.message(
-                        fn, "model", "stochastic under dropout (MC dropout) for BALD",
-                        f"the same logits in all {mc_samples} passes of the first batch: its dropout modules do "
-                        "not change the output"))
-                mean_probs, mean_entropy = _jit_bald_parts(to_jax(logits, narrow=True))
-                probs.append(mean_probs)
-                entropies.append(mean_entropy)
-    finally:
-        for m, training in flags.items():
-            m.train(training)
-    if not probs:
-        raise ValueError(_validate.message(fn, "pool", "a non-empty pool", "an empty pool (0 examples)"))
-    mean_probs, mean_entropy = jnp.concatenate(probs), jnp.concatenate(entropies)
-    _validate.check_k(fn, k, mean_probs.shape[0])
-    _validate.check_finite(fn, "the MC-averaged probabilities and entropies", mean_probs, mean_entropy)
-    return scores.top_k(_scores.bald_from_parts(mean_probs, mean_entropy), k)
+    with _progress.scope("torch_adapter.bald", progress):
+        fn = "torch_adapter.bald"
+        module, tokenizer = unpack_model(fn, model)
+        key = _validate.as_key(fn, key)
+        _validate.check_problem_type(fn, problem_type, "bald")
+        k = _validate.check_k(fn, k, pool_len(pool) or None)
+        mc_samples = _validate.check_int(fn, "mc_samples", mc_samples, low=2)
+        batch_size = _validate.check_int(fn, "batch_size", batch_size, low=1)
+        if max_length is not None:
+            max_length = _validate.check_int(fn, "max_length", max_length, low=1)
+        dropouts = [m for m in module.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
+        if not dropouts:
+            raise ValueError(_validate.message(
+                fn, "model", "a model with dropout modules (torch.nn.Dropout, ...) for MC dropout",
+                f"a {type(module).__name__} without any: a deterministic model has zero mutual information"))
+        device = _model_device(module, device)
+        inputs = _Inputs(fn, module, tokenizer, pool, batch_size, device, max_length)
+        flags = {m: m.training for m in module.modules()}
+        probs, entropies = [], []
+        try:
+            module.eval()
+            for m in dropouts:
+                m.train()
+            with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(_dropout_seed(key))
+                for args, kwargs in inputs.batches():
+                    logits = torch.stack([_logits_of(fn, module(*args, **kwargs)) for _ in range(mc_samples)])
+                    if logits.ndim != 3 or logits.shape[2] < 2 or not logits.is_floating_point():
+                        raise ValueError(_validate.message(fn, "model", "a classifier returning floating logits (batch, C) "
+                                                           "with C >= 2", f"outputs of shape {tuple(logits.shape[1:])} "
+                                                           f"and dtype {logits.dtype}"))
+                    if not probs and bool((logits == logits[:1]).all()):
+                        raise ValueError(_validate.message(
+                            fn, "model", "stochastic under dropout (MC dropout) for BALD",
+                            f"the same logits in all {mc_samples} passes of the first batch: its dropout modules do "
+                            "not change the output"))
+                    mean_probs, mean_entropy = _jit_bald_parts(to_jax(logits, narrow=True))
+                    probs.append(mean_probs)
+                    entropies.append(mean_entropy)
+        finally:
+            for m, training in flags.items():
+                m.train(training)
+        if not probs:
+            raise ValueError(_validate.message(fn, "pool", "a non-empty pool", "an empty pool (0 examples)"))
+        mean_probs, mean_entropy = jnp.concatenate(probs), jnp.concatenate(entropies)
+        _validate.check_k(fn, k, mean_probs.shape[0])
+        _validate.check_finite(fn, "the MC-averaged probabilities and entropies", mean_probs, mean_entropy)
+        return scores.top_k(_scores.bald_from_parts(mean_probs, mean_entropy), k)

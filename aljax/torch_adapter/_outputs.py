@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import _validate
+from .. import _progress, _validate
 from ._dlpack import to_jax
 from ._head import _Head
 from ._inputs import _Inputs, _model_device, unpack_model
@@ -91,9 +91,11 @@ def outputs(fn: str, model, pool, *, batch_size: int = 256, device=None, head: s
     was_training = module.training
     module.eval()
     try:
-        with torch.no_grad(), _Head(fn, module, head, arg) as capture:
+        with torch.no_grad(), _Head(fn, module, head, arg) as capture, \
+                _progress.bar("forward pass", inputs.n) as bar:
             for args, kwargs in inputs.batches():
                 logits, h = capture.run(args, kwargs)
+                bar.update(logits.shape[0])
                 if check_first_batch is not None and gather_logits.rows == 0:
                     _check_outputs(fn, logits, h, problem_type)
                     check_first_batch(logits)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import jax
 
-from .. import _validate
+from .. import _progress, _validate
 from .._strategies import select_from_outputs
 from ._inputs import pool_len
 from ._outputs import outputs
@@ -42,7 +42,7 @@ def _select(fn: str, strategy: str, model, pool, k, *, key, batch_size, device, 
 
 
 def badge(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, head: str | None = None,
-          max_length: int | None = None, problem_type: str = "classification", prune: bool = False) -> jax.Array:
+          max_length: int | None = None, problem_type: str = "classification", prune: bool = False, progress: bool | None = None) -> jax.Array:
     """BADGE for a torch model: k-means++ seeding over last-layer gradient embeddings.
 
     Ash et al., "Deep batch active learning by diverse, uncertain gradient lower bounds", ICLR
@@ -73,6 +73,9 @@ def badge(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, hea
         ``(batch, m)``; see above).
       prune: exact pruning of the k-means++ steps (same picks; see :func:`aljax.kmeans_pp`);
         classification only.
+      progress: progress bars for the forward pass and the selection: ``None`` (default) shows
+        them when stderr is a terminal, once the work has run for two seconds; ``True``
+        always (needs tqdm); ``False`` never.
 
     Returns:
       ``(k,)`` int32 unique indices into ``pool``, in pick order.
@@ -83,17 +86,18 @@ def badge(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, hea
       >>> ta.badge(model, torch.randn(100, 4), 10, key=0).shape
       (10,)
     """
-    fn = "torch_adapter.badge"
-    if _validate.check_bool(fn, "prune", prune) and problem_type == "regression":
-        raise ValueError(_validate.message(fn, "prune", "False for regression (the bound needs the factors of "
-                                           "the classification embedding)", "True"))
-    return _select(fn, "badge", model, pool, k, key=key, batch_size=batch_size, device=device, head=head,
-                   max_length=max_length, problem_type=problem_type, options={"prune": prune})
+    with _progress.scope("torch_adapter.badge", progress):
+        fn = "torch_adapter.badge"
+        if _validate.check_bool(fn, "prune", prune) and problem_type == "regression":
+            raise ValueError(_validate.message(fn, "prune", "False for regression (the bound needs the factors of "
+                                               "the classification embedding)", "True"))
+        return _select(fn, "badge", model, pool, k, key=key, batch_size=batch_size, device=device, head=head,
+                       max_length=max_length, problem_type=problem_type, options={"prune": prune})
 
 
 def bait(model, pool, k: int, *, key=0, labeled=None, batch_size: int = 256, device=None, head: str | None = None,
          max_length: int | None = None, problem_type: str = "classification", lamb: float = 1.0,
-         oversample: float = 2.0) -> jax.Array:
+         oversample: float = 2.0, progress: bool | None = None) -> jax.Array:
     """BAIT for a torch model: greedy Fisher-trace minimisation over last-layer Fisher embeddings.
 
     Ash et al., "Gone fishing: neural active learning with Fisher embeddings", NeurIPS 2021.
@@ -121,6 +125,9 @@ def bait(model, pool, k: int, *, key=0, labeled=None, batch_size: int = 256, dev
         ``(batch, m)``; the Fisher of a Gaussian head is ``h hᵀ`` per output).
       lamb: the damping ``λ`` of ``λI + F_S``, ``> 0`` (the BAIT paper's 1.0).
       oversample: forward steps per selected point, ``>= 1`` (1: forward only).
+      progress: progress bars for the forward pass and the selection: ``None`` (default) shows
+        them when stderr is a terminal, once the work has run for two seconds; ``True``
+        always (needs tqdm); ``False`` never.
 
     Returns:
       ``(k,)`` int32 unique indices into ``pool``.
@@ -131,18 +138,19 @@ def bait(model, pool, k: int, *, key=0, labeled=None, batch_size: int = 256, dev
       >>> ta.bait(model, torch.randn(60, 4), 5).shape
       (5,)
     """
-    fn = "torch_adapter.bait"
-    lamb = _validate.check_positive(fn, "lamb", lamb)
-    oversample = _validate.check_oversample(fn, oversample)
-    return _select(fn, "bait", model, pool, k, key=key, labeled=labeled, batch_size=batch_size, device=device,
-                   head=head, max_length=max_length, problem_type=problem_type,
-                   options={"lamb": lamb, "oversample": oversample})
+    with _progress.scope("torch_adapter.bait", progress):
+        fn = "torch_adapter.bait"
+        lamb = _validate.check_positive(fn, "lamb", lamb)
+        oversample = _validate.check_oversample(fn, oversample)
+        return _select(fn, "bait", model, pool, k, key=key, labeled=labeled, batch_size=batch_size, device=device,
+                       head=head, max_length=max_length, problem_type=problem_type,
+                       options={"lamb": lamb, "oversample": oversample})
 
 
 def vessal(model, pool, k: int | None = None, *, key=0, labeled=None, batch_size: int = 256, device=None,
            head: str | None = None, max_length: int | None = None, problem_type: str = "classification",
            rate: float | None = None, rank: int = 1, lamb: float = 0.01,
-           precompute_covariance: bool = False) -> jax.Array:
+           precompute_covariance: bool = False, progress: bool | None = None) -> jax.Array:
     """VeSSAL for a torch model: streaming volume sampling over last-layer Fisher embeddings.
 
     Saran et al., "Streaming active learning with deep neural networks", ICML 2023. The pool is
@@ -174,6 +182,9 @@ def vessal(model, pool, k: int | None = None, *, key=0, labeled=None, batch_size
       lamb: the damping of ``A₀ = λI``, ``> 0`` (the VeSSAL paper's 0.01).
       precompute_covariance: estimate ``Σ̂`` in a first pass over the whole pool (and the
         labeled set) and use it, fixed, for the stream.
+      progress: progress bars for the forward pass and the selection: ``None`` (default) shows
+        them when stderr is a terminal, once the work has run for two seconds; ``True``
+        always (needs tqdm); ``False`` never.
 
     Returns:
       int32 unique indices into ``pool``, in stream order: ``k`` of them with ``k``, near
@@ -185,25 +196,26 @@ def vessal(model, pool, k: int | None = None, *, key=0, labeled=None, batch_size
       >>> ta.vessal(model, torch.randn(60, 4), 5, key=0).shape
       (5,)
     """
-    fn = "torch_adapter.vessal"
-    k, rate = _validate.check_k_or_rate(fn, k, rate, None)  # k against the pool's size in _select
-    rank = _validate.check_rank(fn, rank, problem_type)
-    lamb = _validate.check_positive(fn, "lamb", lamb)
-    precompute_covariance = _validate.check_bool(fn, "precompute_covariance", precompute_covariance)
+    with _progress.scope("torch_adapter.vessal", progress):
+        fn = "torch_adapter.vessal"
+        k, rate = _validate.check_k_or_rate(fn, k, rate, None)  # k against the pool's size in _select
+        rank = _validate.check_rank(fn, rank, problem_type)
+        lamb = _validate.check_positive(fn, "lamb", lamb)
+        precompute_covariance = _validate.check_bool(fn, "precompute_covariance", precompute_covariance)
 
-    def check_rank(logits):  # on the first batch, so that a bad rank fails before the rest of the pool
-        if problem_type == "classification" and rank > logits.shape[1]:
-            raise ValueError(_validate.message(fn, "rank", f"at most the number of classes ({logits.shape[1]})",
-                                               rank))
+        def check_rank(logits):  # on the first batch, so that a bad rank fails before the rest of the pool
+            if problem_type == "classification" and rank > logits.shape[1]:
+                raise ValueError(_validate.message(fn, "rank", f"at most the number of classes ({logits.shape[1]})",
+                                                   rank))
 
-    return _select(fn, "vessal", model, pool, k, key=key, rate=rate, labeled=labeled, batch_size=batch_size,
-                   device=device, head=head, max_length=max_length, problem_type=problem_type,
-                   options={"rank": rank, "lamb": lamb, "precompute_covariance": precompute_covariance},
-                   check_first_batch=check_rank)
+        return _select(fn, "vessal", model, pool, k, key=key, rate=rate, labeled=labeled, batch_size=batch_size,
+                       device=device, head=head, max_length=max_length, problem_type=problem_type,
+                       options={"rank": rank, "lamb": lamb, "precompute_covariance": precompute_covariance},
+                       check_first_batch=check_rank)
 
 
 def margin(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, head: str | None = None,
-           max_length: int | None = None, problem_type: str = "classification") -> jax.Array:
+           max_length: int | None = None, problem_type: str = "classification", progress: bool | None = None) -> jax.Array:
     """Margin sampling for a torch model: the ``k`` points of smallest gap between the two most
     probable classes.
 
@@ -226,6 +238,9 @@ def margin(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, he
       max_length: tokeniser truncation length (strings only); default the model's limit.
       problem_type: ``"classification"`` only (the score needs class probabilities); anything
         else is refused before the forward pass.
+      progress: progress bars for the forward pass and the selection: ``None`` (default) shows
+        them when stderr is a terminal, once the work has run for two seconds; ``True``
+        always (needs tqdm); ``False`` never.
 
     Returns:
       ``(k,)`` int32 unique indices into ``pool``, highest score first.
@@ -236,12 +251,13 @@ def margin(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, he
       >>> ta.margin(model, torch.randn(60, 4), 5).shape
       (5,)
     """
-    return _select("torch_adapter.margin", "margin", model, pool, k, key=key, batch_size=batch_size, device=device,
-                   head=head, max_length=max_length, problem_type=problem_type)
+    with _progress.scope("torch_adapter.margin", progress):
+        return _select("torch_adapter.margin", "margin", model, pool, k, key=key, batch_size=batch_size, device=device,
+                       head=head, max_length=max_length, problem_type=problem_type)
 
 
 def entropy(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, head: str | None = None,
-            max_length: int | None = None, problem_type: str = "classification") -> jax.Array:
+            max_length: int | None = None, problem_type: str = "classification", progress: bool | None = None) -> jax.Array:
     """Entropy sampling for a torch model: the ``k`` points whose predicted class distribution
     has the largest entropy.
 
@@ -264,6 +280,9 @@ def entropy(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, h
       max_length: tokeniser truncation length (strings only); default the model's limit.
       problem_type: ``"classification"`` only (the score needs class probabilities); anything
         else is refused before the forward pass.
+      progress: progress bars for the forward pass and the selection: ``None`` (default) shows
+        them when stderr is a terminal, once the work has run for two seconds; ``True``
+        always (needs tqdm); ``False`` never.
 
     Returns:
       ``(k,)`` int32 unique indices into ``pool``, highest score first.
@@ -274,12 +293,13 @@ def entropy(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, h
       >>> ta.entropy(model, torch.randn(60, 4), 5).shape
       (5,)
     """
-    return _select("torch_adapter.entropy", "entropy", model, pool, k, key=key, batch_size=batch_size,
-                   device=device, head=head, max_length=max_length, problem_type=problem_type)
+    with _progress.scope("torch_adapter.entropy", progress):
+        return _select("torch_adapter.entropy", "entropy", model, pool, k, key=key, batch_size=batch_size,
+                       device=device, head=head, max_length=max_length, problem_type=problem_type)
 
 
 def least_confidence(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, head: str | None = None,
-                     max_length: int | None = None, problem_type: str = "classification") -> jax.Array:
+                     max_length: int | None = None, problem_type: str = "classification", progress: bool | None = None) -> jax.Array:
     """Least-confidence sampling for a torch model: the ``k`` points whose most probable class is
     least probable.
 
@@ -302,6 +322,9 @@ def least_confidence(model, pool, k: int, *, key=0, batch_size: int = 256, devic
       max_length: tokeniser truncation length (strings only); default the model's limit.
       problem_type: ``"classification"`` only (the score needs class probabilities); anything
         else is refused before the forward pass.
+      progress: progress bars for the forward pass and the selection: ``None`` (default) shows
+        them when stderr is a terminal, once the work has run for two seconds; ``True``
+        always (needs tqdm); ``False`` never.
 
     Returns:
       ``(k,)`` int32 unique indices into ``pool``, highest score first.
@@ -312,13 +335,14 @@ def least_confidence(model, pool, k: int, *, key=0, batch_size: int = 256, devic
       >>> ta.least_confidence(model, torch.randn(60, 4), 5).shape
       (5,)
     """
-    return _select("torch_adapter.least_confidence", "least_confidence", model, pool, k, key=key,
-                   batch_size=batch_size, device=device, head=head, max_length=max_length, problem_type=problem_type)
+    with _progress.scope("torch_adapter.least_confidence", progress):
+        return _select("torch_adapter.least_confidence", "least_confidence", model, pool, k, key=key,
+                       batch_size=batch_size, device=device, head=head, max_length=max_length, problem_type=problem_type)
 
 
 def coreset(model, pool, k: int, *, key=0, labeled=None, batch_size: int = 256, device=None,
             head: str | None = None, max_length: int | None = None,
-            problem_type: str = "classification") -> jax.Array:
+            problem_type: str = "classification", progress: bool | None = None) -> jax.Array:
     """Core-set (k-center greedy) for a torch model, on the penultimate features.
 
     Sener & Savarese, "Active learning for convolutional neural networks: a core-set approach",
@@ -344,6 +368,9 @@ def coreset(model, pool, k: int, *, key=0, labeled=None, batch_size: int = 256, 
       max_length: tokeniser truncation length (strings only); default the model's limit.
       problem_type: ``"classification"`` or ``"regression"`` (outputs ``(batch,)`` or
         ``(batch, m)``); only the features are used either way.
+      progress: progress bars for the forward pass and the selection: ``None`` (default) shows
+        them when stderr is a terminal, once the work has run for two seconds; ``True``
+        always (needs tqdm); ``False`` never.
 
     Returns:
       ``(k,)`` int32 unique indices into ``pool``, in greedy order.
@@ -354,12 +381,13 @@ def coreset(model, pool, k: int, *, key=0, labeled=None, batch_size: int = 256, 
       >>> ta.coreset(model, torch.randn(60, 4), 5).shape
       (5,)
     """
-    return _select("torch_adapter.coreset", "coreset", model, pool, k, key=key, labeled=labeled,
-                   batch_size=batch_size, device=device, head=head, max_length=max_length, problem_type=problem_type)
+    with _progress.scope("torch_adapter.coreset", progress):
+        return _select("torch_adapter.coreset", "coreset", model, pool, k, key=key, labeled=labeled,
+                       batch_size=batch_size, device=device, head=head, max_length=max_length, problem_type=problem_type)
 
 
 def random_sample(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, head: str | None = None,
-                  max_length: int | None = None, problem_type: str = "classification") -> jax.Array:
+                  max_length: int | None = None, problem_type: str = "classification", progress: bool | None = None) -> jax.Array:
     """Uniform random sampling without replacement, the baseline every strategy is compared with.
 
     ``model`` is not run when the pool's size is known (a tensor, an array, a list, a sized
@@ -381,6 +409,9 @@ def random_sample(model, pool, k: int, *, key=0, batch_size: int = 256, device=N
       max_length: tokeniser truncation length, when the model runs on strings.
       problem_type: ``"classification"`` or ``"regression"``: checked, otherwise ignored (accepted
         so that strategies can be swapped without changing the call).
+      progress: progress bars for the forward pass and the selection: ``None`` (default) shows
+        them when stderr is a terminal, once the work has run for two seconds; ``True``
+        always (needs tqdm); ``False`` never.
 
     Returns:
       ``(k,)`` int32 unique indices into ``pool``.
@@ -390,5 +421,6 @@ def random_sample(model, pool, k: int, *, key=0, batch_size: int = 256, device=N
       >>> ta.random_sample(None, torch.zeros(10, 3), 4, key=0).shape
       (4,)
     """
-    return _select("torch_adapter.random_sample", "random", model, pool, k, key=key, batch_size=batch_size,
-                   device=device, head=head, max_length=max_length, problem_type=problem_type)
+    with _progress.scope("torch_adapter.random_sample", progress):
+        return _select("torch_adapter.random_sample", "random", model, pool, k, key=key, batch_size=batch_size,
+                       device=device, head=head, max_length=max_length, problem_type=problem_type)
