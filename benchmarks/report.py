@@ -2,6 +2,7 @@
 
     python benchmarks/report.py                      # every section
     python benchmarks/report.py learning_curves      # only the named sections
+    python benchmarks/report.py --plots              # also redraw the plots from the JSON
 
 Each section lies between ``<!-- GENERATED:BEGIN <name> -->`` and ``<!-- GENERATED:END <name> -->``
 in RESULTS.md; the text around the markers is written by hand. Above every table: the provenance of
@@ -320,11 +321,35 @@ def write(names=None, path: Path = RESULTS_MD, results: Path = RESULTS, root: Pa
     return path
 
 
+PLOTS = {"throughput": ("throughput", "plot_floor", "-floor.png"), "bait_speed": ("bait_speed", "plot", ".png"),
+         "vessal_speed": ("vessal_speed", "plot", ".png")}
+
+
+def redraw_plots(results: Path = RESULTS) -> list[Path]:
+    """Redraw every benchmark plot from its JSON with the script's own plotting function (this
+    imports the scripts, hence JAX and aljax; nothing is run)."""
+    import importlib
+
+    drawn = []
+    for name, (module, function, suffix) in PLOTS.items():
+        for _, path in _per_backend(results, name):
+            png = path.with_name(path.stem + suffix)
+            draw = getattr(importlib.import_module(module), function)
+            if draw(json.loads(path.read_text()), png) is not False:
+                drawn.append(png)
+    return drawn
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sections", nargs="*", help=f"default: all of {', '.join(SECTIONS)}")
     parser.add_argument("--out", type=Path, default=RESULTS_MD)
+    parser.add_argument("--plots", action="store_true",
+                        help="also redraw the plots from the JSON (imports the benchmark scripts, so JAX)")
     args = parser.parse_args(argv)
+    if args.plots:
+        for png in redraw_plots():
+            print(f"drew {png}")
     print(f"wrote {write(args.sections, args.out)}")
 
 

@@ -165,7 +165,10 @@ def stream_throughput(args, dim, n, repeats):
 
 
 def plot(data, path):
-    """Points per second of the per-point loop and of aljax, and the speed-up, by d (from the JSON)."""
+    """Points per second of the per-point loop and of aljax, and the speed-up, by d (from the JSON).
+    False (nothing drawn) when the JSON has no loop comparison."""
+    if not data.get("loop"):
+        return False
     import matplotlib
 
     matplotlib.use("Agg")
@@ -239,8 +242,7 @@ def main(argv=None):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1) + "\n")
     written = [path]
-    if data["loop"]:
-        plot(data, path.with_suffix(".png"))
+    if plot(data, path.with_suffix(".png")) is not False:
         written.append(path.with_suffix(".png"))
     print("\nwrote " + " and ".join(map(str, written)))
 
