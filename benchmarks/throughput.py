@@ -374,7 +374,8 @@ def plot_floor(data: dict, path: Path) -> bool:
         points.append(dict(size=f"streamed {split['n']:,}", n=split["n"], dim=split["dim"], k=split["k"],
                            floor_bytes=split["factored_bytes"], ms_per_step=split["selection_s"] / split["k"] * 1e3,
                            floor_ms_per_step=split["floor_ms_per_step"], floor_ratio=split["floor_ratio"],
-                           bandwidth_bytes_per_s=split["bandwidth_bytes_per_s"]))
+                           bandwidth_bytes_per_s=split["bandwidth_bytes_per_s"], provenance=split.get("provenance"),
+                           measured_at=data["huge"].get("measured_at")))
     if not points:
         return False
     import matplotlib
@@ -388,9 +389,13 @@ def plot_floor(data: dict, path: Path) -> bool:
     ax.loglog(mib, [e["ms_per_step"] for e in points], "o-", label="aljax kmeans_pp (BADGE), measured")
     ax.loglog(mib, [e["floor_ms_per_step"] for e in points], "k--", marker="_", ms=14,
               label="memory floor: factors' bytes / bandwidth measured in the same run")
+    latest = data.get("provenance")
     for x, e in zip(mib, points):
+        # A point merged in from another run says so, with that run's date where it was recorded.
+        date = (e.get("provenance") or {}).get("utc") or e.get("measured_at")
+        other = "" if e.get("provenance") == latest else f"\n(earlier run, {date[:10] if date else 'undated'})"
         ax.annotate(f"n={e['n']:,}, D={e['dim']}\n{e['floor_ratio']:.2f}× floor\n"
-                    f"({e['bandwidth_bytes_per_s'] / 1e9:.0f} GB/s)", (x, e["ms_per_step"]),
+                    f"({e['bandwidth_bytes_per_s'] / 1e9:.0f} GB/s){other}", (x, e["ms_per_step"]),
                     textcoords="offset points", xytext=(6, -30), fontsize=7)
     ax.set_xlabel("bytes read per step: n·(C + D) float32 (MiB)")
     ax.set_ylabel("ms per k-means++ step")
@@ -400,7 +405,8 @@ def plot_floor(data: dict, path: Path) -> bool:
                  f"{', '.join(prov.get('device_kinds') or [env.get('device_kind', '?')])}; "
                  f"{prov.get('cpu_count') or env.get('cpu_count')} host CPUs)", fontsize=9)
     ax.legend(fontsize=8, loc="upper left")
-    ax.margins(x=0.3, y=0.3)
+    ax.set_xlim(min(mib) / 3, max(mib) * 6)
+    ax.margins(y=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

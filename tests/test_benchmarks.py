@@ -157,3 +157,43 @@ def test_shrinking_pool_smoke_run_times_every_strategy_asked(tmp_path):
     data = json.loads((tmp_path / "shrinking.json").read_text())
     assert [r["strategy"] for r in data["results"]] == ["margin", "coreset"]
     assert data["provenance"]["commit"] and data["provenance"]["backend"]
+
+
+def test_plots_are_drawn_from_the_json(tmp_path):
+    import bait_speed
+    import vessal_speed
+
+    prov = {"backend": "cpu", "cpu_count": 2}
+    bait = {"provenance": prov, "results": [
+        dict(n=n, dim=16, k=5, classes=10, reference_mode=mode, speedup_total=10.0 * n, speedup_step=30.0 * n)
+        for n, mode in ((100, "full"), (200, "steps"), (400, "extrapolate"))]}
+    bait_speed.plot(bait, tmp_path / "bait.png")
+    vessal = {"provenance": prov, "loop": [
+        dict(d=d, n=500, k=5, speedup=d / 10, loop=dict(points_per_s=100.0 / d, extrapolated=d > 100),
+             aljax=dict(points_per_s=1e4 / d)) for d in (80, 160)]}
+    assert vessal_speed.plot(vessal, tmp_path / "vessal.png") is not False
+    assert vessal_speed.plot({"provenance": prov, "loop": []}, tmp_path / "none.png") is False
+    floor = {"provenance": prov, "results": [
+        dict(algorithm="kmeans_pp", n=n, dim=8, k=5, floor_bytes=n * 72, ms_per_step=n / 1e3, floor_ms_per_step=n / 2e3,
+             floor_ratio=2.0, bandwidth_bytes_per_s=1e10, provenance=prov) for n in (1000, 4000)]}
+    assert throughput.plot_floor(floor, tmp_path / "floor.png")
+    assert not throughput.plot_floor({"results": []}, tmp_path / "no-floor.png")
+    for name in ("bait", "vessal", "floor"):
+        assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_speed_benchmarks_write_json_with_provenance(tmp_path):
+    _run_script(ROOT / "benchmarks" / "bait_speed.py", "--problem", "200,8,3,full", "--problem", "300,8,3,steps",
+                "--repeats", "1", "--reference-steps", "1", "--json", tmp_path / "bait.json")
+    _run_script(ROOT / "benchmarks" / "vessal_speed.py", "--loop-dims", "4", "--loop-n", "200", "--n", "500",
+                "--dim", "4", "--big-n", "0", "--fixed-n", "300", "--fixed-big-n", "0", "--repeats", "1",
+                "--json", tmp_path / "vessal.json")
+    _run_script(ROOT / "benchmarks" / "badge_speed.py", "--n", "500", "--dim", "8", "--k", "5", "--repeats", "1",
+                "--ref-steps", "2", "--json", tmp_path / "badge.json")
+    for name in ("bait", "vessal", "badge"):
+        data = json.loads((tmp_path / f"{name}.json").read_text())
+        assert data["provenance"]["commit"] and data["provenance"]["command"].startswith(f"python benchmarks/{name}")
+    bait = json.loads((tmp_path / "bait.json").read_text())["results"]
+    assert [e["reference_mode"] for e in bait] == ["full", "steps"] and bait[0]["same_picks"]
+    assert (tmp_path / "bait.png").exists() and (tmp_path / "vessal.png").exists()
