@@ -50,6 +50,8 @@ autodoc_typehints = "description"
 autodoc_member_order = "bysource"
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
+python_maximum_signature_line_length = 90   # long signatures: one parameter per line
+toc_object_entries_show_parents = "hide"    # the page's contents list badge(), not aljax.badge()
 nitpicky = True
 
 # docs/_ext/aljax_coverage.py: these modules' __all__ must be documented under docs/reference/.
@@ -73,3 +75,7 @@ nitpick_ignore = [
 
 html_theme = "furo"
 html_title = f"aljax {release}"
+
+# The copy button leaves out the prompts of the docstring examples and shell lines.
+copybutton_prompt_text = r">>> |\.\.\. |\$ "
+copybutton_prompt_is_regexp = True
