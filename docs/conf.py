@@ -66,11 +66,7 @@ nitpick_ignore = [
     ("py:class", "jax.Array"),
     ("py:class", "jax.jaxlib._jax.Array"),
     ("py:class", "numpy.ndarray"),
-    ("py:class", "numpy.typing.ArrayLike"),
     ("py:class", "os.PathLike"),
-    ("py:class", "torch.Tensor"),
-    ("py:class", "torch.nn.Module"),
-    ("py:class", "torch.device"),
 ]
 
 html_theme = "furo"
