@@ -256,3 +256,18 @@ def test_readme_relative_links_exist():
         if re.match(r"[a-z]+:", target):
             continue
         assert (ROOT / target).exists(), f"README.md links to {target}, which does not exist"
+
+
+def _github_slug(heading):
+    """The anchor GitHub gives a Markdown heading: lower case, punctuation dropped, spaces to -."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_readme_anchors_exist():
+    """The headline figures link to sections of benchmarks/RESULTS.md: a renamed section breaks
+    the link silently on GitHub, so check the anchors here."""
+    text = (ROOT / "README.md").read_text()
+    for target, anchor in re.findall(r"\]\(([^)#\s]+\.md)#([^)\s]+)\)", text):
+        headings = re.findall(r"^#+ (.*)$", (ROOT / target).read_text(), re.M)
+        assert anchor in {_github_slug(h) for h in headings}, \
+            f"README.md links to {target}#{anchor}, a section that {target} does not have"
