@@ -213,6 +213,8 @@ def plot(data, path):
             ax.annotate(f"{v:,.0f}×{how}", (bar.get_x() + bar.get_width() / 2, v), ha="center", va="bottom",
                         fontsize=8)
     ax.set_yscale("log")
+    top = max(max(e["speedup_total"], e["speedup_step"]) for e in entries)
+    ax.set_ylim(1, top * 3)                          # bars start at 1× (no gain); room for the labels
     ax.set_xticks(x, labels, fontsize=8)
     ax.set_ylabel("speed-up over the dense procedure")
     env = data["provenance"]

@@ -391,9 +391,12 @@ def plot_floor(data: dict, path: Path) -> bool:
               label="memory floor: factors' bytes / bandwidth measured in the same run")
     latest = data.get("provenance")
     for x, e in zip(mib, points):
-        # A point merged in from another run says so, with that run's date where it was recorded.
-        date = (e.get("provenance") or {}).get("utc") or e.get("measured_at")
-        other = "" if e.get("provenance") == latest else f"\n(earlier run, {date[:10] if date else 'undated'})"
+        # A point merged in from a run of another day (or of unknown provenance) says so.
+        prov = e.get("provenance") or {}
+        date = prov.get("utc") or e.get("measured_at")
+        same_day = prov and latest and (prov.get("utc") or "")[:10] == (latest.get("utc") or "")[:10]
+        other = "" if same_day else f"\n(run of {date[:10] if date else 'unknown date'}, no provenance)" \
+            if not prov else f"\n(run of {date[:10]})"
         ax.annotate(f"n={e['n']:,}, D={e['dim']}\n{e['floor_ratio']:.2f}× floor\n"
                     f"({e['bandwidth_bytes_per_s'] / 1e9:.0f} GB/s){other}", (x, e["ms_per_step"]),
                     textcoords="offset points", xytext=(6, -30), fontsize=7)

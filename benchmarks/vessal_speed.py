@@ -6,7 +6,7 @@ normaliser ``tr(Σ̂ @ A⁻¹)`` as a d × d matrix product (O(d³) per point), 
 Woodbury update ``A⁻¹ − A⁻¹u (1 + uᵀA⁻¹u)⁻¹ uᵀA⁻¹`` evaluated left to right as the package does.
 aljax: ``aljax.volume_stream`` on ``FisherFactors`` (rank 1), compile timed separately.
 
-    python benchmarks/vessal_speed.py [--classes 10 --dim 64 --loop-dims 16,32,64,128 --loop-n 2000
+    python benchmarks/vessal_speed.py [--classes 10 --dim 64 --loop-dims 16,32,64,128 --loop-n 10000
                                        --loop-seconds 40 --n 100000 --big-dim 512 --big-n 20000
                                        --keep 0.01 --repeats 3 --big-repeats 1 --fixed-n 20000
                                        --fixed-big-n 8192 --json PATH]
@@ -179,6 +179,8 @@ def plot(data, path):
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.8))
     left.loglog(d, [e["loop"]["points_per_s"] for e in entries], "o-", label="per-point loop (active_learn)")
     left.loglog(d, [e["aljax"]["points_per_s"] for e in entries], "s-", label="aljax volume_stream")
+    left.set_xticks(d, [str(x) for x in d])
+    left.minorticks_off()
     left.set_xlabel("d = C·D")
     left.set_ylabel("points / s")
     left.legend(fontsize=8)
@@ -188,6 +190,7 @@ def plot(data, path):
         right.annotate(f"{e['speedup']:,.0f}×" + ("*" if e["loop"]["extrapolated"] else ""), (i, e["speedup"]),
                        ha="center", va="bottom", fontsize=8)
     right.set_yscale("log")
+    right.set_ylim(1, max(e["speedup"] for e in entries) * 3)   # bars start at 1× (no gain)
     right.set_xlabel("d = C·D")
     right.set_ylabel("speed-up over the per-point loop")
     prov = data["provenance"]
@@ -207,7 +210,8 @@ def main(argv=None):
     parser.add_argument("--dim", type=int, default=64, help="penultimate width D for d = C·D (640)")
     parser.add_argument("--loop-dims", default="16,32,64,128",
                         help="D values (d = C·D) at which the per-point loop and aljax are compared")
-    parser.add_argument("--loop-n", type=int, default=2000, help="stream length for the per-point loop")
+    parser.add_argument("--loop-n", type=int, default=10_000,
+                        help="stream length for the per-point loop against aljax")
     parser.add_argument("--loop-seconds", type=float, default=40.0,
                         help="time the loop over at most about this long, then extrapolate to the stream")
     parser.add_argument("--n", type=int, default=100_000, help="stream length for aljax at d = C·dim")
