@@ -271,3 +271,15 @@ def test_readme_anchors_exist():
         headings = re.findall(r"^#+ (.*)$", (ROOT / target).read_text(), re.M)
         assert anchor in {_github_slug(h) for h in headings}, \
             f"README.md links to {target}#{anchor}, a section that {target} does not have"
+
+
+@pytest.mark.parametrize("text, is_type", [
+    ("jax.Array", True), ("dict[str, float]", True), ("int | None", True), ("list of int", True),
+    (":class:`~aljax.Factored`", True), ("str or os.PathLike", True),
+    ("int32 indices into the stream", False), ("A JSON-serialisable dict", False),
+    ("``(n − n_labeled,)`` dataset indices still in the pool, ascending", False),
+])
+def test_coverage_extension_tells_a_type_from_prose(text, is_type):
+    """napoleon turns the text before a Returns section's first colon into a type; the extension
+    warns when that text is prose (the page would show a sentence as the return type)."""
+    assert _coverage_extension().looks_like_a_type(text) is is_type

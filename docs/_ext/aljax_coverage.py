@@ -10,12 +10,19 @@ public method and property of a public class) must
 Each failure is a Sphinx warning, so ``bash docs/build`` (``-W``) fails on it. The check runs once
 all pages are read (``env-check-consistency``), so it sees the whole reference whatever order the
 pages are read in.
+
+It also catches a Google-style docstring that napoleon silently misreads: the text before the
+first colon of a ``Returns:`` section's first line (or of a property's first line) becomes the
+*type*, so "int32 indices into the pool: ..." renders as a return type "int32 indices into the
+pool" and a description that starts mid-sentence. A type is a dotted name, possibly with
+brackets, ``|``, commas, "or" and "of"; anything else there is a warning.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import re
 
 from sphinx.util import logging
 
@@ -77,8 +84,35 @@ def check_coverage(app, env):
                                type="aljax", subtype="coverage", location=docname)
 
 
+_TYPE_WORD = re.compile(r"^~?[A-Za-z_][\w.]*$")
+
+
+def looks_like_a_type(text: str) -> bool:
+    """Whether ``text`` (a ``:rtype:`` or ``:type:`` that napoleon wrote) can be a type."""
+    text = re.sub(r":\w+:`~?([^`]*)`", r"\1", text.strip())    # :class:`~x.Y` -> x.Y
+    text = text.replace("``", "")
+    while re.search(r"[\[(][^\[\]()]*[\])]", text):             # innermost brackets first
+        text = re.sub(r"[\[(][^\[\]()]*[\])]", "", text)
+    words = [w for w in re.split(r"\s*(?:\||,|\bor\b|\bof\b)\s*", text) if w]
+    return bool(words) and all(_TYPE_WORD.match(w) for w in words)
+
+
+def check_napoleon_types(app, what, name, obj, options, lines):
+    """After napoleon (priority 500): warn on a ``:rtype:``/``:type:`` that is prose, not a type."""
+    if not name.startswith(tuple(app.config.aljax_public_modules)):
+        return
+    for line in lines:
+        match = re.match(r"^\s*:(rtype|type)(?: \w+)?: (.*)$", line)
+        if match and not looks_like_a_type(match.group(2)):
+            logger.warning(f"aljax-coverage: napoleon read prose as a type in the docstring of {name}: "
+                           f"{match.group(2)!r} (the text before the first colon of a Returns section "
+                           f"or of a property's first line; reword it without a colon)",
+                           type="aljax", subtype="napoleon")
+
+
 def setup(app):
     app.add_config_value("aljax_public_modules", [], "env")
     app.add_config_value("aljax_reference_dir", "reference", "env")
     app.connect("env-check-consistency", check_coverage)
+    app.connect("autodoc-process-docstring", check_napoleon_types, priority=600)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
