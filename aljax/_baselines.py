@@ -467,7 +467,8 @@ def k_center_greedy(embedding, k: int, *, key=0, labeled=None) -> jax.Array:
 
 
 def coreset(params, apply_fn: Callable, pool, k: int, *, key=0, labeled=None, batch_size: int = 256,
-            features_fn: Callable | None = None, problem_type: str = "classification", progress: bool | None = None) -> jax.Array:
+            features_fn: Callable | None = None, problem_type: str = "classification",
+            progress: bool | None = None) -> jax.Array:
     """Core-set selection: k-center greedy on the penultimate features, conditioned on the
     labeled set (Sener & Savarese, "Active learning for convolutional neural networks: a
     core-set approach", ICLR 2018).

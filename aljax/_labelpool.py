@@ -88,7 +88,7 @@ class LabelPool:
 
     @property
     def unlabeled(self) -> np.ndarray:
-        """``(n − n_labeled,)`` dataset indices still in the pool, ascending: the positions a
+        """``(n − n_labeled,)`` dataset indices still in the pool, ascending; they are the positions a
         selector's output refers to when it was run on ``x[pool.unlabeled]``.
 
         Example:

@@ -204,7 +204,7 @@ def simulate(strategy: Callable, train_fn: Callable, eval_fn: Callable, x, y, *,
       progress: show a tqdm progress bar (when tqdm is installed).
 
     Returns:
-      A JSON-serialisable dict: ``strategy``, ``seed`` (the int key, else ``None``), ``initial``,
+      dict: a JSON-serialisable record of ``strategy``, ``seed`` (the int key, else ``None``), ``initial``,
       ``per_round``, ``rounds``, ``labels`` (``rounds + 1`` label counts), ``metrics`` (the
       ``eval_fn`` values after each round's training), ``selected`` (per acquisition round, the
       dataset indices picked), ``select_seconds`` and ``train_seconds`` (wall time per round) and

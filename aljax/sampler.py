@@ -203,7 +203,7 @@ class ActiveSampler:
             mapping of tensors; for a ``(model, tokenizer)`` pair a list of strings.
 
         Returns:
-          NumPy int32 array of unique indices into ``candidates``: ``budget`` of them for an int
+          A NumPy int32 array of unique indices into ``candidates``; ``budget`` of them for an int
           budget (in pick order), about ``rate·n`` for a float budget.
 
         Example:

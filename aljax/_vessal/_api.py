@@ -26,7 +26,7 @@ def volume_stream(embedding, k: int | None = None, *, key=0, labeled=None, rate:
     ``min(1, ρ · s / tr(Σ̂ A⁻¹))``, where ``s`` is the volume it would add to the kept set
     (``uᵀA⁻¹u``, or ``|det(U A⁻¹ Uᵀ)|`` at rank ``r``), ``A = λI + Σ_kept UᵀU`` (Woodbury-updated
     on keeps), ``Σ̂`` the running covariance of the stream *including the current point* and
-    ``ρ`` the target rate (see :mod:`aljax._vessal` for the exact order of operations). With
+    ``ρ`` the target rate (the docstring of ``aljax._vessal`` gives the exact order of operations). With
     ``k₁, k₂ = split(key)``, the uniform draws of stream positions ``s … s + 1023`` (``s`` a
     multiple of 1024, the internal chunk) are ``uniform(fold_in(k₁, s), (1024,))``: a function of
     the global position only, so the picks do not depend on how the stream is batched.
@@ -60,7 +60,7 @@ def volume_stream(embedding, k: int | None = None, *, key=0, labeled=None, rate:
         precompute_covariance=True)`` computes).
 
     Returns:
-      int32 indices into the stream: ``(k,)``, the kept ones in stream order then any uniform
+      jax.Array: int32 indices into the stream, ``(k,)``: the kept ones in stream order then any uniform
       fill; or, with ``rate``, the kept ones in stream order.
 
     Memory is the ``d × d`` state (two matrices) plus one chunk of 1024 rows; the time per point
@@ -148,7 +148,7 @@ def vessal(params, apply_fn: Callable, pool, k: int | None = None, *, key=0, lab
         always (needs tqdm); ``False`` never.
 
     Returns:
-      int32 indices into the stream: ``(k,)`` unique (kept in stream order, then a uniform fill
+      jax.Array: int32 indices into the stream, ``(k,)`` unique (kept in stream order, then a uniform fill
       of any shortfall from the skipped points), or, with ``rate``, the kept ones.
 
     Example:

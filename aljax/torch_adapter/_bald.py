@@ -96,9 +96,9 @@ def bald(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, max_
                 for args, kwargs in inputs.batches():
                     logits = torch.stack([_logits_of(fn, module(*args, **kwargs)) for _ in range(mc_samples)])
                     if logits.ndim != 3 or logits.shape[2] < 2 or not logits.is_floating_point():
-                        raise ValueError(_validate.message(fn, "model", "a classifier returning floating logits (batch, C) "
-                                                           "with C >= 2", f"outputs of shape {tuple(logits.shape[1:])} "
-                                                           f"and dtype {logits.dtype}"))
+                        raise ValueError(_validate.message(
+                            fn, "model", "a classifier returning floating logits (batch, C) with C >= 2",
+                            f"outputs of shape {tuple(logits.shape[1:])} and dtype {logits.dtype}"))
                     if not probs and bool((logits == logits[:1]).all()):
                         raise ValueError(_validate.message(
                             fn, "model", "stochastic under dropout (MC dropout) for BALD",

@@ -124,7 +124,7 @@ def logits_and_features(model, pool, *, batch_size: int = 256, device=None, head
         (outputs ``(n,)`` or ``(n, m)``).
 
     Returns:
-      ``(logits, h)``: JAX arrays of shapes ``(n, C)`` (regression: ``(n,)`` or ``(n, m)``) and
+      ``(logits, h)``, JAX arrays of shapes ``(n, C)`` (``(n,)`` or ``(n, m)`` for regression) and
       ``(n, D)``.
 
     Example:

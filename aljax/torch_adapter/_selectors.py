@@ -42,7 +42,8 @@ def _select(fn: str, strategy: str, model, pool, k, *, key, batch_size, device, 
 
 
 def badge(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, head: str | None = None,
-          max_length: int | None = None, problem_type: str = "classification", prune: bool = False, progress: bool | None = None) -> jax.Array:
+          max_length: int | None = None, problem_type: str = "classification", prune: bool = False,
+          progress: bool | None = None) -> jax.Array:
     """BADGE for a torch model: k-means++ seeding over last-layer gradient embeddings.
 
     Ash et al., "Deep batch active learning by diverse, uncertain gradient lower bounds", ICLR
@@ -187,7 +188,7 @@ def vessal(model, pool, k: int | None = None, *, key=0, labeled=None, batch_size
         always (needs tqdm); ``False`` never.
 
     Returns:
-      int32 unique indices into ``pool``, in stream order: ``k`` of them with ``k``, near
+      int32 unique indices into ``pool``, in stream order; ``k`` of them with ``k``, near
       ``rate·n`` with ``rate``.
 
     Example:
@@ -215,7 +216,8 @@ def vessal(model, pool, k: int | None = None, *, key=0, labeled=None, batch_size
 
 
 def margin(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, head: str | None = None,
-           max_length: int | None = None, problem_type: str = "classification", progress: bool | None = None) -> jax.Array:
+           max_length: int | None = None, problem_type: str = "classification",
+           progress: bool | None = None) -> jax.Array:
     """Margin sampling for a torch model: the ``k`` points of smallest gap between the two most
     probable classes.
 
@@ -257,7 +259,8 @@ def margin(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, he
 
 
 def entropy(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, head: str | None = None,
-            max_length: int | None = None, problem_type: str = "classification", progress: bool | None = None) -> jax.Array:
+            max_length: int | None = None, problem_type: str = "classification",
+            progress: bool | None = None) -> jax.Array:
     """Entropy sampling for a torch model: the ``k`` points whose predicted class distribution
     has the largest entropy.
 
@@ -299,7 +302,8 @@ def entropy(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, h
 
 
 def least_confidence(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, head: str | None = None,
-                     max_length: int | None = None, problem_type: str = "classification", progress: bool | None = None) -> jax.Array:
+                     max_length: int | None = None, problem_type: str = "classification",
+                     progress: bool | None = None) -> jax.Array:
     """Least-confidence sampling for a torch model: the ``k`` points whose most probable class is
     least probable.
 
@@ -337,7 +341,8 @@ def least_confidence(model, pool, k: int, *, key=0, batch_size: int = 256, devic
     """
     with _progress.scope("torch_adapter.least_confidence", progress):
         return _select("torch_adapter.least_confidence", "least_confidence", model, pool, k, key=key,
-                       batch_size=batch_size, device=device, head=head, max_length=max_length, problem_type=problem_type)
+                       batch_size=batch_size, device=device, head=head, max_length=max_length,
+                       problem_type=problem_type)
 
 
 def coreset(model, pool, k: int, *, key=0, labeled=None, batch_size: int = 256, device=None,
@@ -383,11 +388,13 @@ def coreset(model, pool, k: int, *, key=0, labeled=None, batch_size: int = 256, 
     """
     with _progress.scope("torch_adapter.coreset", progress):
         return _select("torch_adapter.coreset", "coreset", model, pool, k, key=key, labeled=labeled,
-                       batch_size=batch_size, device=device, head=head, max_length=max_length, problem_type=problem_type)
+                       batch_size=batch_size, device=device, head=head, max_length=max_length,
+                       problem_type=problem_type)
 
 
 def random_sample(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, head: str | None = None,
-                  max_length: int | None = None, problem_type: str = "classification", progress: bool | None = None) -> jax.Array:
+                  max_length: int | None = None, problem_type: str = "classification",
+                  progress: bool | None = None) -> jax.Array:
     """Uniform random sampling without replacement, the baseline every strategy is compared with.
 
     ``model`` is not run when the pool's size is known (a tensor, an array, a list, a sized
