@@ -205,3 +205,12 @@ def test_every_section_of_results_md_renders_from_the_saved_json(tmp_path):
         section = text.split(f"<!-- GENERATED:BEGIN {name} -->")[1].split(f"<!-- GENERATED:END {name} -->")[0]
         assert "Stale marks checked against HEAD" in section
         assert "Made by" in section or "Not run" in section, name
+
+
+def test_outside_a_git_checkout_nothing_fails_and_the_result_counts_as_unknown(tmp_path):
+    (tmp_path / "aljax").mkdir()
+    (tmp_path / "aljax" / "__init__.py").write_text("")
+    prov = _provenance.collect(["bench.py"], root=tmp_path)
+    assert prov["commit"] is None and prov["aljax_dirty_files"] == {}
+    check = _provenance.staleness(prov, tmp_path)
+    assert check["stale"] and check["unknown"]
