@@ -397,7 +397,8 @@ def plot_floor(data: dict, path: Path) -> bool:
         same_day = prov and latest and (prov.get("utc") or "")[:10] == (latest.get("utc") or "")[:10]
         other = "" if same_day else f"\n(run of {date[:10] if date else 'unknown date'}, no provenance)" \
             if not prov else f"\n(run of {date[:10]})"
-        ax.annotate(f"n={e['n']:,}, D={e['dim']}\n{e['floor_ratio']:.2f}× floor\n"
+        streamed = ", streamed" if str(e.get("size", "")).startswith("streamed") else ""
+        ax.annotate(f"n={e['n']:,}, D={e['dim']}{streamed}\n{e['floor_ratio']:.2f}× floor\n"
                     f"({e['bandwidth_bytes_per_s'] / 1e9:.0f} GB/s){other}", (x, e["ms_per_step"]),
                     textcoords="offset points", xytext=(6, -30), fontsize=7)
     ax.set_xlabel("bytes read per step: n·(C + D) float32 (MiB)")
