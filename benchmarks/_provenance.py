@@ -6,7 +6,9 @@ times). It holds:
 
 * ``commit``: the full hash of the checkout's ``HEAD``; ``aljax_dirty`` and ``aljax_dirty_files``
   (path -> git blob hash of the file as it was run, ``None`` for a deleted file): aljax/'s
-  uncommitted changes at the time, untracked files included;
+  uncommitted changes at the time, untracked files included; ``benchmarks_dirty_files`` likewise
+  for the benchmark scripts (recorded so that a run of an edited script can be told apart; not
+  part of the stale check);
 * ``versions``: python, aljax, jax, jaxlib, numpy and torch: a module's ``__version__`` where the
   script has imported it, else ``importlib.metadata`` (nothing is imported to read a version, so
   torch is never imported for this; ``None`` where a package is not installed);
@@ -145,6 +147,9 @@ def collect(argv: list[str] | None = None, root: Path = ROOT) -> dict:
         "commit": head_commit(root),
         "aljax_dirty": bool(dirty),
         "aljax_dirty_files": dirty,
+        # Recorded, not checked: the benchmark scripts' own uncommitted changes (a reference
+        # procedure or a problem size edited before a run).
+        "benchmarks_dirty_files": uncommitted_files(root, "benchmarks"),
         "versions": {"python": platform.python_version(), **{name: _version(name) for name in VERSIONED}},
         **_devices(),
         "cpu_count": os.cpu_count(),
@@ -258,6 +263,9 @@ def summary(prov: dict | None, legacy: dict | None = None) -> str:
     dirty = prov.get("aljax_dirty_files") or {}
     state = ("aljax/ clean" if not dirty else
              "aljax/ with uncommitted changes to " + ", ".join(_code(p) for p in dirty))
+    scripts = prov.get("benchmarks_dirty_files") or {}
+    if scripts:
+        state += "; uncommitted changes to " + ", ".join(_code(p) for p in scripts)
     kinds = ", ".join(prov.get("device_kinds") or []) or "?"
     devices = f"{prov.get('backend') or '?'} backend, {prov.get('device_count') or '?'} × {kinds}"
     vers = ", ".join(f"{name} {versions.get(name) or '—'}" for name in ("aljax", "jax", "jaxlib", "numpy", "torch",

@@ -91,7 +91,11 @@ def test_uncommitted_aljax_changes_are_recorded_by_file(repo):
     (repo / "aljax" / "_kernel.py").write_text(KERNEL + "\nX = 1\n")
     (repo / "aljax" / "_new.py").write_text("Y = 2\n")
     (repo / "notes.txt").write_text("changed, but not aljax/\n")
+    (repo / "benchmarks").mkdir()
+    (repo / "benchmarks" / "bench.py").write_text("N = 10\n")
     prov = _provenance.collect(["x.py"], root=repo)
+    assert list(prov["benchmarks_dirty_files"]) == ["benchmarks/bench.py"]
+    assert "uncommitted changes to `benchmarks/bench.py`" in _provenance.summary(prov)
     assert prov["aljax_dirty"] is True
     assert sorted(prov["aljax_dirty_files"]) == ["aljax/_kernel.py", "aljax/_new.py"]
     blob = git(repo, "hash-object", "aljax/_kernel.py")
