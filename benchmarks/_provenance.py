@@ -310,10 +310,12 @@ def describe_groups(groups: list[tuple[str, dict | None]], root: Path = ROOT, le
     return lines
 
 
-def check_header(root: Path = ROOT) -> str:
-    """What the stale marks were checked against: HEAD, and whether aljax/ has uncommitted changes."""
-    dirty = uncommitted_files(root)
-    return (f"Stale marks checked against HEAD {_code(head_commit(root) or '?')}"
+def check_header(root: Path = ROOT, package: str = PACKAGE) -> str:
+    """What the stale marks were checked against: aljax/ as of the last commit that changed it (not
+    HEAD, so that committing the regenerated page does not date it), plus uncommitted changes."""
+    dirty = uncommitted_files(root, package)
+    last = (_git(root, "log", "-1", "--format=%H", "HEAD", "--", f"{package}/", check=False) or "").strip()
+    return (f"Stale marks checked against {package}/ as of {_code(last or '?')} (its last commit)"
             + (" plus uncommitted changes to " + ", ".join(_code(p) for p in dirty) if dirty else "")
             + " when this section was generated (docstring-, comment- and layout-only changes are not counted).")
 
