@@ -13,7 +13,8 @@ times). It holds:
   script has imported it, else ``importlib.metadata`` (nothing is imported to read a version, so
   torch is never imported for this; ``None`` where a package is not installed);
 * ``backend``, ``device_kinds``, ``device_count``: read from JAX only when the script has imported
-  it (every benchmark does; nothing here initialises a backend otherwise);
+  it (nothing here initialises a backend otherwise; ``shrinking_pool.py``, whose parent process
+  does not import JAX, fills them in from its child processes);
 * ``cpu_count``, ``platform``, ``machine``, ``utc`` (ISO 8601 date-time) and ``command`` (the
   exact command line, ``argv`` too).
 
