@@ -305,10 +305,32 @@ def section_shrinking_pool(results: Path = RESULTS, root: Path = _provenance.ROO
     return _each_backend(results, "shrinking_pool", "shrinking_pool.py", render)
 
 
+def section_progress_overhead(results: Path = RESULTS, root: Path = _provenance.ROOT) -> list[str]:
+    path = results / "progress-overhead.json"
+    data = _load(path)
+    if data is None:
+        return _not_run("progress_overhead.py", path)
+    s = data["settings"]
+    lines = [f"#### `results/{path.name}`", ""]
+    lines += _provenance.describe(data.get("provenance"), root, legacy=_legacy(data))
+    lines += [f"Front doors with `progress=False` against the same calls at `{data['baseline']}` (before the bars), "
+              f"n = {s['n']:,}, k = {s['k']}, {s['calls']} warm calls per process, {s['repeats']} alternating "
+              f"pairs of processes; the bookkeeping alone (a scope, a bar, its updates) costs "
+              f"{data['bookkeeping_seconds_per_call'] * 1e6:.1f} µs per call.", "",
+              "| front door | paired ratio, median (range) | call time, progress off | bookkeeping / call |",
+              "|---|---|---|---|"]
+    for name, ratio in data["ratio_off_vs_baseline"].items():
+        runs = ratio["runs"]
+        lines.append(f"| `{name}` | {ratio['median']:.3f} ({min(runs):.2f}–{max(runs):.2f}) | "
+                     f"{data['call_seconds_off'][name] * 1e3:.2f} ms | "
+                     f"{data['bookkeeping_fraction_of_call'][name] * 100:.2f}% |")
+    return lines + [""]
+
+
 SECTIONS = {"learning_curves": section_learning_curves, "throughput": section_throughput,
             "bait_speed": section_bait_speed, "vessal_speed": section_vessal_speed,
             "badge_speed": section_badge_speed, "adapter_overhead": section_adapter_overhead,
-            "shrinking_pool": section_shrinking_pool}
+            "shrinking_pool": section_shrinking_pool, "progress_overhead": section_progress_overhead}
 
 
 def write(names=None, path: Path = RESULTS_MD, results: Path = RESULTS, root: Path = _provenance.ROOT) -> Path:
