@@ -39,6 +39,7 @@ import hashlib
 import importlib.metadata
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -108,6 +109,10 @@ def _version(name: str) -> str | None:
     module = sys.modules.get(name)
     if getattr(module, "__version__", None):
         return str(module.__version__)
+    if name == PACKAGE:  # not imported by this process (a parent of the timed children): the checkout's
+        match = re.search(r'^__version__ = "([^"]+)"', (ROOT / PACKAGE / "__init__.py").read_text(), re.M)
+        if match:
+            return match.group(1)
     try:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
