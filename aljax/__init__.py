@@ -8,8 +8,8 @@ module imports only modules of its own layer or of the layers listed before it
 2. ``_types``, ``_padding``, ``_linalg``, ``_sharding``, ``_pool``: embedding containers, size
    buckets, small linear algebra, row layouts over devices, chunking and streaming a pool.
 3. ``_dense_head``, ``_embeddings``, ``_scores``, ``scores``: from a model to embeddings and scores.
-4. ``_badge``, ``_bait``, ``_vessal``, ``_baselines``: selectors (arrays in, indices out) and
-   the JAX front doors that embed a pool and call them.
+4. ``_badge``, ``_bait``, ``_vessal``, ``_baselines``, ``_coldstart``: selectors (arrays in,
+   indices out) and the JAX front doors that embed a pool and call them.
 5. ``_strategies``: strategy name → embedding of a model's outputs → selector.
 6. ``torch_adapter``: torch and Hugging Face models in front of the same strategies.
 7. ``sampler``: ``ActiveSampler``, the ``active_learn`` object API.
@@ -33,6 +33,8 @@ from . import scores as scores
 from ._badge import kmeans_pp as kmeans_pp
 from ._bait import fisher_greedy as fisher_greedy
 from ._baselines import k_center_greedy as k_center_greedy
+from ._coldstart import probcover as probcover
+from ._coldstart import typiclust as typiclust
 from ._vessal import volume_stream as volume_stream
 
 # Front doors: (params, apply_fn, pool, k, *, ...)
@@ -70,6 +72,8 @@ __all__ = [
     "fisher_greedy",
     "k_center_greedy",
     "kmeans_pp",
+    "probcover",
+    "typiclust",
     "volume_stream",
     # Front doors
     "badge",
