@@ -323,9 +323,8 @@ def _check_embeddings(fn: str, embedding, k, key, labeled):
                                                f"shape {tuple(labeled.shape)}"))
         labeled = None if labeled.shape[0] == 0 else jnp.asarray(labeled)
     embedding = jnp.asarray(embedding)
-    _validate.check_finite_each(fn, [("the embedding values", embedding)] +
-                                ([] if labeled is None else [("the labeled embedding values (argument `labeled`)",
-                                                              labeled)]))
+    _validate.check_finite_each(fn, [("the values of argument `embedding`", embedding)] +
+                                ([] if labeled is None else [("the values of argument `labeled`", labeled)]))
     return key, embedding, k, labeled
 
 

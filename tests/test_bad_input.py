@@ -130,8 +130,10 @@ SELECTORS = {
     "fisher_greedy": aljax.FisherFactors(jax.nn.softmax(jnp.asarray(np.random.default_rng(3).normal(size=(N, C)),
                                                                     jnp.float32)), jnp.ones((N, 4))),
     "volume_stream": jnp.asarray(np.random.default_rng(2).normal(size=(N, 4)), jnp.float32),
+    "typiclust": jnp.asarray(np.random.default_rng(2).normal(size=(N, 4)), jnp.float32),
+    "probcover": jnp.asarray(np.random.default_rng(2).normal(size=(N, 4)), jnp.float32),
 }
-TAKES_LABELED_EMBEDDING = {"k_center_greedy", "fisher_greedy", "volume_stream"}
+TAKES_LABELED_EMBEDDING = {"k_center_greedy", "fisher_greedy", "volume_stream", "typiclust", "probcover"}
 
 
 def _shared_selector_cases():
@@ -172,6 +174,7 @@ _PLAIN_POOL = jnp.ones((10, 6))
 _W = jax.random.normal(jax.random.key(0), (3, 4))
 _LIN = lambda W, x: x @ W  # noqa: E731
 _POOL3 = jax.random.normal(jax.random.key(1), (10, 3))
+_EMB10 = jnp.asarray(np.random.default_rng(4).normal(size=(10, 4)), jnp.float32)
 _FACTORED_TREE = jax.tree_util.tree_structure(aljax.Factored(jnp.ones((2, 2)), jnp.ones((2, 3))))
 
 
@@ -231,6 +234,48 @@ CASES = [
      r"floating"),
     ("FisherFactors rows", lambda: aljax.FisherFactors(jnp.ones((4, 3)) / 3, jnp.ones((5, 2))), ValueError,
      "FisherFactors", "probs", r"same number of rows"),
+    # the cold start selectors
+    ("typiclust fewer points than n_neighbors + 1", lambda: aljax.typiclust(_EMB10, 2), ValueError, "typiclust",
+     "n_neighbors", r"at most n − 1 = 9"),
+    ("typiclust n_neighbors zero", lambda: aljax.typiclust(_EMB10, 2, n_neighbors=0), ValueError, "typiclust",
+     "n_neighbors", r">= 1"),
+    ("typiclust n_neighbors float", lambda: aljax.typiclust(_EMB10, 2, n_neighbors=3.0), TypeError, "typiclust",
+     "n_neighbors", r"Python int"),
+    ("typiclust one point", lambda: aljax.typiclust(_EMB10[:1], 1, n_neighbors=1), ValueError, "typiclust",
+     "embedding", r"at least 2 points"),
+    ("typiclust inf", lambda: aljax.typiclust(_EMB10.at[4, 0].set(jnp.inf), 2, n_neighbors=3), ValueError,
+     "typiclust", "embedding", r"1 NaN/Inf"),
+    ("typiclust labeled nan", lambda: aljax.typiclust(_EMB10, 2, n_neighbors=3, labeled=_EMB10.at[0, 0].set(jnp.nan)),
+     ValueError, "typiclust", "labeled", r"NaN/Inf"),
+    ("typiclust labeled int", lambda: aljax.typiclust(_EMB10, 2, n_neighbors=3, labeled=jnp.ones((2, 4), jnp.int32)),
+     TypeError, "typiclust", "labeled", r"floating"),
+    ("probcover delta zero", lambda: aljax.probcover(_EMB10, 2, delta=0.0), ValueError, "probcover", "delta", r"> 0"),
+    ("probcover delta negative", lambda: aljax.probcover(_EMB10, 2, delta=-1.0), ValueError, "probcover", "delta",
+     r"> 0"),
+    ("probcover delta nan", lambda: aljax.probcover(_EMB10, 2, delta=float("nan")), ValueError, "probcover", "delta",
+     r"finite"),
+    ("probcover delta inf", lambda: aljax.probcover(_EMB10, 2, delta=float("inf")), ValueError, "probcover", "delta",
+     r"finite"),
+    ("probcover delta str", lambda: aljax.probcover(_EMB10, 2, delta="1"), TypeError, "probcover", "delta", r"real"),
+    ("probcover no delta, no n_classes", lambda: aljax.probcover(_EMB10, 2), ValueError, "probcover", "n_classes",
+     r"when `delta` is None"),
+    ("probcover n_classes with delta", lambda: aljax.probcover(_EMB10, 2, delta=1.0, n_classes=3), ValueError,
+     "probcover", "n_classes", r"None when `delta` is given"),
+    ("probcover n_classes one", lambda: aljax.probcover(_EMB10, 2, n_classes=1), ValueError, "probcover",
+     "n_classes", r"\[2, 10\]"),
+    ("probcover n_classes above n", lambda: aljax.probcover(_EMB10, 2, n_classes=11), ValueError, "probcover",
+     "n_classes", r"\[2, 10\]"),
+    ("probcover purity zero", lambda: aljax.probcover(_EMB10, 2, n_classes=2, purity=0.0), ValueError, "probcover",
+     "purity", r"\(0, 1\]"),
+    ("probcover purity above 1", lambda: aljax.probcover(_EMB10, 2, n_classes=2, purity=1.5), ValueError,
+     "probcover", "purity", r"\(0, 1\]"),
+    ("probcover purity bool", lambda: aljax.probcover(_EMB10, 2, n_classes=2, purity=True), TypeError, "probcover",
+     "purity", r""),
+    ("probcover nan", lambda: aljax.probcover(_EMB10.at[1, 1].set(jnp.nan), 2, delta=1.0), ValueError, "probcover",
+     "embedding", r"1 NaN/Inf"),
+    ("probcover labeled width", lambda: aljax.probcover(_EMB10, 2, delta=1.0, labeled=jnp.ones((3, 5))), ValueError,
+     "probcover", "labeled", r"4 columns"),
+    ("probcover key", lambda: aljax.probcover(_EMB10, 2, delta=1.0, key=1.5), TypeError, "probcover", "key", r""),
     # uncertainty scores, random, BALD, core-set
     ("margin 1-D logits", lambda: aljax.margin(_W, lambda W, x: (x @ W)[:, 0], _POOL3, 2), ValueError, "margin",
      "apply_fn", r"2-D"),
