@@ -371,3 +371,18 @@ def test_bad_input_is_refused_before_any_kernel_runs(call, arg, monkeypatch):
     with pytest.raises(ValueError) as info:
         call()
     assert "aljax." in str(info.value) and arg in str(info.value), str(info.value)
+
+
+def test_the_benchmark_script_runs(tmp_path):
+    import json
+    import pathlib
+    import subprocess
+    import sys
+
+    script = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "coldstart.py"
+    for method in ("typiclust", "probcover"):
+        out = subprocess.run([sys.executable, str(script), "--n", "300", "--d", "8", "--k", "5", "--method", method,
+                              "--repeats", "1"], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        assert result["unique_picks"] == 5 and result["peak_rss_mib"] > 0
