@@ -243,6 +243,7 @@ def test_typiclust_is_deterministic_in_the_key(maybe_jit):
     np.testing.assert_array_equal(a, aljax.typiclust(x, 7, key=jax.random.key(3)))
 
 
+@pytest.mark.slow   # a compilation per example (k-means has |labeled| + k centres)
 @settings(max_examples=15, deadline=None)
 @given(st.integers(0, 10_000), st.integers(3, 40), st.integers(0, 6), st.data())
 def test_typiclust_properties(seed, n, m, data):
@@ -373,6 +374,7 @@ def test_bad_input_is_refused_before_any_kernel_runs(call, arg, monkeypatch):
     assert "aljax." in str(info.value) and arg in str(info.value), str(info.value)
 
 
+@pytest.mark.slow
 def test_the_benchmark_script_runs(tmp_path):
     import json
     import pathlib
