@@ -13,13 +13,19 @@ from . import _validate, scores
 from ._badge import kmeans_pp
 from ._bait import fisher_greedy
 from ._baselines import k_center_greedy, random_kernel
+from ._coldstart import probcover, typiclust
 from ._embeddings import hallucinated_residual, softmax
 from ._types import Factored, FisherFactors
 from . import _vessal
 
 
-STRATEGIES = ("vessal", "badge", "bait", "margin", "entropy", "least_confidence", "coreset", "random")
+STRATEGIES = ("vessal", "badge", "bait", "margin", "entropy", "least_confidence", "coreset", "typiclust",
+              "probcover", "random")
 UNCERTAINTY = ("margin", "entropy", "least_confidence")
+# Strategies that read only the features h (the head's input), never the head's outputs.
+COLD_START = ("typiclust", "probcover")
+# Strategies that use the labeled examples' outputs.
+USES_LABELED = ("bait", "coreset", "vessal", *COLD_START)
 # The damping of each algorithm where its paper's default differs (used when ``lamb`` is None).
 DEFAULT_LAMB = {"bait": 1.0, "vessal": 0.01}
 
@@ -35,7 +41,7 @@ def select_from_outputs(fn: str, strategy: str, problem_type: str, key, logits, 
 
     ``labeled`` is ``(labeled_logits, labeled_h)`` or None. Exactly one of ``k`` / ``rate``.
     ``options`` holds the algorithm's keywords (``prune``, ``lamb`` (None: the algorithm's
-    default), ``oversample``, ``rank``, ``precompute_covariance``).
+    default), ``oversample``, ``rank``, ``precompute_covariance``, ``delta``).
     """
     options = options or {}
     k, rate = _validate.check_k_or_rate(fn, k, rate, n)
@@ -53,6 +59,16 @@ def select_from_outputs(fn: str, strategy: str, problem_type: str, key, logits, 
         return scores.top_k(getattr(scores, strategy)(logits), k)
     if strategy == "coreset":
         return k_center_greedy(h, k, key=key, labeled=labeled_h)
+    if strategy == "typiclust":
+        # The paper's 20 neighbours, fewer on a pool too small for them.
+        return typiclust(h, k, key=key, labeled=labeled_h, n_neighbors=max(1, min(20, n - 1)))
+    if strategy == "probcover":
+        delta = options.get("delta")
+        if delta is None and (regression or logits.shape[1] < 2):
+            raise ValueError(_validate.message(fn, "delta", "a positive float for problem_type='regression' (the "
+                                               "purity rule needs a number of classes)", None))
+        n_classes = None if delta is not None else min(int(logits.shape[1]), n)
+        return probcover(h, k, key=key, labeled=labeled_h, delta=delta, n_classes=n_classes)
     if strategy == "badge":
         # Regression: the squared loss's gradient at the hallucinated label (the prediction itself)
         # is zero, so BADGE's embedding degenerates; k-means++ runs on h (diversity only).

@@ -28,7 +28,7 @@ TORCH_MIRRORS = ("badge", "bait", "bald", "coreset", "entropy", "fisher_embeddin
                  "vessal")
 PROBLEM_TYPES = ("classification", "regression")
 # Strategies defined for a regression head (the rest need class probabilities).
-REGRESSION_STRATEGIES = ("vessal", "badge", "bait", "coreset", "random")
+REGRESSION_STRATEGIES = ("vessal", "badge", "bait", "coreset", "typiclust", "probcover", "auto", "random")
 
 
 def check_params(fn: str, params: Any) -> None:

@@ -15,7 +15,20 @@ import numpy as np
 
 from . import _progress, _validate
 from ._embeddings import logits_and_features
-from ._strategies import STRATEGIES, select_from_outputs
+from ._strategies import STRATEGIES as DISPATCHED
+from ._strategies import USES_LABELED, k_from_rate, select_from_outputs
+
+STRATEGIES = ("auto", *DISPATCHED)
+# strategy="auto": the cold start method while the labeled set, this call's picks included, holds
+# at most AUTO_PER_CLASS labels per class (per output for regression); the model-based strategy
+# after. Chosen from benchmarks/cold_start_switch.py (docs/guide: "Choosing a strategy").
+AUTO_COLD, AUTO_WARM, AUTO_PER_CLASS = "typiclust", "badge", 50
+
+
+def auto_strategy(labeled: int, k: int, outputs: int) -> str:
+    """The strategy ``ActiveSampler(strategy="auto")`` runs for a call that adds ``k`` labels to
+    ``labeled`` with a head of ``outputs`` classes (or regression outputs)."""
+    return AUTO_COLD if labeled + k <= AUTO_PER_CLASS * max(outputs, 1) else AUTO_WARM
 
 
 def _is_torch_module(obj) -> bool:
@@ -50,7 +63,10 @@ class ActiveSampler:
     ``"vessal"`` (Saran et al., ICML 2023: :func:`aljax.volume_stream`, candidates streamed in
     order), ``"margin"``, ``"entropy"``, ``"least_confidence"`` (:mod:`aljax.scores`),
     ``"coreset"`` (Sener & Savarese, ICLR 2018: :func:`aljax.k_center_greedy` on the
-    penultimate features) and ``"random"`` (:func:`aljax.random_sample`); each gives the same
+    penultimate features), the cold start strategies ``"typiclust"`` and ``"probcover"``
+    (:func:`aljax.typiclust`, :func:`aljax.probcover` on the penultimate features, i.e. the
+    encoder's embeddings: they never read the head's outputs, so an untrained head is fine) and
+    ``"random"`` (:func:`aljax.random_sample`); each gives the same
     picks as the front door of the same name called with the same keywords and the key of that
     ``select``: the sampler holds a key and splits it at every call (``key, sub =
     jax.random.split(key)``), and the picks use ``sub``. BALD is not a sampler strategy: it needs
@@ -60,6 +76,14 @@ class ActiveSampler:
     a Gaussian head is ``h hᵀ``; BADGE's hallucinated gradient is zero, so ``"badge"`` is
     k-means++ on ``h``); the uncertainty strategies are classification-only.
 
+    ``"auto"`` picks per call: ``"typiclust"`` while the labeled set, this call's picks included,
+    holds at most 50 labels per class (``len(labeled_data) + k <= 50·C``, ``C`` the head's
+    outputs), ``"badge"`` beyond. With few labels a head's uncertainty is mostly noise and
+    representative picks gain more; the threshold comes from ``benchmarks/cold_start_switch.py``
+    (user guide, "Choosing a strategy"). The attribute ``last_strategy`` names the strategy the
+    last ``select`` ran. On a pool of fewer than 21 points TypiClust's neighbourhood shrinks to
+    ``n − 1`` points.
+
     Args:
       problem_type: ``"classification"`` or ``"regression"``.
       model: a torch module, a ``(model, tokenizer)`` pair, or a ``(params, apply_fn)`` pair.
@@ -67,10 +91,12 @@ class ActiveSampler:
         rate. VeSSAL streams the candidates at that rate (the number kept varies around
         ``rate·n``); the batch strategies select ``max(1, round(rate·n))`` points.
       labeled_data: inputs already labeled (same kind as ``candidates``), or ``()`` for none.
-        Used by ``"bait"`` (seeds the Fisher), ``"coreset"`` (initial centres) and ``"vessal"``
-        (seeds ``A`` and ``Σ̂``); ignored by the others.
-      strategy: one of ``"vessal"``, ``"badge"``, ``"bait"``, ``"margin"``, ``"entropy"``,
-        ``"least_confidence"``, ``"coreset"``, ``"random"``.
+        Used by ``"bait"`` (seeds the Fisher), ``"coreset"`` (initial centres), ``"vessal"``
+        (seeds ``A`` and ``Σ̂``), ``"typiclust"`` and ``"probcover"`` (the labeled set they
+        extend) and ``"auto"`` (its size sets the phase); ignored by the others.
+      strategy: one of ``"auto"``, ``"vessal"``, ``"badge"``, ``"bait"``, ``"margin"``,
+        ``"entropy"``, ``"least_confidence"``, ``"coreset"``, ``"typiclust"``, ``"probcover"``,
+        ``"random"``.
       key: int seed or ``jax.random`` key. Each ``select`` call splits it, so repeated calls
         differ but a sampler built with the same key repeats the same sequence of picks.
       batch_size: examples per forward pass.
@@ -86,6 +112,8 @@ class ActiveSampler:
         (and the labeled data).
       prune: ``"badge"`` on a classifier only: exact pruning of the k-means++ steps (same picks,
         faster; see :func:`aljax.kmeans_pp`).
+      delta: ProbCover's ball radius; None (the default) takes the purity rule of
+        :func:`aljax.probcover` with the head's number of classes (regression needs ``delta``).
       progress: progress bars of each ``select`` for the forward pass and the selection:
         ``None`` (default) shows them when stderr is a terminal, once the work has run for two
         seconds; ``True`` always (needs tqdm); ``False`` never.
@@ -105,7 +133,8 @@ class ActiveSampler:
     def __init__(self, problem_type: str, model, budget, labeled_data=(), *, strategy: str = "vessal", key=0,
                  batch_size: int = 256, features_fn=None, head: str | None = None, device=None,
                  max_length: int | None = None, lamb: float | None = None, oversample: float = 2.0, rank: int = 1,
-                 precompute_covariance: bool = False, prune: bool = False, progress: bool | None = None):
+                 precompute_covariance: bool = False, prune: bool = False, delta: float | None = None,
+                 progress: bool | None = None):
         fn = "ActiveSampler"
         self.progress = _progress.check(fn, progress)
         if not isinstance(strategy, str) or strategy not in STRATEGIES:
@@ -121,16 +150,22 @@ class ActiveSampler:
             self.k, self.rate = None, _validate.check_rate(fn, "budget", budget)
         self.rank = _validate.check_rank(fn, rank, problem_type if strategy == "vessal" else "classification")
         self.lamb = None if lamb is None else _validate.check_positive(fn, "lamb", lamb)
+        self.delta = None if delta is None else _validate.check_positive(fn, "delta", delta)
+        if strategy == "probcover" and problem_type == "regression" and delta is None:
+            raise ValueError(_validate.message(fn, "delta", "a positive float for strategy='probcover' with "
+                                               "problem_type='regression' (the purity rule needs classes)", None))
         self.oversample = _validate.check_oversample(fn, oversample)
         _validate.check_bool(fn, "precompute_covariance", precompute_covariance)
-        if _validate.check_bool(fn, "prune", prune) and (strategy != "badge" or problem_type != "classification"):
+        if _validate.check_bool(fn, "prune", prune) and (strategy not in ("badge", "auto")
+                                                        or problem_type != "classification"):
             raise ValueError(_validate.message(
-                fn, "prune", "False unless strategy='badge' with problem_type='classification' (it prunes "
+                fn, "prune", "False unless strategy='badge' (or 'auto') with problem_type='classification' (it prunes "
                 "k-means++ on a factored gradient embedding)", f"True with strategy={strategy!r}, "
                 f"problem_type={problem_type!r}"))
         self.prune = prune
         self.batch_size = _validate.check_int(fn, "batch_size", batch_size, low=1)
         self.problem_type, self.strategy = problem_type, strategy
+        self.last_strategy: str | None = None
         self.precompute_covariance = precompute_covariance
         self._key = _validate.as_key(fn, key)
         self._kind, self.model = self._model_kind(fn, model)
@@ -230,10 +265,15 @@ class ActiveSampler:
                     raise ValueError(f"aljax.{fn}: argument `candidates` must hold at least `budget` = {self.k} "
                                      f"examples (the sampler's budget), got {n}.")
             labeled = None
-            if self.labeled_data is not None and self.strategy in ("bait", "coreset", "vessal"):
+            if self.labeled_data is not None and self.strategy in ("auto", *USES_LABELED):
                 labeled = self._outputs(self.labeled_data, "labeled_data")
+            strategy = self.strategy
+            if strategy == "auto":
+                k = self.k if self.k is not None else k_from_rate(self.rate, n)
+                strategy = auto_strategy(0 if labeled is None else int(labeled[1].shape[0]), k, int(logits.shape[1]))
             options = {"lamb": self.lamb, "oversample": self.oversample, "rank": self.rank,
-                       "precompute_covariance": self.precompute_covariance, "prune": self.prune}
-            picks = select_from_outputs(fn, self.strategy, self.problem_type, key, logits, h, n, self.k, rate=self.rate,
-                                     labeled=labeled, options=options)
+                       "precompute_covariance": self.precompute_covariance, "prune": self.prune, "delta": self.delta}
+            picks = select_from_outputs(fn, strategy, self.problem_type, key, logits, h, n, self.k, rate=self.rate,
+                                        labeled=labeled, options=options)
+            self.last_strategy = strategy
             return np.asarray(picks, dtype=np.int32)

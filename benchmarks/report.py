@@ -327,10 +327,75 @@ def section_progress_overhead(results: Path = RESULTS, root: Path = _provenance.
     return lines + [""]
 
 
+# ---------------------------------------------------------------------------------------------
+# Cold start vs model-based by labels per class (benchmarks/cold_start_switch.py) and the
+# flagship scenario (benchmarks/flagship.py)
+
+DATASET_NAMES = {"rotten": "Rotten Tomatoes (MiniLM)", "digits": "digits (PCA-32)", "fashion": "Fashion-MNIST (PCA-64)"}
+
+
+def section_cold_start_switch(results: Path = RESULTS, root: Path = _provenance.ROOT) -> list[str]:
+    path = results / "cold_start_switch.json"
+    data = _load(path)
+    if data is None:
+        return _not_run("cold_start_switch.py", path)
+    rows, strategies = data["rows"], [s for s in data["strategies"] if s != "random"]
+    lines = _provenance.describe(data.get("provenance"), root)
+    lines += ["Accuracy after the round minus random's (the mean of three draws), mean over seeds, and the "
+              "seeds on which the strategy beats random:", "",
+              "| dataset | labels per class: before → after | random | " + " | ".join(strategies) + " |",
+              "|---|---|---|" + "---|" * len(strategies)]
+    for name in dict.fromkeys(r["dataset"] for r in rows):
+        for p, k in sorted({(r["per_class"], r["k"]) for r in rows if r["dataset"] == name},
+                           key=lambda pk: (pk[1] // (pk[0] or 1), pk[0])):
+            group = [r for r in rows if r["dataset"] == name and (r["per_class"], r["k"]) == (p, k)]
+            after = (group[0]["labeled"] + k) * p // group[0]["labeled"]
+            rnd = statistics.mean(r["accuracy"]["random"] for r in group)
+            cells = []
+            best = max(strategies, key=lambda s: statistics.mean(r["accuracy"][s] for r in group))
+            for s in strategies:
+                gain = statistics.mean(r["accuracy"][s] - r["accuracy"]["random"] for r in group)
+                wins = sum(r["accuracy"][s] > r["accuracy"]["random"] for r in group)
+                cell = f"{gain:+.3f} ({wins}/{len(group)})"
+                cells.append(f"**{cell}**" if s == best else cell)
+            lines.append(f"| {DATASET_NAMES.get(name, name)} | {p} → {after} | {rnd:.3f} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def section_flagship(results: Path = RESULTS, root: Path = _provenance.ROOT) -> list[str]:
+    path = results / "flagship.json"
+    data = _load(path)
+    if data is None:
+        return _not_run("flagship.py", path)
+    rows, strategies = data["rows"], data["strategies"]
+    lines = _provenance.describe(data.get("provenance"), root)
+    setup = data["setup"]
+    lines += [f"{setup['labeled']} labeled → {setup['labeled'] + setup['budget']}: accuracy gained by "
+              f"{setup['budget']} picks from {setup['pool']:,} raw strings, per seed (random: the mean of "
+              f"{setup['random_draws']} draws); test set of {setup['test']:,}.", "",
+              "| seed | before | random | " + " | ".join(f"`{s}`" for s in strategies) + " |",
+              "|---|---|---|" + "---|" * len(strategies)]
+    for r in rows:
+        cells = [f"{r[s] - r['before']:+.3f}" + (f" ({r['chosen'][s]})" if r.get("chosen", {}).get(s, s) != s else "")
+                 for s in strategies]
+        lines.append(f"| {r['seed']} | {r['before']:.3f} | {r['random'] - r['before']:+.3f} | " + " | ".join(cells) + " |")
+
+    def summary(s):
+        gains = [r[s] - r["before"] for r in rows]
+        sd = statistics.pstdev(gains) if len(gains) > 1 else 0.0
+        return f"{statistics.mean(gains):+.3f} ± {sd:.3f}"
+
+    lines.append(f"| mean ± std | | {summary('random')} | " + " | ".join(summary(s) for s in strategies) + " |")
+    lines.append("| beats random's mean | | | " + " | ".join(
+        f"{sum(r[s] > r['random'] for r in rows)} of {len(rows)}" for s in strategies) + " |")
+    return lines + [""]
+
+
 SECTIONS = {"learning_curves": section_learning_curves, "throughput": section_throughput,
             "bait_speed": section_bait_speed, "vessal_speed": section_vessal_speed,
             "badge_speed": section_badge_speed, "adapter_overhead": section_adapter_overhead,
-            "shrinking_pool": section_shrinking_pool, "progress_overhead": section_progress_overhead}
+            "shrinking_pool": section_shrinking_pool, "progress_overhead": section_progress_overhead,
+            "cold_start_switch": section_cold_start_switch, "flagship": section_flagship}
 
 
 def write(names=None, path: Path = RESULTS_MD, results: Path = RESULTS, root: Path = _provenance.ROOT) -> Path:

