@@ -331,7 +331,9 @@ def average_kappa(predictions, *, threshold: float = 0.99, window: int = 3) -> i
     return None
 
 
-def _entropy(probs: np.ndarray) -> np.ndarray:
+def entropy(probs: np.ndarray) -> np.ndarray:
+    """Entropy (nats) of each row of checked probabilities ``(..., C)``; shared with the harness,
+    not part of the public API (no checks)."""
     # H(p) = −Σ_c p_c log p_c, with 0 log 0 = 0.
     logs = np.log(np.where(probs > 0, probs, 1.0))
     return np.maximum(-np.sum(probs * logs, axis=-1), 0.0)
@@ -370,7 +372,7 @@ def overall_uncertainty(predictions, *, threshold: float = 0.01) -> int | None:
     fn = "stopping.overall_uncertainty"
     threshold = _check_threshold(fn, threshold, high=None)
     probs = _history(fn, predictions, need="probs")
-    below = np.flatnonzero(_entropy(probs).mean(axis=1) < threshold)
+    below = np.flatnonzero(entropy(probs).mean(axis=1) < threshold)
     return int(below[0]) if below.size else None
 
 
@@ -413,7 +415,7 @@ def max_confidence(predictions, *, threshold: float = 0.001, measure: str = "ent
     if measure not in _MEASURES:
         raise ValueError(_validate.message(fn, "measure", "'entropy' or 'least_confidence'", repr(measure)))
     probs = _history(fn, predictions, need="probs")
-    uncertainty = _entropy(probs) if measure == "entropy" else 1.0 - probs.max(axis=-1)
+    uncertainty = entropy(probs) if measure == "entropy" else 1.0 - probs.max(axis=-1)
     below = np.flatnonzero(uncertainty.max(axis=1) < threshold)
     return int(below[0]) if below.size else None
 
