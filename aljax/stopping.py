@@ -120,6 +120,9 @@ def _history(fn: str, history: Any, *, need: str, num_classes: int | None = None
     if arr.ndim == 0 or arr.shape[0] == 0:
         raise ValueError(_validate.message(fn, "predictions", "at least one round", f"shape {arr.shape}"))
     if need == "probs" or arr.ndim == 3:
+        if arr.ndim != 3 and not np.issubdtype(arr.dtype, np.floating):
+            raise TypeError(_validate.message(fn, "predictions", "floating probabilities (rounds, m, C) (labels "
+                                              "carry no uncertainty)", f"dtype {arr.dtype}, shape {arr.shape}"))
         if arr.ndim != 3:
             raise ValueError(_validate.message(fn, "predictions", "probabilities of shape (rounds, m, C)",
                                                f"shape {arr.shape}"))
