@@ -121,7 +121,7 @@ def stopping_lines(name: str, data: dict, root: Path) -> list[str]:
     recorded = {strat: recs for strat, recs in recorded.items() if recs}
     lines = [f"### {LEARNING_CURVES.get(name, name)}", ""]
     if not recorded:
-        return lines + ["Not recorded: these runs were made without a stop set (run "
+        return lines + ["Not run with a stop set yet: these runs predate it (run "
                         "`python benchmarks/learning_curves.py` again).", ""]
     by_strategy = data.get("provenance_by_strategy") or {}
     groups = [(strat, by_strategy.get(strat, data.get("provenance"))) for strat in recorded]
@@ -130,12 +130,17 @@ def stopping_lines(name: str, data: dict, root: Path) -> list[str]:
     lines += [f"Stop set: {', '.join(map(str, sizes))} held-out test inputs (no label read); labels "
               f"{s['initial']} + {s['rounds']} × {s['per_round']} = {final}.", ""]
     lines += _provenance.describe_groups(groups, root, legacy=_legacy(data))
-    lines += ["| strategy | " + " | ".join(STOPPING_CRITERIA.values()) + " | final acc. |",
-              "|---|" + "---|" * len(STOPPING_CRITERIA) + "---|"]
+    lines += ["| strategy | " + " | ".join(STOPPING_CRITERIA.values()) + " | last κ | last mean / max entropy "
+              "| final acc. |", "|---|" + "---|" * len(STOPPING_CRITERIA) + "---|---|---|"]
     for strat, recs in recorded.items():
         cells = [stopping_cell(recs, c) for c in STOPPING_CRITERIA]
+        kappa = statistics.median(rec["kappas"][-1] for rec in recs if rec["kappas"]) \
+            if any(rec["kappas"] for rec in recs) else None
+        mean_h = statistics.median(rec["mean_entropy"][-1] for rec in recs)
+        max_h = statistics.median(rec["max_entropy"][-1] for rec in recs)
         finals = statistics.fmean(rec["final_metric"] for rec in recs)
-        lines.append(f"| {strat} | " + " | ".join(cells) + f" | {finals:.4f} |")
+        lines.append(f"| {strat} | " + " | ".join(cells) + f" | {_fmt(kappa, '.3f')} | {mean_h:.3f} / {max_h:.3f} "
+                     f"| {finals:.4f} |")
     return lines + [""]
 
 
