@@ -177,7 +177,7 @@ def cohen_kappa(a, b, *, num_classes: int | None = None) -> float:
         classes that neither labeling uses).
 
     Returns:
-      κ in ``[−1, 1]`` (1: identical labelings; 0: agreement at chance level).
+      κ, a float in ``[−1, 1]``; 1 for identical labelings, 0 for agreement at chance level.
 
     Raises:
       TypeError: non-array or non-integer labels, or a ``num_classes`` that is not an int.
