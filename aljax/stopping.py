@@ -21,8 +21,9 @@ Two families:
   κ between the predicted labels of consecutive rounds on the stop set; stop once the agreement has
   stayed high over a window of rounds (the paper: κ ≥ 0.99 over the last three κ's).
   :func:`stabilizing_predictions` asks every κ of the window to reach the threshold;
-  :func:`average_kappa` asks their mean to (the paper states its rule as the mean of the window;
-  the two agree whenever all κ's of the window reach the threshold).
+  :func:`average_kappa` asks their mean to, which is how we read the paper's rule (we could not
+  check its text here). Both stop when every κ of the window reaches the threshold; the mean can
+  also stop a little earlier, when one low κ is outweighed by its neighbours.
 * **Confidence** (Zhu, Wang & Hovy, "Multi-criteria-based strategy to stop active learning for
   data annotation", COLING 2008; Zhu et al., ACM TSLP 2010): the model's predictive uncertainty
   on the unlabeled (stop) set, measured by the entropy of its predicted distribution (nats).
@@ -295,8 +296,8 @@ def stabilizing_predictions(predictions, *, threshold: float = 0.99, window: int
 def average_kappa(predictions, *, threshold: float = 0.99, window: int = 3) -> int | None:
     """Stabilizing predictions, averaged: stop at the first round ``r >= window`` at which the mean
     of the last ``window`` κ's (rounds ``(r − window, r − window + 1), ..., (r − 1, r)``) is at
-    least ``threshold``. The paper states its rule this way (mean κ ≥ 0.99 over three); one low κ
-    can be outweighed by high neighbours, so it stops no later than
+    least ``threshold``. This is our reading of the paper's rule (mean κ ≥ 0.99 over three); one
+    low κ can be outweighed by high neighbours, so it stops no later than
     :func:`stabilizing_predictions` with the same settings.
 
     Args:
