@@ -7,7 +7,8 @@ module imports only modules of its own layer or of the layers listed before it
 1. ``_validate``, ``_progress``: argument checks with one message style; progress bars.
 2. ``_types``, ``_padding``, ``_linalg``, ``_sharding``, ``_pool``: embedding containers, size
    buckets, small linear algebra, row layouts over devices, chunking and streaming a pool.
-3. ``_dense_head``, ``_embeddings``, ``_scores``, ``scores``: from a model to embeddings and scores.
+3. ``_dense_head``, ``_embeddings``, ``_scores``, ``scores``, ``stopping``: from a model to
+   embeddings and scores; stopping criteria over the predictions of successive rounds.
 4. ``_badge``, ``_bait``, ``_vessal``, ``_baselines``, ``_coldstart``: selectors (arrays in,
    indices out) and the JAX front doors that embed a pool and call them.
 5. ``_strategies``: strategy name → embedding of a model's outputs → selector.
@@ -57,6 +58,7 @@ from ._plot import plot_learning_curves as plot_learning_curves
 from ._simulate import curve_area as curve_area
 from ._simulate import relative_auc as relative_auc
 from ._simulate import simulate as simulate
+from . import stopping as stopping
 
 __version__ = "0.2.0"
 
@@ -93,4 +95,5 @@ __all__ = [
     "plot_learning_curves",
     "relative_auc",
     "simulate",
+    "stopping",
 ]

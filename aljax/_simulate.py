@@ -10,7 +10,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Sequence
 import jax
 import numpy as np
 
-from . import _progress, _validate
+from . import _progress, _validate, stopping
 from ._labelpool import LabelPool
 
 _FORMAT = "aljax.simulate/1"
@@ -47,6 +47,21 @@ class _Plan(NamedTuple):
     seed: int | None     # the int key, recorded in the result; None for a jax.random key
     key: jax.Array
     name: str
+
+
+def _check_stop_set(fn: str, stop_set, x, apply_fn) -> None:
+    """A stop set has the structure and trailing shapes of ``x``, and needs the model."""
+    if apply_fn is None:
+        raise ValueError(_validate.message(fn, "stop_set", "None when `apply_fn` is None (the stop set is "
+                                           "predicted with apply_fn)", "a stop set"))
+    _validate.pool_size(fn, stop_set, arg="stop_set")
+    ours, theirs = jax.tree_util.tree_structure(stop_set), jax.tree_util.tree_structure(x)
+    if ours != theirs:
+        raise ValueError(_validate.message(fn, "stop_set", f"inputs of the same structure as `x` ({theirs})", ours))
+    for a, b in zip(jax.tree_util.tree_leaves(stop_set), jax.tree_util.tree_leaves(x)):
+        if tuple(a.shape[1:]) != tuple(b.shape[1:]):
+            raise ValueError(_validate.message(fn, "stop_set", f"inputs of trailing shape {tuple(b.shape[1:])} like `x`",
+                                               f"trailing shape {tuple(a.shape[1:])}"))
 
 
 def _check_arguments(strategy, train_fn, eval_fn, x, y, apply_fn, initial, per_round, rounds, key,
@@ -90,6 +105,40 @@ def _check_picks(strategy_name: str, picks: Any, k: int, size: int) -> np.ndarra
     if np.unique(arr).size != k:
         raise ValueError(f"aljax.{fn}: `strategy` ({strategy_name}) returned duplicate indices.")
     return arr
+
+
+def _stop_set_probs(apply_fn, params, stop_set, batch: int = 1024) -> np.ndarray:
+    """Softmax of the model's logits on the stop set, ``(m, C)`` float64, in batches of rows."""
+    m = _validate.pool_size("simulate", stop_set, arg="stop_set")
+    parts = []
+    for start in range(0, m, batch):
+        rows = jax.tree_util.tree_map(lambda leaf: leaf[start:start + batch], stop_set)
+        parts.append(np.asarray(apply_fn(params, rows)))
+    logits = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    if logits.ndim != 2 or logits.shape[0] != m or logits.shape[1] < 2 or \
+            not np.issubdtype(logits.dtype, np.floating):
+        raise ValueError(_validate.message("simulate", "apply_fn", f"floating logits (m, C) with C >= 2 on "
+                                           f"the stop set of {m} rows", f"{logits.dtype}{list(logits.shape)}"))
+    if not np.all(np.isfinite(logits)):
+        raise ValueError(f"aljax.simulate: the logits of `apply_fn` on `stop_set` contain "
+                         f"{int(np.sum(~np.isfinite(logits)))} NaN/Inf value(s); they must be finite.")
+    logits = logits.astype(np.float64)
+    logits -= logits.max(axis=1, keepdims=True)
+    probs = np.exp(logits)
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
+def _stopping_report(probs: list, labels: list, metrics: list) -> dict:
+    """Where each criterion of :mod:`aljax.stopping` (defaults) would have stopped, with the
+    per-round statistics it reads (so that other thresholds and windows can be tried later)."""
+    history = np.stack(probs)
+    rounds = stopping.stopping_points(history)
+    uncertainty = stopping.entropy(history)
+    criteria = {name: {"round": r, "labels": None if r is None else labels[r],
+                       "metric": None if r is None else metrics[r]} for name, r in rounds.items()}
+    return {"stop_set_size": int(history.shape[1]), "kappas": stopping.kappas(history).tolist(),
+            "mean_entropy": uncertainty.mean(axis=1).tolist(), "max_entropy": uncertainty.max(axis=1).tolist(),
+            "criteria": criteria, "final_labels": labels[-1], "final_metric": metrics[-1]}
 
 
 def _check_metric(metric: Any) -> float:
@@ -164,7 +213,7 @@ def _report(plan: _Plan, history: _History, pool: LabelPool) -> dict:
 
 def simulate(strategy: Callable, train_fn: Callable, eval_fn: Callable, x, y, *, apply_fn: Callable | None,
              initial: int, per_round: int, rounds: int, key=0, name: str | None = None,
-             pass_labeled: bool | None = None, progress: bool = True) -> dict:
+             pass_labeled: bool | None = None, progress: bool = True, stop_set=None) -> dict:
     """Simulate pool-based active learning on a fully labeled dataset.
 
     Round 0 labels ``initial`` examples drawn uniformly at random; each of the ``rounds`` later
@@ -202,19 +251,33 @@ def simulate(strategy: Callable, train_fn: Callable, eval_fn: Callable, x, y, *,
         exactly when ``strategy``'s signature has a ``labeled`` parameter; ``True``/``False``
         force it.
       progress: show a tqdm progress bar (when tqdm is installed).
+      stop_set: ``(m, ...)`` unlabeled inputs (like ``x``: same structure and trailing shapes),
+        or ``None``. When given, after each round's training the model's softmax on the stop set
+        is computed with ``apply_fn``, and the criteria of :mod:`aljax.stopping` are applied to
+        the history with their defaults (see ``stopping`` under Returns). Any fixed inputs will
+        do, e.g. a random subset of the pool or held-out data: no label is read.
 
     Returns:
       dict: a JSON-serialisable record of ``strategy``, ``seed`` (the int key, else ``None``), ``initial``,
       ``per_round``, ``rounds``, ``labels`` (``rounds + 1`` label counts), ``metrics`` (the
       ``eval_fn`` values after each round's training), ``selected`` (per acquisition round, the
       dataset indices picked), ``select_seconds`` and ``train_seconds`` (wall time per round) and
-      ``pool`` (the final :meth:`LabelPool.to_dict`).
+      ``pool`` (the final :meth:`LabelPool.to_dict`). With ``stop_set``, also ``stopping``:
+      ``stop_set_size``; the per-round statistics the criteria read, ``kappas`` (``rounds``
+      values: κ between consecutive rounds' predicted labels), ``mean_entropy`` and
+      ``max_entropy`` (``rounds + 1`` values, nats), from which any threshold and window can be
+      re-applied without the predictions, which are not stored; ``criteria``: for each criterion
+      of :func:`aljax.stopping.stopping_points`, the ``round`` at which it would have stopped,
+      the ``labels`` and ``metric`` there (all ``None`` if it never would); ``final_labels``
+      and ``final_metric`` (so ``final_metric − metric`` is what stopping there leaves on the
+      table).
 
     Raises:
       TypeError: a callable argument that is not callable, a ``key``, ``name`` or count of the
         wrong type, or an ``eval_fn`` that does not return a number.
-      ValueError: ``x`` and ``y`` of different lengths, counts out of range, or a strategy that
-        returns the wrong number of indices, duplicates or indices out of range.
+      ValueError: ``x`` and ``y`` of different lengths, counts out of range, a strategy that
+        returns the wrong number of indices, duplicates or indices out of range, a ``stop_set``
+        unlike ``x`` or without ``apply_fn``, or logits on it that are not finite ``(m, C)``.
 
     Example:
       >>> import functools, jax, jax.numpy as jnp, numpy as np, aljax
@@ -229,9 +292,16 @@ def simulate(strategy: Callable, train_fn: Callable, eval_fn: Callable, x, y, *,
       ...                      initial=4, per_round=4, rounds=3, key=0, progress=False)
       >>> res["labels"]
       [4, 8, 12, 16]
+      >>> res = aljax.simulate(aljax.margin, train_fn, eval_fn, x, y, apply_fn=apply_fn, initial=4,
+      ...                      per_round=4, rounds=3, progress=False, stop_set=x[:20])
+      >>> sorted(res["stopping"]["criteria"]["stabilizing_predictions"])
+      ['labels', 'metric', 'round']
     """
     plan = _check_arguments(strategy, train_fn, eval_fn, x, y, apply_fn, initial, per_round, rounds, key,
                             name)
+    if stop_set is not None:
+        _check_stop_set("simulate", stop_set, x, apply_fn)
+        stop_set = jax.tree_util.tree_map(np.asarray, stop_set)
     if pass_labeled is None:
         pass_labeled = _accepts_labeled(strategy)
     x_np = jax.tree_util.tree_map(np.asarray, x)
@@ -241,6 +311,7 @@ def simulate(strategy: Callable, train_fn: Callable, eval_fn: Callable, x, y, *,
     first = np.asarray(jax.random.permutation(init_key, plan.n)[:plan.initial])
     pool = LabelPool(plan.n).label(first)
     history = _History([], [], [], [], [])
+    stop_probs = []
     params = None    # round 0 trains before anything is selected
     bar = _rounds_bar(plan.rounds + 1, plan.name, progress)
     try:
@@ -254,13 +325,18 @@ def simulate(strategy: Callable, train_fn: Callable, eval_fn: Callable, x, y, *,
             params, seconds = _train(train_fn, x_np, y_np, pool, jax.random.fold_in(plan.key, r))
             history.train_seconds.append(seconds)
             metric = _check_metric(eval_fn(params))
+            if stop_set is not None:
+                stop_probs.append(_stop_set_probs(apply_fn, params, stop_set))
             history.labels.append(pool.num_labeled)
             history.metrics.append(metric)
             _show_round(bar, pool, metric)
     finally:
         if bar is not None:
             bar.close()
-    return _report(plan, history, pool)
+    report = _report(plan, history, pool)
+    if stop_set is not None:
+        report["stopping"] = _stopping_report(stop_probs, history.labels, history.metrics)
+    return report
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,6 +21,12 @@ Usage::
     python benchmarks/learning_curves.py --datasets fashion,rotten --strategies bait,vessal   # add to saved runs
     python benchmarks/learning_curves.py --report            # rewrite benchmarks/RESULTS.md tables
 
+A stop set of at most 1,000 held-out test inputs (a fixed random subset, the same for every
+strategy and seed; ``--stop-set``) goes to ``aljax.simulate``, which records where each criterion of
+``aljax.stopping`` would have stopped (no label of the stop set is read); ``benchmarks/report.py``
+summarises them in its ``stopping`` section. ``--results-dir`` writes the JSON, plots and a copy of
+RESULTS.md elsewhere (for a reduced trial run that must not replace the saved results).
+
 Every strategy is called as ``aljax.simulate`` calls it: ``key=`` a fresh key each round, and
 ``labeled=`` the labeled inputs where it takes them (BAIT, core-set, and VeSSAL, which seeds its
 statistics with them). Results go to benchmarks/results/<dataset>.json and .png, with the
@@ -255,7 +261,13 @@ def _slim(run):
     return out
 
 
+def stop_set_rows(n_test: int, size: int, seed: int = 1234) -> np.ndarray:
+    """Indices of the stop set in the test set: a fixed random subset of ``size`` (all if fewer)."""
+    return np.sort(np.random.default_rng(seed).permutation(n_test)[:size])
+
+
 def run_dataset(name, args):
+    results = Path(args.results_dir)
     cfg = dict(SETTINGS[name])
     for field in ("initial", "per_round", "rounds", "steps", "pool_size"):
         value = getattr(args, field)
@@ -273,9 +285,11 @@ def run_dataset(name, args):
         print(f"[{name}] strategy {s!r} is not available in this aljax (skipped)", flush=True)
     wanted = [s for s in wanted if s in funcs]
     seeds = list(range(args.seeds))
+    stop_rows = stop_set_rows(len(x_test), args.stop_set) if args.stop_set > 0 else None
     settings = {**cfg, "dataset": name, "pool": int(len(x_pool)), "test": int(len(x_test)),
-                "classes": classes, "input_shape": list(x_pool.shape[1:]), "seeds": seeds}
-    out_json = RESULTS / f"{name}.json"
+                "classes": classes, "input_shape": list(x_pool.shape[1:]), "seeds": seeds,
+                "stop_set": 0 if stop_rows is None else int(len(stop_rows))}
+    out_json = results / f"{name}.json"
     previous = json.loads(out_json.read_text()) if out_json.exists() else None
     runs = {}
     if previous is not None and {k: v for k, v in previous["settings"].items() if k != "seeds"} == \
@@ -298,7 +312,8 @@ def run_dataset(name, args):
         for seed in seeds:
             res = aljax.simulate(funcs[strat], train_fn, eval_fn, x_pool, y_pool, apply_fn=model.apply,
                                  initial=cfg["initial"], per_round=cfg["per_round"], rounds=cfg["rounds"],
-                                 key=seed, name=strat, progress=not args.no_progress)
+                                 key=seed, name=strat, progress=not args.no_progress,
+                                 stop_set=None if stop_rows is None else x_test[stop_rows])
             runs[strat].append(_slim(res))
         timing[strat] = (time.perf_counter() - start) / len(seeds)
         by_strategy[strat] = provenance
@@ -315,17 +330,26 @@ def run_dataset(name, args):
                "device": str(jax.devices()[0]), "platform": platform.platform(),
                "python": sys.version.split()[0], "jax": jax.__version__, "cpu_count": os.cpu_count(),
                "seconds_per_run": timing, "relative_auc": rel, "runs": runs}
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    results.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(payload, indent=1))
-    aljax.plot_learning_curves(runs, RESULTS / f"{name}.png", title=TITLES[name])
+    aljax.plot_learning_curves(runs, results / f"{name}.png", title=TITLES[name])
     print(f"[{name}] wrote {out_json} and {name}.png", flush=True)
     return payload
 
 
-def report(path=HERE / "RESULTS.md"):
-    """Regenerate the learning-curve section of RESULTS.md from the saved JSON (``benchmarks/report.py``
-    writes it, with each table's provenance and its stale mark)."""
-    print(f"wrote {_report.write(['learning_curves'], path)}")
+def report(results=RESULTS):
+    """Regenerate the learning-curve and stopping sections of RESULTS.md from the saved JSON
+    (``benchmarks/report.py`` writes them, with each table's provenance and its stale mark); for
+    another results folder, a RESULTS.md inside it (a copy of the real one, sections replaced)."""
+    results = Path(results)
+    path = HERE / "RESULTS.md"
+    if results.resolve() != RESULTS.resolve():
+        copy = results / "RESULTS.md"
+        if not copy.exists():
+            results.mkdir(parents=True, exist_ok=True)
+            copy.write_text(path.read_text())
+        path = copy
+    print(f"wrote {_report.write(['learning_curves', 'stopping'], path, results)}")
 
 
 def main(argv=None):
@@ -340,6 +364,10 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None, help="training steps per round")
     parser.add_argument("--pool-size", dest="pool_size", type=int, default=None)
+    parser.add_argument("--stop-set", dest="stop_set", type=int, default=1000,
+                        help="size of the stop set drawn from the test inputs (0: none)")
+    parser.add_argument("--results-dir", dest="results_dir", default=str(RESULTS),
+                        help="where the JSON, plots and (if not the default) a RESULTS.md copy go")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--report", action="store_true", help="only rewrite RESULTS.md from saved results")
     args = parser.parse_args(argv)
@@ -352,7 +380,7 @@ def main(argv=None):
             start = time.perf_counter()
             run_dataset(name, args)
             print(f"[{name}] total {time.perf_counter() - start:.0f} s", flush=True)
-    report()
+    report(args.results_dir)
 
 
 if __name__ == "__main__":

@@ -97,6 +97,65 @@ def section_learning_curves(results: Path = RESULTS, root: Path = _provenance.RO
 
 
 # ---------------------------------------------------------------------------------------------
+# Stopping criteria, from the learning-curve runs (simulate's `stopping` record)
+
+STOPPING_CRITERIA = {"stabilizing_predictions": "stabilizing predictions", "average_kappa": "average κ",
+                     "overall_uncertainty": "overall uncertainty", "max_confidence": "max-confidence"}
+
+
+def stopping_cell(records: list[dict], criterion: str) -> str:
+    """``median labels at stop · median accuracy left on the table (k/n seeds stopped)``, over the
+    seeds on which the criterion stopped; "never" when it stopped on none."""
+    stops = [r["criteria"][criterion] for r in records if r["criteria"][criterion]["labels"] is not None]
+    finals = [r["final_metric"] for r in records if r["criteria"][criterion]["labels"] is not None]
+    if not stops:
+        return f"never (0/{len(records)})"
+    labels = statistics.median(s["labels"] for s in stops)
+    left = statistics.median(final - s["metric"] for s, final in zip(stops, finals))
+    return f"{labels:g} · {left:+.4f} ({len(stops)}/{len(records)})"
+
+
+def stopping_lines(name: str, data: dict, root: Path) -> list[str]:
+    s, runs = data["settings"], data["runs"]
+    recorded = {strat: [r["stopping"] for r in rs if r.get("stopping")] for strat, rs in runs.items()}
+    recorded = {strat: recs for strat, recs in recorded.items() if recs}
+    lines = [f"### {LEARNING_CURVES.get(name, name)}", ""]
+    if not recorded:
+        return lines + ["Not run with a stop set yet: these runs predate it (run "
+                        "`python benchmarks/learning_curves.py` again).", ""]
+    by_strategy = data.get("provenance_by_strategy") or {}
+    groups = [(strat, by_strategy.get(strat, data.get("provenance"))) for strat in recorded]
+    sizes = sorted({rec["stop_set_size"] for recs in recorded.values() for rec in recs})
+    final = s["initial"] + s["rounds"] * s["per_round"]
+    lines += [f"Stop set: {', '.join(map(str, sizes))} held-out test inputs (no label read); labels "
+              f"{s['initial']} + {s['rounds']} × {s['per_round']} = {final}.", ""]
+    lines += _provenance.describe_groups(groups, root, legacy=_legacy(data))
+    lines += ["| strategy | " + " | ".join(STOPPING_CRITERIA.values()) + " | last κ | last mean / max entropy "
+              "| final acc. |", "|---|" + "---|" * len(STOPPING_CRITERIA) + "---|---|---|"]
+    for strat, recs in recorded.items():
+        cells = [stopping_cell(recs, c) for c in STOPPING_CRITERIA]
+        kappa = statistics.median(rec["kappas"][-1] for rec in recs if rec["kappas"]) \
+            if any(rec["kappas"] for rec in recs) else None
+        mean_h = statistics.median(rec["mean_entropy"][-1] for rec in recs)
+        max_h = statistics.median(rec["max_entropy"][-1] for rec in recs)
+        finals = statistics.fmean(rec["final_metric"] for rec in recs)
+        lines.append(f"| {strat} | " + " | ".join(cells) + f" | {_fmt(kappa, '.3f')} | {mean_h:.3f} / {max_h:.3f} "
+                     f"| {finals:.4f} |")
+    return lines + [""]
+
+
+def section_stopping(results: Path = RESULTS, root: Path = _provenance.ROOT) -> list[str]:
+    lines = []
+    for name in LEARNING_CURVES:
+        data = _load(results / f"{name}.json")
+        if data is None:
+            lines += [f"### {LEARNING_CURVES[name]}", "", "Not run (data package missing or not run yet).", ""]
+        else:
+            lines += stopping_lines(name, data, root)
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
 # Speed benchmarks: one JSON per backend, benchmarks/results/<name>-<backend>.json
 
 
@@ -391,7 +450,8 @@ def section_flagship(results: Path = RESULTS, root: Path = _provenance.ROOT) -> 
     return lines + [""]
 
 
-SECTIONS = {"learning_curves": section_learning_curves, "throughput": section_throughput,
+SECTIONS = {"learning_curves": section_learning_curves, "stopping": section_stopping,
+            "throughput": section_throughput,
             "bait_speed": section_bait_speed, "vessal_speed": section_vessal_speed,
             "badge_speed": section_badge_speed, "adapter_overhead": section_adapter_overhead,
             "shrinking_pool": section_shrinking_pool, "progress_overhead": section_progress_overhead,

@@ -55,7 +55,7 @@ toc_object_entries_show_parents = "hide"    # the page's contents list badge(), 
 nitpicky = True
 
 # docs/_ext/aljax_coverage.py: these modules' __all__ must be documented under docs/reference/.
-aljax_public_modules = ["aljax", "aljax.scores", "aljax.torch_adapter"]
+aljax_public_modules = ["aljax", "aljax.scores", "aljax.stopping", "aljax.torch_adapter"]
 aljax_reference_dir = "reference"
 
 # Types from other projects, named by the type hints that autodoc renders. The build downloads

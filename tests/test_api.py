@@ -60,8 +60,8 @@ def _torch_adapter():
 
 def _public_objects():
     """(qualified name, object) for every public name of aljax, aljax.scores and (when torch is
-    installed) aljax.torch_adapter, and the public methods of public classes."""
-    spaces = [("aljax", aljax), ("aljax.scores", aljax.scores)]
+    installed) aljax.torch_adapter, aljax.stopping, and the public methods of public classes."""
+    spaces = [("aljax", aljax), ("aljax.scores", aljax.scores), ("aljax.stopping", aljax.stopping)]
     try:
         import torch  # noqa: F401  (present or not decides the namespaces)
         spaces.append(("aljax.torch_adapter", importlib.import_module("aljax.torch_adapter")))
@@ -224,7 +224,8 @@ def _signature_rows():
     entries = [("aljax", n) for n in SELECTORS + FRONT_DOORS + EMBEDDINGS]
     entries += [("aljax", n) for n in ["ActiveSampler", "Factored", "FisherFactors", "LabelPool"] + HARNESS]
     entries += [("aljax.scores", n) for n in aljax.scores.__all__]
-    spaces = {"aljax": aljax, "aljax.scores": aljax.scores}
+    entries += [("aljax.stopping", n) for n in aljax.stopping.__all__]
+    spaces = {"aljax": aljax, "aljax.scores": aljax.scores, "aljax.stopping": aljax.stopping}
     try:
         import torch  # noqa: F401  (present or not decides the namespaces)
         ta = importlib.import_module("aljax.torch_adapter")

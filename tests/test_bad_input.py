@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import aljax
-from aljax import LabelPool, scores
+from aljax import LabelPool, scores, stopping
 from models import MODEL_KINDS
 from test_bait import random_factors
 from test_iterable_pools import APPLY as IT_APPLY
@@ -326,6 +326,36 @@ CASES = [
     ("scores.top_k k", lambda: scores.top_k(jnp.ones(4), 5), ValueError, "scores.top_k", "k", r""),
     ("scores.top_k 2-D", lambda: scores.top_k(jnp.ones((4, 1)), 1), ValueError, "scores.top_k", "scores", r""),
     ("scores.top_k empty", lambda: scores.top_k(jnp.ones(0), 1), ValueError, "scores.top_k", "scores", r""),
+    # stopping criteria
+    ("stopping.kappas mismatched stop sets", lambda: stopping.kappas([np.zeros(5, int), np.zeros(4, int)]), ValueError,
+     "stopping.kappas", "predictions", r"same stop set.*round 1"),
+    ("stopping.cohen_kappa lengths", lambda: stopping.cohen_kappa([0, 1], [0, 1, 1]), ValueError,
+     "stopping.cohen_kappa", "b", r"2 points"),
+    ("stopping.cohen_kappa float labels", lambda: stopping.cohen_kappa([0.0, 1.0], [0, 1]), TypeError,
+     "stopping.cohen_kappa", "a", r"integer"),
+    ("stopping.cohen_kappa num_classes", lambda: stopping.cohen_kappa([0, 1], [0, 1], num_classes=0), ValueError,
+     "stopping.cohen_kappa", "num_classes", r">= 1"),
+    ("stopping.kappas float labels", lambda: stopping.kappas(np.zeros((3, 4))), TypeError, "stopping.kappas",
+     "predictions", r"integer"),
+    ("stopping.stabilizing_predictions threshold", lambda: stopping.stabilizing_predictions(
+        np.zeros((4, 3), int), threshold=1.01), ValueError, "stopping.stabilizing_predictions", "threshold",
+     r"\(0, 1\]"),
+    ("stopping.stabilizing_predictions window", lambda: stopping.stabilizing_predictions(
+        np.zeros((4, 3), int), window=0), ValueError, "stopping.stabilizing_predictions", "window", r">= 1"),
+    ("stopping.average_kappa window float", lambda: stopping.average_kappa(np.zeros((4, 3), int), window=1.5),
+     TypeError, "stopping.average_kappa", "window", r"Python int"),
+    ("stopping.overall_uncertainty nan", lambda: stopping.overall_uncertainty(np.full((2, 3, 2), np.nan)),
+     ValueError, "stopping.overall_uncertainty", "predictions", r"NaN"),
+    ("stopping.overall_uncertainty logits", lambda: stopping.overall_uncertainty(np.full((2, 3, 2), 3.0)),
+     ValueError, "stopping.overall_uncertainty", "predictions", r"summing to 1"),
+    ("stopping.overall_uncertainty threshold", lambda: stopping.overall_uncertainty(
+        np.full((2, 3, 2), 0.5), threshold=0), ValueError, "stopping.overall_uncertainty", "threshold", r"> 0"),
+    ("stopping.max_confidence labels", lambda: stopping.max_confidence(np.zeros((2, 3), int)), TypeError,
+     "stopping.max_confidence", "predictions", r"floating"),
+    ("stopping.max_confidence measure", lambda: stopping.max_confidence(np.full((2, 3, 2), 0.5), measure="margin"),
+     ValueError, "stopping.max_confidence", "measure", r"'entropy'"),
+    ("stopping.stopping_points unknown", lambda: stopping.stopping_points(np.full((2, 3, 2), 0.5), early={}),
+     ValueError, "stopping.stopping_points", "options", r"criterion names"),
     # ActiveSampler
     ("sampler strategy", lambda: _sampler(strategy="badgee"), ValueError, "ActiveSampler", "strategy", r"one of"),
     ("sampler strategy None", lambda: _sampler(strategy=None), ValueError, "ActiveSampler", "strategy", r""),
@@ -576,6 +606,12 @@ HARNESS = [
     (lambda: _run(aljax.random_sample, key="seed"), TypeError, ["aljax.simulate", "`key`"]),
     (lambda: _run(aljax.random_sample, apply_fn=3), TypeError, ["aljax.simulate", "`apply_fn`"]),
     (lambda: _run(aljax.random_sample, name=3), TypeError, ["aljax.simulate", "`name`"]),
+    (lambda: _run(aljax.margin, stop_set=np.zeros((4, 2), np.float32)), ValueError,
+     ["aljax.simulate", "`stop_set`", "trailing shape (3,)"]),
+    (lambda: _run(aljax.random_sample, apply_fn=None, stop_set=np.zeros((4, 3), np.float32)), ValueError,
+     ["aljax.simulate", "`stop_set`", "apply_fn"]),
+    (lambda: _run(aljax.margin, stop_set={"x": np.zeros((4, 3), np.float32)}), ValueError,
+     ["aljax.simulate", "`stop_set`", "structure"]),
 ]
 
 

@@ -197,3 +197,35 @@ def test_speed_benchmarks_write_json_with_provenance(tmp_path):
     bait = json.loads((tmp_path / "bait.json").read_text())["results"]
     assert [e["reference_mode"] for e in bait] == ["full", "steps"] and bait[0]["same_picks"]
     assert (tmp_path / "bait.png").exists() and (tmp_path / "vessal.png").exists()
+
+
+def _stopping_record(stops, final=0.9, kappa_last=0.95):
+    """simulate's `stopping` record with the given {criterion: (labels, metric) or None}."""
+    criteria = {name: {"round": None, "labels": None, "metric": None} for name in
+                ("stabilizing_predictions", "average_kappa", "overall_uncertainty", "max_confidence")}
+    for name, stop in stops.items():
+        criteria[name] = {"round": 1, "labels": stop[0], "metric": stop[1]}
+    return {"stop_set_size": 50, "kappas": [0.5, kappa_last], "mean_entropy": [0.9, 0.5, 0.2],
+            "max_entropy": [2.0, 1.5, 1.0], "criteria": criteria, "final_labels": 60, "final_metric": final}
+
+
+def test_stopping_section_gives_median_labels_and_accuracy_left_per_criterion():
+    import report
+
+    runs = {"random": [{"seed": s, "stopping": rec} for s, rec in enumerate([
+                _stopping_record({"stabilizing_predictions": (40, 0.8)}, final=0.9),
+                _stopping_record({"stabilizing_predictions": (60, 0.85)}, final=0.9),
+                _stopping_record({"stabilizing_predictions": (50, 0.9), "average_kappa": (40, 0.8)}, final=0.92)])],
+            "old": [{"seed": 0}]}     # a strategy run before stop sets: left out
+    data = {"settings": {"initial": 20, "rounds": 2, "per_round": 20}, "runs": runs, "provenance": None}
+    lines = report.stopping_lines("digits", data, ROOT)
+    row = next(line for line in lines if line.startswith("| random |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "50 · +0.0500 (3/3)"           # median of 40, 60, 50; of 0.1, 0.05, 0.02
+    assert cells[2] == "40 · +0.1200 (1/3)"
+    assert cells[3] == cells[4] == "never (0/3)"
+    assert cells[5] == "0.950" and cells[6] == "0.200 / 1.000" and cells[7] == f"{(0.9 + 0.9 + 0.92) / 3:.4f}"
+    assert not any(line.startswith("| old |") for line in lines)
+    assert "Stop set: 50 held-out" in "\n".join(lines)
+    unrecorded = report.stopping_lines("digits", {**data, "runs": {"old": [{"seed": 0}]}}, ROOT)
+    assert any("Not run with a stop set" in line for line in unrecorded)

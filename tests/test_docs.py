@@ -8,6 +8,7 @@ adds the docstrings and cross-references.
 
 import importlib
 import importlib.util
+import inspect
 import os
 import pathlib
 import re
@@ -22,7 +23,7 @@ DOCS = ROOT / "docs"
 REFERENCE = DOCS / "reference"
 SOURCE_SUFFIXES = (".md", ".rst", ".ipynb")
 NOT_PAGES = ("_build", "_ext", "_static", "_templates")   # folders of docs/ that hold no pages
-PUBLIC_MODULES = ("aljax", "aljax.scores", "aljax.torch_adapter")
+PUBLIC_MODULES = ("aljax", "aljax.scores", "aljax.stopping", "aljax.torch_adapter")
 
 
 def _public_module(name):
@@ -80,12 +81,12 @@ def test_reference_documents_nothing_that_is_not_public():
 
 def test_reference_follows_the_groups_of_aljax_init():
     """Each group of aljax/__init__.py (its ``# Group`` comments) is one reference page; the
-    ``scores`` module of the embeddings group has a page of its own."""
+    modules it re-exports (``scores``, ``stopping``) have pages of their own."""
     init = (ROOT / "aljax" / "__init__.py").read_text().split("__version__")[0]
     groups = re.findall(r"^# (\S.*)\n((?:.+\n)+)", init, re.M)
     assert len(groups) >= 5, "aljax/__init__.py lost its group comments"
     for group, block in groups:
-        names = [n for n in re.findall(r" as (\w+)$", block, re.M) if n != "scores"]
+        names = [n for n in re.findall(r" as (\w+)$", block, re.M) if not inspect.ismodule(getattr(aljax, n))]
         pages = {_page_of(f"aljax.{name}") for name in names}
         assert len(pages) == 1 and None not in pages, \
             f"the group {group!r} of aljax/__init__.py is not one reference page: {pages}"

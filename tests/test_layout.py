@@ -18,7 +18,7 @@ PACKAGE = ROOT / "aljax"
 LAYERS = [
     ["_validate", "_progress"],
     ["_types", "_padding", "_linalg", "_sharding", "_pool"],
-    ["_dense_head", "_embeddings", "_scores", "scores"],
+    ["_dense_head", "_embeddings", "_scores", "scores", "stopping"],
     ["_badge", "_bait", "_vessal", "_baselines", "_coldstart"],
     ["_strategies"],
     ["torch_adapter"],
@@ -160,7 +160,7 @@ def test_no_module_is_over_the_line_limit(name):
 
 
 def test_import_aljax_imports_no_framework():
-    code = ("import sys, aljax, aljax.sampler, aljax.scores; "
+    code = ("import sys, aljax, aljax.sampler, aljax.scores, aljax.stopping; "
             "heavy = [m for m in ('torch', 'transformers', 'flax', 'optax', 'matplotlib', 'tqdm', 'sklearn') "
             "if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
