@@ -125,6 +125,18 @@ def peak_rss_bytes(children: bool = False) -> int:
     return usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
+def reset_peak_rss() -> bool:
+    """Reset this process's peak resident memory (``VmHWM``) to its current resident memory, so
+    that :func:`peak_rss_bytes` then reads the peak since now; True where it worked (Linux: writing
+    ``5`` to ``/proc/self/clear_refs``), False elsewhere (the peak then counts from the start)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def device_peak_bytes() -> int | None:
     """Peak bytes in use on the default device where the backend reports it (GPU, TPU); None on
     backends without memory statistics (CPU)."""

@@ -196,11 +196,12 @@ def section_throughput(results: Path = RESULTS, root: Path = _provenance.ROOT) -
         entries = data.get("results", [])
         groups = [(f"{e['size']} `{e['algorithm']}`", e.get("provenance")) for e in entries]
         lines = _provenance.describe_groups(groups, root, legacy=_legacy(data)) if entries else []
-        lines += ["| size | algorithm | n | D | k | median | compile | throughput | vs memory floor | load |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += ["| size | algorithm | n | D | k | median | compile | throughput | vs memory floor | peak memory "
+                  "| load |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         names = {"badge": "`badge` (end to end)", "fisher_greedy": "`fisher_greedy` (BAIT)",
                  "volume_stream": "`volume_stream` (VeSSAL)", "k_center_greedy": "`k_center_greedy` (core-set)",
-                 "margin": "`margin` (end to end)"}
+                 "margin": "`margin` (end to end)", "typiclust": "`typiclust`",
+                 "probcover": "`probcover` (δ given)", "probcover_purity": "`probcover` (δ by purity)"}
         for e in entries:
             if "points_per_s" in e:
                 rate = f"{e['points_per_s']:,.0f} points/s"
@@ -208,9 +209,11 @@ def section_throughput(results: Path = RESULTS, root: Path = _provenance.ROOT) -
                 rate = f"{e['ms_per_' + e['per']]:.2f} ms/{e['per']}"
             floor = (f"{e['floor_ratio']:.2f}× ({e['floor_ms_per_step']:.2f} ms/step at "
                      f"{e['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s)" if "floor_ratio" in e else "")
+            peak = e.get("peak_rss_bytes")
+            peak = "—" if peak is None else f"{peak / 2**30:.2f} GiB" + ("" if e.get("peak_rss_reset") else " (process)")
             lines.append(f"| {e['size']} | {names.get(e['algorithm'], '`' + e['algorithm'] + '`')} | {e['n']:,} | "
                          f"{e['dim']} | {_fmt(e.get('k'), ',')} | {e['median_s']:.3f} s | {e['compile_s']:.1f} s | "
-                         f"{rate} | {floor} | {_load_avg(e)} |")
+                         f"{rate} | {floor} | {peak} | {_load_avg(e)} |")
         lines.append("")
         huge = data.get("huge")
         if huge:
@@ -450,12 +453,85 @@ def section_flagship(results: Path = RESULTS, root: Path = _provenance.ROOT) -> 
     return lines + [""]
 
 
+# ---------------------------------------------------------------------------------------------
+# Cold start quality (benchmarks/coldstart_quality.py)
+
+COLDSTART_DATASETS = {"rotten": "Rotten Tomatoes (MiniLM sentence embeddings)", "digits": "scikit-learn digits",
+                      "fashion": "Fashion-MNIST"}
+COLDSTART_METHODS = {"random": "random", "kmeans_pp": "`kmeans_pp`", "typiclust": "`typiclust`",
+                     "probcover_purity": "`probcover`, purity δ", "probcover_coverage": "`probcover`, coverage δ"}
+
+
+def _mean_std(values) -> str:
+    values = list(values)
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.3f} ± {sd:.3f}"
+
+
+def coldstart_quality_lines(name: str, data: dict, root: Path) -> list[str]:
+    s, runs = data["settings"], data["runs"]
+    budgets = [b for b in s["budgets"] if any(r["budget"] == b for r in runs)]
+    methods = [m for m in s["methods"] if any(r["method"] == m for r in runs)]
+    cell = {(r["method"], r["budget"], r["seed"]): r for r in runs}
+    lines = [f"### {COLDSTART_DATASETS.get(name, name)}", "",
+             f"Pool {s['pool']:,}, test {s['test']:,}, {s['classes']} classes; embedding: {s['features']}, "
+             f"L2-normalised; head: {s['head']}; seeds {s['seeds'][0]}–{s['seeds'][-1]}; "
+             f"wall time of the run {data['seconds'] / 60:.0f} min, load {data['load_before'][0]:.1f} → "
+             f"{data['load_after'][0]:.1f}.", ""]
+    lines += _provenance.describe(data.get("provenance"), root)
+    lines += ["Test accuracy, mean ± std over seeds (in brackets: the seeds on which the method beats random, "
+              "strictly, on the same seed):", "",
+              "| method | " + " | ".join(f"{b} / class (k = {b * s['classes']})" for b in budgets) + " |",
+              "|---|" + "---|" * len(budgets)]
+    for m in methods:
+        row = []
+        for b in budgets:
+            mine = [r for r in runs if r["method"] == m and r["budget"] == b]
+            text = _mean_std(r["accuracy"] for r in mine)
+            if m != "random":
+                paired = [(r, cell.get(("random", b, r["seed"]))) for r in mine]
+                paired = [(r, base) for r, base in paired if base is not None]
+                text += f" ({sum(r['accuracy'] > base['accuracy'] for r, base in paired)}/{len(paired)})"
+            row.append(text)
+        lines.append(f"| {COLDSTART_METHODS.get(m, m)} | " + " | ".join(row) + " |")
+    lines += ["", f"Classes covered by the picks (mean over seeds, of {s['classes']}); for ProbCover, δ and the "
+              "fraction of the pool within δ of a pick (mean over seeds); median selection time (s; the "
+              "first call of each k compiles):", "",
+              "| method | " + " | ".join(f"{b} / class" for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
+    for m in methods:
+        row = []
+        for b in budgets:
+            mine = [r for r in runs if r["method"] == m and r["budget"] == b]
+            text = f"{statistics.fmean(r['classes_covered'] for r in mine):.1f} cl."
+            if "delta" in mine[0]:
+                text += (f", δ {statistics.fmean(r['delta'] for r in mine):.2f}, covers "
+                         f"{statistics.fmean(r['coverage'] for r in mine):.0%}")
+            text += f", {statistics.median(r['select_s'] for r in mine):.2f} s"
+            row.append(text)
+        lines.append(f"| {COLDSTART_METHODS.get(m, m)} | " + " | ".join(row) + " |")
+    return lines + [""]
+
+
+def section_coldstart_quality(results: Path = RESULTS, root: Path = _provenance.ROOT) -> list[str]:
+    path = results / "coldstart_quality.json"
+    data = _load(path)
+    if data is None:
+        return _not_run("coldstart_quality.py", path)
+    lines = []
+    for name in COLDSTART_DATASETS:
+        if name in data["datasets"]:
+            lines += coldstart_quality_lines(name, data["datasets"][name], root)
+        else:
+            lines += [f"### {COLDSTART_DATASETS[name]}", "", "Not run (data package missing or not run yet).", ""]
+    return lines
+
+
 SECTIONS = {"learning_curves": section_learning_curves, "stopping": section_stopping,
-            "throughput": section_throughput,
+            "coldstart_quality": section_coldstart_quality, "cold_start_switch": section_cold_start_switch,
+            "flagship": section_flagship, "throughput": section_throughput,
             "bait_speed": section_bait_speed, "vessal_speed": section_vessal_speed,
             "badge_speed": section_badge_speed, "adapter_overhead": section_adapter_overhead,
-            "shrinking_pool": section_shrinking_pool, "progress_overhead": section_progress_overhead,
-            "cold_start_switch": section_cold_start_switch, "flagship": section_flagship}
+            "shrinking_pool": section_shrinking_pool, "progress_overhead": section_progress_overhead}
 
 
 def write(names=None, path: Path = RESULTS_MD, results: Path = RESULTS, root: Path = _provenance.ROOT) -> Path:

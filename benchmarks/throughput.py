@@ -21,10 +21,15 @@ Cases (C = 10 classes throughout; sizes in ``SIZES``):
 * ``volume_stream``: VeSSAL over a rank-1 Fisher stream (d = C·D), points/s.
 * ``k_center_greedy``: core-set on ``(n, D)`` features, ms per step.
 * ``margin``: ``aljax.margin`` front door (forward pass + top-k), points/s.
+* ``typiclust``, ``probcover`` (δ = 0.6 given) and ``probcover_purity`` (δ by the purity rule,
+  ``n_classes=10``): the cold start selectors on ``(n, D)`` L2-normalised Gaussian blobs (10 of
+  them), nothing labeled, points/s (their own n, D, k: 100,000 × 128, k = 100 at ``medium``).
 
 Every timing: JAX's compilation caches cleared, one warm-up call (its extra cost over the median
 is reported as ``compile_s``: tracing and compilation), then the median of ``--repeats`` calls,
-each wrapped in ``jax.block_until_ready``.
+each wrapped in ``jax.block_until_ready``. Peak resident memory per case (``peak_rss_bytes``): the
+process's ``VmHWM`` after the case, reset before it (``/proc/self/clear_refs``) where Linux allows
+(``peak_rss_reset``); it includes what the process held before the case (JAX, the other inputs).
 
 ``--huge``: BADGE over a 1,000,000-point pool (C = 10, D = 512, k = 1,000) whose raw inputs are
 never held: the pool is a generator of seeded ``(8192, 64)`` batches. Runs in child processes so
@@ -68,13 +73,21 @@ IN_DIM = 64
 # Per size: the pool (n, D, k) for the embedding pass, BADGE, core-set and margin; BAIT and VeSSAL
 # get their own (n, D, k): their cost grows with (C·D)², so they run at a smaller D.
 SIZES = {
-    "tiny": dict(n=1_000, dim=32, k=10, bait=(500, 16, 5), vessal=(1_000, 16, 10)),
-    "small": dict(n=10_000, dim=512, k=100, bait=(2_000, 64, 20), vessal=(10_000, 64, 100)),
-    "medium": dict(n=50_000, dim=512, k=500, bait=(10_000, 128, 100), vessal=(50_000, 64, 500)),
-    "large": dict(n=1_000_000, dim=512, k=1_000, bait=(50_000, 512, 100), vessal=(1_000_000, 64, 1_000)),
+    "tiny": dict(n=1_000, dim=32, k=10, bait=(500, 16, 5), vessal=(1_000, 16, 10), coldstart=(1_000, 16, 10)),
+    "small": dict(n=10_000, dim=512, k=100, bait=(2_000, 64, 20), vessal=(10_000, 64, 100),
+                  coldstart=(10_000, 128, 100)),
+    "medium": dict(n=50_000, dim=512, k=500, bait=(10_000, 128, 100), vessal=(50_000, 64, 500),
+                   coldstart=(100_000, 128, 100)),
+    "large": dict(n=1_000_000, dim=512, k=1_000, bait=(50_000, 512, 100), vessal=(1_000_000, 64, 1_000),
+                  coldstart=(1_000_000, 128, 100)),
 }
 ALGORITHMS = ("last_layer_embedding", "fisher_embedding", "kmeans_pp", "badge", "fisher_greedy",
-              "volume_stream", "k_center_greedy", "margin")
+              "volume_stream", "k_center_greedy", "margin", "typiclust", "probcover", "probcover_purity")
+COLDSTART = ("typiclust", "probcover", "probcover_purity")
+# The cold start pool: L2-normalised Gaussian blobs (as in benchmarks/coldstart.py), and ProbCover's
+# δ when given (on this pool, balls of radius 0.6 hold a few hundred points each at n = 100,000).
+BLOBS = 10
+PROBCOVER_DELTA = 0.6
 MARKER = "THROUGHPUT-CHILD-RESULT "
 
 
@@ -114,6 +127,14 @@ def make_fisher(n: int, dim: int, seed: int = 3) -> aljax.FisherFactors:
     kl, kh = jax.random.split(jax.random.key(seed))
     probs = jax.nn.softmax(2.0 * jax.random.normal(kl, (n, CLASSES)), axis=-1)
     return aljax.FisherFactors(probs, jnp.abs(jax.random.normal(kh, (n, dim))) / math.sqrt(dim))
+
+
+def make_blobs(n: int, dim: int, seed: int = 5) -> jax.Array:
+    """``(n, dim)`` L2-normalised points around ``BLOBS`` Gaussian centres (noise 0.8 per coordinate)."""
+    kc, ka, kn = jax.random.split(jax.random.key(seed), 3)
+    centres = jax.random.normal(kc, (BLOBS, dim))
+    x = centres[jax.random.randint(ka, (n,), 0, BLOBS)] + 0.8 * jax.random.normal(kn, (n, dim))
+    return x / jnp.linalg.norm(x, axis=1, keepdims=True)
 
 
 def raw_batches(n: int, batch: int, seed: int = 1):
@@ -168,6 +189,18 @@ def size_cases(cfg: dict, wanted: set[str]):
         stream = make_fisher(nv, dv, seed=4)
         yield _case("volume_stream", lambda: aljax.volume_stream(stream, kv, key=2), n=nv, dim=dv, k=kv)
         del stream
+    if wanted & set(COLDSTART):
+        nc, dc, kc = cfg["coldstart"]
+        blobs = make_blobs(nc, dc)
+        if "typiclust" in wanted:
+            yield _case("typiclust", lambda: aljax.typiclust(blobs, kc, key=3), n=nc, dim=dc, k=kc)
+        if "probcover" in wanted:
+            yield _case("probcover", lambda: aljax.probcover(blobs, kc, key=3, delta=PROBCOVER_DELTA), n=nc, dim=dc,
+                        k=kc, delta=PROBCOVER_DELTA)
+        if "probcover_purity" in wanted:
+            yield _case("probcover_purity", lambda: aljax.probcover(blobs, kc, key=3, n_classes=BLOBS), n=nc,
+                        dim=dc, k=kc, n_classes=BLOBS)
+        del blobs
 
 
 def run_size(name: str, cfg: dict, wanted: set[str], repeats: int) -> list[dict]:
@@ -179,8 +212,10 @@ def run_size(name: str, cfg: dict, wanted: set[str], repeats: int) -> list[dict]
         # both embedding passes or kmeans_pp inside badge, would otherwise compile only once).
         jax.clear_caches()
         load_before = _timing.loadavg()
+        peak_reset = _timing.reset_peak_rss()
         timing = _timing.measure(fn, repeats)
         entry = dict(size=name, classes=CLASSES, **case, **timing, repeats=repeats,
+                     peak_rss_bytes=_timing.peak_rss_bytes(), peak_rss_reset=peak_reset,
                      load_before=load_before, load_after=_timing.loadavg(),
                      measured_at=datetime.datetime.now().isoformat(timespec="seconds"))
         median = timing["median_s"]
@@ -212,6 +247,8 @@ def format_entry(e: dict) -> str:
     if "floor_ratio" in e:
         line += (f"  floor {e['floor_ms_per_step']:.3f} ms/step at {e['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s"
                  f" → {e['floor_ratio']:.2f}× floor")
+    if e.get("peak_rss_bytes"):
+        line += f"  peak memory {e['peak_rss_bytes'] / 2**30:.2f} GiB"
     return line
 
 

@@ -101,7 +101,7 @@ def test_smallest_size_runs_every_algorithm_and_a_small_streamed_pool(tmp_path):
     assert set(entries) == set(throughput.ALGORITHMS)
     for entry in entries.values():
         assert entry["size"] == "tiny" and entry["median_s"] > 0 and len(entry["runs_s"]) == 1
-        assert entry["compile_s"] >= 0
+        assert entry["compile_s"] >= 0 and entry["peak_rss_bytes"] > 0
     kmeans = entries["kmeans_pp"]
     assert kmeans["floor_bytes"] == kmeans["n"] * (kmeans["classes"] + kmeans["dim"]) * 4
     assert kmeans["floor_ratio"] > 0
@@ -229,3 +229,44 @@ def test_stopping_section_gives_median_labels_and_accuracy_left_per_criterion():
     assert "Stop set: 50 held-out" in "\n".join(lines)
     unrecorded = report.stopping_lines("digits", {**data, "runs": {"old": [{"seed": 0}]}}, ROOT)
     assert any("Not run with a stop set" in line for line in unrecorded)
+
+
+@pytest.mark.slow
+def test_coldstart_quality_smoke_run_scores_every_method_and_reports_it(tmp_path):
+    pytest.importorskip("sklearn")
+    import report
+
+    out = tmp_path / "coldstart_quality.json"
+    _run_script(ROOT / "benchmarks" / "coldstart_quality.py", "--datasets", "digits", "--seeds", "2", "--budgets",
+                "1,2", "--pool-size", "400", "--test-size", "200", "--out", out)
+    data = json.loads(out.read_text())
+    digits = data["datasets"]["digits"]
+    assert digits["provenance"]["commit"] and data["provenance"] == digits["provenance"]
+    runs = digits["runs"]
+    assert len(runs) == 2 * 2 * 5
+    assert {r["method"] for r in runs} == {"random", "kmeans_pp", "typiclust", "probcover_purity",
+                                           "probcover_coverage"}
+    for r in runs:
+        assert r["k"] == 10 * r["budget"] and sum(r["class_counts"]) == r["k"]
+        assert 0 <= r["accuracy"] <= 1 and 1 <= r["classes_covered"] <= 10 and r["select_s"] >= 0
+        if r["method"].startswith("probcover"):
+            assert r["delta"] > 0 and 0 < r["coverage"] <= 1
+    lines = report.section_coldstart_quality(tmp_path)
+    table = [line for line in lines if line.startswith("| `typiclust` |")]
+    assert len(table) == 2 and table[0].count("(") == 2, table
+
+
+def test_coldstart_quality_records_the_delta_probcover_uses():
+    """The purity variant calls probcover's kernel (to record δ): it picks what the public function picks."""
+    import coldstart_quality
+    import jax.numpy as jnp
+
+    import aljax
+
+    emb = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    picks, extra = coldstart_quality.select("probcover_purity", emb, jnp.asarray(emb), 12, 4, seed=3)
+    np.testing.assert_array_equal(picks, aljax.probcover(emb, 12, key=3, n_classes=4))
+    assert extra["delta"] > 0
+    picks, extra = coldstart_quality.select("probcover_coverage", emb, jnp.asarray(emb), 12, 4, seed=3)
+    np.testing.assert_array_equal(picks, aljax.probcover(emb, 12, key=3, delta=extra["delta"]))
