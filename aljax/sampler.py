@@ -16,19 +16,20 @@ import numpy as np
 from . import _progress, _validate
 from ._embeddings import logits_and_features
 from ._strategies import STRATEGIES as DISPATCHED
-from ._strategies import USES_LABELED, k_from_rate, select_from_outputs
+from ._strategies import USES_LABELED, select_from_outputs
 
 STRATEGIES = ("auto", *DISPATCHED)
-# strategy="auto": the cold start method while the labeled set, this call's picks included, holds
-# at most AUTO_PER_CLASS labels per class (per output for regression); the model-based strategy
-# after. Chosen from benchmarks/cold_start_switch.py (docs/guide: "Choosing a strategy").
-AUTO_COLD, AUTO_WARM, AUTO_PER_CLASS = "typiclust", "badge", 50
+# strategy="auto": the cold start method while the labeled set holds at most AUTO_PER_CLASS labels
+# per class (per output for regression) before the call, the model-based strategy after. Chosen
+# from benchmarks/cold_start_switch.py and benchmarks/flagship.py (docs/algorithms/coldstart.md,
+# "When to switch").
+AUTO_COLD, AUTO_WARM, AUTO_PER_CLASS = "typiclust", "badge", 10
 
 
-def auto_strategy(labeled: int, k: int, outputs: int) -> str:
-    """The strategy ``ActiveSampler(strategy="auto")`` runs for a call that adds ``k`` labels to
-    ``labeled`` with a head of ``outputs`` classes (or regression outputs)."""
-    return AUTO_COLD if labeled + k <= AUTO_PER_CLASS * max(outputs, 1) else AUTO_WARM
+def auto_strategy(labeled: int, outputs: int) -> str:
+    """The strategy ``ActiveSampler(strategy="auto")`` runs when ``labeled`` examples are labeled
+    and the head has ``outputs`` classes (or regression outputs)."""
+    return AUTO_COLD if labeled <= AUTO_PER_CLASS * max(outputs, 1) else AUTO_WARM
 
 
 def _is_torch_module(obj) -> bool:
@@ -76,12 +77,13 @@ class ActiveSampler:
     a Gaussian head is ``h hᵀ``; BADGE's hallucinated gradient is zero, so ``"badge"`` is
     k-means++ on ``h``); the uncertainty strategies are classification-only.
 
-    ``"auto"`` picks per call: ``"typiclust"`` while the labeled set, this call's picks included,
-    holds at most 50 labels per class (``len(labeled_data) + k <= 50·C``, ``C`` the head's
-    outputs), ``"badge"`` beyond. With few labels a head's uncertainty is mostly noise and
-    representative picks gain more; the threshold comes from ``benchmarks/cold_start_switch.py``
-    (user guide, "Choosing a strategy"). The attribute ``last_strategy`` names the strategy the
-    last ``select`` ran. On a pool of fewer than 21 points TypiClust's neighbourhood shrinks to
+    ``"auto"`` (the default) picks per call: ``"typiclust"`` while ``labeled_data`` holds at
+    most 10 labels per class (``len(labeled_data) <= 10·C``, ``C`` the head's outputs), ``"badge"``
+    beyond. With few labels a head's uncertainty is mostly noise and representative picks gain
+    more; the threshold was chosen on measurements over three datasets and the flagship
+    scenario (``benchmarks/cold_start_switch.py``, ``benchmarks/flagship.py``; see the cold
+    start page of the docs). The attribute ``last_strategy`` names the strategy the last
+    ``select`` ran. On a pool of fewer than 21 points TypiClust's neighbourhood shrinks to
     ``n − 1`` points.
 
     Args:
@@ -130,7 +132,7 @@ class ActiveSampler:
       (10,)
     """
 
-    def __init__(self, problem_type: str, model, budget, labeled_data=(), *, strategy: str = "vessal", key=0,
+    def __init__(self, problem_type: str, model, budget, labeled_data=(), *, strategy: str = "auto", key=0,
                  batch_size: int = 256, features_fn=None, head: str | None = None, device=None,
                  max_length: int | None = None, lamb: float | None = None, oversample: float = 2.0, rank: int = 1,
                  precompute_covariance: bool = False, prune: bool = False, delta: float | None = None,
@@ -269,8 +271,7 @@ class ActiveSampler:
                 labeled = self._outputs(self.labeled_data, "labeled_data")
             strategy = self.strategy
             if strategy == "auto":
-                k = self.k if self.k is not None else k_from_rate(self.rate, n)
-                strategy = auto_strategy(0 if labeled is None else int(labeled[1].shape[0]), k, int(logits.shape[1]))
+                strategy = auto_strategy(0 if labeled is None else int(labeled[1].shape[0]), int(logits.shape[1]))
             options = {"lamb": self.lamb, "oversample": self.oversample, "rank": self.rank,
                        "precompute_covariance": self.precompute_covariance, "prune": self.prune, "delta": self.delta}
             picks = select_from_outputs(fn, strategy, self.problem_type, key, logits, h, n, self.k, rate=self.rate,

@@ -22,7 +22,7 @@ sys.path.insert(0, str(HERE.parent / "examples"))
 
 import _provenance  # noqa: E402
 
-DEFAULT = ["--strategy", "auto,vessal,badge,bait,margin,typiclust,probcover", "--seeds", "0,1,2,3,4"]
+DEFAULT = ["--strategy", "auto,vessal,badge,bait,margin,coreset,probcover", "--seeds", "0,1,2,3,4"]
 
 
 def main(argv=None):

@@ -193,6 +193,7 @@ def _det(w, x, key):
 
 
 def _sampler(**kw):
+    kw.setdefault("strategy", "vessal")     # the rank cases are VeSSAL's
     return aljax.ActiveSampler(kw.pop("problem_type", "classification"), kw.pop("model", (_params(), _apply)),
                                kw.pop("budget", 5), **kw)
 

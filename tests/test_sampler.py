@@ -140,15 +140,15 @@ def test_cold_start_strategies_equal_the_selectors_on_the_features(strategy, lab
     np.testing.assert_array_equal(picks, np.asarray(want))
 
 
-@pytest.mark.parametrize("labeled_rows, budget, phase", [(0, K, "typiclust"), (50 * C - K, K, "typiclust"),
-                                                         (50 * C - K + 1, K, "badge"), (0, RATE, "typiclust")])
-def test_auto_runs_typiclust_up_to_50_labels_per_class_then_badge(labeled_rows, budget, phase):
+@pytest.mark.parametrize("labeled_rows, budget, phase", [(0, K, "typiclust"), (10 * C, K, "typiclust"),
+                                                         (10 * C + 1, K, "badge"), (0, RATE, "typiclust"),
+                                                         (10 * C + 1, RATE, "badge")])
+def test_auto_runs_typiclust_up_to_10_labels_per_class_then_badge(labeled_rows, budget, phase):
     params, apply_fn, features = jax_model(5)
     pool = pool_of(seed=5)
     labeled = pool_of(labeled_rows, seed=6) if labeled_rows else ()
-    sampler = ActiveSampler("classification", (params, apply_fn), budget, labeled_data=labeled, strategy="auto",
-                            key=1)
-    assert sampler.last_strategy is None
+    sampler = ActiveSampler("classification", (params, apply_fn), budget, labeled_data=labeled, key=1)
+    assert sampler.strategy == "auto" and sampler.last_strategy is None     # the default
     picks = sampler.select(pool)
     assert sampler.last_strategy == phase
     twin = ActiveSampler("classification", (params, apply_fn), budget, labeled_data=labeled, strategy=phase, key=1)
@@ -158,11 +158,23 @@ def test_auto_runs_typiclust_up_to_50_labels_per_class_then_badge(labeled_rows, 
 def test_auto_rule_counts_labels_per_output():
     from aljax.sampler import auto_strategy
 
-    assert auto_strategy(20, 100, 2) == "badge"       # 120 > 50·2
-    assert auto_strategy(0, 100, 2) == "typiclust"                    # 100 ≤ 100
-    assert auto_strategy(400, 100, 10) == "typiclust"                 # 500 ≤ 500
-    assert auto_strategy(401, 100, 10) == "badge"
-    assert auto_strategy(10, 40, 1) == "typiclust"                    # regression: one output
+    assert auto_strategy(20, 2) == "typiclust"        # the flagship: 10 per class
+    assert auto_strategy(21, 2) == "badge"
+    assert auto_strategy(0, 10) == "typiclust"
+    assert auto_strategy(100, 10) == "typiclust"
+    assert auto_strategy(101, 10) == "badge"
+    assert auto_strategy(10, 1) == "typiclust"        # regression: one output
+    assert auto_strategy(11, 1) == "badge"
+
+
+def test_auto_on_regression_uses_the_features():
+    params, apply_fn, features = jax_model(7, out=1)
+    pool = pool_of(seed=7)
+    sampler = ActiveSampler("regression", (params, apply_fn), 5, key=3)
+    picks = sampler.select(pool)
+    assert sampler.last_strategy == "typiclust"
+    want = aljax.typiclust(features(params, pool), 5, key=first_key(3))
+    np.testing.assert_array_equal(picks, np.asarray(want))
 
 
 # ---------------------------------------------------------------- regression
