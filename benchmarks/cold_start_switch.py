@@ -124,6 +124,21 @@ def run(name: str, levels, seeds, ratios=(1,)) -> list[dict]:
     return rows
 
 
+def _ratio(row: dict) -> int:
+    return row["k"] // row["labeled"]
+
+
+def write(out: Path, provenance: dict, rows: list[dict]) -> None:
+    """Merge a run into ``out``: its rows replace those of earlier runs for the same (dataset,
+    ratio); every run keeps its own provenance."""
+    done = {(r["dataset"], _ratio(r)) for r in rows}
+    runs = json.loads(out.read_text())["runs"] if out.exists() else []
+    for run_ in runs:
+        run_["rows"] = [r for r in run_["rows"] if (r["dataset"], _ratio(r)) not in done]
+    runs = [r for r in runs if r["rows"]] + [{"provenance": provenance, "rows": rows}]
+    out.write_text(json.dumps({"strategies": ["random", *STRATEGIES], "runs": runs}, indent=1) + "\n")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default="rotten,digits,fashion")
@@ -134,14 +149,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
     levels = [int(v) for v in args.levels.split(",")]
     provenance = _provenance.collect()
+    ratios = [int(r) for r in args.ratios.split(",")]
     rows = []
     for name in args.datasets.split(","):
         try:
-            rows += run(name, levels, args.seeds, [int(r) for r in args.ratios.split(",")])
+            rows += run(name, levels, args.seeds, ratios)
         except lc.SkipDataset as err:
             print(f"skipping {name}: {err}")
-    Path(args.out).write_text(json.dumps({"provenance": provenance, "strategies": ["random", *STRATEGIES],
-                                          "rows": rows}, indent=1) + "\n")
+    write(Path(args.out), provenance, rows)
     print(f"wrote {args.out}")
 
 

@@ -396,31 +396,47 @@ def section_progress_overhead(results: Path = RESULTS, root: Path = _provenance.
 DATASET_NAMES = {"rotten": "Rotten Tomatoes (MiniLM)", "digits": "digits (PCA-32)", "fashion": "Fashion-MNIST (PCA-64)"}
 
 
+CLASSES = {"rotten": 2, "digits": 10, "fashion": 10}
+AUTO_THRESHOLDS = (0, 2, 5, 10, 25, 50)
+
+
 def section_cold_start_switch(results: Path = RESULTS, root: Path = _provenance.ROOT) -> list[str]:
     path = results / "cold_start_switch.json"
     data = _load(path)
     if data is None:
         return _not_run("cold_start_switch.py", path)
-    rows, strategies = data["rows"], [s for s in data["strategies"] if s != "random"]
-    lines = _provenance.describe(data.get("provenance"), root)
+    runs = data["runs"]
+    rows = [r for run in runs for r in run["rows"]]
+    strategies = [s for s in data["strategies"] if s != "random"]
+    groups = [(", ".join(sorted({f"{r['dataset']} ×{r['k'] // r['labeled']}" for r in run["rows"]})),
+               run.get("provenance")) for run in runs]
+    lines = _provenance.describe_groups(groups, root)
     lines += ["Accuracy after the round minus random's (the mean of three draws), mean over seeds, and the "
-              "seeds on which the strategy beats random:", "",
-              "| dataset | labels per class: before → after | random | " + " | ".join(strategies) + " |",
-              "|---|---|---|" + "---|" * len(strategies)]
-    for name in dict.fromkeys(r["dataset"] for r in rows):
-        for p, k in sorted({(r["per_class"], r["k"]) for r in rows if r["dataset"] == name},
-                           key=lambda pk: (pk[1] // (pk[0] or 1), pk[0])):
-            group = [r for r in rows if r["dataset"] == name and (r["per_class"], r["k"]) == (p, k)]
-            after = (group[0]["labeled"] + k) * p // group[0]["labeled"]
-            rnd = statistics.mean(r["accuracy"]["random"] for r in group)
-            cells = []
-            best = max(strategies, key=lambda s: statistics.mean(r["accuracy"][s] for r in group))
-            for s in strategies:
-                gain = statistics.mean(r["accuracy"][s] - r["accuracy"]["random"] for r in group)
-                wins = sum(r["accuracy"][s] > r["accuracy"]["random"] for r in group)
-                cell = f"{gain:+.3f} ({wins}/{len(group)})"
-                cells.append(f"**{cell}**" if s == best else cell)
-            lines.append(f"| {DATASET_NAMES.get(name, name)} | {p} → {after} | {rnd:.3f} | " + " | ".join(cells) + " |")
+              "seeds on which the strategy beats random (best in bold):", "",
+              "| dataset | k | labels per class: before → after | random | " + " | ".join(strategies) + " |",
+              "|---|---|---|---|" + "---|" * len(strategies)]
+    keys = sorted({(r["dataset"], r["k"] // r["labeled"], r["per_class"]) for r in rows},
+                  key=lambda key: (list(CLASSES).index(key[0]) if key[0] in CLASSES else 9, key[1], key[2]))
+    for name, ratio, p in keys:
+        group = [r for r in rows if (r["dataset"], r["k"] // r["labeled"], r["per_class"]) == (name, ratio, p)]
+        rnd = statistics.mean(r["accuracy"]["random"] for r in group)
+        best = max(strategies, key=lambda s: statistics.mean(r["accuracy"][s] for r in group))
+        cells = []
+        for s in strategies:
+            gain = statistics.mean(r["accuracy"][s] - r["accuracy"]["random"] for r in group)
+            wins = sum(r["accuracy"][s] > r["accuracy"]["random"] for r in group)
+            cell = f"{gain:+.3f} ({wins}/{len(group)})"
+            cells.append(f"**{cell}**" if s == best else cell)
+        lines.append(f"| {DATASET_NAMES.get(name, name)} | {ratio}·L | {p} → {p * (1 + ratio)} | {rnd:.3f} | "
+                     + " | ".join(cells) + " |")
+    lines += ["", "The rule of `strategy=\"auto\"` with other thresholds, on every cell above: TypiClust while "
+              "at most *t* labels per class are labeled before the round, BADGE after; the mean gain over "
+              "random and the cells (dataset × level × seed) where it beats random:", "",
+              "| t (labels per class) | mean gain over random | beats random |", "|---|---|---|"]
+    for t in AUTO_THRESHOLDS:
+        gains = [r["accuracy"]["typiclust" if r["labeled"] <= t * CLASSES.get(r["dataset"], 1) else "badge"]
+                 - r["accuracy"]["random"] for r in rows]
+        lines.append(f"| {t} | {statistics.mean(gains):+.4f} | {sum(g > 0 for g in gains)} of {len(gains)} |")
     return lines + [""]
 
 
