@@ -2,7 +2,9 @@
 
     XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/_sharded_checks.py [names...]
 
-Each check raises on failure; the script prints one JSON object ``{name: "ok" | traceback}``.
+Each check raises on failure; the script prints one JSON object ``{name: "ok" | traceback}``. A check
+that raises :class:`KnownGap` reports ``"xfail: <why>"`` instead: a documented shortcoming of the
+library (tests/test_sharding.py marks it xfail, only for the names it lists in ``KNOWN_GAPS``).
 The 8 devices must be set before JAX starts, which is why this is not a pytest module.
 """
 
@@ -37,6 +39,10 @@ CHECKS = {}
 def check(fn):
     CHECKS[fn.__name__] = fn
     return fn
+
+
+class KnownGap(Exception):
+    """A known shortcoming of the library, not a broken check: reported as ``"xfail: <message>"``."""
 
 
 def shard(tree, sharding=ROWS):
@@ -150,6 +156,51 @@ def vessal_sharded():
 
 
 @check
+def typiclust_and_probcover_sharded():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(6, 12)) * 3   # a mixture: clusters worth finding
+    pool = jnp.asarray(centres[rng.integers(0, 6, 400)] + rng.normal(size=(400, 12)), jnp.float32)
+    labeled = jnp.asarray(centres[rng.integers(0, 6, 30)] + rng.normal(size=(30, 12)), jnp.float32)  # replicated
+    sharded = shard(pool)
+    assert is_row_sharded(sharded)
+    for seed in range(2):
+        equal(aljax.typiclust(sharded, 10, key=seed), aljax.typiclust(pool, 10, key=seed), f"typiclust seed {seed}")
+        equal(aljax.typiclust(sharded, 10, key=seed, labeled=labeled),
+              aljax.typiclust(pool, 10, key=seed, labeled=labeled), f"typiclust labeled seed {seed}")
+    equal(aljax.typiclust(sharded, 10, key=1, n_neighbors=5), aljax.typiclust(pool, 10, key=1, n_neighbors=5),
+          "typiclust n_neighbors=5")
+    for seed in range(2):
+        equal(aljax.probcover(sharded, 10, key=seed, delta=2.5), aljax.probcover(pool, 10, key=seed, delta=2.5),
+              f"probcover delta seed {seed}")
+        equal(aljax.probcover(sharded, 10, key=seed, n_classes=6), aljax.probcover(pool, 10, key=seed, n_classes=6),
+              f"probcover purity rule seed {seed}")
+    equal(aljax.probcover(sharded, 10, key=1, delta=2.5, labeled=labeled),
+          aljax.probcover(pool, 10, key=1, delta=2.5, labeled=labeled), "probcover delta, labeled")
+    equal(aljax.probcover(sharded, 10, key=1, n_classes=6, purity=0.9, labeled=labeled),
+          aljax.probcover(pool, 10, key=1, n_classes=6, purity=0.9, labeled=labeled), "probcover purity rule, labeled")
+    # k beyond what covers the pool: the uniform fill (from the key) once every point is covered.
+    equal(aljax.probcover(sharded, 60, key=3, delta=4.0), aljax.probcover(pool, 60, key=3, delta=4.0),
+          "probcover uniform fill")
+    # Under an outer jit (the key a key array), and on a 2-D mesh (rows over "data", replicated over "model").
+    jitted = jax.jit(aljax.typiclust, static_argnums=1, static_argnames="n_neighbors")
+    equal(jitted(sharded, 10, key=jax.random.key(2), labeled=labeled),
+          aljax.typiclust(pool, 10, key=2, labeled=labeled), "typiclust under an outer jit")
+    jitted = jax.jit(lambda e, key: aljax.probcover(e, 10, key=key, n_classes=6))
+    equal(jitted(sharded, jax.random.key(2)), aljax.probcover(pool, 10, key=2, n_classes=6),
+          "probcover under an outer jit")
+    rows_2d = NamedSharding(MESH_2D, P("data"))
+    equal(aljax.typiclust(shard(pool, rows_2d), 10, key=1), aljax.typiclust(pool, 10, key=1), "typiclust 2-D mesh")
+    equal(aljax.probcover(shard(pool, rows_2d), 10, key=1, delta=2.5), aljax.probcover(pool, 10, key=1, delta=2.5),
+          "probcover 2-D mesh")
+    # 100 rows on 8 devices: a sharding constraint inside the caller's jit (XLA pads the last shard).
+    odd = pool[:100]
+    constrained = jax.jit(lambda e: aljax.typiclust(jax.lax.with_sharding_constraint(e, ROWS), 8, key=4))
+    equal(constrained(odd), aljax.typiclust(odd, 8, key=4), "typiclust under jit, 100 rows on 8 devices")
+    constrained = jax.jit(lambda e: aljax.probcover(jax.lax.with_sharding_constraint(e, ROWS), 8, key=4, n_classes=6))
+    equal(constrained(odd), aljax.probcover(odd, 8, key=4, n_classes=6), "probcover under jit, 100 rows on 8 devices")
+
+
+@check
 def explicit_axes_mesh():
     # jax.make_mesh gives Explicit axes by default: every front door and selector still works.
     mesh = jax.make_mesh((8,), ("data",))
@@ -166,6 +217,35 @@ def explicit_axes_mesh():
     feats = emb.h
     equal(aljax.k_center_greedy(shard(feats, rows), 30), aljax.k_center_greedy(feats, 30), "k_center_greedy")
     equal(aljax.volume_stream(shard(feats, rows), 10, key=2), aljax.volume_stream(feats, 10, key=2), "volume_stream")
+
+
+@check
+def explicit_axes_mesh_coldstart():
+    # The cold start selectors on a jax.make_mesh (Explicit axes) pool. Known gap: they do not move
+    # the pool to Auto axes as the other selectors do (_sharding.auto_axes), and their kernels' x[i]
+    # raises ShardingTypeError; reported as xfail while it does. Same picks wherever they run.
+    rows = NamedSharding(jax.make_mesh((8,), ("data",)), P("data"))
+    feats = factored(0, 256).h
+    labeled = feats[:20] + 0.5
+    cases = {
+        "typiclust": lambda f: aljax.typiclust(f, 10, key=2),
+        "typiclust labeled": lambda f: aljax.typiclust(f, 10, key=2, labeled=labeled),
+        "probcover delta": lambda f: aljax.probcover(f, 10, key=2, delta=3.0),
+        "probcover delta labeled": lambda f: aljax.probcover(f, 10, key=2, delta=3.0, labeled=labeled),
+        "probcover purity rule": lambda f: aljax.probcover(f, 10, key=2, n_classes=4),
+    }
+    refused = []
+    for name, select in cases.items():
+        try:
+            got = select(shard(feats, rows))
+        except Exception as error:  # noqa: BLE001 - jax._src.core.ShardingTypeError (not exported) is the gap
+            if type(error).__name__ != "ShardingTypeError":
+                raise
+            refused.append(f"{name}: {type(error).__name__}: {str(error).splitlines()[0]}")
+            continue
+        equal(got, select(feats), name)
+    if refused:
+        raise KnownGap("on an Explicit-axes mesh: " + "; ".join(refused))
 
 
 # ---------------------------------------------------------------- heavy work stays sharded
@@ -203,6 +283,87 @@ def hlo_no_gather_of_the_pool():
     # The detector itself: the plain x[i] row lookup all-gathers the pool.
     gather = jax.jit(lambda x, i: x[i]).lower(emb.h, jnp.int32(3)).compile().as_text()
     assert any(op == "all-gather" and size >= local for op, size in collectives(gather)), collectives(gather)
+
+
+def pool_collectives(hlo: str, min_size: int):
+    """The collectives of at least ``min_size`` elements in compiled HLO text, each as
+    ``"op result-shape at function:line <- caller:line"`` (the innermost aljax frames of the op that
+    XLA partitioned; its op_name when the stack-frame table cannot be read)."""
+    def table(name):
+        body = hlo.split("\n" + name + "\n", 1)[1].split("\n\n", 1)[0] if "\n" + name + "\n" in hlo else ""
+        return body.splitlines()
+
+    files = dict(re.findall(r'^(\d+) "(.*)"$', "\n".join(table("FileNames")), re.M))
+    funcs = dict(re.findall(r'^(\d+) "(.*)"$', "\n".join(table("FunctionNames")), re.M))
+    locations = {i: (f, fn, line) for i, f, fn, line in
+                 re.findall(r"^(\d+) \{file_name_id=(\d+) function_name_id=(\d+) line=(\d+)",
+                            "\n".join(table("FileLocations")), re.M)}
+    # "id {file_location_id=L parent_frame_id=P}": the parent frame's id is P - 1 (0: none).
+    frames = {i: (location, parent) for i, location, parent in
+              re.findall(r"^(\d+) \{file_location_id=(\d+)(?: parent_frame_id=(\d+))?", "\n".join(table("StackFrames")),
+                         re.M)}
+
+    def stack(frame):   # the innermost 3 aljax frames, innermost first
+        out = []
+        while frame in frames and len(out) < 3:
+            location, parent = frames[frame]
+            f, fn, line = locations.get(location, ("", "", ""))
+            if "aljax" in files.get(f, "") and f"{funcs.get(fn, '?')}:{line}" not in out:
+                out.append(f"{funcs.get(fn, '?')}:{line}")
+            frame = str(int(parent) - 1) if parent and parent != frame and int(parent) > 1 else None
+        return " <- ".join(out)
+
+    found = []
+    for line in hlo.splitlines():
+        match = COLLECTIVE.search(line)
+        if not match:
+            continue
+        shapes = re.findall(r"\[([\d,]*)\]", match.group(1))
+        if max((int(np.prod([int(d) for d in s.split(",") if d])) for s in shapes), default=1) < min_size:
+            continue
+        where = re.search(r'op_name="([^"]*)"', line)
+        where = where.group(1) if where else "?"
+        frame = re.search(r"stack_frame_id=(\d+)", line)
+        chain = stack(frame.group(1)) if frame else ""
+        if chain:
+            where = f"{chain} ({where})"
+        found.append(f"{match.group(2)} {match.group(1).split('{')[0]} at {where}")
+    return found
+
+
+@check
+def hlo_coldstart_no_gather_of_the_pool():
+    # TypiClust and ProbCover have no sharding-aware code of their own: their jitted kernels are
+    # left to XLA's partitioner. Known gap: it all-gathers the n × d pool (k-means++ seeding's x[i],
+    # TypiClust's sort by cluster, ProbCover's n × n degree pass and its x[j] per step) and
+    # n-vectors (norms, assignments, degrees). Reported as xfail until the kernels keep it sharded.
+    n, d = 8 * 512, 32
+    local = n // 8
+    x = shard(jnp.asarray(np.random.default_rng(0).normal(size=(n, d)), jnp.float32))
+    labeled = jnp.ones((300, d))
+    typiclust, probcover = aljax._coldstart._typiclust_kernel, aljax._coldstart._probcover_kernel
+    cases = {
+        "typiclust": lambda: typiclust.lower(jax.random.key(0), x, None, k=50, n_neighbors=20),
+        "typiclust labeled": lambda: typiclust.lower(jax.random.key(0), x, labeled, k=50, n_neighbors=20),
+        "probcover delta": lambda: probcover.lower(jax.random.key(0), x, None, jnp.float32(3.0), 0.95,
+                                                   k=50, n_classes=None),
+        "probcover purity rule": lambda: probcover.lower(jax.random.key(0), x, None, jnp.float32(0.0), 0.95,
+                                                         k=50, n_classes=10),
+    }
+    gaps = []
+    for name, lower in cases.items():
+        hlo = lower().compile().as_text()
+        found = collectives(hlo)
+        assert found, f"{name}: no collectives at all; was the kernel partitioned?"
+        big = [c for c in found if c[1] >= local]
+        if big:
+            whole = pool_collectives(hlo, n * d)
+            vectors = len(big) - len(whole)
+            gaps.append(f"{name}: {len(big)} collectives moving >= {local} elements (pool {n} x {d}, "
+                        f"{local} rows per device); {len(whole)} of them the whole pool or more: " + "; ".join(whole)
+                        + f"; the other {vectors} smaller (n-vectors: norms, assignments, sort keys, degrees)")
+    if gaps:
+        raise KnownGap(" || ".join(gaps))
 
 
 # ---------------------------------------------------------------- bad input
@@ -256,6 +417,8 @@ def main(names):
         try:
             CHECKS[name]()
             results[name] = "ok"
+        except KnownGap as gap:
+            results[name] = f"xfail: {gap}"
         except BaseException:  # noqa: BLE001 - report every failure to the parent test
             results[name] = traceback.format_exc()
     print(json.dumps(results))

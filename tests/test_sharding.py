@@ -17,7 +17,15 @@ import pytest
 HERE = pathlib.Path(__file__).resolve().parent
 CHECKS = ["kmeans_pp_factored_and_dense", "kmeans_pp_uniform_fill_when_sharded", "badge_sharded_pool",
           "embedding_pass_is_data_parallel", "k_center_greedy_and_coreset", "vessal_sharded",
-          "explicit_axes_mesh", "hlo_no_gather_of_the_pool", "mixed_shardings_are_refused", "mesh_not_dividing_the_pool"]
+          "typiclust_and_probcover_sharded", "explicit_axes_mesh", "explicit_axes_mesh_coldstart",
+          "hlo_no_gather_of_the_pool", "hlo_coldstart_no_gather_of_the_pool", "mixed_shardings_are_refused",
+          "mesh_not_dividing_the_pool"]
+
+# Checks that may report "xfail: <why>" (a known shortcoming of aljax, described in the check): the
+# test is marked xfail with that message; once the check reports "ok" it passes like the others.
+# TypiClust's and ProbCover's kernels all-gather the n × d pool under XLA's partitioner, and raise
+# ShardingTypeError on an Explicit-axes pool (no _sharding.auto_axes as in the other selectors).
+KNOWN_GAPS = {"hlo_coldstart_no_gather_of_the_pool", "explicit_axes_mesh_coldstart"}
 
 
 # The fast tier runs these in a subprocess of their own; the full list runs with the slow tests.
@@ -53,6 +61,8 @@ def test_the_subprocess_sees_eight_devices():
 @pytest.mark.parametrize("name", CHECKS)
 def test_sharded(results, name):
     assert name in results, sorted(results)
+    if name in KNOWN_GAPS and results[name].startswith("xfail: "):
+        pytest.xfail(results[name])
     assert results[name] == "ok", results[name]
 
 
