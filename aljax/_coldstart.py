@@ -193,7 +193,8 @@ def typiclust_order(assign_pool, assign_labeled, typicality, c: int):
     rows (fewest first), then size (labeled rows included; largest first), then id; rows are
     ranked within their cluster by typicality (highest first, then lowest index). The order takes
     the most typical row of every cluster in cluster rank, then the second most typical of every
-    cluster, and so on (the authors' round robin); clusters of at most ``_MIN_CLUSTER_SIZE`` rows
+    cluster, and so on (the authors' cluster order; unlike their loop, typicality is not recomputed
+    after a pick); clusters of at most ``_MIN_CLUSTER_SIZE`` rows
     come after all the others."""
     n = assign_pool.shape[0]
     size = jnp.bincount(assign_pool, length=c)
@@ -352,10 +353,12 @@ def typiclust(embedding, k: int, *, key=0, labeled=None, n_neighbors: int = 20) 
     4. The picks: the most typical point of each cluster in rank order. With ``|labeled| + k``
        clusters at least ``k`` hold no labeled point unless some are empty (fewer distinct points
        than clusters) or tiny; clusters of at most 5 points come last (the authors' code drops
-       them). When fewer than ``k`` clusters can give a point, the picks go on round robin, as in
-       the authors' code: the most typical point of each covered cluster (rank order), then the
-       second most typical point of every cluster, and so on (typicality is not recomputed after
-       a pick). So there are always ``k`` unique picks.
+       them). When fewer than ``k`` clusters can give a point, the picks go on round robin in the
+       authors' cluster order: the most typical point of each covered cluster (rank order), then
+       the second most typical point of every cluster, and so on. Unlike the authors' loop,
+       typicality is not recomputed among a cluster's remaining points after a pick (a
+       deviation that changes only picks past the first pass). So there are always ``k`` unique
+       picks.
 
     Memory is O((n + m)·(K + d) + block): distances come in blocks of rows; the neighbours are
     searched within clusters only (rows sorted by cluster), ``Σ_c size_c² · d`` work.

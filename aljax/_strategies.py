@@ -8,6 +8,7 @@ torch adapter's front doors both go through it, so a strategy is implemented onc
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 
 from . import _validate, scores
 from ._badge import kmeans_pp
@@ -59,6 +60,8 @@ def select_from_outputs(fn: str, strategy: str, problem_type: str, key, logits, 
         return scores.top_k(getattr(scores, strategy)(logits), k)
     if strategy == "coreset":
         return k_center_greedy(h, k, key=key, labeled=labeled_h)
+    if strategy in COLD_START and n == 1:
+        return jnp.zeros((1,), jnp.int32)   # k = 1: the only point (both need two points to measure)
     if strategy == "typiclust":
         # The paper's 20 neighbours, fewer on a pool too small for them.
         return typiclust(h, k, key=key, labeled=labeled_h, n_neighbors=max(1, min(20, n - 1)))

@@ -21,9 +21,8 @@ from ._strategies import USES_LABELED, select_from_outputs
 STRATEGIES = ("auto", *DISPATCHED)
 # strategy="auto": the cold start method while the labeled set holds at most AUTO_PER_CLASS labels
 # per class (per output for regression) before the call, the model-based strategy after. Chosen
-# from benchmarks/cold_start_switch.py and benchmarks/flagship.py (docs/algorithms/coldstart.md,
-# "When to switch").
-AUTO_COLD, AUTO_WARM, AUTO_PER_CLASS = "typiclust", "badge", 10
+# from benchmarks/cold_start_switch.py (docs/algorithms/coldstart.md, "When to switch").
+AUTO_COLD, AUTO_WARM, AUTO_PER_CLASS = "typiclust", "badge", 5
 
 
 def auto_strategy(labeled: int, outputs: int) -> str:
@@ -78,13 +77,14 @@ class ActiveSampler:
     k-means++ on ``h``); the uncertainty strategies are classification-only.
 
     ``"auto"`` (the default) picks per call: ``"typiclust"`` while ``labeled_data`` holds at
-    most 10 labels per class (``len(labeled_data) <= 10·C``, ``C`` the head's outputs), ``"badge"``
+    most 5 labels per class (``len(labeled_data) <= 5·C``, ``C`` the head's outputs), ``"badge"``
     beyond. With few labels a head's uncertainty is mostly noise and representative picks gain
-    more; the threshold was chosen on measurements over three datasets and the flagship
-    scenario (``benchmarks/cold_start_switch.py``, ``benchmarks/flagship.py``; see the cold
-    start page of the docs). The attribute ``last_strategy`` names the strategy the last
-    ``select`` ran. On a pool of fewer than 21 points TypiClust's neighbourhood shrinks to
-    ``n − 1`` points.
+    more; the threshold was chosen on measurements over three datasets
+    (``benchmarks/cold_start_switch.py``; see the cold start page of the docs), for
+    classification (regression counts labels per output, unmeasured). ``labeled_data`` is fixed
+    when the sampler is built: in a loop, build a sampler per round with the labeled set so far.
+    The attribute ``last_strategy`` names the strategy the last ``select`` ran. On a pool of
+    fewer than 21 points TypiClust's neighbourhood shrinks to ``n − 1`` points.
 
     Args:
       problem_type: ``"classification"`` or ``"regression"``.
@@ -222,11 +222,11 @@ class ActiveSampler:
                                    features_fn=self._options["features_fn"], fn_name=fn,
                                    problem_type=self.problem_type)
 
-    def _size(self, candidates) -> int | None:
+    def _size(self, candidates, arg: str = "candidates") -> int | None:
         if self._kind == "jax":
             if _validate.is_batch_iterable(candidates):
                 return None  # known after the embedding pass
-            return _validate.pool_size("ActiveSampler.select", candidates, "candidates")
+            return _validate.pool_size("ActiveSampler.select", candidates, arg)
         from .torch_adapter._inputs import pool_len
 
         return pool_len(candidates)
@@ -266,12 +266,16 @@ class ActiveSampler:
                 if self.k is not None and self.k > n:
                     raise ValueError(f"aljax.{fn}: argument `candidates` must hold at least `budget` = {self.k} "
                                      f"examples (the sampler's budget), got {n}.")
-            labeled = None
-            if self.labeled_data is not None and self.strategy in ("auto", *USES_LABELED):
-                labeled = self._outputs(self.labeled_data, "labeled_data")
-            strategy = self.strategy
+            labeled, strategy = None, self.strategy
             if strategy == "auto":
-                strategy = auto_strategy(0 if labeled is None else int(labeled[1].shape[0]), int(logits.shape[1]))
+                # The labeled set's size sets the phase; a forward pass only where it is unknown.
+                count = 0 if self.labeled_data is None else self._size(self.labeled_data, "labeled_data")
+                if count is None:
+                    labeled = self._outputs(self.labeled_data, "labeled_data")
+                    count = int(labeled[1].shape[0])
+                strategy = auto_strategy(count, int(logits.shape[1]))
+            if labeled is None and self.labeled_data is not None and strategy in USES_LABELED:
+                labeled = self._outputs(self.labeled_data, "labeled_data")
             options = {"lamb": self.lamb, "oversample": self.oversample, "rank": self.rank,
                        "precompute_covariance": self.precompute_covariance, "prune": self.prune, "delta": self.delta}
             picks = select_from_outputs(fn, strategy, self.problem_type, key, logits, h, n, self.k, rate=self.rate,

@@ -255,13 +255,14 @@ def _first_window(ok: np.ndarray, window: int) -> int | None:
 
 
 def stabilizing_predictions(predictions, *, threshold: float = 0.99, window: int = 3) -> int | None:
-    """Stabilizing predictions (Bloodgood & Vijay-Shanker, CoNLL 2009): stop at the first round
-    ``r`` at which each of the last ``window`` κ's, between rounds ``(r − window, r − window + 1),
-    ..., (r − 1, r)``, is at least ``threshold``.
+    """Stabilizing predictions after Bloodgood & Vijay-Shanker (CoNLL 2009), the strict form: stop
+    at the first round ``r`` at which each of the last ``window`` κ's, between rounds
+    ``(r − window, r − window + 1), ..., (r − 1, r)``, is at least ``threshold``.
 
     The earliest possible stop is round ``window`` (it needs ``window + 1`` rounds): a shorter
-    history never stops. The paper's setting is κ ≥ 0.99 over three consecutive κ's; see
-    :func:`average_kappa` for the variant that averages the window.
+    history never stops. The paper's setting is κ ≥ 0.99 over three consecutive κ's; we read its
+    rule as the mean of the window (:func:`average_kappa`), which this strict form never
+    precedes.
 
     Args:
       predictions: the history on the stop set: ``(rounds, m)`` integer labels, ``(rounds, m, C)``

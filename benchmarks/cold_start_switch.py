@@ -3,8 +3,9 @@
     python benchmarks/cold_start_switch.py                         # every dataset, 5 seeds
     python benchmarks/cold_start_switch.py --datasets rotten --seeds 2 --levels 1,5
 
-One acquisition round, as a user of ``ActiveSampler`` meets it: ``p`` labels per class drawn at
-random (``L = p·C``), a linear head (multinomial logistic regression, scikit-learn, C = 10)
+One acquisition round, as a user of ``ActiveSampler`` meets it: ``L = p·C`` labels drawn
+uniformly at random (``p`` per class on average), a linear head (multinomial logistic
+regression, scikit-learn, inverse regularisation strength 10)
 trained on them, then ``k = r·L`` more picked from the pool (``r = 1``: the labeled set doubles;
 ``r = 5``: 20 → 120 as in the flagship example) by TypiClust (the labeled set extended, no model),
 by the model-based strategies on the head (BADGE, margin, VeSSAL, as ``ActiveSampler`` runs them

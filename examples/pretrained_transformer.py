@@ -11,9 +11,11 @@ mean of 5 draws), per seed (each seed shuffles the corpus its own way), then as 
     HF_HUB_OFFLINE=1 python examples/pretrained_transformer.py
     python examples/pretrained_transformer.py --strategy auto,vessal,badge,margin --seeds 0,1,2
 
-The default strategy, ``"auto"``, runs a cold start method (TypiClust on the sentence
-embeddings) here: a head trained on 20 labels is near chance, so its uncertainty is mostly
-noise. The head is trained on frozen encoder features (the sentence embeddings are computed once
+The default strategy, ``"auto"``, runs BADGE here: 20 labels for two classes is past its cold
+start threshold (5 labels per class, measured on three datasets: ``benchmarks/RESULTS.md``).
+``--strategy typiclust,probcover`` runs the cold start methods, which read only the sentence
+embeddings. ``benchmarks/flagship.py`` records this example's results.
+The head is trained on frozen encoder features (the sentence embeddings are computed once
 through ``aljax.torch_adapter.logits_and_features``); the sampler runs the whole model on the
 strings.
 """

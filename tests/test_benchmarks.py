@@ -297,3 +297,29 @@ def test_flagship_example_smoke_run_records_every_seed_and_reports_it(tmp_path):
     lines = report.section_flagship(tmp_path, ROOT)
     assert any(line.startswith("| mean ± std |") for line in lines)
     assert any(line.startswith("| 0 |") and "(typiclust)" in line for line in lines)
+
+
+def test_cold_start_switch_section_gains_and_the_rule_table(tmp_path):
+    """The rule table behind auto's threshold, from hand-made rows: TypiClust up to t labels per
+    class, BADGE after, scored against random."""
+    import report
+
+    def row(dataset, p, seed, random, typiclust, badge):
+        classes = report.CLASSES[dataset]
+        return {"dataset": dataset, "per_class": p, "labeled": p * classes, "k": p * classes, "seed": seed,
+                "accuracy": {"random": random, "typiclust": typiclust, "badge": badge}}
+
+    rows = [row("digits", 1, 0, 0.5, 0.7, 0.4), row("digits", 1, 1, 0.5, 0.6, 0.5),
+            row("digits", 10, 0, 0.9, 0.85, 0.95), row("digits", 10, 1, 0.9, 0.9, 0.92)]
+    data = {"strategies": ["random", "typiclust", "badge"], "runs": [{"provenance": None, "rows": rows}]}
+    (tmp_path / "cold_start_switch.json").write_text(json.dumps(data))
+    lines = report.section_cold_start_switch(tmp_path, ROOT)
+    table = {line.split("|")[1].strip(): line for line in lines if line.startswith("| ") and "→" not in line}
+    cell = next(line for line in lines if line.startswith("| digits") and "| 1 → 2 |" in line)
+    assert "**+0.150 (2/2)**" in cell and "-0.050 (0/2)" in cell     # typiclust best; badge
+    # t = 0: BADGE everywhere: gains -0.1, 0, +0.05, +0.02; t = 1 … 5: TypiClust at p = 1;
+    # t ≥ 10: TypiClust everywhere: +0.2, +0.1, -0.05, 0.
+    assert table["0"].split("|")[2].strip() == f"{(-0.1 + 0 + 0.05 + 0.02) / 4:+.4f}"
+    assert table["5"].split("|")[2].strip() == f"{(0.2 + 0.1 + 0.05 + 0.02) / 4:+.4f}"
+    assert table["10"].split("|")[2].strip() == f"{(0.2 + 0.1 - 0.05 + 0.0) / 4:+.4f}"
+    assert table["5"].split("|")[3].strip() == "4 of 4" and table["10"].split("|")[3].strip() == "2 of 4"

@@ -140,10 +140,10 @@ def test_cold_start_strategies_equal_the_selectors_on_the_features(strategy, lab
     np.testing.assert_array_equal(picks, np.asarray(want))
 
 
-@pytest.mark.parametrize("labeled_rows, budget, phase", [(0, K, "typiclust"), (10 * C, K, "typiclust"),
-                                                         (10 * C + 1, K, "badge"), (0, RATE, "typiclust"),
-                                                         (10 * C + 1, RATE, "badge")])
-def test_auto_runs_typiclust_up_to_10_labels_per_class_then_badge(labeled_rows, budget, phase):
+@pytest.mark.parametrize("labeled_rows, budget, phase", [(0, K, "typiclust"), (5 * C, K, "typiclust"),
+                                                         (5 * C + 1, K, "badge"), (0, RATE, "typiclust"),
+                                                         (5 * C + 1, RATE, "badge")])
+def test_auto_runs_typiclust_up_to_5_labels_per_class_then_badge(labeled_rows, budget, phase):
     params, apply_fn, features = jax_model(5)
     pool = pool_of(seed=5)
     labeled = pool_of(labeled_rows, seed=6) if labeled_rows else ()
@@ -158,22 +158,52 @@ def test_auto_runs_typiclust_up_to_10_labels_per_class_then_badge(labeled_rows, 
 def test_auto_rule_counts_labels_per_output():
     from aljax.sampler import auto_strategy
 
-    assert auto_strategy(20, 2) == "typiclust"        # the flagship: 10 per class
-    assert auto_strategy(21, 2) == "badge"
+    assert auto_strategy(10, 2) == "typiclust"
+    assert auto_strategy(11, 2) == "badge"
+    assert auto_strategy(20, 2) == "badge"            # the flagship: 10 per class
     assert auto_strategy(0, 10) == "typiclust"
-    assert auto_strategy(100, 10) == "typiclust"
-    assert auto_strategy(101, 10) == "badge"
-    assert auto_strategy(10, 1) == "typiclust"        # regression: one output
-    assert auto_strategy(11, 1) == "badge"
+    assert auto_strategy(50, 10) == "typiclust"
+    assert auto_strategy(51, 10) == "badge"
+    assert auto_strategy(5, 1) == "typiclust"         # regression: one output
+    assert auto_strategy(6, 1) == "badge"
+
+
+def test_auto_runs_the_labeled_forward_pass_only_when_the_phase_uses_it(monkeypatch):
+    params, apply_fn, _ = jax_model(5)
+    passes = []
+    outputs = ActiveSampler._outputs
+
+    def recording(self, data, arg):
+        passes.append(arg)
+        return outputs(self, data, arg)
+
+    monkeypatch.setattr(ActiveSampler, "_outputs", recording)
+    pool = pool_of(seed=5)
+    for rows, phase, want in ((5 * C + 1, "badge", ["candidates"]), (4, "typiclust", ["candidates", "labeled_data"])):
+        passes.clear()
+        sampler = ActiveSampler("classification", (params, apply_fn), K, pool_of(rows, seed=6), key=1)
+        sampler.select(pool)
+        assert sampler.last_strategy == phase and passes == want   # BADGE never reads labeled_data
+    passes.clear()   # a labeled set of unknown length (an iterable of batches) is counted by its pass
+    sampler = ActiveSampler("classification", (params, apply_fn), K, iter([pool_of(4, seed=6)]), key=1)
+    sampler.select(pool)
+    assert sampler.last_strategy == "typiclust" and passes == ["candidates", "labeled_data"]
+
+
+@pytest.mark.parametrize("strategy", ["auto", "typiclust", "probcover"])
+def test_cold_start_strategies_take_a_one_point_pool(strategy):
+    params, apply_fn, _ = jax_model(5)
+    picks = ActiveSampler("classification", (params, apply_fn), 1, strategy=strategy).select(pool_of(1, seed=2))
+    np.testing.assert_array_equal(picks, [0])
 
 
 def test_auto_on_regression_uses_the_features():
     params, apply_fn, features = jax_model(7, out=1)
     pool = pool_of(seed=7)
-    sampler = ActiveSampler("regression", (params, apply_fn), 5, key=3)
+    sampler = ActiveSampler("regression", (params, apply_fn), 5, pool_of(5, seed=8), key=3)
     picks = sampler.select(pool)
-    assert sampler.last_strategy == "typiclust"
-    want = aljax.typiclust(features(params, pool), 5, key=first_key(3))
+    assert sampler.last_strategy == "typiclust"       # 5 labels, one output
+    want = aljax.typiclust(features(params, pool), 5, key=first_key(3), labeled=features(params, pool_of(5, seed=8)))
     np.testing.assert_array_equal(picks, np.asarray(want))
 
 
