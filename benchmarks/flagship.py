@@ -32,10 +32,11 @@ def main(argv=None):
         i = argv.index("--out")
         out = Path(argv[i + 1])
         del argv[i:i + 2]
+    provenance = _provenance.collect()     # before the run: the code as it was run
     import pretrained_transformer as example  # exits with a message when an optional wheel is missing
 
     rows, strategies, args = example.main(DEFAULT + argv)
-    provenance = _provenance.collect()     # after the run: JAX is imported, so its devices are known
+    provenance.update(_provenance._devices())   # JAX is imported now, so its devices are known
     setup = {key: getattr(args, key) for key in ("labeled", "pool", "test", "budget", "random_draws", "max_length")}
     out.write_text(json.dumps({"provenance": provenance, "setup": setup, "strategies": strategies, "rows": rows},
                               indent=1) + "\n")
