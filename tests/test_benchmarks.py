@@ -323,3 +323,19 @@ def test_cold_start_switch_section_gains_and_the_rule_table(tmp_path):
     assert table["5"].split("|")[2].strip() == f"{(0.2 + 0.1 + 0.05 + 0.02) / 4:+.4f}"
     assert table["10"].split("|")[2].strip() == f"{(0.2 + 0.1 - 0.05 + 0.0) / 4:+.4f}"
     assert table["5"].split("|")[3].strip() == "4 of 4" and table["10"].split("|")[3].strip() == "2 of 4"
+
+
+def test_stopping_thresholds_replay_the_average_kappa_and_uncertainty_rules():
+    import report
+
+    kappas = [0.5, 0.96, 0.98, 0.97, 0.99, 1.0]          # κ of rounds (0,1), (1,2), ...
+    # mean of the last 3 ≥ 0.97 first at kappas[1:4] (0.97): stop at round 4
+    assert report.first_stop(kappas, lambda v: v >= 0.97, 3) == 4
+    assert report.first_stop(kappas, lambda v: v >= 0.99, 3) is None   # best window mean is 0.9867
+    entropy = [0.9, 0.4, 0.25, 0.15]                      # per round
+    assert report.first_stop(entropy, lambda v: v < 0.2) == 3
+    runs = [{"labels": [10, 20, 30, 40, 50, 60, 70], "metrics": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7],
+             "stopping": {"kappas": kappas, "mean_entropy": entropy + [0.1, 0.1, 0.1], "final_metric": 0.7}}]
+    lines = report.stopping_threshold_lines({"runs": {"random": runs}})
+    row = next(line for line in lines if line.startswith("| 0.97 |"))
+    assert "50 · +0.2000 (1/1)" in row                   # round 4: 50 labels, 0.7 − 0.5 left
