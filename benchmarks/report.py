@@ -85,15 +85,20 @@ def learning_curve_lines(name: str, data: dict, root: Path) -> list[str]:
     return lines
 
 
-def section_learning_curves(results: Path = RESULTS, root: Path = _provenance.ROOT) -> list[str]:
+def _per_dataset(results: Path, root: Path, render) -> list[str]:
+    """``render(name, data, root)`` for each learning-curve dataset's JSON, a note where it is missing."""
     lines = []
     for name in LEARNING_CURVES:
         data = _load(results / f"{name}.json")
         if data is None:
             lines += [f"### {LEARNING_CURVES[name]}", "", "Not run (data package missing or not run yet).", ""]
         else:
-            lines += learning_curve_lines(name, data, root)
+            lines += render(name, data, root)
     return lines
+
+
+def section_learning_curves(results: Path = RESULTS, root: Path = _provenance.ROOT) -> list[str]:
+    return _per_dataset(results, root, learning_curve_lines)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,14 +191,7 @@ def stopping_threshold_lines(data: dict) -> list[str]:
 
 
 def section_stopping(results: Path = RESULTS, root: Path = _provenance.ROOT) -> list[str]:
-    lines = []
-    for name in LEARNING_CURVES:
-        data = _load(results / f"{name}.json")
-        if data is None:
-            lines += [f"### {LEARNING_CURVES[name]}", "", "Not run (data package missing or not run yet).", ""]
-        else:
-            lines += stopping_lines(name, data, root)
-    return lines
+    return _per_dataset(results, root, stopping_lines)
 
 
 # ---------------------------------------------------------------------------------------------
