@@ -20,15 +20,25 @@ from ._strategies import USES_LABELED, select_from_outputs
 
 STRATEGIES = ("auto", *DISPATCHED)
 # strategy="auto": the cold start method while the labeled set holds at most AUTO_PER_CLASS labels
-# per class (per output for regression) before the call, the model-based strategy after. Chosen
-# from benchmarks/cold_start_switch.py (docs/algorithms/coldstart.md, "When to switch").
+# per class (per output for regression) or at most as many labels as the head has input features,
+# the model-based strategy after. A linear head on D features can fit any labeling of up to D + 1
+# points, so below that its confidence reflects how it was trained more than the data, and the
+# model-based strategies read that confidence. Chosen from benchmarks/cold_start_switch.py and
+# benchmarks/flagship.py (docs/algorithms/coldstart.md, "When to switch").
 AUTO_COLD, AUTO_WARM, AUTO_PER_CLASS = "typiclust", "badge", 5
 
 
-def auto_strategy(labeled: int, outputs: int) -> str:
-    """The strategy ``ActiveSampler(strategy="auto")`` runs when ``labeled`` examples are labeled
-    and the head has ``outputs`` classes (or regression outputs)."""
-    return AUTO_COLD if labeled <= AUTO_PER_CLASS * max(outputs, 1) else AUTO_WARM
+def auto_strategy(labeled: int, outputs: int, features: int = 0) -> str:
+    """The strategy ``ActiveSampler(strategy="auto")`` runs when ``labeled`` examples are labeled,
+    the head has ``outputs`` classes (or regression outputs) and reads ``features`` input features:
+    ``"typiclust"`` while ``labeled <= max(5·outputs, features)``, ``"badge"`` after.
+
+    Example:
+      >>> from aljax.sampler import auto_strategy
+      >>> auto_strategy(20, 2, 384), auto_strategy(400, 2, 384), auto_strategy(60, 10, 32)
+      ('typiclust', 'badge', 'badge')
+    """
+    return AUTO_COLD if labeled <= max(AUTO_PER_CLASS * max(outputs, 1), features) else AUTO_WARM
 
 
 def _is_torch_module(obj) -> bool:
@@ -77,11 +87,16 @@ class ActiveSampler:
     k-means++ on ``h``); the uncertainty strategies are classification-only.
 
     ``"auto"`` (the default) picks per call: ``"typiclust"`` while ``labeled_data`` holds at
-    most 5 labels per class (``len(labeled_data) <= 5·C``, ``C`` the head's outputs), ``"badge"``
-    beyond. With few labels a head's uncertainty is mostly noise and representative picks gain
-    more; the threshold was chosen on measurements over three datasets
-    (``benchmarks/cold_start_switch.py``; see the cold start page of the docs), for
-    classification (regression counts labels per output, unmeasured). ``labeled_data`` is fixed
+    most 5 labels per class or at most as many labels as the head has input features
+    (``len(labeled_data) <= max(5·C, D)``, ``C`` the head's outputs, ``D`` the width of its input
+    features), ``"badge"`` beyond. With few labels a head's uncertainty is mostly noise and
+    representative picks gain more; a linear head on ``D`` features can fit any labeling of up to
+    ``D + 1`` points, so its confidence there says more about its training than about the data.
+    The rule was chosen on measurements over three datasets and the flagship example
+    (``benchmarks/cold_start_switch.py``, ``benchmarks/flagship.py``; see the cold start page of
+    the docs), for classification (regression counts labels per output, unmeasured). With a
+    wide encoder (``D`` = 384 for MiniLM, 768 for BERT) the cold start lasts for hundreds of
+    labels; pass ``strategy="badge"`` to switch earlier. ``labeled_data`` is fixed
     when the sampler is built: in a loop, build a sampler per round with the labeled set so far.
     The attribute ``last_strategy`` names the strategy the last ``select`` ran. On a pool of
     fewer than 21 points TypiClust's neighbourhood shrinks to ``n − 1`` points.
@@ -273,7 +288,7 @@ class ActiveSampler:
                 if count is None:
                     labeled = self._outputs(self.labeled_data, "labeled_data")
                     count = int(labeled[1].shape[0])
-                strategy = auto_strategy(count, int(logits.shape[1]))
+                strategy = auto_strategy(count, int(logits.shape[1]), int(h.shape[1]))
             if labeled is None and self.labeled_data is not None and strategy in USES_LABELED:
                 labeled = self._outputs(self.labeled_data, "labeled_data")
             options = {"lamb": self.lamb, "oversample": self.oversample, "rank": self.rank,

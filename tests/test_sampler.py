@@ -155,17 +155,30 @@ def test_auto_runs_typiclust_up_to_5_labels_per_class_then_badge(labeled_rows, b
     np.testing.assert_array_equal(picks, twin.select(pool))
 
 
-def test_auto_rule_counts_labels_per_output():
+def test_auto_rule_counts_labels_per_output_and_per_feature():
     from aljax.sampler import auto_strategy
 
     assert auto_strategy(10, 2) == "typiclust"
     assert auto_strategy(11, 2) == "badge"
-    assert auto_strategy(20, 2) == "badge"            # the flagship: 10 per class
-    assert auto_strategy(0, 10) == "typiclust"
     assert auto_strategy(50, 10) == "typiclust"
     assert auto_strategy(51, 10) == "badge"
     assert auto_strategy(5, 1) == "typiclust"         # regression: one output
     assert auto_strategy(6, 1) == "badge"
+    # ... or at most as many labels as the head reads features, whichever is larger.
+    assert auto_strategy(20, 2, 384) == "typiclust"   # the flagship: MiniLM's 384 features
+    assert auto_strategy(384, 2, 384) == "typiclust"
+    assert auto_strategy(385, 2, 384) == "badge"
+    assert auto_strategy(50, 10, 32) == "typiclust"   # 5 per class is the larger bound
+    assert auto_strategy(51, 10, 32) == "badge"
+
+
+@pytest.mark.parametrize("labeled_rows, phase", [(HID, "typiclust"), (HID + 1, "badge")])
+def test_auto_reads_the_width_of_the_head_input(labeled_rows, phase):
+    # One regression output: 5 per output is 5 labels, below the HID = 10 features the head reads.
+    params, apply_fn, _ = jax_model(7, out=1)
+    sampler = ActiveSampler("regression", (params, apply_fn), 5, pool_of(labeled_rows, seed=8), key=3)
+    sampler.select(pool_of(seed=7))
+    assert sampler.last_strategy == phase
 
 
 def test_auto_runs_the_labeled_forward_pass_only_when_the_phase_uses_it(monkeypatch):
