@@ -105,7 +105,7 @@ def run(name: str, levels, seeds, ratios=(1,)) -> list[dict]:
             order = rng.permutation(len(x_pool))
             labeled, unlabeled = order[:L], np.sort(order[L:])
             W, b = fit(x_pool[labeled], y_pool[labeled], classes)
-            row = {"dataset": name, "per_class": p, "labeled": L, "k": k, "seed": seed,
+            row = {"dataset": name, "per_class": p, "labeled": L, "k": k, "seed": seed, "dim": int(x_pool.shape[1]),
                    "before": accuracy(W, b, x_test, y_test), "accuracy": {}, "seconds": {}}
             draws = []
             for _ in range(3):
