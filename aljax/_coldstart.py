@@ -8,18 +8,28 @@ a pretrained encoder (a sentence encoder, a self-supervised image model).
 
 Both are selectors on arrays, ``(embedding, k, *, key=0, labeled=None, ...)``, and never build an
 ``n × n`` matrix: distances come in blocks of rows (matrix products), reduced as they come.
+
+A pool sharded along its rows (a ``NamedSharding``) stays where it is: the passes over rows
+(assignments, cluster sums, the labeled set) run under ``jax.shard_map`` on each device's rows,
+the pairwise ones (typicality, degrees, the purity rule) hand each device's block of rows on
+around the devices (:class:`_Ring`), and the steps of the k-means++ seeding and the coverage
+greedy move single rows (:func:`aljax._sharding.take_row`). What crosses devices is rows, blocks
+of rows, per-cluster sums and vectors of one number per point, never the pool as a whole.
 """
 
 from __future__ import annotations
 
 import functools
 import numbers
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec
 
 from . import _validate
 from ._linalg import HIGHEST
+from ._sharding import auto_axes, row_layout, take_row
 
 # Distance blocks hold about this many entries (rows × columns): 2^24 float32 = 64 MiB.
 _BLOCK_ENTRIES = 1 << 24
@@ -47,83 +57,185 @@ def _sqdist(a, b, sq_a, sq_b):
     return jnp.where(d <= 16 * jnp.finfo(a.dtype).eps * scale, 0.0, d)
 
 
-def _map_row_blocks(fn, x, block: int):
-    """``fn(rows, row_index)`` over blocks of ``block`` rows of ``x`` (zero-padded to a multiple),
-    outputs concatenated along the rows and cut back to ``n``. ``row_index`` past ``n`` marks padding."""
-    n, d = x.shape
+def _sqnorms(x):
+    return jnp.sum(x * x, axis=1)
+
+
+def _map_row_blocks(fn, block: int, *rows):
+    """``fn(row_index, *blocks)`` over blocks of ``block`` rows of the arrays ``rows`` (one leading
+    length ``n``, zero-padded to a multiple), outputs concatenated along the rows and cut back to
+    ``n``. ``row_index`` past ``n`` marks padding."""
+    n = rows[0].shape[0]
     nb = -(-n // block)
-    padded = jnp.pad(x, [(0, nb * block - n), (0, 0)]).reshape(nb, block, d)
+
+    def split(a):
+        return jnp.pad(a, [(0, nb * block - n)] + [(0, 0)] * (a.ndim - 1)).reshape(nb, block, *a.shape[1:])
+
     index = jnp.arange(nb * block, dtype=jnp.int32).reshape(nb, block)
-    out = jax.lax.map(lambda blk: fn(*blk), (padded, index))
+    out = jax.lax.map(lambda blk: fn(*blk), (index, *map(split, rows)))
     return jax.tree_util.tree_map(lambda o: o.reshape(nb * block, *o.shape[2:])[:n], out)
 
 
 # ---------------------------------------------------------------------------------------------
-# k-means: k-means++ seeding, then Lloyd's iterations.
+# The pool's rows on one device, or sharded along the example axis.
 
 
-def _kmeans_pp_init(key, x, c: int):
-    """``c`` centres by k-means++ seeding (Arthur & Vassilvitskii 2007): the first uniformly at
-    random, each next one drawn with probability ∝ its squared distance to the nearest centre so
-    far; when every distance is 0 (fewer distinct points than ``c``), uniformly from the rest."""
-    n = x.shape[0]
-    sq = jnp.sum(x * x, axis=1)
-    rows = jnp.arange(n)
+class _Ring(NamedTuple):
+    """The devices that hold the pool's row blocks, inside ``jax.shard_map`` over mesh axes
+    ``axes`` (``count`` blocks); ``count`` 1 is one device and no collectives. Pairwise passes
+    (degrees, nearest neighbours) hand each block on to the next device, so a device holds its
+    own rows and one visiting block at a time, never the pool."""
+
+    axes: Any = None
+    count: int = 1
+
+    def offset(self, rows: int):
+        """Index in the pool of this device's first row (``rows`` per device)."""
+        return 0 if self.count == 1 else jax.lax.axis_index(self.axes).astype(jnp.int32) * rows
+
+    def psum(self, x):
+        return x if self.count == 1 else jax.lax.psum(x, self.axes)
+
+    def pmin(self, x):
+        return x if self.count == 1 else jax.lax.pmin(x, self.axes)
+
+    def visit(self, step, acc, block):
+        """``acc = step(acc, visiting)`` with every device's ``block`` visiting in turn, this
+        device's own first; after ``t`` hand-ons a device holds the block of the device ``t`` before it."""
+        acc = step(acc, block)
+        if self.count == 1:
+            return acc
+        perm = [(i, (i + 1) % self.count) for i in range(self.count)]
+
+        def hand_on(_, state):
+            acc, block = state
+            block = jax.lax.ppermute(block, self.axes, perm)
+            return step(acc, block), block
+
+        return jax.lax.fori_loop(1, self.count, hand_on, (acc, block))[0]
+
+
+def _on_rows(layout, body, rows: tuple, replicated: tuple = (), out_rows=True):
+    """``body(ring, *rows, *replicated)`` on every device's block of ``rows`` (arrays sharded
+    along the example axis as ``layout``, a :class:`aljax._sharding.RowLayout`), ``replicated``
+    whole on every device; outputs sharded along the rows (``out_rows``, a bool or a tuple of them,
+    one per output) or replicated. With ``layout`` None, ``body`` runs as it is on one device."""
+    if layout is None:
+        return body(_Ring(), *rows, *replicated)
+    spec = PartitionSpec(layout.axes)
+    out = jax.tree_util.tree_map(lambda r: spec if r else PartitionSpec(), out_rows)
+    ring = _Ring(layout.axes, layout.shards)
+    # check_vma=False: replicated outputs are psum-med or computed from replicated inputs only.
+    return jax.shard_map(lambda *args: body(ring, *args), mesh=layout.mesh,
+                         in_specs=(spec,) * len(rows) + (PartitionSpec(),) * len(replicated),
+                         out_specs=out, check_vma=False)(*rows, *replicated)
+
+
+# ---------------------------------------------------------------------------------------------
+# k-means: k-means++ seeding, then Lloyd's iterations, over the pool's rows and (optionally)
+# labeled rows after them; the pool may be sharded (``layout``), the labeled rows are replicated.
+
+
+def _row_of(parts, sq, i):
+    """Row ``i`` of the parts stacked (and its squared norm), without stacking them: the pool's
+    row by :func:`aljax._sharding.take_row` (a sharded pool is not gathered)."""
+    row, norm, start = None, None, 0
+    for part, s in zip(parts, sq):
+        j = jnp.clip(i - start, 0, part.shape[0] - 1)
+        r, q = take_row(part, j), take_row(s, j)
+        row = r if row is None else jnp.where(i >= start, r, row)
+        norm = q if norm is None else jnp.where(i >= start, q, norm)
+        start += part.shape[0]
+    return row, norm
+
+
+def _kmeans_pp_init(key, parts, c: int):
+    """``c`` centres by k-means++ seeding (Arthur & Vassilvitskii 2007) over the rows of ``parts``
+    stacked: the first uniformly at random, each next one drawn with probability ∝ its squared
+    distance to the nearest centre so far; when every distance is 0 (fewer distinct points than
+    ``c``), uniformly from the rest."""
+    sq = [_sqnorms(p) for p in parts]
+    total = sum(p.shape[0] for p in parts)
+    rows = jnp.arange(total)
 
     def dist_to(i):
-        return _sqdist(x, x[i][None], sq, sq[i][None])[:, 0]
+        row, norm = _row_of(parts, sq, i)
+        return jnp.concatenate([_sqdist(p, row[None], s, norm[None])[:, 0] for p, s in zip(parts, sq)])
 
     first_key, key = jax.random.split(key)
-    first = jax.random.randint(first_key, (), 0, n)
-    centres = jnp.zeros((c, x.shape[1]), x.dtype).at[0].set(x[first])
+    first = jax.random.randint(first_key, (), 0, total)
+    centres = jnp.zeros((c, parts[0].shape[1]), parts[0].dtype).at[0].set(_row_of(parts, sq, first)[0])
 
     def step(t, state):
         centres, dist, chosen = state
         w = jnp.where(chosen, 0.0, dist)
         logits = jnp.where(jnp.any(w > 0), jnp.log(w), jnp.where(chosen, -jnp.inf, 0.0))
         i = jax.random.categorical(jax.random.fold_in(key, t), logits)
-        return centres.at[t].set(x[i]), jnp.minimum(dist, dist_to(i)), chosen | (rows == i)
+        return centres.at[t].set(_row_of(parts, sq, i)[0]), jnp.minimum(dist, dist_to(i)), chosen | (rows == i)
 
     return jax.lax.fori_loop(1, c, step, (centres, dist_to(first), rows == first))[0]
 
 
-def _assign(x, centres):
-    """The nearest centre of every row (lowest index on ties), in blocks of rows."""
-    sq_c = jnp.sum(centres * centres, axis=1)
+def _assign_body(_, x, centres):
+    sq_c = _sqnorms(centres)
 
-    def block(rows, _):
+    def block(_, rows):
         cross = jnp.matmul(rows, centres.T, precision=HIGHEST, preferred_element_type=rows.dtype)
         return jnp.argmin(sq_c[None, :] - 2 * cross, axis=1).astype(jnp.int32)
 
-    return _map_row_blocks(block, x, _row_block(x.shape[0], centres.shape[0]))
+    return _map_row_blocks(block, _row_block(x.shape[0], centres.shape[0]), x)
+
+
+def _sums_body(ring, x, assign, c):
+    """Per cluster, the sum and the number of this device's rows, summed over the devices."""
+    return ring.psum((jax.ops.segment_sum(x, assign, c), jax.ops.segment_sum(jnp.ones_like(assign), assign, c)))
+
+
+def _lloyd(parts, centres, max_iter: int, layout):
+    """:func:`lloyd` over the rows of ``parts`` (the pool, sharded as ``layout``, then optionally
+    labeled rows): ``(centres, assignment of each part)``."""
+    c = centres.shape[0]
+    total = sum(p.shape[0] for p in parts)
+    mean = sum(jnp.sum(p, axis=0) for p in parts) / total
+    tol = _KMEANS_TOL * jnp.mean(sum(jnp.sum((p - mean) ** 2, axis=0) for p in parts) / total)
+    lay = (layout,) + (None,) * (len(parts) - 1)
+
+    def assign(centres):
+        return tuple(_on_rows(lo, _assign_body, (p,), (centres,)) for p, lo in zip(parts, lay))
+
+    def update(state):
+        centres, labels, it, _ = state
+        sums, counts = map(sum, zip(*(_on_rows(lo, functools.partial(_sums_body, c=c), (p, a), out_rows=False)
+                                      for p, a, lo in zip(parts, labels, lay))))
+        new = jnp.where(counts[:, None] > 0, sums / jnp.maximum(counts, 1)[:, None].astype(sums.dtype), centres)
+        new_labels = assign(new)
+        same = functools.reduce(jnp.logical_and, [jnp.all(a == b) for a, b in zip(new_labels, labels)])
+        return new, new_labels, it + 1, same | (jnp.sum((new - centres) ** 2) <= tol)
+
+    state = jax.lax.while_loop(lambda s: (s[2] < max_iter) & ~s[3], update, (centres, assign(centres), 0, False))
+    return state[0], state[1]
 
 
 def lloyd(x, centres, max_iter: int = _KMEANS_MAX_ITER):
     """Lloyd's iterations from ``centres``: ``(centres, assignment)``, the assignment the nearest
-    centre of each row. Each iteration moves every centre to the mean of its rows (an empty
-    cluster keeps its centre) and reassigns; it stops when no assignment changes, when the
-    centres moved by at most ``_KMEANS_TOL`` × the mean feature variance (summed squared shift,
-    scikit-learn's rule), or after ``max_iter`` iterations."""
-    c = centres.shape[0]
-    tol = _KMEANS_TOL * jnp.mean(jnp.var(x, axis=0))
+    centre of each row (lowest index on ties). Each iteration moves every centre to the mean of
+    its rows (an empty cluster keeps its centre) and reassigns; it stops when no assignment
+    changes, when the centres moved by at most ``_KMEANS_TOL`` × the mean feature variance
+    (summed squared shift, scikit-learn's rule), or after ``max_iter`` iterations."""
+    centres, (assign,) = _lloyd((x,), centres, max_iter, None)
+    return centres, assign
 
-    def update(state):
-        centres, assign, it, _ = state
-        sums = jax.ops.segment_sum(x, assign, c)
-        counts = jax.ops.segment_sum(jnp.ones_like(assign), assign, c)
-        new = jnp.where(counts[:, None] > 0, sums / jnp.maximum(counts, 1)[:, None].astype(x.dtype), centres)
-        new_assign = _assign(x, new)
-        done = jnp.all(new_assign == assign) | (jnp.sum((new - centres) ** 2) <= tol)
-        return new, new_assign, it + 1, done
 
-    state = (centres, _assign(x, centres), 0, False)
-    state = jax.lax.while_loop(lambda s: (s[2] < max_iter) & ~s[3], update, state)
-    return state[0], state[1]
+def _kmeans(key, parts, c: int, layout=None):
+    """k-means++ seeding then Lloyd's iterations over the rows of ``parts`` stacked:
+    ``(centres, assignment of each part)``."""
+    return _lloyd(parts, _kmeans_pp_init(key, parts, c), _KMEANS_MAX_ITER, layout)
 
 
 def kmeans(key, x, c: int):
     """k-means++ seeding then :func:`lloyd`: ``(centres, assignment)``."""
-    return lloyd(x, _kmeans_pp_init(key, x, c))
+    centres, (assign,) = _kmeans(key, (x,), c)
+    return centres, assign
 
 
 def _centred(x, labeled):
@@ -139,53 +251,65 @@ def _centred(x, labeled):
 # TypiClust.
 
 
-def cluster_typicality(x, assign, n_neighbors: int):
+def _typicality_body(ring, x, assign, size, *, k: int):
+    """:func:`cluster_typicality` of this device's rows (``size``: the pool rows of each row's
+    cluster), the other devices' blocks visiting in turn.
+
+    Every block is sorted by cluster, so that a block of rows needs only the column blocks that
+    hold its clusters: the work is ``Σ_c size_c² · d``, not ``n² · d``."""
+    n_local = x.shape[0]
+    perm = jnp.lexsort((jnp.arange(n_local), assign))
+    xs, cs = x[perm], assign[perm]
+    index = ring.offset(n_local) + perm.astype(jnp.int32)          # in the pool
+    block = max(8, min(n_local, 512))
+    nb = -(-n_local // block)
+
+    def pad(a, value=0):
+        return jnp.pad(a, [(0, nb * block - n_local)] + [(0, 0)] * (a.ndim - 1), constant_values=value)
+
+    own = (cs, pad(xs), pad(cs, -1), pad(_sqnorms(xs)), pad(index, -1))
+
+    def visit(best, cols):
+        c_sorted, c_x, c_c, c_sq, c_index = cols
+
+        def row_block(args):
+            b, best = args
+            start = b * block
+            rows, rc, rsq, ridx = (jax.lax.dynamic_slice_in_dim(a, start, block) for a in own[1:])
+            first_c, last_c = cs[start], cs[jnp.minimum(start + block, n_local) - 1]
+            lo = jnp.searchsorted(c_sorted, first_c, side="left") // block
+            hi = -(-jnp.searchsorted(c_sorted, last_c, side="right") // block)
+
+            def body(j, best):
+                cols, cc, csq, cidx = (jax.lax.dynamic_slice_in_dim(a, j * block, block)
+                                       for a in (c_x, c_c, c_sq, c_index))
+                ok = (rc[:, None] == cc[None, :]) & (ridx[:, None] != cidx[None, :])
+                dist = jnp.where(ok, jnp.sqrt(_sqdist(rows, cols, rsq, csq)), jnp.inf)
+                return -jax.lax.top_k(-jnp.concatenate([best, dist], axis=1), k)[0]
+
+            return jax.lax.fori_loop(lo, hi, body, best)
+
+        return jax.lax.map(row_block, (jnp.arange(nb), best))
+
+    nearest = ring.visit(visit, jnp.full((nb, block, k), jnp.inf, x.dtype), own)
+    nearest = nearest.reshape(nb * block, k)[:n_local]             # ascending
+    used = jnp.minimum(k, size[perm] // 2)
+    mask = jnp.arange(k)[None, :] < used[:, None]
+    mean = jnp.sum(jnp.where(mask, nearest, 0.0), axis=1) / jnp.maximum(used, 1)
+    return jnp.zeros(n_local, x.dtype).at[perm].set(jnp.where(used > 0, 1 / mean, 0.0))
+
+
+def cluster_typicality(x, assign, n_neighbors: int, *, size=None, layout=None):
     """Typicality of every row within its cluster: ``1 / mean ‖x − x'‖`` over its ``K`` nearest
     neighbours of the same cluster (itself excluded), ``K = min(n_neighbors, size // 2)`` with
     ``size`` the number of rows of the cluster (the authors' code); ``inf`` at mean distance 0, and
-    0 in a cluster of one row (its only candidate anyway).
-
-    The rows are sorted by cluster, so that a block of rows needs only the column blocks that hold
-    its clusters: the work is ``Σ_c size_c² · d``, not ``n² · d``."""
-    n, d = x.shape
-    perm = jnp.lexsort((jnp.arange(n), assign))
-    xs, cs = x[perm], assign[perm]
-    sq = jnp.sum(xs * xs, axis=1)
-    block = max(8, min(n, 512))
-    nb = -(-n // block)
-    xs_p = jnp.pad(xs, [(0, nb * block - n), (0, 0)])
-    cs_p = jnp.pad(cs, (0, nb * block - n), constant_values=-1)
-    sq_p = jnp.pad(sq, (0, nb * block - n))
-    k = min(n_neighbors, n - 1)
-
-    def row_block(b):
-        start = b * block
-        rows = jax.lax.dynamic_slice_in_dim(xs_p, start, block)
-        rc = jax.lax.dynamic_slice_in_dim(cs_p, start, block)
-        rsq = jax.lax.dynamic_slice_in_dim(sq_p, start, block)
-        ridx = start + jnp.arange(block)
-        first_c, last_c = cs[start], cs[jnp.minimum(start + block, n) - 1]
-        lo = jnp.searchsorted(cs, first_c, side="left") // block
-        hi = -(-jnp.searchsorted(cs, last_c, side="right") // block)
-
-        def body(j, best):
-            cols = jax.lax.dynamic_slice_in_dim(xs_p, j * block, block)
-            cc = jax.lax.dynamic_slice_in_dim(cs_p, j * block, block)
-            csq = jax.lax.dynamic_slice_in_dim(sq_p, j * block, block)
-            cidx = j * block + jnp.arange(block)
-            ok = (rc[:, None] == cc[None, :]) & (ridx[:, None] != cidx[None, :])
-            dist = jnp.where(ok, jnp.sqrt(_sqdist(rows, cols, rsq, csq)), jnp.inf)
-            return -jax.lax.top_k(-jnp.concatenate([best, dist], axis=1), k)[0]
-
-        return jax.lax.fori_loop(lo, hi, body, jnp.full((block, k), jnp.inf, x.dtype))
-
-    nearest = jax.lax.map(row_block, jnp.arange(nb)).reshape(nb * block, k)[:n]   # ascending
-    size = jnp.searchsorted(cs, cs, side="right") - jnp.searchsorted(cs, cs, side="left")
-    used = jnp.minimum(k, size // 2)
-    mask = jnp.arange(k)[None, :] < used[:, None]
-    mean = jnp.sum(jnp.where(mask, nearest, 0.0), axis=1) / jnp.maximum(used, 1)
-    typ_sorted = jnp.where(used > 0, 1 / mean, 0.0)
-    return jnp.zeros(n, x.dtype).at[perm].set(typ_sorted)
+    0 in a cluster of one row (its only candidate anyway). ``size``: that number for every row
+    (counted here when not given); ``layout``: how ``x`` is sharded along its rows (None: not)."""
+    if size is None:
+        ordered = jnp.sort(assign)
+        size = jnp.searchsorted(ordered, assign, side="right") - jnp.searchsorted(ordered, assign, side="left")
+    body = functools.partial(_typicality_body, k=min(n_neighbors, x.shape[0] - 1))
+    return _on_rows(layout, body, (x, assign, size))
 
 
 def typiclust_order(assign_pool, assign_labeled, typicality, c: int):
@@ -211,40 +335,96 @@ def typiclust_order(assign_pool, assign_labeled, typicality, c: int):
     return jnp.lexsort((cluster_rank[assign_pool], rank, small)).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("k", "n_neighbors"))
-def _typiclust_kernel(key, x, labeled, *, k: int, n_neighbors: int):
+
+
+@functools.partial(jax.jit, static_argnames=("k", "n_neighbors", "layout"))
+def _typiclust_kernel(key, x, labeled, *, k: int, n_neighbors: int, layout=None):
     x, labeled = _centred(x, labeled)
-    n = x.shape[0]
-    both = x if labeled is None else jnp.concatenate([x, labeled])
-    c = both.shape[0] - n + k
-    _, assign = kmeans(key, both, c)
-    typicality = cluster_typicality(x, assign[:n], n_neighbors)
-    return typiclust_order(assign[:n], None if labeled is None else assign[n:], typicality, c)[:k]
+    parts = (x,) if labeled is None else (x, labeled)
+    c = sum(p.shape[0] for p in parts[1:]) + k
+    _, assign = _kmeans(key, parts, c, layout)
+    size = jnp.bincount(assign[0], length=c)[assign[0]]
+    typicality = cluster_typicality(x, assign[0], n_neighbors, size=size, layout=layout)
+    return typiclust_order(assign[0], None if labeled is None else assign[1], typicality, c)[:k]
 
 
 # ---------------------------------------------------------------------------------------------
 # ProbCover.
 
 
-def purity_delta(x, pseudo_labels, purity):
+def _against(rows, labels, cols, col_labels):
+    """Per row, the squared distance to the nearest column of another label (``inf``: none)."""
+    csq = _sqnorms(cols)
+
+    def block(_, r, rsq, rlab):
+        d2 = _sqdist(r, cols, rsq, csq)
+        return jnp.min(jnp.where(rlab[:, None] != col_labels[None, :], d2, jnp.inf), axis=1)
+
+    return _map_row_blocks(block, _row_block(rows.shape[0], cols.shape[0]), rows, _sqnorms(rows), labels)
+
+
+def _nearest_other_body(ring, x, labels, *labeled):
+    """:func:`_against` the whole pool (its blocks visiting in turn) and the labeled rows, for this
+    device's rows; with labeled rows ``(rows, labels)``, for them too (replicated)."""
+    r2 = ring.visit(lambda acc, cols: jnp.minimum(acc, _against(x, labels, *cols)),
+                    jnp.full(x.shape[0], jnp.inf, x.dtype), (x, labels))
+    if not labeled:
+        return r2
+    r2_labeled = jnp.minimum(ring.pmin(_against(*labeled, x, labels)), _against(*labeled, *labeled))
+    return jnp.minimum(r2, _against(x, labels, *labeled)), r2_labeled
+
+
+def purity_delta(x, pseudo_labels, purity, labeled=(), layout=None):
     """The largest δ whose balls ``{x' : ‖x − x'‖ < δ}`` are pure (one pseudo-label) for at least a
     fraction ``purity`` of the rows, exactly: a ball is pure iff δ ≤ ``r(x)``, the distance from x to
     the nearest row of another pseudo-label, so the purity of δ is the fraction of ``r ≥ δ``, and
-    the largest δ with purity ≥ α is the ``⌈α·n⌉``-th largest ``r`` (``inf`` with one label)."""
-    n = x.shape[0]
-    sq = jnp.sum(x * x, axis=1)
-
-    def block(rows, index):
-        lab = pseudo_labels[jnp.minimum(index, n - 1)]
-        d2 = _sqdist(rows, x, jnp.sum(rows * rows, axis=1), sq)
-        return jnp.min(jnp.where(lab[:, None] != pseudo_labels[None, :], d2, jnp.inf), axis=1)
-
-    r2 = _map_row_blocks(block, x, _row_block(n, n))
+    the largest δ with purity ≥ α is the ``⌈α·n⌉``-th largest ``r`` (``inf`` with one label).
+    ``labeled``: optional ``(rows, pseudo-labels)`` counted with the rows of ``x`` (sharded as
+    ``layout``, None: not sharded)."""
+    if labeled:
+        r2, r2_labeled = _on_rows(layout, _nearest_other_body, (x, pseudo_labels), tuple(labeled), (True, False))
+        r2 = jnp.concatenate([r2, r2_labeled])
+    else:
+        r2 = _on_rows(layout, _nearest_other_body, (x, pseudo_labels))
+    n = r2.shape[0]
     need = jnp.ceil(purity * n - 1e-9).astype(jnp.int32)      # rows whose ball must be pure
     return jnp.sqrt(jnp.sort(r2)[n - jnp.clip(need, 1, n)])
 
 
-def _probcover_greedy(key, x, labeled, delta, k: int):
+def _near_labeled_body(_, x, labeled, d2max):
+    """Whether each row lies within δ of a labeled row."""
+    sq_l = _sqnorms(labeled)
+    return _map_row_blocks(lambda _, r, rsq: jnp.any(_sqdist(r, labeled, rsq, sq_l) < d2max, axis=1),
+                           _row_block(x.shape[0], labeled.shape[0]), x, _sqnorms(x))
+
+
+def _degree_body(ring, x, uncovered, d2max):
+    """Per row, the uncovered rows of the pool (its blocks visiting in turn) within δ."""
+    def visit(degree, cols):
+        c_x, c_uncovered = cols
+        csq = _sqnorms(c_x)
+
+        def block(_, r, rsq, deg):
+            inside = (_sqdist(r, c_x, rsq, csq) < d2max) & c_uncovered[None, :]
+            return deg + jnp.sum(inside, axis=1, dtype=jnp.int32)
+
+        return _map_row_blocks(block, _row_block(x.shape[0], c_x.shape[0]), x, _sqnorms(x), degree)
+
+    return ring.visit(visit, jnp.zeros(x.shape[0], jnp.int32), (x, uncovered))
+
+
+def _drop_body(ring, x, degree, ids, d2max):
+    """``degree`` less, per row, the rows ``ids`` (pool indices, past the pool: none) within δ;
+    the devices that hold those rows hand them to all (one psum of ``len(ids)`` rows)."""
+    n_local = x.shape[0]
+    local = ids - ring.offset(n_local)
+    mine = (local >= 0) & (local < n_local)
+    pts = ring.psum(jnp.where(mine[:, None], x[jnp.clip(local, 0, n_local - 1)], 0))
+    inside = (_sqdist(x, pts, _sqnorms(x), _sqnorms(pts)) < d2max) & (ids < n_local * ring.count)[None, :]
+    return degree - jnp.sum(inside, axis=1, dtype=jnp.int32)
+
+
+def _probcover_greedy(key, x, labeled, delta, k: int, layout=None):
     """Greedy maximum coverage of the δ-balls (``j`` covers ``i`` iff ``‖x_i − x_j‖ < δ``): each
     step picks the row whose ball holds the most uncovered rows (lowest index on ties) and marks
     them covered. Degrees (uncovered rows per ball) are built once and then decremented by the
@@ -252,20 +432,12 @@ def _probcover_greedy(key, x, labeled, delta, k: int):
     whole run costs about two ``n × n`` distance passes however large ``k`` is."""
     n = x.shape[0]
     d2max = jnp.asarray(delta, x.dtype) ** 2
-    sq = jnp.sum(x * x, axis=1)
+    sq = _sqnorms(x)
     rows = jnp.arange(n, dtype=jnp.int32)
     uncovered = jnp.ones(n, bool)
     if labeled is not None:
-        sq_l = jnp.sum(labeled * labeled, axis=1)
-        near = _map_row_blocks(lambda r, _: jnp.any(_sqdist(r, labeled, jnp.sum(r * r, axis=1), sq_l) < d2max, axis=1),
-                               x, _row_block(n, labeled.shape[0]))
-        uncovered = ~near
-
-    def degree_block(r, _):
-        return jnp.sum((_sqdist(r, x, jnp.sum(r * r, axis=1), sq) < d2max) & uncovered[None, :], axis=1,
-                       dtype=jnp.int32)
-
-    degree = _map_row_blocks(degree_block, x, _row_block(n, n))
+        uncovered = ~_on_rows(layout, _near_labeled_body, (x,), (labeled, d2max))
+    degree = _on_rows(layout, _degree_body, (x, uncovered), (d2max,))
     block = min(_COVER_BLOCK, n)
 
     def step(t, state):
@@ -274,18 +446,15 @@ def _probcover_greedy(key, x, labeled, delta, k: int):
         j = jnp.argmax(best).astype(jnp.int32)
         # Every row covered: the remaining picks are uniform among the unpicked rows.
         noise = jax.random.uniform(jax.random.fold_in(key, t), (n,))
-        j = jnp.where(best[j] > 0, j, jnp.argmax(jnp.where(picked, -1.0, noise)).astype(jnp.int32))
-        new = uncovered & (_sqdist(x, x[j][None], sq, sq[j][None])[:, 0] < d2max)
+        j = jnp.where(take_row(best, j) > 0, j, jnp.argmax(jnp.where(picked, -1.0, noise)).astype(jnp.int32))
+        new = uncovered & (_sqdist(x, take_row(x, j)[None], sq, take_row(sq, j)[None])[:, 0] < d2max)
         count = jnp.sum(new)
         index = jnp.nonzero(new, size=n, fill_value=n)[0]
         index = jnp.pad(index, (0, block), constant_values=n)
 
         def drop(b, degree):
             ids = jax.lax.dynamic_slice_in_dim(index, b * block, block)
-            valid = ids < n
-            pts = x[jnp.minimum(ids, n - 1)]
-            inside = (_sqdist(x, pts, sq, sq[jnp.minimum(ids, n - 1)]) < d2max) & valid[None, :]
-            return degree - jnp.sum(inside, axis=1, dtype=jnp.int32)
+            return _on_rows(layout, _drop_body, (x, degree), (ids, d2max))
 
         degree = jax.lax.fori_loop(0, -(-count // block), drop, degree)
         return degree, uncovered & ~new, picked | (rows == j), picks.at[t].set(j)
@@ -294,15 +463,14 @@ def _probcover_greedy(key, x, labeled, delta, k: int):
     return jax.lax.fori_loop(0, k, step, state)[3]
 
 
-@functools.partial(jax.jit, static_argnames=("k", "n_classes"))
-def _probcover_kernel(key, x, labeled, delta, purity, *, k: int, n_classes: int | None):
+@functools.partial(jax.jit, static_argnames=("k", "n_classes", "layout"))
+def _probcover_kernel(key, x, labeled, delta, purity, *, k: int, n_classes: int | None, layout=None):
     x, labeled = _centred(x, labeled)
     cluster_key, fill_key = jax.random.split(key)
     if n_classes is not None:
-        both = x if labeled is None else jnp.concatenate([x, labeled])
-        _, pseudo = kmeans(cluster_key, both, n_classes)
-        delta = purity_delta(both, pseudo, purity)
-    return _probcover_greedy(fill_key, x, labeled, delta, k), delta
+        _, pseudo = _kmeans(cluster_key, (x,) if labeled is None else (x, labeled), n_classes, layout)
+        delta = purity_delta(x, pseudo[0], purity, () if labeled is None else (labeled, pseudo[1]), layout)
+    return _probcover_greedy(fill_key, x, labeled, delta, k, layout), delta
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,6 +495,17 @@ def _check_embeddings(fn: str, embedding, k, key, labeled):
     _validate.check_finite_each(fn, [("the values of argument `embedding`", embedding)] +
                                 ([] if labeled is None else [("the values of argument `labeled`", labeled)]))
     return key, embedding, k, labeled
+
+
+def _placed(fn: str, embedding, labeled):
+    """``(embedding, labeled, layout)``: the embedding moved off Explicit mesh axes (the kernels
+    leave the partitioning of their light steps to XLA) and its row layout (None: not sharded);
+    with a layout, the labeled rows replicated on its mesh (the kernels read them whole)."""
+    embedding, labeled = auto_axes(embedding), auto_axes(labeled)
+    layout = row_layout(fn, "embedding", embedding)
+    if layout is not None and labeled is not None and not isinstance(labeled, jax.core.Tracer):
+        labeled = jax.device_put(labeled, NamedSharding(layout.mesh, PartitionSpec()))
+    return embedding, labeled, layout
 
 
 def typiclust(embedding, k: int, *, key=0, labeled=None, n_neighbors: int = 20) -> jax.Array:
@@ -363,6 +542,12 @@ def typiclust(embedding, k: int, *, key=0, labeled=None, n_neighbors: int = 20) 
     Memory is O((n + m)·(K + d) + block): distances come in blocks of rows; the neighbours are
     searched within clusters only (rows sorted by cluster), ``Σ_c size_c² · d`` work.
 
+    Several devices: ``embedding`` sharded along its rows (a ``NamedSharding``; Explicit mesh
+    axes too) stays on its devices: each device assigns its own rows and adds them into the
+    cluster sums (one all-reduce of ``clusters × d`` per Lloyd iteration), and the neighbour
+    search hands each device's block of rows on around the devices (each device holds its rows and
+    one visiting block). The seeding moves one row per centre. Same picks as on one device.
+
     Args:
       embedding: ``(n, d)`` floating embedding of the pool.
       k: number of picks, a Python int in ``[1, n]``.
@@ -392,7 +577,8 @@ def typiclust(embedding, k: int, *, key=0, labeled=None, n_neighbors: int = 20) 
     if n_neighbors > n - 1:
         raise ValueError(_validate.message(fn, "n_neighbors", f"at most n − 1 = {n - 1}: the pool has {n} points "
                                            "and a point is not its own neighbour", n_neighbors))
-    return _typiclust_kernel(key, embedding, labeled, k=k, n_neighbors=n_neighbors)
+    embedding, labeled, layout = _placed(fn, embedding, labeled)
+    return _typiclust_kernel(key, embedding, labeled, k=k, n_neighbors=n_neighbors, layout=layout)
 
 
 def _check_delta(fn: str, delta, purity, n_classes, n_total: int):
@@ -441,6 +627,12 @@ def probcover(embedding, k: int, *, key=0, labeled=None, delta=None, purity: flo
     hold them, 256 of them per matrix product, so all ``k`` steps together cost about one more
     ``n × n`` pass; the purity rule adds one more. Memory is O(n·d) plus a 64 MiB block.
 
+    Several devices: ``embedding`` sharded along its rows (a ``NamedSharding``; Explicit mesh
+    axes too) stays on its devices: the ball sizes and the purity rule's distances hand each
+    device's block of rows on around the devices (each device holds its rows and one visiting
+    block), and a step moves the picked row and the newly covered rows (256 at a time), with
+    one number per point for the coverage. Same picks as on one device.
+
     Args:
       embedding: ``(n, d)`` floating embedding of the pool.
       k: number of picks, a Python int in ``[1, n]``.
@@ -468,6 +660,7 @@ def probcover(embedding, k: int, *, key=0, labeled=None, delta=None, purity: flo
     key, embedding, k, labeled = _check_embeddings(fn, embedding, k, key, labeled)
     n_total = embedding.shape[0] + (0 if labeled is None else labeled.shape[0])
     delta, purity, n_classes = _check_delta(fn, delta, purity, n_classes, n_total)
+    embedding, labeled, layout = _placed(fn, embedding, labeled)
     picks, _ = _probcover_kernel(key, embedding, labeled, jnp.float32(0.0) if delta is None else delta, purity,
-                                 k=k, n_classes=n_classes)
+                                 k=k, n_classes=n_classes, layout=layout)
     return picks

@@ -221,9 +221,9 @@ def explicit_axes_mesh():
 
 @check
 def explicit_axes_mesh_coldstart():
-    # The cold start selectors on a jax.make_mesh (Explicit axes) pool. Known gap: they do not move
-    # the pool to Auto axes as the other selectors do (_sharding.auto_axes), and their kernels' x[i]
-    # raises ShardingTypeError; reported as xfail while it does. Same picks wherever they run.
+    # The cold start selectors on a jax.make_mesh (Explicit axes) pool: the front doors move it to
+    # Auto axes (_sharding.auto_axes) like the other selectors'. Same picks wherever they run; a
+    # ShardingTypeError would be the known gap (reported as xfail) coming back.
     rows = NamedSharding(jax.make_mesh((8,), ("data",)), P("data"))
     feats = factored(0, 256).h
     labeled = feats[:20] + 0.5
@@ -333,37 +333,43 @@ def pool_collectives(hlo: str, min_size: int):
 
 @check
 def hlo_coldstart_no_gather_of_the_pool():
-    # TypiClust and ProbCover have no sharding-aware code of their own: their jitted kernels are
-    # left to XLA's partitioner. Known gap: it all-gathers the n × d pool (k-means++ seeding's x[i],
-    # TypiClust's sort by cluster, ProbCover's n × n degree pass and its x[j] per step) and
-    # n-vectors (norms, assignments, degrees). Reported as xfail until the kernels keep it sharded.
+    # TypiClust's and ProbCover's kernels as the front doors call them on a sharded pool (its row
+    # layout static). Their pairwise passes (typicality, ProbCover's degrees, the purity rule) need
+    # every pair of rows to meet, so rows must cross devices: each device's block is handed on around
+    # the devices (a collective-permute of one block, local x d), never gathered. So the bound here
+    # is one device's block of the pool: no collective may move more than local x d elements (the
+    # pool is n x d = 8 blocks). Below it, as in the design: single rows, the 256 newly covered rows
+    # of a ProbCover step, per-cluster sums (clusters x d) and vectors of one number per point.
     n, d = 8 * 512, 32
     local = n // 8
     x = shard(jnp.asarray(np.random.default_rng(0).normal(size=(n, d)), jnp.float32))
     labeled = jnp.ones((300, d))
+    layout = _sharding.row_layout("t", "embedding", x)
     typiclust, probcover = aljax._coldstart._typiclust_kernel, aljax._coldstart._probcover_kernel
     cases = {
-        "typiclust": lambda: typiclust.lower(jax.random.key(0), x, None, k=50, n_neighbors=20),
-        "typiclust labeled": lambda: typiclust.lower(jax.random.key(0), x, labeled, k=50, n_neighbors=20),
+        "typiclust": lambda: typiclust.lower(jax.random.key(0), x, None, k=50, n_neighbors=20, layout=layout),
+        "typiclust labeled": lambda: typiclust.lower(jax.random.key(0), x, labeled, k=50, n_neighbors=20,
+                                                     layout=layout),
         "probcover delta": lambda: probcover.lower(jax.random.key(0), x, None, jnp.float32(3.0), 0.95,
-                                                   k=50, n_classes=None),
+                                                   k=50, n_classes=None, layout=layout),
+        "probcover delta labeled": lambda: probcover.lower(jax.random.key(0), x, labeled, jnp.float32(3.0), 0.95,
+                                                           k=50, n_classes=None, layout=layout),
         "probcover purity rule": lambda: probcover.lower(jax.random.key(0), x, None, jnp.float32(0.0), 0.95,
-                                                         k=50, n_classes=10),
+                                                         k=50, n_classes=10, layout=layout),
+        "probcover purity rule labeled": lambda: probcover.lower(jax.random.key(0), x, labeled, jnp.float32(0.0),
+                                                                 0.95, k=50, n_classes=10, layout=layout),
     }
-    gaps = []
     for name, lower in cases.items():
         hlo = lower().compile().as_text()
         found = collectives(hlo)
         assert found, f"{name}: no collectives at all; was the kernel partitioned?"
-        big = [c for c in found if c[1] >= local]
-        if big:
-            whole = pool_collectives(hlo, n * d)
-            vectors = len(big) - len(whole)
-            gaps.append(f"{name}: {len(big)} collectives moving >= {local} elements (pool {n} x {d}, "
-                        f"{local} rows per device); {len(whole)} of them the whole pool or more: " + "; ".join(whole)
-                        + f"; the other {vectors} smaller (n-vectors: norms, assignments, sort keys, degrees)")
-    if gaps:
-        raise KnownGap(" || ".join(gaps))
+        assert any(op == "collective-permute" for op, _ in found), f"{name}: no block handed on: {found}"
+        big = pool_collectives(hlo, local * d + 1)
+        assert not big, f"{name}: collectives moving more than one device's block of the pool ({local} x {d}): {big}"
+    # The detector itself: the same kernel left to XLA's partitioner (no layout, as under a caller's
+    # jit, where the pool's sharding is not visible) all-gathers the pool.
+    hlo = probcover.lower(jax.random.key(0), x, None, jnp.float32(3.0), 0.95, k=50, n_classes=None).compile()
+    assert pool_collectives(hlo.as_text(), n * d), collectives(hlo.as_text())
 
 
 # ---------------------------------------------------------------- bad input

@@ -23,9 +23,9 @@ CHECKS = ["kmeans_pp_factored_and_dense", "kmeans_pp_uniform_fill_when_sharded",
 
 # Checks that may report "xfail: <why>" (a known shortcoming of aljax, described in the check): the
 # test is marked xfail with that message; once the check reports "ok" it passes like the others.
-# TypiClust's and ProbCover's kernels all-gather the n × d pool under XLA's partitioner, and raise
-# ShardingTypeError on an Explicit-axes pool (no _sharding.auto_axes as in the other selectors).
-KNOWN_GAPS = {"hlo_coldstart_no_gather_of_the_pool", "explicit_axes_mesh_coldstart"}
+# None at present: the cold start kernels (TypiClust, ProbCover), the last listed here, now keep a
+# sharded pool on its devices and accept an Explicit-axes pool.
+KNOWN_GAPS: set = set()
 
 
 # The fast tier runs these in a subprocess of their own; the full list runs with the slow tests.
