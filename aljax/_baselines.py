@@ -104,9 +104,10 @@ def _select_by_score(logits: jax.Array, score: Callable, k: int) -> jax.Array:
     return _scores.top_k(score(logits), k)
 
 
-@functools.partial(jax.jit, static_argnames=("score", "k", "mode"))
-def _draw_by_score(key: jax.Array, logits: jax.Array, beta, score: Callable, k: int, mode: str) -> jax.Array:
-    return _stochastic.draw_acquisition(key, score(logits), k, mode, beta)
+@functools.partial(jax.jit, static_argnames=("score", "k", "mode", "layout"))
+def _draw_by_score(key: jax.Array, logits: jax.Array, beta, score: Callable, k: int, mode: str,
+                   layout) -> jax.Array:
+    return _stochastic.draw_acquisition(key, score(logits), k, mode, beta, layout)
 
 
 def _uncertainty(fn: str, score: Callable, params, apply_fn, pool, k, key, batch_size, problem_type,
@@ -119,7 +120,8 @@ def _uncertainty(fn: str, score: Callable, params, apply_fn, pool, k, key, batch
         logits = _pool_logits(fn, params, apply_fn, pool, k, batch_size)
         if stochastic is None:
             return _select_by_score(logits, score, k)
-        return _draw_by_score(key, logits, beta, score, k, stochastic)
+        logits = auto_axes(logits)
+        return _draw_by_score(key, logits, beta, score, k, stochastic, row_layout(fn, "pool", logits))
 
 
 _SELECTOR_ARGS = """
@@ -348,8 +350,9 @@ def bald(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 2
         _validate.check_finite(fn, "the MC-averaged probabilities and entropies", mean_probs, mean_entropy)
         if stochastic is None:
             return _select_bald(mean_probs, mean_entropy, k)
+        mean_probs, mean_entropy = auto_axes((mean_probs, mean_entropy))
         return _draw_bald(jax.random.fold_in(key, _stochastic.BALD_DRAW), mean_probs, mean_entropy, beta, k,
-                          stochastic)
+                          stochastic, row_layout(fn, "pool", mean_probs))
 
 
 @functools.partial(jax.jit, static_argnames="k")
@@ -357,9 +360,10 @@ def _select_bald(mean_probs, mean_entropy, k: int) -> jax.Array:
     return _scores.top_k(_scores.bald_from_parts(mean_probs, mean_entropy), k)
 
 
-@functools.partial(jax.jit, static_argnames=("k", "mode"))
-def _draw_bald(key, mean_probs, mean_entropy, beta, k: int, mode: str) -> jax.Array:
-    return _stochastic.draw_acquisition(key, _scores.bald_from_parts(mean_probs, mean_entropy), k, mode, beta)
+@functools.partial(jax.jit, static_argnames=("k", "mode", "layout"))
+def _draw_bald(key, mean_probs, mean_entropy, beta, k: int, mode: str, layout) -> jax.Array:
+    return _stochastic.draw_acquisition(key, _scores.bald_from_parts(mean_probs, mean_entropy), k, mode, beta,
+                                        layout)
 
 
 # ---------------------------------------------------------------------------------------------

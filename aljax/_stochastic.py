@@ -5,8 +5,9 @@ The draw is Gumbel-top-k: add independent Gumbel(0, 1) noise to each point's log
 the ``k`` largest. The result follows the Plackett–Luce law, i.e. sequential sampling without
 replacement: the first pick is ``i`` with probability ``w_i / Σ_j w_j``, the next among the rest
 in proportion to their weights, and so on (Yellott 1977; Kool, van Hoof & Welling, ICML 2019).
-One elementwise pass and one ``lax.top_k``: it runs on a sharded score vector as XLA partitions
-it, with no host round trip.
+One elementwise pass and one ``lax.top_k``, with no host round trip; on a score vector sharded
+over devices, the top-k runs per device first (``shard_map``), so only ``k`` candidates per device
+cross.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec
 
 from . import _validate
-from ._sharding import auto_axes
+from ._sharding import RowLayout, auto_axes, row_layout
 
 MODES = ("power", "softmax", "softrank")
 # The draw of the BALD front doors, whose `key` also drives the MC passes
@@ -58,9 +60,30 @@ def _log_weights(scores: jax.Array, beta, mode: str) -> jax.Array:
     return -beta * jnp.log(rank)
 
 
-@functools.partial(jax.jit, static_argnames=("k", "mode"))
-def gumbel_top_k(key: jax.Array, scores: jax.Array, beta, *, k: int, mode: str) -> jax.Array:
-    """Gumbel-top-k on valid input (finite scores, non-negative for ``"power"``, ``beta > 0``).
+def _top_k(values: jax.Array, k: int, layout: RowLayout | None) -> jax.Array:
+    """The indices of ``lax.top_k(values, k)``; on a vector sharded in ``layout.shards`` blocks,
+    the top ``k`` of each block on its own device (``shard_map``), then the top ``k`` of those
+    candidates: only ``shards·k`` numbers cross devices, where XLA would all-gather the vector.
+    The same indices, ties included (to the lowest index: the blocks are in index order, and so
+    are equal values within a block's top ``k``)."""
+    if layout is None:
+        return jax.lax.top_k(values, k)[1]
+    size = values.shape[0] // layout.shards
+    rows = PartitionSpec(layout.axes)
+
+    def block(v):
+        best, where = jax.lax.top_k(v, min(k, size))
+        return best, where + jax.lax.axis_index(layout.axes) * size
+
+    best, where = jax.shard_map(block, mesh=layout.mesh, in_specs=rows, out_specs=(rows, rows))(values)
+    return where[jax.lax.top_k(best, k)[1]]
+
+
+@functools.partial(jax.jit, static_argnames=("k", "mode", "layout"))
+def gumbel_top_k(key: jax.Array, scores: jax.Array, beta, *, k: int, mode: str,
+                 layout: RowLayout | None = None) -> jax.Array:
+    """Gumbel-top-k on valid input (finite scores, non-negative for ``"power"``, ``beta > 0``);
+    ``layout``: how ``scores`` is sharded, if it is (the top-k then runs per block first).
 
     Points of zero weight (a zero score under ``"power"``, or a weight that underflows to 0) come
     after every positive one, in a uniformly random order: a second ``top_k`` on the noise
@@ -69,20 +92,24 @@ def gumbel_top_k(key: jax.Array, scores: jax.Array, beta, *, k: int, mode: str) 
     scores = scores.astype(dtype)
     log_w = _log_weights(scores, jnp.asarray(beta, dtype), mode)
     noise = jax.random.gumbel(key, scores.shape, dtype)
+    if layout is not None:
+        noise = jax.lax.with_sharding_constraint(noise, layout.sharding(1))
     drawable = log_w > -jnp.inf
-    first = jax.lax.top_k(jnp.where(drawable, log_w + noise, -jnp.inf), k)[1]
-    fill = jax.lax.top_k(jnp.where(drawable, -jnp.inf, noise), k)[1]
+    first = _top_k(jnp.where(drawable, log_w + noise, -jnp.inf), k, layout)
+    fill = _top_k(jnp.where(drawable, -jnp.inf, noise), k, layout)
     count = jnp.sum(drawable, dtype=jnp.int32)
     place = jnp.arange(k, dtype=jnp.int32)
     return jnp.where(place < count, first, fill[jnp.clip(place - count, 0, k - 1)]).astype(jnp.int32)
 
 
-def draw_acquisition(key: jax.Array, scores: jax.Array, k: int, mode: str, beta) -> jax.Array:
+def draw_acquisition(key: jax.Array, scores: jax.Array, k: int, mode: str, beta,
+                     layout: RowLayout | None = None) -> jax.Array:
     """The front doors' draw on the library's own scores (non-negative by construction): rounding
-    noise below 0 counts as 0 under ``"power"``. Traceable (called inside jitted selections)."""
+    noise below 0 counts as 0 under ``"power"``. Traceable (called inside jitted selections);
+    ``layout``: the pool's, when it is sharded."""
     if mode == "power":
         scores = jnp.maximum(scores, 0.0)
-    return gumbel_top_k(key, scores, beta, k=k, mode=mode)
+    return gumbel_top_k(key, scores, beta, k=k, mode=mode, layout=layout)
 
 
 @jax.jit
@@ -119,8 +146,10 @@ def stochastic_top_k(key, scores, k: int, *, mode: str = "power", beta: float = 
 
     The arguments come in the order of ``jax.random``'s samplers: the key first (unlike the
     selectors' keyword ``key=``). The same key gives the same picks, with or without ``jax.jit``.
-    A score vector sharded along its axis (a ``NamedSharding``) stays sharded: each device
-    perturbs its own scores; only the top-``k`` candidates cross devices.
+    A score vector sharded along its axis (a ``NamedSharding``) stays sharded under ``"power"``
+    and ``"softmax"``: each device perturbs its own scores and takes their top ``k``; only those
+    candidates (``k`` per device) cross devices, and the picks equal those on one device.
+    ``"softrank"`` ranks the whole vector (a sort, which XLA gathers onto each device).
 
     Args:
       key: int seed or ``jax.random`` key.
@@ -158,4 +187,5 @@ def stochastic_top_k(key, scores, k: int, *, mode: str = "power", beta: float = 
                 fn, "scores", "non-negative for mode='power' (the weights are scores**beta; mode='softmax' or "
                 "'softrank' take scores of any sign)", f"{int(negatives)} negative value(s), the smallest "
                 f"{float(smallest):.6g}"))
-    return gumbel_top_k(key, auto_axes(jnp.asarray(scores)), beta, k=k, mode=mode)
+    scores = auto_axes(jnp.asarray(scores))
+    return gumbel_top_k(key, scores, beta, k=k, mode=mode, layout=row_layout(fn, "scores", scores))
