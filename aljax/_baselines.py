@@ -149,8 +149,8 @@ _SELECTOR_ARGS = """
         ``stochastic``).
 
     Returns:
-      ``(k,)`` int32 unique indices into ``pool``: highest score first, ties broken by the
-      lowest index; with ``stochastic``, in draw order.
+      ``(k,)`` int32 unique indices into ``pool``, highest score first and ties broken by the
+      lowest index (in draw order with ``stochastic``).
 """
 
 
@@ -306,8 +306,8 @@ def bald(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 2
         ``stochastic``).
 
     Returns:
-      ``(k,)`` int32 unique indices into ``pool``: highest score first, ties broken by the
-      lowest index; with ``stochastic``, in draw order.
+      ``(k,)`` int32 unique indices into ``pool``, highest score first and ties broken by the
+      lowest index (in draw order with ``stochastic``).
 
     Example:
       >>> import jax, jax.numpy as jnp, aljax

@@ -131,7 +131,7 @@ def stochastic_top_k(key, scores, k: int, *, mode: str = "power", beta: float = 
       score has weight 0: it is never drawn while a positive one is left. If fewer than ``k``
       scores are positive, all of them are drawn first (in the law below) and the remaining places
       are filled uniformly at random from the zero-score points (never a duplicate, never an
-      error), as :func:`kmeans_pp` fills once every distance is 0.
+      error), as :func:`aljax.kmeans_pp` fills once every distance is 0.
     * ``"softmax"``: ``w_i = exp(β s_i)``, for scores of any sign.
     * ``"softrank"``: ``w_i = rank_i**(−β)``, rank 1 the highest score (equal scores ranked by
       index, as :func:`aljax.scores.top_k` orders them): only the order of the scores matters.

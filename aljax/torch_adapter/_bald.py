@@ -69,8 +69,8 @@ def bald(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, max_
       beta: the draw's inverse temperature, a finite number ``> 0``.
 
     Returns:
-      ``(k,)`` int32 unique indices into ``pool``: highest score first, ties to the lowest index;
-      with ``stochastic``, in draw order.
+      ``(k,)`` int32 unique indices into ``pool``, highest score first and ties to the lowest
+      index (in draw order with ``stochastic``).
 
     Example:
       >>> import torch, aljax.torch_adapter as ta

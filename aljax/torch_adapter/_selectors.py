@@ -252,8 +252,8 @@ def margin(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, he
       beta: the draw's inverse temperature, a finite number ``> 0``.
 
     Returns:
-      ``(k,)`` int32 unique indices into ``pool``: highest score first; with ``stochastic``, in
-      draw order.
+      ``(k,)`` int32 unique indices into ``pool``, highest score first (in draw order with
+      ``stochastic``).
 
     Example:
       >>> import torch, aljax.torch_adapter as ta
@@ -305,8 +305,8 @@ def entropy(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, h
       beta: the draw's inverse temperature, a finite number ``> 0``.
 
     Returns:
-      ``(k,)`` int32 unique indices into ``pool``: highest score first; with ``stochastic``, in
-      draw order.
+      ``(k,)`` int32 unique indices into ``pool``, highest score first (in draw order with
+      ``stochastic``).
 
     Example:
       >>> import torch, aljax.torch_adapter as ta
@@ -358,8 +358,8 @@ def least_confidence(model, pool, k: int, *, key=0, batch_size: int = 256, devic
       beta: the draw's inverse temperature, a finite number ``> 0``.
 
     Returns:
-      ``(k,)`` int32 unique indices into ``pool``: highest score first; with ``stochastic``, in
-      draw order.
+      ``(k,)`` int32 unique indices into ``pool``, highest score first (in draw order with
+      ``stochastic``).
 
     Example:
       >>> import torch, aljax.torch_adapter as ta
