@@ -7,8 +7,9 @@ module imports only modules of its own layer or of the layers listed before it
 1. ``_validate``, ``_progress``: argument checks with one message style; progress bars.
 2. ``_types``, ``_padding``, ``_linalg``, ``_sharding``, ``_pool``: embedding containers, size
    buckets, small linear algebra, row layouts over devices, chunking and streaming a pool.
-3. ``_dense_head``, ``_embeddings``, ``_scores``, ``scores``, ``stopping``: from a model to
-   embeddings and scores; stopping criteria over the predictions of successive rounds.
+3. ``_dense_head``, ``_embeddings``, ``_scores``, ``scores``, ``_stochastic``, ``stopping``: from a
+   model to embeddings and scores; stochastic batch acquisition on scores; stopping criteria over
+   the predictions of successive rounds.
 4. ``_badge``, ``_bait``, ``_vessal``, ``_baselines``, ``_coldstart``: selectors (arrays in,
    indices out) and the JAX front doors that embed a pool and call them.
 5. ``_strategies``: strategy name → embedding of a model's outputs → selector.
@@ -17,7 +18,8 @@ module imports only modules of its own layer or of the layers listed before it
 8. ``_labelpool``, ``_simulate``, ``_plot``: the experiment harness.
 
 Every public function follows one calling convention (``docs/api.md``): selectors take
-``(embedding, k, *, key=0, labeled=None, ...)``, front doors ``(params, apply_fn, pool, k, *,
+``(embedding, k, *, key=0, labeled=None, ...)``, the draw on scores ``(key, scores, k, *, ...)``
+(as ``jax.random``'s samplers), front doors ``(params, apply_fn, pool, k, *,
 key=0, labeled=None, batch_size=256, features_fn=None, problem_type="classification", ...)``.
 Without ``key=`` every call uses key 0: in a loop, pass a fresh key each round.
 """
@@ -37,6 +39,9 @@ from ._baselines import k_center_greedy as k_center_greedy
 from ._coldstart import probcover as probcover
 from ._coldstart import typiclust as typiclust
 from ._vessal import volume_stream as volume_stream
+
+# Selectors on scores: (key, scores, k, *, ...), in jax.random's order
+from ._stochastic import stochastic_top_k as stochastic_top_k
 
 # Front doors: (params, apply_fn, pool, k, *, ...)
 from ._badge import badge as badge
@@ -77,6 +82,8 @@ __all__ = [
     "probcover",
     "typiclust",
     "volume_stream",
+    # Selectors on scores
+    "stochastic_top_k",
     # Front doors
     "badge",
     "bait",

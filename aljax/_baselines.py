@@ -14,7 +14,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from . import _progress, _scores, _validate
+from . import _progress, _scores, _stochastic, _validate
 from ._embeddings import cached, check_outputs, logits_and_features, output_shape
 from ._linalg import HIGHEST
 from ._padding import BUCKET_MAX_BYTES, nbytes, pad_to_bucket
@@ -104,14 +104,24 @@ def _select_by_score(logits: jax.Array, score: Callable, k: int) -> jax.Array:
     return _scores.top_k(score(logits), k)
 
 
+@functools.partial(jax.jit, static_argnames=("score", "k", "mode", "layout"))
+def _draw_by_score(key: jax.Array, logits: jax.Array, beta, score: Callable, k: int, mode: str,
+                   layout) -> jax.Array:
+    return _stochastic.draw_acquisition(key, score(logits), k, mode, beta, layout)
+
+
 def _uncertainty(fn: str, score: Callable, params, apply_fn, pool, k, key, batch_size, problem_type,
-                 progress) -> jax.Array:
+                 progress, stochastic, beta) -> jax.Array:
     with _progress.scope(fn, progress):
         _validate.check_params(fn, params)
         _validate.check_problem_type(fn, problem_type, fn)
-        k, _, batch_size = _check_common(fn, pool, k, key, batch_size)
+        k, key, batch_size = _check_common(fn, pool, k, key, batch_size)
+        stochastic, beta = _stochastic.check_options(fn, stochastic, beta)
         logits = _pool_logits(fn, params, apply_fn, pool, k, batch_size)
-        return _select_by_score(logits, score, k)
+        if stochastic is None:
+            return _select_by_score(logits, score, k)
+        logits = auto_axes(logits)
+        return _draw_by_score(key, logits, beta, score, k, stochastic, row_layout(fn, "pool", logits))
 
 
 _SELECTOR_ARGS = """
@@ -122,36 +132,47 @@ _SELECTOR_ARGS = """
       pool: ``(n, ...)`` array or pytree of arrays, run through ``apply_fn`` in chunks, or an
         iterable of batches of such arrays (read once).
       k: number of points, a Python int in ``[1, n]``.
-      key: accepted and ignored (the selection is deterministic).
+      key: int seed or ``jax.random`` key of the draw with ``stochastic``; ignored without it
+        (the top ``k`` are deterministic).
       batch_size: rows per forward chunk.
       problem_type: ``"classification"`` only (accepted for a uniform signature: the score needs
         class probabilities).
       progress: progress bars for the forward pass and the selection: ``None`` (default) shows
         them when stderr is a terminal, once the work has run for two seconds; ``True``
         always (needs tqdm); ``False`` never.
+      stochastic: ``None`` (default) for the top ``k``; ``"power"``, ``"softmax"`` or
+        ``"softrank"`` to draw the batch without replacement with weights ``score**beta``,
+        ``exp(beta·score)`` or ``rank**(−beta)`` (Kirsch et al., TMLR 2023): the picks equal
+        ``aljax.stochastic_top_k(key, score, k, mode=stochastic, beta=beta)`` on the score
+        above, which is ``>= 0`` and larger for the more uncertain points.
+      beta: the draw's inverse temperature, a finite number ``> 0`` (checked even without
+        ``stochastic``).
 
     Returns:
-      ``(k,)`` int32 unique indices into ``pool``, highest score first, ties broken by the
-      lowest index.
+      ``(k,)`` int32 unique indices into ``pool``, highest score first and ties broken by the
+      lowest index (in draw order with ``stochastic``).
 """
 
 
 def least_confidence(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 256,
-                     problem_type: str = "classification", progress: bool | None = None) -> jax.Array:
+                     problem_type: str = "classification", progress: bool | None = None,
+                     stochastic: str | None = None, beta: float = 1.0) -> jax.Array:
     return _uncertainty("least_confidence", _scores.least_confidence, params, apply_fn, pool, k, key, batch_size,
-                        problem_type, progress)
+                        problem_type, progress, stochastic, beta)
 
 
 def margin(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 256,
-           problem_type: str = "classification", progress: bool | None = None) -> jax.Array:
+           problem_type: str = "classification", progress: bool | None = None,
+           stochastic: str | None = None, beta: float = 1.0) -> jax.Array:
     return _uncertainty("margin", _scores.margin, params, apply_fn, pool, k, key, batch_size,
-                        problem_type, progress)
+                        problem_type, progress, stochastic, beta)
 
 
 def entropy(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 256,
-            problem_type: str = "classification", progress: bool | None = None) -> jax.Array:
+            problem_type: str = "classification", progress: bool | None = None,
+            stochastic: str | None = None, beta: float = 1.0) -> jax.Array:
     return _uncertainty("entropy", _scores.entropy, params, apply_fn, pool, k, key, batch_size,
-                        problem_type, progress)
+                        problem_type, progress, stochastic, beta)
 
 
 least_confidence.__doc__ = """Least-confidence sampling: the ``k`` points whose top predicted
@@ -167,7 +188,10 @@ least_confidence.__doc__ = """Least-confidence sampling: the ``k`` points whose 
 """
 margin.__doc__ = """Margin sampling: the ``k`` points with the smallest gap between the two most
     likely classes, score ``1 − (p₍₁₎ − p₍₂₎)`` (Scheffer et al., "Active hidden Markov models
-    for information extraction", 2001; :func:`aljax.scores.margin`).
+    for information extraction", 2001; :func:`aljax.scores.margin`). The score is one minus the
+    margin, in ``[0, 1]``, so that a small margin is a large score: with ``stochastic="power"``
+    the weights are ``(1 − (p₍₁₎ − p₍₂₎))**beta`` (a point whose top class has probability 1
+    has weight 0).
 """ + _SELECTOR_ARGS + """
     Example:
       >>> import jax, jax.numpy as jnp, aljax
@@ -234,7 +258,8 @@ def _with_row_index(fn: str, pool):
 
 
 def bald(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 256,
-         problem_type: str = "classification", mc_samples: int = 20, progress: bool | None = None) -> jax.Array:
+         problem_type: str = "classification", mc_samples: int = 20, progress: bool | None = None,
+         stochastic: str | None = None, beta: float = 1.0) -> jax.Array:
     """BALD: the ``k`` points of largest mutual information between the label and the weights,
     estimated with Monte Carlo dropout.
 
@@ -250,6 +275,12 @@ def bald(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 2
     jax.random.split(key, mc_samples)``: every row has its own masks, a function of ``key`` and
     its index only, so the picks do not depend on ``batch_size`` or on how an iterable pool is
     batched. (``apply_fn`` is vmapped over the rows of a chunk, one row per call.)
+
+    With ``stochastic`` the batch is drawn rather than taken from the top (PowerBALD with
+    ``"power"``: Kirsch et al., "Stochastic batch acquisition", TMLR 2023): the picks equal
+    ``aljax.stochastic_top_k(jax.random.fold_in(key, 0xBA1D), scores, k, mode=stochastic,
+    beta=beta)`` on the BALD scores, a key apart from the MC passes' (which are the same as
+    without ``stochastic``).
 
     Args:
       params: model parameters (any pytree).
@@ -267,10 +298,16 @@ def bald(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 2
       progress: progress bars for the forward pass and the selection: ``None`` (default) shows
         them when stderr is a terminal, once the work has run for two seconds; ``True``
         always (needs tqdm); ``False`` never.
+      stochastic: ``None`` (default) for the top ``k``; ``"power"``, ``"softmax"`` or
+        ``"softrank"`` to draw the batch without replacement with weights ``score**beta``,
+        ``exp(beta·score)`` or ``rank**(−beta)`` (see :func:`aljax.stochastic_top_k`; BALD
+        scores are ``>= 0``, 0 where the passes agree).
+      beta: the draw's inverse temperature, a finite number ``> 0`` (checked even without
+        ``stochastic``).
 
     Returns:
-      ``(k,)`` int32 unique indices into ``pool``, highest score first, ties broken by the
-      lowest index.
+      ``(k,)`` int32 unique indices into ``pool``, highest score first and ties broken by the
+      lowest index (in draw order with ``stochastic``).
 
     Example:
       >>> import jax, jax.numpy as jnp, aljax
@@ -288,6 +325,7 @@ def bald(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 2
         _validate.check_problem_type(fn, problem_type, fn)
         k, key, batch_size = _check_common(fn, pool, k, key, batch_size)
         mc_samples = _validate.check_int(fn, "mc_samples", mc_samples, low=2)
+        stochastic, beta = _stochastic.check_options(fn, stochastic, beta)
         if not callable(apply_fn):
             raise TypeError(_validate.message(fn, "apply_fn", "a callable apply_fn(params, x, key)",
                                               type(apply_fn).__name__))
@@ -310,12 +348,22 @@ def bald(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 2
         (mean_probs, mean_entropy), n = run(lambda chunk: parts_fn(params, chunk, keys))
         _validate.check_k(fn, k, n)
         _validate.check_finite(fn, "the MC-averaged probabilities and entropies", mean_probs, mean_entropy)
-        return _select_bald(mean_probs, mean_entropy, k)
+        if stochastic is None:
+            return _select_bald(mean_probs, mean_entropy, k)
+        mean_probs, mean_entropy = auto_axes((mean_probs, mean_entropy))
+        return _draw_bald(jax.random.fold_in(key, _stochastic.BALD_DRAW), mean_probs, mean_entropy, beta, k,
+                          stochastic, row_layout(fn, "pool", mean_probs))
 
 
 @functools.partial(jax.jit, static_argnames="k")
 def _select_bald(mean_probs, mean_entropy, k: int) -> jax.Array:
     return _scores.top_k(_scores.bald_from_parts(mean_probs, mean_entropy), k)
+
+
+@functools.partial(jax.jit, static_argnames=("k", "mode", "layout"))
+def _draw_bald(key, mean_probs, mean_entropy, beta, k: int, mode: str, layout) -> jax.Array:
+    return _stochastic.draw_acquisition(key, _scores.bald_from_parts(mean_probs, mean_entropy), k, mode, beta,
+                                        layout)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from . import _validate, scores
+from . import _stochastic, _validate, scores
 from ._badge import kmeans_pp
 from ._bait import fisher_greedy
 from ._baselines import k_center_greedy, random_kernel
@@ -42,7 +42,8 @@ def select_from_outputs(fn: str, strategy: str, problem_type: str, key, logits, 
 
     ``labeled`` is ``(labeled_logits, labeled_h)`` or None. Exactly one of ``k`` / ``rate``.
     ``options`` holds the algorithm's keywords (``prune``, ``lamb`` (None: the algorithm's
-    default), ``oversample``, ``rank``, ``precompute_covariance``, ``delta``).
+    default), ``oversample``, ``rank``, ``precompute_covariance``, ``delta``, and the uncertainty
+    scores' ``stochastic`` and ``beta``, already checked).
     """
     options = options or {}
     k, rate = _validate.check_k_or_rate(fn, k, rate, n)
@@ -57,7 +58,10 @@ def select_from_outputs(fn: str, strategy: str, problem_type: str, key, logits, 
     if strategy == "random":
         return random_kernel(key, n, k)
     if strategy in UNCERTAINTY:
-        return scores.top_k(getattr(scores, strategy)(logits), k)
+        score = getattr(scores, strategy)(logits)
+        if options.get("stochastic") is None:
+            return scores.top_k(score, k)
+        return _stochastic.draw_acquisition(key, score, k, options["stochastic"], options.get("beta", 1.0))
     if strategy == "coreset":
         return k_center_greedy(h, k, key=key, labeled=labeled_h)
     if strategy in COLD_START and n == 1:

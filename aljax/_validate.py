@@ -161,6 +161,19 @@ def check_floating_2d(fn: str, arg: str, x: Any) -> None:
         raise TypeError(message(fn, arg, "a floating array", f"dtype {dtype}"))
 
 
+def check_scores_1d(fn: str, scores: Any) -> None:
+    """A non-empty 1-D floating array of per-point scores (values are checked apart)."""
+    shape, dtype = getattr(scores, "shape", None), getattr(scores, "dtype", None)
+    if shape is None:
+        raise TypeError(message(fn, "scores", "an array", type(scores).__name__))
+    if len(shape) != 1:
+        raise ValueError(message(fn, "scores", "a 1-D array (n,)", f"shape {tuple(shape)}"))
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(message(fn, "scores", "a floating array", f"dtype {dtype}"))
+    if shape[0] == 0:
+        raise ValueError(message(fn, "scores", "a non-empty array", "an empty array"))
+
+
 @jax.jit
 def _all_finite(x) -> jax.Array:
     """Whether every value of ``x`` is finite, as one fused sum: ``x·0`` is 0 for a finite value

@@ -13,10 +13,10 @@ import sys
 import jax
 import numpy as np
 
-from . import _progress, _validate
+from . import _progress, _stochastic, _validate
 from ._embeddings import logits_and_features
 from ._strategies import STRATEGIES as DISPATCHED
-from ._strategies import USES_LABELED, select_from_outputs
+from ._strategies import UNCERTAINTY, USES_LABELED, select_from_outputs
 
 STRATEGIES = ("auto", *DISPATCHED)
 # strategy="auto": the cold start method while the labeled set holds at most AUTO_PER_CLASS labels
@@ -131,6 +131,11 @@ class ActiveSampler:
         faster; see :func:`aljax.kmeans_pp`).
       delta: ProbCover's ball radius; None (the default) takes the purity rule of
         :func:`aljax.probcover` with the head's number of classes (regression needs ``delta``).
+      stochastic: ``"margin"``, ``"entropy"`` and ``"least_confidence"`` only: ``None`` (the
+        default) for the top ``k``, or ``"power"``, ``"softmax"``, ``"softrank"`` to draw the
+        batch from the scores (:func:`aljax.stochastic_top_k`; Kirsch et al., TMLR 2023) with
+        the key of the ``select``; refused with any other strategy.
+      beta: the draw's inverse temperature, a finite number ``> 0``.
       progress: progress bars of each ``select`` for the forward pass and the selection:
         ``None`` (default) shows them when stderr is a terminal, once the work has run for two
         seconds; ``True`` always (needs tqdm); ``False`` never.
@@ -151,7 +156,7 @@ class ActiveSampler:
                  batch_size: int = 256, features_fn=None, head: str | None = None, device=None,
                  max_length: int | None = None, lamb: float | None = None, oversample: float = 2.0, rank: int = 1,
                  precompute_covariance: bool = False, prune: bool = False, delta: float | None = None,
-                 progress: bool | None = None):
+                 progress: bool | None = None, stochastic: str | None = None, beta: float = 1.0):
         fn = "ActiveSampler"
         self.progress = _progress.check(fn, progress)
         if not isinstance(strategy, str) or strategy not in STRATEGIES:
@@ -180,6 +185,11 @@ class ActiveSampler:
                 "k-means++ on a factored gradient embedding)", f"True with strategy={strategy!r}, "
                 f"problem_type={problem_type!r}"))
         self.prune = prune
+        self.stochastic, self.beta = _stochastic.check_options(fn, stochastic, beta)
+        if self.stochastic is not None and strategy not in UNCERTAINTY:
+            raise ValueError(_validate.message(
+                fn, "stochastic", f"None unless strategy is one of {', '.join(map(repr, UNCERTAINTY))} (it draws the "
+                "batch from their scores)", f"{stochastic!r} with strategy={strategy!r}"))
         self.batch_size = _validate.check_int(fn, "batch_size", batch_size, low=1)
         self.problem_type, self.strategy = problem_type, strategy
         self.last_strategy: str | None = None
@@ -292,7 +302,8 @@ class ActiveSampler:
             if labeled is None and self.labeled_data is not None and strategy in USES_LABELED:
                 labeled = self._outputs(self.labeled_data, "labeled_data")
             options = {"lamb": self.lamb, "oversample": self.oversample, "rank": self.rank,
-                       "precompute_covariance": self.precompute_covariance, "prune": self.prune, "delta": self.delta}
+                       "precompute_covariance": self.precompute_covariance, "prune": self.prune, "delta": self.delta,
+                       "stochastic": self.stochastic, "beta": self.beta}
             picks = select_from_outputs(fn, strategy, self.problem_type, key, logits, h, n, self.k, rate=self.rate,
                                         labeled=labeled, options=options)
             self.last_strategy = strategy

@@ -136,15 +136,7 @@ def top_k(scores, k: int) -> jax.Array:
       [1, 2]
     """
     fn = "scores.top_k"
-    shape, dtype = getattr(scores, "shape", None), getattr(scores, "dtype", None)
-    if shape is None:
-        raise TypeError(_validate.message(fn, "scores", "an array", type(scores).__name__))
-    if len(shape) != 1:
-        raise ValueError(_validate.message(fn, "scores", "a 1-D array (n,)", f"shape {tuple(shape)}"))
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(_validate.message(fn, "scores", "a floating array", f"dtype {dtype}"))
-    if shape[0] == 0:
-        raise ValueError(_validate.message(fn, "scores", "a non-empty array", "an empty array"))
-    k = _validate.check_k(fn, k, shape[0])
+    _validate.check_scores_1d(fn, scores)
+    k = _validate.check_k(fn, k, scores.shape[0])
     _validate.check_finite(fn, "the values of argument `scores`", scores)
     return _scores.top_k(jnp.asarray(scores), k)

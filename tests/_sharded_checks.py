@@ -248,6 +248,36 @@ def explicit_axes_mesh_coldstart():
         raise KnownGap("on an Explicit-axes mesh: " + "; ".join(refused))
 
 
+@check
+def stochastic_top_k_sharded():
+    # A score vector sharded over 8 devices (Auto and Explicit axes) gives the draws of one device,
+    # the zero-score fill included; so do the stochastic front doors on a sharded pool.
+    scores = jnp.asarray(np.random.default_rng(0).uniform(size=256), jnp.float32).at[::3].set(0.0)
+    explicit = NamedSharding(jax.make_mesh((8,), ("data",)), P("data"))
+    for layout in (ROWS, explicit):
+        sharded = shard(scores, layout)
+        assert is_row_sharded(sharded, layout.mesh)
+        for mode in ("power", "softmax", "softrank"):
+            for k in (1, 40, 200):   # 200 > the 170 positive scores: the fill under "power"
+                equal(aljax.stochastic_top_k(3, sharded, k, mode=mode, beta=2.0),
+                      aljax.stochastic_top_k(3, scores, k, mode=mode, beta=2.0), f"{mode} k={k}")
+    params, apply_fn, *_ = MODEL_KINDS["plain"](jax.random.key(0))
+    pool = jax.random.normal(jax.random.key(1), (400, 6))
+    for name in ("margin", "entropy", "least_confidence"):
+        equal(getattr(aljax, name)(params, apply_fn, shard(pool), 12, key=5, batch_size=16, stochastic="power"),
+              getattr(aljax, name)(params, apply_fn, pool, 12, key=5, batch_size=16, stochastic="power"), name)
+    # power and softmax keep the scores on their devices: per block a top-k, then shards·k candidates
+    # cross (softrank ranks the whole vector: a sort, which XLA gathers).
+    n = 8 * 4096
+    big = shard(jnp.asarray(np.random.default_rng(1).uniform(size=n), jnp.float32))
+    layout = _sharding.row_layout("test", "scores", big)
+    for mode in ("power", "softmax"):
+        hlo = aljax._stochastic.gumbel_top_k.lower(jax.random.key(0), big, 1.0, k=50, mode=mode,
+                                                    layout=layout).compile().as_text()
+        found = collectives(hlo)
+        assert found and not [c for c in found if c[1] >= n // 8], f"{mode}: pool-sized collectives {found}"
+
+
 # ---------------------------------------------------------------- heavy work stays sharded
 
 COLLECTIVE = re.compile(r"=\s*(\([^)]*\)|\S+)\s+(all-gather|all-reduce|all-to-all|collective-permute|reduce-scatter)"

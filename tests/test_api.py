@@ -36,6 +36,8 @@ def _by_leading(names):
 # Found by their signatures, so that a new strategy is checked without being added here; every
 # public function must be one of these kinds (test_every_public_function_is_of_a_known_kind).
 SELECTORS = _by_leading(["embedding", "k"])
+# Draws on a score vector, in jax.random's argument order (key first).
+SCORE_SELECTORS = _by_leading(["key", "scores", "k"])
 FRONT_DOORS = _by_leading(["params", "apply_fn", "pool", "k"])
 EMBEDDINGS = sorted(set(_by_leading(["params", "apply_fn", "pool"])) - set(FRONT_DOORS))
 HARNESS = ["curve_area", "plot_learning_curves", "relative_auc", "simulate"]
@@ -48,7 +50,10 @@ ALGORITHM_DEFAULTS = {
     "bait": {"lamb": 1.0, "oversample": 2.0},
     "vessal": {"lamb": 0.01, "rank": 1, "rate": None, "precompute_covariance": False},
     "badge": {"prune": False},
-    "bald": {"mc_samples": 20},
+    "bald": {"mc_samples": 20, "stochastic": None, "beta": 1.0},
+    "margin": {"stochastic": None, "beta": 1.0},
+    "entropy": {"stochastic": None, "beta": 1.0},
+    "least_confidence": {"stochastic": None, "beta": 1.0},
 }
 SELECTOR_OF = {"bait": "fisher_greedy", "vessal": "volume_stream", "badge": "kmeans_pp", "coreset": "k_center_greedy"}
 
@@ -134,9 +139,10 @@ def _params(fn):
 
 def test_every_public_function_is_of_a_known_kind():
     functions = {n for n in aljax.__all__ if inspect.isfunction(getattr(aljax, n))}
-    assert functions == set(SELECTORS) | set(FRONT_DOORS) | set(EMBEDDINGS) | set(HARNESS), \
+    assert functions == set(SELECTORS) | set(SCORE_SELECTORS) | set(FRONT_DOORS) | set(EMBEDDINGS) | set(HARNESS), \
         "a public function follows neither convention of docs/api.md"
     assert {"kmeans_pp", "fisher_greedy", "volume_stream", "k_center_greedy"} <= set(SELECTORS)
+    assert SCORE_SELECTORS == ["stochastic_top_k"]
     assert {"badge", "bait", "vessal", "coreset", "margin", "bald", "random_sample"} <= set(FRONT_DOORS)
 
 
@@ -148,6 +154,23 @@ def test_selectors_take_embedding_then_k_then_keywords(name):
     assert params["key"].kind is inspect.Parameter.KEYWORD_ONLY and params["key"].default == 0
     if "labeled" in params:
         assert params["labeled"].default is None
+
+
+@pytest.mark.parametrize("name", SCORE_SELECTORS)
+def test_score_selectors_take_key_scores_k_then_keywords(name):
+    params = _params(getattr(aljax, name))
+    positional = [p.name for p in params.values() if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+    assert positional == ["key", "scores", "k"], positional
+    for p in list(params.values())[3:]:
+        assert p.kind is inspect.Parameter.KEYWORD_ONLY, f"{name}: {p.name} is not keyword-only"
+
+
+def test_stochastic_options_are_the_same_in_every_score_based_entry_point():
+    """``stochastic`` and ``beta``: the same names and defaults wherever a score is drawn from, and
+    ``beta`` means ``stochastic_top_k``'s ``beta``."""
+    assert _params(aljax.stochastic_top_k)["beta"].default == 1.0
+    params = _params(aljax.ActiveSampler)
+    assert params["stochastic"].default is None and params["beta"].default == 1.0
 
 
 @pytest.mark.parametrize("name", FRONT_DOORS)
@@ -211,7 +234,7 @@ def test_active_sampler_passes_the_same_keywords():
     assert positional == ["problem_type", "model", "budget", "labeled_data"]
     for arg in ("key", "batch_size", "features_fn", "device", "head", "max_length", "progress"):
         assert params[arg].default == SHARED_DEFAULTS[arg], arg
-    for arg in ("oversample", "rank", "precompute_covariance", "prune"):
+    for arg in ("oversample", "rank", "precompute_covariance", "prune", "stochastic", "beta"):
         owner = next(a for a, d in ALGORITHM_DEFAULTS.items() if arg in d)
         assert params[arg].default == ALGORITHM_DEFAULTS[owner][arg], arg
 
@@ -221,7 +244,7 @@ def test_active_sampler_passes_the_same_keywords():
 
 def _signature_rows():
     rows = []
-    entries = [("aljax", n) for n in SELECTORS + FRONT_DOORS + EMBEDDINGS]
+    entries = [("aljax", n) for n in SELECTORS + SCORE_SELECTORS + FRONT_DOORS + EMBEDDINGS]
     entries += [("aljax", n) for n in ["ActiveSampler", "Factored", "FisherFactors", "LabelPool"] + HARNESS]
     entries += [("aljax.scores", n) for n in aljax.scores.__all__]
     entries += [("aljax.stopping", n) for n in aljax.stopping.__all__]

@@ -94,10 +94,27 @@ SHARED_FRONT = [
 ]
 
 
+# The score-based front doors' draw (stochastic batch acquisition): refused before the forward pass.
+SCORE_BASED = ["bald", "entropy", "least_confidence", "margin"]
+STOCHASTIC_FRONT = [
+    ("stochastic unknown", {"stochastic": "gumbel"}, ValueError, "stochastic", r"'power', 'softmax', 'softrank'"),
+    ("stochastic bool", {"stochastic": True}, TypeError, "stochastic", r"None, 'power'"),
+    ("beta zero", {"stochastic": "power", "beta": 0.0}, ValueError, "beta", r"finite number > 0, got 0.0"),
+    ("beta negative", {"stochastic": "softmax", "beta": -1.0}, ValueError, "beta", r"> 0"),
+    ("beta nan", {"stochastic": "softrank", "beta": float("nan")}, ValueError, "beta", r"finite"),
+    ("beta inf", {"stochastic": "power", "beta": float("inf")}, ValueError, "beta", r"finite"),
+    ("beta str", {"stochastic": "power", "beta": "1"}, TypeError, "beta", r"real number"),
+    ("beta without stochastic", {"beta": 0.0}, ValueError, "beta", r"> 0"),
+]
+
+
 def _shared_front_cases():
     for name in FRONT_DOORS:
         for case_id, kw, exc, arg, detail in SHARED_FRONT:
             yield pytest.param(name, kw, exc, arg, detail, id=f"{name}-{case_id}")
+        if name in SCORE_BASED:
+            for case_id, kw, exc, arg, detail in STOCHASTIC_FRONT:
+                yield pytest.param(name, kw, exc, arg, detail, id=f"{name}-{case_id}")
         if name in TAKES_LABELED:
             yield pytest.param(name, {"labeled": jnp.ones((4, IN + 1))}, ValueError, "labeled", r"",
                                id=f"{name}-labeled shape")
@@ -327,6 +344,46 @@ CASES = [
     ("scores.top_k k", lambda: scores.top_k(jnp.ones(4), 5), ValueError, "scores.top_k", "k", r""),
     ("scores.top_k 2-D", lambda: scores.top_k(jnp.ones((4, 1)), 1), ValueError, "scores.top_k", "scores", r""),
     ("scores.top_k empty", lambda: scores.top_k(jnp.ones(0), 1), ValueError, "scores.top_k", "scores", r""),
+    # stochastic batch acquisition on scores
+    ("stochastic_top_k power negative", lambda: aljax.stochastic_top_k(0, jnp.array([0.5, -0.25, 1.0, -0.5]), 2),
+     ValueError, "stochastic_top_k", "scores",
+     r"non-negative for mode='power'.*2 negative value\(s\), the smallest -0.5"),
+    ("stochastic_top_k power nan", lambda: aljax.stochastic_top_k(0, jnp.array([0.5, jnp.nan, 1.0]), 2), ValueError,
+     "stochastic_top_k", "scores", r"1 NaN/Inf"),
+    ("stochastic_top_k softmax inf", lambda: aljax.stochastic_top_k(0, jnp.array([0.5, jnp.inf]), 1, mode="softmax"),
+     ValueError, "stochastic_top_k", "scores", r"NaN/Inf"),
+    ("stochastic_top_k beta zero", lambda: aljax.stochastic_top_k(0, jnp.ones(4), 2, beta=0.0), ValueError,
+     "stochastic_top_k", "beta", r"finite number > 0, got 0.0"),
+    ("stochastic_top_k beta negative", lambda: aljax.stochastic_top_k(0, jnp.ones(4), 2, beta=-2.0), ValueError,
+     "stochastic_top_k", "beta", r"> 0"),
+    ("stochastic_top_k beta nan", lambda: aljax.stochastic_top_k(0, jnp.ones(4), 2, beta=float("nan")), ValueError,
+     "stochastic_top_k", "beta", r"finite"),
+    ("stochastic_top_k beta inf", lambda: aljax.stochastic_top_k(0, jnp.ones(4), 2, beta=float("inf")), ValueError,
+     "stochastic_top_k", "beta", r"finite"),
+    ("stochastic_top_k beta array", lambda: aljax.stochastic_top_k(0, jnp.ones(4), 2, beta=jnp.ones(2)), TypeError,
+     "stochastic_top_k", "beta", r"real number"),
+    ("stochastic_top_k k zero", lambda: aljax.stochastic_top_k(0, jnp.ones(4), 0), ValueError, "stochastic_top_k",
+     "k", r">= 1, got 0"),
+    ("stochastic_top_k k above n", lambda: aljax.stochastic_top_k(0, jnp.ones(4), 5), ValueError, "stochastic_top_k",
+     "k", r"5 points from a pool of 4"),
+    ("stochastic_top_k k float", lambda: aljax.stochastic_top_k(0, jnp.ones(4), 2.0), TypeError, "stochastic_top_k",
+     "k", r"Python int"),
+    ("stochastic_top_k mode", lambda: aljax.stochastic_top_k(0, jnp.ones(4), 2, mode="gumbel"), ValueError,
+     "stochastic_top_k", "mode", r"'power', 'softmax', 'softrank'"),
+    ("stochastic_top_k mode None", lambda: aljax.stochastic_top_k(0, jnp.ones(4), 2, mode=None), TypeError,
+     "stochastic_top_k", "mode", r""),
+    ("stochastic_top_k 2-D", lambda: aljax.stochastic_top_k(0, jnp.ones((4, 1)), 2), ValueError, "stochastic_top_k",
+     "scores", r"1-D"),
+    ("stochastic_top_k int scores", lambda: aljax.stochastic_top_k(0, jnp.ones(4, jnp.int32), 2), TypeError,
+     "stochastic_top_k", "scores", r"floating"),
+    ("stochastic_top_k empty", lambda: aljax.stochastic_top_k(0, jnp.ones(0), 1), ValueError, "stochastic_top_k",
+     "scores", r"non-empty"),
+    ("stochastic_top_k list", lambda: aljax.stochastic_top_k(0, [0.5, 1.0], 1), TypeError, "stochastic_top_k",
+     "scores", r"an array"),
+    ("stochastic_top_k key", lambda: aljax.stochastic_top_k("seed", jnp.ones(4), 2), TypeError, "stochastic_top_k",
+     "key", r""),
+    ("stochastic_top_k arguments in selector order", lambda: aljax.stochastic_top_k(jnp.ones(4), 2, 0), TypeError,
+     "stochastic_top_k", "key", r""),
     # stopping criteria
     ("stopping.kappas mismatched stop sets", lambda: stopping.kappas([np.zeros(5, int), np.zeros(4, int)]), ValueError,
      "stopping.kappas", "predictions", r"same stop set.*round 1"),
@@ -389,6 +446,14 @@ CASES = [
     ("sampler prune int", lambda: _sampler(strategy="badge", prune=1), TypeError, "ActiveSampler", "prune", r""),
     ("sampler prune margin", lambda: _sampler(strategy="margin", prune=True), ValueError, "ActiveSampler", "prune",
      r""),
+    ("sampler stochastic badge", lambda: _sampler(strategy="badge", stochastic="power"), ValueError, "ActiveSampler",
+     "stochastic", r"'margin', 'entropy', 'least_confidence'.*'badge'"),
+    ("sampler stochastic auto", lambda: _sampler(strategy="auto", stochastic="softmax"), ValueError, "ActiveSampler",
+     "stochastic", r"strategy='auto'"),
+    ("sampler stochastic unknown", lambda: _sampler(strategy="margin", stochastic="soft"), ValueError,
+     "ActiveSampler", "stochastic", r""),
+    ("sampler beta", lambda: _sampler(strategy="entropy", stochastic="power", beta=0), ValueError, "ActiveSampler",
+     "beta", r"> 0"),
     ("sampler prune regression", lambda: _sampler(problem_type="regression", strategy="badge", prune=True),
      ValueError, "ActiveSampler", "prune", r""),
     ("sampler budget above n", lambda: _sampler(budget=50, strategy="random").select(POOL), ValueError,
@@ -701,6 +766,12 @@ def _torch_cases():
         (lambda: ta.bald(torch_mlp(dropout=0.5), x, 2, mc_samples=1), ValueError, "bald", "mc_samples"),
         (lambda: ta.bald(torch_mlp(dropout=0.5), x, 11), ValueError, "bald", "k"),
         (lambda: ta.bald(torch_mlp(dropout=0.5), x, 2, key="0"), TypeError, "bald", "key"),
+        (lambda: ta.bald(torch_mlp(dropout=0.5), x, 2, stochastic="gumbel"), ValueError, "bald", "stochastic"),
+        (lambda: ta.bald(torch_mlp(dropout=0.5), x, 2, stochastic="power", beta=0.0), ValueError, "bald", "beta"),
+        (lambda: ta.margin(model, x, 2, stochastic="powr"), ValueError, "margin", "stochastic"),
+        (lambda: ta.entropy(model, x, 2, stochastic=1), TypeError, "entropy", "stochastic"),
+        (lambda: ta.least_confidence(model, x, 2, stochastic="softmax", beta=float("inf")), ValueError,
+         "least_confidence", "beta"),
     ]
 
 

@@ -18,7 +18,7 @@ PACKAGE = ROOT / "aljax"
 LAYERS = [
     ["_validate", "_progress"],
     ["_types", "_padding", "_linalg", "_sharding", "_pool"],
-    ["_dense_head", "_embeddings", "_scores", "scores", "stopping"],
+    ["_dense_head", "_embeddings", "_scores", "scores", "_stochastic", "stopping"],
     ["_badge", "_bait", "_vessal", "_baselines", "_coldstart"],
     ["_strategies"],
     ["torch_adapter"],

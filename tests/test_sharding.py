@@ -19,7 +19,7 @@ CHECKS = ["kmeans_pp_factored_and_dense", "kmeans_pp_uniform_fill_when_sharded",
           "embedding_pass_is_data_parallel", "k_center_greedy_and_coreset", "vessal_sharded",
           "typiclust_and_probcover_sharded", "explicit_axes_mesh", "explicit_axes_mesh_coldstart",
           "hlo_no_gather_of_the_pool", "hlo_coldstart_no_gather_of_the_pool", "mixed_shardings_are_refused",
-          "mesh_not_dividing_the_pool"]
+          "mesh_not_dividing_the_pool", "stochastic_top_k_sharded"]
 
 # Checks that may report "xfail: <why>" (a known shortcoming of aljax, described in the check): the
 # test is marked xfail with that message; once the check reports "ok" it passes like the others.

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import torch
 
-from .. import _progress, _scores, _validate, scores
+from .. import _progress, _scores, _stochastic, _validate, scores
 from ._dlpack import to_jax
 from ._head import _logits_of
 from ._inputs import _Inputs, _model_device, pool_len, unpack_model
@@ -21,7 +21,8 @@ def _dropout_seed(key) -> int:
 
 
 def bald(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, max_length: int | None = None,
-         problem_type: str = "classification", mc_samples: int = 20, progress: bool | None = None) -> jax.Array:
+         problem_type: str = "classification", mc_samples: int = 20, progress: bool | None = None,
+         stochastic: str | None = None, beta: float = 1.0) -> jax.Array:
     """BALD with Monte Carlo dropout for a torch model: the ``k`` points of largest mutual
     information between the label and the weights.
 
@@ -38,6 +39,12 @@ def bald(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, max_
     caller's torch random state is left as it was. torch draws one mask per batch, so unlike
     :func:`aljax.bald` the masks (and so the picks) change with ``batch_size``. Modules' training
     flags are restored.
+
+    With ``stochastic`` the batch is drawn from the BALD scores rather than taken from the top
+    (PowerBALD with ``"power"``; Kirsch et al., TMLR 2023), with the key
+    ``jax.random.fold_in(key, 0xBA1D)`` as in :func:`aljax.bald`: the picks equal
+    ``aljax.stochastic_top_k(jax.random.fold_in(key, 0xBA1D), scores, k, mode=stochastic,
+    beta=beta)``.
 
     Args:
       model: a ``torch.nn.Module`` returning logits ``(batch, C)`` with at least one dropout
@@ -57,9 +64,13 @@ def bald(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, max_
       progress: progress bars for the forward pass and the selection: ``None`` (default) shows
         them when stderr is a terminal, once the work has run for two seconds; ``True``
         always (needs tqdm); ``False`` never.
+      stochastic: ``None`` (default) for the top ``k``; ``"power"``, ``"softmax"`` or
+        ``"softrank"`` to draw the batch (see :func:`aljax.stochastic_top_k`).
+      beta: the draw's inverse temperature, a finite number ``> 0``.
 
     Returns:
-      ``(k,)`` int32 unique indices into ``pool``, highest score first, ties to the lowest index.
+      ``(k,)`` int32 unique indices into ``pool``, highest score first and ties to the lowest
+      index (in draw order with ``stochastic``).
 
     Example:
       >>> import torch, aljax.torch_adapter as ta
@@ -75,6 +86,7 @@ def bald(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, max_
         _validate.check_problem_type(fn, problem_type, "bald")
         k = _validate.check_k(fn, k, pool_len(pool) or None)
         mc_samples = _validate.check_int(fn, "mc_samples", mc_samples, low=2)
+        stochastic, beta = _stochastic.check_options(fn, stochastic, beta)
         batch_size = _validate.check_int(fn, "batch_size", batch_size, low=1)
         if max_length is not None:
             max_length = _validate.check_int(fn, "max_length", max_length, low=1)
@@ -115,4 +127,8 @@ def bald(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, max_
         mean_probs, mean_entropy = jnp.concatenate(probs), jnp.concatenate(entropies)
         _validate.check_k(fn, k, mean_probs.shape[0])
         _validate.check_finite(fn, "the MC-averaged probabilities and entropies", mean_probs, mean_entropy)
-        return scores.top_k(_scores.bald_from_parts(mean_probs, mean_entropy), k)
+        bald_scores = _scores.bald_from_parts(mean_probs, mean_entropy)
+        if stochastic is None:
+            return scores.top_k(bald_scores, k)
+        return _stochastic.draw_acquisition(jax.random.fold_in(key, _stochastic.BALD_DRAW), bald_scores, k,
+                                            stochastic, beta)

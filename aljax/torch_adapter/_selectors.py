@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import jax
 
-from .. import _progress, _validate
+from .. import _progress, _stochastic, _validate
 from .._strategies import select_from_outputs
 from ._inputs import pool_len
 from ._outputs import outputs
@@ -217,7 +217,8 @@ def vessal(model, pool, k: int | None = None, *, key=0, labeled=None, batch_size
 
 def margin(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, head: str | None = None,
            max_length: int | None = None, problem_type: str = "classification",
-           progress: bool | None = None) -> jax.Array:
+           progress: bool | None = None, stochastic: str | None = None,
+           beta: float = 1.0) -> jax.Array:
     """Margin sampling for a torch model: the ``k`` points of smallest gap between the two most
     probable classes.
 
@@ -232,7 +233,8 @@ def margin(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, he
         mapping of ``(n, ...)`` tensors, a ``Dataset`` or an unshuffled ``DataLoader``, or a list
         of ``n`` strings with a ``(model, tokenizer)`` pair (see :func:`last_layer_embedding`).
       k: number of points, a Python int in ``[1, n]``.
-      key: accepted and ignored (deterministic), so that strategies can be swapped.
+      key: int seed or ``jax.random`` key of the draw with ``stochastic``; ignored without it
+        (the top ``k`` are deterministic).
       batch_size: examples per forward pass.
       device: where input batches are sent; default the device of the model's parameters.
       head: name of the final layer (as in ``model.named_modules()``); default the last
@@ -243,9 +245,15 @@ def margin(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, he
       progress: progress bars for the forward pass and the selection: ``None`` (default) shows
         them when stderr is a terminal, once the work has run for two seconds; ``True``
         always (needs tqdm); ``False`` never.
+      stochastic: ``None`` (default) for the top ``k``; ``"power"``, ``"softmax"`` or
+        ``"softrank"`` to draw the batch without replacement with weights ``score**beta``,
+        ``exp(beta·score)`` or ``rank**(−beta)``, as :func:`aljax.margin` does: the picks equal
+        ``aljax.stochastic_top_k(key, score, k, mode=stochastic, beta=beta)`` on the score.
+      beta: the draw's inverse temperature, a finite number ``> 0``.
 
     Returns:
-      ``(k,)`` int32 unique indices into ``pool``, highest score first.
+      ``(k,)`` int32 unique indices into ``pool``, highest score first (in draw order with
+      ``stochastic``).
 
     Example:
       >>> import torch, aljax.torch_adapter as ta
@@ -254,13 +262,16 @@ def margin(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, he
       (5,)
     """
     with _progress.scope("torch_adapter.margin", progress):
+        stochastic, beta = _stochastic.check_options("torch_adapter.margin", stochastic, beta)
         return _select("torch_adapter.margin", "margin", model, pool, k, key=key, batch_size=batch_size, device=device,
-                       head=head, max_length=max_length, problem_type=problem_type)
+                       head=head, max_length=max_length, problem_type=problem_type,
+                       options={"stochastic": stochastic, "beta": beta})
 
 
 def entropy(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, head: str | None = None,
             max_length: int | None = None, problem_type: str = "classification",
-            progress: bool | None = None) -> jax.Array:
+            progress: bool | None = None, stochastic: str | None = None,
+            beta: float = 1.0) -> jax.Array:
     """Entropy sampling for a torch model: the ``k`` points whose predicted class distribution
     has the largest entropy.
 
@@ -275,7 +286,8 @@ def entropy(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, h
         mapping of ``(n, ...)`` tensors, a ``Dataset`` or an unshuffled ``DataLoader``, or a list
         of ``n`` strings with a ``(model, tokenizer)`` pair (see :func:`last_layer_embedding`).
       k: number of points, a Python int in ``[1, n]``.
-      key: accepted and ignored (deterministic), so that strategies can be swapped.
+      key: int seed or ``jax.random`` key of the draw with ``stochastic``; ignored without it
+        (the top ``k`` are deterministic).
       batch_size: examples per forward pass.
       device: where input batches are sent; default the device of the model's parameters.
       head: name of the final layer (as in ``model.named_modules()``); default the last
@@ -286,9 +298,15 @@ def entropy(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, h
       progress: progress bars for the forward pass and the selection: ``None`` (default) shows
         them when stderr is a terminal, once the work has run for two seconds; ``True``
         always (needs tqdm); ``False`` never.
+      stochastic: ``None`` (default) for the top ``k``; ``"power"``, ``"softmax"`` or
+        ``"softrank"`` to draw the batch without replacement with weights ``score**beta``,
+        ``exp(beta·score)`` or ``rank**(−beta)``, as :func:`aljax.entropy` does: the picks equal
+        ``aljax.stochastic_top_k(key, score, k, mode=stochastic, beta=beta)`` on the score.
+      beta: the draw's inverse temperature, a finite number ``> 0``.
 
     Returns:
-      ``(k,)`` int32 unique indices into ``pool``, highest score first.
+      ``(k,)`` int32 unique indices into ``pool``, highest score first (in draw order with
+      ``stochastic``).
 
     Example:
       >>> import torch, aljax.torch_adapter as ta
@@ -297,13 +315,16 @@ def entropy(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, h
       (5,)
     """
     with _progress.scope("torch_adapter.entropy", progress):
+        stochastic, beta = _stochastic.check_options("torch_adapter.entropy", stochastic, beta)
         return _select("torch_adapter.entropy", "entropy", model, pool, k, key=key, batch_size=batch_size,
-                       device=device, head=head, max_length=max_length, problem_type=problem_type)
+                       device=device, head=head, max_length=max_length, problem_type=problem_type,
+                       options={"stochastic": stochastic, "beta": beta})
 
 
 def least_confidence(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, head: str | None = None,
                      max_length: int | None = None, problem_type: str = "classification",
-                     progress: bool | None = None) -> jax.Array:
+                     progress: bool | None = None, stochastic: str | None = None,
+                     beta: float = 1.0) -> jax.Array:
     """Least-confidence sampling for a torch model: the ``k`` points whose most probable class is
     least probable.
 
@@ -318,7 +339,8 @@ def least_confidence(model, pool, k: int, *, key=0, batch_size: int = 256, devic
         mapping of ``(n, ...)`` tensors, a ``Dataset`` or an unshuffled ``DataLoader``, or a list
         of ``n`` strings with a ``(model, tokenizer)`` pair (see :func:`last_layer_embedding`).
       k: number of points, a Python int in ``[1, n]``.
-      key: accepted and ignored (deterministic), so that strategies can be swapped.
+      key: int seed or ``jax.random`` key of the draw with ``stochastic``; ignored without it
+        (the top ``k`` are deterministic).
       batch_size: examples per forward pass.
       device: where input batches are sent; default the device of the model's parameters.
       head: name of the final layer (as in ``model.named_modules()``); default the last
@@ -329,9 +351,15 @@ def least_confidence(model, pool, k: int, *, key=0, batch_size: int = 256, devic
       progress: progress bars for the forward pass and the selection: ``None`` (default) shows
         them when stderr is a terminal, once the work has run for two seconds; ``True``
         always (needs tqdm); ``False`` never.
+      stochastic: ``None`` (default) for the top ``k``; ``"power"``, ``"softmax"`` or
+        ``"softrank"`` to draw the batch without replacement with weights ``score**beta``,
+        ``exp(beta·score)`` or ``rank**(−beta)``, as :func:`aljax.least_confidence` does: the picks equal
+        ``aljax.stochastic_top_k(key, score, k, mode=stochastic, beta=beta)`` on the score.
+      beta: the draw's inverse temperature, a finite number ``> 0``.
 
     Returns:
-      ``(k,)`` int32 unique indices into ``pool``, highest score first.
+      ``(k,)`` int32 unique indices into ``pool``, highest score first (in draw order with
+      ``stochastic``).
 
     Example:
       >>> import torch, aljax.torch_adapter as ta
@@ -340,9 +368,11 @@ def least_confidence(model, pool, k: int, *, key=0, batch_size: int = 256, devic
       (5,)
     """
     with _progress.scope("torch_adapter.least_confidence", progress):
+        stochastic, beta = _stochastic.check_options("torch_adapter.least_confidence", stochastic, beta)
         return _select("torch_adapter.least_confidence", "least_confidence", model, pool, k, key=key,
                        batch_size=batch_size, device=device, head=head, max_length=max_length,
-                       problem_type=problem_type)
+                       problem_type=problem_type,
+                       options={"stochastic": stochastic, "beta": beta})
 
 
 def coreset(model, pool, k: int, *, key=0, labeled=None, batch_size: int = 256, device=None,
