@@ -11,9 +11,17 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from .._linalg import HIGHEST
+
 # Up to this rank the small SPD algebra is unrolled into elementwise passes over the point axis;
 # above it, a batched ``jnp.linalg`` call does the same work with a shorter compilation.
 UNROLL_MAX_RANK = 16
+# The forward steps use the unrolled forms (:func:`gains_cholesky`, :func:`correct_packed`: one
+# fused pass over the blocks each) only for pools of at least this many points (per device). They
+# take seconds to compile; below this size the loop forms (:func:`gains`: a ``fori_loop`` over the
+# pivots; :func:`correct`: a batched product), which compile in a fraction of that, cost less in
+# the whole selection than the compilation they save (measured in benchmarks/bait_speed.py).
+UNROLL_MIN_POINTS = 4096
 
 
 def spd_inverse(a):
@@ -110,15 +118,15 @@ def correct(wq, g, h, sign):
 
         G_i' = G_i − σ W̃ W̃ᵀ,       H_i' = H_i − σ (W̃ Q̃ᵀ + Q̃ W̃ᵀ).
 
-    Returns ``G', H'`` and the size ``‖ΔH_i‖`` of the correction (``(b,)``)."""
+    Returns ``G', H'`` and the size ``‖ΔH_i‖`` of the correction (``(b,)``). One batched product
+    over the point axis: quick to compile (:func:`correct_packed` is the unrolled form for large
+    pools)."""
     r = g.shape[0]
     w, q = wq[:, :r], wq[:, r:]
-    # Row a of W Wᵀ (and of W Qᵀ) as Σ_j W[a, j] W[:, j]: one fused pass, no transposed operand.
-    g = g - sign * jnp.stack([sum(w[a, j][None] * w[:, j] for j in range(r)) for a in range(r)])
-    wq_t = jnp.stack([sum(w[a, j][None] * q[:, j] for j in range(r)) for a in range(r)])
+    ww = jnp.einsum("ajn,bjn->abn", w, w, precision=HIGHEST)
+    wq_t = jnp.einsum("ajn,bjn->abn", w, q, precision=HIGHEST)
     dh = wq_t + wq_t.transpose(1, 0, 2)
-    h = h - sign * dh
-    return g, h, block_norm(dh)
+    return g - sign * ww, h - sign * dh, block_norm(dh)
 
 
 def correct_packed(wq, g, h, sign):
