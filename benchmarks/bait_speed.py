@@ -10,6 +10,13 @@ as single large matmuls — generous to the reference).
                                                     # 5,000 and 10,000 (reference: 3 forward steps)
     python benchmarks/bait_speed.py --big           # also n=50,000, D=512 (aljax only; minutes)
     python benchmarks/bait_speed.py --problem 2000,64,20,full --json /tmp/b.json
+    python benchmarks/bait_speed.py --problem 1000,32,10,full --small 1000,32,10,50   # quick
+
+Before the sizes, the everyday call (``--small N,D,K,LABELED``, default 1,000, 32, 10, 50 labeled,
+float64; ``--small none`` skips it): in fresh Python processes, ``import aljax`` plus the first
+``fisher_greedy`` call (compilation included), then the same with JAX's persistent compilation
+cache filled by an earlier process; and the warm selection against the dense reference with the
+labeled set, in float64, picks compared.
 
 Reported: per-step and total seconds, compilation separately, medians of ``--repeats`` runs,
 ratios against the reference measured in the same run (extrapolated from its measured per-step
@@ -59,22 +66,33 @@ def reference_rows(probs, h):
 
 
 class Reference:
-    """The dense reference procedure, one greedy step at a time (float32, like the original)."""
+    """The dense reference procedure, one greedy step at a time (float32 like the original, or
+    float64); with a labeled set, ``M₀ = λI + F_L n_L/(n_L + k)``, ``F`` over pool ∪ labeled and the
+    candidate rows scaled by √(k/(n_L + k)), as in the authors' code."""
 
-    def __init__(self, probs, h, k, lamb=1.0, chunk=1000):
-        self.x = reference_rows(probs, h)
+    def __init__(self, probs, h, k, lamb=1.0, chunk=1000, labeled=None, dtype=np.float32):
+        self.x = reference_rows(probs, h).astype(dtype)
+        lab = np.zeros((0,) + self.x.shape[1:], dtype) if labeled is None else reference_rows(*labeled).astype(dtype)
         n, r, d = self.x.shape
-        self.fisher = np.zeros((d, d), np.float32)
+        n_lab = len(lab)
+        fisher_lab = np.zeros((d, d), dtype)
+        for start in range(0, n_lab, chunk):
+            xc = lab[start:start + chunk].reshape(-1, d)
+            fisher_lab += xc.T @ xc
+        self.fisher = fisher_lab.copy()
         for start in range(0, n, chunk):
             xc = self.x[start:start + chunk].reshape(-1, d)
-            self.fisher += xc.T @ xc / n
-        self.inv = np.eye(d, dtype=np.float32) / lamb          # no labeled set: M₀ = λI
-        self.picks, self.k, self.chunk = [], k, chunk          # n_L = 0: rows scaled by √(k/k) = 1
+            self.fisher += xc.T @ xc
+        self.fisher /= n + n_lab
+        m0 = lamb * np.eye(d, dtype=dtype) + fisher_lab / (n_lab + k)
+        self.inv = np.linalg.inv(m0).astype(dtype)
+        self.x *= np.sqrt(k / (n_lab + k)).astype(dtype)
+        self.picks, self.k, self.chunk, self.dtype = [], k, chunk, dtype
 
     def _trace_est(self, x, sign):
         n, r, d = x.shape
-        out = np.empty(n, np.float32)
-        eye = np.eye(r, dtype=np.float32)
+        out = np.empty(n, self.dtype)
+        eye = np.eye(r, dtype=self.dtype)
         for start in range(0, n, self.chunk):
             xc = x[start:start + self.chunk]
             flat = xc.reshape(-1, d)
@@ -86,7 +104,7 @@ class Reference:
 
     def _woodbury(self, xp, sign):
         r = xp.shape[0]
-        inner = np.linalg.inv(sign * np.eye(r, dtype=np.float32) + xp @ self.inv @ xp.T)
+        inner = np.linalg.inv(sign * np.eye(r, dtype=self.dtype) + xp @ self.inv @ xp.T)
         self.inv = self.inv - self.inv @ xp.T @ inner @ xp @ self.inv
 
     def forward_step(self):
@@ -103,10 +121,13 @@ class Reference:
         del self.picks[drop]
 
 
-def time_reference(probs, h, k, steps):
-    """Per-step seconds of the reference: full run when ``steps`` is None, else that many steps."""
-    ref = Reference(probs, h, k)
+def time_reference(probs, h, k, steps, labeled=None, dtype=np.float32, with_setup=False):
+    """Per-step seconds of the reference: full run when ``steps`` is None, else that many steps
+    (``total``: the greedy steps, and with ``with_setup`` the rows, ``F`` and ``M₀⁻¹`` too)."""
     t0 = time.perf_counter()
+    ref = Reference(probs, h, k, labeled=labeled, dtype=dtype)
+    if not with_setup:
+        t0 = time.perf_counter()
     n_fwd = 2 * k if steps is None else steps
     fwd = []
     for _ in range(n_fwd):
@@ -143,6 +164,91 @@ def time_aljax(probs, h, k, repeats):
     # spread over the 2k forward + k backward steps.
     out["step"] = (out["full"] - out["setup"]) / max(1, min(2 * k, n) - 1 + k)
     return out
+
+
+COLD_CALL = """
+import json, sys, time
+t0 = time.perf_counter()
+import jax
+jax.config.update("jax_enable_x64", True)
+if len(sys.argv) > 2:
+    jax.config.update("jax_compilation_cache_dir", sys.argv[2])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+import numpy as np
+import aljax
+imported = time.perf_counter() - t0
+data = np.load(sys.argv[1])
+k = int(data["k"])
+pool = aljax.FisherFactors(data["probs"], data["h"])
+labeled = aljax.FisherFactors(data["lab_probs"], data["lab_h"]) if len(data["lab_h"]) else None
+t1 = time.perf_counter()
+picks = aljax.fisher_greedy(pool, k, labeled=labeled).block_until_ready()
+first = time.perf_counter() - t1
+print(json.dumps(dict(import_s=imported, first_call_s=first, total_s=time.perf_counter() - t0,
+                      picks=np.asarray(picks).tolist())))
+"""
+
+
+def cold_call(path, cache_dir=None):
+    """``import aljax`` and the first ``fisher_greedy`` call on the problem in ``path``, timed in a
+    fresh Python process (with JAX's persistent compilation cache at ``cache_dir``, if given)."""
+    import subprocess
+
+    cmd = [sys.executable, "-c", COLD_CALL, str(path)] + ([str(cache_dir)] if cache_dir else [])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_small(n, dim, k, n_lab, classes, repeats):
+    """The everyday call: cold (fresh processes, without and with the persistent compilation cache)
+    and warm, in float64 with ``n_lab`` labeled points, against the dense reference; a JSON-ready
+    dict."""
+    import tempfile
+
+    probs, h = make_problem(n + n_lab, classes, dim, seed=1)
+    probs, h = probs.astype(np.float64), h.astype(np.float64)
+    probs /= probs.sum(1, keepdims=True)
+    pool, lab = (probs[:n], h[:n]), (probs[n:], h[n:])
+    entry = dict(n=n, classes=classes, dim=dim, d=classes * dim, k=k, labeled=n_lab, oversample=2.0,
+                 dtype="float64", load_before=_timing.loadavg())
+    print(f"\n== everyday call: n={n:,}, C={classes}, D={dim}, k={k}, {n_lab} labeled, float64 ==", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "problem.npz"
+        np.savez(path, probs=pool[0], h=pool[1], lab_probs=lab[0], lab_h=lab[1], k=k)
+        colds = [cold_call(path) for _ in range(repeats)]
+        cache = Path(tmp) / "jax-cache"
+        fill = cold_call(path, cache)
+        cached = [cold_call(path, cache) for _ in range(repeats)]
+    median = lambda runs, key: float(np.median([r[key] for r in runs]))  # noqa: E731
+    entry["cold"] = dict(repeats=repeats, import_s=median(colds, "import_s"), first_call_s=median(colds, "first_call_s"),
+                         total_s=median(colds, "total_s"))
+    entry["cold_cached"] = dict(repeats=repeats, fill_total_s=fill["total_s"], import_s=median(cached, "import_s"),
+                                first_call_s=median(cached, "first_call_s"), total_s=median(cached, "total_s"))
+    print(f"cold call (fresh process): import {entry['cold']['import_s']:.2f} s + first call "
+          f"{entry['cold']['first_call_s']:.2f} s = {entry['cold']['total_s']:.2f} s; with the persistent cache "
+          f"filled: {entry['cold_cached']['total_s']:.2f} s (first call {entry['cold_cached']['first_call_s']:.2f} s)",
+          flush=True)
+    with jax.enable_x64(True):
+        emb = aljax.FisherFactors(jnp.asarray(pool[0]), jnp.asarray(pool[1]))
+        lab_emb = aljax.FisherFactors(jnp.asarray(lab[0]), jnp.asarray(lab[1])) if n_lab else None
+        call = lambda: aljax.fisher_greedy(emb, k, labeled=lab_emb)  # noqa: E731
+        timing = _timing.measure(call, repeats=max(repeats, 5))
+        picks = np.asarray(call()).tolist()
+    ref_runs = [time_reference(*pool, k, None, labeled=lab if n_lab else None, dtype=np.float64,
+                               with_setup=True)
+                for _ in range(repeats)]
+    ref_total = float(np.median([r["total"] for r in ref_runs]))
+    entry["aljax"] = dict(warm_s=timing["median_s"], first_s=timing["first_s"])
+    entry["reference"] = dict(total_s=ref_total, repeats=repeats)
+    entry["same_picks"] = picks == ref_runs[0]["picks"]
+    entry["speedup_warm"] = ref_total / timing["median_s"]
+    entry["speedup_cold"] = ref_total / entry["cold"]["total_s"]
+    entry["load_after"] = _timing.loadavg()
+    print(f"warm: {timing['median_s'] * 1e3:.1f} ms; dense reference (float64, whole run) {ref_total:.2f} s: "
+          f"{entry['speedup_warm']:,.0f}× warm, {entry['speedup_cold']:.1f}× cold; same picks: {entry['same_picks']}",
+          flush=True)
+    return entry
 
 
 DEFAULT_PROBLEMS = [(1000, 32, 10, "full"), (2000, 64, 20, "full"), (5000, 128, 50, "steps"),
@@ -240,6 +346,9 @@ def main(argv=None):
                         help="also n=50,000, D=512, k=100 (aljax only, reference extrapolated; minutes)")
     parser.add_argument("--reference-steps", type=int, default=3,
                         help="reference forward steps measured where MODE is steps (then extrapolated to 2k)")
+    parser.add_argument("--small", type=str, default="1000,32,10,50", metavar="N,D,K,LABELED",
+                        help="the everyday call measured cold (fresh processes) and warm against the dense "
+                             "reference, float64 with LABELED labeled points; 'none' skips it")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None,
                         help="results file (default benchmarks/results/bait_speed-<backend>.json)")
@@ -255,6 +364,12 @@ def main(argv=None):
     provenance = _provenance.collect([sys.argv[0], *argv])
     print(f"device: {jax.devices()[0].device_kind} ({jax.devices()[0].platform}), {os.cpu_count()} CPU cores, "
           f"jax {jax.__version__}, float32, load average {_timing.loadavg()}", flush=True)
+    small = None
+    if args.small != "none":
+        numbers = args.small.split(",")
+        if len(numbers) != 4:
+            parser.error(f"--small: expected N,D,K,LABELED or none, got {args.small!r}")
+        small = run_small(*map(int, numbers), args.classes, args.repeats)
     results, cost = [], None
     for n, dim, k, mode in problems:
         entry, measured_cost = run_problem(n, dim, k, mode, args.classes, args.repeats if mode != "extrapolate" else 1,
@@ -262,6 +377,8 @@ def main(argv=None):
         cost = measured_cost or cost
         results.append(entry)
     data = {"provenance": provenance, "benchmark": "bait_speed", "results": results}
+    if small is not None:
+        data["small"] = small
     path = args.json or HERE / "results" / f"bait_speed-{provenance['backend']}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1) + "\n")

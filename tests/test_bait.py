@@ -121,6 +121,22 @@ def test_chunked_pool_with_padding_matches_reference(kind):
         np.testing.assert_array_equal(np.asarray(got), expected)
 
 
+@pytest.mark.parametrize("labeled", [False, True])
+def test_unrolled_forms_of_large_pools_keep_the_reference_picks(monkeypatch, labeled):
+    """Large pools' forward steps use the unrolled block algebra (packed triangles), small ones the
+    loop forms: both pick as the reference. (A pool size no other test uses: a fresh compilation.)"""
+    monkeypatch.setattr(_kernel, "UNROLL_MIN_POINTS", 0)
+    with jax.enable_x64(True):
+        emb = random_factors(11, 23 + 5, 3, 4)
+        pool, lab = emb[:23], (emb[23:] if labeled else None)
+        expected = reference_bait(dense_fisher_rows(pool.probs, pool.h),
+                                  None if lab is None else dense_fisher_rows(lab.probs, lab.h), 4)
+        rows = _rows.from_fisher_factors(pool)
+        lab_rows = None if lab is None else _rows.from_fisher_factors(lab)
+        got = _kernel.kernel(rows, lab_rows, 1.0, k=4, n_forward=8, chunk=23)
+        np.testing.assert_array_equal(np.asarray(got), expected)
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_float32_picks_match_float64_reference(seed):
     emb = random_factors(seed, 20, 3, 4, dtype=np.float32)

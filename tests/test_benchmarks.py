@@ -185,7 +185,7 @@ def test_plots_are_drawn_from_the_json(tmp_path):
 @pytest.mark.slow
 def test_speed_benchmarks_write_json_with_provenance(tmp_path):
     _run_script(ROOT / "benchmarks" / "bait_speed.py", "--problem", "200,8,3,full", "--problem", "300,8,3,steps",
-                "--repeats", "1", "--reference-steps", "1", "--json", tmp_path / "bait.json")
+                "--repeats", "1", "--reference-steps", "1", "--small", "60,4,3,5", "--json", tmp_path / "bait.json")
     _run_script(ROOT / "benchmarks" / "vessal_speed.py", "--loop-dims", "4", "--loop-n", "200", "--n", "500",
                 "--dim", "4", "--big-n", "0", "--fixed-n", "300", "--fixed-big-n", "0", "--repeats", "1",
                 "--json", tmp_path / "vessal.json")
@@ -194,8 +194,14 @@ def test_speed_benchmarks_write_json_with_provenance(tmp_path):
     for name in ("bait", "vessal", "badge"):
         data = json.loads((tmp_path / f"{name}.json").read_text())
         assert data["provenance"]["commit"] and data["provenance"]["command"].startswith(f"python benchmarks/{name}")
-    bait = json.loads((tmp_path / "bait.json").read_text())["results"]
+    import report
+
+    bait_data = json.loads((tmp_path / "bait.json").read_text())
+    bait = bait_data["results"]
     assert [e["reference_mode"] for e in bait] == ["full", "steps"] and bait[0]["same_picks"]
+    small = bait_data["small"]
+    assert small["same_picks"] and small["cold"]["first_call_s"] > 0 and small["cold_cached"]["total_s"] > 0
+    assert "Everyday call (n = 60" in "\n".join(report._bait_everyday_call(small))
     assert (tmp_path / "bait.png").exists() and (tmp_path / "vessal.png").exists()
 
 

@@ -14,6 +14,12 @@ import jax.numpy as jnp
 # Up to this rank the small SPD algebra is unrolled into elementwise passes over the point axis;
 # above it, a batched ``jnp.linalg`` call does the same work with a shorter compilation.
 UNROLL_MAX_RANK = 16
+# The forward steps use the unrolled forms (:func:`gains_cholesky`, :func:`correct_packed`: one
+# fused pass over the blocks each) only for pools of at least this many points (per device): their
+# large fused code dominates the compilation, and below this size the loop forms (:func:`gains`: a
+# ``fori_loop`` over the pivots; :func:`correct`: one over the rows) lose less in the whole
+# selection than the compilation they save (docs/algorithms/bait.md, "Compilation").
+UNROLL_MIN_POINTS = 4096
 
 
 def spd_inverse(a):
@@ -110,15 +116,25 @@ def correct(wq, g, h, sign):
 
         G_i' = G_i − σ W̃ W̃ᵀ,       H_i' = H_i − σ (W̃ Q̃ᵀ + Q̃ W̃ᵀ).
 
-    Returns ``G', H'`` and the size ``‖ΔH_i‖`` of the correction (``(b,)``)."""
+    Returns ``G', H'`` and the size ``‖ΔH_i‖`` of the correction (``(b,)``). A ``fori_loop`` over
+    the rows ``a`` of ``W̃ W̃ᵀ`` and ``W̃ Q̃ᵀ``, each ``Σ_j W̃[a, j] W̃[:, j]`` (and ``Q̃``) unrolled over
+    ``j`` into one fused pass: a tenth of the fully unrolled form's code (:func:`correct_packed` is
+    that form, for large pools), and, unlike a batched ``einsum`` over the trailing point axis, no
+    transposes of the blocks."""
     r = g.shape[0]
     w, q = wq[:, :r], wq[:, r:]
-    # Row a of W Wᵀ (and of W Qᵀ) as Σ_j W[a, j] W[:, j]: one fused pass, no transposed operand.
-    g = g - sign * jnp.stack([sum(w[a, j][None] * w[:, j] for j in range(r)) for a in range(r)])
-    wq_t = jnp.stack([sum(w[a, j][None] * q[:, j] for j in range(r)) for a in range(r)])
+
+    def row(a, acc):
+        ww, wq_t = acc
+        w_a = jax.lax.dynamic_index_in_dim(w, a, 0, keepdims=False)        # W̃[a, :] (r, b)
+        ww_a = sum(w_a[j][None] * w[:, j] for j in range(r))
+        wq_a = sum(w_a[j][None] * q[:, j] for j in range(r))
+        return (jax.lax.dynamic_update_index_in_dim(ww, ww_a, a, 0),
+                jax.lax.dynamic_update_index_in_dim(wq_t, wq_a, a, 0))
+
+    ww, wq_t = jax.lax.fori_loop(0, r, row, (jnp.zeros_like(g), jnp.zeros_like(g)))
     dh = wq_t + wq_t.transpose(1, 0, 2)
-    h = h - sign * dh
-    return g, h, block_norm(dh)
+    return g - sign * ww, h - sign * dh, block_norm(dh)
 
 
 def correct_packed(wq, g, h, sign):

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from .._linalg import HIGHEST, mm, spd_inverse, sym
-from ._blocks import UNROLL_MAX_RANK, correct, correct_packed, forward_gains, gains, pack, unpack
+from ._blocks import UNROLL_MAX_RANK, UNROLL_MIN_POINTS, correct, correct_packed, forward_gains, gains, pack, unpack
 from ._rows import (KronChunks, KronRows, LabeledGram, apply, apply_flat, counts, flat_rows, n_points, picked,
                     prepare, quad, row, scale_rows, symmetric_blocks)
 
@@ -128,15 +128,15 @@ def update_chunk(rows, g, h, directions, sign):
 
 def update_flat(flat, g, h, directions, sign):
     """:func:`update_chunk` on the whole pool at once (``flat`` from
-    :func:`aljax._bait._rows.flat_rows`; blocks ``g, h`` packed (:func:`aljax._bait._blocks.pack`,
-    rows of ``nc·b`` points) when ``r <= UNROLL_MAX_RANK``, else ``(r, r, nc·b)``)."""
+    :func:`aljax._bait._rows.flat_rows`; blocks ``g, h`` packed (:func:`aljax._bait._blocks.pack`:
+    a list of rows of ``nc·b`` points; see :class:`_FlatBlocks`) or ``(r, r, nc·b)``)."""
     wq = apply_flat(flat, directions)
-    if wq.shape[0] <= UNROLL_MAX_RANK:
+    if isinstance(g, list):
         return correct_packed(wq, g, h, sign)
     return correct(wq, g, h, sign)
 
 
-def refresh(rows, a, fisher, g, h, drift, excluded, symmetric, gains_fn, shards=LOCAL, gains=None,
+def refresh(rows, a, fisher, g, h, drift, excluded, gains_fn, shards=LOCAL, gains=None,
             layout=lambda blocks: blocks):
     """Recompute ``G_i = X_i A X_iᵀ`` and ``H_i = X_i A F A X_iᵀ`` exactly from ``A`` when the
     rank-``r`` corrections may have cancelled away too much precision.
@@ -150,6 +150,10 @@ def refresh(rows, a, fisher, g, h, drift, excluded, symmetric, gains_fn, shards=
     ``A`` itself stays accurate (it is updated, not cancelled), so the rebuilt blocks are too. A
     rebuild costs two ``quad`` passes (``O(n·d²)``) plus ``A F A``; well-conditioned runs need
     none, ill-conditioned ones a few.
+
+    The rebuild uses the one-matmul form of :func:`aljax._bait._rows.quad`, never the
+    upper-triangle one: it is traced twice (forward and backward) and rarely runs, so a short
+    compilation is worth more than its halved flops.
 
     ``a``: ``A``, or a function returning it. ``gains_fn(g, h)``: the gains (or costs) of chunked
     blocks; ``gains``: the caller's, already ``gains_fn(g, h)``. Chunked layout: ``rows`` as
@@ -168,8 +172,8 @@ def refresh(rows, a, fisher, g, h, drift, excluded, symmetric, gains_fn, shards=
     def exact(_):
         a = a_now()
         b_mat = sym(mm(mm(a, fisher), a))
-        g_new = jax.lax.map(lambda rc: quad(rc, a, symmetric), rows)
-        h_new = jax.lax.map(lambda rc: quad(rc, b_mat, symmetric), rows)
+        g_new = jax.lax.map(lambda rc: quad(rc, a), rows)
+        h_new = jax.lax.map(lambda rc: quad(rc, b_mat), rows)
         g_new, h_new = layout(g_new), layout(h_new)
         return g_new, h_new, jnp.zeros_like(drift), gains_fn(g_new, h_new)
 
@@ -217,13 +221,19 @@ def _fisher_sums(pool_gram, labeled, chunk, dtype, shards):
     return gram + gram_lab, gram_lab
 
 
-def _initial_inverse(gram_lab, fisher, lamb, n_lab, k):
-    """``A₀ = M₀⁻¹`` and ``A₀ F A₀``, with
-    ``M₀ = λI + F_L n_L/(n_L + k) = λI + Σ_L X_jᵀX_j/(n_L + k)``."""
-    eye = jnp.eye(fisher.shape[0], dtype=fisher.dtype)
+def initial_inverse(gram_lab, lamb, n_lab, k):
+    """``A₀ = M₀⁻¹`` with ``M₀ = λI + F_L n_L/(n_L + k) = λI + Σ_L X_jᵀX_j/(n_L + k)``."""
+    eye = jnp.eye(gram_lab.shape[0], dtype=gram_lab.dtype)
+    return spd_inverse(lamb * eye + sym(gram_lab) / (n_lab + k))
+
+
+def _initial_inverse(labeled, gram_lab, fisher, lamb, n_lab, k):
+    """``A₀`` (:func:`initial_inverse`, or as the plan computed it) and ``A₀ F A₀``."""
     if gram_lab is None:
+        eye = jnp.eye(fisher.shape[0], dtype=fisher.dtype)
         return eye / lamb, fisher / (lamb * lamb)
-    a = spd_inverse(lamb * eye + sym(gram_lab) / (n_lab + k))
+    given = labeled.inverse if isinstance(labeled, LabeledGram) else None
+    a = initial_inverse(gram_lab, lamb, n_lab, k) if given is None else given
     return a, sym(mm(mm(a, fisher), a))
 
 
@@ -242,7 +252,7 @@ def _setup(pool, labeled, lamb, k, chunk, dtype, shards, n_valid, n_lab_valid) -
     rows, pool_gram = prepare(pool, chunk, dtype)
     gram, gram_lab = _fisher_sums(pool_gram, labeled, chunk, dtype, shards)
     fisher = sym(gram / (n + n_lab))
-    a, b_mat = _initial_inverse(gram_lab, fisher, lamb, n_lab, k)
+    a, b_mat = _initial_inverse(labeled, gram_lab, fisher, lamb, n_lab, k)
     # Candidate rows scaled by √(k / (n_L + k)) (reference parity).
     scale = jnp.sqrt(jnp.asarray(k / (n_lab + k), dtype))   # n_lab may be traced
     rows = scale_rows(rows, scale)
@@ -259,8 +269,9 @@ def _setup(pool, labeled, lamb, k, chunk, dtype, shards, n_valid, n_lab_valid) -
 
 class _FlatBlocks(NamedTuple):
     """The forward steps' layout of the blocks: the chunk axis merged into the point axis, and for
-    small ``r`` only the upper triangles (:func:`aljax._bait._blocks.pack`); each step is then one
-    matmul and a few fused passes."""
+    small ``r`` and large pools only the upper triangles (:func:`aljax._bait._blocks.pack`) with
+    the unrolled algebra; each step is then one matmul and a few fused passes. Small pools keep
+    ``(r, r, nc·b)`` blocks and the loop forms (see ``UNROLL_MIN_POINTS``)."""
 
     r: int
     nc: int
@@ -268,7 +279,7 @@ class _FlatBlocks(NamedTuple):
 
     @property
     def packed(self) -> bool:
-        return self.r <= UNROLL_MAX_RANK
+        return self.r <= UNROLL_MAX_RANK and self.nc * self.b >= UNROLL_MIN_POINTS
 
     def to_flat(self, blocks):
         blocks = blocks.transpose(1, 2, 0, 3).reshape(self.r, self.r, -1)
@@ -279,7 +290,8 @@ class _FlatBlocks(NamedTuple):
         return blocks.reshape(self.r, self.r, self.nc, self.b).transpose(2, 0, 1, 3)
 
     def gains(self, g, h):
-        return forward_gains(g, h, self.r).reshape(self.nc, self.b)
+        out = forward_gains(g, h, self.r) if self.packed else gains(g, h, 1.0)
+        return out.reshape(self.nc, self.b)
 
 
 class _Forward(NamedTuple):
@@ -288,7 +300,6 @@ class _Forward(NamedTuple):
     rows: Any             # chunked rows: exact rebuilds and the picked point's rows
     flat: Any             # the same rows, flat: the per-step corrections
     fisher: jax.Array
-    symmetric: bool
     layout: _FlatBlocks
     shards: Any
     n_local: Any
@@ -309,7 +320,7 @@ def _forward_step(ctx: _Forward, t, state: _ForwardState) -> _ForwardState:
     """Step ``t``: rebuild the blocks if stale, add the best unpicked point, correct every block."""
     nc, b = ctx.layout.nc, ctx.layout.b
     g, h, drift, step_gains = refresh(ctx.rows, effective_a(state.a, state.pending, 1.0), ctx.fisher, state.g,
-                                      state.h, state.drift, state.taken, ctx.symmetric, ctx.layout.gains,
+                                      state.h, state.drift, state.taken, ctx.layout.gains,
                                       ctx.shards, state.gains, ctx.layout.to_flat)
     p_local = jnp.argmax(jnp.where(state.taken, -jnp.inf, step_gains).reshape(-1)).astype(jnp.int32)
     p, mine, xp = ctx.shards.pick(ctx.rows, step_gains, state.taken, p_local, ctx.n_local)
@@ -331,7 +342,7 @@ def _forward(start: _Start, pool, n_forward, shards):
     layout = _FlatBlocks(r, nc, b)
     softmax = isinstance(pool, KronRows) and pool.softmax
     flat = flat_rows(start.rows, pool.w if softmax else None, start.scale)
-    ctx = _Forward(start.rows, flat, start.fisher, symmetric_blocks(d), layout, shards, start.n_local)
+    ctx = _Forward(start.rows, flat, start.fisher, layout, shards, start.n_local)
     g, h = layout.to_flat(start.g), layout.to_flat(start.h)
     state = _ForwardState(start.a, jnp.zeros((d, LAZY_STEPS * r), dtype), g, h, jnp.zeros((nc, b), dtype),
                           layout.gains(g, h), ~start.valid, jnp.zeros(n_forward, jnp.int32))
@@ -349,7 +360,6 @@ class _Backward(NamedTuple):
     rows: Any             # the picked points' rows as one chunk (leading axis 1)
     chunk: Any            # the same without the leading axis
     fisher: jax.Array
-    symmetric: bool
 
 
 class _BackwardState(NamedTuple):
@@ -369,7 +379,7 @@ def _backward_step(ctx: _Backward, t, state: _BackwardState) -> _BackwardState:
     """Step ``t``: rebuild the blocks if stale, drop the pick whose removal raises ``tr(M⁻¹F)``
     least, ``tr(H_j (I − G_j)⁻¹) ≥ 0``, and downdate ``A`` and the blocks by it."""
     g, h, drift, cost = refresh(ctx.rows, effective_a(state.a, state.pending, -1.0), ctx.fisher, state.g[None],
-                                state.h[None], state.drift[None], state.removed[None], ctx.symmetric, _removal_costs)
+                                state.h[None], state.drift[None], state.removed[None], _removal_costs)
     g, h, drift, cost = g[0], h[0], drift[0], cost[0]
     # In exact arithmetic I − G_j is positive definite and the cost positive; when rounding
     # breaks that, removing j would uncover a direction almost only j spans: keep it.
@@ -385,7 +395,7 @@ def _backward(start: _Start, a, g, h, drift, picks, k, shards):
     """Remove ``len(picks) − k`` of the forward picks; the rest, in pick order."""
     sub, g_sub, h_sub, drift_sub = shards.picked(start.rows, g, h, drift, picks, start.n_local)
     d = start.fisher.shape[0]
-    ctx = _Backward(sub, jax.tree_util.tree_map(lambda v: v[0], sub), start.fisher, symmetric_blocks(d))
+    ctx = _Backward(sub, jax.tree_util.tree_map(lambda v: v[0], sub), start.fisher)
     n_forward, r = picks.shape[0], g_sub.shape[0]
     state = _BackwardState(a, jnp.zeros((d, LAZY_STEPS * r), a.dtype), g_sub, h_sub, drift_sub,
                            jnp.zeros(n_forward, bool))

@@ -13,7 +13,7 @@ import numpy as np
 from .. import _progress, _validate
 from .._padding import bucket, nbytes, pad_tree
 from .._types import FisherFactors
-from ._kernel import kernel
+from ._kernel import initial_inverse, kernel
 from ._rows import KronRows, LabeledGram, from_fisher_factors, n_points, prepare
 from ._sharded import plan_sharded
 
@@ -140,8 +140,13 @@ def _pad_labeled(labeled_rows, n_lab: int):
 
 
 @functools.partial(jax.jit, static_argnames=("chunk", "dtype"))
-def _labeled_gram(labeled, *, chunk: int, dtype) -> LabeledGram:
-    return LabeledGram(prepare(labeled, chunk, dtype)[1]())
+def _labeled_gram(labeled, lamb, n_lab, k, *, chunk: int, dtype) -> LabeledGram:
+    """The labeled Fisher sum and ``A₀`` (:func:`aljax._bait._kernel.initial_inverse`). ``A₀``'s
+    Cholesky factorisation is a LAPACK call on CPU: inside the kernel, where XLA runs other work
+    beside it, LAPACK's threads and XLA's contend for the cores and the call can take a hundred
+    times longer than here, on its own."""
+    gram = prepare(labeled, chunk, dtype)[1]()
+    return LabeledGram(gram, initial_inverse(gram, jnp.asarray(lamb, dtype), n_lab, k))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,7 +165,8 @@ def _plan_one_device(rows, labeled_rows, k, lamb, n, n_forward):
     rows = rows if size == n else pad_tree(rows, size=size)
     b = rows_chunk(rows, size)
     if labeled_rows is not None:
-        labeled_rows = _labeled_gram(_pad_labeled(labeled_rows, n_lab), chunk=b, dtype=dtype)
+        labeled_rows = _labeled_gram(_pad_labeled(labeled_rows, n_lab), lamb, jnp.int32(n_lab), jnp.int32(k),
+                                     chunk=b, dtype=dtype)
     return kernel, (rows, labeled_rows, lamb), dict(
         k=k, n_forward=n_forward, chunk=b, n_valid=jnp.int32(n),
         n_lab_valid=None if labeled_rows is None else jnp.int32(n_lab))

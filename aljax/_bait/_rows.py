@@ -25,9 +25,9 @@ from .._linalg import HIGHEST, mm
 from .._types import FisherFactors
 
 # From this width ``d`` on, symmetric products are computed block by block over the upper
-# triangle only: half the flops of the Fisher sum and the quadratic forms, but a longer compilation,
-# which smaller problems would not win back.
-SYMMETRIC_MIN_DIM = 256
+# triangle only: half the flops of the Fisher sum and the quadratic forms, but a compilation
+# several times longer (C unrolled products instead of one), which smaller problems do not win back.
+SYMMETRIC_MIN_DIM = 1024
 
 
 def symmetric_blocks(d: int) -> bool:
@@ -56,13 +56,14 @@ class KronRows:
 @jax.tree_util.register_pytree_node_class
 class LabeledGram:
     """The labeled points' Fisher sum ``Σ_L X_jᵀX_j`` (``d × d``), computed before the selection
-    kernel, whose shapes then do not depend on how many points are labeled."""
+    kernel, whose shapes then do not depend on how many points are labeled; and, where the plan
+    computed it too, ``inverse``: ``A₀ = M₀⁻¹`` (else None)."""
 
-    def __init__(self, matrix):
-        self.matrix = matrix
+    def __init__(self, matrix, inverse=None):
+        self.matrix, self.inverse = matrix, inverse
 
     def tree_flatten(self):
-        return (self.matrix,), None
+        return (self.matrix, self.inverse), None
 
     @classmethod
     def tree_unflatten(cls, aux, children):
