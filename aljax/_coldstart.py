@@ -335,8 +335,6 @@ def typiclust_order(assign_pool, assign_labeled, typicality, c: int):
     return jnp.lexsort((cluster_rank[assign_pool], rank, small)).astype(jnp.int32)
 
 
-
-
 @functools.partial(jax.jit, static_argnames=("k", "n_neighbors", "layout"))
 def _typiclust_kernel(key, x, labeled, *, k: int, n_neighbors: int, layout=None):
     x, labeled = _centred(x, labeled)
