@@ -505,18 +505,23 @@ def section_cold_start_switch(results: Path = RESULTS, root: Path = _provenance.
     return lines + [""]
 
 
+def _flagship_gain(rows: list[dict], s: str) -> str:
+    """A strategy's gain over the labeled few across the seeds, mean ± std (the example's own)."""
+    gains = [r[s] - r["before"] for r in rows]
+    sd = statistics.pstdev(gains) if len(gains) > 1 else 0.0
+    return f"{statistics.mean(gains):+.3f} ± {sd:.3f}"
+
+
 def _flagship_summary(rows: list[dict], strategies: list[str]) -> list[str]:
     """Per strategy over the seeds: gain over the labeled few (mean ± std), the paired difference
     from random's mean (mean ± its standard error) and the seeds that beat random's mean."""
     lines = ["| strategy | gain, mean ± std | minus random's, mean ± s.e. | beats random's mean |", "|---|---|---|---|"]
     for s in ["random", *strategies]:
-        gains = [r[s] - r["before"] for r in rows]
         diffs = [r[s] - r["random"] for r in rows]
-        sd = statistics.pstdev(gains) if len(gains) > 1 else 0.0
         se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else 0.0
         chosen = sorted({r.get("chosen", {}).get(s, s) for r in rows} - {s})
         name = f"`{s}`" + (f" (ran {', '.join(chosen)})" if chosen else "")
-        lines.append(f"| {name} | {statistics.mean(gains):+.3f} ± {sd:.3f} | "
+        lines.append(f"| {name} | {_flagship_gain(rows, s)} | "
                      + ("—" if s == "random" else f"{statistics.mean(diffs):+.4f} ± {se:.4f}") + " | "
                      + ("—" if s == "random" else f"{sum(d > 0 for d in diffs)} of {len(rows)}") + " |")
     return lines
@@ -539,13 +544,8 @@ def section_flagship(results: Path = RESULTS, root: Path = _provenance.ROOT) -> 
         cells = [f"{r[s] - r['before']:+.3f}" + (f" ({r['chosen'][s]})" if r.get("chosen", {}).get(s, s) != s else "")
                  for s in strategies]
         lines.append(f"| {r['seed']} | {r['before']:.3f} | {r['random'] - r['before']:+.3f} | " + " | ".join(cells) + " |")
-
-    def summary(s):
-        gains = [r[s] - r["before"] for r in rows]
-        sd = statistics.pstdev(gains) if len(gains) > 1 else 0.0
-        return f"{statistics.mean(gains):+.3f} ± {sd:.3f}"
-
-    lines.append(f"| mean ± std | | {summary('random')} | " + " | ".join(summary(s) for s in strategies) + " |")
+    lines.append(f"| mean ± std | | {_flagship_gain(rows, 'random')} | "
+                 + " | ".join(_flagship_gain(rows, s) for s in strategies) + " |")
     lines.append("| beats random's mean | | | " + " | ".join(
         f"{sum(r[s] > r['random'] for r in rows)} of {len(rows)}" for s in strategies) + " |")
     frozen = _load(results / "flagship_frozen.json")
