@@ -42,8 +42,8 @@ def select_from_outputs(fn: str, strategy: str, problem_type: str, key, logits, 
 
     ``labeled`` is ``(labeled_logits, labeled_h)`` or None. Exactly one of ``k`` / ``rate``.
     ``options`` holds the algorithm's keywords (``prune``, ``lamb`` (None: the algorithm's
-    default), ``oversample``, ``rank``, ``precompute_covariance``, ``delta``, and the uncertainty
-    scores' ``stochastic`` and ``beta``, already checked).
+    default), BAIT's ``damping``, ``oversample``, ``rank``, ``precompute_covariance``, ``delta``,
+    and the uncertainty scores' ``stochastic`` and ``beta``, already checked).
     """
     options = options or {}
     k, rate = _validate.check_k_or_rate(fn, k, rate, n)
@@ -91,7 +91,7 @@ def select_from_outputs(fn: str, strategy: str, problem_type: str, key, logits, 
             emb = emb[:, None, :]
             labeled_emb = None if labeled_emb is None else labeled_emb[:, None, :]
         return fisher_greedy(emb, k, key=key, labeled=labeled_emb, lamb=lamb,
-                             oversample=options.get("oversample", 2.0))
+                             damping=options.get("damping", "absolute"), oversample=options.get("oversample", 2.0))
     if strategy == "vessal":
         _validate.check_rank(fn, options.get("rank", 1), problem_type)
         rank = options.get("rank", 1) if isinstance(emb, FisherFactors) else None

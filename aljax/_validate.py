@@ -293,6 +293,13 @@ def check_oversample(fn: str, oversample: Any) -> float:
     return float(oversample)
 
 
+def check_damping(fn: str, damping: Any) -> str:
+    """BAIT's ``damping`` mode: ``"relative"`` or ``"absolute"``."""
+    if damping not in ("relative", "absolute"):
+        raise ValueError(message(fn, "damping", "'relative' (λ·tr(F)/d) or 'absolute' (λ as given)", repr(damping)))
+    return damping
+
+
 def check_k_or_rate(fn: str, k: Any, rate: Any, n: int | None) -> tuple[int | None, float | None]:
     """``(k, rate)`` with exactly one of them given: ``k`` a count in ``[1, n]`` (``n=None``: size
     not known yet), ``rate`` a float in ``(0, 1]``."""

@@ -123,6 +123,8 @@ class ActiveSampler:
       max_length: tokeniser truncation length (strings only).
       lamb: the damping of BAIT's ``λI + F_S`` and VeSSAL's ``A₀ = λI``; None (the default)
         takes each algorithm's own default: 1.0 for BAIT, 0.01 for VeSSAL.
+      damping: BAIT's damping mode: ``"absolute"`` (``λ`` as given) or ``"relative"``
+        (``λ·tr(F)/d``, independent of the features' scale); see :func:`aljax.fisher_greedy`.
       oversample: BAIT's forward pass to ``⌈oversample·k⌉`` points before pruning back to ``k``.
       rank: VeSSAL's rank of each point's Fisher rows.
       precompute_covariance: VeSSAL: estimate the covariance in a first pass over the candidates
@@ -154,7 +156,8 @@ class ActiveSampler:
 
     def __init__(self, problem_type: str, model, budget, labeled_data=(), *, strategy: str = "auto", key=0,
                  batch_size: int = 256, features_fn=None, head: str | None = None, device=None,
-                 max_length: int | None = None, lamb: float | None = None, oversample: float = 2.0, rank: int = 1,
+                 max_length: int | None = None, lamb: float | None = None, damping: str = "absolute",
+                 oversample: float = 2.0, rank: int = 1,
                  precompute_covariance: bool = False, prune: bool = False, delta: float | None = None,
                  progress: bool | None = None, stochastic: str | None = None, beta: float = 1.0):
         fn = "ActiveSampler"
@@ -172,6 +175,7 @@ class ActiveSampler:
             self.k, self.rate = None, _validate.check_rate(fn, "budget", budget)
         self.rank = _validate.check_rank(fn, rank, problem_type if strategy == "vessal" else "classification")
         self.lamb = None if lamb is None else _validate.check_positive(fn, "lamb", lamb)
+        self.damping = _validate.check_damping(fn, damping)
         self.delta = None if delta is None else _validate.check_positive(fn, "delta", delta)
         if strategy == "probcover" and problem_type == "regression" and delta is None:
             raise ValueError(_validate.message(fn, "delta", "a positive float for strategy='probcover' with "
@@ -301,7 +305,7 @@ class ActiveSampler:
                 strategy = auto_strategy(count, int(logits.shape[1]), int(h.shape[1]))
             if labeled is None and self.labeled_data is not None and strategy in USES_LABELED:
                 labeled = self._outputs(self.labeled_data, "labeled_data")
-            options = {"lamb": self.lamb, "oversample": self.oversample, "rank": self.rank,
+            options = {"lamb": self.lamb, "damping": self.damping, "oversample": self.oversample, "rank": self.rank,
                        "precompute_covariance": self.precompute_covariance, "prune": self.prune, "delta": self.delta,
                        "stochastic": self.stochastic, "beta": self.beta}
             picks = select_from_outputs(fn, strategy, self.problem_type, key, logits, h, n, self.k, rate=self.rate,

@@ -41,7 +41,9 @@ from __future__ import annotations
 import argparse
 import bz2
 import csv
+import functools
 import gzip
+import inspect
 import json
 import os
 import platform
@@ -248,7 +250,12 @@ def available_strategies():
     funcs = {"random": aljax.random_sample, "margin": aljax.margin, "entropy": aljax.entropy,
              "coreset": aljax.coreset, "badge": aljax.badge, "least_confidence": aljax.least_confidence,
              "bait": getattr(aljax, "bait", None), "vessal": getattr(aljax, "vessal", None)}
-    return {n: funcs[n] for n in names + ["least_confidence"] if funcs.get(n) is not None}, names
+    # Variants, run only when named in --strategies: BAIT's two damping modes side by side.
+    for damping in ("absolute", "relative"):
+        if "damping" in inspect.signature(aljax.bait).parameters:
+            funcs[f"bait_{damping}"] = functools.partial(aljax.bait, damping=damping)
+    extra = ["least_confidence", "bait_absolute", "bait_relative"]
+    return {n: funcs[n] for n in names + extra if funcs.get(n) is not None}, names
 
 
 # ---------------------------------------------------------------------------------------------

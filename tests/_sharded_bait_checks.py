@@ -111,6 +111,8 @@ def check_dense():
     x, lab = dense_rows(N, 2, 12, seed=3), dense_rows(8, 2, 12, seed=4)
     same_picks(lambda: aljax.fisher_greedy(x, K, labeled=lab),
                lambda: aljax.fisher_greedy(shard(x), K, labeled=shard(lab)), K)
+    same_picks(lambda: aljax.fisher_greedy(x, K, labeled=lab, damping="relative"),
+               lambda: aljax.fisher_greedy(shard(x), K, labeled=shard(lab), damping="relative"), K)
 
 
 def check_other_meshes():

@@ -417,6 +417,61 @@ def test_empty_labeled_set_is_the_same_as_none():
     np.testing.assert_array_equal(aljax.fisher_greedy(emb, 4, labeled=emb[:0]), aljax.fisher_greedy(emb, 4))
 
 
+# ---------------------------------------------------------------- relative damping
+
+
+def reference_relative_lamb(pool_rows, labeled_rows, lamb):
+    """``λ·tr(F)/d``, ``F`` the mean of the dense ``X_iᵀX_i`` over pool ∪ labeled."""
+    everything = np.concatenate([np.asarray(pool_rows, np.float64)] +
+                                ([] if labeled_rows is None else [np.asarray(labeled_rows, np.float64)]))
+    fisher = sum(v.T @ v for v in everything) / len(everything)
+    return lamb * np.trace(fisher) / fisher.shape[0]
+
+
+@pytest.mark.parametrize("kind, n_lab", [("factors", 6), ("factors", 0), ("dense", 6)])
+def test_relative_damping_is_the_reference_at_lambda_times_the_mean_fisher_diagonal(kind, n_lab):
+    with jax.enable_x64(True):
+        emb = random_factors(7, 20 + n_lab, 3, 4, temperature=0.5)
+        pool, lab = emb[:20], (emb[20:] if n_lab else None)
+        pool_rows = dense_fisher_rows(pool.probs, pool.h)
+        lab_rows = None if lab is None else dense_fisher_rows(lab.probs, lab.h)
+        lamb = reference_relative_lamb(pool_rows, lab_rows, 0.3)
+        assert not 0.2 < lamb < 0.4   # the scaled λ is not the given one
+        expected = reference_bait(pool_rows, lab_rows, 4, lamb=lamb)
+        if kind == "dense":
+            pool, lab = pool.to_dense(), (None if lab is None else lab.to_dense())
+        got = aljax.fisher_greedy(pool, 4, labeled=lab, lamb=0.3, damping="relative")
+        np.testing.assert_array_equal(np.asarray(got), expected)
+        np.testing.assert_array_equal(got, aljax.fisher_greedy(pool, 4, labeled=lab, lamb=lamb))
+
+
+@settings(deadline=None, max_examples=8)
+@given(seed=st.integers(0, 2**16), power=st.integers(-8, 8))
+def test_relative_damping_picks_do_not_depend_on_the_feature_scale(seed, power):
+    """Features times 2^j (exact in floating point): F and the damping both scale by 4^j, so every
+    gain is unchanged and the picks are the same, bit for bit."""
+    emb = random_factors(seed, 26, 3, 4, dtype=np.float32)
+    scaled = aljax.FisherFactors(emb.probs, emb.h * 2.0 ** power)
+    run = lambda e: aljax.fisher_greedy(e[:20], 4, labeled=e[20:], damping="relative")  # noqa: E731
+    np.testing.assert_array_equal(run(scaled), run(emb))
+
+
+def test_relative_damping_of_a_zero_fisher_falls_back_to_lambda():
+    probs = jax.nn.one_hot(jnp.arange(20) % 3, 3)
+    emb = aljax.FisherFactors(probs, jnp.ones((20, 4)))
+    np.testing.assert_array_equal(aljax.fisher_greedy(emb, 4, damping="relative"), [4, 5, 6, 7])
+
+
+def test_bait_passes_the_damping_to_fisher_greedy():
+    params, apply_fn, _, _, in_shape = MODEL_KINDS["plain"](jax.random.key(0))
+    x = jax.random.normal(jax.random.key(2), (30,) + in_shape)
+    emb, lab = aljax.fisher_embedding(params, apply_fn, x[:24]), aljax.fisher_embedding(params, apply_fn, x[24:])
+    got = aljax.bait(params, apply_fn, x[:24], 5, labeled=x[24:], lamb=0.1, damping="relative")
+    np.testing.assert_array_equal(got, aljax.fisher_greedy(emb, 5, labeled=lab, lamb=0.1, damping="relative"))
+    rows = dense_fisher_rows(emb.probs, emb.h), dense_fisher_rows(lab.probs, lab.h)
+    np.testing.assert_array_equal(got, reference_bait(*rows, 5, lamb=reference_relative_lamb(*rows, 0.1)))
+
+
 @pytest.mark.parametrize("outputs", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_regression_matches_its_dense_reference(outputs):
     with jax.enable_x64(True):

@@ -229,12 +229,14 @@ def numpy_features(params, x):
 
 
 @pytest.mark.slow
-def test_regression_bait_equals_the_function():
+@pytest.mark.parametrize("damping", ["absolute", "relative"])
+def test_regression_bait_equals_the_function(damping):
     params, apply_fn, _ = jax_model(5, out=1)
     pool, labeled = pool_of(seed=5), pool_of(12, seed=6)
     picks = ActiveSampler("regression", (params, apply_fn), K, labeled_data=labeled, strategy="bait",
-                          lamb=0.5).select(pool)
-    want = aljax.bait(params, apply_fn, pool, K, labeled=labeled, lamb=0.5, problem_type="regression")
+                          lamb=0.5, damping=damping).select(pool)
+    want = aljax.bait(params, apply_fn, pool, K, labeled=labeled, lamb=0.5, damping=damping,
+                      problem_type="regression")
     np.testing.assert_array_equal(picks, np.asarray(want))
 
 

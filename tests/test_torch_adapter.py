@@ -328,11 +328,12 @@ def test_coreset_with_labeled_inputs():
 
 
 @pytest.mark.slow
-def test_bait_equals_fisher_greedy_on_the_torch_fisher_embedding():
+@pytest.mark.parametrize("damping", ["absolute", "relative"])
+def test_bait_equals_fisher_greedy_on_the_torch_fisher_embedding(damping):
     model, x, labeled = torch_mlp(8), pool_of(60, 8), pool_of(12, 9)
     want = aljax.fisher_greedy(ta.fisher_embedding(model, x), 5, labeled=ta.fisher_embedding(model, labeled),
-                               lamb=0.5, oversample=2.0)
-    got = ta.bait(model, x, 5, labeled=labeled, lamb=0.5)
+                               lamb=0.5, damping=damping, oversample=2.0)
+    got = ta.bait(model, x, 5, labeled=labeled, lamb=0.5, damping=damping)
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 

@@ -13,7 +13,8 @@ from ._rows import n_points, rows_from_outputs
 from ._sharded import layouts
 
 
-def fisher_greedy(embedding, k: int, *, key=0, labeled=None, lamb: float = 1.0, oversample: float = 2.0) -> jax.Array:
+def fisher_greedy(embedding, k: int, *, key=0, labeled=None, lamb: float = 1.0, damping: str = "absolute",
+                  oversample: float = 2.0) -> jax.Array:
     """BAIT's selector: greedy forward/backward minimisation of ``tr((λI + F_S)⁻¹ F)``.
 
     Ash et al., "Gone fishing: neural active learning with Fisher embeddings", NeurIPS 2021.
@@ -77,7 +78,12 @@ def fisher_greedy(embedding, k: int, *, key=0, labeled=None, lamb: float = 1.0, 
       labeled: the labeled points' embedding, of the same kind and trailing shape as
         ``embedding`` (``(n_L, C)``/``(n_L, D)`` factors or ``(n_L, r, d)`` rows), or None (an
         embedding with 0 points is the same as None).
-      lamb: the damping ``λ > 0``.
+      lamb: the damping ``λ > 0``, in the units of ``damping``.
+      damping: ``"absolute"``: ``λ`` is used as given, in the units of the Fisher (the authors'
+        code; the same ``λ`` damps a head with small features strongly and one with large
+        features weakly); ``"relative"``: the damping is ``λ·tr(F)/d``, ``λ`` times the mean
+        diagonal of ``F`` (the mean Fisher over pool ∪ labeled), so that rescaling the features
+        changes no pick (a Fisher of zero trace falls back to ``λ``).
       oversample: forward steps per selected point, ``>= 1`` (1: forward only).
 
     Returns:
@@ -100,13 +106,14 @@ def fisher_greedy(embedding, k: int, *, key=0, labeled=None, lamb: float = 1.0, 
     labeled_rows = None if labeled is None else as_rows(fn, "labeled", labeled, like=embedding)
     k = _validate.check_k(fn, k, n_points(rows))
     lamb = _validate.check_positive(fn, "lamb", lamb)
+    damping = _validate.check_damping(fn, damping)
     oversample = _validate.check_oversample(fn, oversample)
-    return select(fn, rows, labeled_rows, k, lamb, oversample, layout, labeled_layout)
+    return select(fn, rows, labeled_rows, k, lamb, oversample, layout, labeled_layout, damping=damping)
 
 
 def bait(params, apply_fn: Callable, pool, k: int, *, key=0, labeled=None, batch_size: int = 256,
          features_fn: Callable | None = None, problem_type: str = "classification", lamb: float = 1.0,
-         oversample: float = 2.0, progress: bool | None = None) -> jax.Array:
+         damping: str = "absolute", oversample: float = 2.0, progress: bool | None = None) -> jax.Array:
     """BAIT: Fisher-embedding batch selection (forward greedy, then backward pruning).
 
     Ash et al., "Gone fishing: neural active learning with Fisher embeddings", NeurIPS 2021.
@@ -133,7 +140,9 @@ def bait(params, apply_fn: Callable, pool, k: int, *, key=0, labeled=None, batch
       batch_size: rows per forward chunk of the model.
       features_fn: optional ``features_fn(params, x) -> (batch, D)`` penultimate features.
       problem_type: ``"classification"`` or ``"regression"``.
-      lamb: the damping ``λ > 0``.
+      lamb: the damping ``λ > 0``, in the units of ``damping``.
+      damping: ``"absolute"`` (``λ`` as given, the authors') or ``"relative"`` (``λ·tr(F)/d``,
+        independent of the features' scale); see :func:`~aljax.fisher_greedy`.
       oversample: forward steps per selected point, ``>= 1``.
       progress: progress bars for the forward pass and the selection: ``None`` (default) shows
         them when stderr is a terminal, once the work has run for two seconds; ``True``
@@ -156,6 +165,7 @@ def bait(params, apply_fn: Callable, pool, k: int, *, key=0, labeled=None, batch
         k = _validate.check_k_for_pool(fn, k, pool)
         like, pool = _validate.peek_batches(fn, pool)
         lamb = _validate.check_positive(fn, "lamb", lamb)
+        damping = _validate.check_damping(fn, damping)
         oversample = _validate.check_oversample(fn, oversample)
         _validate.check_problem_type(fn, problem_type)
         _validate.as_key(fn, key)
@@ -171,4 +181,5 @@ def bait(params, apply_fn: Callable, pool, k: int, *, key=0, labeled=None, batch
             labeled_rows = rows_from_outputs(lab_out, lab_h, problem_type)
         # The embedding pass returns the features sharded like a sharded pool: select on that layout.
         layout, labeled_layout = layouts(fn, "pool", h, "labeled", None if labeled_rows is None else labeled_rows.h)
-        return select(fn, rows, labeled_rows, k, lamb, oversample, layout, labeled_layout, pool_arg="pool")
+        return select(fn, rows, labeled_rows, k, lamb, oversample, layout, labeled_layout, pool_arg="pool",
+                      damping=damping)

@@ -14,7 +14,7 @@ from .. import _progress, _validate
 from .._padding import bucket, nbytes, pad_tree
 from .._types import FisherFactors
 from ._kernel import initial_inverse, kernel
-from ._rows import KronRows, LabeledGram, from_fisher_factors, n_points, prepare
+from ._rows import KronRows, LabeledGram, fisher_trace, from_fisher_factors, n_cols, n_points, prepare
 from ._sharded import plan_sharded
 
 # Chunks of the pool axis are sized so that one chunk's largest temporary holds about this many
@@ -192,8 +192,25 @@ def plan(fn, rows, labeled_rows, k, lamb, oversample, layout=None, labeled_layou
     return plan_sharded(fn, rows, labeled_rows, lamb, layout, labeled_layout, static)
 
 
-def select(fn, rows, labeled_rows, k, lamb, oversample, layout=None, labeled_layout=None, pool_arg="embedding"):
+def effective_damping(rows, labeled_rows, lamb: float, damping: str):
+    """The ``λ`` of ``λI + F_S``: ``lamb`` itself (``"absolute"``, the authors'), or ``lamb·tr(F)/d``
+    (``"relative"``), ``F`` the mean Fisher over pool ∪ labeled, whose trace is the mean of the
+    points' ``‖X_i‖²_F``; a Fisher of zero trace (every prediction certain) falls back to ``lamb``.
+    Computed on the unpadded rows, before the plan, as one reduction over the (possibly sharded)
+    rows: ``A₀`` of a labeled set is factorised before the kernel and needs it."""
+    if damping == "absolute":
+        return lamb
+    total, count = fisher_trace(rows), n_points(rows)
+    if labeled_rows is not None and n_points(labeled_rows) > 0:
+        total, count = total + fisher_trace(labeled_rows), count + n_points(labeled_rows)
+    mean_diag = total / (count * n_cols(rows))
+    return lamb * jnp.where(mean_diag > 0, mean_diag, 1)
+
+
+def select(fn, rows, labeled_rows, k, lamb, oversample, layout=None, labeled_layout=None, pool_arg="embedding",
+           damping="absolute"):
     """Run the :func:`plan` of one selection: ``(k,)`` int32 indices."""
+    lamb = effective_damping(rows, labeled_rows, lamb, damping)
     kernel_fn, args, static = plan(fn, rows, labeled_rows, k, lamb, oversample, layout, labeled_layout, pool_arg)
     with _progress.waiting("selecting", k, unit="pick") as bar:
         return bar.wait(kernel_fn(*args, **static))

@@ -133,6 +133,22 @@ def rows_from_outputs(outputs, h, problem_type) -> KronRows:
     return KronRows(s, h, jnp.ones((n, m), dtype), None)
 
 
+@jax.jit
+def fisher_trace(rows) -> jax.Array:
+    """``Σ_i tr(X_iᵀX_i) = Σ_i ‖X_i‖²_F`` over the points of :class:`KronRows` (``‖S_i‖²_F·‖h_i‖²``)
+    or dense ``(n, r, d)`` rows, in the compute dtype (at least float32)."""
+    if isinstance(rows, KronRows):
+        dtype = jnp.result_type(jnp.float32, rows.s.dtype, rows.h.dtype)
+        s2 = jnp.sum(jnp.square(rows.s.astype(dtype)), axis=(1, 2))
+        return jnp.sum(s2 * jnp.sum(jnp.square(rows.h.astype(dtype)), axis=1))
+    return jnp.sum(jnp.square(rows.astype(jnp.result_type(jnp.float32, rows.dtype))))
+
+
+def n_cols(rows) -> int:
+    """``d``, the columns of every point's rows (``C·D`` for :class:`KronRows`)."""
+    return rows.s.shape[2] * rows.h.shape[1] if isinstance(rows, KronRows) else rows.shape[2]
+
+
 def n_points(emb) -> int:
     """Points in :class:`KronRows` or dense ``(n, r, d)`` rows."""
     return emb.s.shape[0] if isinstance(emb, KronRows) else emb.shape[0]

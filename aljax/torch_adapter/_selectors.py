@@ -98,7 +98,7 @@ def badge(model, pool, k: int, *, key=0, batch_size: int = 256, device=None, hea
 
 def bait(model, pool, k: int, *, key=0, labeled=None, batch_size: int = 256, device=None, head: str | None = None,
          max_length: int | None = None, problem_type: str = "classification", lamb: float = 1.0,
-         oversample: float = 2.0, progress: bool | None = None) -> jax.Array:
+         damping: str = "absolute", oversample: float = 2.0, progress: bool | None = None) -> jax.Array:
     """BAIT for a torch model: greedy Fisher-trace minimisation over last-layer Fisher embeddings.
 
     Ash et al., "Gone fishing: neural active learning with Fisher embeddings", NeurIPS 2021.
@@ -125,6 +125,8 @@ def bait(model, pool, k: int, *, key=0, labeled=None, batch_size: int = 256, dev
       problem_type: ``"classification"`` or ``"regression"`` (outputs ``(batch,)`` or
         ``(batch, m)``; the Fisher of a Gaussian head is ``h hᵀ`` per output).
       lamb: the damping ``λ`` of ``λI + F_S``, ``> 0`` (the BAIT paper's 1.0).
+      damping: ``"absolute"`` (``λ`` as given, the authors') or ``"relative"`` (``λ·tr(F)/d``,
+        independent of the features' scale); see :func:`aljax.fisher_greedy`.
       oversample: forward steps per selected point, ``>= 1`` (1: forward only).
       progress: progress bars for the forward pass and the selection: ``None`` (default) shows
         them when stderr is a terminal, once the work has run for two seconds; ``True``
@@ -142,10 +144,11 @@ def bait(model, pool, k: int, *, key=0, labeled=None, batch_size: int = 256, dev
     with _progress.scope("torch_adapter.bait", progress):
         fn = "torch_adapter.bait"
         lamb = _validate.check_positive(fn, "lamb", lamb)
+        damping = _validate.check_damping(fn, damping)
         oversample = _validate.check_oversample(fn, oversample)
         return _select(fn, "bait", model, pool, k, key=key, labeled=labeled, batch_size=batch_size, device=device,
                        head=head, max_length=max_length, problem_type=problem_type,
-                       options={"lamb": lamb, "oversample": oversample})
+                       options={"lamb": lamb, "damping": damping, "oversample": oversample})
 
 
 def vessal(model, pool, k: int | None = None, *, key=0, labeled=None, batch_size: int = 256, device=None,
