@@ -87,8 +87,8 @@ def _check_logits(fn: str, logits) -> None:
                                            f"shape {tuple(logits.shape)}"))
 
 
-def margin_round_robin(embedding, k: int, *, key=0, clustering: Clustering, margin_multiple: float = MARGIN_MULTIPLE
-                       ) -> jax.Array:
+def margin_round_robin(embedding, k: int, *, key=0, clustering: Clustering | None = None,
+                       margin_multiple: float = MARGIN_MULTIPLE) -> jax.Array:
     """Cluster-Margin's selection on a model's logits and a clustering of the pool (Citovsky et
     al., "Batch active learning at scale", NeurIPS 2021).
 
@@ -103,8 +103,8 @@ def margin_round_robin(embedding, k: int, *, key=0, clustering: Clustering, marg
       embedding: ``(n, C)`` floating logits of the pool, ``C >= 2``.
       k: number of points, a Python int in ``[1, n]``.
       key: int seed or ``jax.random`` key of the order within clusters.
-      clustering: the :class:`aljax.Clustering` of these ``n`` points (only its size can be
-        checked here; :func:`aljax.cluster_margin` also checks its fingerprint against the pool).
+      clustering: the :class:`aljax.Clustering` of these ``n`` points, required (``None`` is
+        refused with a ``TypeError``; only its size can be checked here; :func:`aljax.cluster_margin` also checks its fingerprint against the pool).
       margin_multiple: candidates per pick, a finite number ``>= 1`` (default 10).
 
     Returns:
@@ -126,9 +126,9 @@ def margin_round_robin(embedding, k: int, *, key=0, clustering: Clustering, marg
     _check_logits(fn, embedding)
     n = embedding.shape[0]
     k = _validate.check_k(fn, k, n)
-    clustering = check_clustering(fn, clustering, n)
     margin_multiple = check_margin_multiple(fn, margin_multiple)
     _validate.check_finite(fn, "the logits", embedding)
+    clustering = check_clustering(fn, clustering, n)
     return _round_robin(key, jnp.asarray(embedding), clustering.labels, k, candidates_for(k, margin_multiple, n))
 
 
