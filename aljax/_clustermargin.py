@@ -127,7 +127,7 @@ def margin_round_robin(embedding, k: int, *, key=0, clustering: Clustering | Non
     n = embedding.shape[0]
     k = _validate.check_k(fn, k, n)
     margin_multiple = check_margin_multiple(fn, margin_multiple)
-    _validate.check_finite(fn, "the logits", embedding)
+    _validate.check_finite(fn, "argument `embedding` (the logits)", embedding)
     clustering = check_clustering(fn, clustering, n)
     return _round_robin(key, jnp.asarray(embedding), clustering.labels, k, candidates_for(k, margin_multiple, n))
 

@@ -377,7 +377,7 @@ def hac_clustering(embedding, *, threshold: float, key=0, max_exact: int = MAX_E
         m = _validate.pool_size(fn, fingerprint_of, "fingerprint_of")
         if m != n:
             raise ValueError(_validate.message(fn, "fingerprint_of", f"{n} rows like `embedding`", f"{m} rows"))
-    _validate.check_finite(fn, "the embedding", embedding)
+    _validate.check_finite(fn, "argument `embedding`", embedding)
     hashes = row_hashes(embedding if fingerprint_of is None else fingerprint_of)
     labels, n_clusters = cluster_features(fn, key, jnp.asarray(embedding), threshold, max_exact, n_centres)
     return Clustering(labels, n_clusters, hashes)
