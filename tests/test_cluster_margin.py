@@ -293,3 +293,31 @@ def test_a_clustering_of_another_pool_is_refused_and_take_fits_a_shrunk_pool():
     got = aljax.cluster_margin(PARAMS, apply_fn, POOL[20:], 5, clustering=c.take(rows), key=1)
     ref = aljax.margin_round_robin(apply_fn(PARAMS, POOL[20:]), 5, key=1, clustering=c.take(rows))
     assert got.tolist() == ref.tolist()
+
+
+# ---------------------------------------------------------------- torch mirror
+
+
+def test_torch_mirror_equals_the_jax_selector_and_checks_the_fingerprint():
+    torch = pytest.importorskip("torch")
+    import aljax.torch_adapter as ta
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+    pool = torch.randn(80, 4)
+    clustering = ta.cluster_pool(model, pool, threshold=1.5)
+    with torch.no_grad():
+        feats = model[1](model[0](pool)).numpy()
+        logits = jnp.asarray(model(pool).numpy())
+    ref_clustering = aljax.hac_clustering(jnp.asarray(feats), threshold=1.5)
+    assert same_partition(clustering.labels, ref_clustering.labels)
+    got = ta.cluster_margin(model, pool, 6, key=2, clustering=clustering, margin_multiple=4.0)
+    ref = aljax.margin_round_robin(logits, 6, key=2, clustering=clustering, margin_multiple=4.0)
+    assert got.tolist() == ref.tolist()
+    assert ta.cluster_margin(model, pool, 6, key=2, threshold=1.5, margin_multiple=4.0).shape == (6,)
+    with pytest.raises(ValueError, match="another pool"):
+        ta.cluster_margin(model, pool.flip(0), 6, clustering=clustering)
+    with pytest.raises(ValueError, match="pool of 80 points, but the pool has 40"):
+        ta.cluster_margin(model, pool[:40], 6, clustering=clustering)
+    with pytest.raises(ValueError, match="margin_multiple"):
+        ta.cluster_margin(model, pool, 6, clustering=clustering, margin_multiple=0.9)
