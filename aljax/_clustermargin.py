@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _progress, _scores, _validate
-from ._baselines import _pool_logits
-from ._embeddings import logits_and_features
+from ._embeddings import cached, check_outputs, logits_and_features, output_shape
+from ._pool import open_pool
 from ._hac import MAX_EXACT, N_CENTRES, Clustering, check_fingerprint, check_sizes, check_threshold, \
     cluster_features, row_hashes
 
@@ -60,7 +60,7 @@ def candidates_for(k: int, margin_multiple: float, n: int) -> int:
 
 
 @functools.partial(jax.jit, static_argnames=("k", "n_candidates"))
-def _round_robin(key: jax.Array, logits: jax.Array, labels: jax.Array, k: int, n_candidates: int) -> jax.Array:
+def round_robin_kernel(key: jax.Array, logits: jax.Array, labels: jax.Array, k: int, n_candidates: int) -> jax.Array:
     """The candidates (lowest margin first, ties to the lowest index) ordered by turn: turn ``t``
     takes the ``t``-th point (in the random order ``permutation(key, n_candidates)``) of every
     cluster that has one, smallest cluster first (size among the candidates; equal sizes by
@@ -129,11 +129,23 @@ def margin_round_robin(embedding, k: int, *, key=0, clustering: Clustering | Non
     margin_multiple = check_margin_multiple(fn, margin_multiple)
     _validate.check_finite(fn, "argument `embedding` (the logits)", embedding)
     clustering = check_clustering(fn, clustering, n)
-    return _round_robin(key, jnp.asarray(embedding), clustering.labels, k, candidates_for(k, margin_multiple, n))
+    return round_robin_kernel(key, jnp.asarray(embedding), clustering.labels, k, candidates_for(k, margin_multiple, n))
 
 
 # ---------------------------------------------------------------------------------------------
 # Front doors.
+
+
+def _pool_logits(fn: str, params, apply_fn: Callable, pool, batch_size: int) -> jax.Array:
+    """``apply_fn`` over the pool in chunks (shapes checked on the first chunk), logits checked finite."""
+    if not callable(apply_fn):
+        raise TypeError(_validate.message(fn, "apply_fn", "a callable apply_fn(params, x)", type(apply_fn).__name__))
+    forward = cached("logits", apply_fn, lambda: jax.jit(apply_fn))
+    first, _, run = open_pool(fn, pool, batch_size)
+    check_outputs(fn, output_shape(fn, forward, params, first), "classification")
+    logits, _ = run(lambda chunk: forward(params, chunk))
+    _validate.check_finite(fn, "the model's outputs (logits) on argument `pool`", logits)
+    return logits
 
 
 def _hashing(fn: str, pool, hashes: list):
@@ -281,10 +293,10 @@ def cluster_margin(params, apply_fn: Callable, pool, k: int, *, key=0, batch_siz
             hashes: list = []
             if not iterable:
                 check_fingerprint(fn, "pool", clustering, row_hashes(pool))
-            logits = _pool_logits(fn, params, apply_fn, _hashing(fn, pool, hashes) if iterable else pool, k,
+            logits = _pool_logits(fn, params, apply_fn, _hashing(fn, pool, hashes) if iterable else pool,
                                   batch_size)
             n = logits.shape[0]
             if iterable:
                 check_fingerprint(fn, "pool", clustering, jnp.concatenate(hashes))
         k = _validate.check_k(fn, k, n)
-        return _round_robin(key, logits, clustering.labels, k, candidates_for(k, margin_multiple, n))
+        return round_robin_kernel(key, logits, clustering.labels, k, candidates_for(k, margin_multiple, n))

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _progress, _validate
-from ._badge import _mix32, kmeans_pp
+from ._badge import kmeans_pp
 from ._linalg import HIGHEST
 
 # Distance blocks hold about this many entries (rows × columns): 2^24 float32 = 64 MiB.
@@ -71,6 +71,15 @@ class Clustering(NamedTuple):
     row_hash: jax.Array
 
     def take(self, rows) -> "Clustering":
+        """The clustering of some of its rows, in the order of ``rows`` (``(m,)`` integer
+        indices), clusters renumbered in order of first appearance among them.
+
+        Example:
+          >>> import jax.numpy as jnp, aljax
+          >>> c = aljax.hac_clustering(jnp.array([[0.0], [0.1], [5.0]]), threshold=1.0)
+          >>> c.take(jnp.array([1, 2])).labels.tolist()
+          [0, 1]
+        """
         rows = jnp.asarray(rows)
         if rows.ndim != 1 or not jnp.issubdtype(rows.dtype, jnp.integer):
             raise TypeError(_validate.message("Clustering.take", "rows", "a 1-D integer array of row indices",
@@ -85,6 +94,16 @@ class Clustering(NamedTuple):
 
 # ---------------------------------------------------------------------------------------------
 # Fingerprint: a 64-bit hash of every row.
+
+
+def _mix32(x: jax.Array) -> jax.Array:
+    """MurmurHash3's 32-bit finaliser: a bijection in which every output bit depends on every
+    input bit."""
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x85EBCA6B)
+    x = x ^ (x >> 13)
+    x = x * jnp.uint32(0xC2B2AE35)
+    return x ^ (x >> 16)
 
 
 def _words(leaf: jax.Array) -> jax.Array:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .. import _progress, _validate
-from .._clustermargin import MARGIN_MULTIPLE, _round_robin, candidates_for, check_clustering, \
+from .._clustermargin import MARGIN_MULTIPLE, round_robin_kernel, candidates_for, check_clustering, \
     check_margin_multiple
 from .._hac import MAX_EXACT, N_CENTRES, Clustering, check_fingerprint, check_sizes, check_threshold, \
     cluster_features, row_hashes
@@ -165,4 +165,4 @@ def cluster_margin(model, pool, k: int, *, key=0, batch_size: int = 256, device=
             check_clustering(fn, clustering, int(logits.shape[0]))
         n = int(logits.shape[0])
         k = _validate.check_k(fn, k, n)
-        return _round_robin(key, logits, clustering.labels, k, candidates_for(k, margin_multiple, n))
+        return round_robin_kernel(key, logits, clustering.labels, k, candidates_for(k, margin_multiple, n))
