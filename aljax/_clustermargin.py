@@ -181,7 +181,8 @@ def cluster_pool(params, apply_fn: Callable, pool, *, threshold: float, key=0, b
       features_fn: optional ``features_fn(params, x) -> (batch, D)``.
       problem_type: ``"classification"`` or ``"regression"`` (only the features are read).
       max_exact: the largest pool clustered exactly, an int ``>= 2``.
-      n_centres: the two-level scheme's centres, an int in ``[2, max_exact]``.
+      n_centres: the two-level scheme's centres, an int ``>= 2`` (at most ``max_exact`` when
+        the pool has more than ``max_exact`` points).
       progress: progress bars: ``None`` (default) shows them when stderr is a terminal, once
         the work has run for two seconds; ``True`` always (needs tqdm); ``False`` never.
 

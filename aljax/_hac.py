@@ -330,15 +330,17 @@ def check_threshold(fn: str, threshold: Any) -> float:
 
 
 def check_sizes(fn: str, max_exact: Any, n_centres: Any) -> tuple[int, int]:
-    max_exact = _validate.check_int(fn, "max_exact", max_exact, low=2)
-    n_centres = _validate.check_int(fn, "n_centres", n_centres, low=2, high=max_exact)
-    return max_exact, n_centres
+    return _validate.check_int(fn, "max_exact", max_exact, low=2), _validate.check_int(fn, "n_centres", n_centres,
+                                                                                         low=2)
 
 
 def cluster_features(fn: str, key: jax.Array, features: jax.Array, threshold: float, max_exact: int,
                      n_centres: int) -> tuple[jax.Array, jax.Array]:
     """Validated inputs -> ``(labels, n_clusters)``: exact up to ``max_exact`` rows, else two-level."""
     n = features.shape[0]
+    if n > max_exact and n_centres > max_exact:
+        raise ValueError(_validate.message(fn, "n_centres", f"at most `max_exact` ({max_exact}) for a pool of {n} "
+                                           "points (more than `max_exact`: clustered in two levels)", n_centres))
     with _progress.waiting("clustering", n, unit="point") as bar:
         if n <= max_exact:
             return bar.wait(_exact(features, threshold))
@@ -370,7 +372,8 @@ def hac_clustering(embedding, *, threshold: float, key=0, max_exact: int = MAX_E
       key: int seed or ``jax.random`` key of the two-level scheme's sample and seeding (unused by
         the exact path).
       max_exact: the largest pool clustered exactly, an int ``>= 2``.
-      n_centres: the two-level scheme's centres, an int in ``[2, max_exact]``.
+      n_centres: the two-level scheme's centres, an int ``>= 2``, at most ``max_exact`` when the
+        pool has more than ``max_exact`` points (the centres are clustered exactly).
       fingerprint_of: the data whose row hashes become the clustering's fingerprint (default: the
         embedding itself); pass the pool's inputs to use the clustering with
         :func:`aljax.cluster_margin`.
@@ -392,6 +395,9 @@ def hac_clustering(embedding, *, threshold: float, key=0, max_exact: int = MAX_E
         raise ValueError(_validate.message(fn, "embedding", "a non-empty pool", "an empty pool (0 examples)"))
     threshold = check_threshold(fn, threshold)
     max_exact, n_centres = check_sizes(fn, max_exact, n_centres)
+    if n > max_exact and n_centres > max_exact:
+        raise ValueError(_validate.message(fn, "n_centres", f"at most `max_exact` ({max_exact}) for a pool of {n} "
+                                           "points (more than `max_exact`: clustered in two levels)", n_centres))
     if fingerprint_of is not None:
         m = _validate.pool_size(fn, fingerprint_of, "fingerprint_of")
         if m != n:

@@ -66,7 +66,8 @@ def cluster_pool(model, pool, *, threshold: float, key=0, batch_size: int = 256,
       max_length: tokeniser truncation length (strings only).
       problem_type: ``"classification"`` or ``"regression"`` (only the features are read).
       max_exact: the largest pool clustered exactly, an int ``>= 2``.
-      n_centres: the two-level scheme's centres, an int in ``[2, max_exact]``.
+      n_centres: the two-level scheme's centres, an int ``>= 2`` (at most ``max_exact`` when
+        the pool has more than ``max_exact`` points).
       progress: progress bars: ``None`` (default) when stderr is a terminal; ``True``; ``False``.
 
     Returns:
