@@ -37,7 +37,7 @@ from ._linalg import HIGHEST
 _BLOCK_ENTRIES = 1 << 24
 # Rows hashed per step of the fingerprint pass.
 _HASH_ROWS = 1 << 14
-MAX_EXACT = 16384
+MAX_EXACT = 8192
 N_CENTRES = 4096
 # The two-level scheme's k-means++ runs on a uniform sample of this many points per centre.
 _SAMPLE_PER_CENTRE = 8
@@ -254,7 +254,10 @@ def _nn_chain(dist: jax.Array, size: jax.Array, live: jax.Array, threshold) -> j
 
     init = _Chain(dist, jnp.zeros(m, jnp.int32), size, live, jnp.zeros(m, jnp.int32), jnp.int32(0), idx,
                   jnp.int32(0))
-    return jax.lax.while_loop(cond, body, init).slot
+    final = jax.lax.while_loop(cond, body, init)
+    # Every step pushes, merges or retires: at most 2m pushes and m merges or retirements. A chain
+    # still live after 4m + 8 steps would be a bug; it is reported, never returned as a result.
+    return final.slot, jnp.any(final.live)
 
 
 def _canonical(slots: jax.Array, m: int) -> tuple[jax.Array, jax.Array]:
@@ -272,8 +275,8 @@ def _exact(x: jax.Array, threshold) -> tuple[jax.Array, jax.Array]:
     dtype = jnp.result_type(jnp.float32, x.dtype)
     x = x.astype(dtype)
     m = x.shape[0]
-    slots = _nn_chain(_distances(x), jnp.ones(m, dtype), jnp.ones(m, bool), jnp.asarray(threshold, dtype))
-    return _canonical(slots, m)
+    slots, stuck = _nn_chain(_distances(x), jnp.ones(m, dtype), jnp.ones(m, bool), jnp.asarray(threshold, dtype))
+    return (*_canonical(slots, m), stuck)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,11 +304,11 @@ def _nearest_centre(x: jax.Array, centres: jax.Array) -> jax.Array:
 def _centre_hac(centres: jax.Array, assign: jax.Array, threshold) -> tuple[jax.Array, jax.Array]:
     m = centres.shape[0]
     counts = jnp.zeros(m, centres.dtype).at[assign].add(1.0)
-    slots = _nn_chain(_distances(centres), counts, counts > 0, jnp.asarray(threshold, centres.dtype))
-    return _canonical(slots[assign], m)
+    slots, stuck = _nn_chain(_distances(centres), counts, counts > 0, jnp.asarray(threshold, centres.dtype))
+    return (*_canonical(slots[assign], m), stuck)
 
 
-def _two_level(key: jax.Array, x: jax.Array, threshold: float, n_centres: int) -> tuple[jax.Array, jax.Array]:
+def _two_level(key: jax.Array, x: jax.Array, threshold: float, n_centres: int):
     dtype = jnp.result_type(jnp.float32, x.dtype)
     x = x.astype(dtype) - jnp.mean(x.astype(dtype), axis=0)
     n = x.shape[0]
@@ -343,8 +346,13 @@ def cluster_features(fn: str, key: jax.Array, features: jax.Array, threshold: fl
                                            "points (more than `max_exact`: clustered in two levels)", n_centres))
     with _progress.waiting("clustering", n, unit="point") as bar:
         if n <= max_exact:
-            return bar.wait(_exact(features, threshold))
-        return bar.wait(_two_level(key, features, threshold, min(n_centres, n)))
+            labels, n_clusters, stuck = bar.wait(_exact(features, threshold))
+        else:
+            labels, n_clusters, stuck = bar.wait(_two_level(key, features, threshold, min(n_centres, n)))
+    if _validate.is_concrete(stuck) and bool(stuck):
+        raise RuntimeError(f"aljax.{fn}: the nearest-neighbour chain did not finish within its step bound; "
+                           "this is a bug in aljax, please report it with the embedding.")
+    return labels, n_clusters
 
 
 def hac_clustering(embedding, *, threshold: float, key=0, max_exact: int = MAX_EXACT, n_centres: int = N_CENTRES,
@@ -355,7 +363,7 @@ def hac_clustering(embedding, *, threshold: float, key=0, max_exact: int = MAX_E
     Exact up to ``max_exact`` points: equal to SciPy's ``fcluster(linkage(embedding, "average"),
     threshold, criterion="distance")`` up to the numbering (Euclidean distances; ties and
     distances within float rounding of the threshold aside). It holds the ``n × n`` distance
-    matrix (1 GiB of float32 at the default 16,384 points) and runs the nearest-neighbour chain in
+    matrix (256 MiB of float32 at the default 8,192 points) and runs the nearest-neighbour chain in
     one ``lax.while_loop``: O(n²) time.
 
     Beyond ``max_exact`` points, two levels: ``n_centres`` centres by k-means++ seeding on a

@@ -26,7 +26,7 @@ Cases (C = 10 classes throughout; sizes in ``SIZES``):
   them), nothing labeled, points/s (their own n, D, k: 100,000 × 128, k = 100 at ``medium``).
 * ``hac_clustering``: Cluster-Margin's clustering (average-linkage HAC at a distance threshold) of
   ``(n, D)`` Gaussian blobs (``CLUSTER_BLOBS`` centres of spread 10, unit noise, threshold 40):
-  exact up to 16,384 points, two-level beyond (4,096 k-means++ centres, then HAC over them);
+  exact up to 8,192 points, two-level beyond (4,096 k-means++ centres, then HAC over them);
   points/s and peak memory. ``large`` is the 1,000,000 × 128 pool.
 * ``cluster_margin``: one Cluster-Margin round on that pool's clustering (computed once, outside
   the timing): :func:`aljax.margin_round_robin` on ``(n, C)`` logits, ``margin_multiple = 10``.

@@ -138,7 +138,8 @@ def test_weighted_centre_hac_equals_scipy_on_repeated_centres():
     t = threshold_in_a_gap(linkage(repeated.astype(np.float64), "average")[:, 2], rng)
     ref = scipy_labels(repeated, t)
     ref_of_centre = {c: ref[np.flatnonzero(owner == c)[0]] for c in np.unique(owner)}
-    labels, n_clusters = _hac._centre_hac(jnp.asarray(centres), jnp.asarray(assign, jnp.int32), t)
+    labels, n_clusters, stuck = _hac._centre_hac(jnp.asarray(centres), jnp.asarray(assign, jnp.int32), t)
+    assert not bool(stuck)
     assert same_partition(labels, [ref_of_centre[c] for c in assign])
     assert int(n_clusters) == len(set(ref.tolist()))
 
