@@ -104,7 +104,8 @@ def margin_round_robin(embedding, k: int, *, key=0, clustering: Clustering | Non
       k: number of points, a Python int in ``[1, n]``.
       key: int seed or ``jax.random`` key of the order within clusters.
       clustering: the :class:`aljax.Clustering` of these ``n`` points, required (``None`` is
-        refused with a ``TypeError``; only its size can be checked here; :func:`aljax.cluster_margin` also checks its fingerprint against the pool).
+        refused with a ``TypeError``; only its size can be checked here;
+        :func:`aljax.cluster_margin` also checks its fingerprint against the pool).
       margin_multiple: candidates per pick, a finite number ``>= 1`` (default 10).
 
     Returns:

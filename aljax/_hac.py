@@ -326,7 +326,8 @@ def _two_level(key: jax.Array, x: jax.Array, threshold: float, n_centres: int):
 
 def check_threshold(fn: str, threshold: Any) -> float:
     if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
-        raise TypeError(_validate.message(fn, "threshold", "a real number", f"{type(threshold).__name__} {threshold!r}"))
+        raise TypeError(_validate.message(fn, "threshold", "a real number",
+                                          f"{type(threshold).__name__} {threshold!r}"))
     if not (np.isfinite(threshold) and threshold > 0):
         raise ValueError(_validate.message(fn, "threshold", "a finite distance > 0", threshold))
     return float(threshold)
