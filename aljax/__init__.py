@@ -10,7 +10,7 @@ module imports only modules of its own layer or of the layers listed before it
 3. ``_dense_head``, ``_embeddings``, ``_scores``, ``scores``, ``_stochastic``, ``stopping``: from a
    model to embeddings and scores; stochastic batch acquisition on scores; stopping criteria over
    the predictions of successive rounds.
-4. ``_badge``, ``_bait``, ``_vessal``, ``_baselines``, ``_coldstart``: selectors (arrays in,
+4. ``_badge``, ``_bait``, ``_vessal``, ``_baselines``, ``_coldstart``, ``_hac``, ``_clustermargin``: selectors (arrays in,
    indices out) and the JAX front doors that embed a pool and call them.
 5. ``_strategies``: strategy name → embedding of a model's outputs → selector.
 6. ``torch_adapter``: torch and Hugging Face models in front of the same strategies.
@@ -36,6 +36,9 @@ from . import scores as scores
 from ._badge import kmeans_pp as kmeans_pp
 from ._bait import fisher_greedy as fisher_greedy
 from ._baselines import k_center_greedy as k_center_greedy
+from ._clustermargin import margin_round_robin as margin_round_robin
+from ._hac import Clustering as Clustering
+from ._hac import hac_clustering as hac_clustering
 from ._coldstart import probcover as probcover
 from ._coldstart import typiclust as typiclust
 from ._vessal import volume_stream as volume_stream
@@ -48,6 +51,8 @@ from ._badge import badge as badge
 from ._bait import bait as bait
 from ._baselines import bald as bald
 from ._baselines import coreset as coreset
+from ._clustermargin import cluster_margin as cluster_margin
+from ._clustermargin import cluster_pool as cluster_pool
 from ._baselines import entropy as entropy
 from ._baselines import least_confidence as least_confidence
 from ._baselines import margin as margin
@@ -76,9 +81,12 @@ __all__ = [
     "last_layer_embedding",
     "scores",
     # Selectors on embeddings
+    "Clustering",
     "fisher_greedy",
+    "hac_clustering",
     "k_center_greedy",
     "kmeans_pp",
+    "margin_round_robin",
     "probcover",
     "typiclust",
     "volume_stream",
@@ -88,6 +96,8 @@ __all__ = [
     "badge",
     "bait",
     "bald",
+    "cluster_margin",
+    "cluster_pool",
     "coreset",
     "entropy",
     "least_confidence",

@@ -25,7 +25,7 @@ def message(fn: str, arg: str, expected: str, got: Any) -> str:
 # (named here, not looked up, so that this lowest layer never imports the adapter).
 TORCH_MIRRORS = ("badge", "bait", "bald", "coreset", "entropy", "fisher_embedding", "gradient_embedding",
                  "last_layer_embedding", "least_confidence", "logits_and_features", "margin", "random_sample",
-                 "vessal")
+                 "vessal", "cluster_margin", "cluster_pool")
 PROBLEM_TYPES = ("classification", "regression")
 # Strategies defined for a regression head (the rest need class probabilities).
 REGRESSION_STRATEGIES = ("vessal", "badge", "bait", "coreset", "typiclust", "probcover", "auto", "random")

@@ -24,6 +24,12 @@ Cases (C = 10 classes throughout; sizes in ``SIZES``):
 * ``typiclust``, ``probcover`` (δ = 0.6 given) and ``probcover_purity`` (δ by the purity rule,
   ``n_classes=10``): the cold start selectors on ``(n, D)`` L2-normalised Gaussian blobs (10 of
   them), nothing labeled, points/s (their own n, D, k: 100,000 × 128, k = 100 at ``medium``).
+* ``hac_clustering``: Cluster-Margin's clustering (average-linkage HAC at a distance threshold) of
+  ``(n, D)`` Gaussian blobs (``CLUSTER_BLOBS`` centres of spread 10, unit noise, threshold 40):
+  exact up to 8,192 points, two-level beyond (4,096 k-means++ centres, then HAC over them);
+  points/s and peak memory. ``large`` is the 1,000,000 × 128 pool.
+* ``cluster_margin``: one Cluster-Margin round on that pool's clustering (computed once, outside
+  the timing): :func:`aljax.margin_round_robin` on ``(n, C)`` logits, ``margin_multiple = 10``.
 
 Every timing: JAX's compilation caches cleared, one warm-up call (its extra cost over the median
 is reported as ``compile_s``: tracing and compilation), then the median of ``--repeats`` calls,
@@ -73,22 +79,28 @@ IN_DIM = 64
 # Per size: the pool (n, D, k) for the embedding pass, BADGE, core-set and margin; BAIT and VeSSAL
 # get their own (n, D, k): their cost grows with (C·D)², so they run at a smaller D.
 SIZES = {
-    "tiny": dict(n=1_000, dim=32, k=10, bait=(500, 16, 5), vessal=(1_000, 16, 10), coldstart=(1_000, 16, 10)),
+    "tiny": dict(n=1_000, dim=32, k=10, bait=(500, 16, 5), vessal=(1_000, 16, 10), coldstart=(1_000, 16, 10),
+                 cluster=(1_000, 16, 10)),
     "small": dict(n=10_000, dim=512, k=100, bait=(2_000, 64, 20), vessal=(10_000, 64, 100),
-                  coldstart=(10_000, 128, 100)),
+                  coldstart=(10_000, 128, 100), cluster=(10_000, 128, 100)),
     "medium": dict(n=50_000, dim=512, k=500, bait=(10_000, 128, 100), vessal=(50_000, 64, 500),
-                   coldstart=(100_000, 128, 100)),
+                   coldstart=(100_000, 128, 100), cluster=(100_000, 128, 1_000)),
     "large": dict(n=1_000_000, dim=512, k=1_000, bait=(50_000, 512, 100), vessal=(1_000_000, 64, 1_000),
-                  coldstart=(1_000_000, 128, 100)),
+                  coldstart=(1_000_000, 128, 100), cluster=(1_000_000, 128, 10_000)),
 }
 ALGORITHMS = ("last_layer_embedding", "fisher_embedding", "kmeans_pp", "badge", "fisher_greedy",
-              "volume_stream", "k_center_greedy", "margin", "typiclust", "probcover", "probcover_purity")
+              "volume_stream", "k_center_greedy", "margin", "typiclust", "probcover", "probcover_purity",
+              "hac_clustering", "cluster_margin")
 COLDSTART = ("typiclust", "probcover", "probcover_purity")
 # The cold start pool: L2-normalised Gaussian blobs (as in benchmarks/coldstart.py), and ProbCover's
 # δ when given (on this pool, balls of radius 0.6 hold a few hundred points each at n = 100,000).
 BLOBS = 10
 PROBCOVER_DELTA = 0.6
 MARKER = "THROUGHPUT-CHILD-RESULT "
+# Cluster-Margin's pool: Gaussian blobs around this many centres, and the clustering's threshold
+# (between-centre distances ≈ 10·√(2D), within-blob ≈ √(2D): 160 and 16 at D = 128).
+CLUSTER_BLOBS = 1_000
+CLUSTER_THRESHOLD = 40.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -135,6 +147,13 @@ def make_blobs(n: int, dim: int, seed: int = 5) -> jax.Array:
     centres = jax.random.normal(kc, (BLOBS, dim))
     x = centres[jax.random.randint(ka, (n,), 0, BLOBS)] + 0.8 * jax.random.normal(kn, (n, dim))
     return x / jnp.linalg.norm(x, axis=1, keepdims=True)
+
+
+def make_cluster_pool(n: int, dim: int, seed: int = 6) -> jax.Array:
+    """``(n, dim)`` points around ``CLUSTER_BLOBS`` centres of spread 10, unit noise (not normalised)."""
+    kc, ka, kn = jax.random.split(jax.random.key(seed), 3)
+    centres = 10.0 * jax.random.normal(kc, (CLUSTER_BLOBS, dim))
+    return centres[jax.random.randint(ka, (n,), 0, CLUSTER_BLOBS)] + jax.random.normal(kn, (n, dim))
 
 
 def raw_batches(n: int, batch: int, seed: int = 1):
@@ -201,6 +220,20 @@ def size_cases(cfg: dict, wanted: set[str]):
             yield _case("probcover_purity", lambda: aljax.probcover(blobs, kc, key=3, n_classes=BLOBS), n=nc,
                         dim=dc, k=kc, n_classes=BLOBS)
         del blobs
+    if wanted & {"hac_clustering", "cluster_margin"}:
+        nh, dh, kh = cfg["cluster"]
+        feats = make_cluster_pool(nh, dh)
+        if "hac_clustering" in wanted:
+            yield _case("hac_clustering", lambda: aljax.hac_clustering(feats, threshold=CLUSTER_THRESHOLD, key=4),
+                        n=nh, dim=dh, threshold=CLUSTER_THRESHOLD)
+        if "cluster_margin" in wanted:
+            clustering = aljax.hac_clustering(feats, threshold=CLUSTER_THRESHOLD, key=4)
+            logits = 2.0 * jax.random.normal(jax.random.key(7), (nh, CLASSES))
+            yield _case("cluster_margin", lambda: aljax.margin_round_robin(logits, kh, key=5, clustering=clustering,
+                                                                          margin_multiple=10.0),
+                        n=nh, dim=dh, k=kh, clusters=int(clustering.n_clusters))
+            del clustering, logits
+        del feats
 
 
 def run_size(name: str, cfg: dict, wanted: set[str], repeats: int) -> list[dict]:

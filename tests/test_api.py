@@ -40,6 +40,8 @@ SELECTORS = _by_leading(["embedding", "k"])
 SCORE_SELECTORS = _by_leading(["key", "scores", "k"])
 FRONT_DOORS = _by_leading(["params", "apply_fn", "pool", "k"])
 EMBEDDINGS = sorted(set(_by_leading(["params", "apply_fn", "pool"])) - set(FRONT_DOORS))
+# Embedding in, a clustering out (Cluster-Margin's, computed once): (embedding, *, threshold, key=0, ...).
+CLUSTERINGS = sorted(set(_by_leading(["embedding"])) - set(SELECTORS))
 HARNESS = ["curve_area", "plot_learning_curves", "relative_auc", "simulate"]
 # The keywords that mean the same thing everywhere, and their one default.
 SHARED_DEFAULTS = {"key": 0, "labeled": None, "batch_size": 256, "features_fn": None,
@@ -139,7 +141,7 @@ def _params(fn):
 
 def test_every_public_function_is_of_a_known_kind():
     functions = {n for n in aljax.__all__ if inspect.isfunction(getattr(aljax, n))}
-    assert functions == set(SELECTORS) | set(SCORE_SELECTORS) | set(FRONT_DOORS) | set(EMBEDDINGS) | set(HARNESS), \
+    assert functions == set(SELECTORS) | set(SCORE_SELECTORS) | set(FRONT_DOORS) | set(EMBEDDINGS) | set(HARNESS) | set(CLUSTERINGS), \
         "a public function follows neither convention of docs/api.md"
     assert {"kmeans_pp", "fisher_greedy", "volume_stream", "k_center_greedy"} <= set(SELECTORS)
     assert SCORE_SELECTORS == ["stochastic_top_k"]

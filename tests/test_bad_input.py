@@ -74,7 +74,8 @@ def _front(name):
                            kw.pop("k", 3), **kw)
 
 
-FRONT_DOORS = ["badge", "bait", "bald", "coreset", "entropy", "least_confidence", "margin", "random_sample", "vessal"]
+FRONT_DOORS = ["badge", "bait", "bald", "coreset", "entropy", "least_confidence", "margin", "random_sample", "vessal",
+               "cluster_margin"]
 TAKES_LABELED = {"bait", "coreset", "vessal"}
 
 SHARED_FRONT = [
@@ -149,6 +150,7 @@ SELECTORS = {
     "volume_stream": jnp.asarray(np.random.default_rng(2).normal(size=(N, 4)), jnp.float32),
     "typiclust": jnp.asarray(np.random.default_rng(2).normal(size=(N, 4)), jnp.float32),
     "probcover": jnp.asarray(np.random.default_rng(2).normal(size=(N, 4)), jnp.float32),
+    "margin_round_robin": jnp.asarray(np.random.default_rng(2).normal(size=(N, 4)), jnp.float32),
 }
 TAKES_LABELED_EMBEDDING = {"k_center_greedy", "fisher_greedy", "volume_stream", "typiclust", "probcover"}
 
@@ -491,6 +493,68 @@ CASES += [
     ("last_layer_embedding empty batches",
      lambda: aljax.last_layer_embedding(IT_PARAMS, IT_APPLY, (b for b in [jnp.zeros((0, 6))])), ValueError,
      "last_layer_embedding", "pool", r""),
+]
+
+
+# Cluster-Margin: its clustering and its options.
+_CM_CLUSTERING = aljax.hac_clustering(POOL, threshold=1.0, fingerprint_of=POOL)
+_CM_LOGITS = jnp.asarray(np.random.default_rng(5).normal(size=(N, C)), jnp.float32)
+
+
+def _cm(**kw):
+    return _front("cluster_margin")(**{"clustering": _CM_CLUSTERING, **kw})
+
+
+CASES += [
+    ("cluster_margin margin_multiple below 1", lambda: _cm(margin_multiple=0.5), ValueError, "cluster_margin",
+     "margin_multiple", r">= 1, got 0.5"),
+    ("cluster_margin margin_multiple nan", lambda: _cm(margin_multiple=float("nan")), ValueError, "cluster_margin",
+     "margin_multiple", r"finite"),
+    ("cluster_margin margin_multiple str", lambda: _cm(margin_multiple="10"), TypeError, "cluster_margin",
+     "margin_multiple", r"real number"),
+    ("cluster_margin clustering of a smaller pool", lambda: _cm(clustering=_CM_CLUSTERING.take(jnp.arange(5))),
+     ValueError, "cluster_margin", "clustering", r"pool of 5 points, but the pool has 10"),
+    ("cluster_margin clustering of another pool", lambda: _cm(pool=POOL + 1.0), ValueError, "cluster_margin",
+     "clustering", r"another pool: 10 of the 10 rows"),
+    ("cluster_margin clustering not a Clustering", lambda: _cm(clustering=_CM_CLUSTERING.labels), TypeError,
+     "cluster_margin", "clustering", r"aljax.Clustering"),
+    ("cluster_margin threshold with clustering", lambda: _cm(threshold=1.0), ValueError, "cluster_margin",
+     "threshold", r"None when `clustering` is given"),
+    ("cluster_margin neither threshold nor clustering", lambda: _cm(clustering=None), ValueError, "cluster_margin",
+     "threshold", r"or pass `clustering=`"),
+    ("cluster_margin threshold zero", lambda: _cm(clustering=None, threshold=0.0), ValueError, "cluster_margin",
+     "threshold", r"> 0"),
+    ("cluster_margin threshold nan", lambda: _cm(clustering=None, threshold=float("nan")), ValueError,
+     "cluster_margin", "threshold", r"finite"),
+    ("cluster_margin regression", lambda: _cm(problem_type="regression"), ValueError, "cluster_margin",
+     "problem_type", r"class probabilities"),
+    ("cluster_pool threshold negative", lambda: aljax.cluster_pool(_params(), _apply, POOL, threshold=-1.0),
+     ValueError, "cluster_pool", "threshold", r"> 0"),
+    ("cluster_pool n_centres above max_exact",
+     lambda: aljax.cluster_pool(_params(), _apply, POOL, threshold=1.0, max_exact=4, n_centres=6), ValueError,
+     "cluster_pool", "n_centres", r"at most `max_exact` \(4\) for a pool of 10"),
+    ("hac_clustering n_centres zero", lambda: aljax.hac_clustering(_EMB10, threshold=1.0, n_centres=1), ValueError,
+     "hac_clustering", "n_centres", r">= 2"),
+    ("hac_clustering threshold inf", lambda: aljax.hac_clustering(_EMB10, threshold=float("inf")), ValueError,
+     "hac_clustering", "threshold", r"finite"),
+    ("hac_clustering threshold str", lambda: aljax.hac_clustering(_EMB10, threshold="1"), TypeError,
+     "hac_clustering", "threshold", r"real number"),
+    ("hac_clustering embedding nan", lambda: aljax.hac_clustering(_EMB10.at[1, 1].set(jnp.nan), threshold=1.0),
+     ValueError, "hac_clustering", "embedding", r"NaN"),
+    ("hac_clustering fingerprint_of rows", lambda: aljax.hac_clustering(_EMB10, threshold=1.0, fingerprint_of=POOL[:4]),
+     ValueError, "hac_clustering", "fingerprint_of", r"10 rows"),
+    ("margin_round_robin no clustering", lambda: aljax.margin_round_robin(_CM_LOGITS, 3), TypeError,
+     "margin_round_robin", "clustering", r"aljax.Clustering"),
+    ("margin_round_robin clustering size",
+     lambda: aljax.margin_round_robin(_CM_LOGITS[:6], 3, clustering=_CM_CLUSTERING), ValueError,
+     "margin_round_robin", "clustering", r"pool of 10 points, but the pool has 6"),
+    ("margin_round_robin one class", lambda: aljax.margin_round_robin(_CM_LOGITS[:, :1], 3, clustering=_CM_CLUSTERING),
+     ValueError, "margin_round_robin", "embedding", r"C >= 2"),
+    ("margin_round_robin margin_multiple zero",
+     lambda: aljax.margin_round_robin(_CM_LOGITS, 3, clustering=_CM_CLUSTERING, margin_multiple=0), ValueError,
+     "margin_round_robin", "margin_multiple", r">= 1"),
+    ("margin_round_robin k above n", lambda: aljax.margin_round_robin(_CM_LOGITS, 11, clustering=_CM_CLUSTERING),
+     ValueError, "margin_round_robin", "k", r"cannot select 11 points from a pool of 10"),
 ]
 
 

@@ -47,6 +47,8 @@ from ._embeddings import logits_and_features as logits_and_features
 from ._bald import bald as bald
 from ._selectors import badge as badge
 from ._selectors import bait as bait
+from ._cluster_margin import cluster_margin as cluster_margin
+from ._cluster_margin import cluster_pool as cluster_pool
 from ._selectors import coreset as coreset
 from ._selectors import entropy as entropy
 from ._selectors import least_confidence as least_confidence
@@ -66,6 +68,8 @@ __all__ = [
     # Selectors
     "badge",
     "bait",
+    "cluster_margin",
+    "cluster_pool",
     "bald",
     "coreset",
     "entropy",
