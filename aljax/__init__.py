@@ -10,7 +10,7 @@ module imports only modules of its own layer or of the layers listed before it
 3. ``_dense_head``, ``_embeddings``, ``_scores``, ``scores``, ``_stochastic``, ``stopping``: from a
    model to embeddings and scores; stochastic batch acquisition on scores; stopping criteria over
    the predictions of successive rounds.
-4. ``_badge``, ``_bait``, ``_vessal``, ``_baselines``, ``_coldstart``: selectors (arrays in,
+4. ``_badge``, ``_bait``, ``_vessal``, ``_baselines``, ``_batchbald``, ``_coldstart``: selectors (arrays in,
    indices out) and the JAX front doors that embed a pool and call them.
 5. ``_strategies``: strategy name → embedding of a model's outputs → selector.
 6. ``torch_adapter``: torch and Hugging Face models in front of the same strategies.
@@ -36,6 +36,7 @@ from . import scores as scores
 from ._badge import kmeans_pp as kmeans_pp
 from ._bait import fisher_greedy as fisher_greedy
 from ._baselines import k_center_greedy as k_center_greedy
+from ._batchbald import mutual_information_greedy as mutual_information_greedy
 from ._coldstart import probcover as probcover
 from ._coldstart import typiclust as typiclust
 from ._vessal import volume_stream as volume_stream
@@ -47,6 +48,7 @@ from ._stochastic import stochastic_top_k as stochastic_top_k
 from ._badge import badge as badge
 from ._bait import bait as bait
 from ._baselines import bald as bald
+from ._batchbald import batch_bald as batch_bald
 from ._baselines import coreset as coreset
 from ._baselines import entropy as entropy
 from ._baselines import least_confidence as least_confidence
@@ -79,6 +81,7 @@ __all__ = [
     "fisher_greedy",
     "k_center_greedy",
     "kmeans_pp",
+    "mutual_information_greedy",
     "probcover",
     "typiclust",
     "volume_stream",
@@ -88,6 +91,7 @@ __all__ = [
     "badge",
     "bait",
     "bald",
+    "batch_bald",
     "coreset",
     "entropy",
     "least_confidence",
