@@ -48,7 +48,7 @@ DEFAULT_CONFIGURATIONS = 10_000
 class _Plan:
     """The static shape of one run: ``exact`` greedy steps on exact joints, then sampled ones."""
 
-    def __init__(self, mc_samples: int, n_classes: int, k: int, configurations: int):
+    def __init__(self, n: int, mc_samples: int, n_classes: int, k: int, configurations: int):
         # The largest batch whose configurations all fit: C^t <= configurations.
         t, size = 0, 1
         while size * n_classes <= configurations:
@@ -56,7 +56,7 @@ class _Plan:
         self.exact = min(k, t + 1)             # steps 0..t see a batch of at most t points
         self.sampled_columns = mc_samples * (configurations // mc_samples)
         widest = size if k <= t + 1 else max(size, self.sampled_columns)
-        self.chunk = max(1, CHUNK_ELEMENTS // (widest * n_classes))
+        self.chunk = max(1, min(n, CHUNK_ELEMENTS // (widest * n_classes)))
 
 
 def _conditional_entropy(probs_t: jax.Array) -> jax.Array:
@@ -117,7 +117,7 @@ def _greedy(probs_t: jax.Array, key: jax.Array, *, k: int, configurations: int) 
     n, n_samples, n_classes = probs_t.shape
     dtype = jnp.result_type(jnp.float32, probs_t.dtype)
     probs_t = probs_t.astype(dtype)
-    plan = _Plan(n_samples, n_classes, k, configurations)
+    plan = _Plan(n, n_samples, n_classes, k, configurations)
     chunks = _chunked(probs_t, plan.chunk)
     penalty = jnp.concatenate([_conditional_entropy(probs_t), jnp.full(chunks.shape[0] * plan.chunk - n, jnp.inf,
                                                                         dtype)])
@@ -139,18 +139,17 @@ def _greedy(probs_t: jax.Array, key: jax.Array, *, k: int, configurations: int) 
     if plan.exact == k:
         return picks
 
-    def add(t, state):
-        return _add_sampled(state, probs_t[picks[t]], jax.random.fold_in(key, t))
+    def add(t, i, state):   # batch point t (pool row i): its label drawn with fold_in(key, t)
+        return _add_sampled(state, probs_t[i], jax.random.fold_in(key, t))
 
     state = (jnp.ones((n_samples, plan.sampled_columns), dtype), jnp.zeros(plan.sampled_columns, dtype))
-    state = jax.lax.fori_loop(0, plan.exact, add, state)
+    state = jax.lax.fori_loop(0, plan.exact, lambda t, state: add(t, picks[t], state), state)
 
     def step(t, carry):
         picks, chosen, state = carry
         weights, _ = _sampled_weights(state)
         i = pick(_joint_entropies(chunks, state[0], weights), chosen)
-        picks, chosen = picks.at[t].set(i), chosen.at[i].set(True)
-        return picks, chosen, add(t, state)
+        return picks.at[t].set(i), chosen.at[i].set(True), add(t, i, state)
 
     return jax.lax.fori_loop(plan.exact, k, step, (picks, chosen, state))[0]
 
@@ -161,7 +160,7 @@ def _joint_entropy_with(probs_t: jax.Array, batch: jax.Array, key: jax.Array, *,
     does at a batch of this size (exact or sampled with the same rule). For tests and docs."""
     n, n_samples, n_classes = probs_t.shape
     size = batch.shape[0]
-    plan = _Plan(n_samples, n_classes, size + 1, configurations)
+    plan = _Plan(n, n_samples, n_classes, size + 1, configurations)
     chunks = _chunked(probs_t, plan.chunk)
     if size < plan.exact:
         buffer = jnp.ones((n_samples, 1), probs_t.dtype)
