@@ -65,7 +65,7 @@ def test_picks_equal_an_exhaustive_numpy_greedy(seed, shape, k):
     assert picks == reference
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 10_000), n=st.integers(2, 8), n_classes=st.integers(2, 4), samples=st.integers(2, 6),
        data=st.data())
 def test_every_pick_maximises_the_exact_joint_mutual_information(seed, n, n_classes, samples, data):
@@ -136,10 +136,10 @@ def test_sampled_greedy_steps_maximise_the_sampled_estimate():
     batch point ``t`` drawn with ``fold_in(key, t)``)."""
     probs = random_probs(12, (8, 40, 10), sharpness=1.0)
     key = jax.random.key(1)
-    picks = aljax.mutual_information_greedy(jnp.asarray(probs, jnp.float32), 6, key=key, configurations=999).tolist()
+    picks = aljax.mutual_information_greedy(jnp.asarray(probs, jnp.float32), 5, key=key, configurations=999).tolist()
     probs_t = jnp.asarray(np.swapaxes(probs, 0, 1), jnp.float32)
     cond = np_conditional_entropy(probs)
-    for t, i in enumerate(picks):
+    for t, i in list(enumerate(picks))[3:]:   # the sampled steps
         joint = np.asarray(_batchbald._joint_entropy_with(probs_t, jnp.asarray(picks[:t], jnp.int32), key,
                                                           configurations=999))
         score = np.where(np.isin(np.arange(40), picks[:t]), -np.inf, joint - cond)
@@ -179,7 +179,7 @@ def _dropout_apply(p, x, key):
     return (h * keep / 0.5) @ p["w2"]
 
 
-POOL = jnp.asarray(np.random.default_rng(1).normal(size=(37, IN)), jnp.float32)
+POOL = jnp.asarray(np.random.default_rng(1).normal(size=(23, IN)), jnp.float32)
 
 
 def test_front_door_equals_the_selector_on_consistent_passes():
@@ -235,7 +235,7 @@ PROBS = jnp.asarray(random_probs(0, (4, 10, 3)), jnp.float32)
     (lambda: aljax.batch_bald(_mlp(), lambda p, x, key: x @ p["w1"] @ p["w2"], POOL, 2), ValueError, "apply_fn",
      r"stochastic"),
     (lambda: aljax.batch_bald(_mlp(), lambda p, x: x, POOL, 2), TypeError, "apply_fn", r"stochastic"),
-    (lambda: aljax.batch_bald(_mlp(), _dropout_apply, POOL, 38), ValueError, "k", r"pool of 37"),
+    (lambda: aljax.batch_bald(_mlp(), _dropout_apply, POOL, 24), ValueError, "k", r"pool of 23"),
 ])
 def test_bad_input_is_refused_before_any_work(call, exc, arg, detail):
     with pytest.raises(exc, match=detail) as info:
