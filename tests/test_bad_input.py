@@ -74,7 +74,8 @@ def _front(name):
                            kw.pop("k", 3), **kw)
 
 
-FRONT_DOORS = ["badge", "bait", "bald", "batch_bald", "coreset", "entropy", "least_confidence", "margin", "random_sample", "vessal"]
+FRONT_DOORS = ["badge", "bait", "bald", "batch_bald", "coreset", "entropy", "least_confidence", "margin", "random_sample",
+               "vessal"]
 TAKES_LABELED = {"bait", "coreset", "vessal"}
 
 SHARED_FRONT = [
@@ -149,7 +150,8 @@ SELECTORS = {
     "volume_stream": jnp.asarray(np.random.default_rng(2).normal(size=(N, 4)), jnp.float32),
     "typiclust": jnp.asarray(np.random.default_rng(2).normal(size=(N, 4)), jnp.float32),
     "probcover": jnp.asarray(np.random.default_rng(2).normal(size=(N, 4)), jnp.float32),
-    "mutual_information_greedy": jax.nn.softmax(jnp.asarray(np.random.default_rng(3).normal(size=(4, N, C)), jnp.float32)),
+    "mutual_information_greedy": jax.nn.softmax(jnp.asarray(np.random.default_rng(3).normal(size=(4, N, C)),
+                                                            jnp.float32)),
 }
 TAKES_LABELED_EMBEDDING = {"k_center_greedy", "fisher_greedy", "volume_stream", "typiclust", "probcover"}
 
