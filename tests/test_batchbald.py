@@ -241,3 +241,73 @@ def test_bad_input_is_refused_before_any_work(call, exc, arg, detail):
     with pytest.raises(exc, match=detail) as info:
         call()
     assert f"`{arg}`" in str(info.value), str(info.value)
+
+
+# ---------------------------------------------------------------- the torch mirror
+
+
+def _torch_model():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(IN, 16), torch.nn.Tanh(), torch.nn.Dropout(0.5),
+                               torch.nn.Linear(16, C))
+
+
+def _hooked_probs(model, x, seed, mc_samples):
+    """The passes as the mirror runs them, through its hooks: ``(S, n, C)``."""
+    import torch
+    from aljax.torch_adapter._batchbald import _ConsistentDropout
+
+    hooks = _ConsistentDropout("t", [model[2]], seed)
+    try:
+        model.eval()
+        with torch.no_grad():
+            out = []
+            for s in range(mc_samples):
+                hooks.current = s
+                out.append(torch.softmax(model(x), -1).numpy())
+    finally:
+        hooks.remove()
+    return np.stack(out)
+
+
+def test_torch_mirror_runs_consistent_passes_and_the_same_greedy():
+    torch = pytest.importorskip("torch")
+    from aljax.torch_adapter._bald import _dropout_seed
+
+    model, key = _torch_model(), jax.random.key(3)
+    x = torch.randn(30, IN, generator=torch.Generator().manual_seed(1))
+    x[20:] = x[:10]                                          # rows 20..29 repeat rows 0..9
+    pass_key, draw_key = jax.random.split(key)
+    probs = _hooked_probs(model, x, _dropout_seed(pass_key), 5)
+    np.testing.assert_array_equal(probs[:, 20:], probs[:, :10])   # one mask per pass for every row
+    assert not np.allclose(probs[0], probs[1])                    # passes differ
+    want = aljax.mutual_information_greedy(jnp.asarray(probs), 6, key=draw_key, configurations=50)
+    import aljax.torch_adapter as ta
+    for batch_size in (256, 7):
+        got = ta.batch_bald(model, x, 6, key=key, mc_samples=5, configurations=50, batch_size=batch_size)
+        assert got.tolist() == want.tolist()
+
+
+def test_torch_mirror_restores_training_flags_and_refuses_bad_models():
+    torch = pytest.importorskip("torch")
+    import aljax.torch_adapter as ta
+
+    model = _torch_model()
+    model.train()
+    x = torch.randn(12, IN)
+    state = torch.random.get_rng_state()
+    ta.batch_bald(model, x, 3, mc_samples=3)
+    assert all(m.training for m in model.modules())
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert not any(m._forward_hooks for m in model.modules())
+    with pytest.raises(ValueError, match="without any"):
+        ta.batch_bald(torch.nn.Sequential(torch.nn.Linear(IN, C)), torch.randn(12, IN), 3)
+    with pytest.raises(ValueError, match="AlphaDropout"):
+        ta.batch_bald(torch.nn.Sequential(torch.nn.AlphaDropout(0.2), torch.nn.Linear(IN, C)), torch.randn(12, IN), 3)
+    with pytest.raises(ValueError, match="same logits"):
+        ta.batch_bald(torch.nn.Sequential(torch.nn.Dropout(0.0), torch.nn.Linear(IN, C)), torch.randn(12, IN), 3)
+    with pytest.raises(ValueError, match="mc_samples"):
+        ta.batch_bald(model, torch.randn(12, IN), 3, mc_samples=1)
+    with pytest.raises(ValueError, match="configurations"):
+        ta.batch_bald(model, torch.randn(12, IN), 3, mc_samples=4, configurations=3)
