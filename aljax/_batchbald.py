@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _progress, _validate
-from ._baselines import _row_passes, _with_row_index
+from ._baselines import row_passes, with_row_index
 from ._embeddings import cached, check_outputs
 from ._linalg import HIGHEST
 from ._pool import open_pool
@@ -269,7 +269,7 @@ def _consistent_passes(apply_fn: Callable, params, x, keys) -> jax.Array:
     key ``keys[s]``, the same for every row: one draw of the dropout masks (a weight sample)
     shared by the whole pool, whatever the chunking."""
     rows = jnp.zeros(jax.tree_util.tree_leaves(x)[0].shape[0], jnp.int32)   # every row folds in 0
-    logits = _row_passes(apply_fn, params, x, rows, keys)
+    logits = row_passes(apply_fn, params, x, rows, keys)
     return jnp.swapaxes(jax.nn.softmax(logits.astype(jnp.result_type(jnp.float32, logits.dtype)), axis=-1), 0, 1)
 
 
@@ -336,7 +336,7 @@ def batch_bald(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: i
                                               type(apply_fn).__name__))
         pass_key, draw_key = jax.random.split(key)
         keys = jax.random.split(pass_key, mc_samples)
-        (first, _), _, run = open_pool(fn, _with_row_index(fn, pool), batch_size)
+        (first, _), _, run = open_pool(fn, with_row_index(fn, pool), batch_size)
         try:
             out = jax.eval_shape(lambda p, x, kk: apply_fn(p, x, kk), params, first, keys[0])
         except TypeError as err:
