@@ -18,6 +18,7 @@ their picks may differ. Timings only; the references' cost does not depend on th
 
     python benchmarks/batchbald_speed.py                       # n = 500 and 2,000, k = 10
     python benchmarks/batchbald_speed.py --sizes 500,10 --repeats 1 --json /tmp/b.json
+    python benchmarks/batchbald_speed.py --sizes 20000,20 --references none     # aljax alone (GPU)
 
 Reported: seconds per selection (median of ``--repeats`` warm runs for aljax, its compilation
 apart; one run of each reference, whose Python loop has nothing to warm up beyond its first
@@ -127,7 +128,7 @@ class LoopReference:
         return picks
 
 
-def run_size(n: int, k: int, repeats: int, configurations: int, skip_torch: bool) -> dict:
+def run_size(n: int, k: int, repeats: int, configurations: int, references: list[str]) -> dict:
     probs = make_probs(n)
     probs_j = jnp.asarray(probs)
     exact_steps = min(k, int(np.floor(np.log(configurations) / np.log(CLASSES) + 1e-9)) + 1)
@@ -137,8 +138,10 @@ def run_size(n: int, k: int, repeats: int, configurations: int, skip_torch: bool
     entry = {"n": n, "k": k, "mc_samples": SAMPLES, "classes": CLASSES, "configurations": configurations,
              "exact_steps": exact_steps, "aljax": {**timing, "picks": picks}, "load_before": _timing.loadavg()}
     print(f"n={n} k={k}: aljax {timing['median_s']:.3f} s (compile {timing['compile_s']:.2f} s)", flush=True)
-    refs = [("numpy-loop", np)]
-    if not skip_torch:
+    refs = []
+    if "numpy-loop" in references:
+        refs.append(("numpy-loop", np))
+    if "torch-loop" in references:
         import torch
         torch.set_num_threads(os.cpu_count() or 1)
         refs.append(("torch-loop", torch))
@@ -162,7 +165,8 @@ def main(argv=None):
     parser.add_argument("--sizes", nargs="*", default=["500,10", "2000,10"], help="N,K pairs")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--configurations", type=int, default=CONFIGURATIONS)
-    parser.add_argument("--no-torch", action="store_true", help="skip the torch reference")
+    parser.add_argument("--references", default="numpy-loop,torch-loop",
+                        help="comma-separated: numpy-loop, torch-loop; 'none' times aljax alone")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     provenance = _provenance.collect([sys.argv[0], *argv])
@@ -172,7 +176,7 @@ def main(argv=None):
     results = []
     for text in args.sizes:
         n, k = map(int, text.split(","))
-        results.append(run_size(n, k, args.repeats, args.configurations, args.no_torch))
+        results.append(run_size(n, k, args.repeats, args.configurations, args.references.split(",")))
     data = {"provenance": provenance, "benchmark": "batchbald_speed", "results": results}
     path = args.json or HERE / "results" / f"batchbald_speed-{provenance['backend']}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
