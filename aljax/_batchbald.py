@@ -230,8 +230,9 @@ def mutual_information_greedy(embedding, k: int, *, key=0, configurations: int =
     sampled from the model (unbiased, standard error ∝ ``1/√configurations``), drawn with
     ``key``: each point's label is drawn once, when it joins the batch. Memory: the
     configuration buffer holds ``S × configurations`` floats and never grows past it (past the
-    bound the estimate takes over); the candidate pass holds at most ``max(2**24, C·M)`` floats
-    (a chunk of pool rows times the ``M <= configurations`` columns times ``C``). Time per pick:
+    bound the estimate takes over); the candidate pass works on blocks of at most
+    ``max(2**24, C·M)`` floats (a chunk of pool rows times the ``M <= configurations`` columns
+    times ``C``). Time per pick:
     ``O(n·S·M·C)``. The exact steps (at most ``⌊log_C(configurations)⌋ + 1``) are unrolled
     when compiling.
 

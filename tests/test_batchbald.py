@@ -65,6 +65,7 @@ def test_picks_equal_an_exhaustive_numpy_greedy(seed, shape, k):
     assert picks == reference
 
 
+@pytest.mark.slow
 @settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 10_000), n=st.integers(2, 8), n_classes=st.integers(2, 4), samples=st.integers(2, 6),
        data=st.data())
@@ -131,6 +132,7 @@ def test_sampled_picks_are_unique_deterministic_and_reach_the_whole_pool():
     assert sorted(a.tolist()) == list(range(25)) and a.tolist() == b.tolist() and a.dtype == jnp.int32
 
 
+@pytest.mark.slow
 def test_sampled_greedy_steps_maximise_the_sampled_estimate():
     """10 classes and a bound of 999 configurations: exact for batches of up to 2 points, sampled
     (992 configurations) from the fourth pick on. Each pick is the argmax of the estimate that
@@ -150,6 +152,7 @@ def test_sampled_greedy_steps_maximise_the_sampled_estimate():
     assert ref.max() - ref[picks[3]] < 0.02
 
 
+@pytest.mark.slow
 def test_long_batches_of_confident_points_do_not_underflow():
     probs = jnp.asarray(random_probs(9, (6, 120, 10), sharpness=12.0), jnp.float32)
     picks = aljax.mutual_information_greedy(probs, 100, configurations=600)
