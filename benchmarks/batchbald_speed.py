@@ -128,7 +128,7 @@ class LoopReference:
         return picks
 
 
-def run_size(n: int, k: int, repeats: int, configurations: int, references: list[str]) -> dict:
+def run_size(n: int, k: int, repeats: int, configurations: int, references: list[str], torch_threads: int) -> dict:
     probs = make_probs(n)
     probs_j = jnp.asarray(probs)
     exact_steps = min(k, int(np.floor(np.log(configurations) / np.log(CLASSES) + 1e-9)) + 1)
@@ -136,14 +136,15 @@ def run_size(n: int, k: int, repeats: int, configurations: int, references: list
                                                                      configurations=configurations), repeats)
     picks = aljax.mutual_information_greedy(probs_j, k, key=0, configurations=configurations).tolist()
     entry = {"n": n, "k": k, "mc_samples": SAMPLES, "classes": CLASSES, "configurations": configurations,
-             "exact_steps": exact_steps, "aljax": {**timing, "picks": picks}, "load_before": _timing.loadavg()}
+             "exact_steps": exact_steps, "aljax": {**timing, "picks": picks}, "torch_threads": torch_threads,
+             "load_before": _timing.loadavg()}
     print(f"n={n} k={k}: aljax {timing['median_s']:.3f} s (compile {timing['compile_s']:.2f} s)", flush=True)
     refs = []
     if "numpy-loop" in references:
         refs.append(("numpy-loop", np))
     if "torch-loop" in references:
         import torch
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(torch_threads)
         refs.append(("torch-loop", torch))
     for name, xp in refs:
         ref = LoopReference(xp, probs, configurations)
@@ -167,6 +168,8 @@ def main(argv=None):
     parser.add_argument("--configurations", type=int, default=CONFIGURATIONS)
     parser.add_argument("--references", default="numpy-loop,torch-loop",
                         help="comma-separated: numpy-loop, torch-loop; 'none' times aljax alone")
+    parser.add_argument("--torch-threads", type=int, default=1,
+                        help="torch's intra-op threads (1: no spinning threads on a shared machine)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     provenance = _provenance.collect([sys.argv[0], *argv])
@@ -176,7 +179,8 @@ def main(argv=None):
     results = []
     for text in args.sizes:
         n, k = map(int, text.split(","))
-        results.append(run_size(n, k, args.repeats, args.configurations, args.references.split(",")))
+        results.append(run_size(n, k, args.repeats, args.configurations, args.references.split(","),
+                                args.torch_threads))
     data = {"provenance": provenance, "benchmark": "batchbald_speed", "results": results}
     path = args.json or HERE / "results" / f"batchbald_speed-{provenance['backend']}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
