@@ -16,7 +16,7 @@ candidate scored by one matrix product per chunk of the pool). The exact steps p
 points in all three (checked and reported); the sampled steps draw different configurations, so
 their picks may differ. Timings only; the references' cost does not depend on the data.
 
-    python benchmarks/batchbald_speed.py                       # n = 500 and 2,000, k = 10
+    python benchmarks/batchbald_speed.py      # n = 500, 2,000 (bound 10,000); 2,000, 10,000 (bound 1,000); k = 10
     python benchmarks/batchbald_speed.py --sizes 500,10 --repeats 1 --json /tmp/b.json
     python benchmarks/batchbald_speed.py --sizes 20000,20 --references none     # aljax alone (GPU)
 
@@ -163,7 +163,8 @@ def run_size(n: int, k: int, repeats: int, configurations: int, references: list
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", nargs="*", default=["500,10", "2000,10"], help="N,K pairs")
+    parser.add_argument("--sizes", nargs="*", default=["500,10", "2000,10", "2000,10,1000", "10000,10,1000"],
+                        help="N,K or N,K,CONFIGURATIONS (default --configurations)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--configurations", type=int, default=CONFIGURATIONS)
     parser.add_argument("--references", default="numpy-loop,torch-loop",
@@ -178,9 +179,9 @@ def main(argv=None):
           f"load average {_timing.loadavg()}", flush=True)
     results = []
     for text in args.sizes:
-        n, k = map(int, text.split(","))
-        results.append(run_size(n, k, args.repeats, args.configurations, args.references.split(","),
-                                args.torch_threads))
+        n, k, *bound = map(int, text.split(","))
+        configurations = bound[0] if bound else args.configurations
+        results.append(run_size(n, k, args.repeats, configurations, args.references.split(","), args.torch_threads))
     data = {"provenance": provenance, "benchmark": "batchbald_speed", "results": results}
     path = args.json or HERE / "results" / f"batchbald_speed-{provenance['backend']}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
