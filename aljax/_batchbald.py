@@ -326,7 +326,7 @@ def batch_bald(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: i
     with _progress.scope("batch_bald", progress):
         fn = "batch_bald"
         _validate.check_params(fn, params)
-        _validate.check_problem_type(fn, problem_type, "bald")
+        _validate.check_problem_type(fn, problem_type, "batch_bald")
         key = _validate.as_key(fn, key)
         k = _validate.check_k_for_pool(fn, k, pool)
         batch_size = _validate.check_int(fn, "batch_size", batch_size, low=1)

@@ -104,7 +104,7 @@ def batch_bald(model, pool, k: int, *, key=0, batch_size: int = 256, device=None
         fn = "torch_adapter.batch_bald"
         module, tokenizer = unpack_model(fn, model)
         key = _validate.as_key(fn, key)
-        _validate.check_problem_type(fn, problem_type, "bald")
+        _validate.check_problem_type(fn, problem_type, "batch_bald")
         k = _validate.check_k(fn, k, pool_len(pool) or None)
         mc_samples = _validate.check_int(fn, "mc_samples", mc_samples, low=2)
         configurations = _validate.check_int(fn, "configurations", configurations, low=mc_samples)
