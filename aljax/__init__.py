@@ -10,8 +10,9 @@ module imports only modules of its own layer or of the layers listed before it
 3. ``_dense_head``, ``_embeddings``, ``_scores``, ``scores``, ``_stochastic``, ``stopping``: from a
    model to embeddings and scores; stochastic batch acquisition on scores; stopping criteria over
    the predictions of successive rounds.
-4. ``_badge``, ``_bait``, ``_vessal``, ``_baselines``, ``_coldstart``, ``_hac``, ``_clustermargin``: selectors (arrays in,
-   indices out) and the JAX front doors that embed a pool and call them.
+4. ``_badge``, ``_bait``, ``_vessal``, ``_baselines``, ``_batchbald``, ``_coldstart``, ``_hac``,
+   ``_clustermargin``: selectors (arrays in, indices out) and the JAX front doors that embed a
+   pool and call them.
 5. ``_strategies``: strategy name → embedding of a model's outputs → selector.
 6. ``torch_adapter``: torch and Hugging Face models in front of the same strategies.
 7. ``sampler``: ``ActiveSampler``, the ``active_learn`` object API.
@@ -39,6 +40,7 @@ from ._baselines import k_center_greedy as k_center_greedy
 from ._clustermargin import margin_round_robin as margin_round_robin
 from ._hac import Clustering as Clustering
 from ._hac import hac_clustering as hac_clustering
+from ._batchbald import mutual_information_greedy as mutual_information_greedy
 from ._coldstart import probcover as probcover
 from ._coldstart import typiclust as typiclust
 from ._vessal import volume_stream as volume_stream
@@ -50,6 +52,7 @@ from ._stochastic import stochastic_top_k as stochastic_top_k
 from ._badge import badge as badge
 from ._bait import bait as bait
 from ._baselines import bald as bald
+from ._batchbald import batch_bald as batch_bald
 from ._baselines import coreset as coreset
 from ._clustermargin import cluster_margin as cluster_margin
 from ._clustermargin import cluster_pool as cluster_pool
@@ -87,6 +90,7 @@ __all__ = [
     "k_center_greedy",
     "kmeans_pp",
     "margin_round_robin",
+    "mutual_information_greedy",
     "probcover",
     "typiclust",
     "volume_stream",
@@ -98,6 +102,7 @@ __all__ = [
     "bald",
     "cluster_margin",
     "cluster_pool",
+    "batch_bald",
     "coreset",
     "entropy",
     "least_confidence",

@@ -216,7 +216,7 @@ entropy.__doc__ = """Entropy sampling: the ``k`` points of largest predictive en
 # BALD with MC dropout.
 
 
-def _row_passes(apply_fn: Callable, params, x, rows, keys) -> jax.Array:
+def row_passes(apply_fn: Callable, params, x, rows, keys) -> jax.Array:
     """The ``(S, batch, C)`` logits of MC pass ``s`` of row ``i``: ``apply_fn`` on that row alone with
     the key ``fold_in(keys[s], i)``, ``i`` its index in the pool. Each row's randomness depends on
     its own index only, never on which chunk it falls in, so the picks do not depend on
@@ -232,12 +232,12 @@ def _row_passes(apply_fn: Callable, params, x, rows, keys) -> jax.Array:
 def _bald_chunk_fn(apply_fn: Callable) -> Callable:
     def parts(params, chunk, keys):
         x, rows = chunk
-        return _scores.bald_parts(_row_passes(apply_fn, params, x, rows, keys))
+        return _scores.bald_parts(row_passes(apply_fn, params, x, rows, keys))
 
     return jax.jit(parts)
 
 
-def _with_row_index(fn: str, pool):
+def with_row_index(fn: str, pool):
     """The pool as ``(pool, rows)`` with each example's index in the pool alongside it (laid out
     like the pool; counted along the stream for an iterable of batches)."""
     if _validate.is_batch_iterable(pool):
@@ -330,7 +330,7 @@ def bald(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 2
             raise TypeError(_validate.message(fn, "apply_fn", "a callable apply_fn(params, x, key)",
                                               type(apply_fn).__name__))
         keys = jax.random.split(key, mc_samples)
-        (first, _), _, run = open_pool(fn, _with_row_index(fn, pool), batch_size)
+        (first, _), _, run = open_pool(fn, with_row_index(fn, pool), batch_size)
         try:
             out = jax.eval_shape(lambda p, x, kk: apply_fn(p, x, kk), params, first, keys[0])
         except TypeError as err:

@@ -23,7 +23,7 @@ def message(fn: str, arg: str, expected: str, got: Any) -> str:
 
 # The model-level functions that have a torch mirror of the same name in aljax.torch_adapter
 # (named here, not looked up, so that this lowest layer never imports the adapter).
-TORCH_MIRRORS = ("badge", "bait", "bald", "coreset", "entropy", "fisher_embedding", "gradient_embedding",
+TORCH_MIRRORS = ("badge", "bait", "bald", "batch_bald", "coreset", "entropy", "fisher_embedding", "gradient_embedding",
                  "last_layer_embedding", "least_confidence", "logits_and_features", "margin", "random_sample",
                  "vessal", "cluster_margin", "cluster_pool")
 PROBLEM_TYPES = ("classification", "regression")

@@ -662,13 +662,33 @@ def section_coldstart_quality(results: Path = RESULTS, root: Path = _provenance.
     return lines
 
 
+def section_batchbald_speed(results: Path = RESULTS, root: Path = _provenance.ROOT) -> list[str]:
+    def render(data, path):
+        lines = _provenance.describe(data.get("provenance"), root, legacy=_legacy(data))
+        lines += ["| n | k | S, C, configurations (exact steps) | aljax (median) | compile | numpy-loop | torch-loop "
+                  "| speed-up over numpy, torch | exact-phase picks equal | load |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for e in data["results"]:
+            refs = [e.get(name) for name in ("numpy-loop", "torch-loop")]
+            same = ", ".join(str(r["exact_picks_equal"]) for r in refs if r)
+            lines.append(f"| {e['n']:,} | {e['k']} | {e['mc_samples']}, {e['classes']}, {e['configurations']:,} "
+                         f"({e['exact_steps']}) | {_seconds(e['aljax']['median_s'])} | {e['aljax']['compile_s']:.1f} s | "
+                         + " | ".join(_seconds(r["seconds"]) if r else "—" for r in refs) + " | "
+                         + ", ".join(f"{r['speedup']:,.0f}×" if r else "—" for r in refs)
+                         + f" | {same} | {_load_avg(e)} |")
+        return lines + [""]
+
+    return _each_backend(results, "batchbald_speed", "batchbald_speed.py", render)
+
+
 SECTIONS = {"learning_curves": section_learning_curves, "bait_damping": section_bait_damping,
             "stopping": section_stopping,
             "coldstart_quality": section_coldstart_quality, "cold_start_switch": section_cold_start_switch,
             "flagship": section_flagship, "throughput": section_throughput,
             "bait_speed": section_bait_speed, "vessal_speed": section_vessal_speed,
             "badge_speed": section_badge_speed, "adapter_overhead": section_adapter_overhead,
-            "shrinking_pool": section_shrinking_pool, "progress_overhead": section_progress_overhead}
+            "shrinking_pool": section_shrinking_pool, "progress_overhead": section_progress_overhead,
+            "batchbald_speed": section_batchbald_speed}
 
 
 def write(names=None, path: Path = RESULTS_MD, results: Path = RESULTS, root: Path = _provenance.ROOT) -> Path:

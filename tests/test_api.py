@@ -53,11 +53,13 @@ ALGORITHM_DEFAULTS = {
     "vessal": {"lamb": 0.01, "rank": 1, "rate": None, "precompute_covariance": False},
     "badge": {"prune": False},
     "bald": {"mc_samples": 20, "stochastic": None, "beta": 1.0},
+    "batch_bald": {"mc_samples": 20, "configurations": 10_000},
     "margin": {"stochastic": None, "beta": 1.0},
     "entropy": {"stochastic": None, "beta": 1.0},
     "least_confidence": {"stochastic": None, "beta": 1.0},
 }
-SELECTOR_OF = {"bait": "fisher_greedy", "vessal": "volume_stream", "badge": "kmeans_pp", "coreset": "k_center_greedy"}
+SELECTOR_OF = {"bait": "fisher_greedy", "vessal": "volume_stream", "badge": "kmeans_pp", "coreset": "k_center_greedy",
+               "batch_bald": "mutual_information_greedy"}
 
 
 def _torch_adapter():

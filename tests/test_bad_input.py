@@ -69,13 +69,13 @@ LABELED = POOL[:4]
 
 def _front(name):
     fn = getattr(aljax, name)
-    apply_fn = _apply_dropout if name == "bald" else _apply
+    apply_fn = _apply_dropout if name in ("bald", "batch_bald") else _apply
     return lambda **kw: fn(kw.pop("params", _params()), kw.pop("apply_fn", apply_fn), kw.pop("pool", POOL),
                            kw.pop("k", 3), **kw)
 
 
-FRONT_DOORS = ["badge", "bait", "bald", "coreset", "entropy", "least_confidence", "margin", "random_sample", "vessal",
-               "cluster_margin"]
+FRONT_DOORS = ["badge", "bait", "bald", "batch_bald", "coreset", "entropy", "least_confidence", "margin", "random_sample",
+               "vessal", "cluster_margin"]
 TAKES_LABELED = {"bait", "coreset", "vessal"}
 
 SHARED_FRONT = [
@@ -151,6 +151,8 @@ SELECTORS = {
     "typiclust": jnp.asarray(np.random.default_rng(2).normal(size=(N, 4)), jnp.float32),
     "probcover": jnp.asarray(np.random.default_rng(2).normal(size=(N, 4)), jnp.float32),
     "margin_round_robin": jnp.asarray(np.random.default_rng(2).normal(size=(N, 4)), jnp.float32),
+    "mutual_information_greedy": jax.nn.softmax(jnp.asarray(np.random.default_rng(3).normal(size=(4, N, C)),
+                                                            jnp.float32)),
 }
 TAKES_LABELED_EMBEDDING = {"k_center_greedy", "fisher_greedy", "volume_stream", "typiclust", "probcover"}
 
@@ -310,6 +312,18 @@ CASES = [
     ("bald two arguments", lambda: aljax.bald(_W, _LIN, _POOL3, 2), TypeError, "bald", "apply_fn", r"stochastic"),
     ("bald mc_samples", lambda: aljax.bald(_params(), _apply_dropout, POOL, 2, mc_samples=1), ValueError, "bald",
      "mc_samples", r">= 2"),
+    ("batch_bald mc_samples", lambda: aljax.batch_bald(_params(), _apply_dropout, POOL, 2, mc_samples=1), ValueError,
+     "batch_bald", "mc_samples", r">= 2"),
+    ("batch_bald configurations", lambda: aljax.batch_bald(_params(), _apply_dropout, POOL, 2, configurations=10),
+     ValueError, "batch_bald", "configurations", r">= 20"),
+    ("batch_bald deterministic", lambda: aljax.batch_bald(_params(), lambda p, x, key: _apply(p, x), POOL, 2),
+     ValueError, "batch_bald", "apply_fn", r"stochastic"),
+    ("mutual_information_greedy one sample", lambda: aljax.mutual_information_greedy(jnp.ones((1, 5, 2)) / 2, 2),
+     ValueError, "mutual_information_greedy", "embedding", r"mc_samples >= 2"),
+    ("mutual_information_greedy not normalised", lambda: aljax.mutual_information_greedy(jnp.ones((3, 5, 2)), 2),
+     ValueError, "mutual_information_greedy", "embedding", r"summing to 1"),
+    ("mutual_information_greedy negative", lambda: aljax.mutual_information_greedy(
+        jnp.tile(jnp.array([1.5, -0.5]), (3, 5, 1)), 2), ValueError, "mutual_information_greedy", "embedding", r">= 0"),
     ("coreset no dense head", lambda: aljax.coreset(_W, lambda W, x: jnp.sin(x @ W), _POOL3, 2), ValueError,
      "coreset", "apply_fn", r"features_fn"),
     # gradient_embedding

@@ -17,7 +17,7 @@ does not.
 Modules, in the order data flows through them: ``_dlpack`` (tensors to arrays and back),
 ``_inputs`` (pools, data loaders and tokenizers to model-ready batches), ``_head`` (the final
 layer, found by a forward hook), ``_outputs`` (the model over the pool: logits and features,
-checked and handed over), ``_embeddings``, ``_selectors`` and ``_bald`` (the public functions).
+checked and handed over), ``_embeddings``, ``_selectors``, ``_bald`` and ``_batchbald`` (the public functions).
 
 Example:
   >>> import torch, aljax.torch_adapter as ta
@@ -45,6 +45,7 @@ from ._embeddings import logits_and_features as logits_and_features
 
 # Selectors
 from ._bald import bald as bald
+from ._batchbald import batch_bald as batch_bald
 from ._selectors import badge as badge
 from ._selectors import bait as bait
 from ._cluster_margin import cluster_margin as cluster_margin
@@ -71,6 +72,7 @@ __all__ = [
     "cluster_margin",
     "cluster_pool",
     "bald",
+    "batch_bald",
     "coreset",
     "entropy",
     "least_confidence",
