@@ -122,8 +122,11 @@ def run_picks():
     def mc_apply(p, x, key):   # MC dropout on the inputs
         return apply_fn(p, x * jax.random.bernoulli(key, 0.8, x.shape) / 0.8)
 
-    results = {}
-    for name, (on_global, on_one_device) in checks(d, params, apply_fn, mc_apply).items():
+    every = checks(d, params, apply_fn, mc_apply)
+    unknown = set(ONLY) - set(every)
+    assert not unknown, f"no such checks: {sorted(unknown)}"
+    results = {"_checks": sorted(every)}
+    for name, (on_global, on_one_device) in every.items():
         if ONLY and name not in ONLY:
             continue
         start = time.perf_counter()

@@ -30,7 +30,11 @@ SELECTORS = ["kmeans_pp_factored", "kmeans_pp_dense", "k_center_greedy", "k_cent
              "volume_stream_rate", "typiclust", "probcover", "stochastic_top_k"]
 FRONT_DOORS = ["badge", "bait", "bait_labeled", "coreset", "coreset_labeled", "margin", "entropy", "least_confidence",
                "random_sample", "vessal", "vessal_stream", "bald", "sampler_badge", "sampler_bait", "sampler_margin"]
-PER_PROCESS = ["global_pool_batches_kmeans_pp"]
+PER_PROCESS = ["global_pool_batches_kmeans_pp"]   # a pool given per process as batches (always run)
+# The fast tier: one of each kind (and fisher_greedy, which used to fetch a global array); the
+# rest compiles for minutes on a small CPU and runs with the slow tests.
+FAST = ["kmeans_pp_factored", "fisher_greedy", "k_center_greedy", "volume_stream_rate", "margin", "badge"]
+SLOW = [name for name in SELECTORS + FRONT_DOORS if name not in FAST]
 
 
 def _free_port() -> int:
@@ -39,10 +43,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def spawn(mode: str, processes: int, devices: int) -> list[dict]:
-    """Run the worker as ``processes`` processes of ``devices`` CPU devices each; their results."""
+def spawn(mode: str, processes: int, devices: int, only=(), timeout: float = TIMEOUT) -> list[dict]:
+    """Run the worker as ``processes`` processes of ``devices`` CPU devices each (the checks
+    ``only``, all when empty); their results. Every process is killed after ``timeout`` s."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-               PYTHONPATH=str(HERE.parent))
+               PYTHONPATH=str(HERE.parent), ALJAX_WORKER_ONLY=",".join(only),
+               ALJAX_WORKER_TIMEOUT=str(timeout - 10))
     port = _free_port()
     with tempfile.TemporaryDirectory() as tmp:
         outs = [pathlib.Path(tmp, f"{i}.json") for i in range(processes)]
@@ -52,7 +58,7 @@ def spawn(mode: str, processes: int, devices: int) -> list[dict]:
                  for i, (out, log) in enumerate(zip(outs, logs))]
         try:
             for proc in procs:
-                proc.wait(timeout=TIMEOUT)
+                proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             pass
         finally:
@@ -66,60 +72,88 @@ def spawn(mode: str, processes: int, devices: int) -> list[dict]:
             log.seek(0)
             tails.append(log.read()[-3000:])
             log.close()
-        assert not hung, f"{mode}: processes {hung} still running after {TIMEOUT} s:\n" + "\n".join(tails)
+        assert not hung, f"{mode}: processes {hung} still running after {timeout} s:\n" + "\n".join(tails)
         assert all(proc.returncode == 0 for proc in procs), "\n".join(tails)
         return [json.loads(out.read_text()) for out in outs]
 
 
-@pytest.fixture(scope="module")
-def two_processes():
-    return spawn("picks", 2, 2)
+def spawn_both(only, timeout):
+    """The checks ``only`` on two processes × two devices and on one process of four devices
+    (which also computes the one-device references), run at the same time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        two = pool.submit(spawn, "picks", 2, 2, only, timeout)
+        four = pool.submit(spawn, "picks", 1, 4, only, timeout)
+        return two.result(), four.result()[0]
 
 
 @pytest.fixture(scope="module")
-def four_devices():
-    return spawn("picks", 1, 4)[0]
+def fast_runs():
+    return spawn_both(FAST, TIMEOUT)
 
 
-def test_the_workers_see_two_processes_of_two_devices(two_processes, four_devices):
-    for results in two_processes:
-        assert results["_devices"] == {"processes": 2, "devices": 4, "local_devices": 2}
-    assert four_devices["_devices"] == {"processes": 1, "devices": 4, "local_devices": 4}
+@pytest.fixture(scope="module")
+def slow_runs():
+    return spawn_both(SLOW, 3 * TIMEOUT)
 
 
-@pytest.mark.parametrize("name", SELECTORS + FRONT_DOORS + PER_PROCESS)
-def test_two_processes_pick_as_one_device_and_as_four_devices(two_processes, four_devices, name):
+def _same_picks(runs, name):
+    two_processes, four_devices = runs
     first, second = (results[name] for results in two_processes)
     for results in (first, second, four_devices[name]):
         assert "error" not in results, results["error"]
+    one_device = four_devices[name]["one_device"]
     assert first["global"] == second["global"], "the processes returned different picks"
-    assert first["global"] == first["one_device"], "two processes differ from one device"
-    assert four_devices[name]["global"] == first["one_device"], "four devices differ from one device"
-    picks = first["global"]
-    assert len(set(picks)) == len(picks) and all(isinstance(i, int) for i in picks)
+    assert first["global"] == one_device, f"two processes {first['global']} != one device {one_device}"
+    assert four_devices[name]["global"] == one_device, "four devices differ from one device"
+    assert len(set(one_device)) == len(one_device) and all(isinstance(i, int) for i in one_device)
 
 
-def test_every_check_of_the_worker_is_tested(two_processes):
-    assert set(two_processes[0]) == set(SELECTORS + FRONT_DOORS + PER_PROCESS + ["local_indices", "_devices"])
+def test_the_workers_see_two_processes_of_two_devices(fast_runs):
+    two_processes, four_devices = fast_runs
+    for results in two_processes:
+        assert results["_devices"] == {"processes": 2, "devices": 4, "local_devices": 2}
+    assert four_devices["_devices"] == {"processes": 1, "devices": 4, "local_devices": 4}
+    assert set(two_processes[0]) == set(FAST + PER_PROCESS + ["local_indices", "_devices", "_checks"])
 
 
-def test_vessal_streams_the_processes_parts_in_process_major_order(two_processes):
-    # The stream is the global row order: process 0's part, then process 1's. With a rate, the
-    # kept points come back in stream order; VeSSAL's 1200-point stream (600 per process, one
-    # internal chunk of 1024 spanning both) keeps points of both parts, the same as one device
-    # streaming the concatenation (the parametrized test above).
-    rate_picks = two_processes[0]["volume_stream_rate"]["global"]
-    assert rate_picks == sorted(rate_picks)
-    picks = two_processes[0]["vessal_stream"]["global"]
+@pytest.mark.parametrize("name", FAST + PER_PROCESS)
+def test_two_processes_pick_as_one_device_and_as_four_devices(fast_runs, name):
+    _same_picks(fast_runs, name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SLOW)
+def test_every_selector_and_front_door_across_two_processes(slow_runs, name):
+    _same_picks(slow_runs, name)
+
+
+def test_vessal_streams_the_processes_parts_in_process_major_order(fast_runs):
+    # The stream is the global row order: process 0's part, then process 1's; with a rate the
+    # kept points come back in stream order, the same as one device streaming the concatenation.
+    picks = fast_runs[0][0]["volume_stream_rate"]["global"]
+    assert picks == sorted(picks)
+    assert any(i < 64 for i in picks) and any(i >= 64 for i in picks), picks
+
+
+@pytest.mark.slow
+def test_vessal_stream_chunk_spans_the_processes(slow_runs):
+    # 1200 points, 600 per process: the first internal chunk (1,024 points) holds rows of both.
+    picks = slow_runs[0][0]["vessal_stream"]["global"]
     assert any(i < 600 for i in picks) and any(i >= 600 for i in picks), picks
 
 
-def test_local_indices_map_picks_to_each_process_part(two_processes):
-    for results in two_processes:
+def test_local_indices_map_picks_to_each_process_part(fast_runs):
+    for results in fast_runs[0]:
         got = results["local_indices"]
         assert got["process"] == got["expected_process"]
         assert got["local"] == got["expected_local"]
         assert set(got["process"]) == {0, 1}
+
+
+def test_every_check_of_the_worker_is_listed(fast_runs):
+    assert sorted(fast_runs[1]["_checks"]) == sorted(SELECTORS + FRONT_DOORS)
 
 
 # ------------------------------------------------------------------------------- failure paths
