@@ -203,3 +203,21 @@ def test_local_indices_on_one_process_and_its_checks():
         aljax.local_indices(np.array([5]), pool)
     with pytest.raises(TypeError, match="aljax.local_indices.*integer"):
         aljax.local_indices(np.array([0.5]), pool)
+
+
+# ------------------------------------------------------------------------------- the benchmark
+
+@pytest.mark.slow
+def test_throughput_runs_across_two_processes(tmp_path):
+    out = tmp_path / "processes.json"
+    proc = subprocess.run([sys.executable, str(HERE.parent / "benchmarks" / "throughput.py"), "--processes", "2",
+                           "--sizes", "tiny", "--repeats", "1", "--algorithms", "kmeans_pp", "--out", str(out)],
+                          capture_output=True, text=True, cwd=HERE.parent, timeout=3 * TIMEOUT,
+                          env=dict(os.environ, PYTHONPATH=str(HERE.parent)))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["environment"]["processes"] == 2 and data["environment"]["devices"] == 4
+    (entry,) = data["results"]
+    assert entry["algorithm"] == "kmeans_pp" and entry["step_bytes"] == 4 * (10 + 32 + 1)
+    assert entry["global_ms_per_step"] > 0 and entry["local_ms_per_step"] > 0 and entry["allreduce_s"] > 0
+    assert "ms/step across 2 processes" in proc.stdout
