@@ -490,7 +490,8 @@ CASES += [
     ("global_pool empty part", lambda: aljax.global_pool(np.zeros((0, 3))), ValueError, "global_pool", "local",
      r"at least one row"),
     ("global_pool empty iterable", lambda: aljax.global_pool(iter([])), ValueError, "global_pool", "local", r"empty"),
-    ("global_pool axis", lambda: aljax.global_pool(np.zeros((4, 3)), axis="rows"), ValueError, "global_pool", "axis",
+    ("global_pool axis", lambda: aljax.global_pool(
+        np.zeros((4, 3)), mesh=jax.sharding.Mesh(np.array(jax.devices()), ("data",)), axis="rows"), ValueError, "global_pool", "axis",
      r"mesh's axes"),
     ("local_indices out of range", lambda: aljax.local_indices(np.array([4]), np.zeros((4, 2))), ValueError,
      "local_indices", "indices", r"\[0, 4\)"),
