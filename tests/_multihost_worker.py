@@ -110,7 +110,7 @@ def checks(d, params, apply_fn, mc_apply):
     out["coreset_labeled"] = both(lambda p: aljax.coreset(params, apply_fn, p, 10, labeled=d["stream"][:20]), po)
     for strategy in ("badge", "bait", "margin"):
         out[f"sampler_{strategy}"] = both(
-            lambda p, s=strategy: jnp.asarray(aljax.ActiveSampler("classification", (params, apply_fn), 9,
+            lambda p, s=strategy: jnp.asarray(aljax.ActiveSampler("classification", (params, apply_fn), 10,
                                                                   strategy=s, batch_size=16).select(p)), po)
     return out
 
