@@ -67,7 +67,7 @@ def default_mesh(axis: str = "data") -> Mesh:
     return Mesh(np.asarray(devices), (axis,))
 
 
-def global_pool(local, *, mesh: Mesh | None = None, axis: str = "data", map_fn: Callable | None = None):
+def global_pool(local, *, mesh=None, axis: str = "data", map_fn: Callable | None = None):
     """One global pool, sharded along its example axis, from each process's own part.
 
     Called by every process with the rows that process holds (read from its own disk, for
@@ -85,8 +85,8 @@ def global_pool(local, *, mesh: Mesh | None = None, axis: str = "data", map_fn: 
     Args:
       local: this process's rows: an ``(n_p, ...)`` array or pytree of arrays, or an iterable of
         batches of them (read once; concatenated on this host).
-      mesh: the mesh to shard over; default: every device of every process, process-major
-        (:func:`jax.devices` ordered by process). A given mesh should list each process's devices
+      mesh: the ``jax.sharding.Mesh`` to shard over; default: every device of every process, process-major
+        (``jax.devices()`` ordered by process). A given mesh should list each process's devices
         contiguously along ``axis`` (for :func:`local_indices`).
       axis: the mesh axis the example axis is split over.
       map_fn: optional ``map_fn(batch) -> pytree of arrays`` applied to each batch on this
@@ -180,7 +180,8 @@ def local_indices(indices, pool) -> tuple[np.ndarray, np.ndarray]:
         its sharding tells which process holds which rows.
 
     Returns:
-      Two int32 NumPy arrays of the shape of ``indices``: the owning process and the row in its part.
+      ``(process, local)``, two int32 NumPy arrays shaped like ``indices``, the owning process
+      and the row in its part.
 
     Example:
       >>> import numpy as np, aljax
