@@ -22,7 +22,8 @@ import traceback
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 MODE, PID, PROCESSES, PORT, OUT = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
-faulthandler.dump_traceback_later(float(os.environ.get("ALJAX_WORKER_TIMEOUT", "170")), exit=True)   # a hang in a collective shows where, then exits
+# A hang in a collective prints where every thread is, then exits (the test kills it later anyway).
+faulthandler.dump_traceback_later(float(os.environ.get("ALJAX_WORKER_TIMEOUT", "170")), exit=True)
 
 import jax  # noqa: E402
 
@@ -106,7 +107,8 @@ def checks(d, params, apply_fn, mc_apply):
     }
     for name in ("badge", "bait", "coreset", "margin", "entropy", "least_confidence", "random_sample", "vessal"):
         out[name] = both(lambda p, name=name: getattr(aljax, name)(params, apply_fn, p, 10, key=3, batch_size=16), po)
-    out["bait_labeled"] = both(lambda p: aljax.bait(params, apply_fn, p, 10, labeled=d["stream"][:20], batch_size=16), po)
+    out["bait_labeled"] = both(
+        lambda p: aljax.bait(params, apply_fn, p, 10, labeled=d["stream"][:20], batch_size=16), po)
     out["coreset_labeled"] = both(lambda p: aljax.coreset(params, apply_fn, p, 10, labeled=d["stream"][:20]), po)
     for strategy in ("badge", "bait", "margin"):
         out[f"sampler_{strategy}"] = both(
@@ -148,7 +150,8 @@ def run_picks():
         picks = aljax.kmeans_pp(emb, 12, key=1)
         results["global_pool_batches_kmeans_pp"] = {"global": fetch(picks)}
         if PROCESSES == 1:
-            results["global_pool_batches_kmeans_pp"]["one_device"] = np.asarray(aljax.kmeans_pp(ref, 12, key=1)).tolist()
+            ref_picks = aljax.kmeans_pp(ref, 12, key=1)
+            results["global_pool_batches_kmeans_pp"]["one_device"] = np.asarray(ref_picks).tolist()
         process, local = aljax.local_indices(picks, emb)
         picks = np.asarray(fetch(picks))
         for p in range(PROCESSES):   # every process's rows, as the global pool holds them
