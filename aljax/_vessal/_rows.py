@@ -132,13 +132,19 @@ class PaddedChunks:
 
 
 def _replicated(emb):
-    """For an embedding sharded along its rows (over the devices of one process or of several),
-    the replicated sharding on the same mesh, else None. The stream is sequential: each chunk's
-    rows are gathered to every device (device to device, never through a host) and every device
-    runs the same keep decisions on the same values, the one-device picks; on a chunk left
-    sharded XLA partitions the kernel's loop and its float rounding, hence its picks, differ."""
-    layout = _sharding.row_layout("volume_stream", "embedding", emb)
-    return None if layout is None else NamedSharding(layout.mesh, PartitionSpec())
+    """For an embedding with a leaf sharded along its rows (over the devices of one process or
+    of several), the replicated sharding on that leaf's mesh, else None. The stream is
+    sequential: each chunk's rows are gathered to every device (device to device, never through
+    a host) and every device runs the same keep decisions on the same values, the one-device
+    picks; on a chunk left sharded XLA partitions the kernel's loop, its float rounding changes,
+    and so can the picks."""
+    for leaf in jax.tree_util.tree_leaves(emb):
+        sharding = getattr(leaf, "sharding", None)
+        if isinstance(leaf, jax.core.Tracer) or not isinstance(sharding, NamedSharding):
+            continue
+        if _sharding.row_layout("volume_stream", "embedding", leaf) is not None:
+            return NamedSharding(sharding.mesh, PartitionSpec())
+    return None
 
 
 @functools.partial(jax.jit, static_argnames=("rank",))
