@@ -16,6 +16,7 @@ from __future__ import annotations
 import faulthandler
 import json
 import os
+import re
 import sys
 import time
 import traceback
@@ -161,7 +162,25 @@ def run_picks():
                                     "expected_local": (picks % (N // PROCESSES)).tolist()}
     except Exception:
         results["global_pool_batches_kmeans_pp"] = {"error": traceback.format_exc()[-2000:]}
+    results["collectives"] = kernel_collectives(d)
     return results
+
+
+COLLECTIVE = re.compile(r"=\s*(\([^)]*\)|\S+)\s+(all-gather|all-reduce|all-to-all|collective-permute|reduce-scatter)"
+                        r"(-start)?\(")
+
+
+def kernel_collectives(d):
+    """``{kernel: [(op, elements), ...]}``: the collectives XLA compiled into BADGE's selection
+    kernel on the global pool (none may move pool-sized arrays: the work stays on the shards)."""
+    emb = spread(d["factored"])
+    out = {}
+    for name, emb in (("kmeans_pp factored", emb), ("kmeans_pp dense", spread(np.asarray(d["factored"].to_dense())))):
+        hlo = aljax._badge._kmeans_pp.lower(jax.random.key(0), emb, 12).compile().as_text()
+        out[name] = [(m.group(2), max((int(np.prod([int(x) for x in s.split(",") if x]))
+                                       for s in re.findall(r"\[([\d,]*)\]", m.group(1))), default=1))
+                     for m in COLLECTIVE.finditer(hlo)]
+    return out
 
 
 def run_failures():
