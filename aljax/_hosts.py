@@ -43,6 +43,15 @@ def _parts_from_batches(fn: str, batches, map_fn: Callable | None):
     return jax.tree_util.tree_unflatten(treedef, [np.concatenate(column) for column in zip(*leaves)])
 
 
+def _local_part(fn: str, local, map_fn: Callable | None):
+    """This process's part on the host: the batches concatenated, or the array(s), each mapped by
+    ``map_fn`` first."""
+    if _validate.is_batch_iterable(local):
+        return _parts_from_batches(fn, local, map_fn)
+    part = local if map_fn is None else map_fn(local)
+    return jax.tree_util.tree_map(lambda x: np.asarray(jax.device_get(x)), part)
+
+
 def _signature(tree) -> int:
     """A checksum of the tree structure, trailing shapes and dtypes of a part (the same on every
     process when the parts fit together)."""
@@ -79,14 +88,16 @@ def global_pool(local, *, mesh=None, axis: str = "data", map_fn: Callable | None
     Every process must pass a part of the same size, a multiple of its number of devices on the
     mesh (JAX shards an axis into equal blocks only), with the same structure, trailing shapes and
     dtypes; otherwise every process raises the same ``ValueError`` (the processes exchange the
-    sizes first, so none is left waiting in a collective). To use uneven parts, trim each to the
+    sizes first, so none is left waiting in a collective). A part that fails on its own process
+    (not an array, an empty iterable, an error in ``map_fn``) raises its error there and a
+    ``ValueError`` naming that process on the others. To use uneven parts, trim each to the
     smallest size (and label the rest in a later round) before calling.
 
     Args:
       local: this process's rows: an ``(n_p, ...)`` array or pytree of arrays, or an iterable of
         batches of them (read once; concatenated on this host).
-      mesh: the ``jax.sharding.Mesh`` to shard over; default: every device of every process, process-major
-        (``jax.devices()`` ordered by process). A given mesh should list each process's devices
+      mesh: the ``jax.sharding.Mesh`` to shard over; default: every device of every process,
+        process-major (``jax.devices()`` ordered by process). A given mesh should list each process's devices
         contiguously along ``axis`` (for :func:`local_indices`).
       axis: the mesh axis the example axis is split over.
       map_fn: optional ``map_fn(batch) -> pytree of arrays`` applied to each batch on this
@@ -112,34 +123,38 @@ def global_pool(local, *, mesh=None, axis: str = "data", map_fn: Callable | None
         mesh = default_mesh(axis)
     if axis not in mesh.axis_names:
         raise ValueError(_validate.message(fn, "axis", f"one of the mesh's axes {mesh.axis_names}", repr(axis)))
-    if _validate.is_batch_iterable(local):
-        part = _parts_from_batches(fn, local, map_fn)
-    else:
-        part = local if map_fn is None else map_fn(local)
-        part = jax.tree_util.tree_map(lambda x: np.asarray(jax.device_get(x)), part)
-    size = _validate.pool_size(fn, part, "local", allow_empty=True)
+    try:   # an error here stays local: the others must hear of it, not wait in the exchange
+        part = _local_part(fn, local, map_fn)
+        size, failure = _validate.pool_size(fn, part, "local", allow_empty=True), None
+    except (TypeError, ValueError) as error:
+        part, size, failure = None, 0, error
     process, along = jax.process_index(), mesh.axis_names.index(axis)
     # This process's blocks of rows: its devices' distinct coordinates along `axis`.
     shards = len({idx[along] for idx in np.ndindex(mesh.devices.shape) if mesh.devices[idx].process_index == process})
-    table = _exchange([size, shards, _signature(part)])
-    sizes, shard_counts, signatures = table[:, 0], table[:, 1], table[:, 2]
+    table = _exchange([size, shards, 0 if part is None else _signature(part), failure is not None])
+    sizes, shard_counts, signatures, failed = table[:, 0], table[:, 1], table[:, 2], np.flatnonzero(table[:, 3])
+    if failure is not None:
+        raise failure
+    if failed.size:
+        raise ValueError(_validate.message(fn, "local", "a valid part on every process",
+                                           f"an error on process {', '.join(map(str, failed))} (raised there)"))
     described = ", ".join(f"process {p}: {int(n)}" for p, n in enumerate(sizes))
+    if sizes.min() == 0:
+        raise ValueError(_validate.message(fn, "local", "at least one row on every process", f"sizes {described}"))
     if len(set(signatures.tolist())) > 1:
         raise ValueError(_validate.message(
             fn, "local", "parts with the same structure, trailing shapes and dtypes on every process",
             f"parts that differ between processes (this one: {_validate.batch_signature(part)[1]})"))
-    if sizes.min() == 0:
-        raise ValueError(_validate.message(fn, "local", "at least one row on every process", f"sizes {described}"))
     if len(set(sizes.tolist())) > 1:
         raise ValueError(_validate.message(
             fn, "local", "parts of the same size on every process (JAX shards the example axis into equal "
                          "blocks; trim each part to the smallest)", f"uneven sizes {described}"))
-    bad = [p for p in range(len(sizes)) if sizes[p] % max(int(shard_counts[p]), 1)]
-    if bad:
+    if any(sizes[p] % max(int(shard_counts[p]), 1) for p in range(len(sizes))):
         raise ValueError(_validate.message(
             fn, "local", "a part size divisible by the process's number of shards along the mesh axis "
                          f"{axis!r} ({', '.join(f'process {p}: {int(shard_counts[p])}' for p in range(len(sizes)))})",
             f"sizes {described}"))
+
     def assemble(leaf):
         spec = NamedSharding(mesh, PartitionSpec(axis, *([None] * (leaf.ndim - 1))))
         return jax.make_array_from_process_local_data(spec, leaf)

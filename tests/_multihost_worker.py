@@ -205,6 +205,8 @@ def run_failures():
         "uneven_local_sizes": lambda: aljax.global_pool(d["feats"][:30] if PID == 0 else d["feats"][:34]),
         "local_size_not_divisible": lambda: aljax.global_pool(d["feats"][:31]),
         "parts_differ": lambda: aljax.global_pool(d["feats"][:32, : 6 + PID]),
+        "one_process_has_no_batches": lambda: aljax.global_pool(
+            iter([]) if PID == PROCESSES - 1 else iter([part(d["feats"])])),
         "still_in_step": lambda: aljax.kmeans_pp(spread(d["feats"]), 5, key=1),
     }
     results = {}

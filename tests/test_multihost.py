@@ -196,6 +196,12 @@ def test_bad_input_raises_the_same_error_on_every_process(failures, case, error,
         assert second.startswith(error + ": ") and phrase in second, second
 
 
+def test_a_part_failing_on_one_process_raises_there_and_names_it_on_the_others(failures):
+    first, second = (results["one_process_has_no_batches"] for results in failures)
+    assert first.startswith("ValueError: ") and "an error on process 1" in first, first
+    assert second.startswith("ValueError: ") and "empty iterable" in second, second
+
+
 def test_the_processes_are_still_in_step_after_the_errors(failures):
     first, second = (results["still_in_step"] for results in failures)
     assert first.startswith("ok: ") and first == second
