@@ -126,7 +126,7 @@ def global_pool(local, *, mesh=None, axis: str = "data", map_fn: Callable | None
     try:   # an error here stays local: the others must hear of it, not wait in the exchange
         part = _local_part(fn, local, map_fn)
         size, failure = _validate.pool_size(fn, part, "local", allow_empty=True), None
-    except (TypeError, ValueError) as error:
+    except Exception as error:   # noqa: BLE001 - re-raised below, once the others know
         part, size, failure = None, 0, error
     process, along = jax.process_index(), mesh.axis_names.index(axis)
     # This process's blocks of rows: its devices' distinct coordinates along `axis`.
