@@ -5,8 +5,9 @@ module imports only modules of its own layer or of the layers listed before it
 (``tests/test_layout.py`` walks every import and fails on a cycle or an upward import):
 
 1. ``_validate``, ``_progress``: argument checks with one message style; progress bars.
-2. ``_types``, ``_padding``, ``_linalg``, ``_sharding``, ``_pool``: embedding containers, size
-   buckets, small linear algebra, row layouts over devices, chunking and streaming a pool.
+2. ``_types``, ``_padding``, ``_linalg``, ``_sharding``, ``_pool``, ``_hosts``: embedding
+   containers, size buckets, small linear algebra, row layouts over devices, chunking and
+   streaming a pool, pools assembled from the parts held by several processes.
 3. ``_dense_head``, ``_embeddings``, ``_scores``, ``scores``, ``_stochastic``, ``stopping``: from a
    model to embeddings and scores; stochastic batch acquisition on scores; stopping criteria over
    the predictions of successive rounds.
@@ -32,6 +33,10 @@ from ._embeddings import last_layer_embedding as last_layer_embedding
 from ._types import Factored as Factored
 from ._types import FisherFactors as FisherFactors
 from . import scores as scores
+
+# Pools spread over several processes (jax.distributed)
+from ._hosts import global_pool as global_pool
+from ._hosts import local_indices as local_indices
 
 # Selectors on embeddings
 from ._badge import kmeans_pp as kmeans_pp
@@ -83,6 +88,9 @@ __all__ = [
     "gradient_embedding",
     "last_layer_embedding",
     "scores",
+    # Pools spread over several processes
+    "global_pool",
+    "local_indices",
     # Selectors on embeddings
     "Clustering",
     "fisher_greedy",

@@ -6,6 +6,7 @@ One entry point, the same command on CPU, GPU and TPU (no device-specific code p
     python benchmarks/throughput.py --sizes tiny --repeats 1 # seconds: a smoke run
     python benchmarks/throughput.py --sizes large            # n = 1,000,000 selectors: for accelerators
     python benchmarks/throughput.py --sizes '' --huge        # BADGE, 1,000,000 raw inputs streamed (minutes)
+    python benchmarks/throughput.py --processes 2 --sizes tiny  # across 2 local processes (jax.distributed)
 
 Cases (C = 10 classes throughout; sizes in ``SIZES``):
 
@@ -43,6 +44,11 @@ peak memory (``VmHWM``, and ``ru_maxrss`` of the children) is that of the run al
 times ``last_layer_embedding`` (the embedding pass) and ``kmeans_pp`` (the selection) apart,
 a second ``aljax.badge`` end to end (``--huge-end-to-end``).
 
+``--processes P``: the same cases across P processes (``_multiprocess.py``): each case on the
+global pool spread over every process's devices and on one process's part alone, per-step
+selectors as ms/step both ways, next to the time of one all-reduce of the bytes a step exchanges;
+written to ``throughput-<backend>-processes<P>.json``.
+
 Results go to ``benchmarks/results/throughput-<backend>.json`` (merged with the entries of earlier
 runs of other sizes; each entry carries the load average around it and the provenance of the run
 that made it, see ``_provenance.py``), and the plot of BADGE's step time against the memory floor
@@ -68,6 +74,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import _multiprocess  # noqa: E402
 import _provenance  # noqa: E402
 import _timing  # noqa: E402
 
@@ -234,6 +241,33 @@ def size_cases(cfg: dict, wanted: set[str]):
                         n=nh, dim=dh, k=kh, clusters=int(clustering.n_clusters))
             del clustering, logits
         del feats
+
+
+def process_cases(cfg: dict, wanted: set[str]):
+    """The cases of ``--processes``: ``call(data)`` runs on a pool laid out by the caller (global
+    over every process, or one process's part alone), ``data`` is the whole pool on the host."""
+    n, dim, k = cfg["n"], cfg["dim"], cfg["k"]
+    params = make_params(dim)
+    front = {"last_layer_embedding": lambda p: aljax.last_layer_embedding(params, apply_fn, p),
+             "badge": lambda p: aljax.badge(params, apply_fn, p, k, key=1),
+             "margin": lambda p: aljax.margin(params, apply_fn, p, k)}
+    for name, call in front.items():
+        if name in wanted:
+            yield dict(algorithm=name, n=n, dim=dim, k=k, call=call, data=np.asarray(make_pool(n)))
+    if "kmeans_pp" in wanted:
+        yield dict(algorithm="kmeans_pp", n=n, dim=dim, k=k, call=lambda e: aljax.kmeans_pp(e, k, key=1),
+                   data=jax.tree_util.tree_map(np.asarray, make_factored(n, dim)))
+    if "k_center_greedy" in wanted:
+        yield dict(algorithm="k_center_greedy", n=n, dim=dim, k=k, call=lambda f: aljax.k_center_greedy(f, k),
+                   data=np.asarray(make_factored(n, dim).h))
+    if "fisher_greedy" in wanted:
+        nb, db, kb = cfg["bait"]
+        yield dict(algorithm="fisher_greedy", n=nb, dim=db, k=kb, call=lambda e: aljax.fisher_greedy(e, kb),
+                   data=jax.tree_util.tree_map(np.asarray, make_fisher(nb, db)))
+    if "volume_stream" in wanted:
+        nv, dv, kv = cfg["vessal"]
+        yield dict(algorithm="volume_stream", n=nv, dim=dv, k=kv, call=lambda e: aljax.volume_stream(e, kv, key=2),
+                   data=jax.tree_util.tree_map(np.asarray, make_fisher(nv, dv, seed=4)))
 
 
 def run_size(name: str, cfg: dict, wanted: set[str], repeats: int) -> list[dict]:
@@ -500,9 +534,18 @@ def parse_args(argv):
     parser.add_argument("--huge-k", type=int, default=1_000)
     parser.add_argument("--huge-batch", type=int, default=8_192)
     parser.add_argument("--huge-child", choices=("split", "badge"), help=argparse.SUPPRESS)
+    parser.add_argument("--processes", type=int, default=1,
+                        help="run the table across this many processes (jax.distributed; local CPU processes "
+                             "unless --distributed): see _multiprocess.py")
+    parser.add_argument("--devices-per-process", type=int, default=2, help="CPU devices of each local process")
+    parser.add_argument("--distributed", action="store_true",
+                        help="with --processes: this is one process of a cluster job (jax.distributed.initialize())")
+    parser.add_argument("--process-child", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--coordinator", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None,
                         help="JSON path (default benchmarks/results/throughput-<backend>.json)")
     args = parser.parse_args(argv)
+    args.argv = list(argv)
     args.sizes = [s for s in args.sizes.split(",") if s]
     args.algorithms = [a for a in args.algorithms.split(",") if a]
     for s in args.sizes:
@@ -513,6 +556,8 @@ def parse_args(argv):
             parser.error(f"--algorithms: expected names from {list(ALGORITHMS)}, got {a!r}")
     if args.repeats < 1:
         parser.error(f"--repeats: expected at least 1, got {args.repeats}")
+    if args.processes < 1:
+        parser.error(f"--processes: expected at least 1, got {args.processes}")
     return args
 
 
@@ -523,6 +568,11 @@ def main(argv=None):
         result = huge_child(args.huge_child, args.huge_n, args.huge_k, args.huge_batch, dim=512)
         print(MARKER + json.dumps(result), flush=True)
         return
+    if args.process_child is not None or (args.processes > 1 and args.distributed):
+        _multiprocess.child(args, process_cases, SIZES, CLASSES)
+        return
+    if args.processes > 1:
+        sys.exit(_multiprocess.spawn(argv, args.processes, args.devices_per_process))
     # The --huge children run first, before this process opens the device (on a GPU the first
     # process to open it would otherwise hold most of its memory while a child runs).
     huge = run_huge(args) if args.huge else None

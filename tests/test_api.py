@@ -43,6 +43,7 @@ EMBEDDINGS = sorted(set(_by_leading(["params", "apply_fn", "pool"])) - set(FRONT
 # Embedding in, a clustering out (Cluster-Margin's, computed once): (embedding, *, threshold, key=0, ...).
 CLUSTERINGS = sorted(set(_by_leading(["embedding"])) - set(SELECTORS))
 HARNESS = ["curve_area", "plot_learning_curves", "relative_auc", "simulate"]
+HOSTS = ["global_pool", "local_indices"]   # pools spread over several processes
 # The keywords that mean the same thing everywhere, and their one default.
 SHARED_DEFAULTS = {"key": 0, "labeled": None, "batch_size": 256, "features_fn": None,
                    "problem_type": "classification", "device": None, "head": None, "max_length": None,
@@ -143,7 +144,8 @@ def _params(fn):
 
 def test_every_public_function_is_of_a_known_kind():
     functions = {n for n in aljax.__all__ if inspect.isfunction(getattr(aljax, n))}
-    assert functions == set(SELECTORS) | set(SCORE_SELECTORS) | set(FRONT_DOORS) | set(EMBEDDINGS) | set(HARNESS) | set(CLUSTERINGS), \
+    assert functions == (set(SELECTORS) | set(SCORE_SELECTORS) | set(FRONT_DOORS) | set(EMBEDDINGS) | set(HARNESS)
+                         | set(CLUSTERINGS) | set(HOSTS)), \
         "a public function follows neither convention of docs/api.md"
     assert {"kmeans_pp", "fisher_greedy", "volume_stream", "k_center_greedy"} <= set(SELECTORS)
     assert SCORE_SELECTORS == ["stochastic_top_k"]
@@ -249,7 +251,7 @@ def test_active_sampler_passes_the_same_keywords():
 def _signature_rows():
     rows = []
     entries = [("aljax", n) for n in SELECTORS + SCORE_SELECTORS + FRONT_DOORS + EMBEDDINGS]
-    entries += [("aljax", n) for n in ["ActiveSampler", "Factored", "FisherFactors", "LabelPool"] + HARNESS]
+    entries += [("aljax", n) for n in ["ActiveSampler", "Factored", "FisherFactors", "LabelPool"] + HARNESS + HOSTS]
     entries += [("aljax.scores", n) for n in aljax.scores.__all__]
     entries += [("aljax.stopping", n) for n in aljax.stopping.__all__]
     spaces = {"aljax": aljax, "aljax.scores": aljax.scores, "aljax.stopping": aljax.stopping}

@@ -8,7 +8,6 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from .. import _progress, _validate
 from .._padding import bucket, nbytes, pad_tree
@@ -41,12 +40,16 @@ def _check_probs_sum(fn: str, arg: str, probs) -> None:
         return
     dtype = jnp.result_type(probs)
     tol = max(1e-3, 4 * float(jnp.finfo(dtype).eps)) if jnp.issubdtype(dtype, jnp.floating) else 1e-3
-    err = np.abs(np.asarray(jnp.sum(probs, axis=1), np.float64) - 1)
-    if err.max() > tol:
-        i = int(err.argmax())
+    # Reduced on the devices: a pool sharded over several processes is never fetched to the host,
+    # only the worst row's index and sum (replicated scalars, the same on every process).
+    sums = jnp.sum(probs, axis=1)
+    i = jnp.argmax(jnp.abs(sums - 1))
+    worst = jnp.take(sums, i[None], axis=0, mode="clip")[0]
+    i, worst = int(i), float(worst)
+    if abs(worst - 1) > tol:
         raise ValueError(_validate.message(
             fn, arg, f"FisherFactors whose probabilities sum to 1 in every row (within {tol:g})",
-            f"row {i} summing to {float(np.sum(np.asarray(probs[i], np.float64))):.6g}"))
+            f"row {i} summing to {worst:.6g}"))
 
 
 def _factor_rows(fn: str, arg: str, emb: FisherFactors, like) -> KronRows:

@@ -9,7 +9,9 @@ from collections.abc import Iterable
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec
 
+from .. import _sharding
 from .._pool import stream_chunks
 from .._linalg import mm
 from .._padding import pad_tree
@@ -123,8 +125,26 @@ class PaddedChunks:
 
     def __iter__(self):
         padded = pad_tree(self.emb, size=-(-self.n // self.size) * self.size)
+        replicated = _replicated(self.emb)
         for start in range(0, self.n, self.size):
-            yield take(padded, start, start + self.size), min(self.size, self.n - start)
+            chunk = take(padded, start, start + self.size)
+            yield (chunk if replicated is None else jax.device_put(chunk, replicated)), min(self.size, self.n - start)
+
+
+def _replicated(emb):
+    """For an embedding with a leaf sharded along its rows (over the devices of one process or
+    of several), the replicated sharding on that leaf's mesh, else None. The stream is
+    sequential: each chunk's rows are gathered to every device (device to device, never through
+    a host) and every device runs the same keep decisions on the same values, the one-device
+    picks; on a chunk left sharded XLA partitions the kernel's loop, its float rounding changes,
+    and so can the picks."""
+    for leaf in jax.tree_util.tree_leaves(emb):
+        sharding = getattr(leaf, "sharding", None)
+        if isinstance(leaf, jax.core.Tracer) or not isinstance(sharding, NamedSharding):
+            continue
+        if _sharding.row_layout("volume_stream", "embedding", leaf) is not None:
+            return NamedSharding(sharding.mesh, PartitionSpec())
+    return None
 
 
 @functools.partial(jax.jit, static_argnames=("rank",))
