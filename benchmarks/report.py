@@ -126,10 +126,16 @@ def section_bait_damping(results: Path = RESULTS, root: Path = _provenance.ROOT)
              "exist).", "",
              "| dataset | absolute | relative | relative − absolute (mean ± s.e.) | seeds relative ≥ absolute |",
              "|---|---|---|---|---|"]
+    made = []
     for name in LEARNING_CURVES:
         data = _load(results / f"{name}.json")
         lines += [f"| {LEARNING_CURVES[name]} | not run | | | |"] if data is None else damping_lines(name, data, root)
-    return lines + [""]
+        if data is not None and "bait_relative" in data.get("runs", {}):
+            by_strategy = data.get("provenance_by_strategy") or {}
+            groups = [(s, by_strategy.get(s, data.get("provenance"))) for s in ("bait", "bait_absolute", "bait_relative")
+                      if s in data["runs"]]
+            made += [f"{LEARNING_CURVES[name]}:", ""] + _provenance.describe_groups(groups, root, legacy=_legacy(data))
+    return lines + [""] + made
 
 
 # ---------------------------------------------------------------------------------------------

@@ -105,6 +105,11 @@ def checks(d, params, apply_fn, mc_apply):
         "stochastic_top_k": both(lambda s: aljax.stochastic_top_k(jax.random.key(7), s, 10), d["scores"]),
         "vessal_stream": both(lambda p: aljax.vessal(params, apply_fn, p, 20, key=6, batch_size=64), d["stream"]),
         "bald": both(lambda p: aljax.bald(params, mc_apply, p, 8, key=2, batch_size=16, mc_samples=4), po),
+        "batch_bald": both(lambda p: aljax.batch_bald(params, mc_apply, p, 4, key=2, batch_size=16, mc_samples=4), po),
+        "margin_round_robin": both(lambda lg, f: aljax.margin_round_robin(
+            lg, 8, key=2, clustering=aljax.hac_clustering(f, threshold=3.0)), np.log(np.asarray(fi.probs)), ft),
+        "cluster_margin": both(lambda p: aljax.cluster_margin(params, apply_fn, p, 8, key=3, batch_size=16,
+                                                              threshold=2.0), po),
     }
     for name in ("badge", "bait", "coreset", "margin", "entropy", "least_confidence", "random_sample", "vessal"):
         out[name] = both(lambda p, name=name: getattr(aljax, name)(params, apply_fn, p, 10, key=3, batch_size=16), po)

@@ -27,9 +27,10 @@ TIMEOUT = 300   # seconds per spawn: generous for a busy 2-core machine; a hang 
 
 SELECTORS = ["kmeans_pp_factored", "kmeans_pp_dense", "k_center_greedy", "k_center_greedy_labeled", "fisher_greedy",
              "fisher_greedy_labeled", "fisher_greedy_dense_rows", "volume_stream_dense", "volume_stream_fisher_rank2",
-             "volume_stream_rate", "typiclust", "probcover", "stochastic_top_k"]
+             "volume_stream_rate", "typiclust", "probcover", "stochastic_top_k", "margin_round_robin"]
 FRONT_DOORS = ["badge", "bait", "bait_labeled", "coreset", "coreset_labeled", "margin", "entropy", "least_confidence",
-               "random_sample", "vessal", "vessal_stream", "bald", "sampler_badge", "sampler_bait", "sampler_margin"]
+               "random_sample", "vessal", "vessal_stream", "bald", "batch_bald", "cluster_margin", "sampler_badge",
+               "sampler_bait", "sampler_margin"]
 PER_PROCESS = ["global_pool_batches_kmeans_pp"]   # a pool given per process as batches (always run)
 # The fast tier: one of each kind (and fisher_greedy, which used to fetch a global array); the
 # rest compiles for minutes on a small CPU and runs with the slow tests.

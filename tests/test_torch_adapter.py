@@ -66,15 +66,15 @@ def test_every_public_name_has_a_docstring_with_an_example():
 
 def test_public_names_are_the_documented_ones():
     assert sorted(ta.__all__) == [
-        "badge", "bait", "bald", "batch_bald", "coreset", "entropy", "fisher_embedding", "gradient_embedding",
-        "last_layer_embedding", "least_confidence", "logits_and_features", "margin", "random_sample", "to_jax",
-        "to_torch", "vessal"]
+        "badge", "bait", "bald", "batch_bald", "cluster_margin", "cluster_pool", "coreset", "entropy",
+        "fisher_embedding", "gradient_embedding", "last_layer_embedding", "least_confidence", "logits_and_features",
+        "margin", "random_sample", "to_jax", "to_torch", "vessal"]
     assert set(ta.__all__) == set(aljax._validate.TORCH_MIRRORS) | {"to_jax", "to_torch"}
     assert not any(name.startswith("_") for name in ta.__all__)
 
 
 @pytest.mark.parametrize("name", ["badge", "bait", "vessal", "coreset", "margin", "entropy", "least_confidence",
-                                  "bald", "batch_bald", "random_sample"])
+                                  "bald", "batch_bald", "random_sample", "cluster_margin"])
 def test_mirrors_take_the_keywords_and_defaults_of_the_jax_front_door(name):
     """docs/api.md: (model, pool, k, *, ...) with the JAX front door's keywords and defaults, and
     device/head/max_length in place of features_fn."""
