@@ -325,6 +325,35 @@ def section_throughput(results: Path = RESULTS, root: Path = _provenance.ROOT) -
     return _each_backend(results, "throughput", "throughput.py", render)
 
 
+def section_throughput_processes(results: Path = RESULTS, root: Path = _provenance.ROOT) -> list[str]:
+    """``throughput.py --processes N``: each case on the global pool of N processes against one
+    process's part alone, and one all-reduce of the bytes a step exchanges."""
+    paths = sorted(results.glob("throughput-*-processes*.json"))
+    if not paths:
+        return _not_run("throughput.py --processes 2", results / "throughput-cpu-processes2.json")
+    lines = []
+    for path in paths:
+        data = _load(path)
+        env = data.get("environment", {})
+        lines += [f"**{env.get('backend', '?')}: {env.get('processes', '?')} processes, {env.get('devices', '?')} "
+                  f"devices ({env.get('local_devices', '?')} per process)** (`{path.name}`)", ""]
+        lines += _provenance.describe(data.get("provenance"), root, legacy=_legacy(data))
+        lines += ["| algorithm | n | D | k | global pool (all processes) | one process's part alone | bytes a step "
+                  "exchanges | one all-reduce of them | load |", "|---|---|---|---|---|---|---|---|---|"]
+        for e in data.get("results", []):
+            if "global_ms_per_step" in e:
+                glob, loc = f"{e['global_ms_per_step']:.1f} ms/step", f"{e['local_ms_per_step']:.1f} ms/step"
+            else:
+                glob = f"{e['n'] / e['global_median_s']:,.0f} points/s"
+                loc = f"{e['n'] / e['local_median_s'] / e['processes']:,.0f} points/s"
+            comm = (f"{e['step_bytes']} B", f"{e['allreduce_s'] * 1e3:.1f} ms") if "step_bytes" in e else ("—", "—")
+            load = f"{e['load'][0]:.1f}" if e.get("load") else "—"   # 1-minute load average when measured
+            lines.append(f"| `{e['algorithm']}` | {e['n']:,} | {e['dim']} | {e['k']} | {glob} | {loc} | {comm[0]} | "
+                         f"{comm[1]} | {load} |")
+        lines.append("")
+    return lines
+
+
 def _bait_everyday_call(e: dict | None) -> list[str]:
     """The ``small`` entry of bait_speed's JSON (absent in older files): the cold call in fresh
     processes, without and with the persistent compilation cache, and the warm call against the
@@ -691,6 +720,7 @@ SECTIONS = {"learning_curves": section_learning_curves, "bait_damping": section_
             "stopping": section_stopping,
             "coldstart_quality": section_coldstart_quality, "cold_start_switch": section_cold_start_switch,
             "flagship": section_flagship, "throughput": section_throughput,
+            "throughput_processes": section_throughput_processes,
             "bait_speed": section_bait_speed, "vessal_speed": section_vessal_speed,
             "badge_speed": section_badge_speed, "adapter_overhead": section_adapter_overhead,
             "shrinking_pool": section_shrinking_pool, "progress_overhead": section_progress_overhead,
