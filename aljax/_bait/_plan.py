@@ -40,10 +40,10 @@ def _check_probs_sum(fn: str, arg: str, probs) -> None:
         return
     dtype = jnp.result_type(probs)
     tol = max(1e-3, 4 * float(jnp.finfo(dtype).eps)) if jnp.issubdtype(dtype, jnp.floating) else 1e-3
-    # Reduced on the devices: a pool sharded over several processes is never fetched to the host,
-    # only the worst row's index and sum (replicated scalars, the same on every process).
-    # Reductions only (no gather, which an Explicit-axes mesh refuses to place): the row's sum is
-    # the largest or the smallest of the sums, whichever lies farther from 1.
+    # Reduced on the devices, so that a pool sharded over several processes is never fetched to
+    # the host: three replicated scalars, the same on every process. Reductions only (a gather of
+    # the worst row is refused on an Explicit-axes mesh): that row's sum is the largest or the
+    # smallest of the sums, whichever lies farther from 1.
     sums = jnp.sum(probs, axis=1)
     i, high, low = int(jnp.argmax(jnp.abs(sums - 1))), float(jnp.max(sums)), float(jnp.min(sums))
     worst = high if abs(high - 1) >= abs(low - 1) else low
