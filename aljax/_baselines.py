@@ -21,16 +21,18 @@ from ._padding import BUCKET_MAX_BYTES, nbytes, pad_to_bucket
 from ._pool import open_pool
 from ._sharding import auto_axes, row_layout, take_row
 
-def _pool_logits(fn: str, params, apply_fn: Callable, pool, k: int, batch_size: int) -> jax.Array:
-    """``apply_fn`` over the pool in chunks, with shape checks on one chunk first; ``k`` is
-    checked against the pool size once it is known (after the pass, for an iterable)."""
+def pool_logits(fn: str, params, apply_fn: Callable, pool, k: int | None, batch_size: int) -> jax.Array:
+    """``apply_fn`` over the pool in chunks, with shape checks on one chunk first; ``k`` (unless
+    None) is checked against the pool size once it is known (after the pass, for an iterable);
+    the logits are checked finite."""
     if not callable(apply_fn):
         raise TypeError(_validate.message(fn, "apply_fn", "a callable apply_fn(params, x)", type(apply_fn).__name__))
     forward = cached("logits", apply_fn, lambda: jax.jit(apply_fn))
     first, _, run = open_pool(fn, pool, batch_size)
     check_outputs(fn, output_shape(fn, forward, params, first), "classification")
     logits, n = run(lambda chunk: forward(params, chunk))
-    _validate.check_k(fn, k, n)
+    if k is not None:
+        _validate.check_k(fn, k, n)
     _validate.check_finite(fn, "the model's outputs (logits) on argument `pool`", logits)
     return logits
 
@@ -117,7 +119,7 @@ def _uncertainty(fn: str, score: Callable, params, apply_fn, pool, k, key, batch
         _validate.check_problem_type(fn, problem_type, fn)
         k, key, batch_size = _check_common(fn, pool, k, key, batch_size)
         stochastic, beta = _stochastic.check_options(fn, stochastic, beta)
-        logits = _pool_logits(fn, params, apply_fn, pool, k, batch_size)
+        logits = pool_logits(fn, params, apply_fn, pool, k, batch_size)
         if stochastic is None:
             return _select_by_score(logits, score, k)
         logits = auto_axes(logits)

@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _progress, _scores, _validate
-from ._embeddings import cached, check_outputs, logits_and_features, output_shape
-from ._pool import open_pool
+from ._baselines import pool_logits
+from ._embeddings import logits_and_features
 from ._hac import MAX_EXACT, N_CENTRES, Clustering, check_fingerprint, check_sizes, check_threshold, \
     cluster_features, row_hashes
 
@@ -135,18 +135,6 @@ def margin_round_robin(embedding, k: int, *, key=0, clustering: Clustering | Non
 
 # ---------------------------------------------------------------------------------------------
 # Front doors.
-
-
-def _pool_logits(fn: str, params, apply_fn: Callable, pool, batch_size: int) -> jax.Array:
-    """``apply_fn`` over the pool in chunks (shapes checked on the first chunk), logits checked finite."""
-    if not callable(apply_fn):
-        raise TypeError(_validate.message(fn, "apply_fn", "a callable apply_fn(params, x)", type(apply_fn).__name__))
-    forward = cached("logits", apply_fn, lambda: jax.jit(apply_fn))
-    first, _, run = open_pool(fn, pool, batch_size)
-    check_outputs(fn, output_shape(fn, forward, params, first), "classification")
-    logits, _ = run(lambda chunk: forward(params, chunk))
-    _validate.check_finite(fn, "the model's outputs (logits) on argument `pool`", logits)
-    return logits
 
 
 def _hashing(fn: str, pool, hashes: list):
@@ -295,8 +283,8 @@ def cluster_margin(params, apply_fn: Callable, pool, k: int, *, key=0, batch_siz
             hashes: list = []
             if not iterable:
                 check_fingerprint(fn, "pool", clustering, row_hashes(pool))
-            logits = _pool_logits(fn, params, apply_fn, _hashing(fn, pool, hashes) if iterable else pool,
-                                  batch_size)
+            logits = pool_logits(fn, params, apply_fn, _hashing(fn, pool, hashes) if iterable else pool, None,
+                                 batch_size)
             n = logits.shape[0]
             if iterable:
                 check_fingerprint(fn, "pool", clustering, jnp.concatenate(hashes))
