@@ -259,6 +259,32 @@ def with_row_index(fn: str, pool):
     return pool, rows
 
 
+def open_stochastic_pool(fn: str, method: str, params, apply_fn, pool, batch_size: int, keys) -> Callable:
+    """The pool of an MC front door (BALD, BatchBALD), opened with each row's index
+    (:func:`with_row_index`): ``apply_fn`` checked to be a callable ``apply_fn(params, x, key)``
+    returning classification logits and, on concrete inputs, to give different logits for
+    ``keys[0]`` and ``keys[1]`` (a deterministic model has zero mutual information). Returns the
+    pool's ``run`` (:func:`aljax._pool.open_pool`)."""
+    if not callable(apply_fn):
+        raise TypeError(_validate.message(fn, "apply_fn", "a callable apply_fn(params, x, key)",
+                                          type(apply_fn).__name__))
+    (first, _), _, run = open_pool(fn, with_row_index(fn, pool), batch_size)
+    try:
+        out = jax.eval_shape(lambda p, x, kk: apply_fn(p, x, kk), params, first, keys[0])
+    except TypeError as err:
+        raise TypeError(_validate.message(fn, "apply_fn", "a stochastic apply_fn(params, x, key) (e.g. MC dropout)",
+                                          f"a function that cannot be called that way ({err})")) from None
+    check_outputs(fn, out, "classification")
+    if _validate.is_concrete(params, first):
+        forward = cached("bald_probe", apply_fn, lambda: jax.jit(apply_fn))
+        a, b = forward(params, first, keys[0]), forward(params, first, keys[1])
+        if bool(jnp.all(a == b)):
+            raise ValueError(_validate.message(
+                fn, "apply_fn", f"stochastic in its key (e.g. dropout active) for {method}",
+                "the same logits for two different keys; a deterministic model has zero mutual information"))
+    return run
+
+
 def bald(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 256,
          problem_type: str = "classification", mc_samples: int = 20, progress: bool | None = None,
          stochastic: str | None = None, beta: float = 1.0) -> jax.Array:
@@ -328,25 +354,9 @@ def bald(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: int = 2
         k, key, batch_size = _check_common(fn, pool, k, key, batch_size)
         mc_samples = _validate.check_int(fn, "mc_samples", mc_samples, low=2)
         stochastic, beta = _stochastic.check_options(fn, stochastic, beta)
-        if not callable(apply_fn):
-            raise TypeError(_validate.message(fn, "apply_fn", "a callable apply_fn(params, x, key)",
-                                              type(apply_fn).__name__))
         keys = jax.random.split(key, mc_samples)
-        (first, _), _, run = open_pool(fn, with_row_index(fn, pool), batch_size)
-        try:
-            out = jax.eval_shape(lambda p, x, kk: apply_fn(p, x, kk), params, first, keys[0])
-        except TypeError as err:
-            raise TypeError(_validate.message(fn, "apply_fn", "a stochastic apply_fn(params, x, key) (e.g. MC dropout)",
-                                              f"a function that cannot be called that way ({err})")) from None
-        check_outputs(fn, out, "classification")
+        run = open_stochastic_pool(fn, "BALD", params, apply_fn, pool, batch_size, keys)
         parts_fn = cached("bald", apply_fn, lambda: _bald_chunk_fn(apply_fn))
-        if _validate.is_concrete(params, first):
-            forward = cached("bald_probe", apply_fn, lambda: jax.jit(apply_fn))
-            a, b = forward(params, first, keys[0]), forward(params, first, keys[1])
-            if bool(jnp.all(a == b)):
-                raise ValueError(_validate.message(
-                    fn, "apply_fn", "stochastic in its key (e.g. dropout active) for BALD",
-                    "the same logits for two different keys; a deterministic model has zero mutual information"))
         (mean_probs, mean_entropy), n = run(lambda chunk: parts_fn(params, chunk, keys))
         _validate.check_k(fn, k, n)
         _validate.check_finite(fn, "the MC-averaged probabilities and entropies", mean_probs, mean_entropy)

@@ -34,10 +34,9 @@ import jax
 import jax.numpy as jnp
 
 from . import _progress, _validate
-from ._baselines import row_passes, with_row_index
-from ._embeddings import cached, check_outputs
+from ._baselines import open_stochastic_pool, row_passes
+from ._embeddings import cached
 from ._linalg import HIGHEST
-from ._pool import open_pool
 
 # Floats of the candidate pass's ``(M, rows·C)`` joint block: the chunk of pool rows per matrix
 # product is ``max(1, CHUNK_ELEMENTS // (M·C))`` (64 MiB in float32).
@@ -332,25 +331,9 @@ def batch_bald(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: i
         batch_size = _validate.check_int(fn, "batch_size", batch_size, low=1)
         mc_samples = _validate.check_int(fn, "mc_samples", mc_samples, low=2)
         configurations = _check_configurations(fn, configurations, mc_samples)
-        if not callable(apply_fn):
-            raise TypeError(_validate.message(fn, "apply_fn", "a callable apply_fn(params, x, key)",
-                                              type(apply_fn).__name__))
         pass_key, draw_key = jax.random.split(key)
         keys = jax.random.split(pass_key, mc_samples)
-        (first, _), _, run = open_pool(fn, with_row_index(fn, pool), batch_size)
-        try:
-            out = jax.eval_shape(lambda p, x, kk: apply_fn(p, x, kk), params, first, keys[0])
-        except TypeError as err:
-            raise TypeError(_validate.message(fn, "apply_fn", "a stochastic apply_fn(params, x, key) (e.g. MC dropout)",
-                                              f"a function that cannot be called that way ({err})")) from None
-        check_outputs(fn, out, "classification")
-        if _validate.is_concrete(params, first):
-            forward = cached("bald_probe", apply_fn, lambda: jax.jit(apply_fn))
-            a, b = forward(params, first, keys[0]), forward(params, first, keys[1])
-            if bool(jnp.all(a == b)):
-                raise ValueError(_validate.message(
-                    fn, "apply_fn", "stochastic in its key (e.g. dropout active) for BatchBALD",
-                    "the same logits for two different keys; a deterministic model has zero mutual information"))
+        run = open_stochastic_pool(fn, "BatchBALD", params, apply_fn, pool, batch_size, keys)
         passes = cached("batch_bald", apply_fn,
                         lambda: jax.jit(lambda p, chunk, kk: _consistent_passes(apply_fn, p, chunk[0], kk)))
         probs_t, n = run(lambda chunk: passes(params, chunk, keys))
