@@ -7,6 +7,7 @@ on first use.
 
 from __future__ import annotations
 
+import inspect
 import numbers
 import sys
 
@@ -14,11 +15,23 @@ import jax
 import numpy as np
 
 from . import _progress, _stochastic, _validate
+from ._clustermargin import check_clustering, check_margin_multiple
 from ._embeddings import logits_and_features
+from ._hac import check_threshold
 from ._strategies import STRATEGIES as DISPATCHED
-from ._strategies import UNCERTAINTY, USES_LABELED, select_from_outputs
+from ._strategies import UNCERTAINTY, USES_LABELED, k_from_rate, select_from_outputs
 
-STRATEGIES = ("auto", *DISPATCHED)
+# Strategies run by their model-level front door rather than on one forward pass's outputs:
+# BALD and BatchBALD need stochastic passes of the model, Cluster-Margin checks its clustering
+# against the candidates' rows.
+FRONT_DOOR = ("bald", "batch_bald", "cluster_margin")
+STRATEGIES = ("auto", *DISPATCHED, *FRONT_DOOR)
+# The keywords that only some strategies use (refused with the others, as `stochastic` is).
+OWN_OPTIONS = {"mc_samples": ("bald", "batch_bald"), "configurations": ("batch_bald",),
+               "clustering": ("cluster_margin",), "threshold": ("cluster_margin",),
+               "margin_multiple": ("cluster_margin",)}
+# Strategies whose `stochastic=` draws the batch from their scores.
+DRAWS = (*UNCERTAINTY, "bald")
 # strategy="auto": the cold start method while the labeled set holds at most AUTO_PER_CLASS labels
 # per class (per output for regression) or at most as many labels as the head has input features,
 # the model-based strategy after. A linear head on D features can fit any labeling of up to D + 1
@@ -44,6 +57,51 @@ def auto_strategy(labeled: int, outputs: int, features: int = 0) -> str:
 def _is_torch_module(obj) -> bool:
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(obj, torch.nn.Module)
+
+
+def _check_stochastic_model(fn: str, kind: str, model, strategy: str) -> None:
+    """BALD and BatchBALD need a model that can be stochastic: a torch module with dropout
+    modules (of the kinds :func:`aljax.torch_adapter.batch_bald` can make consistent, for
+    ``"batch_bald"``), or an ``apply_fn`` that takes a key. Checked when the sampler is built,
+    before any forward pass; whether the passes really differ is checked by the front door."""
+    if kind == "torch":
+        import torch
+
+        from .torch_adapter._batchbald import _FEATURE_AXIS
+
+        module = model[0] if isinstance(model, tuple) else model
+        dropouts = [m for m in module.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
+        if not dropouts:
+            raise ValueError(_validate.message(
+                fn, "model", f"a torch model with dropout modules (torch.nn.Dropout, ...) for strategy={strategy!r} "
+                "(MC dropout)", f"a {type(module).__name__} without any: a deterministic model has zero mutual "
+                "information"))
+        unsupported = sorted({type(m).__name__ for m in dropouts if type(m) not in _FEATURE_AXIS})
+        if strategy == "batch_bald" and unsupported:
+            raise ValueError(_validate.message(
+                fn, "model", "a torch model whose dropout modules are nn.Dropout or nn.Dropout1d/2d/3d for "
+                "strategy='batch_bald' (consistent MC dropout)", f"{', '.join(unsupported)} modules"))
+        return
+    try:
+        signature = inspect.signature(model[1])
+    except (TypeError, ValueError):   # no signature to read: the front door's own check decides
+        return
+    try:
+        signature.bind(None, None, None)
+    except TypeError:
+        raise TypeError(_validate.message(
+            fn, "model", f"a (params, apply_fn) pair with a stochastic apply_fn(params, x, key) (e.g. MC dropout) for "
+            f"strategy={strategy!r}", f"an apply_fn{signature} that takes no key")) from None
+
+
+def _restated(err: Exception, front: str, strategy: str) -> Exception | None:
+    """An argument error of the front door ``aljax.<front>`` restated as the sampler's (None for
+    any other exception, which propagates as it is)."""
+    prefix = f"aljax.{front}: "
+    if type(err) not in (TypeError, ValueError) or not str(err).startswith(prefix):
+        return None
+    return type(err)(f"aljax.ActiveSampler.select (strategy={strategy!r}, through aljax.{front}): "
+                     f"{str(err)[len(prefix):]}")
 
 
 def _no_labeled(data) -> bool:
@@ -159,7 +217,9 @@ class ActiveSampler:
                  max_length: int | None = None, lamb: float | None = None, damping: str = "absolute",
                  oversample: float = 2.0, rank: int = 1,
                  precompute_covariance: bool = False, prune: bool = False, delta: float | None = None,
-                 progress: bool | None = None, stochastic: str | None = None, beta: float = 1.0):
+                 progress: bool | None = None, stochastic: str | None = None, beta: float = 1.0,
+                 mc_samples: int | None = None, configurations: int | None = None, clustering=None,
+                 threshold: float | None = None, margin_multiple: float | None = None):
         fn = "ActiveSampler"
         self.progress = _progress.check(fn, progress)
         if not isinstance(strategy, str) or strategy not in STRATEGIES:
@@ -190,10 +250,13 @@ class ActiveSampler:
                 f"problem_type={problem_type!r}"))
         self.prune = prune
         self.stochastic, self.beta = _stochastic.check_options(fn, stochastic, beta)
-        if self.stochastic is not None and strategy not in UNCERTAINTY:
+        if self.stochastic is not None and strategy not in DRAWS:
             raise ValueError(_validate.message(
-                fn, "stochastic", f"None unless strategy is one of {', '.join(map(repr, UNCERTAINTY))} (it draws the "
+                fn, "stochastic", f"None unless strategy is one of {', '.join(map(repr, DRAWS))} (it draws the "
                 "batch from their scores)", f"{stochastic!r} with strategy={strategy!r}"))
+        self._front_options = self._check_own_options(fn, strategy, mc_samples=mc_samples,
+                                                      configurations=configurations, clustering=clustering,
+                                                      threshold=threshold, margin_multiple=margin_multiple)
         self.batch_size = _validate.check_int(fn, "batch_size", batch_size, low=1)
         self.problem_type, self.strategy = problem_type, strategy
         self.last_strategy: str | None = None
@@ -206,12 +269,50 @@ class ActiveSampler:
         if self._kind == "torch" and features_fn is not None:
             raise ValueError(f"aljax.{fn}: `features_fn` applies to (params, apply_fn) pairs only; for a torch "
                              "model pass `head=` with the name of the final layer.")
-        if self._kind == "torch" and strategy != "random":  # random never runs the model
+        if self._kind == "torch" and strategy not in ("random", "bald", "batch_bald"):  # these read no head
             from .torch_adapter._head import check_head
 
             check_head(fn, self.model, head)
+        if strategy in ("bald", "batch_bald"):
+            _check_stochastic_model(fn, self._kind, self.model, strategy)
         self._options = {"features_fn": features_fn, "head": head, "device": device, "max_length": max_length}
         self.labeled_data = None if _no_labeled(labeled_data) else labeled_data
+
+    @staticmethod
+    def _check_own_options(fn: str, strategy: str, **given) -> dict:
+        """The keywords of the front-door strategies, checked: refused (ValueError) with a strategy
+        that does not use them; returned as the front door's keywords (those left None are left
+        out, so that the front door's own defaults apply)."""
+        for name, value in given.items():
+            if value is not None and strategy not in OWN_OPTIONS[name]:
+                shown = "an aljax.Clustering" if name == "clustering" else repr(value)
+                users = " or ".join(map(repr, OWN_OPTIONS[name]))
+                raise ValueError(_validate.message(fn, name, f"None unless strategy is {users} (no other strategy "
+                                                   "uses it)", f"{shown} with strategy={strategy!r}"))
+        mc_samples, configurations = given["mc_samples"], given["configurations"]
+        if mc_samples is not None:
+            mc_samples = _validate.check_int(fn, "mc_samples", mc_samples, low=2)
+        if configurations is not None:
+            configurations = _validate.check_int(fn, "configurations", configurations, low=mc_samples or 2)
+        clustering, threshold, margin_multiple = given["clustering"], given["threshold"], given["margin_multiple"]
+        if strategy == "cluster_margin":
+            if clustering is None and threshold is None:
+                raise ValueError(_validate.message(
+                    fn, "clustering", "an aljax.Clustering of the candidates for strategy='cluster_margin' (from "
+                    "aljax.cluster_pool or aljax.torch_adapter.cluster_pool on the whole pool, restricted with "
+                    "clustering.take(rows)), or pass `threshold=` to cluster the candidates at every select", None))
+            if clustering is not None and threshold is not None:
+                raise ValueError(_validate.message(fn, "threshold", "None when `clustering` is given (the threshold "
+                                                   "was fixed when the clustering was computed)", threshold))
+            if clustering is not None:
+                check_clustering(fn, clustering, None)
+            if threshold is not None:
+                threshold = check_threshold(fn, threshold)
+            if margin_multiple is not None:
+                margin_multiple = check_margin_multiple(fn, margin_multiple)
+        options = {"mc_samples": mc_samples, "configurations": configurations, "clustering": clustering,
+                   "threshold": threshold, "margin_multiple": margin_multiple}
+        return {name: value for name, value in options.items() if value is not None}
 
     @staticmethod
     def _model_kind(fn, model):
@@ -251,6 +352,40 @@ class ActiveSampler:
                                    features_fn=self._options["features_fn"], fn_name=fn,
                                    problem_type=self.problem_type)
 
+    def _front_door(self, candidates, key: jax.Array, k: int) -> jax.Array:
+        """Picks of the front door (or torch mirror) named by the strategy, with the sampler's
+        keywords and ``key``; its argument errors restated as the sampler's."""
+        strategy = self.strategy
+        options = {"key": key, "batch_size": self.batch_size, "problem_type": self.problem_type,
+                   "progress": self.progress, **self._front_options}
+        if strategy == "bald" and self.stochastic is not None:
+            options.update(stochastic=self.stochastic, beta=self.beta)
+        if self._kind == "torch":
+            from . import torch_adapter
+
+            front, name = getattr(torch_adapter, strategy), f"torch_adapter.{strategy}"
+            options.update(device=self._options["device"], max_length=self._options["max_length"])
+            if strategy == "cluster_margin":
+                options["head"] = self._options["head"]
+            call = lambda: front(self.model, candidates, k, **options)   # noqa: E731
+        else:
+            from ._baselines import bald
+            from ._batchbald import batch_bald
+            from ._clustermargin import cluster_margin
+
+            front, name = {"bald": bald, "batch_bald": batch_bald, "cluster_margin": cluster_margin}[strategy], strategy
+            if strategy == "cluster_margin":
+                options["features_fn"] = self._options["features_fn"]
+            params, apply_fn = self.model
+            call = lambda: front(params, apply_fn, candidates, k, **options)   # noqa: E731
+        try:
+            return call()
+        except (TypeError, ValueError) as err:
+            restated = _restated(err, name, strategy)
+            if restated is None:
+                raise
+            raise restated from None
+
     def _size(self, candidates, arg: str = "candidates") -> int | None:
         if self._kind == "jax":
             if _validate.is_batch_iterable(candidates):
@@ -287,6 +422,14 @@ class ActiveSampler:
                 raise ValueError(f"aljax.{fn}: argument `candidates` must hold at least `budget` = {self.k} examples "
                                  f"(the sampler's budget), got {n}.")
             self._key, key = jax.random.split(self._key)
+            if self.strategy in FRONT_DOOR:
+                if self.k is None and n is None:
+                    raise ValueError(_validate.message(
+                        fn, "budget", f"an int for strategy={self.strategy!r} with candidates of unknown length (a "
+                        "rate needs the pool's size before the front door runs)", self.rate))
+                picks = self._front_door(candidates, key, self.k if self.k is not None else k_from_rate(self.rate, n))
+                self.last_strategy = self.strategy
+                return np.asarray(picks, dtype=np.int32)
             if self.strategy == "random" and n is not None:
                 logits = h = None
             else:
