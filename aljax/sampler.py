@@ -15,7 +15,8 @@ import jax
 import numpy as np
 
 from . import _progress, _stochastic, _validate
-from ._clustermargin import check_clustering, check_margin_multiple
+from ._batchbald import DEFAULT_CONFIGURATIONS
+from ._clustermargin import MARGIN_MULTIPLE, check_clustering, check_margin_multiple
 from ._embeddings import logits_and_features
 from ._hac import check_threshold
 from ._strategies import STRATEGIES as DISPATCHED
@@ -26,10 +27,13 @@ from ._strategies import UNCERTAINTY, USES_LABELED, k_from_rate, select_from_out
 # against the candidates' rows.
 FRONT_DOOR = ("bald", "batch_bald", "cluster_margin")
 STRATEGIES = ("auto", *DISPATCHED, *FRONT_DOOR)
-# The keywords that only some strategies use (refused with the others, as `stochastic` is).
-OWN_OPTIONS = {"mc_samples": ("bald", "batch_bald"), "configurations": ("batch_bald",),
-               "clustering": ("cluster_margin",), "threshold": ("cluster_margin",),
-               "margin_multiple": ("cluster_margin",)}
+# The keywords that only some strategies use: (the strategies, the default, which is the front
+# doors'). A value other than the default is refused with any other strategy, as `prune` is.
+MC_SAMPLES = 20   # aljax.bald's and aljax.batch_bald's
+OWN_OPTIONS = {"mc_samples": (("bald", "batch_bald"), MC_SAMPLES),
+               "configurations": (("batch_bald",), DEFAULT_CONFIGURATIONS),
+               "clustering": (("cluster_margin",), None), "threshold": (("cluster_margin",), None),
+               "margin_multiple": (("cluster_margin",), MARGIN_MULTIPLE)}
 # Strategies whose `stochastic=` draws the batch from their scores.
 DRAWS = (*UNCERTAINTY, "bald")
 # strategy="auto": the cold start method while the labeled set holds at most AUTO_PER_CLASS labels
@@ -125,7 +129,7 @@ class ActiveSampler:
       a list of strings,
     * a ``(params, apply_fn)`` pair for a JAX model (``apply_fn(params, x) -> logits``).
 
-    Every strategy runs on one forward pass over ``candidates`` (and one over ``labeled_data``):
+    These strategies run on one forward pass over ``candidates`` (and one over ``labeled_data``):
     ``"badge"`` (Ash et al., ICLR 2020: :func:`aljax.kmeans_pp` on the gradient embedding),
     ``"bait"`` (Ash et al., NeurIPS 2021: :func:`aljax.fisher_greedy` on the Fisher embedding),
     ``"vessal"`` (Saran et al., ICML 2023: :func:`aljax.volume_stream`, candidates streamed in
@@ -137,12 +141,30 @@ class ActiveSampler:
     ``"random"`` (:func:`aljax.random_sample`); each gives the same
     picks as the front door of the same name called with the same keywords and the key of that
     ``select``: the sampler holds a key and splits it at every call (``key, sub =
-    jax.random.split(key)``), and the picks use ``sub``. BALD is not a sampler strategy: it needs
-    a stochastic ``apply_fn(params, x, key)``; call :func:`aljax.bald` (or
-    :func:`aljax.torch_adapter.bald`) directly. With
+    jax.random.split(key)``), and the picks use ``sub``. With
     ``problem_type="regression"`` the embedding is the penultimate features ``h`` (the Fisher of
     a Gaussian head is ``h hᵀ``; BADGE's hallucinated gradient is zero, so ``"badge"`` is
     k-means++ on ``h``); the uncertainty strategies are classification-only.
+
+    Three classification strategies call their front door (for a torch model, its
+    :mod:`aljax.torch_adapter` mirror) with the sampler's keywords and the key of the
+    ``select``, and give its picks: ``"bald"`` (:func:`aljax.bald`, top-k BALD with MC dropout)
+    and ``"batch_bald"`` (:func:`aljax.batch_bald`; Kirsch et al., NeurIPS 2019) run
+    ``mc_samples`` stochastic passes, so the model must be stochastic: a torch module (or the
+    model of a ``(model, tokenizer)`` pair) with dropout modules, run with only those active
+    (``"batch_bald"``: ``nn.Dropout``/``Dropout1d/2d/3d``, one mask per pass shared by every
+    candidate), or a ``(params, apply_fn)`` pair whose ``apply_fn(params, x, key)`` takes a key
+    (dropout active). A model without dropout modules, or an ``apply_fn`` that takes no key, is
+    refused when the sampler is built; one whose passes do not differ, at ``select``, before the
+    pool is scored. ``"cluster_margin"`` (:func:`aljax.cluster_margin`; Citovsky et al., NeurIPS
+    2021) spreads the lowest margins over a clustering of the candidates, which must come from
+    the user since a sampler is built per round: ``clustering=``, made once by
+    :func:`aljax.cluster_pool` (:func:`aljax.torch_adapter.cluster_pool`) on the whole pool and
+    restricted to each round's candidates with ``clustering.take(rows)``; a clustering of other
+    candidates is refused (its size and row hashes are checked). ``threshold=`` instead clusters
+    the candidates afresh at every ``select``: a convenience, not the paper's method (which
+    clusters the whole pool once). With a float budget these three need candidates of known
+    length (an array, a list, a sized dataset).
 
     ``"auto"`` (the default) picks per call: ``"typiclust"`` while ``labeled_data`` holds at
     most 5 labels per class or at most as many labels as the head has input features
@@ -171,7 +193,7 @@ class ActiveSampler:
         extend) and ``"auto"`` (its size sets the phase); ignored by the others.
       strategy: one of ``"auto"``, ``"vessal"``, ``"badge"``, ``"bait"``, ``"margin"``,
         ``"entropy"``, ``"least_confidence"``, ``"coreset"``, ``"typiclust"``, ``"probcover"``,
-        ``"random"``.
+        ``"random"``, ``"bald"``, ``"batch_bald"``, ``"cluster_margin"``.
       key: int seed or ``jax.random`` key. Each ``select`` call splits it, so repeated calls
         differ but a sampler built with the same key repeats the same sequence of picks.
       batch_size: examples per forward pass.
@@ -191,16 +213,30 @@ class ActiveSampler:
         faster; see :func:`aljax.kmeans_pp`).
       delta: ProbCover's ball radius; None (the default) takes the purity rule of
         :func:`aljax.probcover` with the head's number of classes (regression needs ``delta``).
-      stochastic: ``"margin"``, ``"entropy"`` and ``"least_confidence"`` only: ``None`` (the
-        default) for the top ``k``, or ``"power"``, ``"softmax"``, ``"softrank"`` to draw the
-        batch from the scores (:func:`aljax.stochastic_top_k`; Kirsch et al., TMLR 2023) with
-        the key of the ``select``; refused with any other strategy.
+      stochastic: ``"margin"``, ``"entropy"``, ``"least_confidence"`` and ``"bald"`` only:
+        ``None`` (the default) for the top ``k``, or ``"power"``, ``"softmax"``, ``"softrank"``
+        to draw the batch from the scores (:func:`aljax.stochastic_top_k`; Kirsch et al., TMLR
+        2023) with the key of the ``select`` (``"bald"``: as :func:`aljax.bald` draws it);
+        refused with any other strategy.
       beta: the draw's inverse temperature, a finite number ``> 0``.
+      mc_samples: ``"bald"`` and ``"batch_bald"``: stochastic passes, an int ``>= 2``.
+      configurations: ``"batch_bald"``: the joint-configuration bound, an int ``>= mc_samples``
+        (:func:`aljax.mutual_information_greedy`).
+      clustering: ``"cluster_margin"`` only: the :class:`aljax.Clustering` of the candidates
+        of each ``select`` (see above).
+      threshold: ``"cluster_margin"`` only, in place of ``clustering``: the distance cut at which
+        each ``select`` clusters its candidates' penultimate features (with the default sizes of
+        :func:`aljax.hac_clustering`).
+      margin_multiple: ``"cluster_margin"``: lowest-margin candidates per pick, a finite number
+        ``>= 1``.
       progress: progress bars of each ``select`` for the forward pass and the selection:
         ``None`` (default) shows them when stderr is a terminal, once the work has run for two
         seconds; ``True`` always (needs tqdm); ``False`` never.
 
-    An option that the chosen strategy does not use is ignored.
+    ``prune``, ``stochastic``, ``mc_samples``, ``configurations``, ``clustering``,
+    ``threshold`` and ``margin_multiple`` are refused (``ValueError``) when set to anything but
+    their default with a strategy that does not use them (their defaults are the front doors');
+    any other option that the chosen strategy does not use is ignored.
 
     Example:
       >>> import jax, jax.numpy as jnp, aljax
@@ -210,6 +246,15 @@ class ActiveSampler:
       >>> sampler = aljax.ActiveSampler("classification", ((W1, W2), apply_fn), 10, strategy="badge")
       >>> sampler.select(pool).shape
       (10,)
+
+      Cluster-Margin, with a clustering of the whole pool restricted to the round's candidates:
+
+      >>> clustering = aljax.cluster_pool((W1, W2), apply_fn, pool, threshold=0.5)
+      >>> unlabeled = jnp.arange(50, 200)
+      >>> sampler = aljax.ActiveSampler("classification", ((W1, W2), apply_fn), 10, strategy="cluster_margin",
+      ...                               clustering=clustering.take(unlabeled))
+      >>> sampler.select(pool[unlabeled]).shape
+      (10,)
     """
 
     def __init__(self, problem_type: str, model, budget, labeled_data=(), *, strategy: str = "auto", key=0,
@@ -218,8 +263,8 @@ class ActiveSampler:
                  oversample: float = 2.0, rank: int = 1,
                  precompute_covariance: bool = False, prune: bool = False, delta: float | None = None,
                  progress: bool | None = None, stochastic: str | None = None, beta: float = 1.0,
-                 mc_samples: int | None = None, configurations: int | None = None, clustering=None,
-                 threshold: float | None = None, margin_multiple: float | None = None):
+                 mc_samples: int = MC_SAMPLES, configurations: int = DEFAULT_CONFIGURATIONS, clustering=None,
+                 threshold: float | None = None, margin_multiple: float = MARGIN_MULTIPLE):
         fn = "ActiveSampler"
         self.progress = _progress.check(fn, progress)
         if not isinstance(strategy, str) or strategy not in STRATEGIES:
@@ -280,21 +325,22 @@ class ActiveSampler:
 
     @staticmethod
     def _check_own_options(fn: str, strategy: str, **given) -> dict:
-        """The keywords of the front-door strategies, checked: refused (ValueError) with a strategy
-        that does not use them; returned as the front door's keywords (those left None are left
-        out, so that the front door's own defaults apply)."""
+        """The keywords of the front-door strategies, checked, and refused (ValueError) when other
+        than the default with a strategy that does not use them. Returns the front door's own
+        keywords among them."""
+        given["mc_samples"] = _validate.check_int(fn, "mc_samples", given["mc_samples"], low=2)
+        given["configurations"] = _validate.check_int(fn, "configurations", given["configurations"],
+                                                      low=given["mc_samples"])
+        given["margin_multiple"] = check_margin_multiple(fn, given["margin_multiple"])
         for name, value in given.items():
-            if value is not None and strategy not in OWN_OPTIONS[name]:
+            users, default = OWN_OPTIONS[name]
+            if strategy not in users and ((value is not None) if default is None else value != default):
                 shown = "an aljax.Clustering" if name == "clustering" else repr(value)
-                users = " or ".join(map(repr, OWN_OPTIONS[name]))
-                raise ValueError(_validate.message(fn, name, f"None unless strategy is {users} (no other strategy "
-                                                   "uses it)", f"{shown} with strategy={strategy!r}"))
-        mc_samples, configurations = given["mc_samples"], given["configurations"]
-        if mc_samples is not None:
-            mc_samples = _validate.check_int(fn, "mc_samples", mc_samples, low=2)
-        if configurations is not None:
-            configurations = _validate.check_int(fn, "configurations", configurations, low=mc_samples or 2)
-        clustering, threshold, margin_multiple = given["clustering"], given["threshold"], given["margin_multiple"]
+                expected = f"{default!r} (the default)" if default is not None else "None"
+                raise ValueError(_validate.message(fn, name, f"{expected} unless strategy is "
+                                                   f"{' or '.join(map(repr, users))} (no other strategy uses it)",
+                                                   f"{shown} with strategy={strategy!r}"))
+        clustering, threshold = given["clustering"], given["threshold"]
         if strategy == "cluster_margin":
             if clustering is None and threshold is None:
                 raise ValueError(_validate.message(
@@ -306,13 +352,9 @@ class ActiveSampler:
                                                    "was fixed when the clustering was computed)", threshold))
             if clustering is not None:
                 check_clustering(fn, clustering, None)
-            if threshold is not None:
-                threshold = check_threshold(fn, threshold)
-            if margin_multiple is not None:
-                margin_multiple = check_margin_multiple(fn, margin_multiple)
-        options = {"mc_samples": mc_samples, "configurations": configurations, "clustering": clustering,
-                   "threshold": threshold, "margin_multiple": margin_multiple}
-        return {name: value for name, value in options.items() if value is not None}
+            else:
+                given["threshold"] = check_threshold(fn, threshold)
+        return {name: given[name] for name, (users, _) in OWN_OPTIONS.items() if strategy in users}
 
     @staticmethod
     def _model_kind(fn, model):
