@@ -213,6 +213,10 @@ def _det(w, x, key):
     return x @ w
 
 
+def _det_mlp(p, x, key):
+    return _features(p, x) @ p["w2"]
+
+
 def _sampler(**kw):
     kw.setdefault("strategy", "vessal")     # the rank cases are VeSSAL's
     return aljax.ActiveSampler(kw.pop("problem_type", "classification"), kw.pop("model", (_params(), _apply)),
@@ -477,6 +481,47 @@ CASES = [
      "ActiveSampler.select", "budget", r""),
     ("sampler strings to a JAX model", lambda: _sampler().select(["a", "b"]), TypeError, "ActiveSampler.select",
      "candidates", r""),
+    ("sampler mc_samples margin", lambda: _sampler(strategy="margin", mc_samples=5), ValueError, "ActiveSampler",
+     "mc_samples", r"unless strategy is 'bald' or 'batch_bald'"),
+    ("sampler configurations bald", lambda: _sampler(model=(_params(), _apply_dropout), strategy="bald",
+                                                     configurations=50), ValueError, "ActiveSampler", "configurations",
+     r"unless strategy is 'batch_bald'"),
+    ("sampler clustering badge",
+     lambda: _sampler(strategy="badge", clustering=aljax.hac_clustering(POOL, threshold=1.0)), ValueError, "ActiveSampler", "clustering", r"unless strategy is 'cluster_margin'"),
+    ("sampler threshold margin", lambda: _sampler(strategy="margin", threshold=1.0), ValueError, "ActiveSampler",
+     "threshold", r"unless strategy is 'cluster_margin'"),
+    ("sampler margin_multiple auto", lambda: _sampler(strategy="auto", margin_multiple=3.0), ValueError,
+     "ActiveSampler", "margin_multiple", r"unless strategy is 'cluster_margin'"),
+    ("sampler stochastic batch_bald", lambda: _sampler(model=(_params(), _apply_dropout), strategy="batch_bald",
+                                                       stochastic="power"), ValueError, "ActiveSampler", "stochastic",
+     r"'bald'"),
+    ("sampler mc_samples 1", lambda: _sampler(model=(_params(), _apply_dropout), strategy="bald", mc_samples=1),
+     ValueError, "ActiveSampler", "mc_samples", r""),
+    ("sampler configurations below mc_samples", lambda: _sampler(model=(_params(), _apply_dropout),
+                                                                 strategy="batch_bald", mc_samples=8, configurations=4),
+     ValueError, "ActiveSampler", "configurations", r""),
+    ("sampler bald keyless apply_fn", lambda: _sampler(strategy="bald"), TypeError, "ActiveSampler", "model",
+     r"apply_fn\(params, x, key\)"),
+    ("sampler bald deterministic apply_fn", lambda: _sampler(model=(_params(), _det_mlp), strategy="bald").select(POOL),
+     ValueError, "ActiveSampler.select", "apply_fn", r"stochastic in its key"),
+    ("sampler cluster_margin without clustering", lambda: _sampler(strategy="cluster_margin"), ValueError,
+     "ActiveSampler", "clustering", r"threshold="),
+    ("sampler cluster_margin clustering and threshold", lambda: _sampler(
+        strategy="cluster_margin", clustering=aljax.hac_clustering(POOL, threshold=1.0), threshold=1.0), ValueError,
+     "ActiveSampler", "threshold", r"None when `clustering` is given"),
+    ("sampler cluster_margin clustering type", lambda: _sampler(strategy="cluster_margin", clustering=np.zeros(N)),
+     TypeError, "ActiveSampler", "clustering", r"aljax\.Clustering"),
+    ("sampler cluster_margin threshold", lambda: _sampler(strategy="cluster_margin", threshold=0.0), ValueError,
+     "ActiveSampler", "threshold", r"> 0"),
+    ("sampler cluster_margin margin_multiple", lambda: _sampler(strategy="cluster_margin", threshold=1.0,
+                                                                margin_multiple=0.5), ValueError, "ActiveSampler",
+     "margin_multiple", r">= 1"),
+    ("sampler cluster_margin other candidates", lambda: _sampler(
+        strategy="cluster_margin", clustering=aljax.hac_clustering(POOL[::-1], threshold=1.0)).select(POOL),
+     ValueError, "ActiveSampler.select", "clustering", r"another pool.*`candidates`"),
+    ("sampler bald rate on an iterable", lambda: _sampler(model=(_params(), _apply_dropout), strategy="bald",
+                                                          budget=0.5).select(iter([POOL])), ValueError,
+     "ActiveSampler.select", "budget", r"unknown length"),
 ]
 
 
