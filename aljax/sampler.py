@@ -65,13 +65,12 @@ def _is_torch_module(obj) -> bool:
 
 def _check_stochastic_model(fn: str, kind: str, model, strategy: str) -> None:
     """BALD and BatchBALD need a model that can be stochastic: a torch module with dropout
-    modules (of the kinds :func:`aljax.torch_adapter.batch_bald` can make consistent, for
-    ``"batch_bald"``), or an ``apply_fn`` that takes a key. Checked when the sampler is built,
-    before any forward pass; whether the passes really differ is checked by the front door."""
+    modules, or an ``apply_fn`` that takes a key. Checked when the sampler is built; the front
+    door checks the rest before its forward passes (the kinds of dropout module
+    :func:`aljax.torch_adapter.batch_bald` can make consistent) or on its first chunk (passes
+    that differ)."""
     if kind == "torch":
         import torch
-
-        from .torch_adapter._batchbald import _FEATURE_AXIS
 
         module = model[0] if isinstance(model, tuple) else model
         dropouts = [m for m in module.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
@@ -80,11 +79,6 @@ def _check_stochastic_model(fn: str, kind: str, model, strategy: str) -> None:
                 fn, "model", f"a torch model with dropout modules (torch.nn.Dropout, ...) for strategy={strategy!r} "
                 "(MC dropout)", f"a {type(module).__name__} without any: a deterministic model has zero mutual "
                 "information"))
-        unsupported = sorted({type(m).__name__ for m in dropouts if type(m) not in _FEATURE_AXIS})
-        if strategy == "batch_bald" and unsupported:
-            raise ValueError(_validate.message(
-                fn, "model", "a torch model whose dropout modules are nn.Dropout or nn.Dropout1d/2d/3d for "
-                "strategy='batch_bald' (consistent MC dropout)", f"{', '.join(unsupported)} modules"))
         return
     try:
         signature = inspect.signature(model[1])
@@ -155,8 +149,9 @@ class ActiveSampler:
     (``"batch_bald"``: ``nn.Dropout``/``Dropout1d/2d/3d``, one mask per pass shared by every
     candidate), or a ``(params, apply_fn)`` pair whose ``apply_fn(params, x, key)`` takes a key
     (dropout active). A model without dropout modules, or an ``apply_fn`` that takes no key, is
-    refused when the sampler is built; one whose passes do not differ, at ``select``, before the
-    pool is scored. ``"cluster_margin"`` (:func:`aljax.cluster_margin`; Citovsky et al., NeurIPS
+    refused when the sampler is built; other dropout modules than those for ``"batch_bald"``, at
+    ``select`` before any pass; passes that do not differ, at ``select`` on the first chunk, before
+    the pool is scored. ``"cluster_margin"`` (:func:`aljax.cluster_margin`; Citovsky et al., NeurIPS
     2021) spreads the lowest margins over a clustering of the candidates, which must come from
     the user since a sampler is built per round: ``clustering=``, made once by
     :func:`aljax.cluster_pool` (:func:`aljax.torch_adapter.cluster_pool`) on the whole pool and

@@ -226,16 +226,17 @@ def test_torch_module_without_usable_dropout_is_refused_before_any_forward_pass(
         with pytest.raises(ValueError, match=r"aljax\.ActiveSampler: argument `model` must be a torch model with "
                                              r"dropout modules.*Sequential without any"):
             ActiveSampler("classification", plain, K, strategy=strategy)
-    with pytest.raises(ValueError, match=r"aljax\.ActiveSampler: argument `model`.*AlphaDropout modules"):
-        ActiveSampler("classification", alpha, K, strategy="batch_bald")
+    pool = torch.tensor(np.asarray(pool_of()))
+    with pytest.raises(ValueError, match=r"aljax\.ActiveSampler\.select \(strategy='batch_bald', through aljax\."
+                                         r"torch_adapter\.batch_bald\): argument `model`.*AlphaDropout modules"):
+        ActiveSampler("classification", alpha, K, strategy="batch_bald").select(pool)
     assert runs == []
-    assert ActiveSampler("classification", alpha, K, strategy="bald", mc_samples=3).select(
-        torch.tensor(np.asarray(pool_of()))).shape == (K,)                  # BALD takes any dropout module
+    assert ActiveSampler("classification", alpha, K, strategy="bald", mc_samples=3).select(pool).shape == (K,)
     assert len(runs) == 3                                                   # one batch, three passes
     inert = ActiveSampler("classification", torch_mlp(params, dropout=0.0), K, strategy="bald")
     with pytest.raises(ValueError, match=r"ActiveSampler\.select \(strategy='bald', through "
                                          r"aljax\.torch_adapter\.bald\): argument `model`.*same logits"):
-        inert.select(torch.tensor(np.asarray(pool_of())))
+        inert.select(pool)
 
 
 @pytest.mark.slow
