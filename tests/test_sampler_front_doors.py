@@ -112,17 +112,18 @@ def test_batch_bald_equals_the_front_door_through_exact_and_sampled_steps():
 
 
 def test_cluster_margin_with_a_clustering_of_the_whole_pool_restricted_to_the_candidates():
-    params, pool = params_of(4), pool_of(80, seed=4)
+    params, pool = params_of(4), pool_of(seed=4)
     clustering = aljax.cluster_pool(params, apply_fn, pool, threshold=0.8)
-    rows = jnp.arange(20, 80)                      # the first 20 are labeled
+    rows = jnp.arange(12, N)                       # the first 12 are labeled
     candidates, restricted = pool[rows], clustering.take(rows)
     sub = select_keys(6, 1)[0]
-    picks = ActiveSampler("classification", (params, apply_fn), 8, strategy="cluster_margin", key=6,
+    picks = ActiveSampler("classification", (params, apply_fn), K, strategy="cluster_margin", key=6,
                           clustering=restricted, margin_multiple=3.0).select(candidates)
-    want = aljax.cluster_margin(params, apply_fn, candidates, 8, key=sub, clustering=restricted, margin_multiple=3.0)
+    want = aljax.cluster_margin(params, apply_fn, candidates, K, key=sub, clustering=restricted, margin_multiple=3.0)
     np.testing.assert_array_equal(picks, np.asarray(want))
-    order = np.asarray(jax.random.permutation(sub, 24))
-    ref = round_robin_reference(np.asarray(apply_fn(params, candidates)), np.asarray(restricted.labels), 8, 24, order)
+    order = np.asarray(jax.random.permutation(sub, 3 * K))
+    ref = round_robin_reference(np.asarray(apply_fn(params, candidates)), np.asarray(restricted.labels), K, 3 * K,
+                                order)
     assert picks.tolist() == ref
 
 
