@@ -15,8 +15,9 @@ import jax
 import numpy as np
 
 from . import _progress, _stochastic, _validate
-from ._batchbald import DEFAULT_CONFIGURATIONS
-from ._clustermargin import MARGIN_MULTIPLE, check_clustering, check_margin_multiple
+from ._baselines import bald
+from ._batchbald import DEFAULT_CONFIGURATIONS, batch_bald
+from ._clustermargin import MARGIN_MULTIPLE, check_clustering, check_margin_multiple, cluster_margin
 from ._embeddings import logits_and_features
 from ._hac import check_threshold
 from ._strategies import STRATEGIES as DISPATCHED
@@ -25,7 +26,8 @@ from ._strategies import UNCERTAINTY, USES_LABELED, k_from_rate, select_from_out
 # Strategies run by their model-level front door rather than on one forward pass's outputs:
 # BALD and BatchBALD need stochastic passes of the model, Cluster-Margin checks its clustering
 # against the candidates' rows.
-FRONT_DOOR = ("bald", "batch_bald", "cluster_margin")
+FRONT_DOORS = {"bald": bald, "batch_bald": batch_bald, "cluster_margin": cluster_margin}
+FRONT_DOOR = tuple(FRONT_DOORS)
 STRATEGIES = ("auto", *DISPATCHED, *FRONT_DOOR)
 # The keywords that only some strategies use: (the strategies, the default, which is the front
 # doors'). A value other than the default is refused with any other strategy, as `prune` is.
@@ -406,11 +408,7 @@ class ActiveSampler:
                 options["head"] = self._options["head"]
             call = lambda: front(self.model, candidates, k, **options)   # noqa: E731
         else:
-            from ._baselines import bald
-            from ._batchbald import batch_bald
-            from ._clustermargin import cluster_margin
-
-            front, name = {"bald": bald, "batch_bald": batch_bald, "cluster_margin": cluster_margin}[strategy], strategy
+            front, name = FRONT_DOORS[strategy], strategy
             if strategy == "cluster_margin":
                 options["features_fn"] = self._options["features_fn"]
             params, apply_fn = self.model
@@ -458,12 +456,12 @@ class ActiveSampler:
             if n is not None and self.k is not None and self.k > n:
                 raise ValueError(f"aljax.{fn}: argument `candidates` must hold at least `budget` = {self.k} examples "
                                  f"(the sampler's budget), got {n}.")
+            if self.strategy in FRONT_DOOR and self.k is None and n is None:
+                raise ValueError(_validate.message(
+                    fn, "budget", f"an int for strategy={self.strategy!r} with candidates of unknown length (a "
+                    "rate needs the pool's size before the front door runs)", self.rate))
             self._key, key = jax.random.split(self._key)
             if self.strategy in FRONT_DOOR:
-                if self.k is None and n is None:
-                    raise ValueError(_validate.message(
-                        fn, "budget", f"an int for strategy={self.strategy!r} with candidates of unknown length (a "
-                        "rate needs the pool's size before the front door runs)", self.rate))
                 picks = self._front_door(candidates, key, self.k if self.k is not None else k_from_rate(self.rate, n))
                 self.last_strategy = self.strategy
                 return np.asarray(picks, dtype=np.int32)
