@@ -96,12 +96,13 @@ def _check_stochastic_model(fn: str, kind: str, model, strategy: str) -> None:
 
 def _restated(err: Exception, front: str, strategy: str) -> Exception | None:
     """An argument error of the front door ``aljax.<front>`` restated as the sampler's, its `pool`
-    being the sampler's `candidates` (None for any other exception, which propagates as it is)."""
+    and `k` being the sampler's `candidates` and `budget` (None for any other exception, which
+    propagates as it is)."""
     prefix = f"aljax.{front}: "
     if type(err) not in (TypeError, ValueError) or not str(err).startswith(prefix):
         return None
     return type(err)(f"aljax.ActiveSampler.select (strategy={strategy!r}, through aljax.{front}): "
-                     + str(err)[len(prefix):].replace("`pool`", "`candidates`"))
+                     + str(err)[len(prefix):].replace("`pool`", "`candidates`").replace("`k`", "`budget`"))
 
 
 def _no_labeled(data) -> bool:

@@ -520,6 +520,9 @@ CASES = [
     ("sampler cluster_margin other candidates", lambda: _sampler(
         strategy="cluster_margin", clustering=aljax.hac_clustering(POOL[::-1], threshold=1.0)).select(POOL),
      ValueError, "ActiveSampler.select", "clustering", r"another pool.*`candidates`"),
+    ("sampler batch_bald budget above a streamed pool", lambda: _sampler(
+        model=(_params(), _apply_dropout), strategy="batch_bald", budget=N + 1).select(iter([POOL[:4], POOL[4:]])),
+     ValueError, "ActiveSampler.select", "budget", r"strategy='batch_bald'"),
     ("sampler bald rate on an iterable", lambda: _sampler(model=(_params(), _apply_dropout), strategy="bald",
                                                           budget=0.5).select(iter([POOL])), ValueError,
      "ActiveSampler.select", "budget", r"unknown length"),
