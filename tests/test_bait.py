@@ -137,6 +137,32 @@ def test_unrolled_forms_of_large_pools_keep_the_reference_picks(monkeypatch, lab
         np.testing.assert_array_equal(np.asarray(got), expected)
 
 
+@pytest.mark.parametrize("labeled", [False, True])
+@pytest.mark.parametrize("one_loop", [False, True])
+def test_one_loop_and_two_loops_keep_the_reference_picks(monkeypatch, labeled, one_loop):
+    """Small pools run both passes in one loop (its step compiled once; the backward steps then
+    correct the whole pool's blocks), larger ones a forward and a backward loop: both pick as the
+    reference, with the exact refresh of the blocks at every step too. (Pool sizes no other test
+    uses, one per path: fresh compilations.)"""
+    monkeypatch.setattr(_kernel, "ONE_LOOP_MAX_WORK", 1 << 30 if one_loop else 0)
+    n = 31 if one_loop else 29
+    with jax.enable_x64(True):
+        emb = random_factors(13 + labeled, n + 6, 3, 4)
+        pool, lab = emb[:n], (emb[n:] if labeled else None)
+        expected = reference_bait(dense_fisher_rows(pool.probs, pool.h),
+                                  None if lab is None else dense_fisher_rows(lab.probs, lab.h), 5, lamb=0.7)
+        rows = _rows.from_fisher_factors(pool)
+        lab_rows = None if lab is None else _rows.from_fisher_factors(lab)
+        nc, b = -(-n // 8), 8
+        assert _kernel.one_loop(_kernel.LOCAL, 3, nc, b, 11, 5) == one_loop
+        got = _kernel.kernel(rows, lab_rows, 0.7, k=5, n_forward=11, chunk=8)
+        np.testing.assert_array_equal(np.asarray(got), expected)
+        monkeypatch.setattr(_kernel, "REFRESH_TOL", 0.0)
+        eager = jax.jit(_kernel.forward_backward, static_argnames=("k", "n_forward", "chunk"))
+        got = eager(rows, lab_rows, 0.7, k=5, n_forward=11, chunk=8)
+        np.testing.assert_array_equal(np.asarray(got), expected)
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_float32_picks_match_float64_reference(seed):
     emb = random_factors(seed, 20, 3, 4, dtype=np.float32)

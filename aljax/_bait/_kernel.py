@@ -27,6 +27,11 @@ from ._rows import (KronChunks, KronRows, LabeledGram, apply, apply_flat, counts
 
 # Woodbury updates of A = M⁻¹ are collected over this many steps and applied by one matmul.
 LAZY_STEPS = 8
+# Pools on one device whose forward steps use the loop forms run both passes in one loop, whose
+# body is traced and compiled once (about half the kernel's compilation), when the backward
+# removals over the whole pool (instead of over the forward picks only) cost at most this many
+# point-steps: removals × padded pool points.
+ONE_LOOP_MAX_WORK = 1 << 15
 # Rebuild the per-point blocks exactly once the rounding of their accumulated corrections,
 # eps·Σ‖ΔH_i‖, reaches this fraction of the largest gain (see ``refresh``). Set against float64
 # runs with λ ≪ ‖X_i‖² (the ill-conditioned cases of tests/test_bait.py), where a looser
@@ -403,6 +408,88 @@ def _backward(start: _Start, a, g, h, drift, picks, k, shards):
     return picks[jnp.nonzero(~removed, size=k)[0]]
 
 
+# ---------------------------------------------------------------------------------------------
+# Both passes in one loop (small pools on one device).
+
+
+class _OneLoopState(NamedTuple):
+    a: jax.Array          # A = a − σ P Pᵀ (see lazy_loop), σ the sign of the pass
+    pending: jax.Array    # P (d, LAZY_STEPS·r)
+    g: jax.Array          # G_i (r, r, nc·b)
+    h: jax.Array          # H_i (r, r, nc·b)
+    drift: jax.Array      # (nc, b)
+    score: jax.Array      # this step's gains forward, removal costs backward (nc, b)
+    taken: jax.Array      # picked forward, or padding (nc, b)
+    removed: jax.Array    # removed backward (nc, b)
+    picks: jax.Array      # (n_forward,) int32
+
+
+def _one_loop_scores(g, h, sign, nc, b):
+    """``tr(H_i (I + σG_i)⁻¹)``: the gains forward (``σ = 1``), the removal costs backward."""
+    return gains(g, h, sign).reshape(nc, b)
+
+
+def _one_loop(start: _Start, pool, n_forward, k):
+    """:func:`_forward` then :func:`_backward` as one ``fori_loop`` over blocks of ``LAZY_STEPS``
+    steps whose sign (``+1`` adding, ``−1`` removing) is traced: the step is compiled once. The
+    backward steps correct the blocks of the whole pool, not of the forward picks only (the
+    picks' blocks get the same arithmetic), and choose among the picks in pick order, as
+    :func:`_backward_step` does. One device, loop forms (:class:`_FlatBlocks` not packed)."""
+    nc, b = counts(start.rows)
+    r, d = start.g.shape[1], start.fisher.shape[0]
+    dtype = start.fisher.dtype
+    layout = _FlatBlocks(r, nc, b)
+    softmax = isinstance(pool, KronRows) and pool.softmax
+    flat = flat_rows(start.rows, pool.w if softmax else None, start.scale)
+    n_back = n_forward - k
+    blocks_forward = -(-n_forward // LAZY_STEPS)
+
+    def step(sign, forward, t, state):
+        picked_live = ~state.removed.reshape(-1)[state.picks]
+        eligible = jnp.where(forward, ~state.taken, state.taken & start.valid & ~state.removed)
+        g, h, drift, score = refresh(start.rows, effective_a(state.a, state.pending, sign), start.fisher, state.g,
+                                     state.h, state.drift, ~eligible,
+                                     lambda g_, h_: _one_loop_scores(g_, h_, sign, nc, b), gains=state.score,
+                                     layout=layout.to_flat)
+        flat_score = score.reshape(-1)
+        p_forward = jnp.argmax(jnp.where(eligible.reshape(-1), flat_score, -jnp.inf))
+        cost = flat_score[state.picks]     # as _backward_step: a cost broken by rounding keeps its point
+        cost = jnp.where((cost >= 0) & jnp.isfinite(cost), cost, jnp.finfo(cost.dtype).max)
+        p_backward = state.picks[jnp.argmin(jnp.where(picked_live, cost, jnp.inf))]
+        p = jnp.where(forward, p_forward, p_backward).astype(jnp.int32)
+        directions, ul = woodbury_directions(state.a, start.fisher, row(start.rows, p), sign, state.pending)
+        g, h, dh = update_flat(flat, g, h, directions, sign)
+        mark = lambda m: m.reshape(-1).at[p].set(True).reshape(nc, b)  # noqa: E731
+        return _OneLoopState(
+            state.a, append(state.pending, t, ul), g, h, drift + dh.reshape(nc, b), _one_loop_scores(g, h, sign, nc, b),
+            jnp.where(forward, mark(state.taken), state.taken), jnp.where(forward, state.removed, mark(state.removed)),
+            jnp.where(forward, state.picks.at[jnp.minimum(t, n_forward - 1)].set(p), state.picks))
+
+    def block(j, state):
+        forward = j < blocks_forward
+        sign = jnp.where(forward, 1, -1).astype(dtype)
+        lo = jnp.where(forward, j, j - blocks_forward) * LAZY_STEPS
+        hi = jnp.minimum(lo + LAZY_STEPS, jnp.where(forward, n_forward, n_back))
+        # (Recomputed at each block: at the switch, gains become removal costs.)
+        state = state._replace(score=_one_loop_scores(state.g, state.h, sign, nc, b))
+        state = jax.lax.fori_loop(lo, hi, functools.partial(step, sign, forward), state)
+        return state._replace(a=state.a - sign * mm(state.pending, state.pending.T),
+                              pending=jnp.zeros_like(state.pending))
+
+    g, h = layout.to_flat(start.g), layout.to_flat(start.h)
+    state = _OneLoopState(start.a, jnp.zeros((d, LAZY_STEPS * r), dtype), g, h, jnp.zeros((nc, b), dtype),
+                          jnp.zeros((nc, b), dtype), ~start.valid, jnp.zeros((nc, b), bool),
+                          jnp.zeros(n_forward, jnp.int32))
+    end = jax.lax.fori_loop(0, blocks_forward + -(-n_back // LAZY_STEPS), block, state)
+    return end.picks[jnp.nonzero(~end.removed.reshape(-1)[end.picks], size=k)[0]]
+
+
+def one_loop(shards, r, nc, b, n_forward, k) -> bool:
+    """Whether :func:`forward_backward` runs :func:`_one_loop` (see ``ONE_LOOP_MAX_WORK``)."""
+    return (shards is LOCAL and n_forward > k and not _FlatBlocks(r, nc, b).packed
+            and (n_forward - k) * nc * b <= ONE_LOOP_MAX_WORK)
+
+
 def forward_backward(pool, labeled, lamb, k, n_forward, chunk, shards=LOCAL, n_valid=None, n_lab_valid=None):
     """The whole selection: ``k`` int32 pool indices in pick order.
 
@@ -416,6 +503,8 @@ def forward_backward(pool, labeled, lamb, k, n_forward, chunk, shards=LOCAL, n_v
     :func:`aljax._bait._plan.plan`); padding adds nothing to ``F`` and is never picked."""
     dtype = jnp.result_type(jnp.float32, *jax.tree_util.tree_leaves((pool, labeled)))
     start = _setup(pool, labeled, lamb, k, chunk, dtype, shards, n_valid, n_lab_valid)
+    if one_loop(shards, start.g.shape[1], *counts(start.rows), n_forward, k):
+        return _one_loop(start, pool, n_forward, k)
     a, g, h, drift, picks = _forward(start, pool, n_forward, shards)
     if n_forward == k:
         return picks
