@@ -175,7 +175,7 @@ def check_scores_1d(fn: str, scores: Any) -> None:
 
 
 @jax.jit
-def _all_finite(x) -> jax.Array:
+def all_finite(x) -> jax.Array:
     """Whether every value of ``x`` is finite, as one fused sum: ``x·0`` is 0 for a finite value
     and NaN for ±Inf or NaN, and a sum of zeros cannot overflow, so the test is exact. It is one
     float reduction, which XLA:CPU vectorises better than the boolean ``jnp.isfinite(x).all()``."""
@@ -184,8 +184,8 @@ def _all_finite(x) -> jax.Array:
 
 @jax.jit
 def _finite_flags(arrays) -> jax.Array:
-    """:func:`_all_finite` of each array, in one jitted call (one compilation per set of shapes)."""
-    return jnp.stack([_all_finite(x) for x in arrays])
+    """:func:`all_finite` of each array, in one jitted call (one compilation per set of shapes)."""
+    return jnp.stack([all_finite(x) for x in arrays])
 
 
 def check_finite(fn: str, what: str, *arrays) -> None:
@@ -202,7 +202,7 @@ def check_finite_each(fn: str, named: list) -> None:
     if len({x.sharding for x in arrays if isinstance(x, jax.Array)}) <= 1:
         flags = np.asarray(_finite_flags(arrays))
     else:  # differently placed arrays cannot meet in one computation
-        flags = [bool(_all_finite(x)) for x in arrays]
+        flags = [bool(all_finite(x)) for x in arrays]
     for (what, x), ok in zip(named, flags):
         if not ok:
             bad = int(jnp.sum(~jnp.isfinite(x)))

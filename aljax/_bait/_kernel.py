@@ -31,7 +31,7 @@ LAZY_STEPS = 8
 # body is traced and compiled once (about half the kernel's compilation), when the backward
 # removals over the whole pool (instead of over the forward picks only) cost at most this many
 # point-steps: removals × padded pool points.
-ONE_LOOP_MAX_WORK = 1 << 15
+ONE_LOOP_MAX_WORK = 1 << 14
 # Rebuild the per-point blocks exactly once the rounding of their accumulated corrections,
 # eps·Σ‖ΔH_i‖, reaches this fraction of the largest gain (see ``refresh``). Set against float64
 # runs with λ ≪ ‖X_i‖² (the ill-conditioned cases of tests/test_bait.py), where a looser

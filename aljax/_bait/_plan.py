@@ -8,6 +8,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .. import _progress, _validate
 from .._padding import bucket, nbytes, pad_tree
@@ -32,25 +33,50 @@ POW2_MAX_BYTES = 1 << 22
 # Validation of the embedding-level arguments.
 
 
-def _check_probs_sum(fn: str, arg: str, probs) -> None:
-    """Rows of ``probs`` must sum to 1: the Fisher sum (block diagonal minus ``ZᵀZ``) and the null
-    vector ``√p`` of ``S_i`` rely on it, and unnormalised rows silently give other picks. Checked on
-    concrete inputs only, to ``max(1e-3, 4·eps)`` (float32 softmax outputs pass)."""
-    if probs.shape[0] == 0 or not _validate.is_concrete(probs):
+@jax.jit
+def _prob_stats(probs):
+    """Whether a probability is negative, and of the row sums the row farthest from 1, the largest
+    and the smallest. Reductions only, so that a pool sharded over several processes is never
+    fetched to the host (the results are replicated scalars, the same on every process), and no
+    gather (refused on an Explicit-axes mesh)."""
+    sums = jnp.sum(probs, axis=1)
+    return jnp.any(probs < 0), jnp.argmax(jnp.abs(sums - 1)), jnp.max(sums), jnp.min(sums)
+
+
+@jax.jit
+def _factor_stats(probs, h):
+    """Whether ``probs`` and ``h`` are finite, and :func:`_prob_stats`, in one device call: each
+    eager reduction would compile apart, a tenth of a second or more each on a first call."""
+    return (_validate.all_finite(probs), _validate.all_finite(h), *_prob_stats(probs))
+
+
+def _check_factors(fn: str, arg: str, emb: FisherFactors) -> None:
+    """Finite values, probabilities ``>= 0``, rows summing to 1: the Fisher sum (block diagonal
+    minus ``ZᵀZ``) and the null vector ``√p`` of ``S_i`` rely on the sums, and unnormalised rows
+    silently give other picks; to ``max(1e-3, 4·eps)`` (float32 softmax outputs pass). Checked on
+    concrete inputs only."""
+    probs, h = emb.probs, emb.h
+    if not _validate.is_concrete(probs, h) or probs.shape[0] == 0:
         return
+    if getattr(probs, "sharding", None) == getattr(h, "sharding", None):
+        finite_p, finite_h, *stats = _factor_stats(probs, h)
+    else:   # differently placed arrays cannot meet in one computation
+        finite_p = finite_h = False
+        stats = _prob_stats(probs)
+    negative, i, high, low = (np.asarray(x) for x in stats)
+    if not (bool(finite_p) and bool(finite_h)):  # (recomputed there, to name the array)
+        _validate.check_finite(fn, f"`{arg}` values", probs, h)
+    if negative:
+        raise ValueError(_validate.message(fn, arg, "FisherFactors with probabilities >= 0", "negative probabilities"))
     dtype = jnp.result_type(probs)
     tol = max(1e-3, 4 * float(jnp.finfo(dtype).eps)) if jnp.issubdtype(dtype, jnp.floating) else 1e-3
-    # Reduced on the devices, so that a pool sharded over several processes is never fetched to
-    # the host: three replicated scalars, the same on every process. Reductions only (a gather of
-    # the worst row is refused on an Explicit-axes mesh): that row's sum is the largest or the
-    # smallest of the sums, whichever lies farther from 1.
-    sums = jnp.sum(probs, axis=1)
-    i, high, low = int(jnp.argmax(jnp.abs(sums - 1))), float(jnp.max(sums)), float(jnp.min(sums))
+    # The worst row's sum is the largest or the smallest of the sums, whichever lies farther from 1.
+    high, low = float(high), float(low)
     worst = high if abs(high - 1) >= abs(low - 1) else low
     if abs(worst - 1) > tol:
         raise ValueError(_validate.message(
             fn, arg, f"FisherFactors whose probabilities sum to 1 in every row (within {tol:g})",
-            f"row {i} summing to {worst:.6g}"))
+            f"row {int(i)} summing to {worst:.6g}"))
 
 
 def _factor_rows(fn: str, arg: str, emb: FisherFactors, like) -> KronRows:
@@ -61,11 +87,7 @@ def _factor_rows(fn: str, arg: str, emb: FisherFactors, like) -> KronRows:
         raise ValueError(_validate.message(
             fn, arg, f"FisherFactors with C = {like.probs.shape[1]} classes and D = {like.h.shape[1]} "
             "features, like `embedding`", f"C = {emb.probs.shape[1]} and D = {emb.h.shape[1]}"))
-    _validate.check_finite(fn, f"`{arg}` values", emb.probs, emb.h)
-    if _validate.is_concrete(emb.probs) and bool(jnp.any(emb.probs < 0)):
-        raise ValueError(_validate.message(fn, arg, "FisherFactors with probabilities >= 0",
-                                           "negative probabilities"))
-    _check_probs_sum(fn, arg, emb.probs)
+    _check_factors(fn, arg, emb)
     return from_fisher_factors(emb)
 
 
