@@ -69,15 +69,18 @@ def _median_select(runs: list[dict]) -> float | None:
 
 
 def _clustering_lines(runs: dict) -> list[str]:
-    """What Cluster-Margin's once-per-run clustering came to (the runs record it)."""
-    recs = [r for r in runs.get("cluster_margin", []) if "n_clusters" in r]
-    if not recs:
-        return []
-    med = lambda key: statistics.median(r[key] for r in recs)  # noqa: E731
-    return [f"Cluster-Margin's clustering (once per run, on the first round's model, all {len(recs)} runs; "
-            f"medians): threshold {med('cluster_threshold'):.3g}, {med('n_clusters'):g} clusters, the largest "
-            f"{med('largest_cluster'):g} points, {med('singleton_clusters'):g} singletons; "
-            f"{med('cluster_seconds'):.1f} s to compute (included in the first round's selection time).", ""]
+    """What Cluster-Margin's once-per-run clustering came to, per strategy that records one."""
+    lines = []
+    for strat, rs in runs.items():
+        recs = [r for r in rs if "n_clusters" in r]
+        if not recs:
+            continue
+        med = lambda key: statistics.median(r[key] for r in recs)  # noqa: E731
+        lines += [f"`{strat}`'s clustering (once per run, on the first round's model; medians over {len(recs)} "
+                  f"runs): threshold {med('cluster_threshold'):.3g}, {med('n_clusters'):g} clusters, the largest "
+                  f"{med('largest_cluster'):g} points, {med('singleton_clusters'):g} singletons; "
+                  f"{med('cluster_seconds'):.1f} s to compute (part of the first round's selection time).", ""]
+    return lines
 
 
 def learning_curve_lines(name: str, data: dict, root: Path) -> list[str]:
