@@ -68,6 +68,11 @@ def _median_select(runs: list[dict]) -> float | None:
     return statistics.median(times) if times else None
 
 
+def _select_cell(seconds: float | None) -> str:
+    """Three decimals below 0.1 s (a top-k call on a small pool takes milliseconds), else two."""
+    return _fmt(seconds, ".3f" if seconds is not None and seconds < 0.1 else ".2f")
+
+
 def _clustering_lines(runs: dict) -> list[str]:
     """What Cluster-Margin's once-per-run clustering came to, per strategy that records one."""
     lines = []
@@ -108,7 +113,7 @@ def learning_curve_lines(name: str, data: dict, root: Path) -> list[str]:
         final, sd = statistics.fmean(finals), statistics.pstdev(finals)
         secs = data.get("seconds_per_run", {}).get(strat)
         lines.append(f"| {strat} | {auc} | {wins} | {first:.4f} | {final:.4f} ± {sd:.4f} | {_fmt(secs, '.1f')} "
-                     f"| {_fmt(_median_select(rs), '.2f')} |")
+                     f"| {_select_cell(_median_select(rs))} |")
     lines += [""] + _clustering_lines(runs) + [f"![{name}](results/{name}.png)", ""]
     return lines
 
