@@ -59,6 +59,33 @@ LEARNING_CURVES = {"digits": "scikit-learn digits, MLP", "fashion": "Fashion-MNI
                    "fashion_large": "Fashion-MNIST, batches of 1,000, MLP with dropout",
                    "digits_bald": "scikit-learn digits, batches of 10, MLP with dropout"}
 DAMPING_DATASETS = ("digits", "fashion", "rotten")    # the settings BAIT's two damping modes ran on
+# The papers' claims, as paired differences of AUC / random (issue 20): Cluster-Margin against margin
+# and BADGE at batches of 1,000; PowerBALD against BatchBALD, BADGE and top-k BALD.
+CLAIMS = {"fashion_large": [("cluster_margin", "margin"), ("cluster_margin", "badge"),
+                            ("cluster_margin_m2", "margin"), ("cluster_margin_m2", "badge"),
+                            ("powerbald", "badge"), ("powerbald", "bald")],
+          "digits_bald": [("powerbald", "batchbald"), ("powerbald", "badge"), ("powerbald", "bald"),
+                          ("batchbald", "badge")]}
+
+
+def claim_lines(name: str, rel: dict) -> list[str]:
+    """``a − b`` of AUC / random for each pair of :data:`CLAIMS` run on this dataset, paired by
+    seed: mean ± standard error, and the seeds on which ``a`` is at least ``b``."""
+    rows = []
+    for a, b in CLAIMS.get(name, []):
+        if a not in rel or b not in rel:
+            continue
+        other = dict(zip(rel[b]["seeds"], rel[b]["per_seed"]))
+        diffs = [v - other[seed] for seed, v in zip(rel[a]["seeds"], rel[a]["per_seed"]) if seed in other]
+        if not diffs:
+            continue
+        se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
+        rows.append(f"| {a} − {b} | {statistics.fmean(diffs):+.4f} ± {_fmt(se, '.4f')} | "
+                    f"{sum(d >= 0 for d in diffs)}/{len(diffs)} |")
+    if not rows:
+        return []
+    return ["Paired by seed, AUC / random of one strategy minus another's:", "",
+            "| difference | mean ± s.e. | seeds ≥ 0 |", "|---|---|---|", *rows, ""]
 
 
 def _median_select(runs: list[dict]) -> float | None:
@@ -114,7 +141,7 @@ def learning_curve_lines(name: str, data: dict, root: Path) -> list[str]:
         secs = data.get("seconds_per_run", {}).get(strat)
         lines.append(f"| {strat} | {auc} | {wins} | {first:.4f} | {final:.4f} ± {sd:.4f} | {_fmt(secs, '.1f')} "
                      f"| {_select_cell(_median_select(rs))} |")
-    lines += [""] + _clustering_lines(runs) + [f"![{name}](results/{name}.png)", ""]
+    lines += [""] + claim_lines(name, rel) + _clustering_lines(runs) + [f"![{name}](results/{name}.png)", ""]
     return lines
 
 
