@@ -57,6 +57,7 @@ def _fmt(value, spec: str, missing: str = "—") -> str:
 LEARNING_CURVES = {"digits": "scikit-learn digits, MLP", "fashion": "Fashion-MNIST, MLP",
                    "rotten": "Rotten Tomatoes (MiniLM embeddings), MLP head",
                    "fashion_large": "Fashion-MNIST, batches of 1,000, MLP with dropout",
+                   "fashion_full": "Fashion-MNIST, all 60,000 as the pool, batches of 1,000, MLP with dropout",
                    "digits_bald": "scikit-learn digits, batches of 10, MLP with dropout"}
 DAMPING_DATASETS = ("digits", "fashion", "rotten")    # the settings BAIT's two damping modes ran on
 # The papers' claims, as paired differences of AUC / random (issue 20): Cluster-Margin against margin
@@ -64,6 +65,7 @@ DAMPING_DATASETS = ("digits", "fashion", "rotten")    # the settings BAIT's two 
 CLAIMS = {"fashion_large": [("cluster_margin", "margin"), ("cluster_margin", "badge"),
                             ("cluster_margin_m2", "margin"), ("cluster_margin_m2", "badge"),
                             ("powerbald", "badge"), ("powerbald", "bald")],
+          "fashion_full": [("cluster_margin", "margin"), ("cluster_margin", "badge")],
           "digits_bald": [("powerbald", "batchbald"), ("powerbald", "badge"), ("powerbald", "bald"),
                           ("batchbald", "badge")]}
 
