@@ -55,15 +55,76 @@ def _fmt(value, spec: str, missing: str = "—") -> str:
 # Learning curves (benchmarks/learning_curves.py)
 
 LEARNING_CURVES = {"digits": "scikit-learn digits, MLP", "fashion": "Fashion-MNIST, MLP",
-                   "rotten": "Rotten Tomatoes (MiniLM embeddings), MLP head"}
+                   "rotten": "Rotten Tomatoes (MiniLM embeddings), MLP head",
+                   "fashion_large": "Fashion-MNIST, batches of 1,000, MLP with dropout",
+                   "fashion_full": "Fashion-MNIST, all 60,000 as the pool, batches of 1,000, MLP with dropout",
+                   "digits_bald": "scikit-learn digits, batches of 10, MLP with dropout"}
+DAMPING_DATASETS = ("digits", "fashion", "rotten")    # the settings BAIT's two damping modes ran on
+# The papers' claims, as paired differences of AUC / random (issue 20): Cluster-Margin against margin
+# and BADGE at batches of 1,000; PowerBALD against BatchBALD, BADGE and top-k BALD.
+CLAIMS = {"fashion_large": [("cluster_margin", "margin"), ("cluster_margin", "badge"),
+                            ("cluster_margin_m2", "margin"), ("cluster_margin_m2", "badge"),
+                            ("powerbald", "badge"), ("powerbald", "bald")],
+          "fashion_full": [("cluster_margin", "margin"), ("cluster_margin", "badge")],
+          "digits_bald": [("powerbald", "batchbald"), ("powerbald", "badge"), ("powerbald", "bald"),
+                          ("batchbald", "badge")]}
+
+
+def claim_lines(name: str, rel: dict) -> list[str]:
+    """``a − b`` of AUC / random for each pair of :data:`CLAIMS` run on this dataset, paired by
+    seed: mean ± standard error, and the seeds on which ``a`` is at least ``b``."""
+    rows = []
+    for a, b in CLAIMS.get(name, []):
+        if a not in rel or b not in rel:
+            continue
+        other = dict(zip(rel[b]["seeds"], rel[b]["per_seed"]))
+        diffs = [v - other[seed] for seed, v in zip(rel[a]["seeds"], rel[a]["per_seed"]) if seed in other]
+        if not diffs:
+            continue
+        se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
+        rows.append(f"| {a} − {b} | {statistics.fmean(diffs):+.4f} ± {_fmt(se, '.4f')} | "
+                    f"{sum(d >= 0 for d in diffs)}/{len(diffs)} |")
+    if not rows:
+        return []
+    return ["Paired by seed, AUC / random of one strategy minus another's:", "",
+            "| difference | mean ± s.e. | seeds ≥ 0 |", "|---|---|---|", *rows, ""]
+
+
+def _median_select(runs: list[dict]) -> float | None:
+    """Median wall time of one selection call over every round of every seed (the first seed's
+    rounds compile, each pool size once; the median is a warm call where there are several seeds)."""
+    times = [t for r in runs for t in r.get("select_seconds", [])]
+    return statistics.median(times) if times else None
+
+
+def _select_cell(seconds: float | None) -> str:
+    """Three decimals below 0.1 s (a top-k call on a small pool takes milliseconds), else two."""
+    return _fmt(seconds, ".3f" if seconds is not None and seconds < 0.1 else ".2f")
+
+
+def _clustering_lines(runs: dict) -> list[str]:
+    """What Cluster-Margin's once-per-run clustering came to, per strategy that records one."""
+    lines = []
+    for strat, rs in runs.items():
+        recs = [r for r in rs if "n_clusters" in r]
+        if not recs:
+            continue
+        med = lambda key: statistics.median(r[key] for r in recs)  # noqa: E731
+        lines += [f"`{strat}`'s clustering (once per run, on the first round's model; medians over {len(recs)} "
+                  f"runs): threshold {med('cluster_threshold'):.3g}, {med('n_clusters'):g} clusters, the largest "
+                  f"{med('largest_cluster'):g} points, {med('singleton_clusters'):g} singletons; "
+                  f"{med('cluster_seconds'):.1f} s to compute (part of the first round's selection time).", ""]
+    return lines
 
 
 def learning_curve_lines(name: str, data: dict, root: Path) -> list[str]:
     s, rel, runs = data["settings"], data.get("relative_auc", {}), data["runs"]
     by_strategy = data.get("provenance_by_strategy") or {}
     groups = [(strat, by_strategy.get(strat, data.get("provenance"))) for strat in runs]
+    dropout = f" with dropout {s['dropout']} (on in training and in BALD's passes, off otherwise)" \
+        if s.get("dropout") else ""
     lines = [f"### {LEARNING_CURVES.get(name, name)}", "",
-             f"Pool {s['pool']}, test {s['test']}, {s['classes']} classes; MLP hidden {s['hidden']}; "
+             f"Pool {s['pool']}, test {s['test']}, {s['classes']} classes; MLP hidden {s['hidden']}{dropout}; "
              f"labels {s['initial']} + {s['rounds']} × {s['per_round']} = "
              f"{s['initial'] + s['rounds'] * s['per_round']}; seeds {s['seeds'][0]}–{s['seeds'][-1]} "
              "(fewer where the table says so); training from "
@@ -71,7 +132,7 @@ def learning_curve_lines(name: str, data: dict, root: Path) -> list[str]:
              f"of batch {s['batch']}.", ""]
     lines += _provenance.describe_groups(groups, root, legacy=_legacy(data))
     lines += ["| strategy | AUC / random (mean ± std) | seeds above random | first acc. | final acc. "
-              "| s per run |", "|---|---|---|---|---|---|"]
+              "| s per run | selection s / round (median) |", "|---|---|---|---|---|---|---|"]
     for strat, rs in runs.items():
         r = rel.get(strat)
         auc = f"{r['mean']:.4f} ± {r['std']:.4f}" if r else "—"
@@ -80,8 +141,9 @@ def learning_curve_lines(name: str, data: dict, root: Path) -> list[str]:
         finals = [x["metrics"][-1] for x in rs]
         final, sd = statistics.fmean(finals), statistics.pstdev(finals)
         secs = data.get("seconds_per_run", {}).get(strat)
-        lines.append(f"| {strat} | {auc} | {wins} | {first:.4f} | {final:.4f} ± {sd:.4f} | {_fmt(secs, '.1f')} |")
-    lines += ["", f"![{name}](results/{name}.png)", ""]
+        lines.append(f"| {strat} | {auc} | {wins} | {first:.4f} | {final:.4f} ± {sd:.4f} | {_fmt(secs, '.1f')} "
+                     f"| {_select_cell(_median_select(rs))} |")
+    lines += [""] + claim_lines(name, rel) + _clustering_lines(runs) + [f"![{name}](results/{name}.png)", ""]
     return lines
 
 
@@ -127,7 +189,7 @@ def section_bait_damping(results: Path = RESULTS, root: Path = _provenance.ROOT)
              "| dataset | absolute | relative | relative − absolute (mean ± s.e.) | seeds relative ≥ absolute |",
              "|---|---|---|---|---|"]
     made = []
-    for name in LEARNING_CURVES:
+    for name in DAMPING_DATASETS:
         data = _load(results / f"{name}.json")
         lines += [f"| {LEARNING_CURVES[name]} | not run | | | |"] if data is None else damping_lines(name, data, root)
         if data is not None and "bait_relative" in data.get("runs", {}):
