@@ -339,14 +339,21 @@ def _forward_step(ctx: _Forward, t, state: _ForwardState) -> _ForwardState:
                          ctx.layout.gains(g, h), taken, state.picks.at[t].set(p))
 
 
-def _forward(start: _Start, pool, n_forward, shards):
-    """``n_forward`` greedy additions. Returns ``A``, the chunked blocks and drift, and the picks."""
+def _flat_setup(start: _Start, pool):
+    """What the loops over the whole pool share: ``nc, b`` (chunks, points per chunk), ``r, d``,
+    the dtype, the blocks' :class:`_FlatBlocks` layout and the flat rows
+    (:func:`aljax._bait._rows.flat_rows`)."""
     nc, b = counts(start.rows)
     r, d = start.g.shape[1], start.fisher.shape[0]
-    dtype = start.fisher.dtype
     layout = _FlatBlocks(r, nc, b)
     softmax = isinstance(pool, KronRows) and pool.softmax
     flat = flat_rows(start.rows, pool.w if softmax else None, start.scale)
+    return nc, b, r, d, start.fisher.dtype, layout, flat
+
+
+def _forward(start: _Start, pool, n_forward, shards):
+    """``n_forward`` greedy additions. Returns ``A``, the chunked blocks and drift, and the picks."""
+    nc, b, r, d, dtype, layout, flat = _flat_setup(start, pool)
     ctx = _Forward(start.rows, flat, start.fisher, layout, shards, start.n_local)
     g, h = layout.to_flat(start.g), layout.to_flat(start.h)
     state = _ForwardState(start.a, jnp.zeros((d, LAZY_STEPS * r), dtype), g, h, jnp.zeros((nc, b), dtype),
@@ -435,12 +442,7 @@ def _one_loop(start: _Start, pool, n_forward, k):
     backward steps correct the blocks of the whole pool, not of the forward picks only (the
     picks' blocks get the same arithmetic), and choose among the picks in pick order, as
     :func:`_backward_step` does. One device, loop forms (:class:`_FlatBlocks` not packed)."""
-    nc, b = counts(start.rows)
-    r, d = start.g.shape[1], start.fisher.shape[0]
-    dtype = start.fisher.dtype
-    layout = _FlatBlocks(r, nc, b)
-    softmax = isinstance(pool, KronRows) and pool.softmax
-    flat = flat_rows(start.rows, pool.w if softmax else None, start.scale)
+    nc, b, r, d, dtype, layout, flat = _flat_setup(start, pool)
     n_back = n_forward - k
     blocks_forward = -(-n_forward // LAZY_STEPS)
 
