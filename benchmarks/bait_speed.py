@@ -9,6 +9,7 @@ as single large matmuls — generous to the reference).
     python benchmarks/bait_speed.py                 # n = 1,000 and 2,000 (reference run whole),
                                                     # 5,000 and 10,000 (reference: 3 forward steps)
     python benchmarks/bait_speed.py --big           # also n=50,000, D=512 (aljax only; minutes)
+    python benchmarks/bait_speed.py --heads         # also transformer heads, D=768, C=2 and 10 (minutes)
     python benchmarks/bait_speed.py --problem 2000,64,20,full --json /tmp/b.json
     python benchmarks/bait_speed.py --problem 1000,32,10,full --small 1000,32,10,50   # quick
 
@@ -251,6 +252,61 @@ def run_small(n, dim, k, n_lab, classes, repeats):
     return entry
 
 
+# Transformer heads (--heads): n, C, D, k. Each measured in a fresh process (first call, warm
+# calls, peak memory), beside the rate of a jitted 2048 × 2048 float32 matmul in that process.
+HEADS = [(10_000, 2, 768, 100), (10_000, 10, 768, 100)]
+
+HEAD_CALL = """
+import json, resource, sys, time
+import jax, jax.numpy as jnp, numpy as np
+import aljax
+n, c, dim, k = map(int, sys.argv[1:5])
+rng = np.random.default_rng(0)
+logits = rng.normal(size=(n, c)).astype(np.float32) * 2
+probs = np.exp(logits - logits.max(1, keepdims=True)); probs /= probs.sum(1, keepdims=True)
+h = np.abs(rng.normal(size=(n, dim))).astype(np.float32) / np.sqrt(dim)
+emb = aljax.FisherFactors(jnp.asarray(probs), jnp.asarray(h))
+a = jax.random.normal(jax.random.key(0), (2048, 2048), jnp.float32)
+mm = jax.jit(lambda x: x @ x)
+mm(a).block_until_ready()
+rates = []
+for _ in range(5):
+    t = time.perf_counter(); mm(a).block_until_ready(); rates.append(2 * 2048 ** 3 / (time.perf_counter() - t))
+t = time.perf_counter(); aljax.fisher_greedy(emb, k).block_until_ready(); first = time.perf_counter() - t
+warm = []
+for _ in range(int(sys.argv[5])):
+    t = time.perf_counter(); picks = aljax.fisher_greedy(emb, k).block_until_ready(); warm.append(time.perf_counter() - t)
+print(json.dumps(dict(first_s=first, warm_s=sorted(warm)[len(warm) // 2], warm_all_s=warm,
+                      matmul_flops=sorted(rates)[len(rates) // 2],
+                      peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                      picks=np.asarray(picks).tolist())))
+"""
+
+
+def run_head(n, classes, dim, k, repeats):
+    """A transformer head (``--heads``) in a fresh process: first call (compilation included), warm
+    calls, peak memory, and the floor the issue states: a step applies a rank-C correction to every
+    point's C × C block, about ``2·n·C²·D`` flops, over ``⌈2k⌉ + k`` steps, at the measured matmul
+    rate; a JSON-ready dict."""
+    import subprocess
+
+    print(f"\n== transformer head: n={n:,}, C={classes}, D={dim}, k={k}, float32 (fresh process) ==", flush=True)
+    entry = dict(n=n, classes=classes, dim=dim, d=classes * dim, k=k, oversample=2.0, load_before=_timing.loadavg())
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-c", HEAD_CALL, str(n), str(classes), str(dim), str(k), str(repeats)],
+                         check=True, capture_output=True, text=True, env=env)
+    entry.update(json.loads(out.stdout.strip().splitlines()[-1]))
+    steps = min(2 * k, n) + k
+    entry["floor_flops"] = 2 * n * classes ** 2 * dim * steps
+    entry["floor_s"] = entry["floor_flops"] / entry["matmul_flops"]
+    entry["load_after"] = _timing.loadavg()
+    print(f"first call {entry['first_s']:.1f} s, warm {entry['warm_s']:.1f} s (median of {repeats}), peak "
+          f"{entry['peak_rss_bytes'] / 2**30:.2f} GiB; matmul {entry['matmul_flops'] / 1e9:.0f} GFLOP/s, floor "
+          f"{entry['floor_s']:.2f} s: warm = {entry['warm_s'] / entry['floor_s']:.0f}× the floor, first = "
+          f"{entry['first_s'] / entry['warm_s']:.1f}× warm", flush=True)
+    return entry
+
+
 DEFAULT_PROBLEMS = [(1000, 32, 10, "full"), (2000, 64, 20, "full"), (5000, 128, 50, "steps"),
                     (10000, 128, 100, "steps")]
 LARGE = (50000, 512, 100, "extrapolate")
@@ -349,6 +405,9 @@ def main(argv=None):
     parser.add_argument("--small", type=str, default="1000,32,10,50", metavar="N,D,K,LABELED",
                         help="the everyday call measured cold (fresh processes) and warm against the dense "
                              "reference, float64 with LABELED labeled points; 'none' skips it")
+    parser.add_argument("--heads", action="store_true",
+                        help="also the transformer heads (n=10,000, D=768, C=2 and 10, k=100) in fresh processes: "
+                             "first call, warm, peak memory, against the flop floor at the measured matmul rate")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None,
                         help="results file (default benchmarks/results/bait_speed-<backend>.json)")
@@ -376,9 +435,12 @@ def main(argv=None):
                                            args.reference_steps, cost)
         cost = measured_cost or cost
         results.append(entry)
+    heads = [run_head(*head, repeats=2) for head in HEADS] if args.heads else None
     data = {"provenance": provenance, "benchmark": "bait_speed", "results": results}
     if small is not None:
         data["small"] = small
+    if heads is not None:
+        data["heads"] = heads
     path = args.json or HERE / "results" / f"bait_speed-{provenance['backend']}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1) + "\n")

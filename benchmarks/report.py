@@ -432,6 +432,26 @@ def _bait_everyday_call(e: dict | None) -> list[str]:
             f"load {_load_avg(e)}.", ""]
 
 
+def _bait_heads(heads: list | None) -> list[str]:
+    """The ``heads`` entries of bait_speed's JSON (``--heads``; absent in older files): transformer
+    heads in fresh processes against the flop floor at the matmul rate measured beside them."""
+    if not heads:
+        return []
+    lines = ["Transformer heads (`--heads`; float32, no labeled set, each in a fresh process; floor = 2·n·C²·D "
+             "flops per step × (2k + k) steps at the rate of a 2048² float32 matmul measured in the same process):",
+             "", "| n | C | D | k | first call | warm | peak memory | matmul rate | floor | warm / floor | "
+             "first / warm | load |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for e in heads:
+        def sec(x):
+            return f"{x:.2f} s" if x < 10 else f"{x:.1f} s"
+
+        lines.append(f"| {e['n']:,} | {e['classes']} | {e['dim']} | {e['k']} | {sec(e['first_s'])} | "
+                     f"{sec(e['warm_s'])} | {e['peak_rss_bytes'] / 2**30:.2f} GiB | "
+                     f"{e['matmul_flops'] / 1e9:.0f} GFLOP/s | {sec(e['floor_s'])} | {e['warm_s'] / e['floor_s']:.0f}× | "
+                     f"{e['first_s'] / e['warm_s']:.1f}× | {_load_avg(e)} |")
+    return lines + [""]
+
+
 def section_bait_speed(results: Path = RESULTS, root: Path = _provenance.ROOT) -> list[str]:
     def render(data, path):
         lines = _provenance.describe(data.get("provenance"), root, legacy=_legacy(data))
@@ -451,6 +471,7 @@ def section_bait_speed(results: Path = RESULTS, root: Path = _provenance.ROOT) -
                          f"{e['speedup_total']:,.0f}× | {e['speedup_step']:,.0f}× | {_load_avg(e)} |")
         lines.append("")
         lines += _bait_everyday_call(data.get("small"))
+        lines += _bait_heads(data.get("heads"))
         return lines + _image(results, path.with_suffix(".png"), "BAIT speed-up over the dense procedure")
 
     return _each_backend(results, "bait_speed", "bait_speed.py", render)
