@@ -118,3 +118,20 @@ MODEL_KINDS = {
     "nnx": nnx_mlp,
     "equinox": equinox_mlp,
 }
+
+
+def tiny_bert(tmp_path, **config):
+    """A one-layer BERT sequence classifier (2 labels, 16 features) and its tokenizer over a
+    nine-word vocabulary written to ``tmp_path``, seeded; ``config``: more ``BertConfig`` fields.
+    Needs torch and transformers (import-skip them in the test first)."""
+    import torch
+    import transformers as hf
+
+    words = "the a movie good bad plot was not fun".split()
+    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words))
+    tok = hf.BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"))
+    torch.manual_seed(0)
+    model = hf.BertForSequenceClassification(hf.BertConfig(
+        vocab_size=len(words) + 5, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        num_labels=2, max_position_embeddings=32, **config))
+    return model, tok

@@ -312,16 +312,10 @@ def test_torch_regression_uses_penultimate_features():
 @pytest.mark.slow
 def test_hf_pair_with_strings(tmp_path):
     pytest.importorskip("torch")
-    hf = pytest.importorskip("transformers")
-    import torch
+    pytest.importorskip("transformers")
+    from models import tiny_bert
 
-    words = "the a movie good bad plot was not fun".split()
-    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words))
-    tok = hf.BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"))
-    torch.manual_seed(0)
-    model = hf.BertForSequenceClassification(hf.BertConfig(
-        vocab_size=len(words) + 5, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-        num_labels=2, max_position_embeddings=32))
+    model, tok = tiny_bert(tmp_path)
     texts = ["the movie was good", "bad plot", "not fun", "the plot was not bad", "good good", "a movie"]
     from aljax import torch_adapter as ta
 

@@ -242,17 +242,12 @@ def test_torch_module_without_usable_dropout_is_refused_before_any_forward_pass(
 
 @pytest.mark.slow
 def test_hf_pair_with_strings_equals_the_torch_mirrors(tmp_path):
-    torch = pytest.importorskip("torch")
-    hf = pytest.importorskip("transformers")
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
     import aljax.torch_adapter as ta
+    from models import tiny_bert
 
-    words = "the a movie good bad plot was not fun".split()
-    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words))
-    tok = hf.BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"))
-    torch.manual_seed(0)
-    model = hf.BertForSequenceClassification(hf.BertConfig(
-        vocab_size=len(words) + 5, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-        num_labels=2, max_position_embeddings=32, hidden_dropout_prob=0.3))
+    model, tok = tiny_bert(tmp_path, hidden_dropout_prob=0.3)
     texts = ["the movie was good", "bad plot", "not fun", "the plot was not bad", "good good", "a movie",
              "fun fun movie", "the bad", "was it", "a good plot"]
     clustering = ta.cluster_pool((model, tok), texts, threshold=1.0)
