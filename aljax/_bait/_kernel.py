@@ -383,6 +383,14 @@ class _BackwardState(NamedTuple):
     removed: jax.Array    # (n_forward,) bool
 
 
+def _kept_if_broken(cost):
+    """Removal costs with those that rounding broke set to the largest finite number: in exact
+    arithmetic I − G_j is positive definite and the cost positive; when rounding breaks that,
+    removing j would uncover a direction almost only j spans, so j is kept. (The largest finite
+    number, not inf, so that a removed point, at inf, is never chosen again.)"""
+    return jnp.where((cost >= 0) & jnp.isfinite(cost), cost, jnp.finfo(cost.dtype).max)
+
+
 def _removal_costs(g, h):
     return jax.vmap(lambda gc, hc: gains(gc, hc, -1.0))(g, h)
 
@@ -393,10 +401,7 @@ def _backward_step(ctx: _Backward, t, state: _BackwardState) -> _BackwardState:
     g, h, drift, cost = refresh(ctx.rows, effective_a(state.a, state.pending, -1.0), ctx.fisher, state.g[None],
                                 state.h[None], state.drift[None], state.removed[None], _removal_costs)
     g, h, drift, cost = g[0], h[0], drift[0], cost[0]
-    # In exact arithmetic I − G_j is positive definite and the cost positive; when rounding
-    # breaks that, removing j would uncover a direction almost only j spans: keep it.
-    # (The largest finite number, not inf, so that a removed point is never chosen again.)
-    cost = jnp.where((cost >= 0) & jnp.isfinite(cost), cost, jnp.finfo(cost.dtype).max)
+    cost = _kept_if_broken(cost)
     q = jnp.argmin(jnp.where(state.removed, jnp.inf, cost)).astype(jnp.int32)
     directions, ul = woodbury_directions(state.a, ctx.fisher, row(ctx.rows, q), -1.0, state.pending)
     g, h, dh = update_chunk(ctx.chunk, g, h, directions, -1.0)
@@ -455,8 +460,7 @@ def _one_loop(start: _Start, pool, n_forward, k):
                                      layout=layout.to_flat)
         flat_score = score.reshape(-1)
         p_forward = jnp.argmax(jnp.where(eligible.reshape(-1), flat_score, -jnp.inf))
-        cost = flat_score[state.picks]     # as _backward_step: a cost broken by rounding keeps its point
-        cost = jnp.where((cost >= 0) & jnp.isfinite(cost), cost, jnp.finfo(cost.dtype).max)
+        cost = _kept_if_broken(flat_score[state.picks])
         p_backward = state.picks[jnp.argmin(jnp.where(picked_live, cost, jnp.inf))]
         p = jnp.where(forward, p_forward, p_backward).astype(jnp.int32)
         directions, ul = woodbury_directions(state.a, start.fisher, row(start.rows, p), sign, state.pending)
