@@ -337,6 +337,52 @@ def test_fisher_sum_without_outer_products_equals_dense_sum():
         np.testing.assert_allclose(np.asarray(dense), np.einsum("nri,nrj->ij", x, x), rtol=1e-10, atol=1e-12)
 
 
+def test_quadratic_forms_of_the_fisher_sum_from_feature_products_equal_dense_products():
+    """``quad_gram``: X_i (Σ_j X_jᵀX_j) X_iᵀ from the features' inner products (no d × d sum), on
+    chunks of 5 with padding, for softmax rows (SᵀS = diag p − ppᵀ) and for rows without the rank-one
+    term (SᵀS = diag w); and the upper block rows of a product read by ``quad`` as the whole one."""
+    with jax.enable_x64(True):
+        emb = random_factors(3, 13, 3, 4)
+        rng = np.random.default_rng(3)
+        w = rng.uniform(0.1, 2.0, size=(13, 3))
+        cases = [(emb.s_factor(), emb.probs, emb.probs, dense_fisher_rows(emb.probs, emb.h)),
+                 (jnp.asarray(np.stack([np.diag(np.sqrt(wi)) for wi in w])), jnp.asarray(w), None,
+                  np.stack([np.kron(np.diag(np.sqrt(wi)), hi[None, :]) for wi, hi in zip(w, np.asarray(emb.h))]))]
+        for s, w_, z, x in cases:
+            rows = _rows.chunk_kron(s, emb.h, 5)
+            got = np.asarray(_rows.quad_gram(rows, w_, z))                   # (nc, r, r, b)
+            got = got.transpose(0, 3, 1, 2).reshape(-1, 3, 3)[:13]
+            gram = np.einsum("nri,nrj->ij", x, x)
+            np.testing.assert_allclose(got, x @ gram @ x.transpose(0, 2, 1), rtol=1e-10, atol=1e-12)
+        m = _random_spd(rng, 12)
+        one = jax.tree_util.tree_map(lambda v: v[0], rows)
+        upper = _rows.upper_block_rows(jnp.asarray(m @ gram), jnp.asarray(m), 4)
+        np.testing.assert_allclose(np.asarray(_rows.quad(one, upper, True)),
+                                   np.asarray(_rows.quad(one, jnp.asarray(m @ gram @ m), False)), rtol=1e-10)
+
+
+@pytest.mark.parametrize("labeled", [False, True])
+def test_wide_rows_forms_keep_the_reference_picks(monkeypatch, labeled):
+    """Wide heads' forms, forced on small problems: the initial ``H_i`` from the features' inner
+    products (``quad_gram``; used without labeled points); then exact rebuilds at every step from
+    the upper class blocks of ``A`` and ``A F A``. (Pool sizes no other test uses: fresh
+    compilations.)"""
+    monkeypatch.setattr(_kernel, "quad_gram_cheaper", lambda *shape: True)
+    with jax.enable_x64(True):
+        for n, eager in ((33, False), (34, True)):
+            if eager:
+                monkeypatch.setattr(_rows, "SYMMETRIC_MIN_DIM", 0)
+                monkeypatch.setattr(_kernel, "REFRESH_TOL", 0.0)
+            emb = random_factors(17 + labeled, n + 5, 3, 4)
+            pool, lab = emb[:n], (emb[n:] if labeled else None)
+            expected = reference_bait(dense_fisher_rows(pool.probs, pool.h),
+                                      None if lab is None else dense_fisher_rows(lab.probs, lab.h), 5, lamb=0.6)
+            kernel = jax.jit(_kernel.forward_backward, static_argnames=("k", "n_forward", "chunk"))
+            got = kernel(_rows.from_fisher_factors(pool), None if lab is None else _rows.from_fisher_factors(lab),
+                         0.6, k=5, n_forward=10, chunk=8)
+            np.testing.assert_array_equal(np.asarray(got), expected)
+
+
 # ---------------------------------------------------------------- properties
 
 

@@ -23,7 +23,8 @@ import jax.numpy as jnp
 from .._linalg import HIGHEST, mm, spd_inverse, sym
 from ._blocks import UNROLL_MAX_RANK, UNROLL_MIN_POINTS, correct, correct_packed, forward_gains, gains, pack, unpack
 from ._rows import (KronChunks, KronRows, LabeledGram, apply, apply_flat, counts, flat_rows, n_points, picked,
-                    prepare, quad, row, scale_rows, symmetric_blocks)
+                    prepare, quad, quad_gram, quad_gram_cheaper, row, scale_rows, symmetric_blocks,
+                    upper_block_rows)
 
 # Woodbury updates of A = M⁻¹ are collected over this many steps and applied by one matmul.
 LAZY_STEPS = 8
@@ -156,9 +157,10 @@ def refresh(rows, a, fisher, g, h, drift, excluded, gains_fn, shards=LOCAL, gain
     rebuild costs two ``quad`` passes (``O(n·d²)``) plus ``A F A``; well-conditioned runs need
     none, ill-conditioned ones a few.
 
-    The rebuild uses the one-matmul form of :func:`aljax._bait._rows.quad`, never the
-    upper-triangle one: it is traced twice (forward and backward) and rarely runs, so a short
-    compilation is worth more than its halved flops.
+    The rebuild uses the one-matmul form of :func:`aljax._bait._rows.quad` below
+    ``SYMMETRIC_MIN_DIM`` columns: it is traced twice (forward and backward) and rarely runs, so
+    there a short compilation is worth more than halved flops; from there on, the upper class
+    blocks (one rebuild of a ``d = 7,680`` head costs more than all its steps).
 
     ``a``: ``A``, or a function returning it. ``gains_fn(g, h)``: the gains (or costs) of chunked
     blocks; ``gains``: the caller's, already ``gains_fn(g, h)``. Chunked layout: ``rows`` as
@@ -176,9 +178,14 @@ def refresh(rows, a, fisher, g, h, drift, excluded, gains_fn, shards=LOCAL, gain
 
     def exact(_):
         a = a_now()
-        b_mat = sym(mm(mm(a, fisher), a))
-        g_new = jax.lax.map(lambda rc: quad(rc, a), rows)
-        h_new = jax.lax.map(lambda rc: quad(rc, b_mat), rows)
+        d = fisher.shape[0]
+        # Wide Kronecker rows: the upper class blocks only (half the flops of the products, whose
+        # O(n·d²) then dominates a selection that rebuilds even once; a longer compilation).
+        upper = symmetric_blocks(d) and isinstance(rows, KronChunks)
+        af = mm(a, fisher)
+        b_mat = upper_block_rows(af, a, rows.ht.shape[1]) if upper else sym(mm(af, a))
+        g_new = jax.lax.map(lambda rc: quad(rc, a, upper), rows)
+        h_new = jax.lax.map(lambda rc: quad(rc, b_mat, upper), rows)
         g_new, h_new = layout(g_new), layout(h_new)
         return g_new, h_new, jnp.zeros_like(drift), gains_fn(g_new, h_new)
 
@@ -262,8 +269,13 @@ def _setup(pool, labeled, lamb, k, chunk, dtype, shards, n_valid, n_lab_valid) -
     scale = jnp.sqrt(jnp.asarray(k / (n_lab + k), dtype))   # n_lab may be traced
     rows = scale_rows(rows, scale)
     g = _initial_g(rows, a, lamb, gram_lab is not None)
-    h = jax.lax.map(lambda r: quad(r, b_mat, symmetric_blocks(fisher.shape[0])), rows)
     nc, b = counts(rows)
+    if (gram_lab is None and shards is LOCAL and isinstance(pool, KronRows)
+            and quad_gram_cheaper(nc * b, *pool.s.shape[2:], pool.h.shape[1])):
+        # A₀ F A₀ = F/λ²: the quadratic forms of F from the features' products, without F.
+        h = quad_gram(rows, pool.w, pool.z) / ((n + n_lab) * lamb * lamb)
+    else:
+        h = jax.lax.map(lambda r: quad(r, b_mat, symmetric_blocks(fisher.shape[0])), rows)
     valid = (jnp.arange(nc * b) < n_local).reshape(nc, b)
     return _Start(rows, scale, fisher, a, g, h, valid, n_local)
 

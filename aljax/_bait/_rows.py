@@ -295,7 +295,10 @@ def apply_flat(flat, v):
 
 def quad(rows: Chunks, mat, symmetric=False):
     """``X_i B X_iᵀ`` for every point of one chunk, ``B`` symmetric ``(d, d)`` -> ``(r, r, b)``.
-    ``symmetric``: compute only the upper class blocks (half the work, longer to compile)."""
+    ``symmetric``: compute only the upper class blocks (half the work, longer to compile); ``mat``
+    may then be the list of ``B``'s upper block rows (:func:`upper_block_rows`, Kronecker rows)."""
+    if isinstance(mat, list):
+        assert symmetric and isinstance(rows, KronChunks)
     if isinstance(rows, DenseChunks):
         x = rows.x
         bsz, r, d = x.shape
@@ -312,12 +315,55 @@ def quad(rows: Chunks, mat, symmetric=False):
     q = [[None] * c for _ in range(c)]
     for ci in range(c):
         # Σ_e B[(cj, f), (ci, e)] h_n[e] for cj >= ci, then · h_n[f] summed over f.
-        t = mm(mat[ci * dim:(ci + 1) * dim, ci * dim:].T, ht).reshape(c - ci, dim, -1)
+        upper = mat[ci] if isinstance(mat, list) else mat[ci * dim:(ci + 1) * dim, ci * dim:]
+        t = mm(upper.T, ht).reshape(c - ci, dim, -1)
         blocks = jnp.sum(t * ht[None], axis=1)
         for cj in range(ci, c):
             q[ci][cj] = q[cj][ci] = blocks[cj - ci]
     q = jnp.stack([jnp.stack(row) for row in q])                       # (C, C, b)
     return jnp.einsum("acn,cdn,bdn->abn", s, q, s, precision=HIGHEST)  # S Q Sᵀ
+
+
+def upper_block_rows(x, y, dim):
+    """The upper block rows of ``x @ y``, a product known to be symmetric, with ``dim × dim``
+    blocks: ``[(x @ y)[c·D:(c+1)·D, c·D:] for c]``, for :func:`quad` with ``symmetric``. About
+    half the flops of the whole product."""
+    return [mm(x[ci * dim:(ci + 1) * dim], y[:, ci * dim:]) for ci in range(x.shape[0] // dim)]
+
+
+def quad_gram(rows: KronChunks, w, z):
+    """``X_i G X_iᵀ`` for every point of ``rows`` (chunked blocks ``(nc, r, r, b)``), ``G`` the
+    Fisher sum of those same rows (:func:`gram_kron` of ``w, z`` and the rows' ``h``), without
+    ``G``: ``h_iᵀ G_cc' h_i = δ_cc' Σ_j w_jc (h_i·h_j)² − Σ_j z_jc z_jc' (h_i·h_j)²``, one
+    ``(b × D) @ (D × n)`` product of features per chunk (``2n²D`` flops in all, against
+    ``n·C²·D²`` for :func:`quad` with ``G``: fewer while ``n`` is below about ``C²D/2``). ``w, z``
+    ``(n, C)`` with ``n`` at most the rows' padded points (zero rows past ``n``)."""
+    nc, b = counts(rows)
+    dim, c = rows.ht.shape[1], rows.s.shape[2]
+    dtype = rows.ht.dtype
+    h_all = rows.ht.transpose(1, 0, 2).reshape(dim, nc * b)             # (D, N), zero padding
+    cols = [_pad_rows(w.astype(dtype), nc * b)]
+    if z is not None:
+        z = _pad_rows(z.astype(dtype), nc * b)
+        cols.append((z[:, :, None] * z[:, None, :]).reshape(nc * b, c * c))
+    v = jnp.concatenate(cols, axis=1)                                   # (N, C [+ C²])
+    eye = jnp.eye(c, dtype=dtype)
+
+    def one(chunk):
+        s, ht = chunk
+        kv = mm(jnp.square(mm(ht.T, h_all)), v)                         # (b, C [+ C²])
+        q = eye[:, :, None] * kv[:, :c].T[None]                         # (C, C, b)
+        if z is not None:
+            q = q - kv[:, c:].T.reshape(c, c, -1)
+        return jnp.einsum("acn,cdn,bdn->abn", s, q, s, precision=HIGHEST)
+
+    return jax.lax.map(one, rows)
+
+
+def quad_gram_cheaper(n: int, c: int, dim: int) -> bool:
+    """Whether :func:`quad_gram` (``n²(D + C²)`` multiply-adds) costs less than :func:`quad` with
+    the Fisher sum over the upper class blocks (``n·C(C+1)/2·D²``)."""
+    return n * (dim + c + c * c) < c * (c + 1) // 2 * dim * dim
 
 
 # ---------------------------------------------------------------------------------------------
