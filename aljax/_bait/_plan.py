@@ -14,7 +14,8 @@ from .. import _progress, _validate
 from .._padding import bucket, nbytes, pad_tree
 from .._types import FisherFactors
 from ._kernel import initial_inverse, kernel
-from ._rows import KronRows, LabeledGram, fisher_trace, from_fisher_factors, n_cols, n_points, prepare
+from ._rows import (KronRows, LabeledGram, binary_rows, fisher_trace, from_fisher_factors, is_binary, n_cols, n_points,
+                    prepare)
 from ._sharded import plan_sharded
 
 # Chunks of the pool axis are sized so that one chunk's largest temporary holds about this many
@@ -237,6 +238,9 @@ def select(fn, rows, labeled_rows, k, lamb, oversample, layout=None, labeled_lay
            damping="absolute"):
     """Run the :func:`plan` of one selection: ``(k,)`` int32 indices."""
     lamb = effective_damping(rows, labeled_rows, lamb, damping)
+    if is_binary(rows):  # (after the damping: a relative λ is per column of the C·D)
+        rows = binary_rows(rows)
+        labeled_rows = None if labeled_rows is None else binary_rows(labeled_rows)
     kernel_fn, args, static = plan(fn, rows, labeled_rows, k, lamb, oversample, layout, labeled_layout, pool_arg)
     with _progress.waiting("selecting", k, unit="pick") as bar:
         return bar.wait(kernel_fn(*args, **static))

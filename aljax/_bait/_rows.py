@@ -121,6 +121,25 @@ def from_fisher_factors(emb: FisherFactors) -> KronRows:
     return KronRows(emb.s_factor(), emb.h, emb.probs, emb.probs, softmax=True)
 
 
+@jax.jit
+def binary_rows(rows: KronRows) -> KronRows:
+    """Two-class softmax rows (:func:`from_fisher_factors`) as one row per point on ``D`` columns.
+
+    For ``C = 2``, ``X_iᵀX_i = 2p_0p_1·uuᵀ ⊗ h_ih_iᵀ`` with the unit ``u = (e_0 − e_1)/√2``. In the
+    orthonormal basis ``(u, (e_0 + e_1)/√2) ⊗ I_D`` every row, the labeled and pool Fisher sums,
+    hence ``M − λI`` and ``F``, live in the first ``D`` columns, and ``M = λI``, ``F = 0`` on the
+    others: ``tr(M⁻¹F)`` and every gain (a function of ``X_iᵀX_i``) are those of the rows
+    ``√(2p_0p_1)·h_iᵀ``, with ``r = 1`` and ``d = D`` (a quarter of the ``d × d`` work, half the
+    features' products per step, ``1 × 1`` blocks). Same picks up to rounding."""
+    w = 2 * rows.w[:, 0] * rows.w[:, 1]
+    return KronRows(jnp.sqrt(w)[:, None, None], rows.h, w[:, None], None)
+
+
+def is_binary(rows) -> bool:
+    """Whether ``rows`` are two-class softmax rows (see :func:`binary_rows`)."""
+    return isinstance(rows, KronRows) and rows.softmax and rows.s.shape[2] == 2
+
+
 @functools.partial(jax.jit, static_argnames="problem_type")
 def rows_from_outputs(outputs, h, problem_type) -> KronRows:
     if problem_type == "classification":
