@@ -432,6 +432,11 @@ def _bait_everyday_call(e: dict | None) -> list[str]:
             f"load {_load_avg(e)}.", ""]
 
 
+def _warm_calls(entry) -> str:
+    calls = len(entry.get("warm_all_s", ()))
+    return " (one call)" if calls == 1 else (f" (median of {calls})" if calls else "")
+
+
 def _bait_heads(heads: list | None) -> list[str]:
     """The ``heads`` entries of bait_speed's JSON (``--heads``; absent in older files): transformer
     heads in fresh processes against the flop floor at the matmul rate measured beside them."""
@@ -446,7 +451,7 @@ def _bait_heads(heads: list | None) -> list[str]:
             return f"{x:.2f} s" if x < 10 else f"{x:.1f} s"
 
         lines.append(f"| {e['n']:,} | {e['classes']} | {e['dim']} | {e['k']} | {sec(e['first_s'])} | "
-                     f"{sec(e['warm_s'])} | {e['peak_rss_bytes'] / 2**30:.2f} GiB | "
+                     f"{sec(e['warm_s'])}{_warm_calls(e)} | {e['peak_rss_bytes'] / 2**30:.2f} GiB | "
                      f"{e['matmul_flops'] / 1e9:.0f} GFLOP/s | {sec(e['floor_s'])} | {e['warm_s'] / e['floor_s']:.0f}× | "
                      f"{e['first_s'] / e['warm_s']:.1f}× | {_load_avg(e)} |")
     return lines + [""]
