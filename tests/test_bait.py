@@ -232,6 +232,27 @@ def test_exact_refresh_of_the_blocks_keeps_the_reference_picks(monkeypatch):
             np.testing.assert_array_equal(np.asarray(got), expected)
 
 
+@pytest.mark.parametrize("labeled", [False, True])
+def test_two_class_rows_as_one_row_per_point_keep_the_picks(labeled):
+    """``binary_rows``: a two-class softmax head as the single rows √(2p₀p₁)·h_iᵀ (d = D) gives the
+    kernel's picks on the full C = 2 rows (d = 2D) and the dense reference's."""
+    with jax.enable_x64(True):
+        emb = random_factors(21 + labeled, 30, 2, 5)
+        pool, lab = emb[:24], (emb[24:] if labeled else None)
+        expected = reference_bait(dense_fisher_rows(pool.probs, pool.h),
+                                  None if lab is None else dense_fisher_rows(lab.probs, lab.h), 5, lamb=0.4)
+        full = _rows.from_fisher_factors(pool), None if lab is None else _rows.from_fisher_factors(lab)
+        assert _rows.is_binary(full[0])
+        one = tuple(None if r is None else _rows.binary_rows(r) for r in full)
+        assert one[0].s.shape == (24, 1, 1) and not _rows.is_binary(one[0])
+        x = np.asarray(one[0].s)[:, 0] * np.asarray(one[0].h)                    # (n, D) single rows
+        np.testing.assert_allclose(x.T @ x, np.einsum("nri,nrj->ij", *[dense_fisher_rows(pool.probs, pool.h)] * 2)
+                                   .reshape(2, 5, 2, 5)[0, :, 0] * 2, rtol=1e-10)   # = 2·(0,0) block
+        for rows in (full, one):
+            got = _kernel.kernel(*rows, 0.4, k=5, n_forward=10, chunk=24)
+            np.testing.assert_array_equal(np.asarray(got), expected)
+
+
 def test_factored_rows_are_the_exact_fisher():
     emb = random_factors(0, 5, 3, 4, dtype=np.float32)
     rows = np.asarray(emb.to_dense(), np.float64)
@@ -340,7 +361,7 @@ def test_fisher_sum_without_outer_products_equals_dense_sum():
 def test_quadratic_forms_of_the_fisher_sum_from_feature_products_equal_dense_products():
     """``quad_gram``: X_i (Σ_j X_jᵀX_j) X_iᵀ from the features' inner products (no d × d sum), on
     chunks of 5 with padding, for softmax rows (SᵀS = diag p − ppᵀ) and for rows without the rank-one
-    term (SᵀS = diag w); and the upper block rows of a product read by ``quad`` as the whole one."""
+    term (SᵀS = diag w); and ``quad`` over the upper class blocks reads only those."""
     with jax.enable_x64(True):
         emb = random_factors(3, 13, 3, 4)
         rng = np.random.default_rng(3)
@@ -354,11 +375,10 @@ def test_quadratic_forms_of_the_fisher_sum_from_feature_products_equal_dense_pro
             got = got.transpose(0, 3, 1, 2).reshape(-1, 3, 3)[:13]
             gram = np.einsum("nri,nrj->ij", x, x)
             np.testing.assert_allclose(got, x @ gram @ x.transpose(0, 2, 1), rtol=1e-10, atol=1e-12)
-        m = _random_spd(rng, 12)
         one = jax.tree_util.tree_map(lambda v: v[0], rows)
-        upper = _rows.upper_block_rows(jnp.asarray(m @ gram), jnp.asarray(m), 4)
-        np.testing.assert_allclose(np.asarray(_rows.quad(one, upper, True)),
-                                   np.asarray(_rows.quad(one, jnp.asarray(m @ gram @ m), False)), rtol=1e-10)
+        upper = np.triu(np.ones((3, 3))).repeat(4, 0).repeat(4, 1) * gram   # the lower blocks are never read
+        np.testing.assert_allclose(np.asarray(_rows.quad(one, jnp.asarray(upper), True)),
+                                   np.asarray(_rows.quad(one, jnp.asarray(gram), False)), rtol=1e-10)
 
 
 @pytest.mark.parametrize("labeled", [False, True])
@@ -500,10 +520,11 @@ def reference_relative_lamb(pool_rows, labeled_rows, lamb):
     return lamb * np.trace(fisher) / fisher.shape[0]
 
 
-@pytest.mark.parametrize("kind, n_lab", [("factors", 6), ("factors", 0), ("dense", 6)])
-def test_relative_damping_is_the_reference_at_lambda_times_the_mean_fisher_diagonal(kind, n_lab):
+@pytest.mark.parametrize("kind, n_lab, c", [("factors", 6, 3), ("factors", 0, 3), ("dense", 6, 3), ("factors", 6, 2)])
+def test_relative_damping_is_the_reference_at_lambda_times_the_mean_fisher_diagonal(kind, n_lab, c):
+    """(C = 2: the rows run as one row per point on D columns; λ is still per column of the C·D.)"""
     with jax.enable_x64(True):
-        emb = random_factors(7, 20 + n_lab, 3, 4, temperature=0.5)
+        emb = random_factors(7, 20 + n_lab, c, 4, temperature=0.5)
         pool, lab = emb[:20], (emb[20:] if n_lab else None)
         pool_rows = dense_fisher_rows(pool.probs, pool.h)
         lab_rows = None if lab is None else dense_fisher_rows(lab.probs, lab.h)

@@ -23,8 +23,7 @@ import jax.numpy as jnp
 from .._linalg import HIGHEST, mm, spd_inverse, sym
 from ._blocks import UNROLL_MAX_RANK, UNROLL_MIN_POINTS, correct, correct_packed, forward_gains, gains, pack, unpack
 from ._rows import (KronChunks, KronRows, LabeledGram, apply, apply_flat, counts, flat_rows, n_points, picked,
-                    prepare, quad, quad_gram, quad_gram_cheaper, row, scale_rows, symmetric_blocks,
-                    upper_block_rows)
+                    prepare, quad, quad_gram, quad_gram_cheaper, row, scale_rows, symmetric_blocks)
 
 # Woodbury updates of A = M⁻¹ are collected over this many steps and applied by one matmul.
 LAZY_STEPS = 8
@@ -179,11 +178,13 @@ def refresh(rows, a, fisher, g, h, drift, excluded, gains_fn, shards=LOCAL, gain
     def exact(_):
         a = a_now()
         d = fisher.shape[0]
-        # Wide Kronecker rows: the upper class blocks only (half the flops of the products, whose
-        # O(n·d²) then dominates a selection that rebuilds even once; a longer compilation).
+        # Wide Kronecker rows: quadratic forms over the upper class blocks only (half the flops of
+        # their O(n·d²), which dominates a selection that rebuilds even once; a longer compilation).
         upper = symmetric_blocks(d) and isinstance(rows, KronChunks)
-        af = mm(a, fisher)
-        b_mat = upper_block_rows(af, a, rows.ht.shape[1]) if upper else sym(mm(af, a))
+        # (A F A whole: computing its upper blocks apart saved a quarter of its flops but cost a
+        # gigabyte of temporaries at d = 7,680, each block product packing its operands at once.)
+        b_mat = mm(mm(a, fisher), a)
+        b_mat = b_mat if upper else sym(b_mat)
         g_new = jax.lax.map(lambda rc: quad(rc, a, upper), rows)
         h_new = jax.lax.map(lambda rc: quad(rc, b_mat, upper), rows)
         g_new, h_new = layout(g_new), layout(h_new)

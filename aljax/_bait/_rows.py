@@ -314,10 +314,8 @@ def apply_flat(flat, v):
 
 def quad(rows: Chunks, mat, symmetric=False):
     """``X_i B X_iᵀ`` for every point of one chunk, ``B`` symmetric ``(d, d)`` -> ``(r, r, b)``.
-    ``symmetric``: compute only the upper class blocks (half the work, longer to compile); ``mat``
-    may then be the list of ``B``'s upper block rows (:func:`upper_block_rows`, Kronecker rows)."""
-    if isinstance(mat, list):
-        assert symmetric and isinstance(rows, KronChunks)
+    ``symmetric``: compute only the upper class blocks (half the work, longer to compile), from
+    ``mat``'s upper blocks only."""
     if isinstance(rows, DenseChunks):
         x = rows.x
         bsz, r, d = x.shape
@@ -332,22 +330,17 @@ def quad(rows: Chunks, mat, symmetric=False):
         return jnp.einsum("acn,cdn,bdn->abn", s, q, s, precision=HIGHEST)
     # Q[c, c', n] = h_nᵀ B[c-block, c'-block] h_n, upper blocks only (B is symmetric).
     q = [[None] * c for _ in range(c)]
+    h_rows = ht.T                                                       # (b, D)
     for ci in range(c):
-        # Σ_e B[(cj, f), (ci, e)] h_n[e] for cj >= ci, then · h_n[f] summed over f.
-        upper = mat[ci] if isinstance(mat, list) else mat[ci * dim:(ci + 1) * dim, ci * dim:]
-        t = mm(upper.T, ht).reshape(c - ci, dim, -1)
-        blocks = jnp.sum(t * ht[None], axis=1)
+        # Σ_e h_n[e] B[(ci, e), (cj, f)] for cj >= ci, then · h_n[f] summed over f. (The chunk's
+        # features transposed, not B's block row: a copy of B's upper blocks would be hoisted out
+        # of the loop over chunks, for every product.)
+        t = mm(h_rows, mat[ci * dim:(ci + 1) * dim, ci * dim:]).reshape(-1, c - ci, dim)
+        blocks = jnp.sum(t * h_rows[:, None, :], axis=2).T
         for cj in range(ci, c):
             q[ci][cj] = q[cj][ci] = blocks[cj - ci]
     q = jnp.stack([jnp.stack(row) for row in q])                       # (C, C, b)
     return jnp.einsum("acn,cdn,bdn->abn", s, q, s, precision=HIGHEST)  # S Q Sᵀ
-
-
-def upper_block_rows(x, y, dim):
-    """The upper block rows of ``x @ y``, a product known to be symmetric, with ``dim × dim``
-    blocks: ``[(x @ y)[c·D:(c+1)·D, c·D:] for c]``, for :func:`quad` with ``symmetric``. About
-    half the flops of the whole product."""
-    return [mm(x[ci * dim:(ci + 1) * dim], y[:, ci * dim:]) for ci in range(x.shape[0] // dim)]
 
 
 def quad_gram(rows: KronChunks, w, z):
