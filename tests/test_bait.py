@@ -253,6 +253,53 @@ def test_two_class_rows_as_one_row_per_point_keep_the_picks(labeled):
             np.testing.assert_array_equal(np.asarray(got), expected)
 
 
+@pytest.mark.parametrize("c", [3, 10])
+def test_sum_zero_columns_keep_the_blocks(c):
+    """``softmax_basis``: an orthonormal basis of the sum-zero vectors; on the columns ``E = Q ⊗ I``
+    (``reduce_rows``, ``reduce_columns``) the blocks ``X_i B X_iᵀ`` are unchanged for ``B`` the Fisher
+    sum (in the span) and ``B = (λI + Fisher)⁻¹`` (``λI`` outside it), against dense products."""
+    with jax.enable_x64(True):
+        q = np.asarray(_rows.softmax_basis(c, jnp.float64))
+        np.testing.assert_allclose(q.T @ q, np.eye(c - 1), atol=1e-12)
+        np.testing.assert_allclose(np.ones(c) @ q, 0, atol=1e-12)
+        dim, n = 3, 7
+        emb = random_factors(c, n, c, dim)
+        x = dense_fisher_rows(emb.probs, emb.h)                                 # (n, C, C·D)
+        e = np.kron(q, np.eye(dim))                                             # (C·D, (C−1)·D)
+        gram = np.einsum("nri,nrj->ij", x, x)
+        rows = _rows.chunk_kron(emb.s_factor(), emb.h, n)
+        reduced = _rows.reduce_rows(rows, jnp.asarray(q))
+        one, one_reduced = (jax.tree_util.tree_map(lambda v: v[0], r) for r in (rows, reduced))
+        np.testing.assert_allclose(np.asarray(_rows.row(reduced, 2)), x[2] @ e, atol=1e-12)
+        for b_mat in (gram, np.linalg.inv(0.3 * np.eye(c * dim) + gram)):
+            small = np.asarray(_rows.reduce_columns(jnp.asarray(b_mat), jnp.asarray(q)))
+            np.testing.assert_allclose(small, e.T @ b_mat @ e, rtol=1e-10, atol=1e-12)
+            got = np.asarray(_rows.quad(one_reduced, jnp.asarray(small)))
+            np.testing.assert_allclose(got.transpose(2, 0, 1), x @ b_mat @ x.transpose(0, 2, 1), rtol=1e-9,
+                                       atol=1e-11)
+            np.testing.assert_allclose(got, np.asarray(_rows.quad(one, jnp.asarray(b_mat))), rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("reduce", [False, True])
+def test_softmax_rows_on_all_or_sum_zero_columns_keep_the_reference_picks(monkeypatch, reduce):
+    """The kernel on C·D columns (``REDUCE_MIN_CLASSES`` out of reach) and on the (C−1)·D sum-zero
+    ones, with a labeled set given as rows and as the plan's ``LabeledGram`` (sum and ``A₀``), picks
+    as the reference. (Pool sizes no other test uses: fresh compilations.)"""
+    monkeypatch.setattr(_kernel, "REDUCE_MIN_CLASSES", 3 if reduce else 1 << 30)
+    n = 35 if reduce else 36
+    with jax.enable_x64(True):
+        emb = random_factors(31 + reduce, n + 7, 4, 3)
+        pool, lab = emb[:n], emb[n:]
+        expected = reference_bait(dense_fisher_rows(pool.probs, pool.h), dense_fisher_rows(lab.probs, lab.h), 5,
+                                  lamb=0.8)
+        kernel = jax.jit(_kernel.forward_backward, static_argnames=("k", "n_forward", "chunk"))
+        lab_rows = _rows.from_fisher_factors(lab)
+        gram = _plan._labeled_gram(lab_rows, 0.8, jnp.int32(7), jnp.int32(5), chunk=8, dtype=jnp.float64)
+        for labeled, n_lab in ((lab_rows, None), (gram, jnp.int32(7))):
+            got = kernel(_rows.from_fisher_factors(pool), labeled, 0.8, k=5, n_forward=10, chunk=8, n_lab_valid=n_lab)
+            np.testing.assert_array_equal(np.asarray(got), expected)
+
+
 def test_factored_rows_are_the_exact_fisher():
     emb = random_factors(0, 5, 3, 4, dtype=np.float32)
     rows = np.asarray(emb.to_dense(), np.float64)

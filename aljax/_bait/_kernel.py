@@ -23,7 +23,8 @@ import jax.numpy as jnp
 from .._linalg import HIGHEST, mm, spd_inverse, sym
 from ._blocks import UNROLL_MAX_RANK, UNROLL_MIN_POINTS, correct, correct_packed, forward_gains, gains, pack, unpack
 from ._rows import (KronChunks, KronRows, LabeledGram, apply, apply_flat, counts, flat_rows, n_points, picked,
-                    prepare, quad, quad_gram, quad_gram_cheaper, row, scale_rows, symmetric_blocks)
+                    prepare, quad, quad_gram, quad_gram_cheaper, reduce_columns, reduce_rows, row, scale_rows,
+                    softmax_basis, symmetric_blocks)
 
 # Woodbury updates of A = M⁻¹ are collected over this many steps and applied by one matmul.
 LAZY_STEPS = 8
@@ -32,6 +33,10 @@ LAZY_STEPS = 8
 # removals over the whole pool (instead of over the forward picks only) cost at most this many
 # point-steps: removals × padded pool points.
 ONE_LOOP_MAX_WORK = 1 << 14
+# Softmax rows with at least this many classes run on the sum-zero columns (see
+# aljax._bait._rows.softmax_basis): the same blocks and picks, a d × d state (1 − 1/C)² the size.
+# (Two classes run as one row per point before the kernel: aljax._bait._rows.binary_rows.)
+REDUCE_MIN_CLASSES = 3
 # Rebuild the per-point blocks exactly once the rounding of their accumulated corrections,
 # eps·Σ‖ΔH_i‖, reaches this fraction of the largest gain (see ``refresh``). Set against float64
 # runs with λ ≪ ‖X_i‖² (the ill-conditioned cases of tests/test_bait.py), where a looser
@@ -208,6 +213,8 @@ class _Start(NamedTuple):
     h: jax.Array         # H_i = X_i A₀ F A₀ X_iᵀ (nc, r, r, b)
     valid: jax.Array     # (nc, b): real points, not padding
     n_local: Any         # real points on this device
+    softmax: bool        # rows with the softmax factor S_i, applied from p (else S_i as a matrix)
+    basis: Any           # None, or Q: the rows are S_iQ ⊗ h_iᵀ on the sum-zero columns
 
 
 def _point_counts(pool, labeled, shards, n_valid, n_lab_valid):
@@ -265,20 +272,31 @@ def _setup(pool, labeled, lamb, k, chunk, dtype, shards, n_valid, n_lab_valid) -
     rows, pool_gram = prepare(pool, chunk, dtype)
     gram, gram_lab = _fisher_sums(pool_gram, labeled, chunk, dtype, shards)
     fisher = sym(gram / (n + n_lab))
-    a, b_mat = _initial_inverse(labeled, gram_lab, fisher, lamb, n_lab, k)
     # Candidate rows scaled by √(k / (n_L + k)) (reference parity).
     scale = jnp.sqrt(jnp.asarray(k / (n_lab + k), dtype))   # n_lab may be traced
-    rows = scale_rows(rows, scale)
+    full_rows = rows = scale_rows(rows, scale)
+    softmax = isinstance(pool, KronRows) and pool.softmax
+    q = None
+    if softmax and pool.s.shape[2] >= REDUCE_MIN_CLASSES:
+        # On the sum-zero columns only (softmax_basis): same blocks, a smaller d × d state.
+        q = softmax_basis(pool.s.shape[2], dtype)
+        rows, fisher = reduce_rows(rows, q), sym(reduce_columns(fisher, q))
+        if gram_lab is not None:
+            gram_lab = reduce_columns(gram_lab, q)
+            if isinstance(labeled, LabeledGram):
+                labeled = LabeledGram(gram_lab, None if labeled.inverse is None
+                                      else sym(reduce_columns(labeled.inverse, q)))
+    a, b_mat = _initial_inverse(labeled, gram_lab, fisher, lamb, n_lab, k)
     g = _initial_g(rows, a, lamb, gram_lab is not None)
     nc, b = counts(rows)
     if (gram_lab is None and shards is LOCAL and isinstance(pool, KronRows)
             and quad_gram_cheaper(nc * b, *pool.s.shape[2:], pool.h.shape[1])):
         # A₀ F A₀ = F/λ²: the quadratic forms of F from the features' products, without F.
-        h = quad_gram(rows, pool.w, pool.z) / ((n + n_lab) * lamb * lamb)
+        h = quad_gram(full_rows, pool.w, pool.z) / ((n + n_lab) * lamb * lamb)
     else:
         h = jax.lax.map(lambda r: quad(r, b_mat, symmetric_blocks(fisher.shape[0])), rows)
     valid = (jnp.arange(nc * b) < n_local).reshape(nc, b)
-    return _Start(rows, scale, fisher, a, g, h, valid, n_local)
+    return _Start(rows, scale, fisher, a, g, h, valid, n_local, softmax, q)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -359,8 +377,7 @@ def _flat_setup(start: _Start, pool):
     nc, b = counts(start.rows)
     r, d = start.g.shape[1], start.fisher.shape[0]
     layout = _FlatBlocks(r, nc, b)
-    softmax = isinstance(pool, KronRows) and pool.softmax
-    flat = flat_rows(start.rows, pool.w if softmax else None, start.scale)
+    flat = flat_rows(start.rows, pool.w if start.softmax else None, start.scale, start.basis)
     return nc, b, r, d, start.fisher.dtype, layout, flat
 
 

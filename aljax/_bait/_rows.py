@@ -19,6 +19,7 @@ from typing import NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .._embeddings import softmax
 from .._linalg import HIGHEST, mm
@@ -95,11 +96,14 @@ class FlatKron(NamedTuple):
 
 
 class FlatSoftmax(NamedTuple):
-    """Rows ``scale · S_i ⊗ h_iᵀ`` with the softmax factor ``S_i``, kept as ``p`` and ``scale·√p``."""
+    """Rows ``scale · S_i ⊗ h_iᵀ`` with the softmax factor ``S_i``, kept as ``p`` and ``scale·√p``;
+    with ``basis`` ``Q``, the rows on the sum-zero columns ``scale · S_iQ ⊗ h_iᵀ``
+    (:func:`softmax_basis`), applied as ``S_i`` to ``(Q ⊗ I) V``."""
 
     ht: jax.Array   # (D, nc·b)
     p: jax.Array    # (C, nc·b)
     sqp: jax.Array  # (C, nc·b)
+    basis: Union[jax.Array, None] = None   # Q (C, C − 1), or None
 
 
 class FlatDense(NamedTuple):
@@ -133,6 +137,34 @@ def binary_rows(rows: KronRows) -> KronRows:
     features' products per step, ``1 × 1`` blocks). Same picks up to rounding."""
     w = 2 * rows.w[:, 0] * rows.w[:, 1]
     return KronRows(jnp.sqrt(w)[:, None, None], rows.h, w[:, None], None)
+
+
+def softmax_basis(c: int, dtype):
+    """An orthonormal basis of the sum-zero vectors of ``R^C`` (the Helmert contrasts), ``(C, C−1)``.
+
+    Softmax rows annihilate ``1 ⊗ R^D`` (``S_i 1 = 0``): with ``E = Q ⊗ I_D`` every row, Fisher sum,
+    ``M − λI`` and ``F`` live in the ``(C−1)·D`` columns of ``E``, and ``M = λI``, ``F = 0`` on the
+    others. So BAIT runs on the rows ``X_i E = S_iQ ⊗ h_iᵀ``, ``EᵀFE`` and ``EᵀA₀E``: its per-point
+    blocks are the same (``S_iQQᵀ = S_i``) and its ``d × d`` state and work shrink by ``(1 − 1/C)²``
+    (:func:`reduce_columns`, :func:`reduce_rows`)."""
+    q = np.zeros((c, c - 1))
+    for j in range(1, c):
+        q[:j, j - 1] = 1 / np.sqrt(j * (j + 1))
+        q[j, j - 1] = -j / np.sqrt(j * (j + 1))
+    return jnp.asarray(q, dtype)
+
+
+def reduce_columns(m, q):
+    """``EᵀME`` for ``E = Q ⊗ I_D`` (:func:`softmax_basis`): ``(C·D, C·D)`` -> ``((C−1)·D, (C−1)·D)``."""
+    c, cr = q.shape
+    dim = m.shape[0] // c
+    out = jnp.einsum("ca,cedf,db->aebf", q, m.reshape(c, dim, c, dim), q, precision=HIGHEST)
+    return out.reshape(cr * dim, cr * dim)
+
+
+def reduce_rows(rows: KronChunks, q) -> KronChunks:
+    """Chunked Kronecker rows times ``E = Q ⊗ I_D``: ``S_i -> S_iQ``."""
+    return KronChunks(jnp.einsum("krcb,ca->krab", rows.s, q, precision=HIGHEST), rows.ht)
 
 
 def is_binary(rows) -> bool:
@@ -244,7 +276,7 @@ def mask_points(chunk: Chunks, keep) -> Chunks:
     return DenseChunks(jnp.where(keep[:, None, None], chunk.x, 0))
 
 
-def flat_rows(rows: Chunks, probs=None, scale=1.0):
+def flat_rows(rows: Chunks, probs=None, scale=1.0, basis=None):
     """The rows with the chunk axis merged into the point axis, for the forward steps: a copy,
     made once, for Kronecker rows (:class:`FlatKron`, or :class:`FlatSoftmax` when ``probs (n, C)``
     is given: the rows are ``scale · S_i ⊗ h_iᵀ`` with the softmax factor ``S_i``); a view for
@@ -255,7 +287,7 @@ def flat_rows(rows: Chunks, probs=None, scale=1.0):
         if probs is None:
             return FlatKron(s.transpose(1, 2, 0, 3).reshape(s.shape[1], s.shape[2], -1), ht)
         p = _pad_rows(probs.astype(s.dtype), ht.shape[1]).T
-        return FlatSoftmax(ht, p, jnp.sqrt(p) * scale)
+        return FlatSoftmax(ht, p, jnp.sqrt(p) * scale, basis)
     x = rows.x
     return FlatDense(x.reshape(-1, x.shape[2], x.shape[3]))
 
@@ -297,6 +329,10 @@ def apply_flat(flat, v):
         return mm(x.reshape(-1, x.shape[2]), v).reshape(x.shape[0], x.shape[1], m).transpose(1, 2, 0)
     ht = flat.ht
     dim = ht.shape[0]
+    if isinstance(flat, FlatSoftmax) and flat.basis is not None:
+        # (Q ⊗ I) V, O(C²D) per column: then S_i in O(C) per column and point, not S_iQ in O(C²).
+        q = flat.basis
+        v = jnp.einsum("ca,aem->cem", q, v.reshape(q.shape[1], dim, m), precision=HIGHEST).reshape(-1, m)
     c = v.shape[0] // dim
     t = mm(v.reshape(c, dim, m).transpose(0, 2, 1).reshape(c * m, dim), ht)  # (C·m, nc·b)
     t = t.reshape(c, m, -1)
