@@ -27,7 +27,7 @@ from jax.sharding import PartitionSpec as P  # noqa: E402
 
 import aljax  # noqa: E402
 from aljax import _sharding  # noqa: E402
-from aljax._bait import _plan, _sharded  # noqa: E402
+from aljax._bait import _kernel, _plan, _sharded  # noqa: E402
 
 DTYPE = np.float64 if "--x64" in sys.argv else np.float32
 DEVICES = jax.devices()
@@ -105,6 +105,20 @@ def check_factors_labeled():
     same_picks(lambda: run(emb, lab), lambda: run(shard_factors(emb), shard_factors(lab)), K)   # sharded
     replicated = aljax.FisherFactors(*(jax.device_put(x, NamedSharding(MESH, P())) for x in (lab.probs, lab.h)))
     same_picks(lambda: run(emb, lab), lambda: run(shard_factors(emb), replicated), K)           # replicated
+
+
+def check_sum_zero_columns():
+    """Wide softmax heads run on the (C−1)·D sum-zero columns (``REDUCE_MIN_DIM``, lowered here to
+    a small head, of a size no other check uses: a fresh trace): sharded pool and labeled set, the
+    one-device picks."""
+    emb, lab = factors(8 * 17, 4, 5, seed=3), factors(16, 4, 5, seed=4)
+    run = lambda pool, labeled: aljax.fisher_greedy(pool, K, labeled=labeled, lamb=0.5)  # noqa: E731
+    before, _kernel.REDUCE_MIN_DIM = _kernel.REDUCE_MIN_DIM, 0
+    try:
+        same_picks(lambda: run(emb, None), lambda: run(shard_factors(emb), None), K)
+        same_picks(lambda: run(emb, lab), lambda: run(shard_factors(emb), shard_factors(lab)), K)
+    finally:
+        _kernel.REDUCE_MIN_DIM = before
 
 
 def check_dense():

@@ -17,7 +17,7 @@ import pytest
 
 CHECKS = pathlib.Path(__file__).with_name("_sharded_bait_checks.py")
 ALL = ("factors", "factors_labeled", "dense", "other_meshes", "exhausted_shards", "zero_fisher_ties",
-       "under_user_jit", "bait", "bait_regression", "hlo_sharded", "bad_input")
+       "under_user_jit", "bait", "bait_regression", "hlo_sharded", "bad_input", "sum_zero_columns")
 X64 = ("factors_labeled", "dense")
 # The fast tier's subset: picks on a sharded pool and labeled set equal one device's, and bad
 # layouts are refused (the full list runs with the slow tests).

@@ -33,10 +33,13 @@ LAZY_STEPS = 8
 # removals over the whole pool (instead of over the forward picks only) cost at most this many
 # point-steps: removals × padded pool points.
 ONE_LOOP_MAX_WORK = 1 << 14
-# Softmax rows with at least this many classes run on the sum-zero columns (see
+# Softmax rows with at least this many classes and columns run on the sum-zero columns (see
 # aljax._bait._rows.softmax_basis): the same blocks and picks, a d × d state (1 − 1/C)² the size.
-# (Two classes run as one row per point before the kernel: aljax._bait._rows.binary_rows.)
+# Below the width, where the d × d work is small, it measured a few percent slower (the flat rows'
+# extra product per step), so narrow heads keep all C·D columns. (Two classes run as one row per
+# point before the kernel: aljax._bait._rows.binary_rows.)
 REDUCE_MIN_CLASSES = 3
+REDUCE_MIN_DIM = 1024
 # Rebuild the per-point blocks exactly once the rounding of their accumulated corrections,
 # eps·Σ‖ΔH_i‖, reaches this fraction of the largest gain (see ``refresh``). Set against float64
 # runs with λ ≪ ‖X_i‖² (the ill-conditioned cases of tests/test_bait.py), where a looser
@@ -277,7 +280,7 @@ def _setup(pool, labeled, lamb, k, chunk, dtype, shards, n_valid, n_lab_valid) -
     full_rows = rows = scale_rows(rows, scale)
     softmax = isinstance(pool, KronRows) and pool.softmax
     q = None
-    if softmax and pool.s.shape[2] >= REDUCE_MIN_CLASSES:
+    if softmax and pool.s.shape[2] >= REDUCE_MIN_CLASSES and pool.s.shape[2] * pool.h.shape[1] >= REDUCE_MIN_DIM:
         # On the sum-zero columns only (softmax_basis): same blocks, a smaller d × d state.
         q = softmax_basis(pool.s.shape[2], dtype)
         rows, fisher = reduce_rows(rows, q), sym(reduce_columns(fisher, q))
