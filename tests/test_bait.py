@@ -283,8 +283,9 @@ def test_sum_zero_columns_keep_the_blocks(c):
 @pytest.mark.parametrize("reduce", [False, True])
 def test_softmax_rows_on_all_or_sum_zero_columns_keep_the_reference_picks(monkeypatch, reduce):
     """The kernel on C·D columns (``REDUCE_MIN_CLASSES`` out of reach) and on the (C−1)·D sum-zero
-    ones (``REDUCE_MIN_DIM`` lowered to these small heads), with a labeled set given as rows and as the plan's ``LabeledGram`` (sum and ``A₀``), picks
-    as the reference. (Pool sizes no other test uses: fresh compilations.)"""
+    ones (``REDUCE_MIN_DIM`` lowered to these small heads), with a labeled set given as rows and as
+    the plan's ``LabeledGram`` (sum and ``A₀``), picks as the reference. (Pool sizes no other test
+    uses: fresh compilations.)"""
     monkeypatch.setattr(_kernel, "REDUCE_MIN_CLASSES", 3 if reduce else 1 << 30)
     monkeypatch.setattr(_kernel, "REDUCE_MIN_DIM", 0)
     n = 35 if reduce else 36

@@ -216,7 +216,6 @@ class _Start(NamedTuple):
     h: jax.Array         # H_i = X_i A₀ F A₀ X_iᵀ (nc, r, r, b)
     valid: jax.Array     # (nc, b): real points, not padding
     n_local: Any         # real points on this device
-    softmax: bool        # rows with the softmax factor S_i, applied from p (else S_i as a matrix)
     basis: Any           # None, or Q: the rows are S_iQ ⊗ h_iᵀ on the sum-zero columns
 
 
@@ -278,9 +277,9 @@ def _setup(pool, labeled, lamb, k, chunk, dtype, shards, n_valid, n_lab_valid) -
     # Candidate rows scaled by √(k / (n_L + k)) (reference parity).
     scale = jnp.sqrt(jnp.asarray(k / (n_lab + k), dtype))   # n_lab may be traced
     full_rows = rows = scale_rows(rows, scale)
-    softmax = isinstance(pool, KronRows) and pool.softmax
     q = None
-    if softmax and pool.s.shape[2] >= REDUCE_MIN_CLASSES and pool.s.shape[2] * pool.h.shape[1] >= REDUCE_MIN_DIM:
+    c = pool.s.shape[2] if isinstance(pool, KronRows) else 0
+    if c >= REDUCE_MIN_CLASSES and pool.softmax and c * pool.h.shape[1] >= REDUCE_MIN_DIM:
         # On the sum-zero columns only (softmax_basis): same blocks, a smaller d × d state.
         q = softmax_basis(pool.s.shape[2], dtype)
         rows, fisher = reduce_rows(rows, q), sym(reduce_columns(fisher, q))
@@ -299,7 +298,7 @@ def _setup(pool, labeled, lamb, k, chunk, dtype, shards, n_valid, n_lab_valid) -
     else:
         h = jax.lax.map(lambda r: quad(r, b_mat, symmetric_blocks(fisher.shape[0])), rows)
     valid = (jnp.arange(nc * b) < n_local).reshape(nc, b)
-    return _Start(rows, scale, fisher, a, g, h, valid, n_local, softmax, q)
+    return _Start(rows, scale, fisher, a, g, h, valid, n_local, q)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,7 +379,8 @@ def _flat_setup(start: _Start, pool):
     nc, b = counts(start.rows)
     r, d = start.g.shape[1], start.fisher.shape[0]
     layout = _FlatBlocks(r, nc, b)
-    flat = flat_rows(start.rows, pool.w if start.softmax else None, start.scale, start.basis)
+    softmax = isinstance(pool, KronRows) and pool.softmax
+    flat = flat_rows(start.rows, pool.w if softmax else None, start.scale, start.basis)
     return nc, b, r, d, start.fisher.dtype, layout, flat
 
 
