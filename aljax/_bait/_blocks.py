@@ -11,14 +11,16 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from .._linalg import HIGHEST
+
 # Up to this rank the small SPD algebra is unrolled into elementwise passes over the point axis;
 # above it, a batched ``jnp.linalg`` call does the same work with a shorter compilation.
 UNROLL_MAX_RANK = 16
 # The forward steps use the unrolled forms (:func:`gains_cholesky`, :func:`correct_packed`: one
 # fused pass over the blocks each) only for pools of at least this many points (per device): their
-# large fused code dominates the compilation, and below this size the loop forms (:func:`gains`: a
-# ``fori_loop`` over the pivots; :func:`correct`: one over the rows) lose less in the whole
-# selection than the compilation they save (docs/algorithms/bait.md, "Compilation").
+# large fused code dominates the compilation, and below this size the quick-to-compile forms
+# (:func:`gains`: a ``fori_loop`` over the pivots; :func:`correct`: batched matmuls) lose less in
+# the whole selection than the compilation they save (docs/algorithms/bait.md, "Compilation").
 UNROLL_MIN_POINTS = 4096
 
 
@@ -111,35 +113,28 @@ def block_norm(x):
 
 
 def correct(wq, g, h, sign):
-    """The blocks after a Woodbury step, from ``X_i [U L, Z̃]`` (``wq (r, 2r, b)``; see
-    :func:`aljax._bait._kernel.woodbury_directions`): with ``W̃ = X_i U L`` and ``Q̃ = X_i Z̃``,
+    """The blocks after a Woodbury step, from ``X_i [U L, Z̃]`` (``wq (b, r, 2r)``, points first;
+    see :func:`aljax._bait._kernel.woodbury_directions`): with ``W̃ = X_i U L`` and ``Q̃ = X_i Z̃``,
 
         G_i' = G_i − σ W̃ W̃ᵀ,       H_i' = H_i − σ (W̃ Q̃ᵀ + Q̃ W̃ᵀ).
 
-    Returns ``G', H'`` and the size ``‖ΔH_i‖`` of the correction (``(b,)``). A ``fori_loop`` over
-    the rows ``a`` of ``W̃ W̃ᵀ`` and ``W̃ Q̃ᵀ``, each ``Σ_j W̃[a, j] W̃[:, j]`` (and ``Q̃``) unrolled over
-    ``j`` into one fused pass: a tenth of the fully unrolled form's code (:func:`correct_packed` is
-    that form, for large pools), and, unlike a batched ``einsum`` over the trailing point axis, no
-    transposes of the blocks."""
+    Returns ``G', H'`` and the size ``‖ΔH_i‖`` of the correction (``(b,)``). Two batched matmuls
+    over the leading point axis: quick to compile, and as fast as the unrolled form
+    (:func:`correct_packed`, for large pools). (Fed points-last, XLA transposed ``wq`` for the
+    products and fused the product that makes ``wq`` into each transpose, several times the
+    whole correction's cost.)"""
     r = g.shape[0]
-    w, q = wq[:, :r], wq[:, r:]
-
-    def row(a, acc):
-        ww, wq_t = acc
-        w_a = jax.lax.dynamic_index_in_dim(w, a, 0, keepdims=False)        # W̃[a, :] (r, b)
-        ww_a = sum(w_a[j][None] * w[:, j] for j in range(r))
-        wq_a = sum(w_a[j][None] * q[:, j] for j in range(r))
-        return (jax.lax.dynamic_update_index_in_dim(ww, ww_a, a, 0),
-                jax.lax.dynamic_update_index_in_dim(wq_t, wq_a, a, 0))
-
-    ww, wq_t = jax.lax.fori_loop(0, r, row, (jnp.zeros_like(g), jnp.zeros_like(g)))
+    w, q = wq[:, :, :r], wq[:, :, r:]
+    ww = jnp.einsum("naj,ncj->acn", w, w, precision=HIGHEST)
+    wq_t = jnp.einsum("naj,ncj->acn", w, q, precision=HIGHEST)
     dh = wq_t + wq_t.transpose(1, 0, 2)
     return g - sign * ww, h - sign * dh, block_norm(dh)
 
 
 def correct_packed(wq, g, h, sign):
-    """:func:`correct` on packed blocks (:func:`pack`): only the distinct entries, row ``i`` of
-    ``W Wᵀ`` and of ``W Qᵀ + Q Wᵀ`` from column ``i`` on, each row one fused pass."""
+    """:func:`correct` on packed blocks (:func:`pack`), from ``wq (r, 2r, b)`` (points last): only
+    the distinct entries, row ``i`` of ``W Wᵀ`` and of ``W Qᵀ + Q Wᵀ`` from column ``i`` on, each
+    row one fused pass."""
     r = wq.shape[0]
     w, q = wq[:, :r], wq[:, r:]
     g_out, h_out, norm2 = [], [], 0

@@ -136,17 +136,16 @@ def effective_a(a, pending, sign):
 
 def update_chunk(rows, g, h, directions, sign):
     """The blocks of one chunk after a Woodbury step (:func:`aljax._bait._blocks.correct`)."""
-    return correct(apply(rows, directions), g, h, sign)
+    return correct(apply(rows, directions).transpose(2, 0, 1), g, h, sign)
 
 
 def update_flat(flat, g, h, directions, sign):
     """:func:`update_chunk` on the whole pool at once (``flat`` from
     :func:`aljax._bait._rows.flat_rows`; blocks ``g, h`` packed (:func:`aljax._bait._blocks.pack`:
     a list of rows of ``nc·b`` points; see :class:`_FlatBlocks`) or ``(r, r, nc·b)``)."""
-    wq = apply_flat(flat, directions)
     if isinstance(g, list):
-        return correct_packed(wq, g, h, sign)
-    return correct(wq, g, h, sign)
+        return correct_packed(apply_flat(flat, directions), g, h, sign)
+    return correct(apply_flat(flat, directions, batch_first=True), g, h, sign)
 
 
 def refresh(rows, a, fisher, g, h, drift, excluded, gains_fn, shards=LOCAL, gains=None,

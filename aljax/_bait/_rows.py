@@ -319,14 +319,16 @@ def apply(rows: Chunks, v):
     return mm(x.reshape(bsz * r, d), v).reshape(bsz, r, -1).transpose(1, 2, 0)
 
 
-def apply_flat(flat, v):
+def apply_flat(flat, v, batch_first=False):
     """``X_i V`` for every point of the whole pool (``flat`` from :func:`flat_rows`): ``v (d, m)``
-    -> ``(r, m, nc·b)``. One large matmul rather than a batch of per-chunk ones, and no per-step
-    transposes between layouts."""
+    -> ``(r, m, nc·b)``, or ``(nc·b, r, m)`` with ``batch_first`` (the layout of a batched
+    matmul over the points: :func:`aljax._bait._blocks.correct`). One large matmul rather than a
+    batch of per-chunk ones, and no per-step transposes between layouts."""
     m = v.shape[1]
     if isinstance(flat, FlatDense):
         x = flat.x
-        return mm(x.reshape(-1, x.shape[2]), v).reshape(x.shape[0], x.shape[1], m).transpose(1, 2, 0)
+        out = mm(x.reshape(-1, x.shape[2]), v).reshape(x.shape[0], x.shape[1], m)
+        return out if batch_first else out.transpose(1, 2, 0)
     ht = flat.ht
     dim = ht.shape[0]
     if isinstance(flat, FlatSoftmax) and flat.basis is not None:
@@ -334,8 +336,15 @@ def apply_flat(flat, v):
         q = flat.basis
         v = jnp.einsum("ca,aem->cem", q, v.reshape(q.shape[1], dim, m), precision=HIGHEST).reshape(-1, m)
     c = v.shape[0] // dim
-    t = mm(v.reshape(c, dim, m).transpose(0, 2, 1).reshape(c * m, dim), ht)  # (C·m, nc·b)
-    t = t.reshape(c, m, -1)
+    vt = v.reshape(c, dim, m).transpose(0, 2, 1).reshape(c * m, dim)
+    if batch_first:
+        t = jnp.matmul(ht.T, vt.T, precision=HIGHEST).reshape(-1, c, m)        # (nc·b, C, m)
+        if isinstance(flat, FlatKron):
+            return jnp.einsum("acn,ncj->naj", flat.s, t, precision=HIGHEST)
+        # S T = scale·diag(√p)(T − 1 pᵀT), per point
+        mean = jnp.einsum("cn,ncj->nj", flat.p, t, precision=HIGHEST)
+        return flat.sqp.T[:, :, None] * (t - mean[:, None, :])
+    t = mm(vt, ht).reshape(c, m, -1)                                           # (C, m, nc·b)
     if isinstance(flat, FlatKron):
         return bmm(flat.s, t)
     # S T = scale·diag(√p)(T − 1 pᵀT)
@@ -360,9 +369,12 @@ def quad(rows: Chunks, mat, symmetric=False):
     s, ht = rows.s, rows.ht
     c, dim = s.shape[1], ht.shape[0]
     if not symmetric:
-        # Q[c, c', n] = Σ_{e,f} h_n[e] B[(c, e), (c', f)] h_n[f], every block.
-        t = mm(mat.reshape(c, dim, c * dim).transpose(0, 2, 1).reshape(c * c * dim, dim), ht)
-        q = jnp.sum(t.reshape(c, c, dim, -1) * ht[None, None], axis=2)
+        # Q[c, c', n] = Σ_{e,f} h_n[e] B[(c, e), (c', f)] h_n[f], every block: points first, the
+        # sum over f a batched matrix-vector product (as a sum of a broadcast product, XLA
+        # materialised h broadcast to (C, C, D, b)).
+        h_rows = ht.T                                                   # (b, D)
+        t = mm(h_rows, mat.reshape(c, dim, c, dim).transpose(1, 0, 2, 3).reshape(dim, c * c * dim))
+        q = jnp.einsum("nkf,nf->kn", t.reshape(-1, c * c, dim), h_rows, precision=HIGHEST).reshape(c, c, -1)
         return jnp.einsum("acn,cdn,bdn->abn", s, q, s, precision=HIGHEST)
     # Q[c, c', n] = h_nᵀ B[c-block, c'-block] h_n, upper blocks only (B is symmetric).
     q = [[None] * c for _ in range(c)]
