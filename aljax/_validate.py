@@ -130,6 +130,15 @@ def as_key(fn: str, key: Any) -> jax.Array:
     raise TypeError(message(fn, "key", "an int seed or a jax.random key", got))
 
 
+def check_key(fn: str, key: Any) -> None:
+    """:func:`as_key`'s checks, without making a key: for a selector that takes a key only so that
+    strategies can be swapped, and ignores it (an int seed would otherwise compile a PRNG seeding
+    on a first call)."""
+    if isinstance(key, numbers.Integral) and not isinstance(key, bool):
+        return
+    as_key(fn, key)
+
+
 def pool_size(fn: str, pool: Any, arg: str = "pool", *, allow_empty: bool = False) -> int:
     """Number of examples in a pool (an array or a pytree of arrays sharing the leading axis);
     ``allow_empty`` for one batch of a stream, which may hold no rows."""

@@ -165,6 +165,7 @@ def _shared_selector_cases():
             ("k above n", {"k": N + 1}, ValueError, "k"),
             ("k float", {"k": 2.5}, TypeError, "k"),
             ("key str", {"key": "seed"}, TypeError, "key"),
+            ("key bool", {"key": True}, TypeError, "key"),
         ]
         if dense:
             cases += [

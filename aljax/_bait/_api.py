@@ -100,7 +100,7 @@ def fisher_greedy(embedding, k: int, *, key=0, labeled=None, lamb: float = 1.0, 
       (5,)
     """
     fn = "fisher_greedy"
-    _validate.as_key(fn, key)
+    _validate.check_key(fn, key)
     layout, labeled_layout = layouts(fn, "embedding", embedding, "labeled", labeled)
     rows = as_rows(fn, "embedding", embedding)
     labeled_rows = None if labeled is None else as_rows(fn, "labeled", labeled, like=embedding)
@@ -168,7 +168,7 @@ def bait(params, apply_fn: Callable, pool, k: int, *, key=0, labeled=None, batch
         damping = _validate.check_damping(fn, damping)
         oversample = _validate.check_oversample(fn, oversample)
         _validate.check_problem_type(fn, problem_type)
-        _validate.as_key(fn, key)
+        _validate.check_key(fn, key)
         n_lab = 0 if labeled is None else _validate.check_labeled_like_pool(fn, labeled, like)
         outputs, h = logits_and_features(params, apply_fn, pool, batch_size=batch_size, features_fn=features_fn,
                                          fn_name=fn, problem_type=problem_type)
