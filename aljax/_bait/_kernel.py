@@ -136,7 +136,7 @@ def effective_a(a, pending, sign):
 
 def update_chunk(rows, g, h, directions, sign):
     """The blocks of one chunk after a Woodbury step (:func:`aljax._bait._blocks.correct`)."""
-    return correct(apply(rows, directions).transpose(2, 0, 1), g, h, sign)
+    return correct(apply(rows, directions), g, h, sign)
 
 
 def update_flat(flat, g, h, directions, sign):
@@ -280,7 +280,7 @@ def _setup(pool, labeled, lamb, k, chunk, dtype, shards, n_valid, n_lab_valid) -
     c = pool.s.shape[2] if isinstance(pool, KronRows) else 0
     if c >= REDUCE_MIN_CLASSES and pool.softmax and c * pool.h.shape[1] >= REDUCE_MIN_DIM:
         # On the sum-zero columns only (softmax_basis): same blocks, a smaller d × d state.
-        q = softmax_basis(pool.s.shape[2], dtype)
+        q = softmax_basis(c, dtype)
         rows, fisher = reduce_rows(rows, q), sym(reduce_columns(fisher, q))
         if gram_lab is not None:
             gram_lab = reduce_columns(gram_lab, q)

@@ -306,17 +306,18 @@ def bmm(x, y):
 
 
 def apply(rows: Chunks, v):
-    """``X_i V`` for every point of one chunk: ``v (d, m)`` -> ``(r, m, b)``."""
+    """``X_i V`` for every point of one chunk, points first (as :func:`aljax._bait._blocks.correct`
+    takes it): ``v (d, m)`` -> ``(b, r, m)``."""
     if isinstance(rows, KronChunks):
         s, ht = rows.s, rows.ht
         c, dim = s.shape[1], ht.shape[0]
         m = v.shape[1]
         # T[c, j, n] = Σ_e V[c·D + e, j] h_n[e];  (X_n V)[a, j] = Σ_c S_n[a, c] T[c, j, n].
         t = mm(v.reshape(c, dim, m).transpose(0, 2, 1).reshape(c * m, dim), ht).reshape(c, m, -1)
-        return bmm(s, t)
+        return bmm(s, t).transpose(2, 0, 1)
     x = rows.x
     bsz, r, d = x.shape
-    return mm(x.reshape(bsz * r, d), v).reshape(bsz, r, -1).transpose(1, 2, 0)
+    return mm(x.reshape(bsz * r, d), v).reshape(bsz, r, -1)
 
 
 def apply_flat(flat, v, batch_first=False):
@@ -368,17 +369,16 @@ def quad(rows: Chunks, mat, symmetric=False):
         return jnp.einsum("nae,nbe->abn", xb, x, precision=HIGHEST)
     s, ht = rows.s, rows.ht
     c, dim = s.shape[1], ht.shape[0]
+    h_rows = ht.T                                                       # (b, D)
     if not symmetric:
         # Q[c, c', n] = Σ_{e,f} h_n[e] B[(c, e), (c', f)] h_n[f], every block: points first, the
         # sum over f a batched matrix-vector product (as a sum of a broadcast product, XLA
         # materialised h broadcast to (C, C, D, b)).
-        h_rows = ht.T                                                   # (b, D)
         t = mm(h_rows, mat.reshape(c, dim, c, dim).transpose(1, 0, 2, 3).reshape(dim, c * c * dim))
         q = jnp.einsum("nkf,nf->kn", t.reshape(-1, c * c, dim), h_rows, precision=HIGHEST).reshape(c, c, -1)
         return jnp.einsum("acn,cdn,bdn->abn", s, q, s, precision=HIGHEST)
     # Q[c, c', n] = h_nᵀ B[c-block, c'-block] h_n, upper blocks only (B is symmetric).
     q = [[None] * c for _ in range(c)]
-    h_rows = ht.T                                                       # (b, D)
     for ci in range(c):
         # Σ_e h_n[e] B[(ci, e), (cj, f)] for cj >= ci, then · h_n[f] summed over f. (The chunk's
         # features transposed, not B's block row: a copy of B's upper blocks would be hoisted out
