@@ -183,9 +183,21 @@ def _objective(emb, picks, lamb):
 ILL_CONDITIONED = [(1e-4, 1.0, 20, 2.0), (1.0, 100.0, 20, 2.0), (1e-2, 10.0, 20, 2.0), (1e-2, 10.0, 40, 1.0)]
 
 
-def test_float32_keeps_the_reference_picks_when_lambda_is_small():
+def _force_window(monkeypatch):
+    """The window rebuilds of large pools (``refresh_window``) on every pool, through a freshly
+    traced kernel (a jitted function's trace is cached by its identity and shapes)."""
+    monkeypatch.setattr(_kernel, "WINDOW_MIN_POINTS", 0)
+    monkeypatch.setattr(_plan, "kernel", jax.jit(lambda *args, **kw: _kernel.forward_backward(*args, **kw),
+                                                 static_argnames=("k", "n_forward", "chunk")))
+
+
+@pytest.mark.parametrize("window", [False, True])
+def test_float32_keeps_the_reference_picks_when_lambda_is_small(monkeypatch, window):
     """A small ill-conditioned case: λ = 1e-4 and k·(C − 1) = 16 > C·D = 12. Without the exact
-    refresh of the blocks, float32 leaves the float64 reference's picks here."""
+    refresh of the blocks, float32 leaves the float64 reference's picks here; also with the window
+    rebuilds of large pools (``refresh_window``, forced)."""
+    if window:
+        _force_window(monkeypatch)
     with jax.enable_x64(True):
         emb = random_factors(3, 20, 3, 4, temperature=2.0)
         probs, h = np.asarray(emb.probs), np.asarray(emb.h)
@@ -195,10 +207,14 @@ def test_float32_keeps_the_reference_picks_when_lambda_is_small():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("window", [False, True])
 @pytest.mark.parametrize("lamb, scale, k, oversample", ILL_CONDITIONED)
-def test_float32_matches_float64_when_lambda_is_small(lamb, scale, k, oversample):
+def test_float32_matches_float64_when_lambda_is_small(monkeypatch, lamb, scale, k, oversample, window):
     """Float32 must not drift from float64 when λ is small against the Fisher (near-ties may
-    legitimately flip a pick, so the objective is compared, and most picks must agree)."""
+    legitimately flip a pick, so the objective is compared, and most picks must agree); also with
+    the window rebuilds of large pools (``refresh_window``, forced on this pool of 300)."""
+    if window:
+        _force_window(monkeypatch)
     with jax.enable_x64(True):
         emb = random_factors(3, 300, 10, 16, temperature=2.0)
         emb = aljax.FisherFactors(emb.probs, emb.h * scale)
@@ -449,6 +465,118 @@ def test_wide_rows_forms_keep_the_reference_picks(monkeypatch, labeled):
             kernel = jax.jit(_kernel.forward_backward, static_argnames=("k", "n_forward", "chunk"))
             got = kernel(_rows.from_fisher_factors(pool), None if lab is None else _rows.from_fisher_factors(lab),
                          0.6, k=5, n_forward=10, chunk=8)
+            np.testing.assert_array_equal(np.asarray(got), expected)
+
+
+def test_exact_blocks_of_a_few_points_equal_dense_products():
+    """``exact_blocks``: G = X_S A X_Sᵀ and H = X_S A F A X_Sᵀ of a few gathered points, with ``A``
+    held as ``a − σ P Pᵀ``, against dense products; ``dense`` of gathered Kronecker rows is the
+    rows themselves."""
+    rng = np.random.default_rng(8)
+    with jax.enable_x64(True):
+        emb = random_factors(9, 11, 3, 4)
+        x = dense_fisher_rows(emb.probs, emb.h)
+        d, idx = 12, jnp.asarray([7, 0, 10, 3])
+        a, fisher = np.linalg.inv(_random_spd(rng, d)), _random_spd(rng, d, 2.0)
+        pending = rng.normal(size=(d, 5)) * 0.1
+        for rows in (_rows.chunk_kron(emb.s_factor(), emb.h, 4), _rows.chunk_dense(jnp.asarray(x), 4)):
+            got_x = np.asarray(_rows.dense(_rows.gather(rows, idx)))
+            np.testing.assert_allclose(got_x, x[np.asarray(idx)], rtol=1e-14)
+            for sign in (1.0, -1.0):
+                lazy = _kernel.LazyA(jnp.asarray(a), jnp.asarray(pending), sign)
+                g, h = jax.jit(_kernel.exact_blocks)(jnp.asarray(got_x), lazy, jnp.asarray(fisher))
+                big_a = a - sign * pending @ pending.T
+                xs = x[np.asarray(idx)]
+                np.testing.assert_allclose(np.asarray(g).transpose(2, 0, 1), xs @ big_a @ xs.transpose(0, 2, 1),
+                                           rtol=1e-10, atol=1e-12)
+                np.testing.assert_allclose(np.asarray(h).transpose(2, 0, 1),
+                                           xs @ big_a @ fisher @ big_a @ xs.transpose(0, 2, 1), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_window_rebuild_recomputes_the_blocks_near_the_best_only(monkeypatch, packed):
+    """``refresh_window`` on blocks made stale by hand (float64, 12 points in 3 chunks of 4, a
+    window of 4): the 4 stale points of highest gain, corrupted, come back exact with zero drift; a
+    corrupted but fresh point far below them is left as it is (only the window is rebuilt); with a
+    stale point that could still decide the pick outside the window, every block is rebuilt."""
+    monkeypatch.setattr(_kernel, "WINDOW", 4)
+    monkeypatch.setattr(_kernel, "UNROLL_MIN_POINTS", 0 if packed else 1 << 30)
+    rng = np.random.default_rng(4)
+    with jax.enable_x64(True):
+        emb = random_factors(6, 12, 3, 4)
+        x = dense_fisher_rows(emb.probs, emb.h)
+        rows = _rows.chunk_kron(emb.s_factor(), emb.h, 4)
+        a, fisher = np.linalg.inv(_random_spd(rng, 12)), _random_spd(rng, 12, 2.0)
+        pending = rng.normal(size=(12, 3)) * 0.1
+        lazy = _kernel.LazyA(jnp.asarray(a), jnp.asarray(pending), 1.0)
+        big_a = a - pending @ pending.T
+        g_true = x @ big_a @ x.transpose(0, 2, 1)
+        h_true = x @ big_a @ fisher @ big_a @ x.transpose(0, 2, 1)
+        gains_true = np.array([np.trace(hi @ np.linalg.inv(np.eye(3) + gi)) for gi, hi in zip(g_true, h_true)])
+        order = np.argsort(-gains_true)
+        top, low = order[:4], order[-1]
+        layout = _kernel._FlatBlocks(3, 3, 4)
+        assert layout.packed == packed
+        to_layout = lambda blocks: layout.to_flat(jnp.asarray(blocks.transpose(1, 2, 0).reshape(3, 3, 3, 4)
+                                                              .transpose(2, 0, 1, 3)))  # noqa: E731
+        from_layout = lambda blocks: np.asarray(layout.to_chunks(blocks)).transpose(0, 3, 1, 2).reshape(12, 3, 3)  # noqa: E731
+        noise = np.zeros((12, 3, 3))
+        noise[top] = 1e-3 * gains_true[top, None, None] * np.eye(3)
+        noise[low] = 1e-3 * np.eye(3)
+        h_bad = h_true + noise
+        drift = np.zeros(12)
+        # Stale (eps·drift ≫ REFRESH_TOL·max gain), their error bounds 100× the largest gain.
+        drift[top] = 100 * gains_true.max() / (_kernel.ARGMAX_MARGIN * np.finfo(np.float64).eps)
+        excluded = jnp.zeros((3, 4), bool)
+        window = jax.jit(_kernel.refresh_window, static_argnums=8)
+        for far_stale in (False, True):
+            d0 = drift.copy()
+            if far_stale:
+                d0[order[5]] = drift[top[0]]   # stale, outside the window, its bound above the best
+            g_l, h_l = to_layout(g_true), to_layout(h_bad)
+            gains = layout.gains(g_l, h_l)
+            g_out, h_out, d_out, gains_out, stale = window(rows, lazy, jnp.asarray(fisher), g_l, h_l,
+                                                          jnp.asarray(d0.reshape(3, 4)), excluded, gains, layout)
+            assert bool(stale)
+            expected_h = h_true.copy()
+            if not far_stale:
+                expected_h[low] = h_bad[low]
+            np.testing.assert_allclose(from_layout(g_out), g_true, rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(from_layout(h_out), expected_h, rtol=1e-9, atol=1e-12)
+            expected_drift = np.zeros(12) if far_stale else np.where(np.isin(np.arange(12), top), 0, d0)
+            np.testing.assert_array_equal(np.asarray(d_out).reshape(-1), expected_drift)
+            expected_gains = np.array([np.trace(hi @ np.linalg.inv(np.eye(3) + gi)) for gi, hi in zip(g_true, expected_h)])
+            np.testing.assert_allclose(np.asarray(gains_out).reshape(-1), expected_gains, rtol=1e-9)
+
+
+@pytest.mark.parametrize("labeled", [False, True])
+def test_window_rebuilds_keep_the_reference_picks(monkeypatch, labeled):
+    """The window rebuilds of large pools, forced on a small one at every step (every point stale
+    and near the best): a window over the whole pool, then one of 2 points that falls back to
+    rebuilding every block; the backward pass then starts from the picks' exact blocks
+    (``exact_blocks``). Kronecker and dense rows, packed and loop forms. (Pool sizes no other test uses: fresh compilations.)"""
+    monkeypatch.setattr(_kernel, "WINDOW_MIN_POINTS", 0)
+    monkeypatch.setattr(_kernel, "REFRESH_TOL", 0.0)
+    monkeypatch.setattr(_kernel, "ARGMAX_MARGIN", 1e30)
+    # Every rebuild of one chunk (the backward pass's) by exact_blocks, Kronecker rows too.
+    monkeypatch.setattr(_kernel, "_few_points", lambda rows: _rows.counts(rows)[0] == 1)
+    with jax.enable_x64(True):
+        n = 27
+        emb = random_factors(23 + labeled, n + 5, 3, 4)
+        pool, lab = emb[:n], (emb[n:] if labeled else None)
+        expected = reference_bait(dense_fisher_rows(pool.probs, pool.h),
+                                  None if lab is None else dense_fisher_rows(lab.probs, lab.h), 5, lamb=0.6)
+        for window, unroll, dense in ((32, 0, False), (2, 1 << 30, False), (32, 1 << 30, True)):
+            monkeypatch.setattr(_kernel, "WINDOW", window)
+            monkeypatch.setattr(_kernel, "UNROLL_MIN_POINTS", unroll)
+            kernel = jax.jit(lambda *args, **kw: _kernel.forward_backward(*args, **kw),
+                             static_argnames=("k", "n_forward", "chunk"))
+            if dense:
+                pool_rows, lab_rows = pool.to_dense(), None if lab is None else lab.to_dense()
+            else:
+                pool_rows = _rows.from_fisher_factors(pool)
+                lab_rows = None if lab is None else _rows.from_fisher_factors(lab)
+            got = kernel(pool_rows, lab_rows, 0.6, k=5, n_forward=10, chunk=8)
             np.testing.assert_array_equal(np.asarray(got), expected)
 
 

@@ -22,8 +22,8 @@ import jax.numpy as jnp
 
 from .._linalg import HIGHEST, mm, spd_inverse, sym
 from ._blocks import UNROLL_MAX_RANK, UNROLL_MIN_POINTS, correct, correct_packed, forward_gains, gains, pack, unpack
-from ._rows import (KronChunks, KronRows, LabeledGram, apply, apply_flat, counts, flat_rows, n_points, picked,
-                    prepare, quad, quad_gram, quad_gram_cheaper, reduce_columns, reduce_rows, row, scale_rows,
+from ._rows import (DenseChunks, KronChunks, KronRows, LabeledGram, apply, apply_flat, counts, dense, flat_rows,
+                    gather, n_points, picked, prepare, quad, quad_gram, quad_gram_cheaper, reduce_columns, reduce_rows, row, scale_rows,
                     softmax_basis, symmetric_blocks)
 
 # Woodbury updates of A = M⁻¹ are collected over this many steps and applied by one matmul.
@@ -45,6 +45,14 @@ REDUCE_MIN_DIM = 1024
 # runs with λ ≪ ‖X_i‖² (the ill-conditioned cases of tests/test_bait.py), where a looser
 # tolerance let float32 picks drift from float64's.
 REFRESH_TOL = 1e-5
+# On one device, from this many points on, the forward steps rebuild exactly only the blocks that
+# can still decide the pick (see ``refresh_window``): the ``WINDOW`` points of highest gain
+# plus error bound, whenever a stale one among them could overtake the best. Gains are trusted to
+# ``ARGMAX_MARGIN·eps·drift_i``. (A whole rebuild, O(n·d²) plus A F A, cost a transformer head
+# more than a third of its call; smaller pools rebuild whole, at the cost of a few steps.)
+WINDOW = 16
+ARGMAX_MARGIN = 10.0
+WINDOW_MIN_POINTS = 4096
 
 
 class _Local:
@@ -79,16 +87,30 @@ LOCAL = _Local()
 # Woodbury updates of A = M⁻¹, applied lazily.
 
 
+class LazyA(NamedTuple):
+    """``A = a − σ P Pᵀ`` (``pending`` ``P``, ``(d, m)``; see :func:`lazy_loop`), formed only when
+    asked: products with it take the low-rank term apart."""
+
+    a: jax.Array
+    pending: jax.Array
+    sign: Any
+
+    def times(self, x):
+        """``A x``."""
+        return mm(self.a, x) - self.sign * mm(self.pending, mm(self.pending.T, x))
+
+    def full(self):
+        """``A`` itself (a ``d × d`` pass)."""
+        return self.a - self.sign * mm(self.pending, self.pending.T)
+
+
 def woodbury_directions(a, fisher, xp, sign, pending):
     """For the picked rows ``X_p``: the directions ``[U L, Z̃]`` of the block corrections
     (:func:`aljax._bait._blocks.correct`) and ``U L``, the columns that update ``A``:
     ``A' = A − σ (U L)(U L)ᵀ``.
 
-    ``A`` is held as ``a − σ P Pᵀ`` (``pending``, ``(d, m)``; see :func:`lazy_loop`): the products
-    with ``A`` take the low-rank term apart."""
-    def times_a(x):
-        return mm(a, x) - sign * mm(pending, mm(pending.T, x))
-
+    ``A`` is held as ``a − σ P Pᵀ`` (``pending``, ``(d, m)``; see :class:`LazyA`)."""
+    times_a = LazyA(a, pending, sign).times
     u = times_a(xp.T)                                  # U = A X_pᵀ            (d, r)
     fu = mm(fisher, u)
     z = times_a(fu)                                    # Z = A F A X_pᵀ        (d, r)
@@ -130,8 +152,8 @@ def append(pending, t, ul):
 
 
 def effective_a(a, pending, sign):
-    """``A = a − σ P Pᵀ`` as a function (evaluated only where needed, e.g. for a rebuild)."""
-    return lambda: a - sign * mm(pending, pending.T)
+    """``A = a − σ P Pᵀ`` as a :class:`LazyA` (formed only where needed, e.g. for a rebuild)."""
+    return LazyA(a, pending, sign)
 
 
 def update_chunk(rows, g, h, directions, sign):
@@ -148,6 +170,53 @@ def update_flat(flat, g, h, directions, sign):
     return correct(apply_flat(flat, directions, batch_first=True), g, h, sign)
 
 
+def exact_blocks(x, a, fisher):
+    """``G_i = X_i A X_iᵀ`` and ``H_i = X_i A F A X_iᵀ`` (``(r, r, m)`` each) of a few points from
+    their dense rows ``x (m, r, d)``: ``U = A X_Sᵀ`` (``a``: a :class:`LazyA`), ``F U``, and the
+    diagonal blocks of ``X_S U`` and ``Uᵀ F U``; ``4·m·r·d²`` flops, no ``A F A`` (``4d³``)."""
+    m, r, d = x.shape
+    u = a.times(x.reshape(m * r, d).T)                                   # (d, m·r)
+    fu = mm(fisher, u)
+    u, fu = u.reshape(d, m, r), fu.reshape(d, m, r)
+    g = jnp.einsum("mae,emb->abm", x, u, precision=HIGHEST)
+    h = jnp.einsum("ema,emb->abm", u, fu, precision=HIGHEST)
+    return 0.5 * (g + g.transpose(1, 0, 2)), 0.5 * (h + h.transpose(1, 0, 2))
+
+
+def _few_points(rows) -> bool:
+    """Whether :func:`exact_blocks` rebuilds ``rows`` (one chunk of ``m`` points) for less than the
+    quadratic forms with ``A`` and ``A F A`` (``4·m·d²`` flops for Kronecker rows, ``4·m·r·d²``
+    for dense ones, plus ``4d³``): the backward pass's picks."""
+    nc, m = counts(rows)
+    if nc != 1:
+        return False
+    r = rows.s.shape[1] if isinstance(rows, KronChunks) else rows.x.shape[2]
+    d = rows.s.shape[2] * rows.ht.shape[1] if isinstance(rows, KronChunks) else rows.x.shape[3]
+    return isinstance(rows, DenseChunks) or m * (r - 1) < d
+
+
+def rebuild(rows, a, fisher, drift, gains_fn, layout=lambda blocks: blocks):
+    """Every block exactly from ``A`` (a :class:`LazyA`): see :func:`refresh`. Returns ``g, h``
+    in ``layout``, zero drift, and ``gains_fn`` of the new blocks."""
+    if _few_points(rows):
+        g_new, h_new = exact_blocks(dense(rows), a, fisher)
+        g_new, h_new = layout(g_new[None]), layout(h_new[None])
+        return g_new, h_new, jnp.zeros_like(drift), gains_fn(g_new, h_new)
+    a = a.full()
+    d = fisher.shape[0]
+    # Wide Kronecker rows: quadratic forms over the upper class blocks only (half the flops of
+    # their O(n·d²), which dominates a selection that rebuilds even once; a longer compilation).
+    upper = symmetric_blocks(d) and isinstance(rows, KronChunks)
+    # (A F A whole: computing its upper blocks apart saved a quarter of its flops but cost a
+    # gigabyte of temporaries at d = 7,680, each block product packing its operands at once.)
+    b_mat = mm(mm(a, fisher), a)
+    b_mat = b_mat if upper else sym(b_mat)
+    g_new = jax.lax.map(lambda rc: quad(rc, a, upper), rows)
+    h_new = jax.lax.map(lambda rc: quad(rc, b_mat, upper), rows)
+    g_new, h_new = layout(g_new), layout(h_new)
+    return g_new, h_new, jnp.zeros_like(drift), gains_fn(g_new, h_new)
+
+
 def refresh(rows, a, fisher, g, h, drift, excluded, gains_fn, shards=LOCAL, gains=None,
             layout=lambda blocks: blocks):
     """Recompute ``G_i = X_i A X_iᵀ`` and ``H_i = X_i A F A X_iᵀ`` exactly from ``A`` when the
@@ -160,20 +229,20 @@ def refresh(rows, a, fisher, g, h, drift, excluded, gains_fn, shards=LOCAL, gain
     lose their ranking. So: rebuild both blocks (and the gains) once
     ``eps·max drift > REFRESH_TOL·max |gain|`` over the live points (float64: practically never).
     ``A`` itself stays accurate (it is updated, not cancelled), so the rebuilt blocks are too. A
-    rebuild costs two ``quad`` passes (``O(n·d²)``) plus ``A F A``; well-conditioned runs need
-    none, ill-conditioned ones a few.
+    rebuild costs two ``quad`` passes (``O(n·d²)``) plus ``A F A``, or for a few points (the
+    backward pass) :func:`exact_blocks`; well-conditioned runs need none, ill-conditioned ones a
+    few. (Large pools on one device rebuild only the blocks near the best: :func:`refresh_window`.)
 
     The rebuild uses the one-matmul form of :func:`aljax._bait._rows.quad` below
     ``SYMMETRIC_MIN_DIM`` columns: it is traced twice (forward and backward) and rarely runs, so
     there a short compilation is worth more than halved flops; from there on, the upper class
     blocks (one rebuild of a ``d = 7,680`` head costs more than all its steps).
 
-    ``a``: ``A``, or a function returning it. ``gains_fn(g, h)``: the gains (or costs) of chunked
+    ``a``: ``A`` as a :class:`LazyA`. ``gains_fn(g, h)``: the gains (or costs) of chunked
     blocks; ``gains``: the caller's, already ``gains_fn(g, h)``. Chunked layout: ``rows`` as
     :func:`aljax._bait._rows.counts` sees them, ``g, h (nc, r, r, b)``, ``drift, excluded
     (nc, b)``; ``layout`` maps rebuilt chunked blocks to the layout of ``g, h``. The maxima are
     over every shard, so that all devices rebuild together. Returns ``g, h, drift, gains``."""
-    a_now = a if callable(a) else (lambda: a)
     eps = jnp.finfo(drift.dtype).eps
     if gains is None:
         gains = gains_fn(g, h)
@@ -181,23 +250,52 @@ def refresh(rows, a, fisher, g, h, drift, excluded, gains_fn, shards=LOCAL, gain
     worst = jnp.max(jnp.where(excluded, 0, drift))
     scale, worst = shards.pmax(jnp.stack([scale, worst]))
     stale = eps * worst > REFRESH_TOL * scale
+    return jax.lax.cond(stale, lambda _: rebuild(rows, a, fisher, drift, gains_fn, layout),
+                        lambda _: (g, h, drift, gains), None)
 
-    def exact(_):
-        a = a_now()
-        d = fisher.shape[0]
-        # Wide Kronecker rows: quadratic forms over the upper class blocks only (half the flops of
-        # their O(n·d²), which dominates a selection that rebuilds even once; a longer compilation).
-        upper = symmetric_blocks(d) and isinstance(rows, KronChunks)
-        # (A F A whole: computing its upper blocks apart saved a quarter of its flops but cost a
-        # gigabyte of temporaries at d = 7,680, each block product packing its operands at once.)
-        b_mat = mm(mm(a, fisher), a)
-        b_mat = b_mat if upper else sym(b_mat)
-        g_new = jax.lax.map(lambda rc: quad(rc, a, upper), rows)
-        h_new = jax.lax.map(lambda rc: quad(rc, b_mat, upper), rows)
-        g_new, h_new = layout(g_new), layout(h_new)
-        return g_new, h_new, jnp.zeros_like(drift), gains_fn(g_new, h_new)
 
-    return jax.lax.cond(stale, exact, lambda _: (g, h, drift, gains), None)
+def _contested(gains, drift, excluded):
+    """For the forward argmax over flat ``gains, drift, excluded (N,)``: each point's upper bound
+    ``gain_i + ARGMAX_MARGIN·eps·drift_i`` (``-inf`` if excluded), and whether a stale point
+    (``eps·drift_i > REFRESH_TOL·max |gain|``, as in :func:`refresh`) could overtake the best or be
+    overtaken by another: its bound reaches the best's lower bound, with at least two points there."""
+    eps = jnp.finfo(drift.dtype).eps
+    live = jnp.where(excluded, -jnp.inf, gains)
+    err = ARGMAX_MARGIN * eps * drift
+    best = jnp.argmax(live)
+    upper = live + err
+    near = upper >= live[best] - err[best]
+    stale = ~excluded & (eps * drift > REFRESH_TOL * jnp.max(jnp.where(excluded, 0, jnp.abs(gains))))
+    return upper, jnp.any(near & stale) & (jnp.sum(near) >= 2), jnp.any(stale)
+
+
+def refresh_window(rows, a, fisher, g, h, drift, excluded, gains, layout):
+    """:func:`refresh` for the forward steps of a large pool on one device: only the blocks that
+    can decide this step's pick are rebuilt. A point whose gain, within its error bound, cannot
+    reach the best's cannot be picked, however stale. So when a stale point could
+    (:func:`_contested`), the ``WINDOW`` points of highest upper bound are recomputed by
+    :func:`exact_blocks` (their drift reset); if a stale point outside them could still decide the
+    pick, every block is rebuilt (:func:`rebuild`). Stale points far from the best keep their
+    drift until they come near it; so do the picks, whose blocks the backward pass then rebuilds
+    (see :func:`_backward`).
+
+    ``rows`` chunked, ``g, h`` in the flat ``layout`` (:class:`_FlatBlocks`), ``drift, excluded,
+    gains (nc, b)``; ``a`` a :class:`LazyA`. Returns ``g, h, drift, gains`` and whether
+    :func:`refresh` would have rebuilt every block here."""
+    flat = lambda v: v.reshape(-1)  # noqa: E731
+    upper, fire, any_stale = _contested(flat(gains), flat(drift), flat(excluded))
+
+    def window(_):
+        idx = jax.lax.top_k(upper, min(WINDOW, upper.shape[0]))[1]
+        g_s, h_s = exact_blocks(dense(gather(rows, idx)), a, fisher)
+        g_w, h_w = layout.scatter(g, idx, g_s), layout.scatter(h, idx, h_s)
+        drift_w = flat(drift).at[idx].set(0).reshape(drift.shape)
+        gains_w = layout.gains(g_w, h_w)
+        again = _contested(flat(gains_w), flat(drift_w), flat(excluded))[1]
+        return jax.lax.cond(again, lambda _: rebuild(rows, a, fisher, drift, layout.gains, layout.to_flat),
+                            lambda _: (g_w, h_w, drift_w, gains_w), None)
+
+    return jax.lax.cond(fire, window, lambda _: (g, h, drift, gains), None) + (any_stale,)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,6 +428,12 @@ class _FlatBlocks(NamedTuple):
         out = forward_gains(g, h, self.r) if self.packed else gains(g, h, 1.0)
         return out.reshape(self.nc, self.b)
 
+    def scatter(self, blocks, idx, new):
+        """``blocks`` with those of points ``idx (m,)`` (flat indices) set to ``new (r, r, m)``."""
+        if self.packed:
+            return [row_i.at[:, idx].set(new[i, i:]) for i, row_i in enumerate(blocks)]
+        return blocks.at[:, :, idx].set(new)
+
 
 class _Forward(NamedTuple):
     """What the forward steps read and never change."""
@@ -340,6 +444,7 @@ class _Forward(NamedTuple):
     layout: _FlatBlocks
     shards: Any
     n_local: Any
+    window: bool          # rebuild near the best only (refresh_window), not every block
 
 
 class _ForwardState(NamedTuple):
@@ -351,14 +456,20 @@ class _ForwardState(NamedTuple):
     gains: jax.Array      # this step's gains (nc, b)
     taken: jax.Array      # picked, or padding (nc, b)
     picks: jax.Array      # (n_forward,) int32
+    stale: jax.Array      # some block was stale (refresh_window): the picks' are rebuilt backward
 
 
 def _forward_step(ctx: _Forward, t, state: _ForwardState) -> _ForwardState:
     """Step ``t``: rebuild the blocks if stale, add the best unpicked point, correct every block."""
     nc, b = ctx.layout.nc, ctx.layout.b
-    g, h, drift, step_gains = refresh(ctx.rows, effective_a(state.a, state.pending, 1.0), ctx.fisher, state.g,
-                                      state.h, state.drift, state.taken, ctx.layout.gains,
-                                      ctx.shards, state.gains, ctx.layout.to_flat)
+    a = effective_a(state.a, state.pending, 1.0)
+    if ctx.window:
+        g, h, drift, step_gains, stale = refresh_window(ctx.rows, a, ctx.fisher, state.g, state.h, state.drift,
+                                                        state.taken, state.gains, ctx.layout)
+    else:
+        g, h, drift, step_gains = refresh(ctx.rows, a, ctx.fisher, state.g, state.h, state.drift, state.taken,
+                                          ctx.layout.gains, ctx.shards, state.gains, ctx.layout.to_flat)
+        stale = False
     p_local = jnp.argmax(jnp.where(state.taken, -jnp.inf, step_gains).reshape(-1)).astype(jnp.int32)
     p, mine, xp = ctx.shards.pick(ctx.rows, step_gains, state.taken, p_local, ctx.n_local)
     directions, ul = woodbury_directions(state.a, ctx.fisher, xp, 1.0, state.pending)
@@ -368,7 +479,7 @@ def _forward_step(ctx: _Forward, t, state: _ForwardState) -> _ForwardState:
     taken = taken.at[p_local].set(mine | taken[p_local]).reshape(nc, b)
     # The next step's gains, here where XLA can fuse them with the update of the blocks.
     return _ForwardState(state.a, append(state.pending, t, ul), g, h, drift + dh.reshape(nc, b),
-                         ctx.layout.gains(g, h), taken, state.picks.at[t].set(p))
+                         ctx.layout.gains(g, h), taken, state.picks.at[t].set(p), state.stale | stale)
 
 
 def _flat_setup(start: _Start, pool):
@@ -386,12 +497,14 @@ def _flat_setup(start: _Start, pool):
 def _forward(start: _Start, pool, n_forward, shards):
     """``n_forward`` greedy additions. Returns ``A``, the chunked blocks and drift, and the picks."""
     nc, b, r, d, dtype, layout, flat = _flat_setup(start, pool)
-    ctx = _Forward(start.rows, flat, start.fisher, layout, shards, start.n_local)
+    window = shards is LOCAL and nc * b >= WINDOW_MIN_POINTS
+    ctx = _Forward(start.rows, flat, start.fisher, layout, shards, start.n_local, window)
     g, h = layout.to_flat(start.g), layout.to_flat(start.h)
     state = _ForwardState(start.a, jnp.zeros((d, LAZY_STEPS * r), dtype), g, h, jnp.zeros((nc, b), dtype),
-                          layout.gains(g, h), ~start.valid, jnp.zeros(n_forward, jnp.int32))
+                          layout.gains(g, h), ~start.valid, jnp.zeros(n_forward, jnp.int32), jnp.asarray(False))
     end = lazy_loop(n_forward, functools.partial(_forward_step, ctx), state, 1.0)
-    return end.a, layout.to_chunks(end.g), layout.to_chunks(end.h), end.drift, end.picks
+    return (end.a, layout.to_chunks(end.g), layout.to_chunks(end.h), end.drift, end.picks,
+            end.stale if ctx.window else None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -440,10 +553,18 @@ def _backward_step(ctx: _Backward, t, state: _BackwardState) -> _BackwardState:
     return _BackwardState(state.a, append(state.pending, t, ul), g, h, drift + dh, state.removed.at[q].set(True))
 
 
-def _backward(start: _Start, a, g, h, drift, picks, k, shards):
-    """Remove ``len(picks) − k`` of the forward picks; the rest, in pick order."""
+def _backward(start: _Start, a, g, h, drift, picks, k, shards, stale=None):
+    """Remove ``len(picks) − k`` of the forward picks; the rest, in pick order. ``stale``: the
+    forward pass left stale blocks (:func:`refresh_window`); the picks' are then rebuilt first.
+    (A removal cost ``tr(H_j (I − G_j)⁻¹)`` amplifies the blocks' rounding, and near-ties between
+    costs are common: from drifted blocks, float32 removals left float64's.)"""
     sub, g_sub, h_sub, drift_sub = shards.picked(start.rows, g, h, drift, picks, start.n_local)
     d = start.fisher.shape[0]
+    if stale is not None:
+        g_sub, h_sub, drift_sub = jax.lax.cond(
+            stale, lambda _: rebuild(sub, LazyA(a, jnp.zeros((d, 1), a.dtype), 1.0), start.fisher, drift_sub,
+                                     lambda g_, h_: None, lambda blocks: blocks[0])[:3],
+            lambda _: (g_sub, h_sub, drift_sub), None)
     ctx = _Backward(sub, jax.tree_util.tree_map(lambda v: v[0], sub), start.fisher)
     n_forward, r = picks.shape[0], g_sub.shape[0]
     state = _BackwardState(a, jnp.zeros((d, LAZY_STEPS * r), a.dtype), g_sub, h_sub, drift_sub,
@@ -543,10 +664,10 @@ def forward_backward(pool, labeled, lamb, k, n_forward, chunk, shards=LOCAL, n_v
     start = _setup(pool, labeled, lamb, k, chunk, dtype, shards, n_valid, n_lab_valid)
     if one_loop(shards, start.g.shape[1], *counts(start.rows), n_forward, k):
         return _one_loop(start, pool, n_forward, k)
-    a, g, h, drift, picks = _forward(start, pool, n_forward, shards)
+    a, g, h, drift, picks, stale = _forward(start, pool, n_forward, shards)
     if n_forward == k:
         return picks
-    return _backward(start, a, g, h, drift, picks, k, shards)
+    return _backward(start, a, g, h, drift, picks, k, shards, stale)
 
 
 kernel = jax.jit(forward_backward, static_argnames=("k", "n_forward", "chunk"))

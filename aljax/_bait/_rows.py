@@ -261,6 +261,14 @@ def gather(rows: Chunks, idx) -> Chunks:
     return DenseChunks(rows.x[ci, pi][None])
 
 
+def dense(chunk: Chunks) -> jax.Array:
+    """The rows of one chunk of ``m`` points (:func:`gather`: leading axis 1) as ``(m, r, d)``."""
+    if isinstance(chunk, KronChunks):
+        s, ht = chunk.s[0], chunk.ht[0]                                   # (r, C, m), (D, m)
+        return (s.transpose(2, 0, 1)[:, :, :, None] * ht.T[:, None, None, :]).reshape(ht.shape[1], s.shape[0], -1)
+    return chunk.x[0]
+
+
 def picked(rows: Chunks, g, h, drift, idx):
     """Rows (as one chunk, :func:`gather`), blocks ``g, h (r, r, m)`` and drift ``(m,)`` of points
     ``idx``, from chunked rows, blocks ``(nc, r, r, b)`` and drift ``(nc, b)``."""
