@@ -519,7 +519,8 @@ def test_window_rebuild_recomputes_the_blocks_near_the_best_only(monkeypatch, pa
         assert layout.packed == packed
         to_layout = lambda blocks: layout.to_flat(jnp.asarray(blocks.transpose(1, 2, 0).reshape(3, 3, 3, 4)
                                                               .transpose(2, 0, 1, 3)))  # noqa: E731
-        from_layout = lambda blocks: np.asarray(layout.to_chunks(blocks)).transpose(0, 3, 1, 2).reshape(12, 3, 3)  # noqa: E731
+        from_layout = lambda blocks: (np.asarray(layout.to_chunks(blocks))  # noqa: E731
+                                      .transpose(0, 3, 1, 2).reshape(12, 3, 3))
         noise = np.zeros((12, 3, 3))
         noise[top] = 1e-3 * gains_true[top, None, None] * np.eye(3)
         noise[low] = 1e-3 * np.eye(3)
@@ -545,7 +546,8 @@ def test_window_rebuild_recomputes_the_blocks_near_the_best_only(monkeypatch, pa
             np.testing.assert_allclose(from_layout(h_out), expected_h, rtol=1e-9, atol=1e-12)
             expected_drift = np.zeros(12) if far_stale else np.where(np.isin(np.arange(12), top), 0, d0)
             np.testing.assert_array_equal(np.asarray(d_out).reshape(-1), expected_drift)
-            expected_gains = np.array([np.trace(hi @ np.linalg.inv(np.eye(3) + gi)) for gi, hi in zip(g_true, expected_h)])
+            expected_gains = np.array([np.trace(hi @ np.linalg.inv(np.eye(3) + gi))
+                                       for gi, hi in zip(g_true, expected_h)])
             np.testing.assert_allclose(np.asarray(gains_out).reshape(-1), expected_gains, rtol=1e-9)
 
 
@@ -554,7 +556,8 @@ def test_window_rebuilds_keep_the_reference_picks(monkeypatch, labeled):
     """The window rebuilds of large pools, forced on a small one at every step (every point stale
     and near the best): a window over the whole pool, then one of 2 points that falls back to
     rebuilding every block; the backward pass then starts from the picks' exact blocks
-    (``exact_blocks``). Kronecker and dense rows, packed and loop forms. (Pool sizes no other test uses: fresh compilations.)"""
+    (``exact_blocks``). Kronecker and dense rows, packed and loop forms. (Pool sizes no other test
+    uses: fresh compilations.)"""
     monkeypatch.setattr(_kernel, "WINDOW_MIN_POINTS", 0)
     monkeypatch.setattr(_kernel, "REFRESH_TOL", 0.0)
     monkeypatch.setattr(_kernel, "ARGMAX_MARGIN", 1e30)

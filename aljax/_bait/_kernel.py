@@ -22,9 +22,10 @@ import jax.numpy as jnp
 
 from .._linalg import HIGHEST, mm, spd_inverse, sym
 from ._blocks import UNROLL_MAX_RANK, UNROLL_MIN_POINTS, correct, correct_packed, forward_gains, gains, pack, unpack
+from ._blocks import gains as _blocks_gains
 from ._rows import (DenseChunks, KronChunks, KronRows, LabeledGram, apply, apply_flat, counts, dense, flat_rows,
-                    gather, n_points, picked, prepare, quad, quad_gram, quad_gram_cheaper, reduce_columns, reduce_rows, row, scale_rows,
-                    softmax_basis, symmetric_blocks)
+                    gather, n_points, picked, prepare, quad, quad_gram, quad_gram_cheaper, reduce_columns,
+                    reduce_rows, row, scale_rows, softmax_basis, symmetric_blocks)
 
 # Woodbury updates of A = M⁻¹ are collected over this many steps and applied by one matmul.
 LAZY_STEPS = 8
@@ -290,7 +291,9 @@ def refresh_window(rows, a, fisher, g, h, drift, excluded, gains, layout):
         g_s, h_s = exact_blocks(dense(gather(rows, idx)), a, fisher)
         g_w, h_w = layout.scatter(g, idx, g_s), layout.scatter(h, idx, h_s)
         drift_w = flat(drift).at[idx].set(0).reshape(drift.shape)
-        gains_w = layout.gains(g_w, h_w)
+        # (The window's gains alone, in the loop form: a second copy of the unrolled gains of
+        # every block would lengthen the compilation by seconds.)
+        gains_w = flat(gains).at[idx].set(_blocks_gains(g_s, h_s, 1.0)).reshape(gains.shape)
         again = _contested(flat(gains_w), flat(drift_w), flat(excluded))[1]
         return jax.lax.cond(again, lambda _: rebuild(rows, a, fisher, drift, layout.gains, layout.to_flat),
                             lambda _: (g_w, h_w, drift_w, gains_w), None)
@@ -560,11 +563,10 @@ def _backward(start: _Start, a, g, h, drift, picks, k, shards, stale=None):
     costs are common: from drifted blocks, float32 removals left float64's.)"""
     sub, g_sub, h_sub, drift_sub = shards.picked(start.rows, g, h, drift, picks, start.n_local)
     d = start.fisher.shape[0]
-    if stale is not None:
+    if stale is not None:  # (exact_blocks: quick to compile, and the picks are few)
         g_sub, h_sub, drift_sub = jax.lax.cond(
-            stale, lambda _: rebuild(sub, LazyA(a, jnp.zeros((d, 1), a.dtype), 1.0), start.fisher, drift_sub,
-                                     lambda g_, h_: None, lambda blocks: blocks[0])[:3],
-            lambda _: (g_sub, h_sub, drift_sub), None)
+            stale, lambda _: exact_blocks(dense(sub), LazyA(a, jnp.zeros((d, 1), a.dtype), 1.0), start.fisher)
+            + (jnp.zeros_like(drift_sub),), lambda _: (g_sub, h_sub, drift_sub), None)
     ctx = _Backward(sub, jax.tree_util.tree_map(lambda v: v[0], sub), start.fisher)
     n_forward, r = picks.shape[0], g_sub.shape[0]
     state = _BackwardState(a, jnp.zeros((d, LAZY_STEPS * r), a.dtype), g_sub, h_sub, drift_sub,
