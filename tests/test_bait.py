@@ -184,9 +184,11 @@ ILL_CONDITIONED = [(1e-4, 1.0, 20, 2.0), (1.0, 100.0, 20, 2.0), (1e-2, 10.0, 20,
 
 
 def _force_window(monkeypatch):
-    """The window rebuilds of large pools (``refresh_window``) on every pool, through a freshly
-    traced kernel (a jitted function's trace is cached by its identity and shapes)."""
+    """The window rebuilds of large pools (``refresh_window``) on every pool, in the forward loop
+    that uses them (not the one loop of small pools), through a freshly traced kernel (a jitted
+    function's trace is cached by its identity and shapes)."""
     monkeypatch.setattr(_kernel, "WINDOW_MIN_POINTS", 0)
+    monkeypatch.setattr(_kernel, "ONE_LOOP_MAX_WORK", 0)
     monkeypatch.setattr(_plan, "kernel", jax.jit(lambda *args, **kw: _kernel.forward_backward(*args, **kw),
                                                  static_argnames=("k", "n_forward", "chunk")))
 
@@ -559,6 +561,7 @@ def test_window_rebuilds_keep_the_reference_picks(monkeypatch, labeled):
     (``exact_blocks``). Kronecker and dense rows, packed and loop forms. (Pool sizes no other test
     uses: fresh compilations.)"""
     monkeypatch.setattr(_kernel, "WINDOW_MIN_POINTS", 0)
+    monkeypatch.setattr(_kernel, "ONE_LOOP_MAX_WORK", 0)   # (the forward loop, where windows are)
     monkeypatch.setattr(_kernel, "REFRESH_TOL", 0.0)
     monkeypatch.setattr(_kernel, "ARGMAX_MARGIN", 1e30)
     # Every rebuild of one chunk (the backward pass's) by exact_blocks, Kronecker rows too.
@@ -581,6 +584,35 @@ def test_window_rebuilds_keep_the_reference_picks(monkeypatch, labeled):
                 lab_rows = None if lab is None else _rows.from_fisher_factors(lab)
             got = kernel(pool_rows, lab_rows, 0.6, k=5, n_forward=10, chunk=8)
             np.testing.assert_array_equal(np.asarray(got), expected)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_backward_pass_restarts_from_exact_blocks_after_window_rebuilds(monkeypatch, packed):
+    """The window rebuilds never refresh the picks' own blocks, so after a forward pass that saw
+    stale blocks the backward pass must not start from them: here the picks' ``H`` blocks are
+    scaled by per-point factors in 1–10 at every forward step (as if drifted; the forward picks
+    are unaffected) and the forward pass reports stale blocks, and the picks stay the reference's."""
+    monkeypatch.setattr(_kernel, "WINDOW_MIN_POINTS", 0)
+    monkeypatch.setattr(_kernel, "ONE_LOOP_MAX_WORK", 0)
+    monkeypatch.setattr(_kernel, "UNROLL_MIN_POINTS", 0 if packed else 1 << 30)
+    window = _kernel.refresh_window
+
+    def drifted(rows, a, fisher, g, h, drift, excluded, gains, layout):
+        g, h, drift, gains, _ = window(rows, a, fisher, g, h, drift, excluded, gains, layout)
+        factor = 1 + 9 * jax.random.uniform(jax.random.key(0), excluded.shape, h[0].dtype if packed else h.dtype)
+        factor = jnp.where(excluded, factor, 1).reshape(-1)
+        h = [row * factor for row in h] if packed else h * factor
+        return g, h, drift, gains, jnp.asarray(True)
+
+    monkeypatch.setattr(_kernel, "refresh_window", drifted)
+    with jax.enable_x64(True):
+        n = 23
+        pool = random_factors(41 + packed, n, 3, 4)
+        expected = reference_bait(dense_fisher_rows(pool.probs, pool.h), None, 5, lamb=0.7)
+        kernel = jax.jit(lambda *args, **kw: _kernel.forward_backward(*args, **kw),
+                         static_argnames=("k", "n_forward", "chunk"))
+        got = kernel(_rows.from_fisher_factors(pool), None, 0.7, k=5, n_forward=12, chunk=8)
+        np.testing.assert_array_equal(np.asarray(got), expected)
 
 
 # ---------------------------------------------------------------- properties
