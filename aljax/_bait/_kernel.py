@@ -174,12 +174,13 @@ def update_flat(flat, g, h, directions, sign):
     return correct(apply_flat(flat, directions, batch_first=True), g, h, sign)
 
 
-def exact_blocks(x, a, fisher):
+def exact_blocks(x, times_a, fisher):
     """``G_i = X_i A X_iᵀ`` and ``H_i = X_i A F A X_iᵀ`` (``(r, r, m)`` each) of a few points from
-    their dense rows ``x (m, r, d)``: ``U = A X_Sᵀ`` (``a``: a :class:`LazyA`), ``F U``, and the
-    diagonal blocks of ``X_S U`` and ``Uᵀ F U``; ``4·m·r·d²`` flops, no ``A F A`` (``4d³``)."""
+    their dense rows ``x (m, r, d)``: ``U = A X_Sᵀ`` (``times_a``: the product with ``A``, e.g.
+    :meth:`LazyA.times`), ``F U``, and the diagonal blocks of ``X_S U`` and ``Uᵀ F U``;
+    ``4·m·r·d²`` flops, no ``A F A`` (``4d³``)."""
     m, r, d = x.shape
-    u = a.times(x.reshape(m * r, d).T)                                   # (d, m·r)
+    u = times_a(x.reshape(m * r, d).T)                                   # (d, m·r)
     fu = mm(fisher, u)
     u, fu = u.reshape(d, m, r), fu.reshape(d, m, r)
     g = jnp.einsum("mae,emb->abm", x, u, precision=HIGHEST)
@@ -203,7 +204,7 @@ def rebuild(rows, a, fisher, drift, gains_fn, layout=lambda blocks: blocks):
     """Every block exactly from ``A`` (a :class:`LazyA`): see :func:`refresh`. Returns ``g, h``
     in ``layout``, zero drift, and ``gains_fn`` of the new blocks."""
     if _few_points(rows):
-        g_new, h_new = exact_blocks(dense(rows), a, fisher)
+        g_new, h_new = exact_blocks(dense(rows), a.times, fisher)
         g_new, h_new = layout(g_new[None]), layout(h_new[None])
         return g_new, h_new, jnp.zeros_like(drift), gains_fn(g_new, h_new)
     a = a.full()
@@ -291,7 +292,7 @@ def refresh_window(rows, a, fisher, g, h, drift, excluded, gains, layout):
 
     def window(_):
         idx = jax.lax.top_k(upper, min(WINDOW, upper.shape[0]))[1]
-        g_s, h_s = exact_blocks(dense(gather(rows, idx)), a, fisher)
+        g_s, h_s = exact_blocks(dense(gather(rows, idx)), a.times, fisher)
         g_w, h_w = layout.scatter(g, idx, g_s), layout.scatter(h, idx, h_s)
         drift_w = flat(drift).at[idx].set(0).reshape(drift.shape)
         # (The window's gains alone, in the loop form: a second copy of the unrolled gains of
@@ -568,7 +569,7 @@ def _backward(start: _Start, a, g, h, drift, picks, k, shards, stale=None):
     d = start.fisher.shape[0]
     if stale is not None:  # (exact_blocks: quick to compile, and the picks are few)
         g_sub, h_sub, drift_sub = jax.lax.cond(
-            stale, lambda _: exact_blocks(dense(sub), LazyA(a, jnp.zeros((d, 1), a.dtype), 1.0), start.fisher)
+            stale, lambda _: exact_blocks(dense(sub), functools.partial(mm, a), start.fisher)
             + (jnp.zeros_like(drift_sub),), lambda _: (g_sub, h_sub, drift_sub), None)
     ctx = _Backward(sub, jax.tree_util.tree_map(lambda v: v[0], sub), start.fisher)
     n_forward, r = picks.shape[0], g_sub.shape[0]

@@ -243,13 +243,7 @@ def scale_rows(rows: Chunks, scale) -> Chunks:
 
 def row(rows: Chunks, i):
     """``X_i`` as an ``(r, d)`` array."""
-    nc, b = counts(rows)
-    ci, pi = i // b, i % b
-    if isinstance(rows, KronChunks):
-        s = rows.s[ci, :, :, pi]
-        h = rows.ht[ci, :, pi]
-        return (s[:, :, None] * h[None, None, :]).reshape(s.shape[0], -1)
-    return rows.x[ci, pi]
+    return dense(gather(rows, jnp.reshape(i, (1,))))[0]
 
 
 def gather(rows: Chunks, idx) -> Chunks:
