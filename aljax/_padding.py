@@ -11,6 +11,9 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from . import _validate
 
 # Pools whose factors take at most this many bytes are zero-padded to a size bucket before a
 # selection loop. The padding costs up to 1/8 more work per step: below this size a compilation
@@ -36,8 +39,20 @@ def pad_to_bucket(tree, n: int):
     return tree if size == n else pad_tree(tree, size=size)
 
 
-@functools.partial(jax.jit, static_argnames="size")
 def pad_tree(tree, *, size: int):
-    """Every leaf of ``tree`` with zero rows appended up to ``size`` rows, in one jitted call (padding
-    each leaf eagerly would compile one pad per leaf for every new row count)."""
+    """Every leaf of ``tree`` with zero rows appended up to ``size`` rows: in one jitted call
+    (padding each leaf eagerly would compile one pad per leaf for every new row count), or, for
+    small concrete trees on the host or one CPU device (:func:`aljax._validate.on_host`), in NumPy,
+    which compiles nothing."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    if leaves and _validate.on_host(*leaves):
+        def pad(x):
+            padded = np.pad(np.asarray(x), [(0, size - x.shape[0])] + [(0, 0)] * (x.ndim - 1))
+            return jax.device_put(padded, x.sharding if isinstance(x, jax.Array) and x.committed else None)
+        return jax.tree_util.tree_map(pad, tree)
+    return _pad_tree(tree, size=size)
+
+
+@functools.partial(jax.jit, static_argnames="size")
+def _pad_tree(tree, *, size: int):
     return jax.tree_util.tree_map(lambda x: jnp.pad(x, [(0, size - x.shape[0])] + [(0, 0)] * (x.ndim - 1)), tree)

@@ -183,6 +183,31 @@ def check_scores_1d(fn: str, scores: Any) -> None:
         raise ValueError(message(fn, "scores", "a non-empty array", "an empty array"))
 
 
+# Concrete inputs with at most this many numbers in all, each on the host (NumPy) or on one CPU
+# device, are checked (and padded, aljax._padding) in NumPy: a jitted check compiles once per new
+# shape, a tenth of a second or more, which on small inputs is most of a first call and recurs
+# every round of an active-learning loop (the pool shrinks, the labeled set grows), while NumPy
+# reads them in well under a millisecond.
+HOST_MAX_ELEMENTS = 1 << 20
+
+
+def on_host(*arrays) -> bool:
+    """Whether ``arrays`` (concrete) are small enough, and close enough to the host, that NumPy
+    reads them without a device transfer or a gather: NumPy arrays, or jax Arrays on one CPU
+    device, ``HOST_MAX_ELEMENTS`` numbers or fewer in all."""
+    total = 0
+    for x in arrays:
+        if isinstance(x, jax.Array):
+            if isinstance(x, jax.core.Tracer) or len(x.sharding.device_set) != 1:
+                return False
+            if next(iter(x.sharding.device_set)).platform != "cpu":
+                return False
+        elif not isinstance(x, np.ndarray):
+            return False
+        total += x.size
+    return total <= HOST_MAX_ELEMENTS
+
+
 @jax.jit
 def all_finite(x) -> jax.Array:
     """Whether every value of ``x`` is finite, as one fused sum: ``x·0`` is 0 for a finite value
@@ -208,7 +233,9 @@ def check_finite_each(fn: str, named: list) -> None:
     arrays = [x for _, x in named]
     if not arrays or not is_concrete(*arrays):
         return
-    if len({x.sharding for x in arrays if isinstance(x, jax.Array)}) <= 1:
+    if on_host(*arrays):
+        flags = [bool(np.isfinite(np.asarray(x)).all()) for x in arrays]
+    elif len({x.sharding for x in arrays if isinstance(x, jax.Array)}) <= 1:
         flags = np.asarray(_finite_flags(arrays))
     else:  # differently placed arrays cannot meet in one computation
         flags = [bool(all_finite(x)) for x in arrays]

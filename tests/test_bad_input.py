@@ -782,6 +782,70 @@ def test_bait_and_vessal_refuse_their_own_bad_options(call, exc, fn, arg):
     assert f"aljax.{fn}" in message and f"`{arg}`" in message, message
 
 
+# ---------------------------------------------------------------- small inputs are checked in NumPy
+# Small concrete inputs on the host or one CPU device are checked (and padded) in NumPy instead of
+# a jitted check that compiles per shape (aljax._validate.on_host): both paths must refuse the same
+# inputs with the same message.
+
+def _value_cases():
+    """Every tabled case about values (NaN/Inf, probabilities), the table's and BAIT's own."""
+    for case in CASES:
+        if re.search(r"NaN|summing|>= 0", case[5]):
+            yield pytest.param(case[1], id=case[0])
+    for i, (arg, change, exc) in enumerate(GREEDY_BAD):
+        if arg in ("embedding", "labeled") and exc is ValueError:
+            yield pytest.param(lambda change=change: aljax.fisher_greedy(**(dict(embedding=_good(), k=3) | change)),
+                               id=f"fisher_greedy-{arg}-{i}")
+
+
+@pytest.mark.parametrize("call", list(_value_cases()))
+def test_numpy_and_jitted_value_checks_give_the_same_message(call, monkeypatch):
+    messages = []
+    for limit in (aljax._validate.HOST_MAX_ELEMENTS, 0):
+        monkeypatch.setattr(aljax._validate, "HOST_MAX_ELEMENTS", limit)
+        with pytest.raises((ValueError, TypeError)) as info:
+            call()
+        messages.append((type(info.value), str(info.value)))
+    assert messages[0] == messages[1]
+
+
+@pytest.mark.parametrize("where", ["numpy", "jax"])
+def test_numpy_value_checks_name_the_worst_row(where, monkeypatch):
+    """The row sum farthest from 1 (row 7, either side) and each kind of bad value, from NumPy and
+    from jax arrays, host path and jitted path alike."""
+    as_array = np.asarray if where == "numpy" else jnp.asarray
+    good = random_factors(0, 10, 3, 4, dtype=np.float32)
+    probs, h = np.array(good.probs), np.array(good.h)
+    def at(a, i, j, value):
+        a = a.copy()
+        a[i, j] = value
+        return a
+
+    bad = {"high": (at(probs, 7, 1, probs[7, 1] + 0.01), h, r"row 7 summing to 1\.01"),
+           "low": (at(probs, 7, 0, probs[7, 0] / 2), h, r"row 7 summing to 0\.60"),
+           "nan": (at(probs, 2, 0, np.nan), h, r"1 NaN/Inf"),
+           "inf h": (probs, at(h, 5, 3, np.inf), r"1 NaN/Inf"),
+           "negative": (at(probs, 4, 2, -probs[4, 2]), h, r"probabilities >= 0")}
+    for name, (p, x, detail) in bad.items():
+        for limit in (aljax._validate.HOST_MAX_ELEMENTS, 0):
+            monkeypatch.setattr(aljax._validate, "HOST_MAX_ELEMENTS", limit)
+            with pytest.raises(ValueError, match=detail):
+                aljax.fisher_greedy(aljax.FisherFactors(as_array(p.astype(np.float32)), as_array(x)), 3)
+    monkeypatch.setattr(aljax._validate, "HOST_MAX_ELEMENTS", 1 << 20)
+    picks = aljax.fisher_greedy(aljax.FisherFactors(as_array(probs), as_array(h)), 3)
+    monkeypatch.setattr(aljax._validate, "HOST_MAX_ELEMENTS", 0)
+    assert np.array_equal(picks, aljax.fisher_greedy(aljax.FisherFactors(as_array(probs), as_array(h)), 3))
+
+
+def test_on_host_takes_small_host_and_cpu_arrays_only(monkeypatch):
+    x = jnp.ones((4, 3))
+    assert aljax._validate.on_host(np.ones(3), x)
+    assert not aljax._validate.on_host(np.ones(3), [1.0])
+    monkeypatch.setattr(aljax._validate, "HOST_MAX_ELEMENTS", 14)
+    assert aljax._validate.on_host(np.ones(2), x) and not aljax._validate.on_host(np.ones(3), x)
+    jax.jit(lambda y: aljax._validate.on_host(y) and 1 / 0)(x)  # a tracer is never on the host
+
+
 # ---------------------------------------------------------------- the experiment harness
 
 HARNESS = [

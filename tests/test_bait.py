@@ -864,6 +864,43 @@ def test_pool_bucket_is_a_power_of_two_up_to_4_mib_of_padded_rows_then_a_fine_bu
     assert _plan.pool_bucket(np.zeros((3, 2, 2), np.float32), 3) == 4
 
 
+def test_pad_tree_in_numpy_equals_the_jitted_pad(monkeypatch):
+    """Small trees on the host or one CPU device are padded in NumPy (no compilation per shape):
+    the same values, dtypes and devices as the jitted pad, zero rows appended."""
+    device = jax.devices()[-1]
+    tree = dict(a=np.arange(15, dtype=np.float32).reshape(5, 3), b=jnp.arange(5, dtype=jnp.bfloat16) + 1,
+                c=jax.device_put(jnp.ones((5, 2, 2), jnp.int32), device), d=None)
+    host = _padding.pad_tree(tree, size=8)
+    monkeypatch.setattr(aljax._validate, "HOST_MAX_ELEMENTS", 0)
+    jitted = _padding.pad_tree(tree, size=8)
+    assert host["d"] is None and jitted["d"] is None
+    for name in "abc":
+        x, y = host[name], jitted[name]
+        assert isinstance(x, jax.Array) and x.shape == y.shape == (8,) + tuple(np.shape(tree[name]))[1:]
+        assert x.dtype == y.dtype and x.sharding.device_set == y.sharding.device_set
+        assert np.array_equal(np.asarray(x, np.float64), np.asarray(y, np.float64))
+        assert not np.any(np.asarray(x[5:], np.float64)) and np.array_equal(np.asarray(x[:5]), np.asarray(tree[name]))
+    assert host["c"].sharding.device_set == {device}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, jnp.bfloat16])
+@pytest.mark.parametrize("where", ["numpy", "jax"])
+@pytest.mark.parametrize("x64", [False, True], ids=["x32", "x64"])
+def test_host_fisher_rows_equal_the_jitted_rows_bit_for_bit(dtype, where, x64):
+    """Small inputs get their rows in NumPy (no compilation per pool size): the forward steps
+    rebuild ``S`` from ``p`` in the kernel, so the rows must be the jitted ones exactly."""
+    emb = random_factors(3, 37, 7, 5, temperature=4.0)
+    as_array = np.asarray if where == "numpy" else jnp.asarray
+    with jax.enable_x64(x64):
+        emb = aljax.FisherFactors(as_array(np.asarray(emb.probs).astype(dtype)),
+                                  as_array(np.asarray(emb.h).astype(dtype)))
+        host, jitted = _rows.host_fisher_rows(emb), _rows.from_fisher_factors(emb)
+    assert host.softmax and jitted.softmax
+    for x, y in zip(jax.tree_util.tree_leaves(host), jax.tree_util.tree_leaves(jitted)):
+        assert isinstance(x, jax.Array) and x.dtype == y.dtype and x.shape == y.shape
+        assert np.array_equal(np.asarray(x).view(np.uint8), np.asarray(y).view(np.uint8))
+
+
 def test_pool_sizes_of_one_bucket_share_one_compilation():
     """Pools of 20, 18 and 17 points (one bucket: 32 rows) with 6 or 9 labeled points: the picks
     of the dense reference, and at most one compilation of the kernel for all of them."""

@@ -14,8 +14,8 @@ from .. import _progress, _validate
 from .._padding import bucket, nbytes, pad_tree
 from .._types import FisherFactors
 from ._kernel import initial_inverse, kernel
-from ._rows import (KronRows, LabeledGram, binary_rows, fisher_trace, from_fisher_factors, is_binary, n_cols, n_points,
-                    prepare)
+from ._rows import (KronRows, LabeledGram, binary_rows, fisher_trace, from_fisher_factors, host_fisher_rows,
+                    is_binary, n_cols, n_points, prepare)
 from ._sharded import plan_sharded
 
 # Chunks of the pool axis are sized so that one chunk's largest temporary holds about this many
@@ -51,6 +51,15 @@ def _factor_stats(probs, h):
     return (_validate.all_finite(probs), _validate.all_finite(h), *_prob_stats(probs))
 
 
+def _host_factor_stats(probs: np.ndarray, h: np.ndarray):
+    """:func:`_factor_stats` in NumPy, for small inputs (:func:`aljax._validate.on_host`): it
+    compiles nothing. Row sums accumulate in float64."""
+    sums = probs.sum(axis=1, dtype=np.float64)
+    i = int(np.argmax(np.abs(sums - 1))) if len(sums) else 0
+    return (np.isfinite(probs).all(), np.isfinite(h).all(), (probs < 0).any(), i,
+            sums.max(initial=-np.inf), sums.min(initial=np.inf))
+
+
 def _check_factors(fn: str, arg: str, emb: FisherFactors) -> None:
     """Finite values, probabilities ``>= 0``, rows summing to 1: the Fisher sum (block diagonal
     minus ``ZᵀZ``) and the null vector ``√p`` of ``S_i`` rely on the sums, and unnormalised rows
@@ -59,7 +68,9 @@ def _check_factors(fn: str, arg: str, emb: FisherFactors) -> None:
     probs, h = emb.probs, emb.h
     if not _validate.is_concrete(probs, h) or probs.shape[0] == 0:
         return
-    if getattr(probs, "sharding", None) == getattr(h, "sharding", None):
+    if _validate.on_host(probs, h):
+        finite_p, finite_h, *stats = _host_factor_stats(np.asarray(probs), np.asarray(h))
+    elif getattr(probs, "sharding", None) == getattr(h, "sharding", None):
         finite_p, finite_h, *stats = _factor_stats(probs, h)
     else:   # differently placed arrays cannot meet in one computation
         finite_p = finite_h = False
@@ -89,7 +100,7 @@ def _factor_rows(fn: str, arg: str, emb: FisherFactors, like) -> KronRows:
             fn, arg, f"FisherFactors with C = {like.probs.shape[1]} classes and D = {like.h.shape[1]} "
             "features, like `embedding`", f"C = {emb.probs.shape[1]} and D = {emb.h.shape[1]}"))
     _check_factors(fn, arg, emb)
-    return from_fisher_factors(emb)
+    return host_fisher_rows(emb) if _validate.on_host(emb.probs, emb.h) else from_fisher_factors(emb)
 
 
 def _dense_rows(fn: str, arg: str, emb, like) -> jax.Array:
@@ -192,11 +203,11 @@ def _plan_one_device(rows, labeled_rows, k, lamb, n, n_forward):
     rows = rows if size == n else pad_tree(rows, size=size)
     b = rows_chunk(rows, size)
     if labeled_rows is not None:
-        labeled_rows = _labeled_gram(_pad_labeled(labeled_rows, n_lab), lamb, jnp.int32(n_lab), jnp.int32(k),
+        labeled_rows = _labeled_gram(_pad_labeled(labeled_rows, n_lab), lamb, np.int32(n_lab), np.int32(k),
                                      chunk=b, dtype=dtype)
     return kernel, (rows, labeled_rows, lamb), dict(
-        k=k, n_forward=n_forward, chunk=b, n_valid=jnp.int32(n),
-        n_lab_valid=None if labeled_rows is None else jnp.int32(n_lab))
+        k=k, n_forward=n_forward, chunk=b, n_valid=np.int32(n),
+        n_lab_valid=None if labeled_rows is None else np.int32(n_lab))
 
 
 def plan(fn, rows, labeled_rows, k, lamb, oversample, layout=None, labeled_layout=None, pool_arg="embedding"):

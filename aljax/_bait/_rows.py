@@ -125,6 +125,23 @@ def from_fisher_factors(emb: FisherFactors) -> KronRows:
     return KronRows(emb.s_factor(), emb.h, emb.probs, emb.probs, softmax=True)
 
 
+def host_fisher_rows(emb: FisherFactors) -> KronRows:
+    """:func:`from_fisher_factors` in NumPy, for small concrete inputs on the host or one CPU device
+    (:func:`aljax._validate.on_host`): bit for bit the jitted rows (elementwise IEEE operations),
+    without the compilation per pool size that the jitted function costs."""
+    dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(jnp.float32, emb.probs.dtype, emb.h.dtype))
+    p = np.asarray(emb.probs).astype(dtype)
+    s = np.sqrt(p)[:, :, None] * (np.eye(p.shape[1], dtype=dtype)[None] - p[:, None, :])
+
+    where = next((x.sharding for x in (emb.probs, emb.h) if isinstance(x, jax.Array) and x.committed), None)
+
+    def put(x):
+        return x if isinstance(x, jax.Array) else jax.device_put(x, where)
+
+    p = put(p)
+    return KronRows(put(s), put(emb.h), p, p, softmax=True)
+
+
 @jax.jit
 def binary_rows(rows: KronRows) -> KronRows:
     """Two-class softmax rows (:func:`from_fisher_factors`) as one row per point on ``D`` columns.
