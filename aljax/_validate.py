@@ -208,6 +208,12 @@ def on_host(*arrays) -> bool:
     return total <= HOST_MAX_ELEMENTS
 
 
+def as_array(x):
+    """``x`` as an array a jitted function takes: NumPy and jax arrays as they are, anything else
+    through ``jnp.asarray`` (which, for a NumPy array, compiles a small program per new shape)."""
+    return x if isinstance(x, (np.ndarray, jax.Array)) else jnp.asarray(x)
+
+
 @jax.jit
 def all_finite(x) -> jax.Array:
     """Whether every value of ``x`` is finite, as one fused sum: ``x·0`` is 0 for a finite value

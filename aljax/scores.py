@@ -38,8 +38,13 @@ def _check_logits(fn: str, logits, *, ndim: int = 2) -> jax.Array:
     if shape[-1] < 2:
         raise ValueError(_validate.message(fn, "logits", "at least 2 classes", f"shape {tuple(shape)}"))
     _validate.check_finite(fn, "the values of argument `logits`", logits)
-    return jnp.asarray(logits)
+    return _validate.as_array(logits)
 
+
+# One jitted program per score and input shape: run eagerly, each score is several small XLA
+# programs, each compiled apart on a first call.
+_least_confidence, _margin, _entropy, _bald = (jax.jit(f) for f in (_scores.least_confidence, _scores.margin,
+                                                                     _scores.entropy, _scores.bald))
 
 # Public score-level API.
 
@@ -59,7 +64,7 @@ def least_confidence(logits) -> jax.Array:
       >>> scores.least_confidence(jnp.zeros((1, 4))).tolist()
       [0.75]
     """
-    return _scores.least_confidence(_check_logits("scores.least_confidence", logits))
+    return _least_confidence(_check_logits("scores.least_confidence", logits))
 
 
 def margin(logits) -> jax.Array:
@@ -78,7 +83,7 @@ def margin(logits) -> jax.Array:
       >>> scores.margin(jnp.zeros((1, 3))).tolist()
       [1.0]
     """
-    return _scores.margin(_check_logits("scores.margin", logits))
+    return _margin(_check_logits("scores.margin", logits))
 
 
 def entropy(logits) -> jax.Array:
@@ -96,7 +101,7 @@ def entropy(logits) -> jax.Array:
       >>> round(float(scores.entropy(jnp.zeros((1, 2)))[0]), 4)
       0.6931
     """
-    return _scores.entropy(_check_logits("scores.entropy", logits))
+    return _entropy(_check_logits("scores.entropy", logits))
 
 
 def bald(logits) -> jax.Array:
@@ -116,7 +121,7 @@ def bald(logits) -> jax.Array:
       >>> bool(scores.bald(samples)[0] > 0.5)
       True
     """
-    return _scores.bald(_check_logits("scores.bald", logits, ndim=3))
+    return _bald(_check_logits("scores.bald", logits, ndim=3))
 
 
 def top_k(scores, k: int) -> jax.Array:
@@ -139,4 +144,4 @@ def top_k(scores, k: int) -> jax.Array:
     _validate.check_scores_1d(fn, scores)
     k = _validate.check_k(fn, k, scores.shape[0])
     _validate.check_finite(fn, "the values of argument `scores`", scores)
-    return _scores.top_k(jnp.asarray(scores), k)
+    return _scores.top_k(_validate.as_array(scores), k)
