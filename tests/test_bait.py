@@ -338,6 +338,22 @@ def _random_spd(rng, d, scale=1.0):
     return q @ q.T * scale / d + np.eye(d) * 0.5
 
 
+@pytest.mark.parametrize("b", [384, 200, 128])
+def test_loop_gains_over_blocks_of_points_equal_dense_formulas(b):
+    """The loop-form gains ``tr(H (I ± G)⁻¹)`` run over blocks of ``GAINS_BLOCK`` points when
+    they divide the stack (384: three blocks; 200 and 128: one pass), against NumPy."""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(b)
+        r = 5
+        w, v = rng.normal(size=(b, r, 7)), rng.normal(size=(b, r, 9))
+        g = np.einsum("naj,ncj->nac", w, w) / (2 * 7 * (1 + np.abs(w).max()) ** 2)  # ‖G‖ < 1: I − G SPD
+        h = np.einsum("naj,ncj->nac", v, v) / 9
+        for sign in (1.0, -1.0):
+            got = jax.jit(_blocks.gains, static_argnums=2)(*(jnp.asarray(x.transpose(1, 2, 0)) for x in (g, h)), sign)
+            dense = [np.trace(hi @ np.linalg.inv(np.eye(r) + sign * gi)) for gi, hi in zip(g, h)]
+            np.testing.assert_allclose(np.asarray(got), dense, rtol=1e-10)
+
+
 @pytest.mark.parametrize("kind", [pytest.param("factors", marks=pytest.mark.slow), "dense"])
 def test_structured_blocks_and_updates_equal_dense_formulas(kind):
     """G_i = X A Xᵀ, H_i = X A F A Xᵀ, the gain tr(H (I ± G)⁻¹), and their rank-r updates after a

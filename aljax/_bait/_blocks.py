@@ -22,6 +22,8 @@ UNROLL_MAX_RANK = 16
 # (:func:`gains`: a ``fori_loop`` over the pivots; :func:`correct`: batched matmuls) lose less in
 # the whole selection than the compilation they save (docs/algorithms/bait.md, "Compilation").
 UNROLL_MIN_POINTS = 4096
+# The loop-form gains run over blocks of this many points (see :func:`gains`).
+GAINS_BLOCK = 128
 
 
 def spd_inverse(a):
@@ -46,7 +48,22 @@ def spd_inverse(a):
 
 
 def gains(g, h, sign):
-    """``tr(H (I + σG)⁻¹)`` per point: ``g, h (r, r, b)`` -> ``(b,)``."""
+    """``tr(H (I + σG)⁻¹)`` per point: ``g, h (r, r, b)`` -> ``(b,)``. Over ``GAINS_BLOCK``
+    points at a time when ``b`` divides into such blocks: each pivot of :func:`spd_inverse` is a
+    pass over the whole stack, and a block's stack stays in cache for all ``r`` of them."""
+    r, _, b = g.shape
+    block = GAINS_BLOCK
+    if r > UNROLL_MAX_RANK or b <= block or b % block:
+        return _gains(g, h, sign)
+
+    def one(c, out):
+        gc, hc = (jax.lax.dynamic_slice_in_dim(x, c * block, block, axis=2) for x in (g, h))
+        return jax.lax.dynamic_update_slice_in_dim(out, _gains(gc, hc, sign), c * block, axis=0)
+
+    return jax.lax.fori_loop(0, b // block, one, jnp.zeros(b, g.dtype))
+
+
+def _gains(g, h, sign):
     r = g.shape[0]
     eye = jnp.eye(r, dtype=g.dtype)[:, :, None]
     return jnp.sum(spd_inverse(eye + sign * g) * h, axis=(0, 1))
