@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import aljax
 from aljax import _padding
-from aljax._bait import _blocks, _kernel, _plan, _rows
+from aljax._bait import _blocks, _kernel, _picks_space, _plan, _rows
 from models import MODEL_KINDS
 
 # ---------------------------------------------------------------- the dense reference
@@ -601,6 +601,72 @@ def test_window_rebuilds_keep_the_reference_picks(monkeypatch, labeled):
                 lab_rows = None if lab is None else _rows.from_fisher_factors(lab)
             got = kernel(pool_rows, lab_rows, 0.6, k=5, n_forward=10, chunk=8)
             np.testing.assert_array_equal(np.asarray(got), expected)
+
+
+@pytest.mark.parametrize("labeled", [False, True], ids=["no-labeled", "labeled"])
+def test_backward_pass_in_the_picks_space_keeps_the_reference_picks(monkeypatch, labeled):
+    """Wide heads run the backward pass on ``K = X_S A X_Sᵀ`` and ``L = X_S A F A X_Sᵀ`` of the
+    forward picks' rows (``_picks_space``), forced here on small problems: Kronecker rows on all
+    and on sum-zero columns, dense rows, loop and packed forward forms; and with every step's
+    blocks recomputed exactly (the drift guard at 0), through the carried ``U = A X_Sᵀ``."""
+    used = []
+    monkeypatch.setattr(_picks_space, "worth_it", lambda *args: used.append(args) or True)
+    monkeypatch.setattr(_kernel, "ONE_LOOP_MAX_WORK", 0)   # (the backward pass apart)
+    with jax.enable_x64(True):
+        n = 29
+        emb = random_factors(31 + labeled, n + 6, 3, 4)
+        pool, lab = emb[:n], (emb[n:] if labeled else None)
+        expected = reference_bait(dense_fisher_rows(pool.probs, pool.h),
+                                  None if lab is None else dense_fisher_rows(lab.probs, lab.h), 5, lamb=0.3)
+        for reduce_dim, unroll, dense, tol in ((1 << 30, 1 << 30, False, 1e-5), (0, 0, False, 1e-5),
+                                               (1 << 30, 1 << 30, True, 1e-5), (0, 1 << 30, False, 0.0)):
+            monkeypatch.setattr(_kernel, "REDUCE_MIN_DIM", reduce_dim)
+            monkeypatch.setattr(_kernel, "UNROLL_MIN_POINTS", unroll)
+            monkeypatch.setattr(_kernel, "REFRESH_TOL", tol)
+            kernel = jax.jit(lambda *args, **kw: _kernel.forward_backward(*args, **kw),
+                             static_argnames=("k", "n_forward", "chunk"))
+            if dense:
+                pool_rows, lab_rows = pool.to_dense(), None if lab is None else lab.to_dense()
+            else:
+                pool_rows = _rows.from_fisher_factors(pool)
+                lab_rows = None if lab is None else _rows.from_fisher_factors(lab)
+            got = kernel(pool_rows, lab_rows, 0.3, k=5, n_forward=11, chunk=8)
+            np.testing.assert_array_equal(np.asarray(got), expected)
+    assert len(used) == 4
+
+
+def test_picks_space_removals_equal_dense_formulas():
+    """After removing picks 2 then 4, ``K``, ``L``, ``U`` (from the pending columns) and the drift
+    of the picks' space equal ``X_S A' X_Sᵀ``, ``X_S A' F A' X_Sᵀ`` and ``A' X_Sᵀ`` with
+    ``A' = (A⁻¹ − X_2ᵀX_2 − X_4ᵀX_4)⁻¹``."""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(5)
+        p, r, d = 6, 3, 40
+        x = rng.normal(size=(p, r, d)) / np.sqrt(d)
+        xs = x.reshape(p * r, d)
+        m = 0.7 * np.eye(d) + xs.T @ xs
+        fisher = _random_spd(rng, d, 2.0)
+        u0, xs_j, state = _picks_space.start(jnp.asarray(x), jnp.asarray(np.linalg.inv(m)), jnp.asarray(fisher), 2)
+        remove = jax.jit(_picks_space.remove, static_argnums=5)
+        drift = np.zeros(p)
+        for t, q in enumerate((2, 4)):
+            l_before = np.asarray(state.l)
+            state = remove(state, q, t, u0, xs_j, r)
+            m = m - x[q].T @ x[q]
+            a = np.linalg.inv(m)
+            dl = (xs @ a @ fisher @ a @ xs.T - l_before).reshape(p, r, p, r)
+            drift += [np.linalg.norm(dl[j, :, j]) for j in range(p)]
+            np.testing.assert_allclose(np.asarray(_picks_space.current_u(state, u0, xs_j)), a @ xs.T, rtol=1e-9,
+                                       atol=1e-12)
+            np.testing.assert_allclose(np.asarray(state.k), xs @ a @ xs.T, rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(np.asarray(state.l), xs @ a @ fisher @ a @ xs.T, rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(np.asarray(state.drift), drift, rtol=1e-9)
+        assert np.asarray(state.removed).tolist() == [False, False, True, False, True, False]
+
+
+def test_picks_space_is_used_for_wide_heads_only():
+    assert _picks_space.worth_it(200, 10, 6912) and _picks_space.worth_it(200, 1, 768)
+    assert not _picks_space.worth_it(200, 10, 1152) and not _picks_space.worth_it(20, 10, 320)
 
 
 @pytest.mark.parametrize("packed", [False, True])

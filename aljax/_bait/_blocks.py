@@ -124,6 +124,14 @@ def forward_gains(g, h, r):
     return gains(g, h, 1.0)
 
 
+def kept_if_broken(cost):
+    """Removal costs with those that rounding broke set to the largest finite number: in exact
+    arithmetic I − G_j is positive definite and the cost positive; when rounding breaks that,
+    removing j would uncover a direction almost only j spans, so j is kept. (The largest finite
+    number, not inf, so that a removed point, at inf, is never chosen again.)"""
+    return jnp.where((cost >= 0) & jnp.isfinite(cost), cost, jnp.finfo(cost.dtype).max)
+
+
 def block_norm(x):
     """Frobenius norm of each ``(r, r)`` block of a batch-last stack ``(r, r, b)`` -> ``(b,)``."""
     return jnp.sqrt(jnp.sum(x * x, axis=(0, 1)))

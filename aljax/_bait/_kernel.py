@@ -21,7 +21,9 @@ import jax
 import jax.numpy as jnp
 
 from .._linalg import HIGHEST, mm, spd_inverse, sym
-from ._blocks import UNROLL_MAX_RANK, UNROLL_MIN_POINTS, correct, correct_packed, forward_gains, gains, pack, unpack
+from . import _picks_space
+from ._blocks import (UNROLL_MAX_RANK, UNROLL_MIN_POINTS, correct, correct_packed, forward_gains, gains,
+                      kept_if_broken, pack, unpack)
 from ._blocks import gains as _blocks_gains
 from ._rows import (DenseChunks, KronChunks, KronRows, LabeledGram, apply, apply_flat, counts, dense, flat_rows,
                     gather, n_points, picked, prepare, quad, quad_gram, quad_gram_cheaper, reduce_columns,
@@ -535,14 +537,6 @@ class _BackwardState(NamedTuple):
     removed: jax.Array    # (n_forward,) bool
 
 
-def _kept_if_broken(cost):
-    """Removal costs with those that rounding broke set to the largest finite number: in exact
-    arithmetic I − G_j is positive definite and the cost positive; when rounding breaks that,
-    removing j would uncover a direction almost only j spans, so j is kept. (The largest finite
-    number, not inf, so that a removed point, at inf, is never chosen again.)"""
-    return jnp.where((cost >= 0) & jnp.isfinite(cost), cost, jnp.finfo(cost.dtype).max)
-
-
 def _removal_costs(g, h):
     return jax.vmap(lambda gc, hc: gains(gc, hc, -1.0))(g, h)
 
@@ -553,7 +547,7 @@ def _backward_step(ctx: _Backward, t, state: _BackwardState) -> _BackwardState:
     g, h, drift, cost = refresh(ctx.rows, effective_a(state.a, state.pending, -1.0), ctx.fisher, state.g[None],
                                 state.h[None], state.drift[None], state.removed[None], _removal_costs)
     g, h, drift, cost = g[0], h[0], drift[0], cost[0]
-    cost = _kept_if_broken(cost)
+    cost = kept_if_broken(cost)
     q = jnp.argmin(jnp.where(state.removed, jnp.inf, cost)).astype(jnp.int32)
     directions, ul = woodbury_directions(state.a, ctx.fisher, row(ctx.rows, q), -1.0, state.pending)
     g, h, dh = update_chunk(ctx.chunk, g, h, directions, -1.0)
@@ -567,12 +561,15 @@ def _backward(start: _Start, a, g, h, drift, picks, k, shards, stale=None):
     costs are common: from drifted blocks, float32 removals left float64's.)"""
     sub, g_sub, h_sub, drift_sub = shards.picked(start.rows, g, h, drift, picks, start.n_local)
     d = start.fisher.shape[0]
+    n_forward, r = picks.shape[0], g_sub.shape[0]
+    if _picks_space.worth_it(n_forward, r, d):   # wide heads (restarts from exact blocks itself)
+        removed = _picks_space.backward(dense(sub), a, start.fisher, n_forward - k, REFRESH_TOL)
+        return picks[jnp.nonzero(~removed, size=k)[0]]
     if stale is not None:  # (exact_blocks: quick to compile, and the picks are few)
         g_sub, h_sub, drift_sub = jax.lax.cond(
             stale, lambda _: exact_blocks(dense(sub), functools.partial(mm, a), start.fisher)
             + (jnp.zeros_like(drift_sub),), lambda _: (g_sub, h_sub, drift_sub), None)
     ctx = _Backward(sub, jax.tree_util.tree_map(lambda v: v[0], sub), start.fisher)
-    n_forward, r = picks.shape[0], g_sub.shape[0]
     state = _BackwardState(a, jnp.zeros((d, LAZY_STEPS * r), a.dtype), g_sub, h_sub, drift_sub,
                            jnp.zeros(n_forward, bool))
     removed = lazy_loop(n_forward - k, functools.partial(_backward_step, ctx), state, -1.0).removed
@@ -619,7 +616,7 @@ def _one_loop(start: _Start, pool, n_forward, k):
                                      layout=layout.to_flat)
         flat_score = score.reshape(-1)
         p_forward = jnp.argmax(jnp.where(eligible.reshape(-1), flat_score, -jnp.inf))
-        cost = _kept_if_broken(flat_score[state.picks])
+        cost = kept_if_broken(flat_score[state.picks])
         p_backward = state.picks[jnp.argmin(jnp.where(picked_live, cost, jnp.inf))]
         p = jnp.where(forward, p_forward, p_backward).astype(jnp.int32)
         directions, ul = woodbury_directions(state.a, start.fisher, row(start.rows, p), sign, state.pending)
