@@ -570,6 +570,17 @@ def test_window_rebuild_recomputes_the_blocks_near_the_best_only(monkeypatch, pa
             np.testing.assert_allclose(np.asarray(gains_out).reshape(-1), expected_gains, rtol=1e-9)
 
 
+def _fresh_kernel(pool, lab, dense, lamb, **static):
+    """The kernel's picks for ``FisherFactors`` ``pool`` (and ``lab``, or None) as Kronecker or
+    ``dense`` rows, through a freshly traced kernel (so that monkeypatched constants apply)."""
+    kernel = jax.jit(lambda *args, **kw: _kernel.forward_backward(*args, **kw),
+                     static_argnames=("k", "n_forward", "chunk"))
+    if dense:
+        return kernel(pool.to_dense(), None if lab is None else lab.to_dense(), lamb, **static)
+    return kernel(_rows.from_fisher_factors(pool), None if lab is None else _rows.from_fisher_factors(lab), lamb,
+                  **static)
+
+
 @pytest.mark.parametrize("labeled", [False, True])
 def test_window_rebuilds_keep_the_reference_picks(monkeypatch, labeled):
     """The window rebuilds of large pools, forced on a small one at every step (every point stale
@@ -592,14 +603,7 @@ def test_window_rebuilds_keep_the_reference_picks(monkeypatch, labeled):
         for window, unroll, dense in ((32, 0, False), (2, 1 << 30, False), (32, 1 << 30, True)):
             monkeypatch.setattr(_kernel, "WINDOW", window)
             monkeypatch.setattr(_kernel, "UNROLL_MIN_POINTS", unroll)
-            kernel = jax.jit(lambda *args, **kw: _kernel.forward_backward(*args, **kw),
-                             static_argnames=("k", "n_forward", "chunk"))
-            if dense:
-                pool_rows, lab_rows = pool.to_dense(), None if lab is None else lab.to_dense()
-            else:
-                pool_rows = _rows.from_fisher_factors(pool)
-                lab_rows = None if lab is None else _rows.from_fisher_factors(lab)
-            got = kernel(pool_rows, lab_rows, 0.6, k=5, n_forward=10, chunk=8)
+            got = _fresh_kernel(pool, lab, dense, 0.6, k=5, n_forward=10, chunk=8)
             np.testing.assert_array_equal(np.asarray(got), expected)
 
 
@@ -608,7 +612,7 @@ def test_backward_pass_in_the_picks_space_keeps_the_reference_picks(monkeypatch,
     """Wide heads run the backward pass on ``K = X_S A X_Sᵀ`` and ``L = X_S A F A X_Sᵀ`` of the
     forward picks' rows (``_picks_space``), forced here on small problems: Kronecker rows on all
     and on sum-zero columns, dense rows, loop and packed forward forms; and with every step's
-    blocks recomputed exactly (the drift guard at 0), through the carried ``U = A X_Sᵀ``."""
+    blocks recomputed exactly (the drift guard at 0), from ``U = a X_Sᵀ + P (Pᵀ X_Sᵀ)``."""
     used = []
     monkeypatch.setattr(_picks_space, "worth_it", lambda *args: used.append(args) or True)
     monkeypatch.setattr(_kernel, "ONE_LOOP_MAX_WORK", 0)   # (the backward pass apart)
@@ -623,14 +627,7 @@ def test_backward_pass_in_the_picks_space_keeps_the_reference_picks(monkeypatch,
             monkeypatch.setattr(_kernel, "REDUCE_MIN_DIM", reduce_dim)
             monkeypatch.setattr(_kernel, "UNROLL_MIN_POINTS", unroll)
             monkeypatch.setattr(_kernel, "REFRESH_TOL", tol)
-            kernel = jax.jit(lambda *args, **kw: _kernel.forward_backward(*args, **kw),
-                             static_argnames=("k", "n_forward", "chunk"))
-            if dense:
-                pool_rows, lab_rows = pool.to_dense(), None if lab is None else lab.to_dense()
-            else:
-                pool_rows = _rows.from_fisher_factors(pool)
-                lab_rows = None if lab is None else _rows.from_fisher_factors(lab)
-            got = kernel(pool_rows, lab_rows, 0.3, k=5, n_forward=11, chunk=8)
+            got = _fresh_kernel(pool, lab, dense, 0.3, k=5, n_forward=11, chunk=8)
             np.testing.assert_array_equal(np.asarray(got), expected)
     assert len(used) == 4
 
