@@ -661,6 +661,29 @@ def test_picks_space_removals_equal_dense_formulas():
         assert np.asarray(state.removed).tolist() == [False, False, True, False, True, False]
 
 
+def test_picks_space_refresh_recomputes_the_blocks_and_their_costs(monkeypatch):
+    """The drift guard of the picks' space: a start whose ``L`` is scaled by per-pick factors in
+    1–10 (as if drifted) and flagged stale is recomputed from ``U`` before the first removal, and
+    the removals then use the recomputed costs: the reference's picks."""
+    monkeypatch.setattr(_picks_space, "worth_it", lambda *args: True)
+    monkeypatch.setattr(_kernel, "ONE_LOOP_MAX_WORK", 0)
+    start = _picks_space.start
+
+    def drifted(x, a, fisher, n_remove):
+        u0, xs, state = start(x, a, fisher, n_remove)
+        p, r = x.shape[:2]
+        scale = jnp.repeat(jnp.linspace(1.0, 10.0, p, dtype=state.l.dtype), r)
+        return u0, xs, state._replace(l=state.l * scale[:, None] * scale[None, :],
+                                      drift=jnp.full_like(state.drift, 1e30))
+
+    monkeypatch.setattr(_picks_space, "start", drifted)
+    with jax.enable_x64(True):
+        emb = random_factors(41, 31, 3, 4)
+        expected = reference_bait(dense_fisher_rows(emb.probs, emb.h), None, 5, lamb=0.4)
+        got = _fresh_kernel(emb, None, False, 0.4, k=5, n_forward=11, chunk=8)
+    np.testing.assert_array_equal(np.asarray(got), expected)
+
+
 def test_picks_space_is_used_for_wide_heads_only():
     assert _picks_space.worth_it(200, 10, 6912) and _picks_space.worth_it(200, 1, 768)
     assert not _picks_space.worth_it(200, 10, 1152) and not _picks_space.worth_it(20, 10, 320)
