@@ -22,6 +22,13 @@ def sym(m):
     return (m + jnp.swapaxes(m, -1, -2)) / 2
 
 
+def inverse_factor(m):
+    """``L = R⁻ᵀ`` with ``R = chol(m)``, so that ``L Lᵀ = m⁻¹``, for a small symmetric positive
+    definite ``m``: the factor a Woodbury step applies to its ``r`` directions."""
+    eye = jnp.eye(m.shape[-1], dtype=m.dtype)
+    return jax.scipy.linalg.solve_triangular(jnp.linalg.cholesky(m), eye, lower=True).T
+
+
 def spd_inverse(m):
     """The inverse of a symmetric positive definite ``m`` through its Cholesky factor (outside hot
     loops: a one-off setup solve)."""

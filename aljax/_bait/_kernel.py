@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .._linalg import HIGHEST, mm, spd_inverse, sym
+from .._linalg import HIGHEST, inverse_factor, mm, spd_inverse, sym
 from . import _picks_space
 from ._blocks import (UNROLL_MAX_RANK, UNROLL_MIN_POINTS, correct, correct_packed, forward_gains, gains,
                       kept_if_broken, pack, unpack)
@@ -123,10 +123,8 @@ def woodbury_directions(a, fisher, xp, sign, pending):
     g_p = sym(mm(xp, u))                               # G_p = X_p A X_pᵀ
     h_p = sym(mm(u.T, fu))                             # H_p = X_p A F A X_pᵀ
     r = g_p.shape[0]
-    # K = (I + σG_p)⁻¹ = L Lᵀ with L = R⁻ᵀ, R = chol(I + σG_p).
-    eye = jnp.eye(r, dtype=a.dtype)
-    chol = jnp.linalg.cholesky(eye + sign * g_p)
-    l_fac = jax.scipy.linalg.solve_triangular(chol, eye, lower=True).T   # L = R⁻ᵀ, r × r
+    # K = (I + σG_p)⁻¹ = L Lᵀ.
+    l_fac = inverse_factor(jnp.eye(r, dtype=a.dtype) + sign * g_p)        # r × r
     ul, zl = mm(u, l_fac), mm(z, l_fac)
     h_tilde = sym(mm(mm(l_fac.T, h_p), l_fac))                           # Lᵀ H_p L
     z_tilde = zl - 0.5 * sign * mm(ul, h_tilde)

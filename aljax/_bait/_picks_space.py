@@ -23,7 +23,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .._linalg import mm, spd_inverse, sym
+from .._linalg import HIGHEST, inverse_factor, mm, sym
 from ._blocks import block_norm, gains, kept_if_broken
 
 
@@ -66,9 +66,7 @@ def remove(s: _State, q, t, u0, xs, r: int) -> _State:
     p = s.removed.shape[0]
     kq = jax.lax.dynamic_slice_in_dim(s.k, q * r, r, axis=1)                       # (m, r)
     lq = jax.lax.dynamic_slice_in_dim(s.l, q * r, r, axis=1)
-    eye = jnp.eye(r, dtype=s.k.dtype)
-    chol = jnp.linalg.cholesky(eye - jax.lax.dynamic_slice_in_dim(kq, q * r, r, axis=0))
-    w_half = jax.scipy.linalg.solve_triangular(chol, eye, lower=True).T            # W = W½ W½ᵀ
+    w_half = inverse_factor(jnp.eye(r, dtype=s.k.dtype) - jax.lax.dynamic_slice_in_dim(kq, q * r, r, axis=0))
     w = mm(w_half, w_half.T)
     lqq = jax.lax.dynamic_slice_in_dim(lq, q * r, r, axis=0)
     kw = mm(kq, w)
@@ -76,7 +74,7 @@ def remove(s: _State, q, t, u0, xs, r: int) -> _State:
     left = jnp.concatenate([mm(lq, w), kw], axis=1)
     right = jnp.concatenate([kq, lq + mm(kw, lqq)], axis=1)
     dl_blocks = jnp.einsum("pai,pbi->abp", left.reshape(p, r, 2 * r), right.reshape(p, r, 2 * r),
-                           precision=jax.lax.Precision.HIGHEST)
+                           precision=HIGHEST)
     xq = jax.lax.dynamic_slice_in_dim(xs, q * r, r, axis=0)                        # (r, d)
     uq = jax.lax.dynamic_slice_in_dim(u0, q * r, r, axis=1) + mm(s.pending, mm(s.pending.T, xq.T))
     pending = jax.lax.dynamic_update_slice_in_dim(s.pending, mm(uq, w_half), t * r, axis=1)
