@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -34,3 +35,12 @@ def spd_inverse(m):
     loops: a one-off setup solve)."""
     eye = jnp.eye(m.shape[-1], dtype=m.dtype)
     return sym(jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(sym(m)), True), eye))
+
+
+def host_spd_inverse(m: np.ndarray) -> np.ndarray:
+    """:func:`spd_inverse` in NumPy, for a small matrix on the host: ``R⁻ᵀR⁻¹`` with ``R`` the
+    Cholesky factor. Raises ``numpy.linalg.LinAlgError`` where ``m`` is not numerically positive
+    definite."""
+    inv_factor = np.linalg.inv(np.linalg.cholesky((m + m.T) / 2))
+    out = inv_factor.T @ inv_factor
+    return (out + out.T) / 2

@@ -1003,6 +1003,124 @@ def test_host_fisher_rows_equal_the_jitted_rows_bit_for_bit(dtype, where, x64):
         assert np.array_equal(np.asarray(x).view(np.uint8), np.asarray(y).view(np.uint8))
 
 
+@pytest.mark.parametrize("kind", ["softmax", "binary", "dense"])
+def test_host_gram_and_trace_equal_the_dense_sums(kind):
+    """The NumPy Fisher sum and trace of small rows (``host_gram``, ``host_fisher_trace``): the
+    sums of the dense rows' ``X_iᵀX_i``, and the jitted ones."""
+    with jax.enable_x64(True):
+        emb = random_factors(5, 23, 2 if kind == "binary" else 4, 6)
+        x = dense_fisher_rows(emb.probs, emb.h)
+        rows = _rows.from_fisher_factors(emb)
+        if kind == "binary":
+            rows = _rows.binary_rows(rows)
+            x = np.asarray(rows.s)[:, :, 0, None] * np.asarray(rows.h)[:, None, :]   # (n, 1, D)
+        elif kind == "dense":
+            rows = jnp.asarray(x)
+        gram = np.einsum("nri,nrj->ij", x, x)
+        np.testing.assert_allclose(_rows.host_gram(rows), gram, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(_rows.host_gram(rows), np.asarray(_rows.prepare(rows, 8, jnp.float64)[1]()),
+                                   rtol=1e-12, atol=1e-14)
+        assert _rows.host_fisher_trace(rows) == pytest.approx(np.trace(gram), rel=1e-12)
+        assert _rows.host_fisher_trace(rows) == pytest.approx(float(_rows.fisher_trace(rows)), rel=1e-12)
+
+
+@pytest.mark.parametrize("where", ["numpy", "jax"])
+@pytest.mark.parametrize("x64", [False, True], ids=["x32", "x64"])
+def test_host_binary_rows_equal_the_jitted_rows_bit_for_bit(where, x64):
+    """Two-class rows of small inputs are made in NumPy (no compilation per pool size): exactly the
+    jitted :func:`binary_rows`."""
+    emb = random_factors(4, 31, 2, 5)
+    as_array = np.asarray if where == "numpy" else jnp.asarray
+    with jax.enable_x64(x64):
+        dtype = np.float64 if x64 else np.float32
+        emb = aljax.FisherFactors(as_array(np.asarray(emb.probs, dtype)), as_array(np.asarray(emb.h, dtype)))
+        rows = _rows.host_fisher_rows(emb)
+        host, jitted = _rows.host_binary_rows(rows), _rows.binary_rows(rows)
+    assert host.z is None and jitted.z is None and not host.softmax
+    for x, y in zip(jax.tree_util.tree_leaves(host), jax.tree_util.tree_leaves(jitted)):
+        assert isinstance(x, jax.Array) and x.dtype == y.dtype and x.shape == y.shape
+        assert np.array_equal(np.asarray(x).view(np.uint8), np.asarray(y).view(np.uint8))
+
+
+@pytest.mark.parametrize("x64", [False, True], ids=["x32", "x64"])
+def test_host_labeled_gram_equals_the_jitted_one(x64):
+    """The labeled Fisher sum and ``A₀ = (λI + Σ_L X_jᵀX_j/(n_L + k))⁻¹`` of a small labeled set,
+    in NumPy (float64, then the compute dtype): the dense formula, and the jitted function's."""
+    with jax.enable_x64(True):
+        emb = random_factors(6, 17, 3, 5)
+        x = np.asarray(dense_fisher_rows(emb.probs, emb.h), np.float64)
+    gram = np.einsum("nri,nrj->ij", x, x)
+    inverse = np.linalg.inv(0.7 * np.eye(15) + gram / (17 + 4))
+    with jax.enable_x64(x64):
+        dtype = jnp.float64 if x64 else jnp.float32
+        rows = _rows.host_fisher_rows(aljax.FisherFactors(*(np.asarray(v, dtype) for v in (emb.probs, emb.h))))
+        host = _plan._host_labeled_gram(rows, 0.7, 17, 4, dtype)
+        jitted = _plan._labeled_gram(rows, 0.7, np.int32(17), np.int32(4), chunk=16, dtype=dtype)
+    tol = dict(rtol=1e-12, atol=1e-13) if x64 else dict(rtol=2e-5, atol=1e-6)
+    for got, want in ((host.matrix, gram), (host.inverse, inverse), (jitted.matrix, gram), (jitted.inverse, inverse)):
+        assert got.dtype == dtype
+        np.testing.assert_allclose(np.asarray(got, np.float64), want, **tol)
+
+
+def _count_calls(monkeypatch, module, *names):
+    """Wrap ``module``'s functions ``names`` to count their calls: ``{name: calls}``."""
+    calls = dict.fromkeys(names, 0)
+
+    def counting(name, fn):
+        def wrapped(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return wrapped
+
+    for name in names:
+        monkeypatch.setattr(module, name, counting(name, getattr(module, name)))
+    return calls
+
+
+@pytest.mark.parametrize("classes", [2, 4])
+@pytest.mark.parametrize("damping", ["absolute", "relative"])
+def test_small_inputs_go_around_the_kernel_in_numpy_with_the_same_picks(classes, damping, monkeypatch):
+    """Small concrete inputs get the labeled Fisher sum and ``A₀``, the two-class rows and the
+    relative damping's trace in NumPy (nothing compiled but the kernel, whatever the pool and
+    labeled sizes): the picks of the dense reference, and of the jitted helpers."""
+    emb = random_factors(8 + classes, 60, classes, 5)
+    pool, lab = emb[:45], emb[45:]
+    x, x_lab = dense_fisher_rows(pool.probs, pool.h), dense_fisher_rows(lab.probs, lab.h)
+    lamb = 0.3
+    if damping == "relative":
+        everything = np.concatenate([x, x_lab])
+        lamb *= np.sum(everything ** 2) / (len(everything) * x.shape[2])
+    expected = reference_bait(x, x_lab, 6, lamb=lamb)
+    jitted_helpers = ("_labeled_gram", "binary_rows", "fisher_trace")
+    with jax.enable_x64(True):
+        calls = _count_calls(monkeypatch, _plan, *jitted_helpers)
+        host = aljax.fisher_greedy(pool, 6, labeled=lab, lamb=0.3, damping=damping)
+        assert set(calls.values()) == {0}
+        monkeypatch.setattr(aljax._validate, "HOST_MAX_ELEMENTS", 0)
+        jitted = aljax.fisher_greedy(pool, 6, labeled=lab, lamb=0.3, damping=damping)
+        assert calls == dict(_labeled_gram=1, binary_rows=2 * (classes == 2), fisher_trace=2 * (damping == "relative"))
+    np.testing.assert_array_equal(np.asarray(host), expected)
+    np.testing.assert_array_equal(np.asarray(jitted), expected)
+
+
+def test_host_labeled_gram_falls_back_to_the_jitted_one(monkeypatch):
+    """Where NumPy's Cholesky refuses ``M₀`` (not numerically positive definite), the jitted
+    labeled Fisher sum takes over: the same picks."""
+    emb = random_factors(12, 40, 3, 4)
+    pool, lab = emb[:30], emb[30:]
+    with jax.enable_x64(True):
+        expected = aljax.fisher_greedy(pool, 5, labeled=lab, lamb=0.5)
+
+        def refuse(m):
+            raise np.linalg.LinAlgError("Matrix is not positive definite")
+
+        monkeypatch.setattr(_plan, "host_spd_inverse", refuse)
+        calls = _count_calls(monkeypatch, _plan, "_labeled_gram")
+        got = aljax.fisher_greedy(pool, 5, labeled=lab, lamb=0.5)
+        assert calls == dict(_labeled_gram=1)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+
+
 def test_pool_sizes_of_one_bucket_share_one_compilation():
     """Pools of 20, 18 and 17 points (one bucket: 32 rows) with 6 or 9 labeled points: the picks
     of the dense reference, and at most one compilation of the kernel for all of them."""

@@ -11,11 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _progress, _validate
+from .._linalg import host_spd_inverse
 from .._padding import bucket, nbytes, pad_tree
 from .._types import FisherFactors
 from ._kernel import initial_inverse, kernel
-from ._rows import (KronRows, LabeledGram, binary_rows, fisher_trace, from_fisher_factors, host_fisher_rows,
-                    is_binary, n_cols, n_points, prepare)
+from ._rows import (KronRows, LabeledGram, binary_rows, committed_sharding, fisher_trace, from_fisher_factors,
+                    host_binary_rows, host_fisher_rows, host_fisher_trace, host_gram, is_binary, n_cols, n_points,
+                    prepare)
 from ._sharded import plan_sharded
 
 # Chunks of the pool axis are sized so that one chunk's largest temporary holds about this many
@@ -187,6 +189,26 @@ def _labeled_gram(labeled, lamb, n_lab, k, *, chunk: int, dtype) -> LabeledGram:
     return LabeledGram(gram, initial_inverse(gram, jnp.asarray(lamb, dtype), n_lab, k))
 
 
+def _host_labeled_gram(labeled, lamb, n_lab: int, k: int, dtype) -> LabeledGram:
+    """:func:`_labeled_gram` in NumPy (float64, rounded to ``dtype``) for small concrete labeled
+    rows (:func:`_on_host`): no compilation per labeled-set size. None where ``M₀`` is not
+    numerically positive definite (the jitted function then gives what it gives)."""
+    gram = host_gram(labeled)
+    try:
+        inverse = host_spd_inverse(float(lamb) * np.eye(len(gram)) + gram / (n_lab + k))
+    except np.linalg.LinAlgError:
+        return None
+    where = committed_sharding(*jax.tree_util.tree_leaves(labeled))
+    return LabeledGram(*(jax.device_put(x.astype(dtype), where) for x in (gram, inverse)))
+
+
+def _on_host(*trees) -> bool:
+    """Whether every array of ``trees`` (rows, None) is small, concrete and on the host or one CPU
+    device (:func:`aljax._validate.on_host`): NumPy then does the small steps around the kernel,
+    which compiles nothing per input size."""
+    return _validate.on_host(*(x for tree in trees for x in jax.tree_util.tree_leaves(tree)))
+
+
 # ---------------------------------------------------------------------------------------------
 # The plan.
 
@@ -203,8 +225,11 @@ def _plan_one_device(rows, labeled_rows, k, lamb, n, n_forward):
     rows = rows if size == n else pad_tree(rows, size=size)
     b = rows_chunk(rows, size)
     if labeled_rows is not None:
-        labeled_rows = _labeled_gram(_pad_labeled(labeled_rows, n_lab), lamb, np.int32(n_lab), np.int32(k),
-                                     chunk=b, dtype=dtype)
+        host = None
+        if _on_host(labeled_rows) and not isinstance(lamb, jax.core.Tracer):
+            host = _host_labeled_gram(labeled_rows, lamb, n_lab, k, dtype)
+        labeled_rows = host or _labeled_gram(_pad_labeled(labeled_rows, n_lab), lamb, np.int32(n_lab), np.int32(k),
+                                             chunk=b, dtype=dtype)
     return kernel, (rows, labeled_rows, lamb), dict(
         k=k, n_forward=n_forward, chunk=b, n_valid=np.int32(n),
         n_lab_valid=None if labeled_rows is None else np.int32(n_lab))
@@ -238,10 +263,12 @@ def effective_damping(rows, labeled_rows, lamb: float, damping: str):
     rows: ``A₀`` of a labeled set is factorised before the kernel and needs it."""
     if damping == "absolute":
         return lamb
-    total, count = fisher_trace(rows), n_points(rows)
-    if labeled_rows is not None and n_points(labeled_rows) > 0:
-        total, count = total + fisher_trace(labeled_rows), count + n_points(labeled_rows)
-    mean_diag = total / (count * n_cols(rows))
+    both = [x for x in (rows, labeled_rows) if x is not None]
+    count = sum(n_points(x) for x in both) * n_cols(rows)
+    if _on_host(*both) and not isinstance(lamb, jax.core.Tracer):   # (float64, no compilation)
+        mean_diag = sum(host_fisher_trace(x) for x in both) / count
+        return float(lamb) * (mean_diag if mean_diag > 0 else 1.0)
+    mean_diag = sum(fisher_trace(x) for x in both) / count
     return lamb * jnp.where(mean_diag > 0, mean_diag, 1)
 
 
@@ -250,8 +277,9 @@ def select(fn, rows, labeled_rows, k, lamb, oversample, layout=None, labeled_lay
     """Run the :func:`plan` of one selection: ``(k,)`` int32 indices."""
     lamb = effective_damping(rows, labeled_rows, lamb, damping)
     if is_binary(rows):  # (after the damping: a relative λ is per column of the C·D)
-        rows = binary_rows(rows)
-        labeled_rows = None if labeled_rows is None else binary_rows(labeled_rows)
+        binary = host_binary_rows if _on_host(rows, labeled_rows) else binary_rows
+        rows = binary(rows)
+        labeled_rows = None if labeled_rows is None else binary(labeled_rows)
     kernel_fn, args, static = plan(fn, rows, labeled_rows, k, lamb, oversample, layout, labeled_layout, pool_arg)
     with _progress.waiting("selecting", k, unit="pick") as bar:
         return bar.wait(kernel_fn(*args, **static))

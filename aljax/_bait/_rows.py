@@ -133,13 +133,19 @@ def host_fisher_rows(emb: FisherFactors) -> KronRows:
     p = np.asarray(emb.probs).astype(dtype)
     s = np.sqrt(p)[:, :, None] * (np.eye(p.shape[1], dtype=dtype)[None] - p[:, None, :])
 
-    where = next((x.sharding for x in (emb.probs, emb.h) if isinstance(x, jax.Array) and x.committed), None)
+    where = committed_sharding(emb.probs, emb.h)
 
     def put(x):
         return x if isinstance(x, jax.Array) else jax.device_put(x, where)
 
     p = put(p)
     return KronRows(put(s), put(emb.h), p, p, softmax=True)
+
+
+def committed_sharding(*arrays):
+    """The sharding of the first committed jax Array among ``arrays`` (None: none is), where the
+    host twins put their results, as the jitted functions would."""
+    return next((x.sharding for x in arrays if isinstance(x, jax.Array) and x.committed), None)
 
 
 @jax.jit
@@ -154,6 +160,35 @@ def binary_rows(rows: KronRows) -> KronRows:
     features' products per step, ``1 × 1`` blocks). Same picks up to rounding."""
     w = 2 * rows.w[:, 0] * rows.w[:, 1]
     return KronRows(jnp.sqrt(w)[:, None, None], rows.h, w[:, None], None)
+
+
+def host_binary_rows(rows: KronRows) -> KronRows:
+    """:func:`binary_rows` in NumPy, for small concrete rows (:func:`aljax._validate.on_host`): bit
+    for bit the jitted rows (elementwise IEEE operations), without a compilation per pool size."""
+    p = np.asarray(rows.w)
+    w = 2 * p[:, 0] * p[:, 1]
+    put = functools.partial(jax.device_put, device=committed_sharding(rows.w, rows.h))
+    return KronRows(put(np.sqrt(w)[:, None, None]), rows.h, put(w[:, None]), None)
+
+
+def host_gram(emb) -> np.ndarray:
+    """``Σ_i X_iᵀX_i`` (:func:`prepare`'s Fisher sum) in NumPy, in float64, for small concrete rows
+    (:func:`aljax._validate.on_host`): :class:`KronRows` as ``blockdiag_c(Hᵀ diag(w_c) H) − ZᵀZ``
+    (see :func:`gram_kron`), dense ``(n, r, d)`` rows as one product."""
+    if not isinstance(emb, KronRows):
+        x = np.asarray(emb, np.float64)
+        x = x.reshape(-1, x.shape[2])
+        return x.T @ x
+    h, w = np.asarray(emb.h, np.float64), np.asarray(emb.w, np.float64)
+    c, dim = w.shape[1], h.shape[1]
+    gram = np.zeros((c, dim, c, dim))
+    for ci in range(c):
+        gram[ci, :, ci] = (h * w[:, ci:ci + 1]).T @ h
+    gram = gram.reshape(c * dim, c * dim)
+    if emb.z is None:
+        return gram
+    zh = (np.asarray(emb.z, np.float64)[:, :, None] * h[:, None, :]).reshape(h.shape[0], -1)
+    return gram - zh.T @ zh
 
 
 def softmax_basis(c: int, dtype):
@@ -210,6 +245,15 @@ def fisher_trace(rows) -> jax.Array:
         s2 = jnp.sum(jnp.square(rows.s.astype(dtype)), axis=(1, 2))
         return jnp.sum(s2 * jnp.sum(jnp.square(rows.h.astype(dtype)), axis=1))
     return jnp.sum(jnp.square(rows.astype(jnp.result_type(jnp.float32, rows.dtype))))
+
+
+def host_fisher_trace(rows) -> float:
+    """:func:`fisher_trace` in NumPy (float64), for small concrete rows on the host or one CPU
+    device (:func:`aljax._validate.on_host`): no compilation per pool size."""
+    if isinstance(rows, KronRows):
+        s2 = np.sum(np.square(np.asarray(rows.s, np.float64)), axis=(1, 2))
+        return float(s2 @ np.sum(np.square(np.asarray(rows.h, np.float64)), axis=1))
+    return float(np.sum(np.square(np.asarray(rows, np.float64))))
 
 
 def n_cols(rows) -> int:
