@@ -66,9 +66,15 @@ def _assemble(outs, *, n: int):
 
 def assemble(outs: list, n: int):
     """Fixed-size chunk outputs (the last one padded) -> the first ``n`` rows of their
-    concatenation, as one jitted call (one compilation per pool size, not one per eager op)."""
+    concatenation: in NumPy for small outputs on the host or one CPU device
+    (:func:`aljax._validate.on_host`), else as one jitted call (one compilation per pool size,
+    not one per eager op)."""
     if len(outs) == 1 and all(leaf.shape[0] == n for leaf in jax.tree_util.tree_leaves(outs[0])):
         return outs[0]
+    if _validate.on_host(*jax.tree_util.tree_leaves(outs)):   # (NumPy: no compilation per pool size)
+        return jax.tree_util.tree_map(lambda *parts: jax.device_put(
+            np.concatenate([np.asarray(part) for part in parts])[:n],
+            parts[0].sharding if isinstance(parts[0], jax.Array) and parts[0].committed else None), *outs)
     return _assemble(outs, n=n)
 
 

@@ -904,6 +904,58 @@ def test_regression_matches_its_dense_reference(outputs):
         np.testing.assert_array_equal(np.asarray(got), expected)
 
 
+@pytest.mark.parametrize("problem_type, dtype", [("classification", np.float32), ("classification", jnp.bfloat16),
+                                                  ("classification", np.float64), ("regression", np.float32),
+                                                  ("regression", np.float64)])
+def test_host_rows_from_outputs_equal_the_jitted_rows(problem_type, dtype):
+    """The model outputs' rows in NumPy (small pools: no compilation per pool size): the jitted
+    rows (the softmax's probabilities within a few ulps; ``S`` from them as the jitted rows build
+    theirs; Gaussian rows exactly), same dtypes and shapes."""
+    rng = np.random.default_rng(3)
+    with jax.enable_x64(dtype == np.float64):
+        outputs = jnp.asarray(rng.normal(size=(13, 4)) * 3, dtype)
+        if problem_type == "regression":
+            outputs = outputs[:, :2]
+        h = jnp.asarray(rng.normal(size=(13, 6)), dtype)
+        host, jitted = _rows.host_rows_from_outputs(outputs, h, problem_type), _rows.rows_from_outputs(outputs, h,
+                                                                                                       problem_type)
+        rebuilt = _rows.host_fisher_rows(aljax.FisherFactors(host.w, h)) if problem_type == "classification" else host
+    assert host.softmax == jitted.softmax == (problem_type == "classification")
+    rtol = {np.float64: 1e-13, np.float32: 1e-6}.get(dtype, 2e-2)   # (bfloat16: the jitted softmax runs in it)
+    if problem_type == "classification":
+        e = np.exp(np.asarray(outputs, np.float64) - np.max(np.asarray(outputs, np.float64), axis=1, keepdims=True))
+        np.testing.assert_allclose(np.asarray(host.w, np.float64), e / e.sum(1, keepdims=True),
+                                   rtol=1e-13 if dtype == np.float64 else 1e-6)
+    for x, y, same in zip(jax.tree_util.tree_leaves(host), jax.tree_util.tree_leaves(jitted),
+                          jax.tree_util.tree_leaves(rebuilt)):
+        assert isinstance(x, jax.Array) and x.dtype == y.dtype and x.shape == y.shape
+        np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64), rtol=rtol, atol=rtol)
+        assert np.array_equal(np.asarray(x).view(np.uint8), np.asarray(same).view(np.uint8))
+        if problem_type == "regression":
+            assert np.array_equal(np.asarray(x).view(np.uint8), np.asarray(y).view(np.uint8))
+
+
+@pytest.mark.parametrize("problem_type", ["classification", "regression"])
+def test_bait_on_small_pools_compiles_only_the_model_and_the_kernel(problem_type, monkeypatch):
+    """The front door on small pools assembles the model's outputs and makes their rows in NumPy:
+    neither jitted helper runs, and the picks are those of the jitted helpers."""
+    rng = np.random.default_rng(4)
+    with jax.enable_x64(True):
+        params = (jnp.asarray(rng.normal(size=(5, 4))), jnp.asarray(rng.normal(size=(4, 3))))
+        apply_fn = lambda p, x: jnp.tanh(x @ p[0]) @ p[1]  # noqa: E731
+        x = rng.normal(size=(40, 5))
+        run = lambda: aljax.bait(params, apply_fn, x[:33], 4, labeled=x[33:], batch_size=8,  # noqa: E731
+                                 problem_type=problem_type)
+        rows_calls = _count_calls(monkeypatch, aljax._bait._api, "rows_from_outputs")
+        assemble_calls = _count_calls(monkeypatch, aljax._pool, "_assemble")
+        host = run()
+        assert rows_calls == dict(rows_from_outputs=0) and assemble_calls == dict(_assemble=0)
+        monkeypatch.setattr(aljax._validate, "HOST_MAX_ELEMENTS", 0)
+        jitted = run()
+        assert rows_calls == dict(rows_from_outputs=2) and assemble_calls == dict(_assemble=2)
+    np.testing.assert_array_equal(np.asarray(host), np.asarray(jitted))
+
+
 # ---------------------------------------------------------------- bad input (the table: tests/test_bad_input.py)
 
 

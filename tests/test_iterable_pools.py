@@ -115,3 +115,27 @@ def test_raw_batches_are_not_kept():
 
     aljax.badge(PARAMS, APPLY, tracked(), 5, batch_size=16)
     assert len(alive) == 10  # read once, every batch
+
+
+def test_small_chunk_outputs_are_assembled_in_numpy_as_the_jitted_concatenation(monkeypatch):
+    """Chunk outputs of a small pool are joined in NumPy (no compilation per pool size): the
+    values, dtypes and devices of the jitted concatenation, cut to ``n`` rows."""
+    import jax.numpy as jnp
+
+    from aljax import _pool
+
+    device = jax.devices()[-1]
+    outs = [dict(a=jnp.arange(8 * i, 8 * i + 8, dtype=jnp.float32).reshape(4, 2),
+                 b=jax.device_put(jnp.arange(4, dtype=jnp.bfloat16) + i, device),
+                 c=np.full((4, 3), i, np.int32)) for i in range(3)]
+    host = _pool.assemble(outs, 10)
+    monkeypatch.setattr(aljax._validate, "HOST_MAX_ELEMENTS", 0)
+    jitted = _pool.assemble(outs, 10)
+    for name in "abc":
+        x, y = host[name], jitted[name]
+        assert isinstance(x, jax.Array) and x.shape == y.shape == (10,) + outs[0][name].shape[1:]
+        assert x.dtype == y.dtype and x.sharding.device_set == y.sharding.device_set
+        assert np.array_equal(np.asarray(x, np.float64), np.asarray(y, np.float64))
+        np.testing.assert_array_equal(np.asarray(x, np.float64),
+                                      np.concatenate([np.asarray(o[name], np.float64) for o in outs])[:10])
+    assert host["b"].sharding.device_set == {device}

@@ -9,7 +9,7 @@ import jax
 from .. import _progress, _validate
 from .._embeddings import logits_and_features
 from ._plan import as_rows, select
-from ._rows import n_points, rows_from_outputs
+from ._rows import host_rows_from_outputs, n_points, rows_from_outputs
 from ._sharded import layouts
 
 
@@ -173,13 +173,20 @@ def bait(params, apply_fn: Callable, pool, k: int, *, key=0, labeled=None, batch
         outputs, h = logits_and_features(params, apply_fn, pool, batch_size=batch_size, features_fn=features_fn,
                                          fn_name=fn, problem_type=problem_type)
         k = _validate.check_k(fn, k, h.shape[0])
-        rows = rows_from_outputs(outputs, h, problem_type)
+        rows = _rows_from_outputs(outputs, h, problem_type)
         labeled_rows = None
         if n_lab > 0:
             lab_out, lab_h = logits_and_features(params, apply_fn, labeled, batch_size=batch_size,
                                                  features_fn=features_fn, fn_name=fn, problem_type=problem_type)
-            labeled_rows = rows_from_outputs(lab_out, lab_h, problem_type)
+            labeled_rows = _rows_from_outputs(lab_out, lab_h, problem_type)
         # The embedding pass returns the features sharded like a sharded pool: select on that layout.
         layout, labeled_layout = layouts(fn, "pool", h, "labeled", None if labeled_rows is None else labeled_rows.h)
         return select(fn, rows, labeled_rows, k, lamb, oversample, layout, labeled_layout, pool_arg="pool",
                       damping=damping)
+
+
+def _rows_from_outputs(outputs, h, problem_type):
+    """:func:`aljax._bait._rows.rows_from_outputs`, in NumPy for small outputs on the host or one CPU
+    device (no compilation per pool size)."""
+    host = _validate.on_host(outputs, h)
+    return (host_rows_from_outputs if host else rows_from_outputs)(outputs, h, problem_type)

@@ -219,6 +219,24 @@ def reduce_rows(rows: KronChunks, q) -> KronChunks:
     return KronChunks(jnp.einsum("krcb,ca->krab", rows.s, q, precision=HIGHEST), rows.ht)
 
 
+def host_rows_from_outputs(outputs, h, problem_type) -> KronRows:
+    """:func:`rows_from_outputs` in NumPy, for small concrete outputs and features on the host or
+    one CPU device (:func:`aljax._validate.on_host`): no compilation per pool size. The softmax runs
+    in the compute dtype (at least float32) and ``S`` is built from its ``p`` as the jitted rows
+    build theirs (:func:`host_fisher_rows`); the probabilities may differ from the jitted softmax's
+    in the last bit."""
+    if problem_type == "classification":
+        dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(jnp.float32, outputs.dtype, h.dtype))
+        x = np.asarray(outputs).astype(dtype)
+        e = np.exp(x - x.max(axis=-1, keepdims=True))
+        return host_fisher_rows(FisherFactors(e / e.sum(axis=-1, keepdims=True), h))
+    m = 1 if outputs.ndim == 1 else outputs.shape[1]
+    dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(outputs.dtype, h.dtype))
+    put = functools.partial(jax.device_put, device=committed_sharding(outputs, h))
+    n = outputs.shape[0]
+    return KronRows(put(np.repeat(np.eye(m, dtype=dtype)[None], n, 0)), h, put(np.ones((n, m), dtype)), None)
+
+
 def is_binary(rows) -> bool:
     """Whether ``rows`` are two-class softmax rows (see :func:`binary_rows`)."""
     return isinstance(rows, KronRows) and rows.softmax and rows.s.shape[2] == 2
