@@ -200,17 +200,45 @@ def factored_embedding(params, apply_fn, pool, *, batch_size, features_fn, fn_na
     return Factored(hallucinated_residual(logits), h)
 
 
+def softmax(logits) -> jax.Array:
+    """``softmax(logits)`` over the last axis, in the logits' dtype: in NumPy for small concrete
+    logits on the host or one CPU device (:func:`aljax._validate.on_host`; computed in at least
+    float32), else as one jitted call (eager, it is five ops, each compiled once per pool size);
+    either way nothing compiles once per pool size for the pools of an everyday loop."""
+    if _validate.on_host(logits):
+        return _validate.host_put(_host_softmax(logits).astype(_host_dtype(logits)), logits)
+    return _softmax(logits)
+
+
+def hallucinated_residual(logits) -> jax.Array:
+    """``a = softmax(logits) − onehot(argmax logits)``: the logit gradient of the cross-entropy at
+    the predicted label (ties go to the lowest class index). In NumPy for small concrete logits,
+    as :func:`softmax`."""
+    if not _validate.on_host(logits):
+        return _hallucinated_residual(logits)
+    probs = _host_softmax(logits)
+    probs[np.arange(len(probs)), np.argmax(np.asarray(logits), axis=-1)] -= 1
+    return _validate.host_put(probs.astype(_host_dtype(logits)), logits)
+
+
+def _host_dtype(logits):
+    return jax.dtypes.canonicalize_dtype(logits.dtype)
+
+
+def _host_softmax(logits) -> np.ndarray:
+    x = np.asarray(logits)
+    x = x.astype(np.promote_types(x.dtype, np.float32))
+    e = np.exp(x - np.max(x, axis=-1, keepdims=True))
+    return e / np.sum(e, axis=-1, keepdims=True)
+
+
 @jax.jit
-def softmax(logits: jax.Array) -> jax.Array:
-    """``softmax(logits)`` over the last axis, as one jitted call (eager, it is five ops, each
-    compiled once per pool size)."""
+def _softmax(logits):
     return jax.nn.softmax(logits, axis=-1)
 
 
 @jax.jit
-def hallucinated_residual(logits: jax.Array) -> jax.Array:
-    """``a = softmax(logits) − onehot(argmax logits)``: the logit gradient of the cross-entropy at
-    the predicted label (ties go to the lowest class index)."""
+def _hallucinated_residual(logits):
     probs = jax.nn.softmax(logits, axis=-1)
     return probs - jax.nn.one_hot(jnp.argmax(logits, axis=-1), logits.shape[-1], dtype=probs.dtype)
 

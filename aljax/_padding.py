@@ -48,7 +48,7 @@ def pad_tree(tree, *, size: int):
     if leaves and _validate.on_host(*leaves):
         def pad(x):
             padded = np.pad(np.asarray(x), [(0, size - x.shape[0])] + [(0, 0)] * (x.ndim - 1))
-            return jax.device_put(padded, x.sharding if isinstance(x, jax.Array) and x.committed else None)
+            return _validate.host_put(padded, x)
         return jax.tree_util.tree_map(pad, tree)
     return _pad_tree(tree, size=size)
 

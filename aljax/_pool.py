@@ -72,9 +72,8 @@ def assemble(outs: list, n: int):
     if len(outs) == 1 and all(leaf.shape[0] == n for leaf in jax.tree_util.tree_leaves(outs[0])):
         return outs[0]
     if _validate.on_host(*jax.tree_util.tree_leaves(outs)):   # (NumPy: no compilation per pool size)
-        return jax.tree_util.tree_map(lambda *parts: jax.device_put(
-            np.concatenate([np.asarray(part) for part in parts])[:n],
-            parts[0].sharding if isinstance(parts[0], jax.Array) and parts[0].committed else None), *outs)
+        return jax.tree_util.tree_map(
+            lambda *parts: _validate.host_put(np.concatenate([np.asarray(part) for part in parts])[:n], *parts), *outs)
     return _assemble(outs, n=n)
 
 

@@ -208,6 +208,14 @@ def on_host(*arrays) -> bool:
     return total <= HOST_MAX_ELEMENTS
 
 
+def host_put(value: np.ndarray, *like) -> jax.Array:
+    """A NumPy result of a host twin (see :func:`on_host`) as a jax Array where the jitted function
+    would have put it: on the sharding of the first committed jax Array among ``like``, else on the
+    default device, uncommitted."""
+    where = next((x.sharding for x in like if isinstance(x, jax.Array) and x.committed), None)
+    return jax.device_put(value, where)
+
+
 def as_array(x):
     """``x`` as an array a jitted function takes: NumPy and jax arrays as they are, anything else
     through ``jnp.asarray`` (which, for a NumPy array, compiles a small program per new shape)."""

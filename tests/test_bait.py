@@ -925,7 +925,7 @@ def test_host_rows_from_outputs_equal_the_jitted_rows(problem_type, dtype):
     if problem_type == "classification":
         e = np.exp(np.asarray(outputs, np.float64) - np.max(np.asarray(outputs, np.float64), axis=1, keepdims=True))
         np.testing.assert_allclose(np.asarray(host.w, np.float64), e / e.sum(1, keepdims=True),
-                                   rtol=1e-13 if dtype == np.float64 else 1e-6)
+                                   rtol=1e-13 if dtype == np.float64 else 1e-6 if dtype == np.float32 else 4e-3)
     for x, y, same in zip(jax.tree_util.tree_leaves(host), jax.tree_util.tree_leaves(jitted),
                           jax.tree_util.tree_leaves(rebuilt)):
         assert isinstance(x, jax.Array) and x.dtype == y.dtype and x.shape == y.shape

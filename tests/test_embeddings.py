@@ -104,3 +104,29 @@ def test_x64_inputs_give_float64_embeddings_and_int32_picks():
         assert emb.h.dtype == jnp.float64
         idx = aljax.badge(params, apply_fn, x, 5)
         assert idx.dtype == jnp.int32
+
+
+@pytest.mark.parametrize("dtype", [np.float32, jnp.bfloat16, np.float64])
+@pytest.mark.parametrize("where", ["numpy", "jax"])
+def test_small_softmax_and_residual_in_numpy_equal_the_jitted_ones(dtype, where, monkeypatch):
+    """Small logits get their softmax and hallucinated residual in NumPy (no compilation per pool
+    size): the jitted values (within a few ulps of the dtype; bfloat16's jitted softmax runs in
+    bfloat16), the same dtype and device, the argmax ties to the lowest class."""
+    from aljax import _embeddings
+
+    rng = np.random.default_rng(2)
+    with jax.enable_x64(dtype == np.float64):
+        logits = np.asarray(rng.normal(size=(11, 5)) * 4).astype(dtype)
+        logits[3] = [1.0, 2.0, 2.0, 0.0, -1.0]                            # a tie: class 1
+        logits = logits if where == "numpy" else jax.device_put(jnp.asarray(logits), jax.devices()[-1])
+        host = _embeddings.softmax(logits), _embeddings.hallucinated_residual(logits)
+        monkeypatch.setattr(aljax._validate, "HOST_MAX_ELEMENTS", 0)
+        jitted = _embeddings.softmax(logits), _embeddings.hallucinated_residual(logits)
+    tol = {np.float64: 1e-14, np.float32: 1e-6}.get(dtype, 1e-2)
+    for x, y in zip(host, jitted):
+        assert isinstance(x, jax.Array) and x.dtype == y.dtype and x.shape == y.shape
+        assert x.sharding.device_set == y.sharding.device_set
+        np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64), rtol=tol, atol=tol)
+    assert np.argmin(np.asarray(host[1][3], np.float64)) == 1
+    if where == "jax":
+        assert host[0].sharding.device_set == {jax.devices()[-1]}

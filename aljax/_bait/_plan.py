@@ -15,7 +15,7 @@ from .._linalg import host_spd_inverse
 from .._padding import bucket, nbytes, pad_tree
 from .._types import FisherFactors
 from ._kernel import initial_inverse, kernel
-from ._rows import (KronRows, LabeledGram, binary_rows, committed_sharding, fisher_trace, from_fisher_factors,
+from ._rows import (KronRows, LabeledGram, binary_rows, fisher_trace, from_fisher_factors,
                     host_binary_rows, host_fisher_rows, host_fisher_trace, host_gram, is_binary, n_cols, n_points,
                     prepare)
 from ._sharded import plan_sharded
@@ -198,8 +198,8 @@ def _host_labeled_gram(labeled, lamb, n_lab: int, k: int, dtype) -> LabeledGram:
         inverse = host_spd_inverse(float(lamb) * np.eye(len(gram)) + gram / (n_lab + k))
     except np.linalg.LinAlgError:
         return None
-    where = committed_sharding(*jax.tree_util.tree_leaves(labeled))
-    return LabeledGram(*(jax.device_put(x.astype(dtype), where) for x in (gram, inverse)))
+    leaves = jax.tree_util.tree_leaves(labeled)
+    return LabeledGram(*(_validate.host_put(x.astype(dtype), *leaves) for x in (gram, inverse)))
 
 
 def _on_host(*trees) -> bool:

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import _validate
 from .._embeddings import softmax
 from .._linalg import HIGHEST, mm
 from .._types import FisherFactors
@@ -133,19 +134,11 @@ def host_fisher_rows(emb: FisherFactors) -> KronRows:
     p = np.asarray(emb.probs).astype(dtype)
     s = np.sqrt(p)[:, :, None] * (np.eye(p.shape[1], dtype=dtype)[None] - p[:, None, :])
 
-    where = committed_sharding(emb.probs, emb.h)
-
     def put(x):
-        return x if isinstance(x, jax.Array) else jax.device_put(x, where)
+        return x if isinstance(x, jax.Array) else _validate.host_put(x, emb.probs, emb.h)
 
     p = put(p)
     return KronRows(put(s), put(emb.h), p, p, softmax=True)
-
-
-def committed_sharding(*arrays):
-    """The sharding of the first committed jax Array among ``arrays`` (None: none is), where the
-    host twins put their results, as the jitted functions would."""
-    return next((x.sharding for x in arrays if isinstance(x, jax.Array) and x.committed), None)
 
 
 @jax.jit
@@ -167,8 +160,8 @@ def host_binary_rows(rows: KronRows) -> KronRows:
     for bit the jitted rows (elementwise IEEE operations), without a compilation per pool size."""
     p = np.asarray(rows.w)
     w = 2 * p[:, 0] * p[:, 1]
-    put = functools.partial(jax.device_put, device=committed_sharding(rows.w, rows.h))
-    return KronRows(put(np.sqrt(w)[:, None, None]), rows.h, put(w[:, None]), None)
+    return KronRows(_validate.host_put(np.sqrt(w)[:, None, None], rows.w, rows.h), rows.h,
+                    _validate.host_put(w[:, None], rows.w, rows.h), None)
 
 
 def host_gram(emb) -> np.ndarray:
@@ -221,20 +214,16 @@ def reduce_rows(rows: KronChunks, q) -> KronChunks:
 
 def host_rows_from_outputs(outputs, h, problem_type) -> KronRows:
     """:func:`rows_from_outputs` in NumPy, for small concrete outputs and features on the host or
-    one CPU device (:func:`aljax._validate.on_host`): no compilation per pool size. The softmax runs
-    in the compute dtype (at least float32) and ``S`` is built from its ``p`` as the jitted rows
-    build theirs (:func:`host_fisher_rows`); the probabilities may differ from the jitted softmax's
-    in the last bit."""
+    one CPU device (:func:`aljax._validate.on_host`): no compilation per pool size. ``S`` is built
+    from ``p`` as the jitted rows build theirs (:func:`host_fisher_rows`); ``p`` may differ from the
+    jitted softmax's in the last bit (:func:`aljax._embeddings.softmax`)."""
     if problem_type == "classification":
-        dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(jnp.float32, outputs.dtype, h.dtype))
-        x = np.asarray(outputs).astype(dtype)
-        e = np.exp(x - x.max(axis=-1, keepdims=True))
-        return host_fisher_rows(FisherFactors(e / e.sum(axis=-1, keepdims=True), h))
+        return host_fisher_rows(FisherFactors(softmax(outputs), h))
     m = 1 if outputs.ndim == 1 else outputs.shape[1]
     dtype = jax.dtypes.canonicalize_dtype(jnp.result_type(outputs.dtype, h.dtype))
-    put = functools.partial(jax.device_put, device=committed_sharding(outputs, h))
     n = outputs.shape[0]
-    return KronRows(put(np.repeat(np.eye(m, dtype=dtype)[None], n, 0)), h, put(np.ones((n, m), dtype)), None)
+    return KronRows(_validate.host_put(np.repeat(np.eye(m, dtype=dtype)[None], n, 0), outputs, h), h,
+                    _validate.host_put(np.ones((n, m), dtype), outputs, h), None)
 
 
 def is_binary(rows) -> bool:
