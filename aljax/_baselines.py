@@ -101,11 +101,6 @@ def random_sample(params, apply_fn: Callable | None, pool, k: int, *, key=0, bat
 # Uncertainty scores on the model's logits.
 
 
-@functools.partial(jax.jit, static_argnames=("score", "k"))
-def _select_by_score(logits: jax.Array, score: Callable, k: int) -> jax.Array:
-    return _scores.top_k(score(logits), k)
-
-
 @functools.partial(jax.jit, static_argnames=("score", "k", "mode", "layout"))
 def _draw_by_score(key: jax.Array, logits: jax.Array, beta, score: Callable, k: int, mode: str,
                    layout) -> jax.Array:
@@ -121,7 +116,7 @@ def _uncertainty(fn: str, score: Callable, params, apply_fn, pool, k, key, batch
         stochastic, beta = _stochastic.check_options(fn, stochastic, beta)
         logits = pool_logits(fn, params, apply_fn, pool, k, batch_size)
         if stochastic is None:
-            return _select_by_score(logits, score, k)
+            return _scores.select(logits, score, k)
         logits = auto_axes(logits)
         return _draw_by_score(key, logits, beta, score, k, stochastic, row_layout(fn, "pool", logits))
 

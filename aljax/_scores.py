@@ -8,6 +8,10 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from . import _validate
+from ._padding import pad_to_bucket
 
 
 def least_confidence(logits: jax.Array) -> jax.Array:
@@ -49,3 +53,21 @@ def top_k(scores: jax.Array, k: int) -> jax.Array:
     # canonicalise zeros first.
     scores = jnp.where(scores == 0, jnp.zeros_like(scores), scores)
     return jax.lax.top_k(scores, k)[1].astype(jnp.int32)
+
+
+def select(logits, score, k: int) -> jax.Array:
+    """``top_k(score(logits), k)`` as one jitted call. Small concrete logits (on the host or one
+    CPU device, :func:`aljax._validate.on_host`) are zero-padded to a size bucket
+    (:func:`aljax._padding.bucket`) whose rows score ``-inf``, below every real score (all are
+    finite): a pool that shrinks every round compiles once per bucket, with the same picks."""
+    n = logits.shape[0]
+    if _validate.on_host(logits):
+        # (A NumPy array and a jax Array of one shape are two entries of the jit cache.)
+        logits = jax.device_put(pad_to_bucket(logits, n))
+    return _select(logits, np.int32(n), score=score, k=k)
+
+
+@functools.partial(jax.jit, static_argnames=("score", "k"))
+def _select(logits, n_valid, *, score, k: int):
+    scores = score(logits)
+    return top_k(jnp.where(jnp.arange(scores.shape[0]) < n_valid, scores, -jnp.inf), k)

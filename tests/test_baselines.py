@@ -322,3 +322,30 @@ def test_selectors_share_a_signature():
     for select in (aljax.random_sample, aljax.least_confidence, aljax.margin, aljax.entropy, aljax.coreset):
         got = np.asarray(select(params, apply_fn, pool, 6, key=jax.random.key(2)))
         assert got.shape == (6,) and len(set(got.tolist())) == 6
+
+
+@settings(deadline=None, max_examples=25)
+@given(n=st.integers(1, 300), data=st.data())
+def test_uncertainty_picks_of_small_pools_padded_to_a_bucket_are_the_unpadded_top_k(n, data):
+    """The front doors' ``top_k(score(logits), k)`` on logits zero-padded to a size bucket (the
+    padded rows masked): the top k of the unpadded scores, ties to the lower index as before."""
+    from aljax import _scores
+
+    k = data.draw(st.integers(1, n))
+    seed = data.draw(st.integers(0, 2**16))
+    logits = np.round(np.random.default_rng(seed).normal(size=(n, 4)), 1).astype(np.float32)   # ties
+    for name in ("least_confidence", "margin", "entropy"):
+        score = getattr(_scores, name)
+        want = _scores.top_k(jax.jit(score)(logits), k)
+        np.testing.assert_array_equal(_scores.select(logits, score, k), want)
+
+
+def test_uncertainty_selection_compiles_once_per_bucket():
+    """Pools of 97 to 104 rows (one bucket) share one compilation of the score and top k."""
+    from aljax import _scores
+
+    logits = np.random.default_rng(0).normal(size=(104, 3)).astype(np.float32)
+    before = _scores._select._cache_size()
+    for n in range(97, 105):
+        _scores.select(logits[:n], _scores.margin, 5)
+    assert _scores._select._cache_size() - before <= 1
