@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from . import _progress, _scores, _stochastic, _validate
 from ._embeddings import cached, check_outputs, logits_and_features, output_shape
 from ._linalg import HIGHEST
-from ._padding import BUCKET_MAX_BYTES, nbytes, pad_to_bucket
+from ._padding import BUCKET_MAX_BYTES, nbytes, pad_to_bucket, pad_tree
 from ._pool import open_pool
 from ._sharding import auto_axes, row_layout, take_row
 
@@ -408,14 +408,15 @@ def _k_center_greedy(features: jax.Array, labeled: jax.Array | None, k: int) -> 
     buckets when they are concrete, on one device and small enough, so that an active-learning
     loop whose pool shrinks (and labeled set grows) every round compiles the greedy once per
     bucket, not once per round. Padded rows are never picked and never centres."""
-    features = jnp.asarray(features)
+    features = _validate.on_device(features)
+    labeled = None if labeled is None else _validate.on_device(labeled)
     n, m = features.shape[0], None if labeled is None else labeled.shape[0]
-    arrays = [features] + ([] if labeled is None else [jnp.asarray(labeled)])
+    arrays = [features] + ([] if labeled is None else [labeled])
     if _validate.is_concrete(*arrays) and all(len(x.sharding.device_set) == 1 for x in arrays) and \
             nbytes(arrays) <= BUCKET_MAX_BYTES:
         features = pad_to_bucket(features, n)
         if labeled is not None:  # to a multiple of the distance pass's block: free, and few sizes
-            labeled = jnp.pad(jnp.asarray(labeled), [(0, -m % _LABELED_BLOCK), (0, 0)])
+            labeled = pad_tree(labeled, size=m + -m % _LABELED_BLOCK)
     with _progress.waiting("selecting", k, unit="pick") as bar:
         return bar.wait(_k_center_greedy_padded(features, labeled, jnp.int32(n), None if m is None else jnp.int32(m),
                                                 k=k))
@@ -517,7 +518,8 @@ def k_center_greedy(embedding, k: int, *, key=0, labeled=None) -> jax.Array:
         if labeled.shape[0] == 0:
             labeled = None
     _validate.check_finite(fn, "the embedding", embedding, *([] if labeled is None else [labeled]))
-    return _k_center_greedy(auto_axes(jnp.asarray(embedding)), None if labeled is None else auto_axes(jnp.asarray(labeled)),
+    return _k_center_greedy(auto_axes(_validate.on_device(embedding)),
+                            None if labeled is None else auto_axes(_validate.on_device(labeled)),
                             k)
 
 

@@ -222,6 +222,15 @@ def as_array(x):
     return x if isinstance(x, (np.ndarray, jax.Array)) else jnp.asarray(x)
 
 
+def on_device(x) -> jax.Array:
+    """``x`` as a jax Array: jax Arrays (and tracers) as they are, NumPy arrays by
+    ``jax.device_put`` (which compiles nothing, where ``jnp.asarray`` compiles a small program per
+    new shape), anything else through ``jnp.asarray``."""
+    if isinstance(x, jax.Array):
+        return x
+    return jax.device_put(x) if isinstance(x, np.ndarray) else jnp.asarray(x)
+
+
 @jax.jit
 def all_finite(x) -> jax.Array:
     """Whether every value of ``x`` is finite, as one fused sum: ``x·0`` is 0 for a finite value

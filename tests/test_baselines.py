@@ -1,5 +1,7 @@
 """Baselines: scores against NumPy references, selectors against slow references, bad input."""
 
+import logging
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -349,3 +351,33 @@ def test_uncertainty_selection_compiles_once_per_bucket():
     for n in range(97, 105):
         _scores.select(logits[:n], _scores.margin, 5)
     assert _scores._select._cache_size() - before <= 1
+
+
+def test_k_center_greedy_compiles_nothing_more_for_a_loop_within_one_bucket(caplog):
+    """NumPy pools of 104 down to 97 rows (one bucket) with 20 to 34 labeled rows (one labeled
+    block), after a first call: no XLA program compiled in any round (the padding and the
+    transfers included), and the reference's picks."""
+    rng = np.random.default_rng(7)
+    feats, lab = rng.normal(size=(104, 5)).astype(np.float32), rng.normal(size=(34, 5)).astype(np.float32)
+    aljax.k_center_greedy(feats, 3, labeled=lab[:19])
+    for n, m in zip(range(104, 96, -1), range(20, 36, 2)):
+        with jax.log_compiles(True), caplog.at_level(logging.WARNING):
+            caplog.clear()
+            got = aljax.k_center_greedy(feats[:n], 3, labeled=lab[:m])
+        assert not [r.getMessage() for r in caplog.records if "Finished XLA compilation" in r.getMessage()]
+        np.testing.assert_array_equal(np.asarray(got), _k_center_ref(feats[:n], 3, lab[:m]))
+
+
+@pytest.mark.parametrize("x64", [False, True], ids=["x32", "x64"])
+def test_on_device_puts_numpy_arrays_as_jnp_asarray_does(x64):
+    """``_validate.on_device``: jax Arrays unchanged, NumPy arrays as ``jnp.asarray`` makes them
+    (canonical dtype, same values), lists through ``jnp.asarray``."""
+    from aljax import _validate
+
+    x = np.arange(6, dtype=np.float64).reshape(3, 2) / 7
+    with jax.enable_x64(x64):
+        got, want = _validate.on_device(x), jnp.asarray(x)
+        assert isinstance(got, jax.Array) and got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+        assert _validate.on_device(want) is want
+        assert _validate.on_device([1.0, 2.0]).dtype == jnp.asarray([1.0, 2.0]).dtype
