@@ -59,6 +59,15 @@ def _tail_rows(leaf, start, *, size: int):
     return jnp.take(leaf, jnp.minimum(start + jnp.arange(size), leaf.shape[0] - 1), axis=0)
 
 
+def _concatenate(leaves, n=None):
+    """``jnp.concatenate(leaves)[:n]``, in NumPy for small leaves on the host or one CPU device
+    (eagerly, the concatenation and the cut each compile once per new length: every round of a
+    loop)."""
+    if _validate.on_host(*leaves):
+        return _validate.host_put(np.concatenate([np.asarray(leaf) for leaf in leaves])[:n], *leaves)
+    return jnp.concatenate(leaves)[:n]
+
+
 @functools.partial(jax.jit, static_argnames=("n",))
 def _assemble(outs, *, n: int):
     return jax.tree_util.tree_map(lambda *parts: jnp.concatenate(parts)[:n], *outs)
@@ -72,8 +81,7 @@ def assemble(outs: list, n: int):
     if len(outs) == 1 and all(leaf.shape[0] == n for leaf in jax.tree_util.tree_leaves(outs[0])):
         return outs[0]
     if _validate.on_host(*jax.tree_util.tree_leaves(outs)):   # (NumPy: no compilation per pool size)
-        return jax.tree_util.tree_map(
-            lambda *parts: _validate.host_put(np.concatenate([np.asarray(part) for part in parts])[:n], *parts), *outs)
+        return jax.tree_util.tree_map(lambda *parts: _concatenate(parts, n), *outs)
     return _assemble(outs, n=n)
 
 
@@ -123,15 +131,17 @@ def stream_chunks(batches, size: int, *, pad: str = "repeat"):
     pending, have = [], 0  # rows carried over from earlier batches (fewer than ``size``)
 
     def rows(tree, start, stop):
-        return jax.tree_util.tree_map(lambda leaf: leaf[start:stop], tree)
+        return jax.tree_util.tree_map(lambda leaf: _validate.host_put(np.asarray(leaf)[start:stop], leaf)
+                                      if _validate.on_host(leaf) else leaf[start:stop], tree)
 
     def join(parts):
         if len(parts) == 1:
             return parts[0]
-        return jax.tree_util.tree_map(lambda *leaves: jnp.concatenate(leaves), *parts)
+        return jax.tree_util.tree_map(lambda *leaves: _concatenate(leaves), *parts)
 
     for batch in batches:
         # On the device at once: chunks are then copies, never views that keep a user's batch alive.
+        # (Not jax.device_put: its transfer of a NumPy batch holds the batch for a while after.)
         batch = jax.tree_util.tree_map(jnp.asarray, batch)
         length, offset = _validate.pool_size("", batch, allow_empty=True), 0
         if have and have + length >= size:  # complete the carried-over rows first
@@ -149,8 +159,10 @@ def stream_chunks(batches, size: int, *, pad: str = "repeat"):
         joined = join(pending)
 
         def padded(leaf):
-            fill = jnp.repeat(leaf[-1:], size - have, 0) if pad == "repeat" else \
-                jnp.zeros((size - have,) + leaf.shape[1:], leaf.dtype)
-            return jnp.concatenate([leaf, fill])
+            host = _validate.on_host(leaf)   # (NumPy: eagerly, each jnp op compiles per length)
+            xp, x = (np, np.asarray(leaf)) if host else (jnp, leaf)
+            fill = xp.repeat(x[-1:], size - have, 0) if pad == "repeat" else xp.zeros((size - have,) + x.shape[1:],
+                                                                                       x.dtype)
+            return _validate.host_put(np.concatenate([x, fill]), leaf) if host else jnp.concatenate([x, fill])
 
         yield jax.tree_util.tree_map(padded, joined), have

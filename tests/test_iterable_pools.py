@@ -139,3 +139,33 @@ def test_small_chunk_outputs_are_assembled_in_numpy_as_the_jitted_concatenation(
         np.testing.assert_array_equal(np.asarray(x, np.float64),
                                       np.concatenate([np.asarray(o[name], np.float64) for o in outs])[:10])
     assert host["b"].sharding.device_set == {device}
+
+
+@pytest.mark.parametrize("pad", ["repeat", "zeros"])
+def test_small_stream_chunks_are_joined_and_padded_in_numpy_as_on_the_device(pad, monkeypatch, caplog):
+    """Batches regrouped into chunks of 8 rows: joined and the last chunk padded in NumPy for small
+    batches (no compilation per length), the same values, dtypes and counts as with the jnp
+    operations; a second stream of other lengths compiles nothing."""
+    import logging
+
+    from aljax import _pool
+
+    rng = np.random.default_rng(1)
+    batches = [dict(x=rng.normal(size=(n, 3)).astype(np.float32), y=np.arange(n, dtype=np.int32)) for n in (5, 6, 2)]
+    host = list(_pool.stream_chunks(iter(batches), 8, pad=pad))
+    shorter = [jax.device_put(dict(x=b["x"][:-1], y=b["y"][:-1])) for b in batches]   # (jax batches: not staged)
+    with jax.log_compiles(True), caplog.at_level(logging.WARNING):
+        caplog.clear()
+        list(_pool.stream_chunks(iter(shorter), 8, pad=pad))
+    assert not [r.getMessage() for r in caplog.records if "Finished XLA compilation" in r.getMessage()]
+    monkeypatch.setattr(aljax._validate, "HOST_MAX_ELEMENTS", 0)
+    device = list(_pool.stream_chunks(iter(batches), 8, pad=pad))
+    assert [n for _, n in host] == [n for _, n in device] == [8, 5]
+    everything = {k: np.concatenate([b[k] for b in batches]) for k in "xy"}
+    for (a, _), (b, _), start in zip(host, device, (0, 8)):
+        for k in "xy":
+            assert isinstance(a[k], jax.Array) and a[k].dtype == b[k].dtype and a[k].shape == (8,) + b[k].shape[1:]
+            np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]))
+            np.testing.assert_array_equal(np.asarray(a[k])[:13 - start], everything[k][start:start + 8])
+    tail = np.asarray(host[1][0]["x"])[5:]
+    np.testing.assert_array_equal(tail, np.repeat(everything["x"][-1:], 3, 0) if pad == "repeat" else 0 * tail)
