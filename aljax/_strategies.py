@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from . import _stochastic, _validate, scores
+from . import _scores, _stochastic, _validate, scores
 from ._badge import kmeans_pp
 from ._bait import fisher_greedy
 from ._baselines import k_center_greedy, random_kernel
@@ -58,9 +58,10 @@ def select_from_outputs(fn: str, strategy: str, problem_type: str, key, logits, 
     if strategy == "random":
         return random_kernel(key, n, k)
     if strategy in UNCERTAINTY:
+        if options.get("stochastic") is None:   # (one compilation per pool bucket, not per pool size)
+            _validate.check_finite(fn, "the model's logits", logits)
+            return _scores.select(logits, getattr(_scores, strategy), k)
         score = getattr(scores, strategy)(logits)
-        if options.get("stochastic") is None:
-            return scores.top_k(score, k)
         return _stochastic.draw_acquisition(key, score, k, options["stochastic"], options.get("beta", 1.0))
     if strategy == "coreset":
         return k_center_greedy(h, k, key=key, labeled=labeled_h)

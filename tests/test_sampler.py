@@ -362,3 +362,16 @@ def test_torch_model_without_final_linear_is_refused():
     assert len(set(picks.tolist())) == 3                                        # random never runs it
     named = ActiveSampler("classification", NoLinear(), 3, strategy="badge", head="conv")  # any named head
     assert len(set(named.select(np.asarray(pool_of(10))).tolist())) == 3
+
+
+@pytest.mark.parametrize("strategy", ["margin", "entropy", "least_confidence"])
+def test_uncertainty_strategies_pick_as_the_front_doors_and_refuse_nan_logits(strategy):
+    """The sampler's uncertainty picks (logits padded to the pool's bucket) are the front door's,
+    for a pool of a size that is not a bucket; a model whose logits hold a NaN is refused by name."""
+    params, apply_fn, _ = jax_model(3)
+    pool = pool_of(77, seed=4)
+    got = ActiveSampler("classification", (params, apply_fn), K, strategy=strategy).select(pool)
+    np.testing.assert_array_equal(got, getattr(aljax, strategy)(params, apply_fn, pool, K))
+    broken = dict(params, b2=params["b2"].at[0].set(jnp.nan))
+    with pytest.raises(ValueError, match="logits"):
+        ActiveSampler("classification", (broken, apply_fn), K, strategy=strategy).select(pool)
