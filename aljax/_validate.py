@@ -225,7 +225,8 @@ def as_array(x):
 def on_device(x) -> jax.Array:
     """``x`` as a jax Array: jax Arrays (and tracers) as they are, NumPy arrays by
     ``jax.device_put`` (which compiles nothing, where ``jnp.asarray`` compiles a small program per
-    new shape), anything else through ``jnp.asarray``."""
+    new shape), anything else through ``jnp.asarray``. (The transfer may hold the NumPy array for a
+    while after: streamed batches, which must not outlive their turn, keep ``jnp.asarray``.)"""
     if isinstance(x, jax.Array):
         return x
     return jax.device_put(x) if isinstance(x, np.ndarray) else jnp.asarray(x)
