@@ -61,6 +61,13 @@ def dense_fisher_rows(probs, h):
                      for p, hi in zip(probs, h)])
 
 
+def reference_picks(pool, labeled, k, **kwargs):
+    """:func:`reference_bait` on the dense rows of :class:`aljax.FisherFactors` ``pool`` and
+    ``labeled`` (or None)."""
+    lab_rows = None if labeled is None else dense_fisher_rows(labeled.probs, labeled.h)
+    return reference_bait(dense_fisher_rows(pool.probs, pool.h), lab_rows, k, **kwargs)
+
+
 def random_factors(seed, n, c, dim, dtype=np.float64, temperature=1.5):
     rng = np.random.default_rng(seed)
     logits = rng.normal(size=(n, c)) * temperature
@@ -95,9 +102,7 @@ def test_same_picks_as_dense_reference_float64(case, kind):
         for seed in range(2):
             emb = random_factors(seed, n + n_lab, c, dim)
             pool, lab = emb[:n], (emb[n:] if n_lab else None)
-            expected = reference_bait(dense_fisher_rows(pool.probs, pool.h),
-                                      None if lab is None else dense_fisher_rows(lab.probs, lab.h), k,
-                                      oversample=oversample)
+            expected = reference_picks(pool, lab, k, oversample=oversample)
             if kind == "dense":
                 pool, lab = pool.to_dense(), (None if lab is None else lab.to_dense())
             got = aljax.fisher_greedy(pool, k, labeled=lab, oversample=oversample)
@@ -111,8 +116,7 @@ def test_chunked_pool_with_padding_matches_reference(kind):
     with jax.enable_x64(True):
         emb = random_factors(5, 26, 3, 4)
         pool, lab = emb[:20], emb[20:]
-        expected = reference_bait(dense_fisher_rows(pool.probs, pool.h), dense_fisher_rows(lab.probs, lab.h), 4,
-                                  lamb=0.5)
+        expected = reference_picks(pool, lab, 4, lamb=0.5)
         if kind == "factors":
             rows, lab_rows = _rows.from_fisher_factors(pool), _rows.from_fisher_factors(lab)
         else:
@@ -129,8 +133,7 @@ def test_unrolled_forms_of_large_pools_keep_the_reference_picks(monkeypatch, lab
     with jax.enable_x64(True):
         emb = random_factors(11, 23 + 5, 3, 4)
         pool, lab = emb[:23], (emb[23:] if labeled else None)
-        expected = reference_bait(dense_fisher_rows(pool.probs, pool.h),
-                                  None if lab is None else dense_fisher_rows(lab.probs, lab.h), 4)
+        expected = reference_picks(pool, lab, 4)
         rows = _rows.from_fisher_factors(pool)
         lab_rows = None if lab is None else _rows.from_fisher_factors(lab)
         got = _kernel.kernel(rows, lab_rows, 1.0, k=4, n_forward=8, chunk=23)
@@ -149,8 +152,7 @@ def test_one_loop_and_two_loops_keep_the_reference_picks(monkeypatch, labeled, o
     with jax.enable_x64(True):
         emb = random_factors(13 + labeled, n + 6, 3, 4)
         pool, lab = emb[:n], (emb[n:] if labeled else None)
-        expected = reference_bait(dense_fisher_rows(pool.probs, pool.h),
-                                  None if lab is None else dense_fisher_rows(lab.probs, lab.h), 5, lamb=0.7)
+        expected = reference_picks(pool, lab, 5, lamb=0.7)
         rows = _rows.from_fisher_factors(pool)
         lab_rows = None if lab is None else _rows.from_fisher_factors(lab)
         nc, b = -(-n // 8), 8
@@ -241,8 +243,7 @@ def test_exact_refresh_of_the_blocks_keeps_the_reference_picks(monkeypatch):
         emb = random_factors(5, 26, 3, 4)
         pool, lab = emb[:20], emb[20:]
         for labeled in (None, lab):
-            expected = reference_bait(dense_fisher_rows(pool.probs, pool.h),
-                                      None if labeled is None else dense_fisher_rows(lab.probs, lab.h), 4, lamb=0.5)
+            expected = reference_picks(pool, labeled, 4, lamb=0.5)
             got = kernel(_rows.from_fisher_factors(pool),
                          None if labeled is None else _rows.from_fisher_factors(lab), 0.5, k=4, n_forward=8, chunk=7)
             np.testing.assert_array_equal(np.asarray(got), expected)
@@ -257,8 +258,7 @@ def test_two_class_rows_as_one_row_per_point_keep_the_picks(labeled):
     with jax.enable_x64(True):
         emb = random_factors(21 + labeled, 30, 2, 5)
         pool, lab = emb[:24], (emb[24:] if labeled else None)
-        expected = reference_bait(dense_fisher_rows(pool.probs, pool.h),
-                                  None if lab is None else dense_fisher_rows(lab.probs, lab.h), 5, lamb=0.4)
+        expected = reference_picks(pool, lab, 5, lamb=0.4)
         full = _rows.from_fisher_factors(pool), None if lab is None else _rows.from_fisher_factors(lab)
         assert _rows.is_binary(full[0])
         one = tuple(None if r is None else _rows.binary_rows(r) for r in full)
@@ -310,8 +310,7 @@ def test_softmax_rows_on_all_or_sum_zero_columns_keep_the_reference_picks(monkey
     with jax.enable_x64(True):
         emb = random_factors(31 + reduce, n + 7, 4, 3)
         pool, lab = emb[:n], emb[n:]
-        expected = reference_bait(dense_fisher_rows(pool.probs, pool.h), dense_fisher_rows(lab.probs, lab.h), 5,
-                                  lamb=0.8)
+        expected = reference_picks(pool, lab, 5, lamb=0.8)
         kernel = jax.jit(_kernel.forward_backward, static_argnames=("k", "n_forward", "chunk"))
         lab_rows = _rows.from_fisher_factors(lab)
         gram = _plan._labeled_gram(lab_rows, 0.8, jnp.int32(7), jnp.int32(5), chunk=8, dtype=jnp.float64)
@@ -478,8 +477,7 @@ def test_wide_rows_forms_keep_the_reference_picks(monkeypatch, labeled):
                 monkeypatch.setattr(_kernel, "REFRESH_TOL", 0.0)
             emb = random_factors(17 + labeled, n + 5, 3, 4)
             pool, lab = emb[:n], (emb[n:] if labeled else None)
-            expected = reference_bait(dense_fisher_rows(pool.probs, pool.h),
-                                      None if lab is None else dense_fisher_rows(lab.probs, lab.h), 5, lamb=0.6)
+            expected = reference_picks(pool, lab, 5, lamb=0.6)
             kernel = jax.jit(_kernel.forward_backward, static_argnames=("k", "n_forward", "chunk"))
             got = kernel(_rows.from_fisher_factors(pool), None if lab is None else _rows.from_fisher_factors(lab),
                          0.6, k=5, n_forward=10, chunk=8)
@@ -598,8 +596,7 @@ def test_window_rebuilds_keep_the_reference_picks(monkeypatch, labeled):
         n = 27
         emb = random_factors(23 + labeled, n + 5, 3, 4)
         pool, lab = emb[:n], (emb[n:] if labeled else None)
-        expected = reference_bait(dense_fisher_rows(pool.probs, pool.h),
-                                  None if lab is None else dense_fisher_rows(lab.probs, lab.h), 5, lamb=0.6)
+        expected = reference_picks(pool, lab, 5, lamb=0.6)
         for window, unroll, dense in ((32, 0, False), (2, 1 << 30, False), (32, 1 << 30, True)):
             monkeypatch.setattr(_kernel, "WINDOW", window)
             monkeypatch.setattr(_kernel, "UNROLL_MIN_POINTS", unroll)
@@ -620,8 +617,7 @@ def test_backward_pass_in_the_picks_space_keeps_the_reference_picks(monkeypatch,
         n = 29
         emb = random_factors(31 + labeled, n + 6, 3, 4)
         pool, lab = emb[:n], (emb[n:] if labeled else None)
-        expected = reference_bait(dense_fisher_rows(pool.probs, pool.h),
-                                  None if lab is None else dense_fisher_rows(lab.probs, lab.h), 5, lamb=0.3)
+        expected = reference_picks(pool, lab, 5, lamb=0.3)
         for reduce_dim, unroll, dense, tol in ((1 << 30, 1 << 30, False, 1e-5), (0, 0, False, 1e-5),
                                                (1 << 30, 1 << 30, True, 1e-5), (0, 1 << 30, False, 0.0)):
             monkeypatch.setattr(_kernel, "REDUCE_MIN_DIM", reduce_dim)
@@ -711,7 +707,7 @@ def test_backward_pass_restarts_from_exact_blocks_after_window_rebuilds(monkeypa
     with jax.enable_x64(True):
         n = 23
         pool = random_factors(41 + packed, n, 3, 4)
-        expected = reference_bait(dense_fisher_rows(pool.probs, pool.h), None, 5, lamb=0.7)
+        expected = reference_picks(pool, None, 5, lamb=0.7)
         kernel = jax.jit(lambda *args, **kw: _kernel.forward_backward(*args, **kw),
                          static_argnames=("k", "n_forward", "chunk"))
         got = kernel(_rows.from_fisher_factors(pool), None, 0.7, k=5, n_forward=12, chunk=8)
@@ -1182,8 +1178,7 @@ def test_pool_sizes_of_one_bucket_share_one_compilation():
         for n_lab in (6, 9):
             pool, lab = emb[:n], emb[20:20 + n_lab]
             got = aljax.fisher_greedy(pool, 4, labeled=lab, lamb=0.5)
-            want = reference_bait(dense_fisher_rows(pool.probs, pool.h), dense_fisher_rows(lab.probs, lab.h), 4,
-                                  lamb=0.5)
+            want = reference_picks(pool, lab, 4, lamb=0.5)
             np.testing.assert_array_equal(np.asarray(got), want)
     assert _kernel.kernel._cache_size() - before <= 1
 
