@@ -58,8 +58,8 @@ def select_from_outputs(fn: str, strategy: str, problem_type: str, key, logits, 
     if strategy == "random":
         return random_kernel(key, n, k)
     if strategy in UNCERTAINTY:
+        # (Logits checked finite where they were made: logits_and_features, the torch adapter's outputs.)
         if options.get("stochastic") is None:   # (one compilation per pool bucket, not per pool size)
-            _validate.check_finite(fn, "the model's logits", logits)
             return _scores.select(logits, getattr(_scores, strategy), k)
         score = getattr(scores, strategy)(logits)
         return _stochastic.draw_acquisition(key, score, k, options["stochastic"], options.get("beta", 1.0))
