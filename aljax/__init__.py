@@ -4,7 +4,8 @@ Data flows one way: model → embeddings → selector → indices. The modules f
 module imports only modules of its own layer or of the layers listed before it
 (``tests/test_layout.py`` walks every import and fails on a cycle or an upward import):
 
-1. ``_validate``, ``_progress``: argument checks with one message style; progress bars.
+1. ``_validate``, ``_progress``, ``_compile``: argument checks with one message style; progress
+   bars; quick-to-compile twins of jitted kernels.
 2. ``_types``, ``_padding``, ``_linalg``, ``_sharding``, ``_pool``, ``_hosts``: embedding
    containers, size buckets, small linear algebra, row layouts over devices, chunking and
    streaming a pool, pools assembled from the parts held by several processes.

@@ -1169,18 +1169,50 @@ def test_host_labeled_gram_falls_back_to_the_jitted_one(monkeypatch):
     np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
 
 
+@pytest.mark.parametrize("n, twin", [(40, "quick_kernel"), (_plan.UNROLL_MIN_POINTS, "kernel")])
+def test_bait_takes_the_quick_twin_for_small_pools_only(n, twin, monkeypatch):
+    """Pools below ``UNROLL_MIN_POINTS`` (the loop forms) run the kernel's quick-to-compile twin
+    (aljax._compile) on a CPU, larger ones (the unrolled forms) the plain kernel; either way the
+    dense reference's picks."""
+    with jax.enable_x64(True):
+        emb, lab = random_factors(n, n, 3, 2), random_factors(n + 1, 5, 3, 2)
+        calls = _count_calls(monkeypatch, _plan, "kernel", "quick_kernel")
+        got = aljax.fisher_greedy(emb, 3, labeled=lab, lamb=0.5)
+        want = reference_picks(emb, lab, 3, lamb=0.5)
+    assert calls == dict({"kernel": 0, "quick_kernel": 0}, **{twin: 1})
+    np.testing.assert_array_equal(np.asarray(got), want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_quick_and_plain_kernels_pick_the_same(dtype):
+    """The twin is the same program compiled with other XLA options: the same picks as the plain
+    kernel (float32 and float64, with a labeled set, forward and backward steps)."""
+    with jax.enable_x64(dtype == np.float64):
+        emb = random_factors(7, 300, 4, 6, dtype=dtype)
+        rows, lab = _rows.from_fisher_factors(emb[:260]), _rows.from_fisher_factors(emb[260:])
+        static = dict(k=8, n_forward=16, chunk=64)
+        quick = _kernel.quick_kernel(rows, lab, 0.3, **static)
+        plain = _kernel.kernel(rows, lab, 0.3, **static)
+    np.testing.assert_array_equal(np.asarray(quick), np.asarray(plain))
+
+
+def _kernel_compilations():
+    """Compilations of the one-device kernel and of its quick twin (small pools on a CPU)."""
+    return _kernel.kernel._cache_size() + _kernel.quick_kernel._cache_size()
+
+
 def test_pool_sizes_of_one_bucket_share_one_compilation():
     """Pools of 20, 18 and 17 points (one bucket: 32 rows) with 6 or 9 labeled points: the picks
     of the dense reference, and at most one compilation of the kernel for all of them."""
     emb = random_factors(13, 29, 3, 4, dtype=np.float32)
-    before = _kernel.kernel._cache_size()
+    before = _kernel_compilations()
     for n in (20, 18, 17):
         for n_lab in (6, 9):
             pool, lab = emb[:n], emb[20:20 + n_lab]
             got = aljax.fisher_greedy(pool, 4, labeled=lab, lamb=0.5)
             want = reference_picks(pool, lab, 4, lamb=0.5)
             np.testing.assert_array_equal(np.asarray(got), want)
-    assert _kernel.kernel._cache_size() - before <= 1
+    assert _kernel_compilations() - before <= 1
 
 
 @pytest.mark.slow
@@ -1203,11 +1235,11 @@ def test_size_buckets_change_no_pick_and_share_one_compilation(dense):
         rows = pool.to_dense() if dense else _rows.from_fisher_factors(pool)
         lab_rows = lab.to_dense() if dense else _rows.from_fisher_factors(lab)
         wants.append(_kernel.kernel(rows, lab_rows, 0.5, k=6, n_forward=12, chunk=chunk))
-    before = _kernel.kernel._cache_size()
+    before = _kernel_compilations()
     for (n, n_lab), want in zip(cases, wants):
         pool, lab = emb[:n], emb[300:300 + n_lab]
         if dense:
             pool, lab = pool.to_dense(), lab.to_dense()
         got = aljax.fisher_greedy(pool, 6, labeled=lab, lamb=0.5)
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
-    assert _kernel.kernel._cache_size() - before <= 1
+    assert _kernel_compilations() - before <= 1

@@ -16,7 +16,7 @@ PACKAGE = ROOT / "aljax"
 
 # Lowest first; a module may import modules of its own layer or of earlier layers only.
 LAYERS = [
-    ["_validate", "_progress"],
+    ["_validate", "_progress", "_compile"],
     ["_types", "_padding", "_linalg", "_sharding", "_pool", "_hosts"],
     ["_dense_head", "_embeddings", "_scores", "scores", "_stochastic", "stopping"],
     ["_badge", "_bait", "_vessal", "_baselines", "_batchbald", "_coldstart", "_hac", "_clustermargin"],

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .. import _compile
 from .._linalg import HIGHEST, inverse_factor, mm, spd_inverse, sym
 from . import _picks_space
 from ._blocks import (UNROLL_MAX_RANK, UNROLL_MIN_POINTS, correct, correct_packed, forward_gains, gains,
@@ -672,3 +673,6 @@ def forward_backward(pool, labeled, lamb, k, n_forward, chunk, shards=LOCAL, n_v
 
 
 kernel = jax.jit(forward_backward, static_argnames=("k", "n_forward", "chunk"))
+# Its twin for small pools on a CPU, compiled with XLA options that shorten the compilation of the
+# loop forms' many small fusions (the unrolled forms of large pools run better without them).
+quick_kernel = _compile.quick_jit(forward_backward, static_argnames=("k", "n_forward", "chunk"))

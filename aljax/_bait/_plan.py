@@ -10,11 +10,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import _progress, _validate
+from .. import _compile, _progress, _validate
 from .._linalg import host_spd_inverse
 from .._padding import bucket, nbytes, pad_tree
 from .._types import FisherFactors
-from ._kernel import initial_inverse, kernel
+from ._blocks import UNROLL_MIN_POINTS
+from ._kernel import initial_inverse, kernel, quick_kernel
 from ._rows import (KronRows, LabeledGram, binary_rows, fisher_trace, from_fisher_factors,
                     host_binary_rows, host_fisher_rows, host_fisher_trace, host_gram, is_binary, n_cols, n_points,
                     prepare)
@@ -218,7 +219,9 @@ def _plan_one_device(rows, labeled_rows, k, lamb, n, n_forward):
     1/8: :func:`pool_bucket`), so that an active-learning loop, whose pool shrinks and labeled set
     grows every round, compiles once per bucket instead of once per round; the real counts go in
     traced. The labeled rows enter only through their Fisher sum: computed first (one small
-    compilation per labeled bucket), the kernel's shapes do not depend on their number."""
+    compilation per labeled bucket), the kernel's shapes do not depend on their number. Pools
+    below ``UNROLL_MIN_POINTS`` on a CPU run the kernel's quick-to-compile twin
+    (:mod:`aljax._compile`): a short run, whose compilation is most of a first call."""
     n_lab = 0 if labeled_rows is None else n_points(labeled_rows)
     dtype = jnp.result_type(jnp.float32, *jax.tree_util.tree_leaves((rows, labeled_rows)))
     size = pool_bucket(rows, n)
@@ -230,7 +233,10 @@ def _plan_one_device(rows, labeled_rows, k, lamb, n, n_forward):
             host = _host_labeled_gram(labeled_rows, lamb, n_lab, k, dtype)
         labeled_rows = host or _labeled_gram(_pad_labeled(labeled_rows, n_lab), lamb, np.int32(n_lab), np.int32(k),
                                              chunk=b, dtype=dtype)
-    return kernel, (rows, labeled_rows, lamb), dict(
+    kernel_fn = kernel
+    if size < UNROLL_MIN_POINTS and _compile.on_cpu(rows):  # (loop forms: compilation outweighs the run)
+        kernel_fn = functools.partial(_compile.call, quick_kernel, kernel)
+    return kernel_fn, (rows, labeled_rows, lamb), dict(
         k=k, n_forward=n_forward, chunk=b, n_valid=np.int32(n),
         n_lab_valid=None if labeled_rows is None else np.int32(n_lab))
 
