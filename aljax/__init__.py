@@ -12,8 +12,8 @@ module imports only modules of its own layer or of the layers listed before it
 3. ``_dense_head``, ``_embeddings``, ``_scores``, ``scores``, ``_stochastic``, ``stopping``: from a
    model to embeddings and scores; stochastic batch acquisition on scores; stopping criteria over
    the predictions of successive rounds.
-4. ``_badge``, ``_bait``, ``_vessal``, ``_baselines``, ``_batchbald``, ``_coldstart``, ``_hac``,
-   ``_clustermargin``: selectors (arrays in, indices out) and the JAX front doors that embed a
+4. ``_badge``, ``_bait``, ``_vessal``, ``_baselines``, ``_batchbald``, ``_kmeans``, ``_coldstart``,
+   ``_hac``, ``_clustermargin``: selectors (arrays in, indices out) and the JAX front doors that embed a
    pool and call them.
 5. ``_strategies``: strategy name → embedding of a model's outputs → selector.
 6. ``torch_adapter``: torch and Hugging Face models in front of the same strategies.

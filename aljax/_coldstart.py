@@ -12,239 +12,33 @@ Both are selectors on arrays, ``(embedding, k, *, key=0, labeled=None, ...)``, a
 A pool sharded along its rows (a ``NamedSharding``) stays where it is: the passes over rows
 (assignments, cluster sums, the labeled set) run under ``jax.shard_map`` on each device's rows,
 the pairwise ones (typicality, degrees, the purity rule) hand each device's block of rows on
-around the devices (:class:`_Ring`), and the steps of the k-means++ seeding and the coverage
+around the devices (:class:`aljax._kmeans.Ring`), and the steps of the k-means++ seeding and the coverage
 greedy move single rows (:func:`aljax._sharding.take_row`). What crosses devices is rows, blocks
 of rows, per-cluster sums and vectors of one number per point, never the pool as a whole.
+
+Concrete pools on one device are zero-padded to a size bucket, the labeled set to a power of two,
+their counts traced: an active-learning loop compiles TypiClust once per bucket, not every round.
 """
 
 from __future__ import annotations
 
 import functools
 import numbers
-from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from . import _validate
-from ._linalg import HIGHEST
+from . import _compile, _validate
+from ._padding import pad_to_bucket, pad_tree
+from ._kmeans import centred, kmeans_of_parts, map_row_blocks, on_rows, rows_per_block, sqdist, sqnorms
 from ._sharding import auto_axes, row_layout, take_row
 
-# Distance blocks hold about this many entries (rows × columns): 2^24 float32 = 64 MiB.
-_BLOCK_ENTRIES = 1 << 24
 # Rows of the newly covered set processed together in a ProbCover step.
 _COVER_BLOCK = 256
-# Lloyd's iterations: at most this many, stopping earlier as scikit-learn's KMeans does (no
-# assignment changed, or the centres moved by at most _KMEANS_TOL × the mean feature variance).
-_KMEANS_MAX_ITER = 100
-_KMEANS_TOL = 1e-4
 # TypiClust: clusters of at most this many points are used last (the authors' code drops them).
 _MIN_CLUSTER_SIZE = 5
-
-
-def _row_block(rows: int, cols: int) -> int:
-    """Rows per distance block against ``cols`` columns (at least 8, at most all rows)."""
-    return max(1, min(rows, max(8, _BLOCK_ENTRIES // max(cols, 1))))
-
-
-def _sqdist(a, b, sq_a, sq_b):
-    """``‖a_i − b_j‖²`` as ``‖a‖² + ‖b‖² − 2 a·b``; cancellation noise below ``16·eps`` of the
-    scale counts as 0 (so a point is at distance exactly 0 from itself and its duplicates)."""
-    cross = jnp.matmul(a, b.T, precision=HIGHEST, preferred_element_type=a.dtype)
-    scale = sq_a[:, None] + sq_b[None, :]
-    d = scale - 2 * cross
-    return jnp.where(d <= 16 * jnp.finfo(a.dtype).eps * scale, 0.0, d)
-
-
-def _sqnorms(x):
-    return jnp.sum(x * x, axis=1)
-
-
-def _map_row_blocks(fn, block: int, *rows):
-    """``fn(row_index, *blocks)`` over blocks of ``block`` rows of the arrays ``rows`` (one leading
-    length ``n``, zero-padded to a multiple), outputs concatenated along the rows and cut back to
-    ``n``. ``row_index`` past ``n`` marks padding."""
-    n = rows[0].shape[0]
-    nb = -(-n // block)
-
-    def split(a):
-        return jnp.pad(a, [(0, nb * block - n)] + [(0, 0)] * (a.ndim - 1)).reshape(nb, block, *a.shape[1:])
-
-    index = jnp.arange(nb * block, dtype=jnp.int32).reshape(nb, block)
-    out = jax.lax.map(lambda blk: fn(*blk), (index, *map(split, rows)))
-    return jax.tree_util.tree_map(lambda o: o.reshape(nb * block, *o.shape[2:])[:n], out)
-
-
-# ---------------------------------------------------------------------------------------------
-# The pool's rows on one device, or sharded along the example axis.
-
-
-class _Ring(NamedTuple):
-    """The devices that hold the pool's row blocks, inside ``jax.shard_map`` over mesh axes
-    ``axes`` (``count`` blocks); ``count`` 1 is one device and no collectives. Pairwise passes
-    (degrees, nearest neighbours) hand each block on to the next device, so a device holds its
-    own rows and one visiting block at a time, never the pool."""
-
-    axes: Any = None
-    count: int = 1
-
-    def offset(self, rows: int):
-        """Index in the pool of this device's first row (``rows`` per device)."""
-        return 0 if self.count == 1 else jax.lax.axis_index(self.axes).astype(jnp.int32) * rows
-
-    def psum(self, x):
-        return x if self.count == 1 else jax.lax.psum(x, self.axes)
-
-    def pmin(self, x):
-        return x if self.count == 1 else jax.lax.pmin(x, self.axes)
-
-    def visit(self, step, acc, block):
-        """``acc = step(acc, visiting)`` with every device's ``block`` visiting in turn, this
-        device's own first; after ``t`` hand-ons a device holds the block of the device ``t`` before it."""
-        acc = step(acc, block)
-        if self.count == 1:
-            return acc
-        perm = [(i, (i + 1) % self.count) for i in range(self.count)]
-
-        def hand_on(_, state):
-            acc, block = state
-            block = jax.lax.ppermute(block, self.axes, perm)
-            return step(acc, block), block
-
-        return jax.lax.fori_loop(1, self.count, hand_on, (acc, block))[0]
-
-
-def _on_rows(layout, body, rows: tuple, replicated: tuple = (), out_rows=True):
-    """``body(ring, *rows, *replicated)`` on every device's block of ``rows`` (arrays sharded
-    along the example axis as ``layout``, a :class:`aljax._sharding.RowLayout`), ``replicated``
-    whole on every device; outputs sharded along the rows (``out_rows``, a bool or a tuple of them,
-    one per output) or replicated. With ``layout`` None, ``body`` runs as it is on one device."""
-    if layout is None:
-        return body(_Ring(), *rows, *replicated)
-    spec = PartitionSpec(layout.axes)
-    out = jax.tree_util.tree_map(lambda r: spec if r else PartitionSpec(), out_rows)
-    ring = _Ring(layout.axes, layout.shards)
-    # check_vma=False: replicated outputs are psum-med or computed from replicated inputs only.
-    return jax.shard_map(lambda *args: body(ring, *args), mesh=layout.mesh,
-                         in_specs=(spec,) * len(rows) + (PartitionSpec(),) * len(replicated),
-                         out_specs=out, check_vma=False)(*rows, *replicated)
-
-
-# ---------------------------------------------------------------------------------------------
-# k-means: k-means++ seeding, then Lloyd's iterations, over the pool's rows and (optionally)
-# labeled rows after them; the pool may be sharded (``layout``), the labeled rows are replicated.
-
-
-def _row_of(parts, sq, i):
-    """Row ``i`` of the parts stacked (and its squared norm), without stacking them: the pool's
-    row by :func:`aljax._sharding.take_row` (a sharded pool is not gathered)."""
-    row, norm, start = None, None, 0
-    for part, s in zip(parts, sq):
-        j = jnp.clip(i - start, 0, part.shape[0] - 1)
-        r, q = take_row(part, j), take_row(s, j)
-        row = r if row is None else jnp.where(i >= start, r, row)
-        norm = q if norm is None else jnp.where(i >= start, q, norm)
-        start += part.shape[0]
-    return row, norm
-
-
-def _kmeans_pp_init(key, parts, c: int):
-    """``c`` centres by k-means++ seeding (Arthur & Vassilvitskii 2007) over the rows of ``parts``
-    stacked: the first uniformly at random, each next one drawn with probability ∝ its squared
-    distance to the nearest centre so far; when every distance is 0 (fewer distinct points than
-    ``c``), uniformly from the rest."""
-    sq = [_sqnorms(p) for p in parts]
-    total = sum(p.shape[0] for p in parts)
-    rows = jnp.arange(total)
-
-    def dist_to(i):
-        row, norm = _row_of(parts, sq, i)
-        return jnp.concatenate([_sqdist(p, row[None], s, norm[None])[:, 0] for p, s in zip(parts, sq)])
-
-    first_key, key = jax.random.split(key)
-    first = jax.random.randint(first_key, (), 0, total)
-    centres = jnp.zeros((c, parts[0].shape[1]), parts[0].dtype).at[0].set(_row_of(parts, sq, first)[0])
-
-    def step(t, state):
-        centres, dist, chosen = state
-        w = jnp.where(chosen, 0.0, dist)
-        logits = jnp.where(jnp.any(w > 0), jnp.log(w), jnp.where(chosen, -jnp.inf, 0.0))
-        i = jax.random.categorical(jax.random.fold_in(key, t), logits)
-        return centres.at[t].set(_row_of(parts, sq, i)[0]), jnp.minimum(dist, dist_to(i)), chosen | (rows == i)
-
-    return jax.lax.fori_loop(1, c, step, (centres, dist_to(first), rows == first))[0]
-
-
-def _assign_body(_, x, centres):
-    sq_c = _sqnorms(centres)
-
-    def block(_, rows):
-        cross = jnp.matmul(rows, centres.T, precision=HIGHEST, preferred_element_type=rows.dtype)
-        return jnp.argmin(sq_c[None, :] - 2 * cross, axis=1).astype(jnp.int32)
-
-    return _map_row_blocks(block, _row_block(x.shape[0], centres.shape[0]), x)
-
-
-def _sums_body(ring, x, assign, c):
-    """Per cluster, the sum and the number of this device's rows, summed over the devices."""
-    return ring.psum((jax.ops.segment_sum(x, assign, c), jax.ops.segment_sum(jnp.ones_like(assign), assign, c)))
-
-
-def _lloyd(parts, centres, max_iter: int, layout):
-    """:func:`lloyd` over the rows of ``parts`` (the pool, sharded as ``layout``, then optionally
-    labeled rows): ``(centres, assignment of each part)``."""
-    c = centres.shape[0]
-    total = sum(p.shape[0] for p in parts)
-    mean = sum(jnp.sum(p, axis=0) for p in parts) / total
-    tol = _KMEANS_TOL * jnp.mean(sum(jnp.sum((p - mean) ** 2, axis=0) for p in parts) / total)
-    lay = (layout,) + (None,) * (len(parts) - 1)
-
-    def assign(centres):
-        return tuple(_on_rows(lo, _assign_body, (p,), (centres,)) for p, lo in zip(parts, lay))
-
-    def update(state):
-        centres, labels, it, _ = state
-        sums, counts = map(sum, zip(*(_on_rows(lo, functools.partial(_sums_body, c=c), (p, a), out_rows=False)
-                                      for p, a, lo in zip(parts, labels, lay))))
-        new = jnp.where(counts[:, None] > 0, sums / jnp.maximum(counts, 1)[:, None].astype(sums.dtype), centres)
-        new_labels = assign(new)
-        same = functools.reduce(jnp.logical_and, [jnp.all(a == b) for a, b in zip(new_labels, labels)])
-        return new, new_labels, it + 1, same | (jnp.sum((new - centres) ** 2) <= tol)
-
-    state = jax.lax.while_loop(lambda s: (s[2] < max_iter) & ~s[3], update, (centres, assign(centres), 0, False))
-    return state[0], state[1]
-
-
-def lloyd(x, centres, max_iter: int = _KMEANS_MAX_ITER):
-    """Lloyd's iterations from ``centres``: ``(centres, assignment)``, the assignment the nearest
-    centre of each row (lowest index on ties). Each iteration moves every centre to the mean of
-    its rows (an empty cluster keeps its centre) and reassigns; it stops when no assignment
-    changes, when the centres moved by at most ``_KMEANS_TOL`` × the mean feature variance
-    (summed squared shift, scikit-learn's rule), or after ``max_iter`` iterations."""
-    centres, (assign,) = _lloyd((x,), centres, max_iter, None)
-    return centres, assign
-
-
-def _kmeans(key, parts, c: int, layout=None):
-    """k-means++ seeding then Lloyd's iterations over the rows of ``parts`` stacked:
-    ``(centres, assignment of each part)``."""
-    return _lloyd(parts, _kmeans_pp_init(key, parts, c), _KMEANS_MAX_ITER, layout)
-
-
-def kmeans(key, x, c: int):
-    """k-means++ seeding then :func:`lloyd`: ``(centres, assignment)``."""
-    centres, (assign,) = _kmeans(key, (x,), c)
-    return centres, assign
-
-
-def _centred(x, labeled):
-    """Pool and labeled rows shifted by the pool's mean (distances are unchanged; a large common
-    offset would otherwise swamp them in ``‖a‖² + ‖b‖² − 2 a·b``), in float32 or wider."""
-    dtype = jnp.result_type(jnp.float32, x.dtype)
-    x = x.astype(dtype)
-    mean = jnp.mean(x, axis=0)
-    return x - mean, None if labeled is None else labeled.astype(dtype) - mean
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,7 +61,7 @@ def _typicality_body(ring, x, assign, size, *, k: int):
     def pad(a, value=0):
         return jnp.pad(a, [(0, nb * block - n_local)] + [(0, 0)] * (a.ndim - 1), constant_values=value)
 
-    own = (cs, pad(xs), pad(cs, -1), pad(_sqnorms(xs)), pad(index, -1))
+    own = (cs, pad(xs), pad(cs, -1), pad(sqnorms(xs)), pad(index, -1))
 
     def visit(best, cols):
         c_sorted, c_x, c_c, c_sq, c_index = cols
@@ -284,7 +78,7 @@ def _typicality_body(ring, x, assign, size, *, k: int):
                 cols, cc, csq, cidx = (jax.lax.dynamic_slice_in_dim(a, j * block, block)
                                        for a in (c_x, c_c, c_sq, c_index))
                 ok = (rc[:, None] == cc[None, :]) & (ridx[:, None] != cidx[None, :])
-                dist = jnp.where(ok, jnp.sqrt(_sqdist(rows, cols, rsq, csq)), jnp.inf)
+                dist = jnp.where(ok, jnp.sqrt(sqdist(rows, cols, rsq, csq)), jnp.inf)
                 return -jax.lax.top_k(-jnp.concatenate([best, dist], axis=1), k)[0]
 
             return jax.lax.fori_loop(lo, hi, body, best)
@@ -309,17 +103,17 @@ def cluster_typicality(x, assign, n_neighbors: int, *, size=None, layout=None):
         ordered = jnp.sort(assign)
         size = jnp.searchsorted(ordered, assign, side="right") - jnp.searchsorted(ordered, assign, side="left")
     body = functools.partial(_typicality_body, k=min(n_neighbors, x.shape[0] - 1))
-    return _on_rows(layout, body, (x, assign, size))
+    return on_rows(layout, body, (x, assign, size))
 
 
-def typiclust_order(assign_pool, assign_labeled, typicality, c: int):
+def typiclust_order(assign_pool, assign_labeled, typicality, c: int, n_valid=None):
     """The pool's rows in TypiClust's pick order. Clusters are ranked by their number of labeled
     rows (fewest first), then size (labeled rows included; largest first), then id; rows are
     ranked within their cluster by typicality (highest first, then lowest index). The order takes
     the most typical row of every cluster in cluster rank, then the second most typical of every
     cluster, and so on (the authors' cluster order; unlike their loop, typicality is not recomputed
     after a pick); clusters of at most ``_MIN_CLUSTER_SIZE`` rows
-    come after all the others."""
+    come after all the others, and rows past ``n_valid`` (padding, assigned no cluster) last."""
     n = assign_pool.shape[0]
     size = jnp.bincount(assign_pool, length=c)
     n_lab = jnp.zeros(c, jnp.int32) if assign_labeled is None else jnp.bincount(assign_labeled, length=c)
@@ -332,18 +126,32 @@ def typiclust_order(assign_pool, assign_labeled, typicality, c: int):
     rank_sorted = jnp.arange(n) - jnp.searchsorted(sorted_c, sorted_c, side="left")
     rank = jnp.zeros(n, jnp.int32).at[by_cluster].set(rank_sorted.astype(jnp.int32))
     small = size[assign_pool] <= _MIN_CLUSTER_SIZE
-    return jnp.lexsort((cluster_rank[assign_pool], rank, small)).astype(jnp.int32)
+    keys = (cluster_rank[assign_pool], rank, small) + (() if n_valid is None else (rows >= n_valid,))
+    return jnp.lexsort(keys).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("k", "n_neighbors", "layout"))
-def _typiclust_kernel(key, x, labeled, *, k: int, n_neighbors: int, layout=None):
-    x, labeled = _centred(x, labeled)
+def _typiclust(key, x, labeled, counts=None, *, k: int, n_neighbors: int, layout=None):
+    """TypiClust's ``k`` picks. ``counts``: None, or the points of ``x`` and ``labeled`` (traced)
+    when both are zero-padded to a size bucket (one compilation for the rounds of a loop): then
+    ``c`` = the padded labeled rows + ``k`` clusters, of which the first ``|labeled| + k`` take
+    points, and padding rows join no cluster and come last."""
+    x, labeled = centred(x, labeled, counts)
     parts = (x,) if labeled is None else (x, labeled)
     c = sum(p.shape[0] for p in parts[1:]) + k
-    _, assign = _kmeans(key, parts, c, layout)
-    size = jnp.bincount(assign[0], length=c)[assign[0]]
+    active = None if counts is None else sum(counts[1:]) + k
+    _, assign = kmeans_of_parts(key, parts, c, layout, counts, active)
+    size = jnp.bincount(assign[0], length=c)[jnp.minimum(assign[0], c - 1)]
+    if counts is not None:
+        size = jnp.where(assign[0] < c, size, 0)
     typicality = cluster_typicality(x, assign[0], n_neighbors, size=size, layout=layout)
-    return typiclust_order(assign[0], None if labeled is None else assign[1], typicality, c)[:k]
+    return typiclust_order(assign[0], None if labeled is None else assign[1], typicality, c,
+                           None if counts is None else counts[0])[:k]
+
+
+_typiclust_kernel = jax.jit(_typiclust, static_argnames=("k", "n_neighbors", "layout"))
+# Its twin for padded pools on a CPU (aljax._compile): a loop's rounds compile it once per size
+# bucket, and there its compilation is most of a round.
+_typiclust_quick = _compile.quick_jit(_typiclust, static_argnames=("k", "n_neighbors", "layout"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,13 +160,13 @@ def _typiclust_kernel(key, x, labeled, *, k: int, n_neighbors: int, layout=None)
 
 def _against(rows, labels, cols, col_labels):
     """Per row, the squared distance to the nearest column of another label (``inf``: none)."""
-    csq = _sqnorms(cols)
+    csq = sqnorms(cols)
 
     def block(_, r, rsq, rlab):
-        d2 = _sqdist(r, cols, rsq, csq)
+        d2 = sqdist(r, cols, rsq, csq)
         return jnp.min(jnp.where(rlab[:, None] != col_labels[None, :], d2, jnp.inf), axis=1)
 
-    return _map_row_blocks(block, _row_block(rows.shape[0], cols.shape[0]), rows, _sqnorms(rows), labels)
+    return map_row_blocks(block, rows_per_block(rows.shape[0], cols.shape[0]), rows, sqnorms(rows), labels)
 
 
 def _nearest_other_body(ring, x, labels, *labeled):
@@ -380,10 +188,10 @@ def purity_delta(x, pseudo_labels, purity, labeled=(), layout=None):
     ``labeled``: optional ``(rows, pseudo-labels)`` counted with the rows of ``x`` (sharded as
     ``layout``, None: not sharded)."""
     if labeled:
-        r2, r2_labeled = _on_rows(layout, _nearest_other_body, (x, pseudo_labels), tuple(labeled), (True, False))
+        r2, r2_labeled = on_rows(layout, _nearest_other_body, (x, pseudo_labels), tuple(labeled), (True, False))
         r2 = jnp.concatenate([r2, r2_labeled])
     else:
-        r2 = _on_rows(layout, _nearest_other_body, (x, pseudo_labels))
+        r2 = on_rows(layout, _nearest_other_body, (x, pseudo_labels))
     n = r2.shape[0]
     need = jnp.ceil(purity * n - 1e-9).astype(jnp.int32)      # rows whose ball must be pure
     return jnp.sqrt(jnp.sort(r2)[n - jnp.clip(need, 1, n)])
@@ -391,22 +199,22 @@ def purity_delta(x, pseudo_labels, purity, labeled=(), layout=None):
 
 def _near_labeled_body(_, x, labeled, d2max):
     """Whether each row lies within δ of a labeled row."""
-    sq_l = _sqnorms(labeled)
-    return _map_row_blocks(lambda _, r, rsq: jnp.any(_sqdist(r, labeled, rsq, sq_l) < d2max, axis=1),
-                           _row_block(x.shape[0], labeled.shape[0]), x, _sqnorms(x))
+    sq_l = sqnorms(labeled)
+    return map_row_blocks(lambda _, r, rsq: jnp.any(sqdist(r, labeled, rsq, sq_l) < d2max, axis=1),
+                           rows_per_block(x.shape[0], labeled.shape[0]), x, sqnorms(x))
 
 
 def _degree_body(ring, x, uncovered, d2max):
     """Per row, the uncovered rows of the pool (its blocks visiting in turn) within δ."""
     def visit(degree, cols):
         c_x, c_uncovered = cols
-        csq = _sqnorms(c_x)
+        csq = sqnorms(c_x)
 
         def block(_, r, rsq, deg):
-            inside = (_sqdist(r, c_x, rsq, csq) < d2max) & c_uncovered[None, :]
+            inside = (sqdist(r, c_x, rsq, csq) < d2max) & c_uncovered[None, :]
             return deg + jnp.sum(inside, axis=1, dtype=jnp.int32)
 
-        return _map_row_blocks(block, _row_block(x.shape[0], c_x.shape[0]), x, _sqnorms(x), degree)
+        return map_row_blocks(block, rows_per_block(x.shape[0], c_x.shape[0]), x, sqnorms(x), degree)
 
     return ring.visit(visit, jnp.zeros(x.shape[0], jnp.int32), (x, uncovered))
 
@@ -418,7 +226,7 @@ def _drop_body(ring, x, degree, ids, d2max):
     local = ids - ring.offset(n_local)
     mine = (local >= 0) & (local < n_local)
     pts = ring.psum(jnp.where(mine[:, None], x[jnp.clip(local, 0, n_local - 1)], 0))
-    inside = (_sqdist(x, pts, _sqnorms(x), _sqnorms(pts)) < d2max) & (ids < n_local * ring.count)[None, :]
+    inside = (sqdist(x, pts, sqnorms(x), sqnorms(pts)) < d2max) & (ids < n_local * ring.count)[None, :]
     return degree - jnp.sum(inside, axis=1, dtype=jnp.int32)
 
 
@@ -430,12 +238,12 @@ def _probcover_greedy(key, x, labeled, delta, k: int, layout=None):
     whole run costs about two ``n × n`` distance passes however large ``k`` is."""
     n = x.shape[0]
     d2max = jnp.asarray(delta, x.dtype) ** 2
-    sq = _sqnorms(x)
+    sq = sqnorms(x)
     rows = jnp.arange(n, dtype=jnp.int32)
     uncovered = jnp.ones(n, bool)
     if labeled is not None:
-        uncovered = ~_on_rows(layout, _near_labeled_body, (x,), (labeled, d2max))
-    degree = _on_rows(layout, _degree_body, (x, uncovered), (d2max,))
+        uncovered = ~on_rows(layout, _near_labeled_body, (x,), (labeled, d2max))
+    degree = on_rows(layout, _degree_body, (x, uncovered), (d2max,))
     block = min(_COVER_BLOCK, n)
 
     def step(t, state):
@@ -445,14 +253,14 @@ def _probcover_greedy(key, x, labeled, delta, k: int, layout=None):
         # Every row covered: the remaining picks are uniform among the unpicked rows.
         noise = jax.random.uniform(jax.random.fold_in(key, t), (n,))
         j = jnp.where(take_row(best, j) > 0, j, jnp.argmax(jnp.where(picked, -1.0, noise)).astype(jnp.int32))
-        new = uncovered & (_sqdist(x, take_row(x, j)[None], sq, take_row(sq, j)[None])[:, 0] < d2max)
+        new = uncovered & (sqdist(x, take_row(x, j)[None], sq, take_row(sq, j)[None])[:, 0] < d2max)
         count = jnp.sum(new)
         index = jnp.nonzero(new, size=n, fill_value=n)[0]
         index = jnp.pad(index, (0, block), constant_values=n)
 
         def drop(b, degree):
             ids = jax.lax.dynamic_slice_in_dim(index, b * block, block)
-            return _on_rows(layout, _drop_body, (x, degree), (ids, d2max))
+            return on_rows(layout, _drop_body, (x, degree), (ids, d2max))
 
         degree = jax.lax.fori_loop(0, -(-count // block), drop, degree)
         return degree, uncovered & ~new, picked | (rows == j), picks.at[t].set(j)
@@ -463,10 +271,10 @@ def _probcover_greedy(key, x, labeled, delta, k: int, layout=None):
 
 @functools.partial(jax.jit, static_argnames=("k", "n_classes", "layout"))
 def _probcover_kernel(key, x, labeled, delta, purity, *, k: int, n_classes: int | None, layout=None):
-    x, labeled = _centred(x, labeled)
+    x, labeled = centred(x, labeled)
     cluster_key, fill_key = jax.random.split(key)
     if n_classes is not None:
-        _, pseudo = _kmeans(cluster_key, (x,) if labeled is None else (x, labeled), n_classes, layout)
+        _, pseudo = kmeans_of_parts(cluster_key, (x,) if labeled is None else (x, labeled), n_classes, layout)
         delta = purity_delta(x, pseudo[0], purity, () if labeled is None else (labeled, pseudo[1]), layout)
     return _probcover_greedy(fill_key, x, labeled, delta, k, layout), delta
 
@@ -540,6 +348,11 @@ def typiclust(embedding, k: int, *, key=0, labeled=None, n_neighbors: int = 20) 
     Memory is O((n + m)·(K + d) + block): distances come in blocks of rows; the neighbours are
     searched within clusters only (rows sorted by cluster), ``Σ_c size_c² · d`` work.
 
+    Compilation: a concrete pool on one device is zero-padded to a size bucket and the labeled
+    set to a power of two (counts traced, padding in no cluster), so the rounds of a loop compile
+    once per bucket; the k-means++ draw is per point (its index), the same with or without
+    padding or sharding.
+
     Several devices: ``embedding`` sharded along its rows (a ``NamedSharding``; Explicit mesh
     axes too) stays on its devices: each device assigns its own rows and adds them into the
     cluster sums (one all-reduce of ``clusters × d`` per Lloyd iteration), and the neighbour
@@ -576,7 +389,18 @@ def typiclust(embedding, k: int, *, key=0, labeled=None, n_neighbors: int = 20) 
         raise ValueError(_validate.message(fn, "n_neighbors", f"at most n − 1 = {n - 1}: the pool has {n} points "
                                            "and a point is not its own neighbour", n_neighbors))
     embedding, labeled, layout = _placed(fn, embedding, labeled)
-    return _typiclust_kernel(key, embedding, labeled, k=k, n_neighbors=n_neighbors, layout=layout)
+    counts = None
+    if layout is None and _validate.is_concrete(embedding, labeled):
+        # One compilation per size bucket; the labeled set, which grows by k a round and sets the
+        # number of clusters, to a power of two (at most twice the clusters, and k-means's work).
+        counts = (np.int32(n),) + (() if labeled is None else (np.int32(labeled.shape[0]),))
+        embedding = pad_to_bucket(embedding, n)
+        if labeled is not None:
+            labeled = pad_tree(labeled, size=1 << (labeled.shape[0] - 1).bit_length())
+    args, static = (key, embedding, labeled, counts), dict(k=k, n_neighbors=n_neighbors, layout=layout)
+    if counts is not None and _compile.on_cpu(embedding):
+        return _compile.call(_typiclust_quick, _typiclust_kernel, *args, **static)
+    return _typiclust_kernel(*args, **static)
 
 
 def _check_delta(fn: str, delta, purity, n_classes, n_total: int):

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import aljax
-from aljax import _coldstart
+from aljax import _coldstart, _kmeans
 
 # ---------------------------------------------------------------- NumPy references (float64, full matrices)
 
@@ -132,7 +132,7 @@ def test_lloyd_from_fixed_centres_matches_numpy(seed):
     x = rng.normal(size=(150, 4)).astype(np.float32)
     x[:50] += 3
     start = x[rng.choice(150, 6, replace=False)]
-    centres, assign = _coldstart.lloyd(jnp.asarray(x), jnp.asarray(start))
+    centres, assign = _kmeans.lloyd(jnp.asarray(x), jnp.asarray(start))
     want_centres, want_assign = _lloyd_ref(x, start)
     np.testing.assert_array_equal(assign, want_assign)
     np.testing.assert_allclose(centres, want_centres, rtol=1e-4, atol=1e-4)
@@ -141,14 +141,14 @@ def test_lloyd_from_fixed_centres_matches_numpy(seed):
 def test_lloyd_keeps_the_centre_of_an_empty_cluster():
     x = np.array([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [5.1, 5.0]], np.float32)
     start = np.array([[0.0, 0.0], [5.0, 5.0], [100.0, 100.0]], np.float32)
-    centres, assign = _coldstart.lloyd(jnp.asarray(x), jnp.asarray(start))
+    centres, assign = _kmeans.lloyd(jnp.asarray(x), jnp.asarray(start))
     np.testing.assert_array_equal(assign, [0, 0, 1, 1])
     np.testing.assert_allclose(centres[2], [100.0, 100.0])
 
 
 def test_kmeans_recovers_well_separated_blobs():
     x, y = _blobs(0)
-    _, assign = _coldstart.kmeans(jax.random.key(1), jnp.asarray(x), 4)
+    _, assign = _kmeans.kmeans(jax.random.key(1), jnp.asarray(x), 4)
     assign = np.asarray(assign)
     # one cluster per blob: the assignment is a relabelling of the blobs
     assert all(len(set(assign[y == b])) == 1 for b in range(4)) and len(set(assign)) == 4
@@ -156,9 +156,36 @@ def test_kmeans_recovers_well_separated_blobs():
 
 def test_kmeans_with_more_clusters_than_distinct_points():
     x = jnp.asarray(np.repeat(np.eye(3, dtype=np.float32), 4, axis=0))
-    centres, assign = _coldstart.kmeans(jax.random.key(0), x, 5)
+    centres, assign = _kmeans.kmeans(jax.random.key(0), x, 5)
     assert np.all(np.isfinite(centres))
     assert len(set(np.asarray(assign).tolist())) == 3
+
+
+def test_kmeans_pp_seeding_draws_in_proportion_to_squared_distance():
+    """k-means++ on four points of a line (0, 1, 3, 7), two centres, over 4,000 keys: the first
+    centre uniform, the second with probability ∝ its squared distance to the first; a
+    chi-square test of the 12 (first, second) pairs against those probabilities. The draw is
+    per point from its index (padding-free): padded parts give the same centres."""
+    x = jnp.asarray([[0.0], [1.0], [3.0], [7.0]], jnp.float32)
+    keys = jax.random.split(jax.random.key(5), 4000)
+    init = jax.jit(jax.vmap(lambda kk: _kmeans.kmeans_pp_init(kk, (x,), 2, _kmeans.Rows.of((x,)))))
+    centres = np.asarray(init(keys))[:, :, 0]
+    pos = {0.0: 0, 1.0: 1, 3.0: 2, 7.0: 3}
+    pairs = np.array([[pos[a], pos[b]] for a, b in centres])
+    observed = np.zeros((4, 4))
+    np.add.at(observed, (pairs[:, 0], pairs[:, 1]), 1)
+    pts = np.array([0.0, 1.0, 3.0, 7.0])
+    d2 = (pts[:, None] - pts[None, :]) ** 2
+    expected = 0.25 * d2 / d2.sum(1, keepdims=True) * len(keys)
+    off = ~np.eye(4, dtype=bool)
+    assert observed[~off].sum() == 0
+    chi2 = np.sum((observed[off] - expected[off]) ** 2 / expected[off])
+    assert chi2 < 32.9, (chi2, observed)    # 11 degrees of freedom: p = 0.0005
+    # padded: the same points with zero rows after them, the counts given
+    padded = jnp.concatenate([x, jnp.zeros((3, 1))])
+    rows = _kmeans.Rows.of((padded,), (4,))
+    got = jax.jit(jax.vmap(lambda kk: _kmeans.kmeans_pp_init(kk, (padded,), 2, rows)))(keys[:200])
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(init(keys[:200])))
 
 
 # ---------------------------------------------------------------- TypiClust
@@ -187,9 +214,9 @@ def test_typiclust_matches_the_authors_loop_on_its_own_clusters(seed, m):
     k = 6
     got = np.asarray(aljax.typiclust(jnp.asarray(x), k, key=seed, labeled=labeled, n_neighbors=5))
     # the clusters the kernel computes (same key, same centring), then the reference selection
-    xc, lc = _coldstart._centred(jnp.asarray(x), None if labeled is None else jnp.asarray(labeled))
+    xc, lc = _kmeans.centred(jnp.asarray(x), None if labeled is None else jnp.asarray(labeled))
     both = xc if lc is None else jnp.concatenate([xc, lc])
-    _, assign = _coldstart.kmeans(jax.random.key(seed), both, m + k)
+    _, assign = _kmeans.kmeans(jax.random.key(seed), both, m + k)
     assign = np.asarray(assign)
     typ = _typicality_ref(x, assign[:160], 5)
     want = _typiclust_ref(assign[:160], assign[160:] if m else None, typ, m + k, k)
@@ -241,6 +268,41 @@ def test_typiclust_is_deterministic_in_the_key(maybe_jit):
     a = np.asarray(f(x))
     np.testing.assert_array_equal(a, f(x))
     np.testing.assert_array_equal(a, aljax.typiclust(x, 7, key=jax.random.key(3)))
+
+
+@pytest.mark.parametrize("m", [0, 5, 13])
+def test_typiclust_on_padded_rows_picks_as_without_padding(m):
+    """The front door zero-pads the pool to a size bucket and the labeled set to a power of two
+    (traced counts, padding in no cluster, inactive centres take no row): the picks of the kernel
+    on the rows as they are, for a few keys."""
+    rng = np.random.default_rng(m)
+    x = rng.normal(size=(203, 5)).astype(np.float32)
+    x[:70] += 3
+    labeled = rng.normal(size=(m, 5)).astype(np.float32) + 3 if m else None
+    for key in range(3):
+        got = aljax.typiclust(x, 9, key=key, labeled=labeled, n_neighbors=6)
+        want = _coldstart._typiclust_kernel(jax.random.key(key), jnp.asarray(x), None if labeled is None
+                                            else jnp.asarray(labeled), k=9, n_neighbors=6)
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_typiclust_rounds_of_a_loop_share_one_compilation():
+    """A loop of rounds (pool shrinking by 4, labeled set growing by 4 within one power of two):
+    one compilation of the kernel (its quick twin on a CPU) for all of them, and the picks the
+    unpadded plain kernel's."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(280, 4)).astype(np.float32)
+    def compiled():
+        return _coldstart._typiclust_quick._cache_size() + _coldstart._typiclust_kernel._cache_size()
+
+    before = compiled()
+    for r in range(4):
+        pool, labeled = x[:240 - 4 * r], x[240:240 + 17 + 4 * r]   # 240 .. 228 (bucket 240), 17 .. 29 labeled (32)
+        got = aljax.typiclust(pool, 4, key=r, labeled=labeled)
+        want = _coldstart._typiclust_kernel(jax.random.key(r), jnp.asarray(pool), jnp.asarray(labeled),
+                                            k=4, n_neighbors=20)
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    assert compiled() - before == 1 + 4   # (the unpadded references: 4)
 
 
 @pytest.mark.slow   # a compilation per example (k-means has |labeled| + k centres)
@@ -319,7 +381,7 @@ def test_probcover_purity_rule_uses_kmeans_pseudo_labels():
     x, y = _blobs(6, n_per=40, spread=0.3)
     picks, delta = _coldstart._probcover_kernel(jax.random.key(0), jnp.asarray(x), None, jnp.float32(0), 0.95, k=4,
                                                 n_classes=4)
-    _, pseudo = _coldstart.kmeans(jax.random.split(jax.random.key(0))[0], _coldstart._centred(jnp.asarray(x),
+    _, pseudo = _kmeans.kmeans(jax.random.split(jax.random.key(0))[0], _kmeans.centred(jnp.asarray(x),
                                                                                                None)[0], 4)
     want, _ = _purity_delta_ref(x, np.asarray(pseudo), 0.95)
     np.testing.assert_allclose(float(delta), want, rtol=1e-4)
@@ -368,6 +430,7 @@ def test_bad_input_is_refused_before_any_kernel_runs(call, arg, monkeypatch):
         raise AssertionError("the kernel ran before the arguments were checked")
 
     monkeypatch.setattr(_coldstart, "_typiclust_kernel", fail)
+    monkeypatch.setattr(_coldstart, "_typiclust_quick", fail)
     monkeypatch.setattr(_coldstart, "_probcover_kernel", fail)
     with pytest.raises(ValueError) as info:
         call()

@@ -19,7 +19,7 @@ LAYERS = [
     ["_validate", "_progress", "_compile"],
     ["_types", "_padding", "_linalg", "_sharding", "_pool", "_hosts"],
     ["_dense_head", "_embeddings", "_scores", "scores", "_stochastic", "stopping"],
-    ["_badge", "_bait", "_vessal", "_baselines", "_batchbald", "_coldstart", "_hac", "_clustermargin"],
+    ["_badge", "_bait", "_vessal", "_baselines", "_batchbald", "_kmeans", "_coldstart", "_hac", "_clustermargin"],
     ["_strategies"],
     ["torch_adapter"],
     ["sampler"],
