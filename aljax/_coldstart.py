@@ -32,7 +32,8 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from . import _compile, _validate
 from ._padding import pad_to_bucket, pad_tree
-from ._kmeans import centred, kmeans_of_parts, map_row_blocks, on_rows, rows_per_block, sqdist, sqnorms
+from ._kmeans import (centred, kmeans_of_parts, map_row_blocks, on_rows, row_gumbel, rows_per_block, sqdist,
+                      sqnorms)
 from ._sharding import auto_axes, row_layout, take_row
 
 # Rows of the newly covered set processed together in a ProbCover step.
@@ -149,8 +150,6 @@ def _typiclust(key, x, labeled, counts=None, *, k: int, n_neighbors: int, layout
 
 
 _typiclust_kernel = jax.jit(_typiclust, static_argnames=("k", "n_neighbors", "layout"))
-# Its twin for padded pools on a CPU (aljax._compile): a loop's rounds compile it once per size
-# bucket, and there its compilation is most of a round.
 _typiclust_quick = _compile.quick_jit(_typiclust, static_argnames=("k", "n_neighbors", "layout"))
 
 
@@ -158,50 +157,67 @@ _typiclust_quick = _compile.quick_jit(_typiclust, static_argnames=("k", "n_neigh
 # ProbCover.
 
 
-def _against(rows, labels, cols, col_labels):
-    """Per row, the squared distance to the nearest column of another label (``inf``: none)."""
+def _against(rows, labels, cols, col_labels, col_valid):
+    """Per row, the squared distance to the nearest column of another label among the columns
+    that are points (``col_valid``) (``inf``: none)."""
     csq = sqnorms(cols)
 
     def block(_, r, rsq, rlab):
         d2 = sqdist(r, cols, rsq, csq)
-        return jnp.min(jnp.where(rlab[:, None] != col_labels[None, :], d2, jnp.inf), axis=1)
+        other = (rlab[:, None] != col_labels[None, :]) & col_valid[None, :]
+        return jnp.min(jnp.where(other, d2, jnp.inf), axis=1)
 
     return map_row_blocks(block, rows_per_block(rows.shape[0], cols.shape[0]), rows, sqnorms(rows), labels)
 
 
-def _nearest_other_body(ring, x, labels, *labeled):
+def _nearest_other_body(ring, x, labels, valid, *labeled):
     """:func:`_against` the whole pool (its blocks visiting in turn) and the labeled rows, for this
-    device's rows; with labeled rows ``(rows, labels)``, for them too (replicated)."""
+    device's rows; with labeled rows ``(rows, labels, valid)``, for them too (replicated)."""
     r2 = ring.visit(lambda acc, cols: jnp.minimum(acc, _against(x, labels, *cols)),
-                    jnp.full(x.shape[0], jnp.inf, x.dtype), (x, labels))
+                    jnp.full(x.shape[0], jnp.inf, x.dtype), (x, labels, valid))
     if not labeled:
         return r2
-    r2_labeled = jnp.minimum(ring.pmin(_against(*labeled, x, labels)), _against(*labeled, *labeled))
+    r2_labeled = jnp.minimum(ring.pmin(_against(*labeled[:2], x, labels, valid)), _against(*labeled[:2], *labeled))
     return jnp.minimum(r2, _against(x, labels, *labeled)), r2_labeled
 
 
-def purity_delta(x, pseudo_labels, purity, labeled=(), layout=None):
+def _valid(x, count):
+    """Which rows of ``x`` are points: the first ``count`` (traced; None: all)."""
+    rows = jnp.arange(x.shape[0])
+    return rows >= 0 if count is None else rows < count
+
+
+def purity_delta(x, pseudo_labels, purity, labeled=(), layout=None, counts=None):
     """The largest δ whose balls ``{x' : ‖x − x'‖ < δ}`` are pure (one pseudo-label) for at least a
     fraction ``purity`` of the rows, exactly: a ball is pure iff δ ≤ ``r(x)``, the distance from x to
     the nearest row of another pseudo-label, so the purity of δ is the fraction of ``r ≥ δ``, and
     the largest δ with purity ≥ α is the ``⌈α·n⌉``-th largest ``r`` (``inf`` with one label).
     ``labeled``: optional ``(rows, pseudo-labels)`` counted with the rows of ``x`` (sharded as
-    ``layout``, None: not sharded)."""
+    ``layout``, None: not sharded). ``counts``: None, or the points of ``x`` and of the labeled
+    rows (traced), the rest padding, which counts for nothing."""
+    counts = (None, None) if counts is None else tuple(counts) + (None,)
+    valid = _valid(x, counts[0])
     if labeled:
-        r2, r2_labeled = on_rows(layout, _nearest_other_body, (x, pseudo_labels), tuple(labeled), (True, False))
+        lab_valid = _valid(labeled[0], counts[1])
+        r2, r2_labeled = on_rows(layout, _nearest_other_body, (x, pseudo_labels, valid),
+                                 tuple(labeled) + (lab_valid,), (True, False))
         r2 = jnp.concatenate([r2, r2_labeled])
+        valid = jnp.concatenate([valid, lab_valid])
     else:
-        r2 = on_rows(layout, _nearest_other_body, (x, pseudo_labels))
+        r2 = on_rows(layout, _nearest_other_body, (x, pseudo_labels, valid))
     n = r2.shape[0]
-    need = jnp.ceil(purity * n - 1e-9).astype(jnp.int32)      # rows whose ball must be pure
-    return jnp.sqrt(jnp.sort(r2)[n - jnp.clip(need, 1, n)])
+    total = n if counts[0] is None else jnp.sum(valid)
+    r2 = jnp.where(valid, r2, -jnp.inf)                      # (padding sorts first)
+    need = jnp.ceil(purity * total - 1e-9).astype(jnp.int32)  # rows whose ball must be pure
+    return jnp.sqrt(jnp.sort(r2)[n - jnp.clip(need, 1, total)])
 
 
-def _near_labeled_body(_, x, labeled, d2max):
-    """Whether each row lies within δ of a labeled row."""
+def _near_labeled_body(_, x, labeled, d2max, lab_valid):
+    """Whether each row lies within δ of a labeled row (one that is a point: ``lab_valid``)."""
     sq_l = sqnorms(labeled)
-    return map_row_blocks(lambda _, r, rsq: jnp.any(sqdist(r, labeled, rsq, sq_l) < d2max, axis=1),
-                           rows_per_block(x.shape[0], labeled.shape[0]), x, sqnorms(x))
+    return map_row_blocks(lambda _, r, rsq: jnp.any((sqdist(r, labeled, rsq, sq_l) < d2max) & lab_valid[None, :],
+                                                    axis=1),
+                          rows_per_block(x.shape[0], labeled.shape[0]), x, sqnorms(x))
 
 
 def _degree_body(ring, x, uncovered, d2max):
@@ -230,19 +246,23 @@ def _drop_body(ring, x, degree, ids, d2max):
     return degree - jnp.sum(inside, axis=1, dtype=jnp.int32)
 
 
-def _probcover_greedy(key, x, labeled, delta, k: int, layout=None):
+def _probcover_greedy(key, x, labeled, delta, k: int, layout=None, counts=None):
     """Greedy maximum coverage of the δ-balls (``j`` covers ``i`` iff ``‖x_i − x_j‖ < δ``): each
     step picks the row whose ball holds the most uncovered rows (lowest index on ties) and marks
     them covered. Degrees (uncovered rows per ball) are built once and then decremented by the
     balls of the newly covered rows only, ``_COVER_BLOCK`` of them per matrix product, so the
-    whole run costs about two ``n × n`` distance passes however large ``k`` is."""
+    whole run costs about two ``n × n`` distance passes however large ``k`` is. ``counts``: None,
+    or the points of ``x`` and ``labeled`` (traced), the rest padding, never covered nor picked."""
     n = x.shape[0]
     d2max = jnp.asarray(delta, x.dtype) ** 2
     sq = sqnorms(x)
     rows = jnp.arange(n, dtype=jnp.int32)
-    uncovered = jnp.ones(n, bool)
+    counts = (None, None) if counts is None else tuple(counts) + (None,)
+    uncovered = _valid(x, counts[0])
+    padding = ~uncovered
     if labeled is not None:
-        uncovered = ~on_rows(layout, _near_labeled_body, (x,), (labeled, d2max))
+        near = on_rows(layout, _near_labeled_body, (x,), (labeled, d2max, _valid(labeled, counts[1])))
+        uncovered = uncovered & ~near
     degree = on_rows(layout, _degree_body, (x, uncovered), (d2max,))
     block = min(_COVER_BLOCK, n)
 
@@ -250,9 +270,10 @@ def _probcover_greedy(key, x, labeled, delta, k: int, layout=None):
         degree, uncovered, picked, picks = state
         best = jnp.where(picked, -1, degree)
         j = jnp.argmax(best).astype(jnp.int32)
-        # Every row covered: the remaining picks are uniform among the unpicked rows.
-        noise = jax.random.uniform(jax.random.fold_in(key, t), (n,))
-        j = jnp.where(take_row(best, j) > 0, j, jnp.argmax(jnp.where(picked, -1.0, noise)).astype(jnp.int32))
+        # Every row covered: the remaining picks are uniform among the unpicked rows (noise per
+        # row from its index: the same draw with or without padding or sharding).
+        noise = row_gumbel(jax.random.fold_in(key, t), rows, x.dtype)
+        j = jnp.where(take_row(best, j) > 0, j, jnp.argmax(jnp.where(picked, -jnp.inf, noise)).astype(jnp.int32))
         new = uncovered & (sqdist(x, take_row(x, j)[None], sq, take_row(sq, j)[None])[:, 0] < d2max)
         count = jnp.sum(new)
         index = jnp.nonzero(new, size=n, fill_value=n)[0]
@@ -265,18 +286,24 @@ def _probcover_greedy(key, x, labeled, delta, k: int, layout=None):
         degree = jax.lax.fori_loop(0, -(-count // block), drop, degree)
         return degree, uncovered & ~new, picked | (rows == j), picks.at[t].set(j)
 
-    state = (degree, uncovered, jnp.zeros(n, bool), jnp.zeros(k, jnp.int32))
+    state = (degree, uncovered, padding, jnp.zeros(k, jnp.int32))
     return jax.lax.fori_loop(0, k, step, state)[3]
 
 
-@functools.partial(jax.jit, static_argnames=("k", "n_classes", "layout"))
-def _probcover_kernel(key, x, labeled, delta, purity, *, k: int, n_classes: int | None, layout=None):
-    x, labeled = centred(x, labeled)
+def _probcover(key, x, labeled, delta, purity, counts=None, *, k: int, n_classes: int | None, layout=None):
+    """ProbCover's ``k`` picks and its δ. ``counts``: None, or the points of ``x`` and ``labeled``
+    (traced) when both are zero-padded to a size bucket (one compilation for the rounds of a
+    loop); padding joins no pseudo-label cluster, counts in no purity and is never picked."""
+    x, labeled = centred(x, labeled, counts)
     cluster_key, fill_key = jax.random.split(key)
     if n_classes is not None:
-        _, pseudo = kmeans_of_parts(cluster_key, (x,) if labeled is None else (x, labeled), n_classes, layout)
-        delta = purity_delta(x, pseudo[0], purity, () if labeled is None else (labeled, pseudo[1]), layout)
-    return _probcover_greedy(fill_key, x, labeled, delta, k, layout), delta
+        _, pseudo = kmeans_of_parts(cluster_key, (x,) if labeled is None else (x, labeled), n_classes, layout, counts)
+        delta = purity_delta(x, pseudo[0], purity, () if labeled is None else (labeled, pseudo[1]), layout, counts)
+    return _probcover_greedy(fill_key, x, labeled, delta, k, layout, counts), delta
+
+
+_probcover_kernel = jax.jit(_probcover, static_argnames=("k", "n_classes", "layout"))
+_probcover_quick = _compile.quick_jit(_probcover, static_argnames=("k", "n_classes", "layout"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,6 +339,28 @@ def _placed(fn: str, embedding, labeled):
     if layout is not None and labeled is not None and not isinstance(labeled, jax.core.Tracer):
         labeled = jax.device_put(labeled, NamedSharding(layout.mesh, PartitionSpec()))
     return embedding, labeled, layout
+
+
+def _padded(layout, embedding, labeled):
+    """``(embedding, labeled, counts)``: a concrete pool on one device zero-padded to a size bucket
+    and its labeled set to a power of two (it grows by ``k`` a round and, in TypiClust, sets the
+    number of clusters: at most twice them), ``counts`` their rows before (None: not padded)."""
+    if layout is not None or not _validate.is_concrete(embedding, labeled):
+        return embedding, labeled, None
+    counts = (np.int32(embedding.shape[0]),) + (() if labeled is None else (np.int32(labeled.shape[0]),))
+    embedding = pad_to_bucket(embedding, embedding.shape[0])
+    if labeled is not None:
+        labeled = pad_tree(labeled, size=1 << (labeled.shape[0] - 1).bit_length())
+    return embedding, labeled, counts
+
+
+def _run(quick, plain, args, static, counts):
+    """A kernel on padded inputs (``counts`` not None) on a CPU as its quick-to-compile twin
+    (:mod:`aljax._compile`): there a loop's rounds compile it once per size bucket, and its
+    compilation is most of such a round; else the plain kernel."""
+    if counts is not None and _compile.on_cpu(args[1]):
+        return _compile.call(quick, plain, *args, **static)
+    return plain(*args, **static)
 
 
 def typiclust(embedding, k: int, *, key=0, labeled=None, n_neighbors: int = 20) -> jax.Array:
@@ -389,18 +438,9 @@ def typiclust(embedding, k: int, *, key=0, labeled=None, n_neighbors: int = 20) 
         raise ValueError(_validate.message(fn, "n_neighbors", f"at most n − 1 = {n - 1}: the pool has {n} points "
                                            "and a point is not its own neighbour", n_neighbors))
     embedding, labeled, layout = _placed(fn, embedding, labeled)
-    counts = None
-    if layout is None and _validate.is_concrete(embedding, labeled):
-        # One compilation per size bucket; the labeled set, which grows by k a round and sets the
-        # number of clusters, to a power of two (at most twice the clusters, and k-means's work).
-        counts = (np.int32(n),) + (() if labeled is None else (np.int32(labeled.shape[0]),))
-        embedding = pad_to_bucket(embedding, n)
-        if labeled is not None:
-            labeled = pad_tree(labeled, size=1 << (labeled.shape[0] - 1).bit_length())
-    args, static = (key, embedding, labeled, counts), dict(k=k, n_neighbors=n_neighbors, layout=layout)
-    if counts is not None and _compile.on_cpu(embedding):
-        return _compile.call(_typiclust_quick, _typiclust_kernel, *args, **static)
-    return _typiclust_kernel(*args, **static)
+    embedding, labeled, counts = _padded(layout, embedding, labeled)
+    return _run(_typiclust_quick, _typiclust_kernel, (key, embedding, labeled, counts),
+                dict(k=k, n_neighbors=n_neighbors, layout=layout), counts)
 
 
 def _check_delta(fn: str, delta, purity, n_classes, n_total: int):
@@ -483,6 +523,6 @@ def probcover(embedding, k: int, *, key=0, labeled=None, delta=None, purity: flo
     n_total = embedding.shape[0] + (0 if labeled is None else labeled.shape[0])
     delta, purity, n_classes = _check_delta(fn, delta, purity, n_classes, n_total)
     embedding, labeled, layout = _placed(fn, embedding, labeled)
-    picks, _ = _probcover_kernel(key, embedding, labeled, jnp.float32(0.0) if delta is None else delta, purity,
-                                 k=k, n_classes=n_classes, layout=layout)
-    return picks
+    embedding, labeled, counts = _padded(layout, embedding, labeled)
+    args = (key, embedding, labeled, jnp.float32(0.0) if delta is None else delta, purity, counts)
+    return _run(_probcover_quick, _probcover_kernel, args, dict(k=k, n_classes=n_classes, layout=layout), counts)[0]

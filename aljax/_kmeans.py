@@ -168,7 +168,7 @@ def _points(p, valid, value=0):
     return p if valid is None else jnp.where(valid[:, None], p, value)
 
 
-def _row_gumbel(key, index, dtype):
+def row_gumbel(key, index, dtype):
     """Gumbel noise for each row from its index among the points: a draw that neither the
     padding nor the sharding of the rows changes."""
     keys = jax.vmap(jax.random.fold_in, (None, 0))(key, index)
@@ -179,7 +179,7 @@ def kmeans_pp_init(key, parts, c: int, rows: Rows, active=None):
     """``c`` centres by k-means++ seeding (Arthur & Vassilvitskii 2007) over the points of
     ``parts`` stacked (``rows``): the first uniformly at random, each next one drawn with
     probability ∝ its squared distance to the nearest centre so far (the Gumbel-max draw, the
-    noise per point from its index, :func:`_row_gumbel`); when every distance is 0 (fewer distinct
+    noise per point from its index, :func:`row_gumbel`); when every distance is 0 (fewer distinct
     points than centres), uniformly from the rest. Only the first ``active`` centres (traced; None:
     all ``c``) are seeded, the others left at 0."""
     sq = [sqnorms(p) for p in parts]
@@ -199,7 +199,7 @@ def kmeans_pp_init(key, parts, c: int, rows: Rows, active=None):
         out = chosen | ~rows.valid
         w = jnp.where(out, 0.0, dist)
         logits = jnp.where(jnp.any(w > 0), jnp.log(w), jnp.where(out, -jnp.inf, 0.0))
-        i = jnp.argmax(logits + _row_gumbel(jax.random.fold_in(key, t), rows.index, logits.dtype))
+        i = jnp.argmax(logits + row_gumbel(jax.random.fold_in(key, t), rows.index, logits.dtype))
         return centres.at[t].set(_row_of(parts, sq, i)[0]), jnp.minimum(dist, dist_to(i)), chosen | (position == i)
 
     end = c if active is None else active

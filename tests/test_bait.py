@@ -1183,6 +1183,18 @@ def test_bait_takes_the_quick_twin_for_small_pools_only(n, twin, monkeypatch):
     np.testing.assert_array_equal(np.asarray(got), want)
 
 
+def test_small_concrete_pool_inside_a_callers_jit(monkeypatch):
+    """A small pool closed over by a caller's ``jax.jit``: the front door's first steps make it a
+    tracer there, and the plain kernel runs inside the caller's program (JAX refuses compiler
+    options on a nested jit; aljax._compile.call falls back to the plain function should the twin
+    be reached): the dense reference's picks."""
+    with jax.enable_x64(True):
+        emb, lab = random_factors(3, 40, 3, 2), random_factors(4, 5, 3, 2)
+        got = jax.jit(lambda s: aljax.fisher_greedy(emb, 3, labeled=lab, lamb=0.5) + s)(0)
+        want = reference_picks(emb, lab, 3, lamb=0.5)
+    np.testing.assert_array_equal(np.asarray(got), want)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_quick_and_plain_kernels_pick_the_same(dtype):
     """The twin is the same program compiled with other XLA options: the same picks as the plain

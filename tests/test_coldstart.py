@@ -368,6 +368,73 @@ def test_probcover_fills_uniformly_once_everything_is_covered():
     assert len(set(draws)) == 3                        # the rest comes from the key
 
 
+def test_probcover_fill_is_uniform_over_the_unpicked_points():
+    """Once every point is covered (δ = 100), the second pick is uniform over the 39 points left:
+    a chi-square test over 3,900 keys (noise per point from its index)."""
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(40, 2)).astype(np.float32))
+    keys = jax.random.split(jax.random.key(3), 3900)
+    second = jax.vmap(lambda kk: _coldstart._probcover_kernel(kk, x, None, jnp.float32(100.0), 0.95, k=2,
+                                                             n_classes=None)[0][1])(keys)
+    counts = np.bincount(np.asarray(second), minlength=40)
+    assert counts[0] == 0
+    chi2 = np.sum((counts[1:] - 100) ** 2 / 100)
+    assert chi2 < 72.0, (chi2, counts)      # 38 degrees of freedom: p ≈ 0.0008
+
+
+@pytest.mark.parametrize("m", [0, 6])
+@pytest.mark.parametrize("rule", ["delta", "purity"])
+@pytest.mark.parametrize("origin", ["in a blob", "far"])
+def test_probcover_on_padded_rows_picks_as_without_padding(m, rule, origin):
+    """The front door zero-pads the pool to a size bucket and the labeled set to a power of two
+    (traced counts: padding is never covered, covers nothing, joins no pseudo-label cluster and
+    counts in no purity): the picks and δ of the kernel on the rows as they are, for a few keys,
+    past the point where everything is covered. The zero padding sits in a blob (padding that
+    counted would cover it or be its nearest other label) or far from all (its distance to the
+    nearest other label would be the largest)."""
+    x, y = _blobs(m + 1, n_per=51, spread=0.3)
+    x = x - x[y == 0].mean(axis=0) if origin == "in a blob" else x + 100
+    labeled = x[:m] + 0.05 if m else None
+    kw = dict(delta=0.5) if rule == "delta" else dict(n_classes=4)
+    padded_x, padded_lab, counts = _coldstart._padded(None, jnp.asarray(x), None if m == 0 else jnp.asarray(labeled))
+    assert padded_x.shape[0] > len(x) and (m == 0 or padded_lab.shape[0] > m)
+    for key in range(2):
+        args = (jnp.float32(kw.get("delta", 0.0)), 0.95)
+        static = dict(k=30, n_classes=kw.get("n_classes"))
+        want = _coldstart._probcover_kernel(jax.random.key(key), jnp.asarray(x), None if labeled is None
+                                            else jnp.asarray(labeled), *args, **static)
+        got = _coldstart._probcover_kernel(jax.random.key(key), padded_x, padded_lab, *args, counts, **static)
+        np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(want[0]))
+        np.testing.assert_allclose(float(got[1]), float(want[1]), rtol=1e-6)
+        np.testing.assert_array_equal(np.asarray(aljax.probcover(x, 30, key=key, labeled=labeled, **kw)),
+                                      np.asarray(want[0]))
+
+
+def test_cold_start_on_a_concrete_pool_inside_a_callers_jit():
+    """A pool closed over by a caller's ``jax.jit`` (a tracer there once checked, so unpadded, and
+    the plain kernels, since JAX refuses compiler options on a nested jit): the same picks as
+    outside it (padded, the quick twin)."""
+    x = np.random.default_rng(4).normal(size=(90, 3)).astype(np.float32)
+    lab = x[80:] + 0.1
+    got = jax.jit(lambda key: aljax.typiclust(x[:80], 5, key=key, labeled=lab))(jax.random.key(1))
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(aljax.typiclust(x[:80], 5, key=1, labeled=lab)))
+    got = jax.jit(lambda key: aljax.probcover(x[:80], 5, key=key, labeled=lab, n_classes=3))(jax.random.key(1))
+    np.testing.assert_array_equal(np.asarray(got),
+                                  np.asarray(aljax.probcover(x[:80], 5, key=1, labeled=lab, n_classes=3)))
+
+
+def test_probcover_rounds_of_a_loop_share_one_compilation():
+    """Pool shrinking and labeled set growing within their buckets: one compilation."""
+    x = np.random.default_rng(2).normal(size=(280, 3)).astype(np.float32)
+
+    def compiled():
+        return _coldstart._probcover_quick._cache_size() + _coldstart._probcover_kernel._cache_size()
+
+    before = compiled()
+    for r in range(4):
+        aljax.probcover(x[:240 - 4 * r], 4, key=r, labeled=x[240:257 + 4 * r], n_classes=3)
+    assert compiled() - before == 1
+
+
 def test_probcover_labeled_covered_points_are_never_counted_again():
     x, y = _blobs(5, n_per=30, spread=0.2)
     labeled = x[y == 1][:2]
@@ -431,6 +498,7 @@ def test_bad_input_is_refused_before_any_kernel_runs(call, arg, monkeypatch):
 
     monkeypatch.setattr(_coldstart, "_typiclust_kernel", fail)
     monkeypatch.setattr(_coldstart, "_typiclust_quick", fail)
+    monkeypatch.setattr(_coldstart, "_probcover_quick", fail)
     monkeypatch.setattr(_coldstart, "_probcover_kernel", fail)
     with pytest.raises(ValueError) as info:
         call()

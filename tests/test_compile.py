@@ -55,3 +55,12 @@ def test_on_cpu_reads_the_arrays_device():
     assert _compile.on_cpu({"a": None, "b": np.zeros(2)}) == (jax.default_backend() == "cpu")
     assert _compile.on_cpu(jax.device_put(np.zeros(2), jax.devices("cpu")[-1]))
 
+
+
+def test_inside_a_callers_jit_the_plain_function_runs(state):
+    """JAX takes compiler options on top-level jits only: with concrete inputs closed over inside
+    a caller's ``jax.jit``, the plain function runs (and the twin stays in use elsewhere)."""
+    quick, plain = _compile.quick_jit(lambda x: 3 * x), jax.jit(lambda x: 3 * x)
+    x = np.float32(2.0)
+    assert float(jax.jit(lambda y: _compile.call(quick, plain, x) + y)(1.0)) == 7.0
+    assert state["supported"]
