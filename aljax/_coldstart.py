@@ -40,6 +40,10 @@ from ._sharding import auto_axes, row_layout, take_row
 _COVER_BLOCK = 256
 # TypiClust: clusters of at most this many points are used last (the authors' code drops them).
 _MIN_CLUSTER_SIZE = 5
+# Pools of at most this many numbers (rows × columns), whose rounds in a loop are mostly
+# compilation, are padded to size buckets (one compilation per bucket) and run the kernels'
+# quick-to-compile twins on a CPU.
+QUICK_MAX_NUMBERS = 1 << 20
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,10 +346,14 @@ def _placed(fn: str, embedding, labeled):
 
 
 def _padded(layout, embedding, labeled):
-    """``(embedding, labeled, counts)``: a concrete pool on one device zero-padded to a size bucket
-    and its labeled set to a power of two (it grows by ``k`` a round and, in TypiClust, sets the
-    number of clusters: at most twice them), ``counts`` their rows before (None: not padded)."""
-    if layout is not None or not _validate.is_concrete(embedding, labeled):
+    """``(embedding, labeled, counts)``: a small concrete pool on one device (at most
+    ``QUICK_MAX_NUMBERS``) zero-padded to a size bucket and its labeled set, which grows by ``k``
+    a round and in TypiClust sets the number of clusters, to a power of two (at most twice the
+    clusters); ``counts`` their rows before (None: not padded). Larger pools are not padded: a
+    loop's labeled set outgrows any finer bucket every round, so their rounds would compile
+    anyway, and the padding only adds work."""
+    if (layout is not None or not _validate.is_concrete(embedding, labeled)
+            or embedding.size > QUICK_MAX_NUMBERS):
         return embedding, labeled, None
     counts = (np.int32(embedding.shape[0]),) + (() if labeled is None else (np.int32(labeled.shape[0]),))
     embedding = pad_to_bucket(embedding, embedding.shape[0])
@@ -356,8 +364,8 @@ def _padded(layout, embedding, labeled):
 
 def _run(quick, plain, args, static, counts):
     """A kernel on padded inputs (``counts`` not None) on a CPU as its quick-to-compile twin
-    (:mod:`aljax._compile`): there a loop's rounds compile it once per size bucket, and its
-    compilation is most of such a round; else the plain kernel."""
+    (:mod:`aljax._compile`: a small pool's round in a loop is mostly compilation), else the plain
+    kernel."""
     if counts is not None and _compile.on_cpu(args[1]):
         return _compile.call(quick, plain, *args, **static)
     return plain(*args, **static)
@@ -397,10 +405,10 @@ def typiclust(embedding, k: int, *, key=0, labeled=None, n_neighbors: int = 20) 
     Memory is O((n + m)·(K + d) + block): distances come in blocks of rows; the neighbours are
     searched within clusters only (rows sorted by cluster), ``Σ_c size_c² · d`` work.
 
-    Compilation: a concrete pool on one device is zero-padded to a size bucket and the labeled
-    set to a power of two (counts traced, padding in no cluster), so the rounds of a loop compile
-    once per bucket; the k-means++ draw is per point (its index), the same with or without
-    padding or sharding.
+    Compilation: a concrete pool on one device of at most ``2^20`` numbers is zero-padded to a
+    size bucket and the labeled set to a power of two (counts traced, padding in no cluster), so
+    the rounds of a loop compile once per bucket; the k-means++ draw gives each point the same
+    noise with or without padding or sharding.
 
     Several devices: ``embedding`` sharded along its rows (a ``NamedSharding``; Explicit mesh
     axes too) stays on its devices: each device assigns its own rows and adds them into the

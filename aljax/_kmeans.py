@@ -169,10 +169,11 @@ def _points(p, valid, value=0):
 
 
 def row_gumbel(key, index, dtype):
-    """Gumbel noise for each row from its index among the points: a draw that neither the
-    padding nor the sharding of the rows changes."""
-    keys = jax.vmap(jax.random.fold_in, (None, 0))(key, index)
-    return jax.vmap(lambda kk: jax.random.gumbel(kk, (), dtype))(keys)
+    """Gumbel noise for each row, number ``index`` (each < ``len(index)``) of one draw: with JAX's
+    partitionable Threefry (``jax_threefry_partitionable``, the default) the ``i``-th number of a
+    draw does not depend on the draw's length, so neither padding nor sharding changes a point's
+    noise. (With it off, padded and unpadded rows draw differently, each a valid draw.)"""
+    return jax.random.gumbel(key, index.shape, dtype)[index]
 
 
 def kmeans_pp_init(key, parts, c: int, rows: Rows, active=None):

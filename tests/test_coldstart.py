@@ -409,6 +409,31 @@ def test_probcover_on_padded_rows_picks_as_without_padding(m, rule, origin):
                                       np.asarray(want[0]))
 
 
+@pytest.mark.parametrize("limit, twin, lab_rows", [(1 << 20, "quick", 32), (100, "kernel", 19)])
+def test_small_pools_are_padded_and_take_the_quick_twin(limit, twin, lab_rows, monkeypatch):
+    """Pools of at most QUICK_MAX_NUMBERS numbers run the quick twin with the labeled set padded to
+    a power of two (19 → 32 rows), larger ones the plain kernel unpadded; the same picks."""
+    x = np.random.default_rng(5).normal(size=(170, 3)).astype(np.float32)
+    want = {"typiclust": aljax.typiclust(x[:150], 4, key=2, labeled=x[150:169]),
+            "probcover": aljax.probcover(x[:150], 4, key=2, labeled=x[150:169], n_classes=3)}
+    monkeypatch.setattr(_coldstart, "QUICK_MAX_NUMBERS", limit)
+    seen = []
+    for method in ("typiclust", "probcover"):
+        for kind in ("quick", "kernel"):
+            name = f"_{method}_{kind}"
+
+            def spy(*args, _fn=getattr(_coldstart, name), _kind=kind, **kwargs):
+                seen.append((_kind, args[1].shape[0], args[2].shape[0]))
+                return _fn(*args, **kwargs)
+
+            monkeypatch.setattr(_coldstart, name, spy)
+    got = {"typiclust": aljax.typiclust(x[:150], 4, key=2, labeled=x[150:169]),
+           "probcover": aljax.probcover(x[:150], 4, key=2, labeled=x[150:169], n_classes=3)}
+    assert seen == [(twin, 160 if twin == "quick" else 150, lab_rows)] * 2
+    for method in got:
+        np.testing.assert_array_equal(np.asarray(got[method]), np.asarray(want[method]))
+
+
 def test_cold_start_on_a_concrete_pool_inside_a_callers_jit():
     """A pool closed over by a caller's ``jax.jit`` (a tracer there once checked, so unpadded, and
     the plain kernels, since JAX refuses compiler options on a nested jit): the same picks as
