@@ -32,11 +32,13 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from . import _progress, _validate
 from ._baselines import open_stochastic_pool, row_passes
 from ._embeddings import cached
 from ._linalg import HIGHEST
+from ._padding import pad_to_bucket
 
 # Floats of the candidate pass's ``(M, rows·C)`` joint block: the chunk of pool rows per matrix
 # product is ``max(1, CHUNK_ELEMENTS // (M·C))`` (64 MiB in float32).
@@ -110,16 +112,28 @@ def _chunked(probs_t: jax.Array, chunk: int) -> jax.Array:
     return jnp.concatenate([probs_t, filler]).reshape(-1, chunk, n_samples, n_classes)
 
 
+def greedy(probs_t, key: jax.Array, *, k: int, configurations: int) -> jax.Array:
+    """BatchBALD's greedy on ``probs_t (n, S, C)`` (valid input assumed): an unsharded concrete
+    ``probs_t`` is zero-padded to a size bucket first (the padding is never picked), so that the
+    rounds of a loop, whose pool shrinks, compile the greedy once per bucket."""
+    n = probs_t.shape[0]
+    if not _validate.is_concrete(probs_t) or (isinstance(probs_t, jax.Array) and len(probs_t.sharding.device_set) > 1):
+        return _greedy(probs_t, key, None, k=k, configurations=configurations)
+    return _greedy(pad_to_bucket(probs_t, n), key, np.int32(n), k=k, configurations=configurations)
+
+
 @functools.partial(jax.jit, static_argnames=("k", "configurations"))
-def _greedy(probs_t: jax.Array, key: jax.Array, *, k: int, configurations: int) -> jax.Array:
-    """BatchBALD's greedy on ``probs_t (n, S, C)`` (valid input assumed)."""
+def _greedy(probs_t: jax.Array, key: jax.Array, n_valid=None, *, k: int, configurations: int) -> jax.Array:
+    """:func:`greedy`; rows from ``n_valid`` on (traced; None: none) are padding."""
     n, n_samples, n_classes = probs_t.shape
     dtype = jnp.result_type(jnp.float32, probs_t.dtype)
     probs_t = probs_t.astype(dtype)
     plan = _Plan(n, n_samples, n_classes, k, configurations)
     chunks = _chunked(probs_t, plan.chunk)
-    penalty = jnp.concatenate([_conditional_entropy(probs_t), jnp.full(chunks.shape[0] * plan.chunk - n, jnp.inf,
-                                                                        dtype)])
+    penalty = _conditional_entropy(probs_t)
+    if n_valid is not None:
+        penalty = jnp.where(jnp.arange(n) < n_valid, penalty, jnp.inf)
+    penalty = jnp.concatenate([penalty, jnp.full(chunks.shape[0] * plan.chunk - n, jnp.inf, dtype)])
 
     def pick(entropies, chosen):
         # The constant parts of the score (the batch's own conditional entropies) do not move the
@@ -261,7 +275,7 @@ def mutual_information_greedy(embedding, k: int, *, key=0, configurations: int =
     n_samples, n, _ = embedding.shape
     k = _validate.check_k(fn, k, n)
     configurations = _check_configurations(fn, configurations, n_samples)
-    return _greedy(jnp.swapaxes(jnp.asarray(embedding), 0, 1), key, k=k, configurations=configurations)
+    return greedy(jnp.swapaxes(jnp.asarray(embedding), 0, 1), key, k=k, configurations=configurations)
 
 
 def _consistent_passes(apply_fn: Callable, params, x, keys) -> jax.Array:
@@ -340,5 +354,5 @@ def batch_bald(params, apply_fn: Callable, pool, k: int, *, key=0, batch_size: i
         k = _validate.check_k(fn, k, n)
         _validate.check_finite(fn, "the MC probabilities", probs_t)
         with _progress.waiting("selecting", k, unit="pick") as bar:
-            return bar.wait(_greedy(probs_t, draw_key, k=k, configurations=configurations))
+            return bar.wait(greedy(probs_t, draw_key, k=k, configurations=configurations))
 

@@ -316,3 +316,20 @@ def test_torch_mirror_restores_training_flags_and_refuses_bad_models():
         ta.batch_bald(model, torch.randn(12, IN), 3, mc_samples=1)
     with pytest.raises(ValueError, match="configurations"):
         ta.batch_bald(model, torch.randn(12, IN), 3, mc_samples=4, configurations=3)
+
+
+@pytest.mark.parametrize("configurations", [10_000, 60])
+def test_padded_pools_pick_as_unpadded_and_share_one_compilation(configurations):
+    """The greedy pads a concrete pool to a size bucket (padding never picked): the picks of the
+    unpadded greedy, exact (10,000 configurations) and sampled (60), and one compilation for
+    pools of 60, 58 and 57 rows (bucket 60)."""
+    from aljax import _batchbald
+
+    probs = jax.nn.softmax(jax.random.normal(jax.random.key(4), (60, 8, 3)) * 2)
+    key = jax.random.key(9)
+    before = _batchbald._greedy._cache_size()
+    for n in (60, 58, 57):
+        got = _batchbald.greedy(probs[:n], key, k=6, configurations=configurations)
+        want = _batchbald._greedy(probs[:n], key, None, k=6, configurations=configurations)
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    assert _batchbald._greedy._cache_size() - before == 1 + 3   # (the unpadded references: 3)

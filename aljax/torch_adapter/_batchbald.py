@@ -152,4 +152,4 @@ def batch_bald(model, pool, k: int, *, key=0, batch_size: int = 256, device=None
         k = _validate.check_k(fn, k, probs_t.shape[0])
         _validate.check_finite(fn, "the MC probabilities", probs_t)
         with _progress.waiting("selecting", k, unit="pick") as bar:
-            return bar.wait(_batchbald._greedy(probs_t, draw_key, k=k, configurations=configurations))
+            return bar.wait(_batchbald.greedy(probs_t, draw_key, k=k, configurations=configurations))
