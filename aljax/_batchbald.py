@@ -119,7 +119,7 @@ def greedy(probs_t, key: jax.Array, *, k: int, configurations: int) -> jax.Array
     n = probs_t.shape[0]
     if not _validate.is_concrete(probs_t) or (isinstance(probs_t, jax.Array) and len(probs_t.sharding.device_set) > 1):
         return _greedy(probs_t, key, None, k=k, configurations=configurations)
-    return _greedy(pad_to_bucket(probs_t, n), key, np.int32(n), k=k, configurations=configurations)
+    return _greedy(_validate.on_device(pad_to_bucket(probs_t, n)), key, np.int32(n), k=k, configurations=configurations)
 
 
 @functools.partial(jax.jit, static_argnames=("k", "configurations"))

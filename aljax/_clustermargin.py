@@ -23,6 +23,7 @@ import numpy as np
 
 from . import _progress, _scores, _validate
 from ._baselines import pool_logits
+from ._padding import pad_to_bucket
 from ._embeddings import logits_and_features
 from ._hac import MAX_EXACT, N_CENTRES, Clustering, check_fingerprint, check_sizes, check_threshold, \
     cluster_features, row_hashes
@@ -59,14 +60,30 @@ def candidates_for(k: int, margin_multiple: float, n: int) -> int:
     return min(n, max(k, math.ceil(margin_multiple * k - 1e-9)))
 
 
+def round_robin_kernel(key: jax.Array, logits, labels, k: int, n_candidates: int) -> jax.Array:
+    """:func:`_round_robin` on concrete unsharded logits and labels zero-padded to a size bucket
+    (the padding never a candidate), so that a loop's rounds, whose pool shrinks, compile it once
+    per bucket; else as they are."""
+    n = logits.shape[0]
+    if (not _validate.is_concrete(logits, labels)
+            or any(isinstance(x, jax.Array) and len(x.sharding.device_set) > 1 for x in (logits, labels))):
+        return _round_robin(key, logits, labels, None, k=k, n_candidates=n_candidates)
+    padded = [_validate.on_device(x) for x in pad_to_bucket((logits, labels), n)]   # (one cache entry)
+    return _round_robin(key, *padded, np.int32(n), k=k, n_candidates=n_candidates)
+
+
 @functools.partial(jax.jit, static_argnames=("k", "n_candidates"))
-def round_robin_kernel(key: jax.Array, logits: jax.Array, labels: jax.Array, k: int, n_candidates: int) -> jax.Array:
+def _round_robin(key: jax.Array, logits: jax.Array, labels: jax.Array, n_valid, *, k: int,
+                 n_candidates: int) -> jax.Array:
     """The candidates (lowest margin first, ties to the lowest index) ordered by turn: turn ``t``
     takes the ``t``-th point (in the random order ``permutation(key, n_candidates)``) of every
     cluster that has one, smallest cluster first (size among the candidates; equal sizes by
-    cluster id); the first ``k``."""
+    cluster id); the first ``k``. Rows from ``n_valid`` on (traced; None: none) are padding."""
     n = logits.shape[0]
-    candidates = _scores.top_k(_scores.margin(logits), n_candidates)
+    score = _scores.margin(logits)
+    if n_valid is not None:
+        score = jnp.where(jnp.arange(n) < n_valid, score, -jnp.inf)
+    candidates = _scores.top_k(score, n_candidates)
     cluster = labels[candidates]
     order_in_cluster = jax.random.permutation(key, n_candidates)
     size = jnp.zeros(n, jnp.int32).at[cluster].add(1)[cluster]

@@ -32,6 +32,7 @@ import numpy as np
 from . import _progress, _validate
 from ._badge import kmeans_pp
 from ._linalg import HIGHEST
+from ._padding import pad_to_bucket
 
 # Distance blocks hold about this many entries (rows × columns): 2^24 float32 = 64 MiB.
 _BLOCK_ENTRIES = 1 << 24
@@ -80,7 +81,9 @@ class Clustering(NamedTuple):
           >>> c.take(jnp.array([1, 2])).labels.tolist()
           [0, 1]
         """
-        rows = jnp.asarray(rows)
+        rows = rows if isinstance(rows, (np.ndarray, jax.Array)) else np.asarray(rows)
+        if isinstance(rows, jax.Array) and _validate.on_host(rows):
+            rows = np.asarray(rows)
         if rows.ndim != 1 or not jnp.issubdtype(rows.dtype, jnp.integer):
             raise TypeError(_validate.message("Clustering.take", "rows", "a 1-D integer array of row indices",
                                               f"dtype {rows.dtype} and shape {tuple(rows.shape)}"))
@@ -88,6 +91,15 @@ class Clustering(NamedTuple):
         if rows.size and _validate.is_concrete(rows) and (int(rows.min()) < 0 or int(rows.max()) >= n):
             raise ValueError(_validate.message("Clustering.take", "rows", f"indices in [0, {n})",
                                                f"indices in [{int(rows.min())}, {int(rows.max())}]"))
+        if _validate.on_host(rows, self.labels, self.row_hash):   # (NumPy: no compilation per size)
+            labels = np.asarray(self.labels)[np.asarray(rows)]
+            _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
+            rank = np.empty(len(first), np.int32)
+            rank[np.argsort(first)] = np.arange(len(first), dtype=np.int32)
+            return Clustering(_validate.host_put(rank[inverse.reshape(-1)], self.labels),
+                              _validate.host_put(np.int32(len(first)), self.n_clusters),
+                              _validate.host_put(np.asarray(self.row_hash)[np.asarray(rows)], self.row_hash))
+        rows = jnp.asarray(rows)
         labels, n_clusters = _canonical(self.labels[rows], self.labels.shape[0])
         return Clustering(labels, n_clusters, self.row_hash[rows])
 
@@ -142,8 +154,12 @@ def _hash_rows(leaves) -> jax.Array:
 def row_hashes(data) -> jax.Array:
     """``(n, 2)`` uint32 hash of each row of an array or pytree of arrays (leading axis n),
     in chunks of rows."""
-    leaves = [jnp.asarray(leaf) for leaf in jax.tree_util.tree_leaves(data)]
+    leaves = jax.tree_util.tree_leaves(data)
     n = leaves[0].shape[0]
+    if n <= _HASH_ROWS and _validate.on_host(*leaves):   # rows padded to a size bucket: a compilation per bucket
+        hashes = _hash_rows([_validate.on_device(x) for x in pad_to_bucket([np.asarray(leaf) for leaf in leaves], n)])
+        return _validate.host_put(np.asarray(hashes)[:n], hashes)
+    leaves = [jnp.asarray(leaf) for leaf in leaves]
     if n <= _HASH_ROWS:
         return _hash_rows(leaves)
     parts = [_hash_rows([leaf[start:start + _HASH_ROWS] for leaf in leaves]) for start in range(0, n, _HASH_ROWS)]

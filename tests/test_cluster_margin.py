@@ -329,3 +329,41 @@ def test_torch_mirror_equals_the_jax_selector_and_checks_the_fingerprint():
         ta.cluster_margin(model, pool[:40], 6, clustering=clustering)
     with pytest.raises(ValueError, match="margin_multiple"):
         ta.cluster_margin(model, pool, 6, clustering=clustering, margin_multiple=0.9)
+
+
+# ---------------------------------------------------------------- no compilation per pool size
+
+
+def test_small_inputs_take_numpy_paths_with_the_jitted_results(monkeypatch):
+    """``Clustering.take`` and the row hashes of small host inputs run in NumPy (the hashes on rows
+    padded to a size bucket): the jitted paths' results (HOST_MAX_ELEMENTS = 0 forces them)."""
+    from aljax import _hac, _validate
+
+    rng = np.random.default_rng(3)
+    pool = rng.normal(size=(90, 3)).astype(np.float32)
+    clustering = aljax.hac_clustering(jnp.asarray(pool), threshold=1.5)
+    rows = rng.permutation(90)[:61]
+    host = (clustering.take(rows), _hac.row_hashes(pool), _hac.row_hashes({"a": pool, "b": pool[:, :1] > 0}))
+    monkeypatch.setattr(_validate, "HOST_MAX_ELEMENTS", 0)
+    jitted = (clustering.take(rows), _hac.row_hashes(pool), _hac.row_hashes({"a": pool, "b": pool[:, :1] > 0}))
+    for a, b in zip(jax.tree_util.tree_leaves(host), jax.tree_util.tree_leaves(jitted)):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert int(host[0].n_clusters) == len(set(np.asarray(clustering.labels)[rows].tolist())) > 1
+
+
+def test_round_robin_on_padded_logits_picks_as_unpadded_and_compiles_once():
+    """The selection pads concrete logits and labels to a size bucket (padding never a candidate):
+    the unpadded kernel's picks, and one compilation for pools of 60, 58 and 57 rows."""
+    from aljax import _clustermargin
+
+    rng = np.random.default_rng(8)
+    logits, labels = rng.normal(size=(60, 4)).astype(np.float32), rng.integers(0, 5, 60).astype(np.int32)
+    key = jax.random.key(2)
+    before = _clustermargin._round_robin._cache_size()
+    for n in (60, 58, 57):
+        got = _clustermargin.round_robin_kernel(key, logits[:n], labels[:n], 6, 30)
+        want = _clustermargin._round_robin(key, jnp.asarray(logits[:n]), jnp.asarray(labels[:n]), None, k=6,
+                                           n_candidates=30)
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    assert _clustermargin._round_robin._cache_size() - before == 1 + 3   # (the unpadded references: 3)
