@@ -12,12 +12,14 @@ Both are selectors on arrays, ``(embedding, k, *, key=0, labeled=None, ...)``, a
 A pool sharded along its rows (a ``NamedSharding``) stays where it is: the passes over rows
 (assignments, cluster sums, the labeled set) run under ``jax.shard_map`` on each device's rows,
 the pairwise ones (typicality, degrees, the purity rule) hand each device's block of rows on
-around the devices (:class:`aljax._kmeans.Ring`), and the steps of the k-means++ seeding and the coverage
-greedy move single rows (:func:`aljax._sharding.take_row`). What crosses devices is rows, blocks
-of rows, per-cluster sums and vectors of one number per point, never the pool as a whole.
+around the devices (:class:`aljax._kmeans.Ring`), and the steps of the k-means++ seeding and
+the coverage greedy move single rows (:func:`aljax._sharding.take_row`). What crosses devices
+is rows, blocks of rows, per-cluster sums and vectors of one number per point, never the pool
+as a whole.
 
-Concrete pools on one device are zero-padded to a size bucket, the labeled set to a power of two,
-their counts traced: an active-learning loop compiles TypiClust once per bucket, not every round.
+Small concrete pools on one device (at most ``QUICK_MAX_NUMBERS`` numbers) are zero-padded to a
+size bucket, the labeled set to a power of two, their counts traced: the rounds of an
+active-learning loop compile each selector once per bucket, not every round.
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from . import _compile, _validate
-from ._padding import pad_to_bucket, pad_tree
 from ._kmeans import (centred, kmeans_of_parts, map_row_blocks, on_rows, row_gumbel, rows_per_block, sqdist,
                       sqnorms)
+from ._padding import pad_to_bucket, pad_tree
 from ._sharding import auto_axes, row_layout, take_row
 
 # Rows of the newly covered set processed together in a ProbCover step.
