@@ -32,13 +32,12 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from . import _progress, _validate
 from ._baselines import open_stochastic_pool, row_passes
 from ._embeddings import cached
 from ._linalg import HIGHEST
-from ._padding import pad_to_bucket
+from ._padding import bucket_rows
 
 # Floats of the candidate pass's ``(M, rows·C)`` joint block: the chunk of pool rows per matrix
 # product is ``max(1, CHUNK_ELEMENTS // (M·C))`` (64 MiB in float32).
@@ -116,10 +115,8 @@ def greedy(probs_t, key: jax.Array, *, k: int, configurations: int) -> jax.Array
     """BatchBALD's greedy on ``probs_t (n, S, C)`` (valid input assumed): an unsharded concrete
     ``probs_t`` is zero-padded to a size bucket first (the padding is never picked), so that the
     rounds of a loop, whose pool shrinks, compile the greedy once per bucket."""
-    n = probs_t.shape[0]
-    if not _validate.is_concrete(probs_t) or (isinstance(probs_t, jax.Array) and len(probs_t.sharding.device_set) > 1):
-        return _greedy(probs_t, key, None, k=k, configurations=configurations)
-    return _greedy(_validate.on_device(pad_to_bucket(probs_t, n)), key, np.int32(n), k=k, configurations=configurations)
+    probs_t, n_valid = bucket_rows(probs_t, probs_t.shape[0])
+    return _greedy(probs_t, key, n_valid, k=k, configurations=configurations)
 
 
 @functools.partial(jax.jit, static_argnames=("k", "configurations"))

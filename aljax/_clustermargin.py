@@ -23,7 +23,7 @@ import numpy as np
 
 from . import _progress, _scores, _validate
 from ._baselines import pool_logits
-from ._padding import pad_to_bucket
+from ._padding import bucket_rows
 from ._embeddings import logits_and_features
 from ._hac import MAX_EXACT, N_CENTRES, Clustering, check_fingerprint, check_sizes, check_threshold, \
     cluster_features, row_hashes
@@ -64,12 +64,8 @@ def round_robin_kernel(key: jax.Array, logits, labels, k: int, n_candidates: int
     """:func:`_round_robin` on concrete unsharded logits and labels zero-padded to a size bucket
     (the padding never a candidate), so that a loop's rounds, whose pool shrinks, compile it once
     per bucket; else as they are."""
-    n = logits.shape[0]
-    if (not _validate.is_concrete(logits, labels)
-            or any(isinstance(x, jax.Array) and len(x.sharding.device_set) > 1 for x in (logits, labels))):
-        return _round_robin(key, logits, labels, None, k=k, n_candidates=n_candidates)
-    padded = [_validate.on_device(x) for x in pad_to_bucket((logits, labels), n)]   # (one cache entry)
-    return _round_robin(key, *padded, np.int32(n), k=k, n_candidates=n_candidates)
+    (logits, labels), n_valid = bucket_rows((logits, labels), logits.shape[0])
+    return _round_robin(key, logits, labels, n_valid, k=k, n_candidates=n_candidates)
 
 
 @functools.partial(jax.jit, static_argnames=("k", "n_candidates"))

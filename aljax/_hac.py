@@ -32,7 +32,7 @@ import numpy as np
 from . import _progress, _validate
 from ._badge import kmeans_pp
 from ._linalg import HIGHEST
-from ._padding import pad_to_bucket
+from ._padding import bucket_rows
 
 # Distance blocks hold about this many entries (rows × columns): 2^24 float32 = 64 MiB.
 _BLOCK_ENTRIES = 1 << 24
@@ -92,13 +92,13 @@ class Clustering(NamedTuple):
             raise ValueError(_validate.message("Clustering.take", "rows", f"indices in [0, {n})",
                                                f"indices in [{int(rows.min())}, {int(rows.max())}]"))
         if _validate.on_host(rows, self.labels, self.row_hash):   # (NumPy: no compilation per size)
-            labels = np.asarray(self.labels)[np.asarray(rows)]
+            labels = np.asarray(self.labels)[rows]
             _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
             rank = np.empty(len(first), np.int32)
             rank[np.argsort(first)] = np.arange(len(first), dtype=np.int32)
             return Clustering(_validate.host_put(rank[inverse.reshape(-1)], self.labels),
                               _validate.host_put(np.int32(len(first)), self.n_clusters),
-                              _validate.host_put(np.asarray(self.row_hash)[np.asarray(rows)], self.row_hash))
+                              _validate.host_put(np.asarray(self.row_hash)[rows], self.row_hash))
         rows = jnp.asarray(rows)
         labels, n_clusters = _canonical(self.labels[rows], self.labels.shape[0])
         return Clustering(labels, n_clusters, self.row_hash[rows])
@@ -157,7 +157,7 @@ def row_hashes(data) -> jax.Array:
     leaves = jax.tree_util.tree_leaves(data)
     n = leaves[0].shape[0]
     if n <= _HASH_ROWS and _validate.on_host(*leaves):   # rows padded to a size bucket: a compilation per bucket
-        hashes = _hash_rows([_validate.on_device(x) for x in pad_to_bucket([np.asarray(leaf) for leaf in leaves], n)])
+        hashes = _hash_rows(bucket_rows(leaves, n)[0])
         return _validate.host_put(np.asarray(hashes)[:n], hashes)
     leaves = [jnp.asarray(leaf) for leaf in leaves]
     if n <= _HASH_ROWS:

@@ -39,6 +39,23 @@ def pad_to_bucket(tree, n: int):
     return tree if size == n else pad_tree(tree, size=size)
 
 
+def bucket_rows(tree, n: int):
+    """``(tree, n_valid)`` for a kernel that compiles once per size bucket: a concrete tree on the
+    host or one device with every leaf zero-padded to :func:`bucket` ``(n)`` rows, as jax Arrays
+    (a NumPy array and a jax Array of one shape are two entries of a jit cache), and ``n_valid =
+    np.int32(n)``; a traced or sharded tree as it is, and None.
+
+    >>> padded, n_valid = bucket_rows(np.ones((17, 2)), 17)
+    >>> padded.shape, int(n_valid)
+    ((18, 2), 17)
+    """
+    leaves = jax.tree_util.tree_leaves(tree)
+    if not _validate.is_concrete(*leaves) or any(isinstance(x, jax.Array) and len(x.sharding.device_set) > 1
+                                                 for x in leaves):
+        return tree, None
+    return jax.tree_util.tree_map(_validate.on_device, pad_to_bucket(tree, n)), np.int32(n)
+
+
 def pad_tree(tree, *, size: int):
     """Every leaf of ``tree`` with zero rows appended up to ``size`` rows: in one jitted call
     (padding each leaf eagerly would compile one pad per leaf for every new row count), or, for
