@@ -167,9 +167,13 @@ def time_aljax(probs, h, k, repeats):
     return out
 
 
+# (ml_dtypes, which `import jax` loads first, is timed apart: its 0.7 releases register their
+# types' NumPy loops for longer than all of aljax's imports take.)
 COLD_CALL = """
 import json, sys, time
 t0 = time.perf_counter()
+import ml_dtypes
+ml_dtypes_s = time.perf_counter() - t0
 import jax
 jax.config.update("jax_enable_x64", True)
 if len(sys.argv) > 2:
@@ -185,8 +189,8 @@ labeled = aljax.FisherFactors(data["lab_probs"], data["lab_h"]) if len(data["lab
 t1 = time.perf_counter()
 picks = aljax.fisher_greedy(pool, k, labeled=labeled).block_until_ready()
 first = time.perf_counter() - t1
-print(json.dumps(dict(import_s=imported, first_call_s=first, total_s=time.perf_counter() - t0,
-                      picks=np.asarray(picks).tolist())))
+print(json.dumps(dict(import_s=imported, ml_dtypes_s=ml_dtypes_s, ml_dtypes=ml_dtypes.__version__,
+                      first_call_s=first, total_s=time.perf_counter() - t0, picks=np.asarray(picks).tolist())))
 """
 
 
@@ -223,10 +227,12 @@ def run_small(n, dim, k, n_lab, classes, repeats):
         cached = [cold_call(path, cache) for _ in range(repeats)]
     median = lambda runs, key: float(np.median([r[key] for r in runs]))  # noqa: E731
     entry["cold"] = dict(repeats=repeats, import_s=median(colds, "import_s"), first_call_s=median(colds, "first_call_s"),
-                         total_s=median(colds, "total_s"))
+                         total_s=median(colds, "total_s"), ml_dtypes_s=median(colds, "ml_dtypes_s"),
+                         ml_dtypes=colds[0]["ml_dtypes"])
     entry["cold_cached"] = dict(repeats=repeats, fill_total_s=fill["total_s"], import_s=median(cached, "import_s"),
                                 first_call_s=median(cached, "first_call_s"), total_s=median(cached, "total_s"))
-    print(f"cold call (fresh process): import {entry['cold']['import_s']:.2f} s + first call "
+    print(f"cold call (fresh process): import {entry['cold']['import_s']:.2f} s (of which ml_dtypes "
+          f"{entry['cold']['ml_dtypes']} {entry['cold']['ml_dtypes_s']:.2f} s) + first call "
           f"{entry['cold']['first_call_s']:.2f} s = {entry['cold']['total_s']:.2f} s; with the persistent cache "
           f"filled: {entry['cold_cached']['total_s']:.2f} s (first call {entry['cold_cached']['first_call_s']:.2f} s)",
           flush=True)
