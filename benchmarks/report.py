@@ -169,7 +169,7 @@ def damping_lines(name: str, data: dict, root: Path) -> list[str]:
     rel = data.get("relative_auc", {})
     absolute = "bait_absolute" if "bait_absolute" in rel else "bait"
     if absolute not in rel or "bait_relative" not in rel:
-        return [f"| {LEARNING_CURVES.get(name, name)} | not run | | | |"]
+        return [f"| {LEARNING_CURVES.get(name, name)} | not run | | | | |"]
     a, r = rel[absolute], rel["bait_relative"]
     pairs = dict(zip(a["seeds"], a["per_seed"]))
     diffs = [v - pairs[seed] for seed, v in zip(r["seeds"], r["per_seed"]) if seed in pairs]
@@ -177,21 +177,30 @@ def damping_lines(name: str, data: dict, root: Path) -> list[str]:
     wins = sum(d >= 0 for d in diffs)
     return [f"| {LEARNING_CURVES.get(name, name)} (`{absolute}`) | {a['mean']:.4f} ± {a['std']:.4f} | "
             f"{r['mean']:.4f} ± {r['std']:.4f} | {statistics.fmean(diffs):+.4f} ± {se:.4f} | "
-            f"{wins}/{len(diffs)} |"]
+            f"{wins}/{len(diffs)} | {_same_picks(data['runs'], 'bait', 'bait_absolute')} |"]
+
+
+def _same_picks(runs: dict, first: str, second: str) -> str:
+    """On how many seeds two strategies' runs picked the same points in every round (both run)."""
+    by_seed = {r["seed"]: r["selected"] for r in runs.get(first, ())}
+    pairs = [(by_seed[r["seed"]], r["selected"]) for r in runs.get(second, ()) if r["seed"] in by_seed]
+    return f"{sum(x == y for x, y in pairs)}/{len(pairs)}" if pairs else "—"
 
 
 def section_bait_damping(results: Path = RESULTS, root: Path = _provenance.ROOT) -> list[str]:
     lines = ["BAIT's damping, λ = 1 in both modes: `damping=\"absolute\"` (λ as given, the authors') against "
              "`damping=\"relative\"` (λ·tr(F)/d), learning-curve AUC / random from the learning-curve runs "
              "above (same settings, seeds and provenance; `bait` is the absolute mode where `bait_absolute` "
-             "was not re-run: it is the same code path, and its runs reproduce `bait`'s to the digit where both "
-             "exist).", "",
-             "| dataset | absolute | relative | relative − absolute (mean ± s.e.) | seeds relative ≥ absolute |",
-             "|---|---|---|---|---|"]
+             "was not re-run: the same code path; the last column: on how many seeds `bait` and `bait_absolute`, "
+             "run at different commits, picked the same points in every round, where both were run; a float32 "
+             "near-tie decided differently in one round sends the later rounds apart).", "",
+             "| dataset | absolute | relative | relative − absolute (mean ± s.e.) | seeds relative ≥ absolute "
+             "| seeds `bait` = `bait_absolute` |",
+             "|---|---|---|---|---|---|"]
     made = []
     for name in DAMPING_DATASETS:
         data = _load(results / f"{name}.json")
-        lines += [f"| {LEARNING_CURVES[name]} | not run | | | |"] if data is None else damping_lines(name, data, root)
+        lines += [f"| {LEARNING_CURVES[name]} | not run | | | | |"] if data is None else damping_lines(name, data, root)
         if data is not None and "bait_relative" in data.get("runs", {}):
             by_strategy = data.get("provenance_by_strategy") or {}
             groups = [(s, by_strategy.get(s, data.get("provenance"))) for s in ("bait", "bait_absolute", "bait_relative")

@@ -242,6 +242,27 @@ def test_stopping_section_gives_median_labels_and_accuracy_left_per_criterion():
     assert any("Not run with a stop set" in line for line in unrecorded)
 
 
+def test_damping_row_pairs_seeds_and_counts_identical_picks():
+    import report
+
+    def runs(picks_by_seed):
+        return [{"seed": seed, "selected": picks} for seed, picks in picks_by_seed.items()]
+
+    rel = {"bait_absolute": {"mean": 1.02, "std": 0.01, "seeds": [0, 1, 2], "per_seed": [1.00, 1.02, 1.04]},
+           "bait_relative": {"mean": 1.03, "std": 0.01, "seeds": [2, 0, 1], "per_seed": [1.05, 1.01, 1.01]}}
+    data = {"relative_auc": rel, "runs": {"bait": runs({0: [[1, 2]], 1: [[3, 4]], 3: [[0, 0]]}),
+                                          "bait_absolute": runs({0: [[1, 2]], 1: [[3, 5]], 2: [[6, 7]]})}}
+    cells = [c.strip() for c in report.damping_lines("digits", data, ROOT)[0].strip("|").split("|")]
+    diffs = [1.01 - 1.00, 1.01 - 1.02, 1.05 - 1.04]            # paired by seed, not by position
+    se = statistics.stdev(diffs) / 3 ** 0.5
+    assert cells[3] == f"{statistics.fmean(diffs):+.4f} ± {se:.4f}" and cells[4] == "2/3"
+    assert cells[5] == "1/2"                                    # seeds 0 and 1 both ran; only seed 0 matches
+    del data["runs"]["bait"]
+    assert report.damping_lines("digits", data, ROOT)[0].rstrip().endswith("| — |")
+    del rel["bait_relative"]
+    assert report.damping_lines("digits", data, ROOT)[0].count("|") == 7     # "not run", as wide as the header
+
+
 @pytest.mark.slow
 def test_coldstart_quality_smoke_run_scores_every_method_and_reports_it(tmp_path):
     pytest.importorskip("sklearn")
