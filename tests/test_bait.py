@@ -625,7 +625,7 @@ def test_backward_pass_in_the_picks_space_keeps_the_reference_picks(monkeypatch,
             monkeypatch.setattr(_kernel, "REFRESH_TOL", tol)
             got = _fresh_kernel(pool, lab, dense, 0.3, k=5, n_forward=11, chunk=8)
             np.testing.assert_array_equal(np.asarray(got), expected)
-    assert len(used) == 4
+    assert len(used) == (4 if labeled else 8)   # (without a labeled set implicit_a asks too)
 
 
 def test_picks_space_removals_equal_dense_formulas():
@@ -678,6 +678,55 @@ def test_picks_space_refresh_recomputes_the_blocks_and_their_costs(monkeypatch):
         expected = reference_bait(dense_fisher_rows(emb.probs, emb.h), None, 5, lamb=0.4)
         got = _fresh_kernel(emb, None, False, 0.4, k=5, n_forward=11, chunk=8)
     np.testing.assert_array_equal(np.asarray(got), expected)
+
+
+@pytest.mark.parametrize("forms", ["loop", "packed-window", "rebuild-every-step", "dense-rows"])
+def test_wide_heads_without_a_labeled_set_keep_a_implicit(monkeypatch, forms):
+    """Without a labeled set, where the backward pass runs in the picks' space, the forward pass
+    keeps ``A = I/λ − P Pᵀ`` unformed (``implicit_a``): forced on small problems (``worth_it``), the
+    picks are the float64 reference's and those of the same kernel with ``A`` formed, in loop and
+    packed forms, with window rebuilds, with every block rebuilt at every step (``LazyA.full`` of
+    the scalar form) and on dense rows; with a labeled set ``A`` is formed."""
+    seen = []
+    implicit = _kernel.implicit_a
+    monkeypatch.setattr(_kernel, "implicit_a", lambda *args: seen.append(implicit(*args)) or seen[-1])
+    monkeypatch.setattr(_picks_space, "worth_it", lambda *args: True)
+    monkeypatch.setattr(_kernel, "ONE_LOOP_MAX_WORK", 0)
+    monkeypatch.setattr(_kernel, "UNROLL_MIN_POINTS", 0 if forms == "packed-window" else 1 << 30)
+    monkeypatch.setattr(_kernel, "WINDOW_MIN_POINTS", 0 if forms == "packed-window" else 1 << 30)
+    monkeypatch.setattr(_kernel, "REFRESH_TOL", 0.0 if forms == "rebuild-every-step" else 1e-5)
+    with jax.enable_x64(True):
+        emb = random_factors(43, 37, 3, 5)
+        expected = reference_picks(emb, None, 6, lamb=0.25)
+        got = _fresh_kernel(emb, None, forms == "dense-rows", 0.25, k=6, n_forward=13, chunk=8)
+        np.testing.assert_array_equal(np.asarray(got), expected)
+        assert seen == [True]
+        monkeypatch.setattr(_kernel, "implicit_a", lambda *args: seen.append(False) or False)
+        formed = _fresh_kernel(emb, None, forms == "dense-rows", 0.25, k=6, n_forward=13, chunk=8)
+        np.testing.assert_array_equal(np.asarray(formed), expected)
+        monkeypatch.setattr(_kernel, "implicit_a", lambda *args: seen.append(implicit(*args)) or seen[-1])
+        _fresh_kernel(emb[:30], emb[30:], forms == "dense-rows", 0.25, k=6, n_forward=13, chunk=8)
+        assert seen == [True, False, False]
+    emb32 = random_factors(44, 37, 3, 5, dtype=np.float32)
+    got32 = _fresh_kernel(emb32, None, False, 0.25, k=6, n_forward=13, chunk=8)
+    monkeypatch.setattr(_kernel, "implicit_a", lambda *args: False)
+    np.testing.assert_array_equal(np.asarray(got32), np.asarray(_fresh_kernel(emb32, None, False, 0.25, k=6,
+                                                                               n_forward=13, chunk=8)))
+
+
+def test_lazy_a_with_a_scalar_is_that_multiple_of_the_identity_minus_p_pt():
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(6)
+        p, x = rng.normal(size=(7, 4)), rng.normal(size=(7, 3))
+        for sign in (1.0, -1.0):
+            lazy = _kernel.LazyA(jnp.asarray(2.5), jnp.asarray(p), sign)
+            dense = 2.5 * np.eye(7) - sign * p @ p.T
+            np.testing.assert_allclose(np.asarray(lazy.full()), dense, rtol=1e-12)
+            np.testing.assert_allclose(np.asarray(lazy.times(jnp.asarray(x))), dense @ x, rtol=1e-12)
+            got = _picks_space.start(jnp.asarray(rng.normal(size=(2, 2, 7))), lazy, jnp.eye(7), 1)
+            want = _picks_space.start(got[1].reshape(2, 2, 7), jnp.asarray(dense), jnp.eye(7), 1)
+            for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+                np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-12)
 
 
 def test_picks_space_is_used_for_wide_heads_only():

@@ -96,7 +96,8 @@ LOCAL = _Local()
 
 class LazyA(NamedTuple):
     """``A = a − σ P Pᵀ`` (``pending`` ``P``, ``(d, m)``; see :func:`lazy_loop`), formed only when
-    asked: products with it take the low-rank term apart."""
+    asked: products with it take the low-rank term apart. ``a``: ``(d, d)``, or a scalar for
+    ``a·I`` (the forward pass of a wide head without a labeled set: see :func:`_forward`)."""
 
     a: jax.Array
     pending: jax.Array
@@ -104,11 +105,13 @@ class LazyA(NamedTuple):
 
     def times(self, x):
         """``A x``."""
-        return mm(self.a, x) - self.sign * mm(self.pending, mm(self.pending.T, x))
+        base = self.a * x if self.a.ndim == 0 else mm(self.a, x)
+        return base - self.sign * mm(self.pending, mm(self.pending.T, x))
 
     def full(self):
         """``A`` itself (a ``d × d`` pass)."""
-        return self.a - self.sign * mm(self.pending, self.pending.T)
+        a = self.a * jnp.eye(self.pending.shape[0], dtype=self.pending.dtype) if self.a.ndim == 0 else self.a
+        return a - self.sign * mm(self.pending, self.pending.T)
 
 
 def woodbury_directions(a, fisher, xp, sign, pending):
@@ -132,14 +135,18 @@ def woodbury_directions(a, fisher, xp, sign, pending):
     return jnp.concatenate([ul, z_tilde], axis=1), ul
 
 
-def lazy_loop(n_steps, step, state, sign):
+def lazy_loop(n_steps, step, state, sign, flush_every=True):
     """``lax.fori_loop(0, n_steps, step, state)`` for a NamedTuple ``state`` with fields ``a`` and
     ``pending``, ``A = a − σ P Pᵀ``, ``P`` the ``(d, LAZY_STEPS·r)`` pending columns (zeros where
     unused): each step appends its ``U L`` at columns ``(t mod LAZY_STEPS)·r`` (:func:`append`),
     and after every ``LAZY_STEPS`` steps one matmul folds ``P`` into ``a``. A step then reads ``A``
     twice instead of four times (an eager update is a read-modify-write pass over ``d × d``): in a
     step that is memory-bound, that is most of the ``O(d²)`` cost. Returns the state with
-    ``pending`` folded in (zeros)."""
+    ``pending`` folded in (zeros). ``flush_every=False``: ``P`` has room for every step and is
+    never folded in (:func:`implicit_a`)."""
+    if not flush_every:
+        return jax.lax.fori_loop(0, n_steps, step, state)
+
     def flush(state):
         return state._replace(a=state.a - sign * mm(state.pending, state.pending.T),
                               pending=jnp.zeros_like(state.pending))
@@ -152,8 +159,10 @@ def lazy_loop(n_steps, step, state, sign):
 
 
 def append(pending, t, ul):
-    """Columns ``U L`` of step ``t`` into the pending block (see :func:`lazy_loop`)."""
-    return jax.lax.dynamic_update_slice(pending, ul, (0, (t % LAZY_STEPS) * ul.shape[1]))
+    """Columns ``U L`` of step ``t`` into block ``t mod LAZY_STEPS`` of ``P`` (:func:`lazy_loop`),
+    or block ``t`` where ``P`` has one for every step."""
+    r = ul.shape[1]
+    return jax.lax.dynamic_update_slice(pending, ul, (0, (t % (pending.shape[1] // r)) * r))
 
 
 def effective_a(a, pending, sign):
@@ -322,6 +331,7 @@ class _Start(NamedTuple):
     valid: jax.Array     # (nc, b): real points, not padding
     n_local: Any         # real points on this device
     basis: Any           # None, or Q: the rows are S_iQ ⊗ h_iᵀ on the sum-zero columns
+    a_eye: bool          # A₀ = I/λ (no labeled set)
 
 
 def _point_counts(pool, labeled, shards, n_valid, n_lab_valid):
@@ -403,7 +413,7 @@ def _setup(pool, labeled, lamb, k, chunk, dtype, shards, n_valid, n_lab_valid) -
     else:
         h = jax.lax.map(lambda r: quad(r, b_mat, symmetric_blocks(fisher.shape[0])), rows)
     valid = (jnp.arange(nc * b) < n_local).reshape(nc, b)
-    return _Start(rows, scale, fisher, a, g, h, valid, n_local, q)
+    return _Start(rows, scale, fisher, a, g, h, valid, n_local, q, gram_lab is None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -456,8 +466,8 @@ class _Forward(NamedTuple):
 
 
 class _ForwardState(NamedTuple):
-    a: jax.Array          # A = a − P Pᵀ (see lazy_loop)
-    pending: jax.Array    # P (d, LAZY_STEPS·r)
+    a: jax.Array          # A = a − P Pᵀ (see lazy_loop); a scalar for a·I (implicit_a)
+    pending: jax.Array    # P (d, LAZY_STEPS·r), or (d, n_forward·r) never folded in (implicit_a)
     g: Any                # G_i, flat layout
     h: Any                # H_i, flat layout
     drift: jax.Array      # Σ‖ΔH_i‖ since the last exact rebuild (nc, b)
@@ -502,16 +512,28 @@ def _flat_setup(start: _Start, pool):
     return nc, b, r, d, start.fisher.dtype, layout, flat
 
 
+def implicit_a(start: _Start, shards, n_forward, r, d) -> bool:
+    """Whether the forward pass keeps ``A = I/λ − P Pᵀ`` (every step's ``U L`` in ``P``, never
+    folded in): without a labeled set ``A₀ = I/λ``, and where the backward pass runs in the picks'
+    space (``2·n_forward·r <= d``: a wide head) ``P`` is at most half of ``A``. A step's products
+    with ``A``, memory-bound reads of the whole matrix on a wide head, then read ``P``, and the
+    folds of :func:`lazy_loop` (``d² × LAZY_STEPS·r`` multiply-adds each) are never made."""
+    return start.a_eye and shards is LOCAL and _picks_space.worth_it(n_forward, r, d)
+
+
 def _forward(start: _Start, pool, n_forward, shards):
-    """``n_forward`` greedy additions. Returns ``A``, the chunked blocks and drift, and the picks."""
+    """``n_forward`` greedy additions: ``A`` (a :class:`LazyA` if :func:`implicit_a`), chunked blocks, drift, picks."""
     nc, b, r, d, dtype, layout, flat = _flat_setup(start, pool)
     window = shards is LOCAL and nc * b >= WINDOW_MIN_POINTS
     ctx = _Forward(start.rows, flat, start.fisher, layout, shards, start.n_local, window)
     g, h = layout.to_flat(start.g), layout.to_flat(start.h)
-    state = _ForwardState(start.a, jnp.zeros((d, LAZY_STEPS * r), dtype), g, h, jnp.zeros((nc, b), dtype),
+    implicit = implicit_a(start, shards, n_forward, r, d)
+    a0, width = (start.a[0, 0], n_forward * r) if implicit else (start.a, LAZY_STEPS * r)
+    state = _ForwardState(a0, jnp.zeros((d, width), dtype), g, h, jnp.zeros((nc, b), dtype),
                           layout.gains(g, h), ~start.valid, jnp.zeros(n_forward, jnp.int32), jnp.asarray(False))
-    end = lazy_loop(n_forward, functools.partial(_forward_step, ctx), state, 1.0)
-    return (end.a, layout.to_chunks(end.g), layout.to_chunks(end.h), end.drift, end.picks,
+    end = lazy_loop(n_forward, functools.partial(_forward_step, ctx), state, 1.0, flush_every=not implicit)
+    a = effective_a(end.a, end.pending, 1.0) if implicit else end.a
+    return (a, layout.to_chunks(end.g), layout.to_chunks(end.h), end.drift, end.picks,
             end.stale if ctx.window else None)
 
 
