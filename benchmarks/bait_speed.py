@@ -167,8 +167,8 @@ def time_aljax(probs, h, k, repeats):
     return out
 
 
-# (ml_dtypes, which `import jax` loads first, is timed apart: its 0.7 releases register their
-# types' NumPy loops for longer than all of aljax's imports take.)
+# (ml_dtypes, which `import jax` loads first, is timed apart: version 0.7.0 registers its NumPy
+# loops for longer than the rest of `import aljax` takes; docs/performance.md.)
 COLD_CALL = """
 import json, sys, time
 t0 = time.perf_counter()

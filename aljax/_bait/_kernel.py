@@ -97,7 +97,7 @@ LOCAL = _Local()
 class LazyA(NamedTuple):
     """``A = a − σ P Pᵀ`` (``pending`` ``P``, ``(d, m)``; see :func:`lazy_loop`), formed only when
     asked: products with it take the low-rank term apart. ``a``: ``(d, d)``, or a scalar for
-    ``a·I`` (the forward pass of a wide head without a labeled set: see :func:`_forward`)."""
+    ``a·I`` (the forward pass of a wide head without a labeled set: :func:`implicit_a`)."""
 
     a: jax.Array
     pending: jax.Array
