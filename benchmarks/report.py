@@ -435,8 +435,8 @@ def _bait_everyday_call(e: dict | None) -> list[str]:
     ml_dtypes = (f", of which `import ml_dtypes` ({cold['ml_dtypes']}, loaded by jax) {cold['ml_dtypes_s']:.2f} s"
                  if "ml_dtypes_s" in cold else "")
     return [f"Everyday call (n = {e['n']:,}, D = {e['dim']}, k = {e['k']}, {e['labeled']} labeled, {e['dtype']}): "
-            f"cold, in a fresh process, {cold['total_s']:.2f} s (import {cold['import_s']:.2f} s{ml_dtypes} + first call "
-            f"{cold['first_call_s']:.2f} s); with JAX's persistent compilation cache filled by an earlier process "
+            f"cold, in a fresh process, {cold['total_s']:.2f} s (import {cold['import_s']:.2f} s{ml_dtypes} + "
+            f"first call {cold['first_call_s']:.2f} s); with JAX's persistent compilation cache filled by an earlier process "
             f"{cached['total_s']:.2f} s (first call {cached['first_call_s']:.2f} s); warm {a['warm_s'] * 1e3:.1f} ms. "
             f"The dense reference (NumPy, same precision and labeled set, whole run) {r['total_s']:.2f} s: "
             f"{e['speedup_warm']:,.0f}× warm, {e['speedup_cold']:.1f}× cold; same picks: {e['same_picks']}; "

@@ -202,7 +202,8 @@ def test_speed_benchmarks_write_json_with_provenance(tmp_path):
     small = bait_data["small"]
     assert small["same_picks"] and small["cold"]["first_call_s"] > 0 and small["cold_cached"]["total_s"] > 0
     import ml_dtypes
-    assert small["cold"]["ml_dtypes"] == ml_dtypes.__version__ and 0 < small["cold"]["ml_dtypes_s"] < small["cold"]["import_s"]
+    cold = small["cold"]
+    assert cold["ml_dtypes"] == ml_dtypes.__version__ and 0 < cold["ml_dtypes_s"] < cold["import_s"]
     assert "Everyday call (n = 60" in "\n".join(report._bait_everyday_call(small))
     assert "import ml_dtypes" in "\n".join(report._bait_everyday_call(small))
     older = dict(small, cold={k: v for k, v in small["cold"].items() if not k.startswith("ml_dtypes")})
