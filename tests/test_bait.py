@@ -3,6 +3,7 @@
 Compilation dominates this file's run time, so the tests share a handful of problem shapes.
 """
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -639,7 +640,8 @@ def test_picks_space_removals_equal_dense_formulas():
         xs = x.reshape(p * r, d)
         m = 0.7 * np.eye(d) + xs.T @ xs
         fisher = _random_spd(rng, d, 2.0)
-        u0, xs_j, state = _picks_space.start(jnp.asarray(x), jnp.asarray(np.linalg.inv(m)), jnp.asarray(fisher), 2)
+        times_a = functools.partial(jnp.matmul, jnp.asarray(np.linalg.inv(m)))
+        u0, xs_j, state = _picks_space.start(jnp.asarray(x), times_a, jnp.asarray(fisher), 2)
         remove = jax.jit(_picks_space.remove, static_argnums=5)
         drift = np.zeros(p)
         for t, q in enumerate((2, 4)):
@@ -689,7 +691,12 @@ def test_wide_heads_without_a_labeled_set_keep_a_implicit(monkeypatch, forms):
     the scalar form) and on dense rows; with a labeled set ``A`` is formed."""
     seen = []
     implicit = _kernel.implicit_a
-    monkeypatch.setattr(_kernel, "implicit_a", lambda *args: seen.append(implicit(*args)) or seen[-1])
+
+    def spy(*args):
+        seen.append(implicit(*args))
+        return seen[-1]
+
+    monkeypatch.setattr(_kernel, "implicit_a", spy)
     monkeypatch.setattr(_picks_space, "worth_it", lambda *args: True)
     monkeypatch.setattr(_kernel, "ONE_LOOP_MAX_WORK", 0)
     monkeypatch.setattr(_kernel, "UNROLL_MIN_POINTS", 0 if forms == "packed-window" else 1 << 30)
@@ -704,7 +711,7 @@ def test_wide_heads_without_a_labeled_set_keep_a_implicit(monkeypatch, forms):
         monkeypatch.setattr(_kernel, "implicit_a", lambda *args: seen.append(False) or False)
         formed = _fresh_kernel(emb, None, forms == "dense-rows", 0.25, k=6, n_forward=13, chunk=8)
         np.testing.assert_array_equal(np.asarray(formed), expected)
-        monkeypatch.setattr(_kernel, "implicit_a", lambda *args: seen.append(implicit(*args)) or seen[-1])
+        monkeypatch.setattr(_kernel, "implicit_a", spy)
         _fresh_kernel(emb[:30], emb[30:], forms == "dense-rows", 0.25, k=6, n_forward=13, chunk=8)
         assert seen == [True, False, False]
     emb32 = random_factors(44, 37, 3, 5, dtype=np.float32)
@@ -723,8 +730,9 @@ def test_lazy_a_with_a_scalar_is_that_multiple_of_the_identity_minus_p_pt():
             dense = 2.5 * np.eye(7) - sign * p @ p.T
             np.testing.assert_allclose(np.asarray(lazy.full()), dense, rtol=1e-12)
             np.testing.assert_allclose(np.asarray(lazy.times(jnp.asarray(x))), dense @ x, rtol=1e-12)
-            got = _picks_space.start(jnp.asarray(rng.normal(size=(2, 2, 7))), lazy, jnp.eye(7), 1)
-            want = _picks_space.start(got[1].reshape(2, 2, 7), jnp.asarray(dense), jnp.eye(7), 1)
+            got = _picks_space.start(jnp.asarray(rng.normal(size=(2, 2, 7))), lazy.times, jnp.eye(7), 1)
+            want = _picks_space.start(got[1].reshape(2, 2, 7), functools.partial(jnp.matmul, jnp.asarray(dense)),
+                                      jnp.eye(7), 1)
             for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
                 np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-12)
 

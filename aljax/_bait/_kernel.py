@@ -513,11 +513,10 @@ def _flat_setup(start: _Start, pool):
 
 
 def implicit_a(start: _Start, shards, n_forward, r, d) -> bool:
-    """Whether the forward pass keeps ``A = I/λ − P Pᵀ`` (every step's ``U L`` in ``P``, never
-    folded in): without a labeled set ``A₀ = I/λ``, and where the backward pass runs in the picks'
-    space (``2·n_forward·r <= d``: a wide head) ``P`` is at most half of ``A``. A step's products
-    with ``A``, memory-bound reads of the whole matrix on a wide head, then read ``P``, and the
-    folds of :func:`lazy_loop` (``d² × LAZY_STEPS·r`` multiply-adds each) are never made."""
+    """Whether the forward pass keeps ``A = I/λ − P Pᵀ`` unformed (every step's ``U L`` in ``P``): without
+    a labeled set ``A₀ = I/λ``, and where the backward pass runs in the picks' space (``2·n_forward·r <= d``:
+    a wide head) ``P`` is at most half of ``A``. A step's products with ``A`` (memory-bound reads of the whole
+    matrix there) then read ``P``, and :func:`lazy_loop` folds nothing in (``d² × LAZY_STEPS·r`` each)."""
     return start.a_eye and shards is LOCAL and _picks_space.worth_it(n_forward, r, d)
 
 
@@ -584,7 +583,8 @@ def _backward(start: _Start, a, g, h, drift, picks, k, shards, stale=None):
     d = start.fisher.shape[0]
     n_forward, r = picks.shape[0], g_sub.shape[0]
     if _picks_space.worth_it(n_forward, r, d):   # wide heads (restarts from exact blocks itself)
-        removed = _picks_space.backward(dense(sub), a, start.fisher, n_forward - k, REFRESH_TOL)
+        times_a = a.times if isinstance(a, LazyA) else functools.partial(mm, a)
+        removed = _picks_space.backward(dense(sub), times_a, start.fisher, n_forward - k, REFRESH_TOL)
         return picks[jnp.nonzero(~removed, size=k)[0]]
     if stale is not None:  # (exact_blocks: quick to compile, and the picks are few)
         g_sub, h_sub, drift_sub = jax.lax.cond(

@@ -82,28 +82,27 @@ def remove(s: _State, q, t, u0, xs, r: int) -> _State:
                   s.removed.at[q].set(True))
 
 
-def start(x, a, fisher, n_remove: int):
+def start(x, times_a, fisher, n_remove: int):
     """``U₀ = a X_Sᵀ``, ``X_S`` and the exact state of the picks' rows ``x (p, r, d)`` under
-    ``A = a`` (nothing removed, room for ``n_remove`` removals in ``P``). ``a``: ``(d, d)``, or
-    held as products (a ``times(x) = A x`` method: :class:`aljax._bait._kernel.LazyA`)."""
+    ``A = a`` (nothing removed, room for ``n_remove`` removals in ``P``); ``times_a(v) = a v``."""
     p, r, d = x.shape
     xs = x.reshape(p * r, d)
-    u0 = a.times(xs.T) if hasattr(a, "times") else mm(a, xs.T)
+    u0 = times_a(xs.T)
     state = _State(jnp.zeros((d, n_remove * r), fisher.dtype), *exact(xs, u0, fisher), jnp.zeros(p, fisher.dtype),
                    jnp.zeros(p, bool))
     return u0, xs, state
 
 
-def backward(x, a, fisher, n_remove: int, tol: float):
+def backward(x, times_a, fisher, n_remove: int, tol: float):
     """Remove ``n_remove`` of the picks whose rows are ``x (p, r, d)`` (in pick order), from
-    ``A`` after the forward pass (as :func:`start` takes it) and ``F``: each step removes the live pick of least
+    ``A`` after the forward pass (``times_a(v) = A v``) and ``F``: each step removes the live pick of least
     removal cost (the earliest on a tie; a pick whose ``I − G_j`` rounds to indefinite is kept,
     :func:`aljax._bait._blocks.kept_if_broken`). ``tol``: the drift guard's tolerance (as in
     :func:`aljax._bait._kernel.refresh`: ``K`` and ``L`` recomputed from ``U``). Returns the
     ``(p,)`` mask of removed picks."""
     p, r, d = x.shape
     eps = jnp.finfo(fisher.dtype).eps
-    u0, xs, state = start(x, a, fisher, n_remove)
+    u0, xs, state = start(x, times_a, fisher, n_remove)
 
     def costs(k, l):
         return gains(_diagonal_blocks(k, p, r), _diagonal_blocks(l, p, r), -1.0)
