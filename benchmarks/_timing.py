@@ -107,18 +107,26 @@ def loadavg() -> list[float] | None:
     return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
 
 
+# The largest VmHWM read since the last reset_peak_rss(): Linux computes VmHWM as the larger of
+# the stored high-water mark and the current resident size, which it counts approximately (per-CPU
+# counters), so a later read can come out a few pages lower than an earlier one (seen: 160 KiB).
+_read = {"peak": 0}
+
+
 def peak_rss_bytes(children: bool = False) -> int:
     """Peak resident memory of this process (or of its finished children), in bytes.
 
-    Reads ``/proc/self/status`` ``VmHWM`` for this process where it exists, else
-    ``getrusage`` (``ru_maxrss`` is KiB on Linux, bytes on macOS).
+    Reads ``/proc/self/status`` ``VmHWM`` for this process where it exists (never less than an
+    earlier read since :func:`reset_peak_rss`), else ``getrusage`` (``ru_maxrss`` is KiB on Linux,
+    bytes on macOS).
     """
     if not children:
         try:
             with open("/proc/self/status") as status:
                 for line in status:
                     if line.startswith("VmHWM:"):
-                        return int(line.split()[1]) * 1024
+                        _read["peak"] = max(_read["peak"], int(line.split()[1]) * 1024)
+                        return _read["peak"]
         except OSError:
             pass
     usage = resource.getrusage(resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF)
@@ -132,6 +140,7 @@ def reset_peak_rss() -> bool:
     try:
         with open("/proc/self/clear_refs", "w") as refs:
             refs.write("5")
+        _read["peak"] = 0
         return True
     except OSError:
         return False

@@ -43,6 +43,21 @@ def test_peak_rss_sees_a_large_allocation():
     assert after - before >= 200 * 2**20
 
 
+def test_peak_rss_never_reads_lower_than_before_until_reset(monkeypatch):
+    import io
+
+    hwm = iter([100, 90, 90, 80])       # kB, as VmHWM moves with Linux's approximate RSS counters
+
+    def fake_open(path, mode="r"):
+        return io.StringIO("") if "clear_refs" in path else io.StringIO(f"Name: x\nVmHWM: {next(hwm)} kB\n")
+
+    monkeypatch.setattr(_timing, "open", fake_open, raising=False)
+    monkeypatch.setitem(_timing._read, "peak", 0)
+    assert [_timing.peak_rss_bytes(), _timing.peak_rss_bytes()] == [100 * 1024, 100 * 1024]
+    assert _timing.reset_peak_rss()
+    assert [_timing.peak_rss_bytes(), _timing.peak_rss_bytes()] == [90 * 1024, 90 * 1024]
+
+
 def test_streaming_bandwidth_reads_the_requested_bytes():
     bw = _timing.streaming_bandwidth(4 * 2**20, repeats=1)
     assert bw["bytes"] == 4 * 2**20
