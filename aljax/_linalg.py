@@ -6,6 +6,8 @@ rounds float32 inputs to bfloat16, which changes which point a greedy Fisher ste
 
 from __future__ import annotations
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,6 +37,34 @@ def spd_inverse(m):
     loops: a one-off setup solve)."""
     eye = jnp.eye(m.shape[-1], dtype=m.dtype)
     return sym(jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(sym(m)), True), eye))
+
+
+_blas = {}
+
+
+def one_blas_thread():
+    """A context in which NumPy's BLAS and LAPACK run on one thread (through ``threadpoolctl``, where
+    it is installed; otherwise nothing changes), for the small host linear algebra done just before
+    a jitted kernel. OpenBLAS's worker threads spin-wait after each threaded call (``2^28`` cycles by
+    default, ``OPENBLAS_THREAD_TIMEOUT``) before they sleep, so a kernel started then shares every core
+    with them. One thread also makes these host results independent of the machine's core count
+    (a threaded OpenBLAS splits a product differently on different counts).
+
+    >>> import numpy as np
+    >>> with one_blas_thread():
+    ...     float((np.eye(2) @ np.ones(2)).sum())
+    2.0
+    """
+    if "controller" not in _blas:
+        try:
+            import threadpoolctl
+        except ImportError:
+            _blas["controller"] = None
+        else:
+            _blas["controller"] = threadpoolctl.ThreadpoolController()
+    if _blas["controller"] is None:
+        return contextlib.nullcontext()
+    return _blas["controller"].limit(limits=1, user_api="blas")
 
 
 def host_spd_inverse(m: np.ndarray) -> np.ndarray:

@@ -5,6 +5,7 @@ Compilation dominates this file's run time, so the tests share a handful of prob
 
 import functools
 import math
+import sys
 from typing import NamedTuple
 
 import jax
@@ -15,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import aljax
-from aljax import _padding
+from aljax import _linalg, _padding
 from aljax._bait import _blocks, _kernel, _picks_space, _plan, _rows
 from models import MODEL_KINDS
 
@@ -1224,6 +1225,34 @@ def test_host_labeled_gram_falls_back_to_the_jitted_one(monkeypatch):
         got = aljax.fisher_greedy(pool, 5, labeled=lab, lamb=0.5)
         assert calls == dict(_labeled_gram=1)
     np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+
+
+def test_host_labeled_gram_runs_numpy_blas_on_one_thread(monkeypatch):
+    """The host labeled Fisher sum and ``A₀`` run NumPy's BLAS on one thread (threadpoolctl), and
+    the caller's thread count is back afterwards; without threadpoolctl nothing is limited."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    emb = random_factors(13, 40, 3, 4)
+    pool, lab = emb[:30], emb[30:]
+    seen = []
+
+    def blas_threads():   # of NumPy's own BLAS (SciPy's, which jaxlib loads, is not the host code's)
+        return {info["num_threads"] for info in threadpoolctl.threadpool_info()
+                if info["user_api"] == "blas" and "numpy" in info["filepath"]}
+
+    def spy(m, inverse=_plan.host_spd_inverse):
+        seen.append(blas_threads())
+        return inverse(m)
+
+    monkeypatch.setattr(_plan, "host_spd_inverse", spy)
+    with jax.enable_x64(True), threadpoolctl.threadpool_limits(2, user_api="blas"):
+        if blas_threads() != {2}:
+            pytest.skip(f"no BLAS of NumPy's here that takes 2 threads: {threadpoolctl.threadpool_info()}")
+        aljax.fisher_greedy(pool, 5, labeled=lab, lamb=0.5)
+        assert seen == [{1}] and blas_threads() == {2}
+        monkeypatch.setattr(_linalg, "_blas", {})
+        monkeypatch.setitem(sys.modules, "threadpoolctl", None)   # import fails
+        aljax.fisher_greedy(pool, 5, labeled=lab, lamb=0.5)
+        assert seen == [{1}, {2}]
 
 
 @pytest.mark.parametrize("n, twin", [(40, "quick_kernel"), (_plan.UNROLL_MIN_POINTS, "kernel")])

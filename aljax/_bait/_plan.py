@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _compile, _progress, _validate
-from .._linalg import host_spd_inverse
+from .._linalg import host_spd_inverse, one_blas_thread
 from .._padding import bucket, nbytes, pad_tree
 from .._types import FisherFactors
 from ._blocks import UNROLL_MIN_POINTS
@@ -192,13 +192,15 @@ def _labeled_gram(labeled, lamb, n_lab, k, *, chunk: int, dtype) -> LabeledGram:
 
 def _host_labeled_gram(labeled, lamb, n_lab: int, k: int, dtype) -> LabeledGram:
     """:func:`_labeled_gram` in NumPy (float64, rounded to ``dtype``) for small concrete labeled
-    rows (:func:`_on_host`): no compilation per labeled-set size. None where ``M₀`` is not
+    rows (:func:`_on_host`): no compilation per labeled-set size, on one BLAS thread
+    (:func:`aljax._linalg.one_blas_thread`: the kernel runs next). None where ``M₀`` is not
     numerically positive definite (the jitted function then gives what it gives)."""
-    gram = host_gram(labeled)
-    try:
-        inverse = host_spd_inverse(float(lamb) * np.eye(len(gram)) + gram / (n_lab + k))
-    except np.linalg.LinAlgError:
-        return None
+    with one_blas_thread():
+        gram = host_gram(labeled)
+        try:
+            inverse = host_spd_inverse(float(lamb) * np.eye(len(gram)) + gram / (n_lab + k))
+        except np.linalg.LinAlgError:
+            return None
     leaves = jax.tree_util.tree_leaves(labeled)
     return LabeledGram(*(_validate.host_put(x.astype(dtype), *leaves) for x in (gram, inverse)))
 
