@@ -419,12 +419,12 @@ def apply_flat(flat, v, batch_first=False):
     if isinstance(flat, FlatKron):
         return bmm(flat.s, t)
     # S T = scale·diag(√p)(T − 1 pᵀT)
+    # pᵀT in a loop over the classes, so that XLA computes it once. (Written as one expression it was
+    # fused into the product below and redone for every row a; as a reduction, it was fused into the
+    # pool product's YNN fusion, which ran it worse still; XLA:CPU drops optimization barriers.)
     p = flat.p
-    mean = p[0, None] * t[0]
-    for ci in range(1, c):
-        mean = mean + p[ci, None] * t[ci]
-    # (Computed once: fused into the product below, XLA would redo it for every row a.)
-    mean = jax.lax.optimization_barrier(mean)
+    at = functools.partial(jax.lax.dynamic_index_in_dim, axis=0, keepdims=False)
+    mean = jax.lax.fori_loop(1, c, lambda ci, acc: acc + at(p, ci)[None] * at(t, ci), p[0, None] * t[0])
     return flat.sqp[:, None, :] * (t - mean[None])
 
 
