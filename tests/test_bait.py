@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import aljax
 from aljax import _linalg, _padding
-from aljax._bait import _blocks, _kernel, _picks_space, _plan, _rows
+from aljax._bait import _blocks, _kernel, _lazy, _picks_space, _plan, _rows
 from models import MODEL_KINDS
 
 # ---------------------------------------------------------------- the dense reference
@@ -394,7 +394,7 @@ def test_structured_blocks_and_updates_equal_dense_formulas(kind):
         m = np.linalg.inv(a)
         drops = [np.trace(a @ fisher) - np.trace(np.linalg.inv(m + xi.T @ xi) @ fisher) for xi in x]
         np.testing.assert_allclose(np.asarray(gains_fn(jnp.asarray(g), jnp.asarray(h), 1.0)), drops, rtol=1e-9)
-        woodbury = jax.jit(_kernel.woodbury_directions, static_argnums=3)
+        woodbury = jax.jit(_lazy.woodbury_directions, static_argnums=3)
         update = jax.jit(_kernel.update_chunk, static_argnums=4)
         # One Woodbury step adding point 4, then one removing it again.
         for p, sign in ((4, 1.0), (4, -1.0)):
@@ -501,7 +501,7 @@ def test_exact_blocks_of_a_few_points_equal_dense_products():
             got_x = np.asarray(_rows.dense(_rows.gather(rows, idx)))
             np.testing.assert_allclose(got_x, x[np.asarray(idx)], rtol=1e-14)
             for sign in (1.0, -1.0):
-                lazy = _kernel.LazyA(jnp.asarray(a), jnp.asarray(pending), sign)
+                lazy = _lazy.LazyA(jnp.asarray(a), jnp.asarray(pending), sign)
                 g, h = jax.jit(lambda x, f: _kernel.exact_blocks(x, lazy.times, f))(jnp.asarray(got_x),
                                                                                    jnp.asarray(fisher))
                 big_a = a - sign * pending @ pending.T
@@ -527,7 +527,7 @@ def test_window_rebuild_recomputes_the_blocks_near_the_best_only(monkeypatch, pa
         rows = _rows.chunk_kron(emb.s_factor(), emb.h, 4)
         a, fisher = np.linalg.inv(_random_spd(rng, 12)), _random_spd(rng, 12, 2.0)
         pending = rng.normal(size=(12, 3)) * 0.1
-        lazy = _kernel.LazyA(jnp.asarray(a), jnp.asarray(pending), 1.0)
+        lazy = _lazy.LazyA(jnp.asarray(a), jnp.asarray(pending), 1.0)
         big_a = a - pending @ pending.T
         g_true = x @ big_a @ x.transpose(0, 2, 1)
         h_true = x @ big_a @ fisher @ big_a @ x.transpose(0, 2, 1)
@@ -727,7 +727,7 @@ def test_lazy_a_with_a_scalar_is_that_multiple_of_the_identity_minus_p_pt():
         rng = np.random.default_rng(6)
         p, x = rng.normal(size=(7, 4)), rng.normal(size=(7, 3))
         for sign in (1.0, -1.0):
-            lazy = _kernel.LazyA(jnp.asarray(2.5), jnp.asarray(p), sign)
+            lazy = _lazy.LazyA(jnp.asarray(2.5), jnp.asarray(p), sign)
             dense = 2.5 * np.eye(7) - sign * p @ p.T
             np.testing.assert_allclose(np.asarray(lazy.full()), dense, rtol=1e-12)
             np.testing.assert_allclose(np.asarray(lazy.times(jnp.asarray(x))), dense @ x, rtol=1e-12)
@@ -1043,14 +1043,14 @@ def test_lazy_woodbury_updates_equal_the_explicit_inverse():
 
         def run(sign, count, a0, rows):
             def step(t, state):
-                dirs, ul = _kernel.woodbury_directions(state.a, fisher, rows[t], sign, state.pending)
-                dirs_eager, ul_eager = _kernel.woodbury_directions(state.eager, fisher, rows[t], sign,
+                dirs, ul = _lazy.woodbury_directions(state.a, fisher, rows[t], sign, state.pending)
+                dirs_eager, ul_eager = _lazy.woodbury_directions(state.eager, fisher, rows[t], sign,
                                                                    jnp.zeros((d, 0)))
-                return _LazyState(state.a, _kernel.append(state.pending, t, ul),
+                return _LazyState(state.a, _lazy.append(state.pending, t, ul),
                                   state.eager - sign * ul_eager @ ul_eager.T,
                                   state.gaps.at[t].set(jnp.max(jnp.abs(dirs - dirs_eager))))
-            state = _LazyState(a0, jnp.zeros((d, _kernel.LAZY_STEPS * r)), a0, jnp.zeros(count))
-            return jax.jit(lambda s: _kernel.lazy_loop(count, step, s, sign))(state)
+            state = _LazyState(a0, jnp.zeros((d, _lazy.LAZY_STEPS * r)), a0, jnp.zeros(count))
+            return jax.jit(lambda s: _lazy.lazy_loop(count, step, s, sign))(state)
 
         a, pending, eager, gaps = run(1.0, 19, jnp.eye(d) / lamb, jnp.asarray(xs))
         m = lamb * np.eye(d) + np.einsum("nri,nrj->ij", xs, xs)

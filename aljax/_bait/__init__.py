@@ -14,7 +14,9 @@ public functions down:
   kernel;
 * ``_sharded``: the kernel under ``shard_map`` for a pool sharded along its example axis;
 * ``_kernel``: Fisher sums, then the forward and backward passes over ``A = M⁻¹`` and the
-  per-point blocks, with lazy Woodbury updates and exact refreshes;
+  per-point blocks, with exact refreshes;
+* ``_lazy``: the Woodbury updates of ``A``, applied lazily;
+* ``_picks_space``: the backward removals of a wide head, in the space of the forward picks;
 * ``_blocks``: the per-point ``r × r`` blocks: gains and rank-``r`` corrections;
 * ``_rows``: the rows' layouts, products with them, and Fisher sums without outer products.
 

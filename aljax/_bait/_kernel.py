@@ -5,7 +5,7 @@ It keeps ``A = M⁻¹`` (``d × d``) and, per point, the ``r × r`` blocks ``G_i
 (``σ = −1``) point ``i`` is ``tr(H_i (I + σ G_i)⁻¹)``. After the Woodbury update
 ``A' = A − σ U K Uᵀ`` (``U = A X_pᵀ``, ``K = (I + σ G_p)⁻¹``) both blocks change by rank-``r``
 corrections that need only ``X_i U`` and ``X_i A F U``: for Kronecker rows one
-``(n × D) @ (D × 2·C·r)`` product per step.
+``(n × D) @ (D × 2·C·r)`` product per step. ``A`` itself is updated lazily (:mod:`._lazy`).
 
 :func:`forward_backward` runs on one device, or as the body of a ``shard_map`` over the pool's
 example axis; what differs (the reductions across devices, and which device holds the picked
@@ -21,17 +21,16 @@ import jax
 import jax.numpy as jnp
 
 from .. import _compile
-from .._linalg import HIGHEST, inverse_factor, mm, spd_inverse, sym
+from .._linalg import HIGHEST, mm, spd_inverse, sym
 from . import _picks_space
 from ._blocks import (UNROLL_MAX_RANK, UNROLL_MIN_POINTS, correct, correct_packed, forward_gains, gains,
                       kept_if_broken, pack, unpack)
 from ._blocks import gains as _blocks_gains
+from ._lazy import LAZY_STEPS, LazyA, append, lazy_loop, woodbury_directions
 from ._rows import (DenseChunks, KronChunks, KronRows, LabeledGram, apply, apply_flat, counts, dense, flat_rows,
                     gather, n_points, picked, prepare, quad, quad_gram, quad_gram_cheaper, reduce_columns,
                     reduce_rows, row, scale_rows, softmax_basis, symmetric_blocks)
 
-# Woodbury updates of A = M⁻¹ are collected over this many steps and applied by one matmul.
-LAZY_STEPS = 8
 # Pools on one device whose forward steps use the loop forms run both passes in one loop, whose
 # body is traced and compiled once (about half the kernel's compilation), when the backward
 # removals over the whole pool (instead of over the forward picks only) cost at most this many
@@ -91,83 +90,7 @@ LOCAL = _Local()
 
 
 # ---------------------------------------------------------------------------------------------
-# Woodbury updates of A = M⁻¹, applied lazily.
-
-
-class LazyA(NamedTuple):
-    """``A = a − σ P Pᵀ`` (``pending`` ``P``, ``(d, m)``; see :func:`lazy_loop`), formed only when
-    asked: products with it take the low-rank term apart. ``a``: ``(d, d)``, or a scalar for
-    ``a·I`` (the forward pass of a wide head without a labeled set: :func:`implicit_a`)."""
-
-    a: jax.Array
-    pending: jax.Array
-    sign: Any
-
-    def times(self, x):
-        """``A x``."""
-        base = self.a * x if self.a.ndim == 0 else mm(self.a, x)
-        return base - self.sign * mm(self.pending, mm(self.pending.T, x))
-
-    def full(self):
-        """``A`` itself (a ``d × d`` pass)."""
-        a = self.a * jnp.eye(self.pending.shape[0], dtype=self.pending.dtype) if self.a.ndim == 0 else self.a
-        return a - self.sign * mm(self.pending, self.pending.T)
-
-
-def woodbury_directions(a, fisher, xp, sign, pending):
-    """For the picked rows ``X_p``: the directions ``[U L, Z̃]`` of the block corrections
-    (:func:`aljax._bait._blocks.correct`) and ``U L``, the columns that update ``A``:
-    ``A' = A − σ (U L)(U L)ᵀ``.
-
-    ``A`` is held as ``a − σ P Pᵀ`` (``pending``, ``(d, m)``; see :class:`LazyA`)."""
-    times_a = LazyA(a, pending, sign).times
-    u = times_a(xp.T)                                  # U = A X_pᵀ            (d, r)
-    fu = mm(fisher, u)
-    z = times_a(fu)                                    # Z = A F A X_pᵀ        (d, r)
-    g_p = sym(mm(xp, u))                               # G_p = X_p A X_pᵀ
-    h_p = sym(mm(u.T, fu))                             # H_p = X_p A F A X_pᵀ
-    r = g_p.shape[0]
-    # K = (I + σG_p)⁻¹ = L Lᵀ.
-    l_fac = inverse_factor(jnp.eye(r, dtype=a.dtype) + sign * g_p)        # r × r
-    ul, zl = mm(u, l_fac), mm(z, l_fac)
-    h_tilde = sym(mm(mm(l_fac.T, h_p), l_fac))                           # Lᵀ H_p L
-    z_tilde = zl - 0.5 * sign * mm(ul, h_tilde)
-    return jnp.concatenate([ul, z_tilde], axis=1), ul
-
-
-def lazy_loop(n_steps, step, state, sign, flush_every=True):
-    """``lax.fori_loop(0, n_steps, step, state)`` for a NamedTuple ``state`` with fields ``a`` and
-    ``pending``, ``A = a − σ P Pᵀ``, ``P`` the ``(d, LAZY_STEPS·r)`` pending columns (zeros where
-    unused): each step appends its ``U L`` at columns ``(t mod LAZY_STEPS)·r`` (:func:`append`),
-    and after every ``LAZY_STEPS`` steps one matmul folds ``P`` into ``a``. A step then reads ``A``
-    twice instead of four times (an eager update is a read-modify-write pass over ``d × d``): in a
-    step that is memory-bound, that is most of the ``O(d²)`` cost. Returns the state with
-    ``pending`` folded in (zeros). ``flush_every=False``: ``P`` has room for every step and is
-    never folded in (:func:`implicit_a`)."""
-    if not flush_every:
-        return jax.lax.fori_loop(0, n_steps, step, state)
-
-    def flush(state):
-        return state._replace(a=state.a - sign * mm(state.pending, state.pending.T),
-                              pending=jnp.zeros_like(state.pending))
-
-    def block(j, state):
-        stop = jnp.minimum((j + 1) * LAZY_STEPS, n_steps)
-        return flush(jax.lax.fori_loop(j * LAZY_STEPS, stop, step, state))
-
-    return jax.lax.fori_loop(0, -(-n_steps // LAZY_STEPS), block, state)
-
-
-def append(pending, t, ul):
-    """Columns ``U L`` of step ``t`` into block ``t mod LAZY_STEPS`` of ``P`` (:func:`lazy_loop`),
-    or block ``t`` where ``P`` has one for every step."""
-    r = ul.shape[1]
-    return jax.lax.dynamic_update_slice(pending, ul, (0, (t % (pending.shape[1] // r)) * r))
-
-
-def effective_a(a, pending, sign):
-    """``A = a − σ P Pᵀ`` as a :class:`LazyA` (formed only where needed, e.g. for a rebuild)."""
-    return LazyA(a, pending, sign)
+# Block updates after a step, and exact rebuilds.
 
 
 def update_chunk(rows, g, h, directions, sign):
@@ -468,6 +391,8 @@ class _Forward(NamedTuple):
 class _ForwardState(NamedTuple):
     a: jax.Array          # A = a − P Pᵀ (see lazy_loop); a scalar for a·I (implicit_a)
     pending: jax.Array    # P (d, LAZY_STEPS·r), or (d, n_forward·r) never folded in (implicit_a)
+    pending_t: Any        # None, or Pᵀ (implicit_a: see LazyA)
+    ul: Any               # None, or the last step's U L, not yet in P (implicit_a: see _with_ul)
     g: Any                # G_i, flat layout
     h: Any                # H_i, flat layout
     drift: jax.Array      # Σ‖ΔH_i‖ since the last exact rebuild (nc, b)
@@ -477,10 +402,19 @@ class _ForwardState(NamedTuple):
     stale: jax.Array      # some block was stale (refresh_window): the picks' are rebuilt backward
 
 
+def _with_ul(state: _ForwardState, t) -> _ForwardState:
+    """:func:`implicit_a`'s ``P`` and ``Pᵀ`` with step ``t``'s ``U L`` (``state.ul``), appended at the start
+    of the next step, before anything reads them: appended after the reads, in the step that made it,
+    they were copied whole every step for XLA to update them in place."""
+    return state._replace(pending=append(state.pending, t, state.ul),
+                          pending_t=append(state.pending_t, t, state.ul, transposed=True))
+
+
 def _forward_step(ctx: _Forward, t, state: _ForwardState) -> _ForwardState:
     """Step ``t``: rebuild the blocks if stale, add the best unpicked point, correct every block."""
     nc, b = ctx.layout.nc, ctx.layout.b
-    a = effective_a(state.a, state.pending, 1.0)
+    state = state if state.ul is None else _with_ul(state, t - 1)   # (at t = 0, zeros)
+    a = LazyA(state.a, state.pending, 1.0, state.pending_t)
     if ctx.window:
         g, h, drift, step_gains, stale = refresh_window(ctx.rows, a, ctx.fisher, state.g, state.h, state.drift,
                                                         state.taken, state.gains, ctx.layout)
@@ -490,13 +424,14 @@ def _forward_step(ctx: _Forward, t, state: _ForwardState) -> _ForwardState:
         stale = False
     p_local = jnp.argmax(jnp.where(state.taken, -jnp.inf, step_gains).reshape(-1)).astype(jnp.int32)
     p, mine, xp = ctx.shards.pick(ctx.rows, step_gains, state.taken, p_local, ctx.n_local)
-    directions, ul = woodbury_directions(state.a, ctx.fisher, xp, 1.0, state.pending)
+    directions, ul = woodbury_directions(state.a, ctx.fisher, xp, 1.0, state.pending, state.pending_t)
     g, h, dh = update_flat(ctx.flat, g, h, directions, 1.0)
     # (An exhausted shard's argmax may be a taken point: never un-take it.)
     taken = state.taken.reshape(-1)
     taken = taken.at[p_local].set(mine | taken[p_local]).reshape(nc, b)
+    pending, ul = (append(state.pending, t, ul), None) if state.ul is None else (state.pending, ul)
     # The next step's gains, here where XLA can fuse them with the update of the blocks.
-    return _ForwardState(state.a, append(state.pending, t, ul), g, h, drift + dh.reshape(nc, b),
+    return _ForwardState(state.a, pending, state.pending_t, ul, g, h, drift + dh.reshape(nc, b),
                          ctx.layout.gains(g, h), taken, state.picks.at[t].set(p), state.stale | stale)
 
 
@@ -528,10 +463,12 @@ def _forward(start: _Start, pool, n_forward, shards):
     g, h = layout.to_flat(start.g), layout.to_flat(start.h)
     implicit = implicit_a(start, shards, n_forward, r, d)
     a0, width = (start.a[0, 0], n_forward * r) if implicit else (start.a, LAZY_STEPS * r)
-    state = _ForwardState(a0, jnp.zeros((d, width), dtype), g, h, jnp.zeros((nc, b), dtype),
+    pending_t, ul = (jnp.zeros((width, d), dtype), jnp.zeros((d, r), dtype)) if implicit else (None, None)
+    state = _ForwardState(a0, jnp.zeros((d, width), dtype), pending_t, ul, g, h, jnp.zeros((nc, b), dtype),
                           layout.gains(g, h), ~start.valid, jnp.zeros(n_forward, jnp.int32), jnp.asarray(False))
     end = lazy_loop(n_forward, functools.partial(_forward_step, ctx), state, 1.0, flush_every=not implicit)
-    a = effective_a(end.a, end.pending, 1.0) if implicit else end.a
+    end = _with_ul(end, n_forward - 1) if implicit else end
+    a = LazyA(end.a, end.pending, 1.0, end.pending_t) if implicit else end.a
     return (a, layout.to_chunks(end.g), layout.to_chunks(end.h), end.drift, end.picks,
             end.stale if ctx.window else None)
 
@@ -564,7 +501,7 @@ def _removal_costs(g, h):
 def _backward_step(ctx: _Backward, t, state: _BackwardState) -> _BackwardState:
     """Step ``t``: rebuild the blocks if stale, drop the pick whose removal raises ``tr(M⁻¹F)``
     least, ``tr(H_j (I − G_j)⁻¹) ≥ 0``, and downdate ``A`` and the blocks by it."""
-    g, h, drift, cost = refresh(ctx.rows, effective_a(state.a, state.pending, -1.0), ctx.fisher, state.g[None],
+    g, h, drift, cost = refresh(ctx.rows, LazyA(state.a, state.pending, -1.0), ctx.fisher, state.g[None],
                                 state.h[None], state.drift[None], state.removed[None], _removal_costs)
     g, h, drift, cost = g[0], h[0], drift[0], cost[0]
     cost = kept_if_broken(cost)
@@ -631,7 +568,7 @@ def _one_loop(start: _Start, pool, n_forward, k):
     def step(sign, forward, t, state):
         picked_live = ~state.removed.reshape(-1)[state.picks]
         eligible = jnp.where(forward, ~state.taken, state.taken & start.valid & ~state.removed)
-        g, h, drift, score = refresh(start.rows, effective_a(state.a, state.pending, sign), start.fisher, state.g,
+        g, h, drift, score = refresh(start.rows, LazyA(state.a, state.pending, sign), start.fisher, state.g,
                                      state.h, state.drift, ~eligible,
                                      lambda g_, h_: _one_loop_scores(g_, h_, sign, nc, b), gains=state.score,
                                      layout=layout.to_flat)
