@@ -33,16 +33,19 @@ class LazyA(NamedTuple):
     sign: Any
     pending_t: Any = None
 
+    def transposed(self):
+        """``Pᵀ``: ``pending_t`` where it is kept, else ``pending`` transposed."""
+        return self.pending.T if self.pending_t is None else self.pending_t
+
     def times(self, x):
         """``A x``."""
         base = self.a * x if self.a.ndim == 0 else mm(self.a, x)
-        pt_x = mm(self.pending.T if self.pending_t is None else self.pending_t, x)
-        return base - self.sign * mm(self.pending, pt_x)
+        return base - self.sign * mm(self.pending, mm(self.transposed(), x))
 
     def full(self):
         """``A`` itself (a ``d × d`` pass)."""
         a = self.a * jnp.eye(self.pending.shape[0], dtype=self.pending.dtype) if self.a.ndim == 0 else self.a
-        return a - self.sign * mm(self.pending, self.pending.T if self.pending_t is None else self.pending_t)
+        return a - self.sign * mm(self.pending, self.transposed())
 
 
 def woodbury_directions(a, fisher, xp, sign, pending, pending_t=None):
