@@ -269,15 +269,16 @@ def _point_counts(pool, labeled, shards, n_valid, n_lab_valid):
     return n_local, n_local * shards.count, n_lab
 
 
-def _fisher_sums(pool_gram, labeled, chunk, dtype, shards):
-    """``Σ X_iᵀX_i`` over the pool and labeled points, and over the labeled ones (None without)."""
-    gram = shards.psum(pool_gram())
+def _fisher_sums(pool_gram, labeled, chunk, dtype, shards, basis):
+    """``Σ X_iᵀX_i`` over the pool and labeled points, and over the labeled ones (None without); with
+    ``basis``, on the sum-zero columns (:func:`aljax._bait._rows.reduce_columns`)."""
+    gram = shards.psum(pool_gram(basis=basis))
     if labeled is None:
         return gram, None
     if isinstance(labeled, LabeledGram):
-        gram_lab = labeled.matrix
+        gram_lab = labeled.matrix if basis is None else reduce_columns(labeled.matrix, basis)
     else:
-        gram_lab = shards.psum_labeled(prepare(labeled, chunk, dtype)[1]())
+        gram_lab = shards.psum_labeled(prepare(labeled, chunk, dtype)[1](basis=basis))
     return gram + gram_lab, gram_lab
 
 
@@ -310,22 +311,21 @@ def _setup(pool, labeled, lamb, k, chunk, dtype, shards, n_valid, n_lab_valid) -
     n_local, n, n_lab = _point_counts(pool, labeled, shards, n_valid, n_lab_valid)
     lamb = jnp.asarray(lamb, dtype)
     rows, pool_gram = prepare(pool, chunk, dtype)
-    gram, gram_lab = _fisher_sums(pool_gram, labeled, chunk, dtype, shards)
-    fisher = sym(gram / (n + n_lab))
-    # Candidate rows scaled by √(k / (n_L + k)) (reference parity).
-    scale = jnp.sqrt(jnp.asarray(k / (n_lab + k), dtype))   # n_lab may be traced
-    full_rows = rows = scale_rows(rows, scale)
     q = None
     c = pool.s.shape[2] if isinstance(pool, KronRows) else 0
     if c >= REDUCE_MIN_CLASSES and pool.softmax and c * pool.h.shape[1] >= REDUCE_MIN_DIM:
         # On the sum-zero columns only (softmax_basis): same blocks, a smaller d × d state.
         q = softmax_basis(c, dtype)
-        rows, fisher = reduce_rows(rows, q), sym(reduce_columns(fisher, q))
-        if gram_lab is not None:
-            gram_lab = reduce_columns(gram_lab, q)
-            if isinstance(labeled, LabeledGram):
-                labeled = LabeledGram(gram_lab, None if labeled.inverse is None
-                                      else sym(reduce_columns(labeled.inverse, q)))
+    gram, gram_lab = _fisher_sums(pool_gram, labeled, chunk, dtype, shards, q)
+    fisher = sym(gram / (n + n_lab))
+    # Candidate rows scaled by √(k / (n_L + k)) (reference parity).
+    scale = jnp.sqrt(jnp.asarray(k / (n_lab + k), dtype))   # n_lab may be traced
+    full_rows = rows = scale_rows(rows, scale)
+    if q is not None:
+        rows = reduce_rows(rows, q)
+        if isinstance(labeled, LabeledGram):
+            labeled = LabeledGram(gram_lab, None if labeled.inverse is None
+                                  else sym(reduce_columns(labeled.inverse, q)))
     a, b_mat = _initial_inverse(labeled, gram_lab, fisher, lamb, n_lab, k)
     g = _initial_g(rows, a, lamb, gram_lab is not None)
     nc, b = counts(rows)
