@@ -1044,6 +1044,31 @@ class _LazyState(NamedTuple):
     gaps: jax.Array       # per step: largest difference between the two updates' directions
 
 
+def test_woodbury_directions_with_padded_columns_equal_the_dense_update(monkeypatch):
+    """Points with 5 to 15 rows run a wide step's products with zero columns padded up to a multiple
+    of 8 (``PAD_COLUMNS``): the directions are those of the dense Woodbury update, with a lazy ``A``
+    (``P`` and ``Pᵀ``), and the products really ran 8 columns wide."""
+    monkeypatch.setattr(_lazy, "PAD_MIN_DIM", 0)
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(11)
+        d, r, m = 14, 6, 5
+        a0, pend = _random_spd(rng, d), 0.05 * rng.normal(size=(d, m))
+        fisher, xp = _random_spd(rng, d), 0.1 * rng.normal(size=(r, d))   # (I − G_p ≻ 0 for removals)
+        for sign in (1.0, -1.0):
+            a = a0 - sign * pend @ pend.T
+            u = a @ xp.T
+            l_fac = np.linalg.inv(np.linalg.cholesky(np.eye(r) + sign * xp @ u)).T
+            ul, zl = u @ l_fac, a @ fisher @ u @ l_fac
+            want = np.concatenate([ul, zl - 0.5 * sign * ul @ (l_fac.T @ u.T @ fisher @ u @ l_fac)], axis=1)
+            args = (jnp.asarray(a0), jnp.asarray(fisher), jnp.asarray(xp), sign, jnp.asarray(pend))
+            for pending_t in (None, jnp.asarray(pend.T)):
+                got, got_ul = _lazy.woodbury_directions(*args, pending_t)
+                np.testing.assert_allclose(np.asarray(got), want, rtol=1e-9, atol=1e-11)
+                np.testing.assert_allclose(np.asarray(got_ul), ul, rtol=1e-9, atol=1e-11)
+        jaxpr = str(jax.make_jaxpr(_lazy.woodbury_directions, static_argnums=3)(*args))
+        assert f"f64[{d},8]" in jaxpr and f"f64[{d},{r}]" in jaxpr
+
+
 def test_lazy_woodbury_updates_equal_the_explicit_inverse():
     """The forward/backward loops hold A = a − σ P Pᵀ and fold P in every LAZY_STEPS steps: after
     19 additions (two full blocks and a partial one) and 11 removals, A is the explicit inverse,

@@ -18,6 +18,11 @@ from .._linalg import inverse_factor, mm, sym
 
 # Woodbury updates of A = M⁻¹ are collected over this many steps and applied by one matmul.
 LAZY_STEPS = 8
+# A wide step's products with d × d matrices (F U, and A's) have as many columns as the point has rows, and
+# XLA:CPU's kernels for such skinny products handle 1 to 4, 8 and 16 columns best: 5 to 15 columns took about as
+# long as the next multiple of 8 or longer (d = 6,912). So rows 5 to 15 are padded with zero columns to it.
+PAD_COLUMNS = 8
+PAD_MIN_DIM = 1024
 
 
 class LazyA(NamedTuple):
@@ -55,12 +60,14 @@ def woodbury_directions(a, fisher, xp, sign, pending, pending_t=None):
 
     ``A`` is held as ``a − σ P Pᵀ`` (``pending``, ``(d, m)``, and ``pending_t``; see :class:`LazyA`)."""
     times_a = LazyA(a, pending, sign, pending_t).times
-    u = times_a(xp.T)                                  # U = A X_pᵀ            (d, r)
+    r, d = xp.shape
+    pad = (-r) % PAD_COLUMNS if d >= PAD_MIN_DIM and PAD_COLUMNS // 2 < r < 2 * PAD_COLUMNS else 0
+    u = times_a(jnp.pad(xp.T, ((0, 0), (0, pad))))     # U = A X_pᵀ            (d, r + pad)
     fu = mm(fisher, u)
-    z = times_a(fu)                                    # Z = A F A X_pᵀ        (d, r)
+    z = times_a(fu)[:, :r]                             # Z = A F A X_pᵀ        (d, r)
+    u, fu = u[:, :r], fu[:, :r]
     g_p = sym(mm(xp, u))                               # G_p = X_p A X_pᵀ
     h_p = sym(mm(u.T, fu))                             # H_p = X_p A F A X_pᵀ
-    r = g_p.shape[0]
     # K = (I + σG_p)⁻¹ = L Lᵀ.
     l_fac = inverse_factor(jnp.eye(r, dtype=a.dtype) + sign * g_p)        # r × r
     ul, zl = mm(u, l_fac), mm(z, l_fac)
