@@ -433,8 +433,9 @@ def test_structured_blocks_and_updates_equal_dense_formulas(kind):
 
 def test_fisher_sum_without_outer_products_equals_dense_sum():
     """``gram_kron`` (full, upper class blocks mirrored, and on the sum-zero columns ``EᵀGE``,
-    ``E = Q ⊗ I``) and ``gram_dense`` against the sum of dense outer products, on chunks of 5 with
-    padding; softmax rows (``w = z = p``) and rows ``diag(√w_i) ⊗ h_iᵀ`` without a rank-one term."""
+    ``E = Q ⊗ I``) and ``gram_dense`` against the sum of dense outer products, on chunks of 3 with
+    padding (the upper form: 2 of 7); softmax rows (``w = z = p``) and rows ``diag(√w_i) ⊗ h_iᵀ``
+    without a rank-one term."""
     with jax.enable_x64(True):
         emb = random_factors(2, 13, 3, 4)
         x = dense_fisher_rows(emb.probs, emb.h)
@@ -445,13 +446,13 @@ def test_fisher_sum_without_outer_products_equals_dense_sum():
         for rows, (w_, z_) in ((x, (emb.probs, emb.probs)), (x_diag, (jnp.asarray(w), None))):
             expected = np.einsum("nri,nrj->ij", rows, rows)
             for symmetric in (False, True):
-                got = _rows.gram_kron(w_, z_, emb.h, 5, jnp.float64, symmetric)
+                got = _rows.gram_kron(w_, z_, emb.h, 3, jnp.float64, symmetric)
                 np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-10, atol=1e-12)
-                got = _rows.gram_kron(w_, z_, emb.h, 5, jnp.float64, symmetric, basis=q)
+                got = _rows.gram_kron(w_, z_, emb.h, 3, jnp.float64, symmetric, basis=q)
                 np.testing.assert_allclose(np.asarray(got), e.T @ expected @ e, rtol=1e-10, atol=1e-12)
-            dense = _rows.gram_dense(jnp.asarray(rows), 5, jnp.float64)
+            dense = _rows.gram_dense(jnp.asarray(rows), 3, jnp.float64)
             np.testing.assert_allclose(np.asarray(dense), expected, rtol=1e-10, atol=1e-12)
-            dense = _rows.gram_dense(jnp.asarray(rows), 5, jnp.float64, basis=q)
+            dense = _rows.gram_dense(jnp.asarray(rows), 3, jnp.float64, basis=q)
             np.testing.assert_allclose(np.asarray(dense), e.T @ expected @ e, rtol=1e-10, atol=1e-12)
 
 

@@ -500,6 +500,11 @@ def quad_gram_cheaper(n: int, c: int, dim: int) -> bool:
 # Fisher sums without per-point outer products.
 
 
+# gram_kron's upper form takes chunks of up to this many times the caller's: each chunk's products are
+# added to the d × d sum (a pass over it), and that form has more of them per chunk.
+GRAM_CHUNKS = 4
+
+
 def gram_kron(w, z, h, b, dtype, symmetric=False, basis=None):
     """``Σ_i (diag w_i − z_i z_iᵀ) ⊗ h_i h_iᵀ`` (``z`` may be None: no rank-one term), accumulated
     over chunks of ``b`` points, without per-point outer products; with ``basis`` ``Q``
@@ -511,13 +516,16 @@ def gram_kron(w, z, h, b, dtype, symmetric=False, basis=None):
     ``C = 10``, 45 blocks on the sum-zero columns against 55 (and the 10 diagonal ones apart) on all
     ``C`` of them, and no ``EᵀGE`` pass. Otherwise ``blockdiag_c(Hᵀ diag(w_c) H) − ZᵀZ`` with rows
     ``Z_i = z_i ⊗ h_i`` (without ``z``, the diagonal blocks only): two products, a short
-    compilation for narrow heads."""
+    compilation for narrow heads. (The upper form in chunks of up to ``GRAM_CHUNKS·b`` points.)"""
     n, c = w.shape
     dim = h.shape[1]
+    if basis is not None or (symmetric and z is not None):
+        nc = -(-n // (GRAM_CHUNKS * b))
+        b = -(-n // nc)
+        return _gram_upper(_class_weights(w, z, basis, dtype), _pad_rows(h.astype(dtype), nc * b).reshape(nc, b, dim),
+                           nc, b)
     nc = -(-n // b)
     ht = _pad_rows(h.astype(dtype), nc * b).reshape(nc, b, dim)
-    if basis is not None or (symmetric and z is not None):
-        return _gram_upper(_class_weights(w, z, basis, dtype), ht, nc, b)
     wt = _pad_rows(w.astype(dtype), nc * b).reshape(nc, b, c)
     eye = jnp.eye(c, dtype=dtype)
     if z is None:
