@@ -49,8 +49,9 @@ def _diagonal_blocks(mat, p, r):
 
 
 def exact(xs, u, fisher):
-    """``K = X_S U`` and ``L = Uᵀ F U`` from ``U = A X_Sᵀ`` (``xs`` ``X_S (m, d)``)."""
-    return sym(mm(xs, u)), sym(mm(u.T, mm(fisher, u)))
+    """``K = X_S U`` and ``L = Uᵀ F U`` from ``U = A X_Sᵀ`` (``xs`` ``X_S (m, d)``). (``L`` as
+    ``(Uᵀ F) U``: XLA:CPU ran ``Uᵀ F`` with the narrow operand first better than ``F U``.)"""
+    return sym(mm(xs, u)), sym(mm(mm(u.T, fisher), u))
 
 
 def current_u(s: _State, u0, xs):
