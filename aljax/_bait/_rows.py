@@ -500,9 +500,12 @@ def quad_gram_cheaper(n: int, c: int, dim: int) -> bool:
 # Fisher sums without per-point outer products.
 
 
-# gram_kron's upper form takes chunks of up to this many times the caller's: each chunk's products are
-# added to the d × d sum (a pass over it), and that form has more of them per chunk.
+# gram_kron's upper form takes chunks of at least GRAM_MIN_POINTS points where the caller's are smaller (up to
+# GRAM_CHUNKS times theirs, which bounds its temporaries): each chunk's products are added to the d × d sum, a pass
+# over it, and that form has more of them per chunk. Where the caller's chunks are that large already, larger ones
+# were slower.
 GRAM_CHUNKS = 4
+GRAM_MIN_POINTS = 1024
 
 
 def gram_kron(w, z, h, b, dtype, symmetric=False, basis=None):
@@ -516,11 +519,11 @@ def gram_kron(w, z, h, b, dtype, symmetric=False, basis=None):
     ``C = 10``, 45 blocks on the sum-zero columns against 55 (and the 10 diagonal ones apart) on all
     ``C`` of them, and no ``EᵀGE`` pass. Otherwise ``blockdiag_c(Hᵀ diag(w_c) H) − ZᵀZ`` with rows
     ``Z_i = z_i ⊗ h_i`` (without ``z``, the diagonal blocks only): two products, a short
-    compilation for narrow heads. (The upper form in chunks of up to ``GRAM_CHUNKS·b`` points.)"""
+    compilation for narrow heads. (The upper form in chunks of ``b`` points or more: ``GRAM_MIN_POINTS``.)"""
     n, c = w.shape
     dim = h.shape[1]
     if basis is not None or (symmetric and z is not None):
-        nc = -(-n // (GRAM_CHUNKS * b))
+        nc = -(-n // min(GRAM_CHUNKS * b, max(b, GRAM_MIN_POINTS)))
         b = -(-n // nc)
         return _gram_upper(_class_weights(w, z, basis, dtype), _pad_rows(h.astype(dtype), nc * b).reshape(nc, b, dim),
                            nc, b)
