@@ -448,23 +448,37 @@ def _warm_calls(entry) -> str:
     return " (one call)" if calls == 1 else (f" (median of {calls})" if calls else "")
 
 
+def head_fisher_flops(n: int, classes: int, dim: int) -> int:
+    """Flops of a head's Fisher sum as aljax forms it: on the sum-zero columns, the upper class blocks
+    ``Hᵀ diag(s) H`` of ``2·n·D²`` flops each, ``C(C − 1)/2`` of them (one for ``C = 2``, one row per
+    point). The issue's floor leaves it out; the step floor plus this is the floor of a selection that
+    forms ``F``."""
+    blocks = 1 if classes == 2 else classes * (classes - 1) // 2
+    return 2 * n * dim * dim * blocks
+
+
 def _bait_heads(heads: list | None) -> list[str]:
     """The ``heads`` entries of bait_speed's JSON (``--heads``; absent in older files): transformer
-    heads in fresh processes against the flop floor at the matmul rate measured beside them."""
+    heads in fresh processes against the flop floor at the matmul rate measured beside them, and
+    against that floor plus the Fisher sum's flops (:func:`head_fisher_flops`)."""
     if not heads:
         return []
     lines = ["Transformer heads (`--heads`; float32, no labeled set, each in a fresh process; floor = 2·n·C²·D "
-             "flops per step × (2k + k) steps at the rate of a 2048² float32 matmul measured in the same process):",
+             "flops per step × (2k + k) steps at the rate of a 2048² float32 matmul measured in the same process; "
+             "\"+ F\": that floor plus the Fisher sum's C(C − 1)/2 class blocks of 2·n·D² flops, one for C = 2, "
+             "at the same rate):",
              "", "| n | C | D | k | first call | warm | peak memory | matmul rate | floor | warm / floor | "
-             "first / warm | load |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "floor + F | warm / (floor + F) | first / warm | load |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in heads:
         def sec(x):
             return f"{x:.2f} s" if x < 10 else f"{x:.1f} s"
 
+        with_f = e["floor_s"] + head_fisher_flops(e["n"], e["classes"], e["dim"]) / e["matmul_flops"]
         lines.append(f"| {e['n']:,} | {e['classes']} | {e['dim']} | {e['k']} | {sec(e['first_s'])} | "
                      f"{sec(e['warm_s'])}{_warm_calls(e)} | {e['peak_rss_bytes'] / 2**30:.2f} GiB | "
                      f"{e['matmul_flops'] / 1e9:.0f} GFLOP/s | {sec(e['floor_s'])} | {e['warm_s'] / e['floor_s']:.0f}× | "
-                     f"{e['first_s'] / e['warm_s']:.1f}× | {_load_avg(e)} |")
+                     f"{sec(with_f)} | {e['warm_s'] / with_f:.1f}× | {e['first_s'] / e['warm_s']:.1f}× | {_load_avg(e)} |")
     return lines + [""]
 
 

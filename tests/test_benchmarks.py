@@ -387,3 +387,22 @@ def test_stopping_thresholds_replay_the_average_kappa_and_uncertainty_rules():
     lines = report.stopping_threshold_lines({"runs": {"random": runs}})
     row = next(line for line in lines if line.startswith("| 0.97 |"))
     assert "50 · +0.2000 (1/1)" in row                   # round 4: 50 labels, 0.7 − 0.5 left
+
+
+def test_bait_heads_table_adds_the_fisher_sum_to_the_floor():
+    """RESULTS.md's heads table: beside the issue's step floor, that floor plus the Fisher sum's flops
+    (C(C − 1)/2 upper class blocks of 2·n·D² on the sum-zero columns, one block for C = 2) at the same
+    matmul rate, and the warm call's ratio to it."""
+    import report
+
+    assert report.head_fisher_flops(10_000, 10, 768) == 45 * 2 * 10_000 * 768 ** 2
+    assert report.head_fisher_flops(10_000, 2, 768) == 2 * 10_000 * 768 ** 2
+    head = dict(n=10_000, classes=10, dim=768, k=100, first_s=22.0, warm_s=15.4, warm_all_s=[15.3, 15.5],
+                peak_rss_bytes=2 ** 30, matmul_flops=2.5e11, floor_s=1.84, load_before=[1.7, 1.8, 1.9],
+                load_after=[1.9, 1.9, 1.9])
+    lines = report._bait_heads([head])
+    with_f = 1.84 + 45 * 2 * 10_000 * 768 ** 2 / 2.5e11                 # 1.84 + 2.12 s
+    row = lines[-2].split(" | ")
+    assert lines[2].split(" | ")[10:12] == ["floor + F", "warm / (floor + F)"]
+    assert row[10:12] == [f"{with_f:.2f} s", f"{15.4 / with_f:.1f}×"] == ["3.96 s", "3.9×"]
+    assert report._bait_heads([]) == [] and report._bait_heads(None) == []
