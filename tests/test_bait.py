@@ -456,6 +456,18 @@ def test_fisher_sum_without_outer_products_equals_dense_sum():
             np.testing.assert_allclose(np.asarray(dense), e.T @ expected @ e, rtol=1e-10, atol=1e-12)
 
 
+def test_fisher_sum_on_sum_zero_columns_forms_its_class_weights_a_chunk_at_a_time():
+    """The per-point weights ``Qᵀ(diag p_i − p_i p_iᵀ)Q`` are ``(n, C−1, C−1)``: at C = 100 far larger
+    than the rows. The compiled Fisher sum's temporaries stay under half of that array (they grew
+    with it when it was formed whole: 2.2 GiB at n = 20,000)."""
+    n, c, dim = 50_000, 100, 16
+    probs, h = jax.ShapeDtypeStruct((n, c), jnp.float32), jax.ShapeDtypeStruct((n, dim), jnp.float32)
+    b, q = _plan.chunk_size(n, c * dim, 1), _rows.softmax_basis(c, jnp.float32)
+    gram = jax.jit(lambda p, x: _rows.gram_kron(p, p, x, b, jnp.float32, True, basis=q))
+    temp = gram.lower(probs, h).compile().memory_analysis().temp_size_in_bytes
+    assert temp < n * (c - 1) ** 2 * 4 / 2
+
+
 def test_quadratic_forms_of_the_fisher_sum_from_feature_products_equal_dense_products():
     """``quad_gram``: X_i (Σ_j X_jᵀX_j) X_iᵀ from the features' inner products (no d × d sum), on
     chunks of 5 with padding, for softmax rows (SᵀS = diag p − ppᵀ) and for rows without the rank-one

@@ -525,8 +525,7 @@ def gram_kron(w, z, h, b, dtype, symmetric=False, basis=None):
     if basis is not None or (symmetric and z is not None):
         nc = -(-n // min(GRAM_CHUNKS * b, max(b, GRAM_MIN_POINTS)))
         b = -(-n // nc)
-        return _gram_upper(_class_weights(w, z, basis, dtype), _pad_rows(h.astype(dtype), nc * b).reshape(nc, b, dim),
-                           nc, b)
+        return _gram_upper(w, z, None if basis is None else basis.astype(dtype), h, nc, b, dtype)
     nc = -(-n // b)
     ht = _pad_rows(h.astype(dtype), nc * b).reshape(nc, b, dim)
     wt = _pad_rows(w.astype(dtype), nc * b).reshape(nc, b, c)
@@ -548,27 +547,30 @@ def gram_kron(w, z, h, b, dtype, symmetric=False, basis=None):
     return (eye[:, None, :, None] * diag[:, :, None, :]).reshape(c * dim, c * dim) - zz
 
 
-def _class_weights(w, z, basis, dtype):
-    """Every point's ``Qᵀ(diag w_i − z_i z_iᵀ)Q`` (``Q = I`` if ``basis`` is None): ``(n, c, c)``."""
-    w = w.astype(dtype)
+def _class_weights(w, z, basis):
+    """The points' ``Qᵀ(diag w_i − z_i z_iᵀ)Q`` (``Q = I`` if ``basis`` is None): ``(b, c, c)`` for
+    ``w, z (b, C)``."""
     if basis is None:
         s = jax.vmap(jnp.diag)(w)
-        zq = None if z is None else z.astype(dtype)
+        zq = z
     else:
         s = jnp.einsum("nc,ca,cb->nab", w, basis, basis, precision=HIGHEST)
-        zq = None if z is None else mm(z.astype(dtype), basis)
+        zq = None if z is None else mm(z, basis)
     return s if zq is None else s - zq[:, :, None] * zq[:, None, :]
 
 
-def _gram_upper(s, ht, nc, b):
-    """``Σ_i s_i ⊗ h_i h_iᵀ`` for symmetric ``s (n, c, c)`` and chunked features ``ht (nc, b, D)``:
-    the upper class blocks, then mirrored."""
-    c, dim, dtype = s.shape[1], ht.shape[2], ht.dtype
-    st = _pad_rows(s, nc * b).reshape(nc, b, c, c)
+def _gram_upper(w, z, basis, h, nc, b, dtype):
+    """``Σ_i s_i ⊗ h_i h_iᵀ`` with ``s_i`` :func:`_class_weights` (formed a chunk of ``b`` points at
+    a time: ``(n, C, C)`` at once would be ``C/D`` times the rows' size): the upper class blocks,
+    then mirrored."""
+    dim = h.shape[1]
+    c = w.shape[1] if basis is None else basis.shape[1]
+    chunked = [None if v is None else _pad_rows(v.astype(dtype), nc * b).reshape(nc, b, -1) for v in (w, z, h)]
+    wt, zt, ht = chunked
 
     def body(j, upper):
-        hj = ht[j]
-        return [u + mm(hj.T, (st[j][:, ci, ci:, None] * hj[:, None, :]).reshape(b, -1)) for ci, u in enumerate(upper)]
+        hj, sj = ht[j], _class_weights(wt[j], None if zt is None else zt[j], basis)
+        return [u + mm(hj.T, (sj[:, ci, ci:, None] * hj[:, None, :]).reshape(b, -1)) for ci, u in enumerate(upper)]
 
     upper = jax.lax.fori_loop(0, nc, body, [jnp.zeros((dim, (c - ci) * dim), dtype) for ci in range(c)])
     upper = jnp.concatenate([jnp.pad(u, ((0, 0), (ci * dim, 0))) for ci, u in enumerate(upper)])
