@@ -529,22 +529,22 @@ def gram_kron(w, z, h, b, dtype, symmetric=False, basis=None):
     nc = -(-n // b)
     ht = _pad_rows(h.astype(dtype), nc * b).reshape(nc, b, dim)
     wt = _pad_rows(w.astype(dtype), nc * b).reshape(nc, b, c)
-    eye = jnp.eye(c, dtype=dtype)
-    if z is None:
-        diag = jax.lax.fori_loop(0, nc, lambda j, acc: acc + jnp.einsum("nc,nd,ne->cde", wt[j], ht[j], ht[j],
-                                                                        precision=HIGHEST),
-                                 jnp.zeros((c, dim, dim), dtype))
-        return (eye[:, None, :, None] * diag[:, :, None, :]).reshape(c * dim, c * dim)
-    zt = _pad_rows(z.astype(dtype), nc * b).reshape(nc, b, c)
+    zt = None if z is None else _pad_rows(z.astype(dtype), nc * b).reshape(nc, b, c)
 
     def body(j, acc):
         diag, zz = acc
         hj = ht[j]
-        zh = (zt[j][:, :, None] * hj[:, None, :]).reshape(b, -1)           # (b, C·D)
-        return (diag + jnp.einsum("nc,nd,ne->cde", wt[j], hj, hj, precision=HIGHEST), zz + mm(zh.T, zh))
+        diag = diag + jnp.einsum("nc,nd,ne->cde", wt[j], hj, hj, precision=HIGHEST)
+        if zt is not None:
+            zh = (zt[j][:, :, None] * hj[:, None, :]).reshape(b, -1)       # (b, C·D)
+            zz = zz + mm(zh.T, zh)
+        return diag, zz
 
-    diag, zz = jax.lax.fori_loop(0, nc, body, (jnp.zeros((c, dim, dim), dtype), jnp.zeros((c * dim, c * dim), dtype)))
-    return (eye[:, None, :, None] * diag[:, :, None, :]).reshape(c * dim, c * dim) - zz
+    zz = None if zt is None else jnp.zeros((c * dim, c * dim), dtype)
+    diag, zz = jax.lax.fori_loop(0, nc, body, (jnp.zeros((c, dim, dim), dtype), zz))
+    eye = jnp.eye(c, dtype=dtype)
+    gram = (eye[:, None, :, None] * diag[:, :, None, :]).reshape(c * dim, c * dim)
+    return gram if zt is None else gram - zz
 
 
 def _class_weights(w, z, basis):
