@@ -581,6 +581,8 @@ def test_window_rebuild_recomputes_the_blocks_near_the_best_only(monkeypatch, pa
                 d0[order[5]] = drift[top[0]]   # stale, outside the window, its bound above the best
             g_l, h_l = to_layout(g_true), to_layout(h_bad)
             gains = layout.gains(g_l, h_l)
+            # (The rebuild's gains, in the loop form that compiles quickly: the same numbers.)
+            np.testing.assert_allclose(np.asarray(layout.rare_gains(g_l, h_l)), np.asarray(gains), rtol=1e-9)
             g_out, h_out, d_out, gains_out, stale = window(rows, lazy, jnp.asarray(fisher), g_l, h_l,
                                                           jnp.asarray(d0.reshape(3, 4)), excluded, gains, layout)
             assert bool(stale)
@@ -1080,6 +1082,33 @@ def test_woodbury_directions_with_padded_columns_equal_the_dense_update(monkeypa
                 np.testing.assert_allclose(np.asarray(got_ul), ul, rtol=1e-9, atol=1e-11)
         jaxpr = str(jax.make_jaxpr(_lazy.woodbury_directions, static_argnums=3)(*args))
         assert f"f64[{d},8]" in jaxpr and f"f64[{d},{r}]" in jaxpr
+
+
+def test_unrolled_forward_gain_is_traced_once():
+    """The unrolled Cholesky gain (``r`` square roots of ``(N,)`` vectors, ``N`` the padded pool) is
+    a large fusion for XLA to compile: only the forward step has it; the start and a rebuild of
+    every block use the loop form. (The correction's norm is the one other square root there.)"""
+    n, c, dim, k = 4096, 4, 8, 5
+    emb = random_factors(0, n, c, dim, dtype=np.float32)
+    rows = _rows.from_fisher_factors(emb)
+    jaxpr = jax.make_jaxpr(lambda r: _kernel.kernel(r, None, 1.0, k=k, n_forward=2 * k,
+                                                    chunk=_plan.chunk_size(n, c * dim, 1)))(rows)
+    count = 0
+
+    def walk(j):
+        nonlocal count
+        for eqn in j.eqns:
+            count += eqn.primitive.name == "sqrt" and eqn.outvars[0].aval.shape == (n,)
+            for param in eqn.params.values():
+                for sub in param if isinstance(param, (list, tuple)) else [param]:
+                    if isinstance(sub, jax.extend.core.ClosedJaxpr):
+                        walk(sub.jaxpr)
+                    elif isinstance(sub, jax.extend.core.Jaxpr):
+                        walk(sub)
+
+    walk(jaxpr.jaxpr)
+    assert _kernel._FlatBlocks(c, 1, n).packed
+    assert count == c + 1
 
 
 def test_lazy_woodbury_updates_equal_the_explicit_inverse():

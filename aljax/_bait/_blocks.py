@@ -78,8 +78,12 @@ def pack(blocks):
 
 
 def unpack(packed, r):
-    """Inverse of :func:`pack` -> ``(r, r, b)``."""
-    return jnp.stack([jnp.stack([packed[min(i, j)][abs(j - i)] for j in range(r)]) for i in range(r)])
+    """Inverse of :func:`pack` -> ``(r, r, b)``: the rows concatenated, then one gather of the
+    ``r²`` entries (an ``r × r`` stack of slices compiled to a kernel per entry)."""
+    starts = [i * r - i * (i - 1) // 2 for i in range(r)]       # row i's offset in the concatenation
+    index = [starts[min(i, j)] + abs(j - i) for i in range(r) for j in range(r)]
+    flat = jnp.concatenate(packed, axis=0)
+    return jnp.take(flat, jnp.asarray(index), axis=0).reshape(r, r, -1)
 
 
 def gains_cholesky(g, h, r):

@@ -232,7 +232,7 @@ def refresh_window(rows, a, fisher, g, h, drift, excluded, gains, layout):
         # every block would lengthen the compilation by seconds.)
         gains_w = flat(gains).at[idx].set(_blocks_gains(g_s, h_s, 1.0)).reshape(gains.shape)
         again = _contested(flat(gains_w), flat(drift_w), flat(excluded))[1]
-        return jax.lax.cond(again, lambda _: rebuild(rows, a, fisher, drift, layout.gains, layout.to_flat),
+        return jax.lax.cond(again, lambda _: rebuild(rows, a, fisher, drift, layout.rare_gains, layout.to_flat),
                             lambda _: (g_w, h_w, drift_w, gains_w), None)
 
     return jax.lax.cond(fire, window, lambda _: (g, h, drift, gains), None) + (any_stale,)
@@ -369,6 +369,13 @@ class _FlatBlocks(NamedTuple):
         out = forward_gains(g, h, self.r) if self.packed else gains(g, h, 1.0)
         return out.reshape(self.nc, self.b)
 
+    def rare_gains(self, g, h):
+        """:meth:`gains` in the loop form, for what runs once or rarely (the start, a rebuild of every
+        block): the unrolled form, one large fusion where it is traced, lengthened the compilation by
+        seconds for each copy, for a few milliseconds saved once."""
+        g, h = (unpack(g, self.r), unpack(h, self.r)) if self.packed else (g, h)
+        return gains(g, h, 1.0).reshape(self.nc, self.b)
+
     def scatter(self, blocks, idx, new):
         """``blocks`` with those of points ``idx (m,)`` (flat indices) set to ``new (r, r, m)``."""
         if self.packed:
@@ -420,7 +427,7 @@ def _forward_step(ctx: _Forward, t, state: _ForwardState) -> _ForwardState:
                                                         state.taken, state.gains, ctx.layout)
     else:
         g, h, drift, step_gains = refresh(ctx.rows, a, ctx.fisher, state.g, state.h, state.drift, state.taken,
-                                          ctx.layout.gains, ctx.shards, state.gains, ctx.layout.to_flat)
+                                          ctx.layout.rare_gains, ctx.shards, state.gains, ctx.layout.to_flat)
         stale = False
     p_local = jnp.argmax(jnp.where(state.taken, -jnp.inf, step_gains).reshape(-1)).astype(jnp.int32)
     p, mine, xp = ctx.shards.pick(ctx.rows, step_gains, state.taken, p_local, ctx.n_local)
@@ -465,7 +472,7 @@ def _forward(start: _Start, pool, n_forward, shards):
     a0, width = (start.a[0, 0], n_forward * r) if implicit else (start.a, LAZY_STEPS * r)
     pending_t, ul = (jnp.zeros((width, d), dtype), jnp.zeros((d, r), dtype)) if implicit else (None, None)
     state = _ForwardState(a0, jnp.zeros((d, width), dtype), pending_t, ul, g, h, jnp.zeros((nc, b), dtype),
-                          layout.gains(g, h), ~start.valid, jnp.zeros(n_forward, jnp.int32), jnp.asarray(False))
+                          layout.rare_gains(g, h), ~start.valid, jnp.zeros(n_forward, jnp.int32), jnp.asarray(False))
     end = lazy_loop(n_forward, functools.partial(_forward_step, ctx), state, 1.0, flush_every=not implicit)
     end = _with_ul(end, n_forward - 1) if implicit else end
     a = LazyA(end.a, end.pending, 1.0, end.pending_t) if implicit else end.a

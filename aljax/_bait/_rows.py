@@ -25,6 +25,7 @@ from .. import _validate
 from .._embeddings import softmax
 from .._linalg import HIGHEST, mm
 from .._types import FisherFactors
+from ._blocks import unpack
 
 # From this width ``d`` on, symmetric products are computed block by block over the upper
 # triangle only: half the flops of the Fisher sum and the quadratic forms, but a compilation
@@ -448,16 +449,14 @@ def quad(rows: Chunks, mat, symmetric=False):
         q = jnp.einsum("nkf,nf->kn", t.reshape(-1, c * c, dim), h_rows, precision=HIGHEST).reshape(c, c, -1)
         return jnp.einsum("acn,cdn,bdn->abn", s, q, s, precision=HIGHEST)
     # Q[c, c', n] = h_nᵀ B[c-block, c'-block] h_n, upper blocks only (B is symmetric).
-    q = [[None] * c for _ in range(c)]
+    upper = []
     for ci in range(c):
         # Σ_e h_n[e] B[(ci, e), (cj, f)] for cj >= ci, then · h_n[f] summed over f. (The chunk's
         # features transposed, not B's block row: a copy of B's upper blocks would be hoisted out
         # of the loop over chunks, for every product.)
         t = mm(h_rows, mat[ci * dim:(ci + 1) * dim, ci * dim:]).reshape(-1, c - ci, dim)
-        blocks = jnp.sum(t * h_rows[:, None, :], axis=2).T
-        for cj in range(ci, c):
-            q[ci][cj] = q[cj][ci] = blocks[cj - ci]
-    q = jnp.stack([jnp.stack(row) for row in q])                       # (C, C, b)
+        upper.append(jnp.sum(t * h_rows[:, None, :], axis=2).T)         # Q[ci, ci:]
+    q = unpack(upper, c)                                                # (C, C, b)
     return jnp.einsum("acn,cdn,bdn->abn", s, q, s, precision=HIGHEST)  # S Q Sᵀ
 
 
