@@ -28,7 +28,7 @@ from ._blocks import (UNROLL_MAX_RANK, UNROLL_MIN_POINTS, correct, correct_packe
 from ._blocks import gains as _blocks_gains
 from ._lazy import LAZY_STEPS, LazyA, append, lazy_loop, woodbury_directions
 from ._rows import (DenseChunks, KronChunks, KronRows, LabeledGram, apply, apply_flat, counts, dense, flat_rows,
-                    gather, n_points, picked, prepare, quad, quad_gram, quad_gram_cheaper, reduce_columns,
+                    gather, n_points, picked, prepare, quad_chunks, quad_gram, quad_gram_cheaper, reduce_columns,
                     reduce_rows, row, scale_rows, softmax_basis, symmetric_blocks)
 
 # Pools on one device whose forward steps use the loop forms run both passes in one loop, whose
@@ -149,8 +149,7 @@ def rebuild(rows, a, fisher, drift, gains_fn, layout=lambda blocks: blocks):
     # gigabyte of temporaries at d = 7,680, each block product packing its operands at once.)
     b_mat = mm(mm(a, fisher), a)
     b_mat = b_mat if upper else sym(b_mat)
-    g_new = jax.lax.map(lambda rc: quad(rc, a, upper), rows)
-    h_new = jax.lax.map(lambda rc: quad(rc, b_mat, upper), rows)
+    g_new, h_new = quad_chunks(rows, a, upper), quad_chunks(rows, b_mat, upper)
     g_new, h_new = layout(g_new), layout(h_new)
     return g_new, h_new, jnp.zeros_like(drift), gains_fn(g_new, h_new)
 
@@ -300,7 +299,7 @@ def _initial_inverse(labeled, gram_lab, fisher, lamb, n_lab, k):
 
 def _initial_g(rows, a, lamb, has_labeled):
     if has_labeled:
-        return jax.lax.map(lambda r: quad(r, a, symmetric_blocks(a.shape[0])), rows)
+        return quad_chunks(rows, a, symmetric_blocks(a.shape[0]))
     if isinstance(rows, KronChunks):  # A₀ = I/λ:  G_i = S_i S_iᵀ ‖h_i‖² / λ
         ss = jnp.einsum("kacn,kbcn->kabn", rows.s, rows.s, precision=HIGHEST)
         return ss * (jnp.sum(rows.ht * rows.ht, axis=1) / lamb)[:, None, None, :]
@@ -334,7 +333,7 @@ def _setup(pool, labeled, lamb, k, chunk, dtype, shards, n_valid, n_lab_valid) -
         # A₀ F A₀ = F/λ²: the quadratic forms of F from the features' products, without F.
         h = quad_gram(full_rows, pool.w, pool.z) / ((n + n_lab) * lamb * lamb)
     else:
-        h = jax.lax.map(lambda r: quad(r, b_mat, symmetric_blocks(fisher.shape[0])), rows)
+        h = quad_chunks(rows, b_mat, symmetric_blocks(fisher.shape[0]))
     valid = (jnp.arange(nc * b) < n_local).reshape(nc, b)
     return _Start(rows, scale, fisher, a, g, h, valid, n_local, q, gram_lab is None)
 

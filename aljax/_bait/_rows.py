@@ -25,7 +25,6 @@ from .. import _validate
 from .._embeddings import softmax
 from .._linalg import HIGHEST, mm
 from .._types import FisherFactors
-from ._blocks import unpack
 
 # From this width ``d`` on, symmetric products are computed block by block over the upper
 # triangle only: half the flops of the Fisher sum and the quadratic forms, but a compilation
@@ -431,8 +430,10 @@ def apply_flat(flat, v, batch_first=False):
 
 def quad(rows: Chunks, mat, symmetric=False):
     """``X_i B X_iᵀ`` for every point of one chunk, ``B`` symmetric ``(d, d)`` -> ``(r, r, b)``.
-    ``symmetric``: compute only the upper class blocks (half the work, longer to compile), from
-    ``mat``'s upper blocks only."""
+    ``symmetric``: compute only half of the class blocks (half the work, longer to compile; see
+    :func:`quad_chunks`)."""
+    if isinstance(rows, KronChunks) and symmetric:
+        return quad_chunks(jax.tree_util.tree_map(lambda v: v[None], rows), mat, True)[0]
     if isinstance(rows, DenseChunks):
         x = rows.x
         bsz, r, d = x.shape
@@ -441,23 +442,45 @@ def quad(rows: Chunks, mat, symmetric=False):
     s, ht = rows.s, rows.ht
     c, dim = s.shape[1], ht.shape[0]
     h_rows = ht.T                                                       # (b, D)
-    if not symmetric:
-        # Q[c, c', n] = Σ_{e,f} h_n[e] B[(c, e), (c', f)] h_n[f], every block: points first, the
-        # sum over f a batched matrix-vector product (as a sum of a broadcast product, XLA
-        # materialised h broadcast to (C, C, D, b)).
-        t = mm(h_rows, mat.reshape(c, dim, c, dim).transpose(1, 0, 2, 3).reshape(dim, c * c * dim))
-        q = jnp.einsum("nkf,nf->kn", t.reshape(-1, c * c, dim), h_rows, precision=HIGHEST).reshape(c, c, -1)
-        return jnp.einsum("acn,cdn,bdn->abn", s, q, s, precision=HIGHEST)
-    # Q[c, c', n] = h_nᵀ B[c-block, c'-block] h_n, upper blocks only (B is symmetric).
-    upper = []
-    for ci in range(c):
-        # Σ_e h_n[e] B[(ci, e), (cj, f)] for cj >= ci, then · h_n[f] summed over f. (The chunk's
-        # features transposed, not B's block row: a copy of B's upper blocks would be hoisted out
-        # of the loop over chunks, for every product.)
-        t = mm(h_rows, mat[ci * dim:(ci + 1) * dim, ci * dim:]).reshape(-1, c - ci, dim)
-        upper.append(jnp.sum(t * h_rows[:, None, :], axis=2).T)         # Q[ci, ci:]
-    q = unpack(upper, c)                                                # (C, C, b)
-    return jnp.einsum("acn,cdn,bdn->abn", s, q, s, precision=HIGHEST)  # S Q Sᵀ
+    # Q[c, c', n] = Σ_{e,f} h_n[e] B[(c, e), (c', f)] h_n[f], every block: points first, the
+    # sum over f a batched matrix-vector product (as a sum of a broadcast product, XLA
+    # materialised h broadcast to (C, C, D, b)).
+    t = mm(h_rows, mat.reshape(c, dim, c, dim).transpose(1, 0, 2, 3).reshape(dim, c * c * dim))
+    q = jnp.einsum("nkf,nf->kn", t.reshape(-1, c * c, dim), h_rows, precision=HIGHEST).reshape(c, c, -1)
+    return jnp.einsum("acn,cdn,bdn->abn", s, q, s, precision=HIGHEST)
+
+
+def quad_chunks(rows: Chunks, mat, symmetric=False):
+    """:func:`quad` for every chunk -> ``(nc, r, r, b)``. ``symmetric`` (Kronecker rows): only half
+    of the class blocks ``Q[c, c'] = h_iᵀ B[c-block, c'-block] h_i``, by rows: class row ``c`` takes
+    the blocks ``c' = c, c + 1, …, c + ⌊C/2⌋`` (mod ``C``), ``C(⌊C/2⌋ + 1)`` blocks in all (the
+    upper triangle's ``C(C + 1)/2`` for odd ``C``). Every row is then as wide, so the rows run as
+    one loop: written out, a kernel per class row and entry made XLA's compilation seconds
+    longer. Both triangles of ``B`` are read (the callers' are symmetric up to rounding)."""
+    if not (symmetric and isinstance(rows, KronChunks)):
+        return jax.lax.map(lambda chunk: quad(chunk, mat, symmetric), rows)
+    s, ht = rows.s, rows.ht
+    nc, c, b = s.shape[0], s.shape[2], s.shape[3]
+    dim = ht.shape[1]
+    half = c // 2 + 1
+
+    def class_row(ci, out):
+        block_row = jax.lax.dynamic_slice_in_dim(mat, ci * dim, dim, axis=0).reshape(dim, c, dim)
+        block_row = jnp.take(block_row, (ci + jnp.arange(half)) % c, axis=1).reshape(dim, half * dim)
+
+        def chunk(ht_k):
+            h_rows = ht_k.T                                             # (b, D)
+            t = mm(h_rows, block_row).reshape(b, half, dim)
+            return jnp.sum(t * h_rows[:, None, :], axis=2).T            # (half, b)
+
+        return jax.lax.dynamic_update_index_in_dim(out, jax.lax.map(chunk, ht), ci, axis=1)
+
+    out = jax.lax.fori_loop(0, c, class_row, jnp.zeros((nc, c, half, b), mat.dtype))
+    # Q[a, a'] from row a (offset (a' − a) mod C) or, past half the classes, from row a'.
+    index = [a * half + (a2 - a) % c if (a2 - a) % c < half else a2 * half + (a - a2) % c
+             for a in range(c) for a2 in range(c)]
+    q = jnp.take(out.reshape(nc, c * half, b), jnp.asarray(index), axis=1).reshape(nc, c, c, b)
+    return jnp.einsum("kacn,kcdn,kbdn->kabn", s, q, s, precision=HIGHEST)  # S Q Sᵀ
 
 
 def quad_gram(rows: KronChunks, w, z):
