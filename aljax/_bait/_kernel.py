@@ -550,7 +550,6 @@ class _OneLoopState(NamedTuple):
     g: jax.Array          # G_i (r, r, nc·b)
     h: jax.Array          # H_i (r, r, nc·b)
     drift: jax.Array      # (nc, b)
-    score: jax.Array      # this step's gains forward, removal costs backward (nc, b)
     taken: jax.Array      # picked forward, or padding (nc, b)
     removed: jax.Array    # removed backward (nc, b)
     picks: jax.Array      # (n_forward,) int32
@@ -574,9 +573,13 @@ def _one_loop(start: _Start, pool, n_forward, k):
     def step(sign, forward, t, state):
         picked_live = ~state.removed.reshape(-1)[state.picks]
         eligible = jnp.where(forward, ~state.taken, state.taken & start.valid & ~state.removed)
+        # (This step's scores, computed here rather than by the step before and again at the switch
+        # from adding to removing, where they change sign: each traced copy of the loop form is
+        # more kernels for XLA to compile.)
+        score = _one_loop_scores(state.g, state.h, sign, nc, b)
         g, h, drift, score = refresh(start.rows, LazyA(state.a, state.pending, sign), start.fisher, state.g,
                                      state.h, state.drift, ~eligible,
-                                     lambda g_, h_: _one_loop_scores(g_, h_, sign, nc, b), gains=state.score,
+                                     lambda g_, h_: _one_loop_scores(g_, h_, sign, nc, b), gains=score,
                                      layout=layout.to_flat)
         flat_score = score.reshape(-1)
         p_forward = jnp.argmax(jnp.where(eligible.reshape(-1), flat_score, -jnp.inf))
@@ -587,7 +590,7 @@ def _one_loop(start: _Start, pool, n_forward, k):
         g, h, dh = update_flat(flat, g, h, directions, sign)
         mark = lambda m: m.reshape(-1).at[p].set(True).reshape(nc, b)  # noqa: E731
         return _OneLoopState(
-            state.a, append(state.pending, t, ul), g, h, drift + dh.reshape(nc, b), _one_loop_scores(g, h, sign, nc, b),
+            state.a, append(state.pending, t, ul), g, h, drift + dh.reshape(nc, b),
             jnp.where(forward, mark(state.taken), state.taken), jnp.where(forward, state.removed, mark(state.removed)),
             jnp.where(forward, state.picks.at[jnp.minimum(t, n_forward - 1)].set(p), state.picks))
 
@@ -596,16 +599,13 @@ def _one_loop(start: _Start, pool, n_forward, k):
         sign = jnp.where(forward, 1, -1).astype(dtype)
         lo = jnp.where(forward, j, j - blocks_forward) * LAZY_STEPS
         hi = jnp.minimum(lo + LAZY_STEPS, jnp.where(forward, n_forward, n_back))
-        # (Recomputed at each block: at the switch, gains become removal costs.)
-        state = state._replace(score=_one_loop_scores(state.g, state.h, sign, nc, b))
         state = jax.lax.fori_loop(lo, hi, functools.partial(step, sign, forward), state)
         return state._replace(a=state.a - sign * mm(state.pending, state.pending.T),
                               pending=jnp.zeros_like(state.pending))
 
     g, h = layout.to_flat(start.g), layout.to_flat(start.h)
     state = _OneLoopState(start.a, jnp.zeros((d, LAZY_STEPS * r), dtype), g, h, jnp.zeros((nc, b), dtype),
-                          jnp.zeros((nc, b), dtype), ~start.valid, jnp.zeros((nc, b), bool),
-                          jnp.zeros(n_forward, jnp.int32))
+                          ~start.valid, jnp.zeros((nc, b), bool), jnp.zeros(n_forward, jnp.int32))
     end = jax.lax.fori_loop(0, blocks_forward + -(-n_back // LAZY_STEPS), block, state)
     return end.picks[jnp.nonzero(~end.removed.reshape(-1)[end.picks], size=k)[0]]
 
