@@ -142,8 +142,8 @@ def rebuild(rows, a, fisher, drift, gains_fn, layout=lambda blocks: blocks):
         return g_new, h_new, jnp.zeros_like(drift), gains_fn(g_new, h_new)
     a = a.full()
     d = fisher.shape[0]
-    # Wide Kronecker rows: quadratic forms over the upper class blocks only (half the flops of
-    # their O(n·d²), which dominates a selection that rebuilds even once; a longer compilation).
+    # Wide Kronecker rows: quadratic forms over half the class blocks (_rows.quad_chunks: half the
+    # flops of their O(n·d²), which dominates a selection that rebuilds even once).
     upper = symmetric_blocks(d) and isinstance(rows, KronChunks)
     # (A F A whole: computing its upper blocks apart saved a quarter of its flops but cost a
     # gigabyte of temporaries at d = 7,680, each block product packing its operands at once.)
@@ -172,7 +172,7 @@ def refresh(rows, a, fisher, g, h, drift, excluded, gains_fn, shards=LOCAL, gain
 
     The rebuild uses the one-matmul form of :func:`aljax._bait._rows.quad` below
     ``SYMMETRIC_MIN_DIM`` columns: it is traced twice (forward and backward) and rarely runs, so
-    there a short compilation is worth more than halved flops; from there on, the upper class
+    there a short compilation is worth more than halved flops; from there on, half the class
     blocks (one rebuild of a ``d = 7,680`` head costs more than all its steps).
 
     ``a``: ``A`` as a :class:`LazyA`. ``gains_fn(g, h)``: the gains (or costs) of chunked
