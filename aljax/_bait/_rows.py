@@ -430,8 +430,8 @@ def apply_flat(flat, v, batch_first=False):
 
 def quad(rows: Chunks, mat, symmetric=False):
     """``X_i B X_iᵀ`` for every point of one chunk, ``B`` symmetric ``(d, d)`` -> ``(r, r, b)``.
-    ``symmetric``: compute only half of the class blocks (half the work, longer to compile; see
-    :func:`quad_chunks`)."""
+    ``symmetric``: compute only half of the class blocks (half the work), from ``mat``'s upper
+    blocks only (see :func:`quad_chunks`)."""
     if isinstance(rows, KronChunks) and symmetric:
         return quad_chunks(jax.tree_util.tree_map(lambda v: v[None], rows), mat, True)[0]
     if isinstance(rows, DenseChunks):
@@ -456,7 +456,8 @@ def quad_chunks(rows: Chunks, mat, symmetric=False):
     the blocks ``c' = c, c + 1, …, c + ⌊C/2⌋`` (mod ``C``), ``C(⌊C/2⌋ + 1)`` blocks in all (the
     upper triangle's ``C(C + 1)/2`` for odd ``C``). Every row is then as wide, so the rows run as
     one loop: written out, a kernel per class row and entry made XLA's compilation seconds
-    longer. Both triangles of ``B`` are read (the callers' are symmetric up to rounding)."""
+    longer. Only ``B``'s upper blocks are read: past the diagonal, block ``(c', c)`` stands for
+    ``(c, c')`` (``hᵀMh = hᵀMᵀh``)."""
     if not (symmetric and isinstance(rows, KronChunks)):
         return jax.lax.map(lambda chunk: quad(chunk, mat, symmetric), rows)
     s, ht = rows.s, rows.ht
@@ -464,9 +465,12 @@ def quad_chunks(rows: Chunks, mat, symmetric=False):
     dim = ht.shape[1]
     half = c // 2 + 1
 
+    blocks = mat.reshape(c, dim, c, dim)
+
     def class_row(ci, out):
-        block_row = jax.lax.dynamic_slice_in_dim(mat, ci * dim, dim, axis=0).reshape(dim, c, dim)
-        block_row = jnp.take(block_row, (ci + jnp.arange(half)) % c, axis=1).reshape(dim, half * dim)
+        cj = (ci + jnp.arange(half)) % c
+        block_row = blocks[jnp.minimum(ci, cj), :, jnp.maximum(ci, cj), :]             # (half, D, D)
+        block_row = block_row.transpose(1, 0, 2).reshape(dim, half * dim)
 
         def chunk(ht_k):
             h_rows = ht_k.T                                             # (b, D)
